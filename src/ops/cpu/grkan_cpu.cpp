@@ -1,0 +1,141 @@
+// CPU reference (and CPU production path) of the GR-KAN op. See src/ops/grkan.h for the math.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/grkan.h"
+
+namespace kat::ops {
+
+namespace {
+constexpr int kMaxDeg = 8;
+// Number of row chunks of the coefficient reduction. Fixed (not the thread count), so results are
+// bitwise identical whatever OMP_NUM_THREADS is.
+constexpr int64_t kChunks = 64;
+}  // namespace
+
+void GrkanShape::validate(const std::string& where) const {
+  KAT_CHECK(rows >= 0, where, ": GR-KAN rows must be >= 0, got ", rows);
+  KAT_CHECK(dim > 0 && groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", dim,
+            ", groups ", groups, ")");
+  KAT_CHECK(dim % groups == 0, where, ": GR-KAN width ", dim, " is not divisible by groups ", groups);
+  KAT_CHECK(num_rows == 1 || num_rows == groups, where, ": GR-KAN numerator must have 1 or ", groups,
+            " rows, got ", num_rows);
+  KAT_CHECK(m >= 0 && m <= kMaxDeg && n >= 0 && n <= kMaxDeg, where, ": GR-KAN degrees (", m, ", ",
+            n, ") out of range [0, ", kMaxDeg, "]");
+}
+
+template <typename T>
+void grkan_forward(const GrkanShape& s, const T* x, const T* a, const T* b, T* y) {
+  s.validate("grkan_forward");
+  const int D = s.dim, G = s.groups, Dg = D / G, m = s.m, n = s.n;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const T* xr = x + r * D;
+    T* yr = y + r * D;
+    for (int g = 0; g < G; ++g) {
+      const T* ag = a + (s.num_rows == 1 ? 0 : g) * (m + 1);
+      T babs[kMaxDeg];
+      for (int k = 0; k < n; ++k) babs[k] = std::abs(b[g * n + k]);
+      for (int c = g * Dg; c < (g + 1) * Dg; ++c) {
+        const T v = xr[c], av = std::abs(v);
+        T P = ag[m];
+        for (int k = m - 1; k >= 0; --k) P = P * v + ag[k];  // Horner
+        T Qm = n > 0 ? babs[n - 1] : T(0);                    // Q = 1 + |x| (|b1| + |x|(|b2| + ...))
+        for (int k = n - 2; k >= 0; --k) Qm = Qm * av + babs[k];
+        const T Q = T(1) + (n > 0 ? Qm * av : T(0));
+        yr[c] = P / Q;
+      }
+    }
+  }
+}
+
+template <typename T>
+void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx,
+                    T* da, T* db) {
+  s.validate("grkan_backward");
+  const int D = s.dim, G = s.groups, Dg = D / G, m = s.m, n = s.n;
+  const int An = s.num_rows;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kChunks, s.rows));
+  // Per-chunk partials in double: [chunk][An*(m+1) + G*n].
+  const int na = An * (m + 1), nb = G * n;
+  std::vector<double> part(static_cast<size_t>(chunks) * (na + nb), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t r0 = s.rows * ch / chunks, r1 = s.rows * (ch + 1) / chunks;
+    double* pa = part.data() + ch * (na + nb);
+    double* pb = pa + na;
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * D;
+      const T* gr = dy + r * D;
+      T* dxr = dx + r * D;
+      for (int g = 0; g < G; ++g) {
+        const int arow = (An == 1 ? 0 : g);
+        const T* ag = a + arow * (m + 1);
+        T babs[kMaxDeg], bsgn[kMaxDeg];
+        for (int k = 0; k < n; ++k) {
+          babs[k] = std::abs(b[g * n + k]);
+          bsgn[k] = b[g * n + k] >= T(0) ? T(1) : T(-1);
+        }
+        double acc_a[kMaxDeg + 1] = {0}, acc_b[kMaxDeg] = {0};
+        for (int c = g * Dg; c < (g + 1) * Dg; ++c) {
+          const T v = xr[c], av = std::abs(v), sx = v >= T(0) ? T(1) : T(-1);
+          const T gy = gr[c];
+          T xp[kMaxDeg + 1];  // x^k
+          xp[0] = T(1);
+          for (int k = 1; k <= std::max(m, n); ++k) xp[k] = xp[k - 1] * v;
+          T P = 0, R = 0;
+          for (int k = 0; k <= m; ++k) P += ag[k] * xp[k];
+          for (int k = 1; k <= m; ++k) R += T(k) * ag[k] * xp[k - 1];
+          // |x|^k = |x^k|
+          T Q = T(1), S = T(0);
+          for (int k = 1; k <= n; ++k) {
+            Q += babs[k - 1] * std::abs(xp[k]);
+            S += T(k) * babs[k - 1] * std::abs(xp[k - 1]);
+          }
+          S *= sx;
+          const T invQ = T(1) / Q;
+          dxr[c] = gy * (R * Q - S * P) * invQ * invQ;
+          const T gq = gy * invQ;            // g / Q
+          const T gpq2 = -gy * P * invQ * invQ;  // g * (-P/Q^2)
+          for (int k = 0; k <= m; ++k) acc_a[k] += static_cast<double>(gq * xp[k]);
+          for (int k = 1; k <= n; ++k) acc_b[k - 1] += static_cast<double>(gpq2 * std::abs(xp[k]));
+        }
+        for (int k = 0; k <= m; ++k) pa[arow * (m + 1) + k] += acc_a[k];
+        for (int k = 0; k < n; ++k) pb[g * n + k] += acc_b[k] * static_cast<double>(bsgn[k]);
+      }
+    }
+  }
+  // Second stage: add the chunk partials in a fixed order.
+  for (int i = 0; i < na; ++i) {
+    double t = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + i];
+    da[i] += static_cast<T>(t);
+  }
+  for (int i = 0; i < nb; ++i) {
+    double t = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + na + i];
+    db[i] += static_cast<T>(t);
+  }
+}
+
+double grkan_eval(const double* a, int m, const double* b, int n, double x) {
+  double P = 0, Q = 1, xp = 1;
+  for (int k = 0; k <= std::max(m, n); ++k) {
+    if (k <= m) P += a[k] * xp;
+    if (k >= 1 && k <= n) Q += std::abs(b[k - 1]) * std::abs(xp);
+    xp *= x;
+  }
+  return P / Q;
+}
+
+template void grkan_forward<float>(const GrkanShape&, const float*, const float*, const float*, float*);
+template void grkan_forward<double>(const GrkanShape&, const double*, const double*, const double*,
+                                    double*);
+template void grkan_backward<float>(const GrkanShape&, const float*, const float*, const float*,
+                                    const float*, float*, float*, float*);
+template void grkan_backward<double>(const GrkanShape&, const double*, const double*, const double*,
+                                     const double*, double*, double*, double*);
+
+}  // namespace kat::ops

@@ -1,0 +1,52 @@
+// GR-KAN: group-rational activation (SPEC.md §1), the op that replaces KAT's MLP activations.
+//
+//   x: (rows, D) channels last; D split into G contiguous groups of D/G channels.
+//   P(x) = Σ_{k=0..m} a_k x^k                 a: (An, m+1), An = 1 (shared) or G (per group)
+//   Q(x) = 1 + Σ_{k=1..n} |b_k| |x|^k         b: (G, n)    row g, column k-1 multiplies |x|^k
+//   F(x) = P / Q                              (Q >= 1, so the division is safe)
+// Gradients (g = dL/dy; sign(0) := +1, also for sign(b_k)):
+//   dx   = g (R Q - S P) / Q^2      R = P'(x), S = sign(x) Σ k |b_k| |x|^(k-1)
+//   da_k = Σ g x^k / Q             (over every element of the group; of all groups when shared)
+//   db_k = Σ g (-P/Q^2) sign(b_k) |x|^k
+// The coefficient reductions are deterministic: rows are cut into a fixed number of chunks that
+// does not depend on the thread count, each chunk sums in double, chunks are added in order.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kat::ops {
+
+struct GrkanShape {
+  int64_t rows = 0;  // product of all leading dims (batch * tokens)
+  int dim = 0;       // D, channels
+  int groups = 8;    // G
+  int num_rows = 1;  // An: 1 (shared numerator) or G
+  int m = 5;         // numerator degree (m+1 coefficients)
+  int n = 4;         // denominator degree (n coefficients)
+  // Throws kat::Error naming the problem (D % G != 0, bad An, degrees out of range).
+  void validate(const std::string& where) const;
+};
+
+// y = F(x). y may not alias x.
+template <typename T>
+void grkan_forward(const GrkanShape& s, const T* x, const T* a, const T* b, T* y);
+
+// dx = dL/dx (overwritten; may alias dy). da (An, m+1), db (G, n) are ACCUMULATED (+=).
+template <typename T>
+void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx,
+                    T* da, T* db);
+
+// Scalar evaluation of one group's rational, for plots and fitting (double precision).
+double grkan_eval(const double* a, int m, const double* b, int n, double x);
+
+// Initial coefficients. mode: "identity", "swish" (SPEC.md values) or "gelu" (least-squares fit,
+// computed once). Writes a (m+1 = 6 values) and b (n = 4 values) for degrees (5, 4).
+void grkan_init_coefficients(const std::string& mode, std::vector<double>& a, std::vector<double>& b);
+
+// Least-squares A-form fit of f on [lo, hi]: linearised fit of P - f*Q on a grid, then
+// Gauss-Newton refinement of the true residual P/Q - f. Returns the max abs error on the grid.
+double grkan_fit(double (*f)(double), double lo, double hi, int m, int n, std::vector<double>& a,
+                 std::vector<double>& b);
+
+}  // namespace kat::ops
