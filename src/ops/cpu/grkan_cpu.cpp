@@ -60,11 +60,14 @@ void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, co
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kChunks, s.rows));
   // Per-chunk partials in double: [chunk][An*(m+1) + G*n].
   const int na = An * (m + 1), nb = G * n;
-  std::vector<double> part(static_cast<size_t>(chunks) * (na + nb), 0.0);
+  // Scratch reused across calls (grows once, no allocation in the steady state).
+  thread_local std::vector<double> part;
+  part.assign(static_cast<size_t>(chunks) * (na + nb), 0.0);
+  double* const partp = part.data();  // threads of the region below share the caller's scratch
 #pragma omp parallel for schedule(static)
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t r0 = s.rows * ch / chunks, r1 = s.rows * (ch + 1) / chunks;
-    double* pa = part.data() + ch * (na + nb);
+    double* pa = partp + ch * (na + nb);
     double* pb = pa + na;
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * D;

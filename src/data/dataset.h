@@ -1,0 +1,67 @@
+// In-memory image classification datasets: IDX (MNIST / Fashion-MNIST), CIFAR-10/100 binary and
+// image folders (root/<class>/*.png|jpg). Every loader checks its input and throws kat::Error with a
+// message naming the file (and the record index) at fault.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/image_io.h"
+
+namespace kat::data {
+
+// All images uint8 HWC in memory (N*H*W*C), labels int32 in [0, num_classes).
+struct Dataset {
+  int height = 0, width = 0, channels = 0, num_classes = 0;
+  std::vector<uint8_t> pixels;  // (N, H, W, C)
+  std::vector<int32_t> labels;  // (N)
+  std::vector<std::string> class_names;
+  std::string source;  // path / spec, for messages
+
+  size_t size() const { return labels.size(); }
+  size_t image_bytes() const { return static_cast<size_t>(height) * width * channels; }
+  const uint8_t* image(size_t i) const { return pixels.data() + i * image_bytes(); }
+};
+
+// Default location of Fashion-MNIST (spec "fashion-mnist").
+inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+// IDX pair (gzip or raw; zlib reads both). `names`: "auto" (Fashion-MNIST names when either path
+// contains "fashion", else digits), "fashion", "digits"/"mnist" or "none" (class names "0".."K-1").
+Dataset load_idx(const std::string& images_path, const std::string& labels_path,
+                 const std::string& names = "auto", int num_classes = 10);
+
+// CIFAR binary batches. num_classes 10: records <label><3072 CHW>; 100: <coarse><fine><3072 CHW>
+// (the fine label is used). Class names from batches.meta.txt (10) / fine_label_names.txt (100)
+// next to the first file when present; built-in names for CIFAR-10 otherwise, "0".."99" for 100.
+Dataset load_cifar(const std::vector<std::string>& batch_files, int num_classes);
+
+// root/<class>/*.{png,jpg,jpeg} (case-insensitive extensions); classes sorted by folder name, files
+// sorted by name. resize_to > 0: resize the shorter side to resize_to then center crop to a square;
+// 0: keep sizes (they must all agree). channels: 0 = auto (3 unless every image is gray -> 1), or
+// force 1 / 3. `classes` (optional): use this class list (e.g. the train split's) instead of the
+// folder listing; folders not in it are an error. Corrupt images: Error naming the file, or, with
+// skip_bad, skipped and counted in *skipped.
+Dataset load_image_folder(const std::string& root, int resize_to = 0, bool skip_bad = false,
+                          int* skipped = nullptr, int channels = 0,
+                          const std::vector<std::string>* classes = nullptr);
+
+// Dispatch on a spec string:
+//   "fashion-mnist" (kFashionMnistDir) | "fashion-mnist:DIR" | "mnist:DIR" | "idx:DIR"
+//       DIR holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+//   "cifar10:DIR"  data_batch_{1..5}.bin / test_batch.bin (DIR or DIR/cifar-10-batches-bin)
+//   "cifar100:DIR" train.bin / test.bin (DIR or DIR/cifar-100-binary)
+//   "folder:DIR"   DIR/train and DIR/val (or DIR/test); the eval split uses the train classes.
+// folder_resize / skipped are passed to load_image_folder for "folder:" specs.
+Dataset load_dataset(const std::string& spec, bool train, bool skip_bad = false,
+                     int folder_resize = 0, int* skipped = nullptr);
+
+// First min(n, size) samples.
+Dataset subset(const Dataset& ds, size_t n);
+
+// Built-in class name lists.
+const std::vector<std::string>& fashion_mnist_class_names();
+const std::vector<std::string>& cifar10_class_names();
+
+}  // namespace kat::data

@@ -1,0 +1,326 @@
+#include "data/image_io.h"
+
+#include <jpeglib.h>
+#include <jerror.h>
+#include <png.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "core/error.h"
+
+namespace kat::data {
+
+namespace {
+
+bool fail(std::string* err, const std::string& msg) {
+  if (err) *err = msg;
+  return false;
+}
+
+// ---- PNG (simplified libpng API: no setjmp needed) -------------------------------------------
+bool decode_png(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
+                std::vector<uint8_t>& out, std::string* err) {
+  png_image img;
+  std::memset(&img, 0, sizeof(img));
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&img, data, size)) {
+    std::string m = img.message;
+    png_image_free(&img);
+    return fail(err, "file " + name + ": corrupt PNG (" + m + ")");
+  }
+  const bool color = (img.format & PNG_FORMAT_FLAG_COLOR) != 0;
+  const bool alpha = (img.format & PNG_FORMAT_FLAG_ALPHA) != 0;
+  img.format = (color ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY) | (alpha ? PNG_FORMAT_FLAG_ALPHA : 0u);
+  const int src_c = (color ? 3 : 1) + (alpha ? 1 : 0);
+  if (img.width == 0 || img.height == 0 || img.width > (1u << 15) || img.height > (1u << 15)) {
+    png_image_free(&img);
+    return fail(err, "file " + name + ": unsupported PNG size " + std::to_string(img.width) + "x" +
+                         std::to_string(img.height));
+  }
+  h = static_cast<int>(img.height);
+  w = static_cast<int>(img.width);
+  c = color ? 3 : 1;
+  std::vector<uint8_t> buf(static_cast<size_t>(h) * w * src_c);
+  if (!png_image_finish_read(&img, nullptr, buf.data(), 0, nullptr)) {
+    std::string m = img.message;
+    png_image_free(&img);
+    return fail(err, "file " + name + ": corrupt PNG (" + m + ")");
+  }
+  png_image_free(&img);
+  if (!alpha) {
+    out.swap(buf);
+  } else {  // drop alpha
+    out.resize(static_cast<size_t>(h) * w * c);
+    const size_t np = static_cast<size_t>(h) * w;
+    for (size_t i = 0; i < np; ++i)
+      for (int k = 0; k < c; ++k) out[i * c + k] = buf[i * src_c + k];
+  }
+  return true;
+}
+
+// ---- JPEG (libjpeg with setjmp error recovery) -----------------------------------------------
+struct JpegErr {
+  jpeg_error_mgr mgr;
+  jmp_buf jb;
+  char msg[JMSG_LENGTH_MAX];
+  bool fatal_warning;
+};
+
+void jpeg_error_exit_cb(j_common_ptr cinfo) {
+  JpegErr* e = reinterpret_cast<JpegErr*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, e->msg);
+  longjmp(e->jb, 1);
+}
+
+void jpeg_emit_message_cb(j_common_ptr cinfo, int level) {
+  JpegErr* e = reinterpret_cast<JpegErr*>(cinfo->err);
+  if (level < 0) {  // warning: a truncated file is an error for us; other warnings are benign
+    const int code = cinfo->err->msg_code;
+    if ((code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER) && !e->fatal_warning) {
+      e->fatal_warning = true;
+      (*cinfo->err->format_message)(cinfo, e->msg);
+    }
+    cinfo->err->num_warnings++;
+  }
+}
+
+// Only POD locals between setjmp and longjmp; `out` belongs to the caller.
+bool decode_jpeg_raw(const uint8_t* data, size_t size, int& h, int& w, int& c,
+                     std::vector<uint8_t>& out, char* msg_out) {
+  jpeg_decompress_struct cinfo;
+  JpegErr jerr;
+  std::memset(&jerr, 0, sizeof(jerr));
+  cinfo.err = jpeg_std_error(&jerr.mgr);
+  jerr.mgr.error_exit = jpeg_error_exit_cb;
+  jerr.mgr.emit_message = jpeg_emit_message_cb;
+  if (setjmp(jerr.jb)) {
+    jpeg_destroy_decompress(&cinfo);
+    std::snprintf(msg_out, JMSG_LENGTH_MAX, "%s", jerr.msg);
+    return false;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.jpeg_color_space == JCS_GRAYSCALE) {
+    cinfo.out_color_space = JCS_GRAYSCALE;
+  } else {
+    cinfo.out_color_space = JCS_RGB;  // CMYK/YCCK are decoded as CMYK and converted below
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)
+      cinfo.out_color_space = JCS_CMYK;
+  }
+  jpeg_start_decompress(&cinfo);
+  w = static_cast<int>(cinfo.output_width);
+  h = static_cast<int>(cinfo.output_height);
+  const int oc = cinfo.output_components;
+  c = oc == 1 ? 1 : 3;
+  out.resize(static_cast<size_t>(h) * w * oc);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = out.data() + static_cast<size_t>(cinfo.output_scanline) * w * oc;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  if (jerr.fatal_warning) {
+    std::snprintf(msg_out, JMSG_LENGTH_MAX, "%s", jerr.msg);
+    return false;
+  }
+  if (oc == 4) {  // CMYK (Adobe inverted) -> RGB
+    const size_t np = static_cast<size_t>(h) * w;
+    for (size_t i = 0; i < np; ++i) {
+      const int k = out[i * 4 + 3];
+      for (int j = 0; j < 3; ++j) out[i * 3 + j] = static_cast<uint8_t>((out[i * 4 + j] * k + 127) / 255);
+    }
+    out.resize(np * 3);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w,
+                         int& c, std::vector<uint8_t>& out, std::string* err) {
+  static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (size >= 8 && std::memcmp(data, png_sig, 8) == 0) return decode_png(data, size, name, h, w, c, out, err);
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
+    char msg[JMSG_LENGTH_MAX] = {0};
+    if (!decode_jpeg_raw(data, size, h, w, c, out, msg))
+      return fail(err, "file " + name + ": corrupt JPEG (" + msg + ")");
+    if (h <= 0 || w <= 0) return fail(err, "file " + name + ": empty JPEG");
+    return true;
+  }
+  return fail(err, "file " + name + ": not a PNG or JPEG image (" + std::to_string(size) + " bytes)");
+}
+
+bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vector<uint8_t>& out,
+                       std::string* err) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fail(err, "file " + path + ": cannot open");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return decode_image_memory(bytes.data(), bytes.size(), path, h, w, c, out, err);
+}
+
+void write_png(const std::string& path, int h, int w, int c, const uint8_t* pixels) {
+  KAT_CHECK(c == 1 || c == 3, "write_png ", path, ": channels must be 1 or 3, got ", c);
+  png_image img;
+  std::memset(&img, 0, sizeof(img));
+  img.version = PNG_IMAGE_VERSION;
+  img.width = static_cast<png_uint_32>(w);
+  img.height = static_cast<png_uint_32>(h);
+  img.format = c == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  if (!png_image_write_to_file(&img, path.c_str(), 0, pixels, 0, nullptr)) {
+    std::string m = img.message;
+    png_image_free(&img);
+    throw Error("file " + path + ": cannot write PNG (" + m + ")");
+  }
+}
+
+namespace {
+bool encode_jpeg_raw(FILE* fp, int h, int w, int c, const uint8_t* pixels, int quality, char* msg_out) {
+  jpeg_compress_struct cinfo;
+  JpegErr jerr;
+  std::memset(&jerr, 0, sizeof(jerr));
+  cinfo.err = jpeg_std_error(&jerr.mgr);
+  jerr.mgr.error_exit = jpeg_error_exit_cb;
+  if (setjmp(jerr.jb)) {
+    jpeg_destroy_compress(&cinfo);
+    std::snprintf(msg_out, JMSG_LENGTH_MAX, "%s", jerr.msg);
+    return false;
+  }
+  jpeg_create_compress(&cinfo);
+  jpeg_stdio_dest(&cinfo, fp);
+  cinfo.image_width = static_cast<JDIMENSION>(w);
+  cinfo.image_height = static_cast<JDIMENSION>(h);
+  cinfo.input_components = c;
+  cinfo.in_color_space = c == 3 ? JCS_RGB : JCS_GRAYSCALE;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(pixels) + static_cast<size_t>(cinfo.next_scanline) * w * c;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  return true;
+}
+}  // namespace
+
+void write_jpeg(const std::string& path, int h, int w, int c, const uint8_t* pixels, int quality) {
+  KAT_CHECK(c == 1 || c == 3, "write_jpeg ", path, ": channels must be 1 or 3, got ", c);
+  FILE* fp = std::fopen(path.c_str(), "wb");
+  KAT_CHECK(fp, "file ", path, ": cannot open for writing");
+  char msg[JMSG_LENGTH_MAX] = {0};
+  const bool ok = encode_jpeg_raw(fp, h, w, c, pixels, quality, msg);
+  const bool closed = std::fclose(fp) == 0;
+  KAT_CHECK(ok, "file ", path, ": cannot write JPEG (", msg, ")");
+  KAT_CHECK(closed, "file ", path, ": write failed");
+}
+
+// ---- resampling ------------------------------------------------------------------------------
+namespace {
+struct Taps {
+  std::vector<int> start, count;
+  std::vector<float> weights;  // count per output, padded to `maxk`
+  int maxk = 0;
+};
+
+// Triangle filter over the source interval [in0, in0 + in_len) mapped onto out_size samples.
+void make_taps(double in0, double in_len, int in_size, int out_size, Taps& t) {
+  const double scale = in_len / out_size;
+  const double fscale = std::max(scale, 1.0);
+  const double support = fscale;  // triangle radius 1 scaled
+  t.maxk = static_cast<int>(std::ceil(support)) * 2 + 1;
+  t.start.assign(out_size, 0);
+  t.count.assign(out_size, 0);
+  t.weights.assign(static_cast<size_t>(out_size) * t.maxk, 0.f);
+  for (int i = 0; i < out_size; ++i) {
+    const double center = in0 + (i + 0.5) * scale;
+    int lo = static_cast<int>(std::floor(center - support));
+    int hi = static_cast<int>(std::ceil(center + support));
+    lo = std::max(lo, 0);
+    hi = std::min(hi, in_size);
+    if (hi > lo + t.maxk) hi = lo + t.maxk;
+    double sum = 0;
+    float* wts = &t.weights[static_cast<size_t>(i) * t.maxk];
+    int n = 0;
+    for (int j = lo; j < hi; ++j, ++n) {
+      const double d = std::abs((j + 0.5 - center) / fscale);
+      const double wt = d < 1.0 ? 1.0 - d : 0.0;
+      wts[n] = static_cast<float>(wt);
+      sum += wt;
+    }
+    if (sum <= 0) {  // degenerate (box outside the image): nearest pixel
+      const int j = std::clamp(static_cast<int>(std::floor(center)), 0, in_size - 1);
+      lo = j;
+      n = 1;
+      wts[0] = 1.f;
+      sum = 1.0;
+    }
+    for (int k = 0; k < n; ++k) wts[k] = static_cast<float>(wts[k] / sum);
+    t.start[i] = lo;
+    t.count[i] = n;
+  }
+}
+}  // namespace
+
+void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh,
+                       double bw, uint8_t* dst, int oh, int ow) {
+  Taps tx, ty;
+  make_taps(x0, bw, sw, ow, tx);
+  make_taps(y0, bh, sh, oh, ty);
+  int rlo = sh, rhi = 0;
+  for (int i = 0; i < oh; ++i) {
+    rlo = std::min(rlo, ty.start[i]);
+    rhi = std::max(rhi, ty.start[i] + ty.count[i]);
+  }
+  const int nrows = rhi - rlo;
+  std::vector<float> tmp(static_cast<size_t>(nrows) * ow * c);
+  for (int r = 0; r < nrows; ++r) {
+    const uint8_t* srow = src + static_cast<size_t>(r + rlo) * sw * c;
+    float* trow = &tmp[static_cast<size_t>(r) * ow * c];
+    for (int x = 0; x < ow; ++x) {
+      const float* wts = &tx.weights[static_cast<size_t>(x) * tx.maxk];
+      const int s0 = tx.start[x], n = tx.count[x];
+      for (int k = 0; k < c; ++k) {
+        float acc = 0.f;
+        for (int j = 0; j < n; ++j) acc += wts[j] * srow[(s0 + j) * c + k];
+        trow[x * c + k] = acc;
+      }
+    }
+  }
+  for (int y = 0; y < oh; ++y) {
+    const float* wts = &ty.weights[static_cast<size_t>(y) * ty.maxk];
+    const int s0 = ty.start[y] - rlo, n = ty.count[y];
+    uint8_t* drow = dst + static_cast<size_t>(y) * ow * c;
+    for (int x = 0; x < ow * c; ++x) {
+      float acc = 0.f;
+      for (int j = 0; j < n; ++j) acc += wts[j] * tmp[static_cast<size_t>(s0 + j) * ow * c + x];
+      const int v = static_cast<int>(acc + 0.5f);
+      drow[x] = static_cast<uint8_t>(std::clamp(v, 0, 255));
+    }
+  }
+}
+
+void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int size, uint8_t* dst) {
+  // Equivalent to: resize shorter side to `size` (longer side rounded), then center crop. Done in
+  // one resampling step by mapping the crop window back into source coordinates.
+  int rh, rw;  // resized size
+  if (sh <= sw) {
+    rh = size;
+    rw = std::max(size, static_cast<int>(std::lround(static_cast<double>(sw) * size / sh)));
+  } else {
+    rw = size;
+    rh = std::max(size, static_cast<int>(std::lround(static_cast<double>(sh) * size / sw)));
+  }
+  const int top = (rh - size) / 2, left = (rw - size) / 2;
+  const double sy = static_cast<double>(sh) / rh, sx = static_cast<double>(sw) / rw;
+  resample_bilinear(src, sh, sw, c, top * sy, left * sx, size * sy, size * sx, dst, size, size);
+}
+
+}  // namespace kat::data

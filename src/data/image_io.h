@@ -1,0 +1,32 @@
+// Image decoding/encoding (PNG via libpng, JPEG via libjpeg-turbo) and uint8 resampling helpers.
+// Images are uint8, HWC, channels 1 (gray) or 3 (RGB); alpha channels are dropped (like PIL's
+// convert('RGB')).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kat::data {
+
+// Decode a PNG or JPEG file (format detected from the magic bytes, not the extension).
+// On success returns true and fills h, w, c (1 or 3) and out (h*w*c bytes, HWC).
+// On failure returns false; `err` (optional) receives a message naming the file and the reason.
+bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vector<uint8_t>& out,
+                       std::string* err = nullptr);
+// Same on an in-memory encoded buffer (`name` is only used in the error message).
+bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w,
+                         int& c, std::vector<uint8_t>& out, std::string* err = nullptr);
+
+// Writers (for tests, `kat` tools and visualisation). Throw kat::Error on failure. c = 1 or 3.
+void write_png(const std::string& path, int h, int w, int c, const uint8_t* pixels);
+void write_jpeg(const std::string& path, int h, int w, int c, const uint8_t* pixels, int quality = 95);
+
+// Antialiased bilinear (triangle filter, support scaled when downsampling - PIL's BILINEAR with
+// reducing) resampling of the source box [x0, x0+bw) x [y0, y0+bh) (float coordinates in source
+// pixels) to an oh x ow image. src is sh x sw x c, dst is oh x ow x c.
+void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh,
+                       double bw, uint8_t* dst, int oh, int ow);
+// Resize so the shorter side is `size` then center-crop to size x size.
+void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int size, uint8_t* dst);
+
+}  // namespace kat::data

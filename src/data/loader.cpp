@@ -1,0 +1,207 @@
+#include "data/loader.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace kat::data {
+
+LoaderConfig LoaderConfig::eval(const LoaderConfig& t, int batch_size) {
+  LoaderConfig e;
+  e.batch_size = batch_size > 0 ? batch_size : t.batch_size;
+  e.shuffle = false;
+  e.drop_last = false;
+  e.seed = t.seed;
+  e.num_workers = t.num_workers;
+  e.prefetch = t.prefetch;
+  e.aug.train = false;
+  e.aug.out_size = t.aug.out_size;
+  e.aug.eval_crop_pct = t.aug.eval_crop_pct;
+  e.aug.fill = t.aug.fill;
+  e.aug.mean = t.aug.mean;
+  e.aug.std = t.aug.std;
+  return e;
+}
+
+std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
+  if (shuffle && n > 1) {
+    Rng rng(seed_hash({seed, static_cast<uint64_t>(epoch), seed_tag("perm")}));
+    for (size_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
+  }
+  return order;
+}
+
+void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
+                const std::vector<int64_t>& order, Batch& out) {
+  const int64_t N = static_cast<int64_t>(order.size());
+  const int64_t begin = b * cfg.batch_size;
+  KAT_ASSERT(begin >= 0 && begin < N);
+  const int n = static_cast<int>(std::min<int64_t>(cfg.batch_size, N - begin));
+  const int c = ds.channels, h = aug_out_h(cfg.aug, ds.height), w = aug_out_w(cfg.aug, ds.width);
+  const size_t img = static_cast<size_t>(c) * h * w;
+  out.n = n;
+  out.c = c;
+  out.h = h;
+  out.w = w;
+  out.classes = ds.num_classes;
+  out.epoch = epoch;
+  out.batch = b;
+  out.images.resize(img * n);
+  out.labels.resize(n);
+  out.indices.resize(n);
+  out.targets.resize(static_cast<size_t>(n) * ds.num_classes);
+  // Normalization table: cached per thread for the last config seen.
+  static thread_local std::vector<float> lut;
+  static thread_local std::vector<float> lut_mean, lut_std;
+  static thread_local int lut_c = -1;
+  if (lut_c != c || lut_mean != cfg.aug.mean || lut_std != cfg.aug.std) {
+    lut = make_norm_lut(cfg.aug, c);
+    lut_mean = cfg.aug.mean;
+    lut_std = cfg.aug.std;
+    lut_c = c;
+  }
+  static thread_local AugScratch scratch;
+  const uint64_t ep = static_cast<uint64_t>(epoch);
+  for (int i = 0; i < n; ++i) {
+    const int64_t idx = order[begin + i];
+    out.indices[i] = idx;
+    out.labels[i] = ds.labels[idx];
+    KAT_CHECK(out.labels[i] >= 0 && out.labels[i] < ds.num_classes, ds.source, ": label ", out.labels[i],
+              " at index ", idx, " out of range [0, ", ds.num_classes, ")");
+    Rng rng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(idx), seed_tag("aug")}));
+    augment_image(ds.image(idx), ds.height, ds.width, c, cfg.aug, lut.data(), rng, scratch,
+                  out.images.data() + img * i);
+  }
+  MixConfig mc = cfg.mix;
+  if (!cfg.aug.train) mc.mixup_alpha = mc.cutmix_alpha = 0;  // eval: never mix
+  Rng mrng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(b), seed_tag("mix")}));
+  out.mix = mix_batch(mc, mrng, out.images.data(), n, c, h, w, out.labels.data(), ds.num_classes,
+                      out.targets.data());
+}
+
+Loader::Loader(const Dataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(std::move(cfg)) {
+  const std::string who = "loader for " + (ds.source.empty() ? std::string("dataset") : ds.source);
+  KAT_CHECK(ds.size() > 0, who, ": dataset is empty");
+  KAT_CHECK(ds.channels >= 1 && ds.height >= 1 && ds.width >= 1 && ds.num_classes >= 1, who,
+            ": bad dataset geometry ", ds.height, "x", ds.width, "x", ds.channels, ", ", ds.num_classes, " classes");
+  KAT_CHECK(ds.pixels.size() == ds.size() * ds.image_bytes(), who, ": pixel buffer holds ", ds.pixels.size(),
+            " bytes, expected ", ds.size() * ds.image_bytes());
+  KAT_CHECK(cfg_.batch_size >= 1, who, ": batch_size must be >= 1, got ", cfg_.batch_size);
+  KAT_CHECK(cfg_.num_workers >= 0 && cfg_.num_workers <= 256, who, ": num_workers must be in [0, 256], got ",
+            cfg_.num_workers);
+  KAT_CHECK(cfg_.prefetch >= 1, who, ": prefetch must be >= 1, got ", cfg_.prefetch);
+  KAT_CHECK(cfg_.mix.prob >= 0 && cfg_.mix.prob <= 1 && cfg_.mix.switch_prob >= 0 && cfg_.mix.switch_prob <= 1 &&
+                cfg_.mix.mixup_alpha >= 0 && cfg_.mix.cutmix_alpha >= 0,
+            who, ": bad mix config (alphas must be >= 0, probabilities in [0, 1])");
+  KAT_CHECK(cfg_.mix.label_smoothing >= 0 && cfg_.mix.label_smoothing < 1, who,
+            ": label_smoothing must be in [0, 1), got ", cfg_.mix.label_smoothing);
+  validate(cfg_.aug, ds.height, ds.width, ds.channels);
+  for (size_t i = 0; i < ds.size(); ++i)
+    KAT_CHECK(ds.labels[i] >= 0 && ds.labels[i] < ds.num_classes, who, ": label ", ds.labels[i], " at index ", i,
+              " out of range [0, ", ds.num_classes, ")");
+  const int64_t N = static_cast<int64_t>(ds.size()), B = cfg_.batch_size;
+  batches_per_epoch_ = cfg_.drop_last ? N / B : (N + B - 1) / B;
+  KAT_CHECK(batches_per_epoch_ > 0, who, ": ", N, " samples is fewer than one batch of ", B,
+            " with drop_last (lower the batch size)");
+  if (cfg_.num_workers > 0) {
+    slots_.resize(static_cast<size_t>(std::max(cfg_.prefetch, cfg_.num_workers)));
+    workers_.reserve(cfg_.num_workers);
+    for (int i = 0; i < cfg_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+}
+
+Loader::~Loader() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_work_.notify_all();
+  cv_ready_.notify_all();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
+  KAT_CHECK(epoch >= 0, "loader: epoch must be >= 0, got ", epoch);
+  KAT_CHECK(first_batch >= 0 && first_batch <= batches_per_epoch_, "loader: first batch ", first_batch,
+            " out of range [0, ", batches_per_epoch_, "]");
+  auto order = std::make_shared<const std::vector<int64_t>>(epoch_order(ds_.size(), cfg_.seed, epoch, cfg_.shuffle));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++generation_;
+    order_ = std::move(order);
+    epoch_ = epoch;
+    next_claim_ = next_deliver_ = first_batch;
+    for (auto& s : slots_) {
+      s.batch = -1;
+      s.ready = false;
+      s.err = nullptr;
+    }
+    started_ = true;
+  }
+  cv_work_.notify_all();
+}
+
+void Loader::worker_loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  const int64_t depth = static_cast<int64_t>(slots_.size());
+  for (;;) {
+    cv_work_.wait(lk, [&] {
+      return stop_ || (started_ && next_claim_ < batches_per_epoch_ && next_claim_ < next_deliver_ + depth);
+    });
+    if (stop_) return;
+    const int64_t b = next_claim_++;
+    const uint64_t gen = generation_;
+    const int64_t epoch = epoch_;
+    auto order = order_;
+    Slot& slot = slots_[static_cast<size_t>(b % depth)];
+    slot.batch = b;
+    slot.ready = false;
+    slot.err = nullptr;
+    Batch local;
+    std::swap(local, slot.data);  // reuse the slot's buffers
+    lk.unlock();
+    std::exception_ptr err;
+    try {
+      make_batch(ds_, cfg_, epoch, b, *order, local);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    lk.lock();
+    if (gen != generation_ || stop_) continue;  // epoch restarted meanwhile: drop the result
+    std::swap(slot.data, local);
+    slot.err = err;
+    slot.ready = true;
+    cv_ready_.notify_all();
+  }
+}
+
+bool Loader::next(Batch& out) {
+  KAT_CHECK(started_, "loader: next() called before start_epoch()");
+  if (next_deliver_ >= batches_per_epoch_) return false;
+  if (workers_.empty()) {
+    make_batch(ds_, cfg_, epoch_, next_deliver_, *order_, out);
+    ++next_deliver_;
+    return true;
+  }
+  std::exception_ptr err;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    const int64_t b = next_deliver_;
+    Slot& slot = slots_[static_cast<size_t>(b % static_cast<int64_t>(slots_.size()))];
+    cv_ready_.wait(lk, [&] { return slot.batch == b && slot.ready; });
+    std::swap(out, slot.data);
+    err = slot.err;
+    slot.err = nullptr;
+    slot.batch = -1;
+    slot.ready = false;
+    ++next_deliver_;
+  }
+  cv_work_.notify_all();
+  if (err) std::rethrow_exception(err);
+  return true;
+}
+
+}  // namespace kat::data

@@ -1,0 +1,103 @@
+// The KAT / DeiT vision transformer (SPEC.md §2) on the CPU with explicit forward and backward.
+//
+//   tokens = [cls ; PatchEmbed(img)] + pos_embed            (B, N, D), N = 1 + (img/p)^2
+//   per block:  x = x + DropPath(Attn(LN1(x)));  x = x + DropPath(FFN(LN2(x)))
+//   KAT FFN: fc2(act2(fc1(act1(x))))    DeiT FFN: fc2(GELU(fc1(x)))
+//   features = LN(x) (B, N, D);  logits = head(features[:, 0])  (B, K)
+//
+// Memory: parameters and gradients are flat buffers carved by a ParamTable; activations are planned
+// once for a maximum batch size (plan()) and carved from one arena, so forward/backward allocate
+// nothing. Every saved activation is listed in struct BlockActs with its shape.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace kat {
+
+namespace io {
+class SafetensorsFile;
+class SafetensorsWriter;
+}  // namespace io
+
+class KatModel {
+ public:
+  explicit KatModel(const ModelConfig& cfg);
+
+  const ModelConfig& config() const { return cfg_; }
+  const ParamTable& table() const { return table_; }
+  int64_t num_params() const { return table_.total(); }
+
+  std::vector<float> params;  // (num_params) fp32 master weights
+  std::vector<float> grads;   // (num_params) accumulated by backward()
+
+  // Initialise every parameter (SPEC.md §3; cfg.init = "paper" or "timm").
+  void init_params(uint64_t seed);
+  // Plan the activation arena for batches of up to max_batch images.
+  void plan(int max_batch);
+  int planned_batch() const { return max_batch_; }
+
+  // images: (B, C, H, W) fp32, normalized. When train is set, drop-path draws from rng.
+  // Returns logits (B, num_classes), valid until the next forward.
+  const float* forward(const float* images, int B, bool train = false, Rng* rng = nullptr);
+  const float* features() const;  // (B, N, D) after the final norm, from the last forward
+  // dlogits: (B, K) gradient of the loss w.r.t. the logits of the last forward. Accumulates into
+  // grads (call zero_grad() first for a fresh step).
+  void backward(const float* dlogits);
+  void zero_grad();
+
+  // Checkpoint I/O with timm names. load_weights rejects missing, unexpected or mis-shaped tensors
+  // with a message naming the tensor; prefix selects e.g. "ema." inside a training checkpoint.
+  void load_weights(const io::SafetensorsFile& f, const std::string& prefix = "");
+  void add_weights(io::SafetensorsWriter& w, const std::string& prefix = "",
+                   const float* values = nullptr) const;
+
+  float* param(const std::string& name) { return params.data() + table_.at(name).offset; }
+  float* grad(const std::string& name) { return grads.data() + table_.at(name).offset; }
+
+ private:
+  struct BlockOffsets {  // parameter offsets of one block (same offsets index params and grads)
+    int64_t n1w, n1b, qkvw, qkvb, projw, projb, n2w, n2b, fc1w, fc1b, fc2w, fc2b;
+    int64_t a1n = -1, a1d = -1, a2n = -1, a2d = -1;  // rational coefficients (KAT only)
+  };
+  struct BlockActs {  // saved activations of one block (pointers into the arena)
+    float* x_in;    // (B, N, D) block input (residual stream)
+    float* ln1;     // (B, N, D)
+    float* mean1;   // (B*N)
+    float* rstd1;   // (B*N)
+    float* qkv;     // (B, N, 3D)
+    float* probs;   // (B, H, N, N)
+    float* att;     // (B, N, D) attention output before proj
+    float* x_mid;   // (B, N, D) residual stream after the attention branch
+    float* ln2;     // (B, N, D)
+    float* mean2;   // (B*N)
+    float* rstd2;   // (B*N)
+    float* r1;      // (B, N, D)  act1(ln2)             [KAT only]
+    float* h;       // (B, N, Hd) fc1 output
+    float* r2;      // (B, N, Hd) act2(h) or GELU(h)
+    float* dp_attn; // (B) drop-path scale of the attention branch (0 or 1/(1-p); 1 in eval)
+    float* dp_ffn;  // (B) drop-path scale of the FFN branch
+  };
+
+  ModelConfig cfg_;
+  ParamTable table_;
+  int64_t off_cls_, off_pos_, off_pew_, off_peb_, off_nw_, off_nb_, off_hw_, off_hb_;
+  std::vector<BlockOffsets> blk_;
+
+  int max_batch_ = 0, cur_batch_ = 0;
+  bool drop_path_active_ = false;
+  std::vector<float> arena_;
+  std::vector<BlockActs> acts_;
+  float *cols_, *x_final_, *feat_, *fmean_, *frstd_, *cls_, *logits_;
+  float *d_x_, *d_tmp_, *d_ln_, *d_qkv_, *d_att_, *d_h_, *d_r_, *d_cls_, *tmp_;
+};
+
+// Shape and parameter-name checks shared by `kat infer` and the loaders.
+void check_input_shape(const ModelConfig& cfg, const std::vector<int64_t>& shape, const std::string& what);
+
+}  // namespace kat

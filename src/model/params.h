@@ -1,0 +1,40 @@
+// Parameter table: every parameter of a model lives in one contiguous fp32 buffer, carved by this
+// table (name -> offset, shape). Gradients, optimizer moments and EMA use the same layout, so an
+// optimizer step is a loop over flat arrays and a checkpoint is a loop over the table.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace kat {
+
+enum class ParamKind { Weight, Bias, Norm, Embed, Rational };
+
+struct ParamSpec {
+  std::string name;             // timm state_dict name, e.g. "blocks.3.mlp.fc1.weight"
+  std::vector<int64_t> shape;   // timm shape, e.g. (4D, D)
+  int64_t offset = 0, numel = 0;
+  ParamKind kind = ParamKind::Weight;
+  // DeiT parameter groups: weight decay on matrices only (not biases, norms, pos_embed, cls_token);
+  // rational coefficients are decayed unless the trainer's switch says otherwise (SPEC §4).
+  bool decay() const { return kind == ParamKind::Weight || kind == ParamKind::Rational; }
+};
+
+class ParamTable {
+ public:
+  int64_t add(const std::string& name, std::vector<int64_t> shape, ParamKind kind);
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  int64_t total() const { return total_; }
+  const ParamSpec* find(const std::string& name) const;
+  const ParamSpec& at(const std::string& name) const;  // throws naming the parameter
+
+ private:
+  std::vector<ParamSpec> specs_;
+  std::unordered_map<std::string, size_t> index_;
+  int64_t total_ = 0;
+};
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+}  // namespace kat

@@ -1,0 +1,615 @@
+// GR-KAN CUDA kernels. See grkan_cuda.h for the contract, SPEC.md §1 for the math.
+//
+// Work mapping. Each thread owns one fixed "column vector": VEC consecutive channels of one
+// group (16 bytes: 8 bf16 or 4 fp32; VEC = 1 on the scalar fallback), and walks the rows with a
+// stride of R rows. The T = Vr * R active threads (Vr = D / VEC vectors per row) therefore read
+// x/dy as one contiguous, coalesced stream of 16-byte accesses (thread t reads vector t, t + T,
+// t + 2T, ...), and every thread sees one group only: its coefficients live in registers, and its
+// gradient partials are 10 registers (degrees 5, 4) instead of 10 per group.
+//
+// Backward reduction (deterministic, no atomics):
+//   stage 1: each block reduces its threads' partials into per-(row of a / group of b) sums in a
+//            fixed order (shared memory, fixed lane assignment, xor-shuffle tree) and writes one
+//            row of the partial table ws[block][col], col = An*(m+1) + G*n columns;
+//   stage 2: one block per column sums the blocks' partials in a fixed order (in double) and adds
+//            the result to da/db. Stage 2 is launched with programmatic dependent launch so its
+//            launch latency hides behind stage 1; griddepcontrol.wait makes it wait for stage 1's
+//            completion and memory flush, so correctness does not depend on timing.
+// The stage-1 grid is fixed: kBwdBlocksPerSM blocks per multiprocessor at most, R chosen from the
+// row count, so the summation order depends only on the shape and the device's SM count.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "core/error.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/grkan_cuda.h"
+
+namespace kat::cuda {
+namespace {
+
+using kat::ops::GrkanShape;
+
+// Tunables (overridable with -D for benchmarking variants; the defaults are the measured best,
+// see bench/GRKAN_CUDA.md).
+#ifndef KAT_GRKAN_FWD_UNROLL
+#define KAT_GRKAN_FWD_UNROLL 2
+#endif
+#ifndef KAT_GRKAN_BWD_UNROLL
+#define KAT_GRKAN_BWD_UNROLL 2
+#endif
+#ifndef KAT_GRKAN_BWD_BPS
+#define KAT_GRKAN_BWD_BPS 3
+#endif
+#ifndef KAT_GRKAN_PDL
+#define KAT_GRKAN_PDL 1
+#endif
+constexpr int kThreads = 256;  // threads per block, both stages
+constexpr int kMaxDeg = 8;     // same limit as the CPU op
+constexpr int kFwdUnroll = KAT_GRKAN_FWD_UNROLL;  // row vectors in flight per thread and trip
+constexpr int kBwdUnroll = KAT_GRKAN_BWD_UNROLL;
+constexpr int kBwdBlocksPerSM = KAT_GRKAN_BWD_BPS;  // stage-1 blocks per SM (launch bounds)
+constexpr int kFwdMaxBlocksPerSM = 8;
+
+struct Params {
+  int64_t rows;
+  int64_t row_slots;  // R: rows processed concurrently (thread t handles rows t/Vr + k*R)
+  int dim;            // D
+  int dg;             // D / G
+  int vr;             // D / VEC
+  int groups;         // G
+  int an;             // numerator rows (1 or G)
+  int m, n;           // runtime degrees (<= the kernel's template degrees, which zero-pad)
+  int ncols;          // partial-table columns: an*(m+1) + G*n
+};
+
+// ---- element access -----------------------------------------------------------------------
+
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x = lo (low half), .y = hi
+  uint32_t u;
+  memcpy(&u, &h, 4);
+  return u;
+}
+
+template <Storage S, int VEC>
+__device__ __forceinline__ void load_vec(const void* base, int64_t off, float (&v)[VEC]) {
+  if constexpr (S == Storage::F32) {
+    const float* p = static_cast<const float*>(base) + off;
+    if constexpr (VEC == 4) {
+      const float4 t = __ldg(reinterpret_cast<const float4*>(p));
+      v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    } else {
+      static_assert(VEC == 1);
+      v[0] = __ldg(p);
+    }
+  } else {
+    const unsigned short* p = static_cast<const unsigned short*>(base) + off;
+    if constexpr (VEC == 8) {
+      const uint4 t = __ldg(reinterpret_cast<const uint4*>(p));
+      v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
+      v[4] = bf16_lo(t.z), v[5] = bf16_hi(t.z), v[6] = bf16_lo(t.w), v[7] = bf16_hi(t.w);
+    } else {
+      static_assert(VEC == 1);
+      v[0] = __uint_as_float(static_cast<uint32_t>(__ldg(p)) << 16);
+    }
+  }
+}
+
+template <Storage S, int VEC>
+__device__ __forceinline__ void store_vec(void* base, int64_t off, const float (&v)[VEC]) {
+  if constexpr (S == Storage::F32) {
+    float* p = static_cast<float*>(base) + off;
+    if constexpr (VEC == 4) {
+      *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      p[0] = v[0];
+    }
+  } else {
+    unsigned short* p = static_cast<unsigned short*>(base) + off;
+    if constexpr (VEC == 8) {
+      *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
+                                                pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+    } else {
+      p[0] = __bfloat16_as_ushort(__float2bfloat16_rn(v[0]));
+    }
+  }
+}
+
+// 1/q for q >= 1: MUFU.RCP, within 1 ulp.
+__device__ __forceinline__ float rcp_approx(float q) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(q));
+  return r;
+}
+
+// Per-thread coefficients of its group. M, N: template degrees; coefficients past the runtime
+// degrees are zero, which leaves P, Q and their derivatives unchanged for finite x.
+template <int M, int N>
+struct Coef {
+  float a[M + 1];    // a_k
+  float ra[M + 1];   // (k+1) a_{k+1}: P' coefficients (ra[M] unused)
+  float bb[N + 1];   // |b_{k+1}|
+  float sb[N + 1];   // (k+1) |b_{k+1}|: coefficients of S / sign(x)
+  float bsign[N + 1];
+
+  __device__ __forceinline__ void load(const float* ga, const float* gb, const Params& p, int g) {
+    const int arow = p.an == 1 ? 0 : g;
+#pragma unroll
+    for (int k = 0; k <= M; ++k) a[k] = k <= p.m ? __ldg(ga + arow * (p.m + 1) + k) : 0.f;
+#pragma unroll
+    for (int k = 0; k < M; ++k) ra[k] = static_cast<float>(k + 1) * a[k + 1];
+    ra[M] = 0.f;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const float bv = k < p.n ? __ldg(gb + g * p.n + k) : 0.f;
+      bb[k] = fabsf(bv);
+      sb[k] = static_cast<float>(k + 1) * bb[k];
+      bsign[k] = bv >= 0.f ? 1.f : -1.f;
+    }
+    bb[N] = sb[N] = 0.f;
+    bsign[N] = 1.f;
+  }
+
+  __device__ __forceinline__ float P(float v) const {
+    float r = a[M];
+#pragma unroll
+    for (int k = M - 1; k >= 0; --k) r = fmaf(r, v, a[k]);
+    return r;
+  }
+  __device__ __forceinline__ float dP(float v) const {  // P'(x)
+    if constexpr (M == 0) return 0.f;
+    float r = ra[M - 1];
+#pragma unroll
+    for (int k = M - 2; k >= 0; --k) r = fmaf(r, v, ra[k]);
+    return r;
+  }
+  __device__ __forceinline__ float Q(float av) const {  // 1 + sum |b_k| |x|^k
+    if constexpr (N == 0) return 1.f;
+    float r = bb[N - 1];
+#pragma unroll
+    for (int k = N - 2; k >= 0; --k) r = fmaf(r, av, bb[k]);
+    return fmaf(r, av, 1.f);
+  }
+  __device__ __forceinline__ float Sabs(float av) const {  // S / sign(x)
+    if constexpr (N == 0) return 0.f;
+    float r = sb[N - 1];
+#pragma unroll
+    for (int k = N - 2; k >= 0; --k) r = fmaf(r, av, sb[k]);
+    return r;
+  }
+};
+
+// ---- forward ------------------------------------------------------------------------------
+
+template <Storage S, int VEC, int M, int N>
+__global__ void __launch_bounds__(kThreads)
+    grkan_fwd_kernel(const void* __restrict__ x, void* __restrict__ y, const float* __restrict__ ga,
+                     const float* __restrict__ gb, Params p) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (t >= static_cast<int64_t>(p.vr) * p.row_slots) return;
+  const int col = static_cast<int>(t % p.vr);
+  const int64_t slot = t / p.vr;
+  const int c0 = col * VEC;
+  const int g = c0 / p.dg;  // (D/G) % VEC == 0: the vector lies in one group
+  Coef<M, N> cf;
+  cf.load(ga, gb, p, g);
+
+  const int64_t step = p.row_slots * p.dim;  // elements between a thread's consecutive rows
+  int64_t off = slot * p.dim + c0;
+  for (int64_t r = slot; r < p.rows; r += kFwdUnroll * p.row_slots, off += kFwdUnroll * step) {
+    float v[kFwdUnroll][VEC];
+#pragma unroll
+    for (int u = 0; u < kFwdUnroll; ++u)
+      if (r + u * p.row_slots < p.rows) load_vec<S, VEC>(x, off + u * step, v[u]);
+#pragma unroll
+    for (int u = 0; u < kFwdUnroll; ++u) {
+      if (r + u * p.row_slots < p.rows) {
+        float o[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          const float xv = v[u][e];
+          o[e] = cf.P(xv) * rcp_approx(cf.Q(fabsf(xv)));
+        }
+        store_vec<S, VEC>(y, off + u * step, o);
+      }
+    }
+  }
+}
+
+// ---- backward -----------------------------------------------------------------------------
+
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <Storage S, int VEC, int M, int N>
+__global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM)
+    grkan_bwd_kernel(const void* x, const void* dy, void* dx, const float* __restrict__ ga,
+                     const float* __restrict__ gb, float* __restrict__ partial, Params p) {
+  // Let stage 2 be scheduled now; its griddepcontrol.wait still waits for this grid to finish.
+  griddep_launch_dependents();
+
+  constexpr int NL = M + 1 + N;  // local partial columns: da_0..da_M, db_1..db_N
+  __shared__ float s_acc[NL][kThreads];
+  __shared__ int s_grp[kThreads];
+
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  float acc[NL];
+#pragma unroll
+  for (int i = 0; i < NL; ++i) acc[i] = 0.f;
+  int g = -1;
+
+  if (t < static_cast<int64_t>(p.vr) * p.row_slots) {
+    const int col = static_cast<int>(t % p.vr);
+    const int64_t slot = t / p.vr;
+    const int c0 = col * VEC;
+    g = c0 / p.dg;
+    Coef<M, N> cf;
+    cf.load(ga, gb, p, g);
+
+    const int64_t step = p.row_slots * p.dim;
+    int64_t off = slot * p.dim + c0;
+    for (int64_t r = slot; r < p.rows; r += kBwdUnroll * p.row_slots, off += kBwdUnroll * step) {
+      float v[kBwdUnroll][VEC], gy[kBwdUnroll][VEC];
+#pragma unroll
+      for (int u = 0; u < kBwdUnroll; ++u) {
+        if (r + u * p.row_slots < p.rows) {
+          load_vec<S, VEC>(x, off + u * step, v[u]);
+          load_vec<S, VEC>(dy, off + u * step, gy[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBwdUnroll; ++u) {
+        if (r + u * p.row_slots < p.rows) {
+          float o[VEC];
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            const float xv = v[u][e], av = fabsf(xv);
+            const float P = cf.P(xv), R = cf.dP(xv), Q = cf.Q(av);
+            const float Sm = cf.Sabs(av);
+            const float iq = rcp_approx(Q);
+            const float F = P * iq;                   // P / Q
+            const float gq = gy[u][e] * iq;           // g / Q
+            const float sF = xv >= 0.f ? F : -F;      // sign(x) * F, sign(0) = +1
+            o[e] = gq * fmaf(-Sm, sF, R);             // g (R Q - S P) / Q^2 = g/Q (R - S F)
+            // Powers x^k (k <= max(M, N)) by squaring, |x|^k from them: |x|^(2j) = x^(2j),
+            // |x|^(2j+1) = |x| x^(2j).
+            constexpr int K = M > N ? M : N;
+            float xp[K + 1], ap[K + 1];
+            xp[0] = ap[0] = 1.f;
+#pragma unroll
+            for (int k = 1; k <= K; ++k) {
+              xp[k] = k == 1 ? xv : xp[k / 2] * xp[k - k / 2];
+              ap[k] = (k % 2 == 0) ? xp[k] : (k == 1 ? av : av * xp[k - 1]);
+            }
+            // da_k += g/Q x^k
+            acc[0] += gq;
+#pragma unroll
+            for (int k = 1; k <= M; ++k) acc[k] = fmaf(gq, xp[k], acc[k]);
+            // db_k += (-g P / Q^2) |x|^k  (sign(b_k) is applied in stage 2)
+            const float w = gq * F;
+#pragma unroll
+            for (int k = 1; k <= N; ++k) acc[M + k] = fmaf(-w, ap[k], acc[M + k]);
+          }
+          store_vec<S, VEC>(dx, off + u * step, o);
+        }
+      }
+    }
+  }
+
+  // Block reduction in a fixed order.
+#pragma unroll
+  for (int i = 0; i < NL; ++i) s_acc[i][threadIdx.x] = acc[i];
+  s_grp[threadIdx.x] = g;
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int na = p.an * (p.m + 1);
+  for (int j = warp; j < p.ncols; j += kThreads / 32) {
+    int lc, want;  // local column; wanted group (-1: any thread, i.e. shared numerator)
+    if (j < na) {
+      lc = j % (p.m + 1);
+      want = p.an == 1 ? -1 : j / (p.m + 1);
+    } else {
+      const int jb = j - na;
+      lc = M + 1 + jb % p.n;
+      want = jb / p.n;
+    }
+    float sum = 0.f;
+#pragma unroll 4
+    for (int i = lane; i < kThreads; i += 32) {
+      const int gi = s_grp[i];
+      if (want < 0 ? gi >= 0 : gi == want) sum += s_acc[lc][i];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) partial[static_cast<int64_t>(blockIdx.x) * p.ncols + j] = sum;
+  }
+}
+
+// Stage 2: block j sums column j of the (nblocks, ncols) partial table in a fixed order.
+__global__ void __launch_bounds__(kThreads)
+    grkan_bwd_stage2(const float* __restrict__ partial, int nblocks, int ncols, int na, int n,
+                     const float* __restrict__ gb, float* __restrict__ da, float* __restrict__ db) {
+  griddep_wait();  // stage 1 complete and its writes visible
+  __shared__ double s[kThreads];
+  const int j = blockIdx.x;
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < nblocks; i += kThreads)
+    sum += static_cast<double>(partial[static_cast<int64_t>(i) * ncols + j]);
+  s[threadIdx.x] = sum;
+  __syncthreads();
+#pragma unroll
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const double tot = s[0];
+    if (j < na) {
+      da[j] += static_cast<float>(tot);
+    } else {
+      const int jb = j - na;
+      const double sg = gb[jb] >= 0.f ? 1.0 : -1.0;
+      (void)n;
+      db[jb] += static_cast<float>(tot * sg);
+    }
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------
+
+int current_device() {
+  int dev = 0;
+  KAT_CUDA_CHECK(cudaGetDevice(&dev));
+  return dev;
+}
+
+int sm_count() {
+  static std::atomic<int> cache[64] = {};
+  const int dev = current_device();
+  if (dev < 64) {
+    const int c = cache[dev].load(std::memory_order_relaxed);
+    if (c > 0) return c;
+  }
+  int n = 0;
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  KAT_CHECK(n > 0, "grkan_cuda: device ", dev, " reports ", n, " multiprocessors");
+  if (dev < 64) cache[dev].store(n, std::memory_order_relaxed);
+  return n;
+}
+
+// Resident blocks per SM of a forward kernel (occupancy query, cached per device).
+template <typename Kernel>
+int fwd_blocks_per_sm(Kernel kernel, std::atomic<int> (&cache)[64]) {
+  const int dev = current_device();
+  if (dev < 64) {
+    const int c = cache[dev].load(std::memory_order_relaxed);
+    if (c > 0) return c;
+  }
+  int nb = 0;
+  KAT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, kernel, kThreads, 0));
+  nb = std::clamp(nb, 1, kFwdMaxBlocksPerSM);
+  if (dev < 64) cache[dev].store(nb, std::memory_order_relaxed);
+  return nb;
+}
+
+struct Plan {
+  int vec = 1;
+  int vr = 0;
+  int64_t row_slots = 0;
+  int blocks = 0;
+};
+
+// Fixed-size persistent grid: at most max_blocks blocks; R = row slots chosen so every thread
+// makes the same number of trips up to one (ceil(rows / iters) with iters = ceil(rows / Rmax)).
+Plan make_plan(int64_t rows, int dim, int vec, int max_blocks) {
+  Plan pl;
+  pl.vec = vec;
+  pl.vr = dim / vec;
+  if (rows <= 0) return pl;
+  const int64_t max_threads = static_cast<int64_t>(max_blocks) * kThreads;
+  const int64_t rmax = std::max<int64_t>(1, max_threads / pl.vr);
+  const int64_t iters = (rows + rmax - 1) / rmax;
+  pl.row_slots = (rows + iters - 1) / iters;
+  const int64_t threads = pl.row_slots * pl.vr;
+  pl.blocks = static_cast<int>((threads + kThreads - 1) / kThreads);
+  return pl;
+}
+
+void validate(const GrkanShape& s, const char* where) {
+  KAT_CHECK(s.rows >= 0, where, ": GR-KAN rows must be >= 0, got ", s.rows);
+  KAT_CHECK(s.dim > 0 && s.groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", s.dim,
+            ", groups ", s.groups, ")");
+  KAT_CHECK(s.dim % s.groups == 0, where, ": GR-KAN width ", s.dim,
+            " is not divisible by groups ", s.groups);
+  KAT_CHECK(s.num_rows == 1 || s.num_rows == s.groups, where, ": GR-KAN numerator must have 1 or ",
+            s.groups, " rows, got ", s.num_rows);
+  KAT_CHECK(s.m >= 0 && s.m <= kMaxDeg && s.n >= 0 && s.n <= kMaxDeg, where, ": GR-KAN degrees (",
+            s.m, ", ", s.n, ") out of range [0, ", kMaxDeg, "]");
+  KAT_CHECK(s.rows * static_cast<int64_t>(s.dim) / s.dim == s.rows, where,
+            ": GR-KAN size overflows");
+}
+
+int storage_vec(Storage st) { return st == Storage::F32 ? 4 : 8; }
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+bool specialised(const GrkanShape& s) { return s.m == 5 && s.n == 4; }
+
+Params make_params(const GrkanShape& s, const Plan& pl) {
+  Params p{};
+  p.rows = s.rows;
+  p.row_slots = pl.row_slots;
+  p.dim = s.dim;
+  p.dg = s.dim / s.groups;
+  p.vr = pl.vr;
+  p.groups = s.groups;
+  p.an = s.num_rows;
+  p.m = s.m;
+  p.n = s.n;
+  p.ncols = s.num_rows * (s.m + 1) + s.groups * s.n;
+  return p;
+}
+
+// Vector width used for this call: 16-byte path when every channel group is a whole number of
+// vectors and the pointers are 16-byte aligned, else scalar.
+int choose_vec(const GrkanShape& s, Storage st, bool ptrs_aligned) {
+  const int vec = storage_vec(st);
+  const int dg = s.dim / s.groups;
+  return (dg % vec == 0 && ptrs_aligned) ? vec : 1;
+}
+
+template <Storage S, int VEC, int M, int N>
+void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y,
+                cudaStream_t stream) {
+  static std::atomic<int> occ_cache[64] = {};
+  const auto kernel = grkan_fwd_kernel<S, VEC, M, N>;
+  const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, occ_cache);
+  const Plan pl = make_plan(s.rows, s.dim, VEC, max_blocks);
+  const Params p = make_params(s, pl);
+  kernel<<<pl.blocks, kThreads, 0, stream>>>(x, y, a, b, p);
+  KAT_CUDA_CHECK_LAUNCH();
+}
+
+int bwd_max_blocks() { return sm_count() * kBwdBlocksPerSM; }
+
+template <Storage S, int VEC, int M, int N>
+void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b,
+                void* dx, float* da, float* db, float* partial, cudaStream_t stream) {
+  const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks());
+  const Params p = make_params(s, pl);
+  grkan_bwd_kernel<S, VEC, M, N><<<pl.blocks, kThreads, 0, stream>>>(x, dy, dx, a, b, partial, p);
+  KAT_CUDA_CHECK_LAUNCH();
+
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(p.ncols));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = KAT_GRKAN_PDL ? 1 : 0;
+  const int na = s.num_rows * (s.m + 1);
+  KAT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, grkan_bwd_stage2, static_cast<const float*>(partial),
+                                    pl.blocks, p.ncols, na, s.n, b, da, db));
+}
+
+}  // namespace
+
+void grkan_forward(const GrkanShape& s, Storage st, const void* x, const float* a, const float* b,
+                   void* y, cudaStream_t stream) {
+  validate(s, "grkan_forward (cuda)");
+  if (s.rows == 0) return;
+  KAT_CHECK(x && y && a && (b || s.n == 0), "grkan_forward (cuda): null device pointer");
+  const int vec = choose_vec(s, st, aligned16(x) && aligned16(y));
+  const bool sp = specialised(s);
+  if (st == Storage::BF16) {
+    if (vec == 8) {
+      sp ? launch_fwd<Storage::BF16, 8, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+    } else {
+      sp ? launch_fwd<Storage::BF16, 1, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+    }
+  } else {
+    if (vec == 4) {
+      sp ? launch_fwd<Storage::F32, 4, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+    } else {
+      sp ? launch_fwd<Storage::F32, 1, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+    }
+  }
+}
+
+std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
+  validate(s, "grkan_backward_workspace_bytes (cuda)");
+  if (s.rows == 0) return 0;
+  const int ncols = s.num_rows * (s.m + 1) + s.groups * s.n;
+  int blocks = 0;
+  for (int vec : {1, 4, 8}) {
+    if ((s.dim / s.groups) % vec != 0) continue;
+    blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks()).blocks);
+  }
+  return static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
+}
+
+void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* dy, const float* a,
+                    const float* b, void* dx, float* da, float* db, void* workspace,
+                    cudaStream_t stream) {
+  validate(s, "grkan_backward (cuda)");
+  if (s.rows == 0) return;
+  KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)),
+            "grkan_backward (cuda): null device pointer");
+  KAT_CHECK(workspace != nullptr, "grkan_backward (cuda): workspace is null (size it with "
+                                  "grkan_backward_workspace_bytes)");
+  KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 3u) == 0,
+            "grkan_backward (cuda): workspace must be 4-byte aligned");
+  const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));
+  float* partial = static_cast<float*>(workspace);
+  const bool sp = specialised(s);
+  if (st == Storage::BF16) {
+    if (vec == 8) {
+      sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
+         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+                                                          stream);
+    } else {
+      sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
+         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+                                                          stream);
+    }
+  } else {
+    if (vec == 4) {
+      sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
+         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+                                                         stream);
+    } else {
+      sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
+         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+                                                         stream);
+    }
+  }
+}
+
+GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, Storage st, bool backward, bool aligned) {
+  validate(s, "grkan_launch_info (cuda)");
+  GrkanLaunchInfo info;
+  info.vec = choose_vec(s, st, aligned);
+  info.specialised = specialised(s);
+  info.threads = kThreads;
+  int max_blocks = bwd_max_blocks();
+  if (!backward) {
+    // Report the forward grid as launched (occupancy of the kernel that would run).
+    static std::atomic<int> c1[64] = {}, c2[64] = {}, c3[64] = {}, c4[64] = {};
+    int bps = 1;
+    const bool v = info.vec != 1;
+    if (st == Storage::BF16)
+      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<Storage::BF16, 8, 5, 4>, c1)
+              : fwd_blocks_per_sm(grkan_fwd_kernel<Storage::BF16, 1, 5, 4>, c2);
+    else
+      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<Storage::F32, 4, 5, 4>, c3)
+              : fwd_blocks_per_sm(grkan_fwd_kernel<Storage::F32, 1, 5, 4>, c4);
+    max_blocks = sm_count() * bps;
+  }
+  const Plan pl = make_plan(s.rows, s.dim, info.vec, max_blocks);
+  info.blocks = pl.blocks;
+  info.row_slots = pl.row_slots;
+  return info;
+}
+
+}  // namespace kat::cuda

@@ -1,0 +1,54 @@
+// GR-KAN (group-rational activation, SPEC.md §1) on CUDA: forward and backward at memory
+// bandwidth. Same contract as the CPU op in ops/grkan.h:
+//   x, y, dy, dx: (rows, D) channels last, device memory, `Storage` element type;
+//   a: (An, m+1) fp32, An = 1 (shared numerator) or G;  b: (G, n) fp32;  all math in fp32.
+//   forward:  y = F(x)                       (y must not alias x)
+//   backward: dx overwritten (storage type, may alias dy); da, db fp32 ACCUMULATED (+=).
+// The coefficient reduction is deterministic (bitwise identical across runs on one device):
+// stage 1 writes per-block partial sums to `workspace` (no atomics), stage 2 sums each column of
+// that table in a fixed order and adds it to da/db. The grid size depends only on the shape and
+// the device's multiprocessor count.
+// Degrees (5, 4) (the checkpoints' default) run a specialised kernel; any other degrees up to
+// (8, 8) run a generic one. Invalid shapes throw kat::Error, CUDA failures std::runtime_error.
+// Everything is enqueued on `stream`; nothing synchronises.
+#pragma once
+#include <cstddef>
+
+#include "ops/grkan.h"
+
+// Same declaration as CUDA's driver_types.h, so includers need no CUDA header.
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+namespace kat::cuda {
+
+enum class Storage { F32, BF16 };
+
+inline constexpr std::size_t storage_bytes(Storage st) { return st == Storage::F32 ? 4 : 2; }
+
+// y = F(x).
+void grkan_forward(const kat::ops::GrkanShape& s, Storage st, const void* x, const float* a,
+                   const float* b, void* y, cudaStream_t stream);
+
+// Bytes of device workspace grkan_backward needs for this shape (any storage, any alignment).
+// Depends on the current device's multiprocessor count.
+std::size_t grkan_backward_workspace_bytes(const kat::ops::GrkanShape& s);
+
+// dx = dL/dx (overwritten), da += dL/da, db += dL/db.
+void grkan_backward(const kat::ops::GrkanShape& s, Storage st, const void* x, const void* dy,
+                    const float* a, const float* b, void* dx, float* da, float* db,
+                    void* workspace, cudaStream_t stream);
+
+// How a call is launched (for benchmarks and tests): elements per thread access (8 bf16 / 4 fp32
+// for the 16-byte path, 1 for the scalar fallback), blocks of stage 1, row slots per pass.
+struct GrkanLaunchInfo {
+  int vec = 1;
+  int blocks = 0;
+  int threads = 0;
+  long long row_slots = 0;
+  bool specialised = false;  // degrees (5, 4) kernel
+};
+GrkanLaunchInfo grkan_launch_info(const kat::ops::GrkanShape& s, Storage st, bool backward,
+                                  bool aligned16);
+
+}  // namespace kat::cuda

@@ -1,0 +1,187 @@
+// Whole-model checks against golden files written by the PyTorch reference (reference/).
+//
+// Tolerances (norm-wise relative error ||ours - ref|| / ||ref||, reference computed in float64 from
+// the same float32 parameters):
+//  - logits / features / loss: 1e-5. Our fp32 forward rounds at ~6e-8 per op; a few dozen ops in
+//    sequence and reductions of length <= 64 give ~1e-6 typical, so 1e-5 catches any real error.
+//  - parameter gradients: 1e-4. The backward doubles the op count and sums over batch*tokens, and
+//    small-norm gradients (e.g. cls_token) lose relative precision; 1e-4 is the bound.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "model/kat_model.h"
+#include "ops/cpu_ops.h"
+
+using namespace kat;
+
+namespace {
+
+double rel_err(const float* a, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(a[i])) return INFINITY;
+    num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+std::string golden(const std::string& name) { return std::string(KAT_TEST_DATA) + "/golden/" + name; }
+
+void check_golden(const std::string& file) {
+  const auto g = io::SafetensorsFile::load(golden(file));
+  const ModelConfig cfg = ModelConfig::from_json(g.metadata().at("config"), file);
+  const float ls = std::stof(g.metadata().at("label_smoothing"));
+  KatModel m(cfg);
+  std::fill(m.params.begin(), m.params.end(), NAN);  // poison: every parameter must be loaded
+  m.load_weights(g, "param.");
+  const auto& in = g.info("input");
+  const int B = int(in.shape[0]);
+  const auto x = g.to_f32("input"), t = g.to_f32("target");
+  m.plan(B);
+  const float* z = m.forward(x.data(), B);
+  EXPECT_LT(rel_err(z, g.to_f32("logits")), 1e-5) << file << " logits";
+  EXPECT_LT(rel_err(m.features(), g.to_f32("features")), 1e-5) << file << " features";
+  std::vector<float> dz(B * cfg.num_classes);
+  const double loss = ops::softmax_xent<float>(B, cfg.num_classes, z, t.data(), ls, dz.data());
+  EXPECT_NEAR(loss, g.to_f32("loss")[0], 1e-5 * std::abs(g.to_f32("loss")[0])) << file << " loss";
+  m.zero_grad();
+  m.backward(dz.data());
+  int checked = 0;
+  for (const auto& s : m.table().specs()) {
+    const auto ref = g.to_f32("grad." + s.name);
+    const double e = rel_err(m.grads.data() + s.offset, ref);
+    EXPECT_LT(e, 1e-4) << file << " grad." << s.name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, int(m.table().specs().size()));
+}
+
+}  // namespace
+
+TEST(ModelGolden, KatSmall) { check_golden("golden_kat_small.safetensors"); }
+TEST(ModelGolden, KatPerGroupNumerator) { check_golden("golden_kat_pergroup.safetensors"); }
+TEST(ModelGolden, DeitSmall) { check_golden("golden_deit_small.safetensors"); }
+
+TEST(ModelConfigs, ParameterCountsMatchSpec) {
+  // SPEC.md §2 table; DeiT twins have 912 = 12 blocks x 2 activations x 38 fewer.
+  const std::pair<const char*, int64_t> want[] = {
+      {"kat_tiny_patch16_224", 5718328},       {"kat_small_patch16_224", 22051576},
+      {"kat_base_patch16_224", 86568568},      {"deit_tiny_patch16_224", 5718328 - 912},
+      {"deit_small_patch16_224", 22051576 - 912}, {"deit_base_patch16_224", 86568568 - 912}};
+  for (const auto& [name, n] : want) EXPECT_EQ(KatModel(ModelConfig::load(name)).num_params(), n) << name;
+}
+
+TEST(ModelConfigs, ErrorsNameTheField) {
+  ModelConfig c = ModelConfig::load("kat_tiny_patch16_224");
+  try {
+    c.apply_override("groups=5");
+    FAIL() << "groups=5 must be rejected";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("divisible by groups 5"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(c.apply_override("nonsense=1"), Error);
+  EXPECT_THROW(ModelConfig::load("no_such_model"), Error);
+  c.apply_override("num_classes=10");
+  EXPECT_EQ(c.num_classes, 10);
+  EXPECT_THROW(ModelConfig::from_json("{\"depth\": \"x\"}", "t"), Error);
+}
+
+TEST(ModelWeights, RejectsMissingUnexpectedAndMisshaped) {
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  KatModel m(cfg);
+  m.init_params(1);
+  auto expect_error = [&](io::SafetensorsWriter& w, const std::string& needle) {
+    auto f = io::SafetensorsFile::parse(w.serialize(), "test.safetensors");
+    KatModel m2(cfg);
+    try {
+      m2.load_weights(f);
+      FAIL() << "expected an error mentioning " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  {  // missing
+    io::SafetensorsWriter w;
+    for (const auto& s : m.table().specs())
+      if (s.name != "blocks.1.mlp.fc1.bias") w.add_f32(s.name, s.shape, m.params.data() + s.offset);
+    expect_error(w, "blocks.1.mlp.fc1.bias");
+  }
+  {  // unexpected
+    io::SafetensorsWriter w;
+    m.add_weights(w);
+    float extra = 1;
+    w.add_f32("blocks.9.foo", {1}, &extra);
+    expect_error(w, "blocks.9.foo");
+  }
+  {  // mis-shaped
+    io::SafetensorsWriter w;
+    for (const auto& s : m.table().specs()) {
+      auto shape = s.shape;
+      if (s.name == "head.weight") shape = {shape[1], shape[0]};
+      w.add_f32(s.name, shape, m.params.data() + s.offset);
+    }
+    expect_error(w, "head.weight");
+  }
+  {  // round trip, BF16 conversion on load
+    io::SafetensorsWriter w;
+    std::vector<uint16_t> bf;
+    for (const auto& s : m.table().specs()) {
+      bf.resize(s.numel);
+      for (int64_t i = 0; i < s.numel; ++i) bf[i] = io::float_to_bf16(m.params[s.offset + i]);
+      w.add(s.name, io::DType::BF16, s.shape, bf.data());
+    }
+    KatModel m2(cfg);
+    m2.load_weights(io::SafetensorsFile::parse(w.serialize(), "bf16"));
+    for (size_t i = 0; i < m.params.size(); ++i)
+      ASSERT_EQ(m2.params[i], io::bf16_to_float(io::float_to_bf16(m.params[i])));
+  }
+}
+
+TEST(ModelShapes, InputShapeErrorIsClear) {
+  ModelConfig cfg = ModelConfig::load("kat_tiny_patch16_224");
+  try {
+    check_input_shape(cfg, {2, 3, 32, 32}, "input.safetensors: tensor 'input'");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expects (N, 3, 224, 224)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelInit, PaperInitVariance) {
+  ModelConfig cfg = ModelConfig::load("kat_tiny_patch16_224");
+  KatModel m(cfg);
+  m.init_params(7);
+  auto var = [&](const std::string& n) {
+    const auto& s = m.table().at(n);
+    double v = 0;
+    for (int64_t i = 0; i < s.numel; ++i) v += double(m.params[s.offset + i]) * m.params[s.offset + i];
+    return v / s.numel;
+  };
+  EXPECT_NEAR(var("blocks.0.mlp.fc1.weight") * 192, 1.0, 0.02);           // identity act1
+  EXPECT_NEAR(var("blocks.0.mlp.fc2.weight") * 768, 2.8178, 0.06);        // swish act2
+  EXPECT_NEAR(std::sqrt(var("blocks.0.attn.qkv.weight")), 0.02 * 0.88, 0.002);  // trunc_normal(.02)
+  EXPECT_FLOAT_EQ(m.param("blocks.0.mlp.act2.weight_denominator")[1], 0.10652899335007572f);
+}
+
+TEST(ModelTrain, DropPathIsStochasticAndScaled) {
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.drop_path_rate = 0.5;
+  cfg.depth = 2;
+  KatModel m(cfg);
+  m.init_params(3);
+  m.plan(8);
+  std::vector<float> x(8 * 28 * 28);
+  Rng r(4);
+  for (auto& v : x) v = float(r.normal());
+  std::vector<float> eval1(m.forward(x.data(), 8), m.forward(x.data(), 8) + 80);
+  std::vector<float> eval2(m.forward(x.data(), 8), m.forward(x.data(), 8) + 80);
+  EXPECT_EQ(eval1, eval2);  // eval: deterministic, no drop-path
+  Rng d(5);
+  std::vector<float> tr(m.forward(x.data(), 8, true, &d), m.forward(x.data(), 8, true, &d) + 80);
+  EXPECT_NE(tr, eval1);
+}

@@ -1,0 +1,241 @@
+// Every CPU op's gradient against central finite differences in float64.
+//
+// Tolerance: with h = 1e-6 the central difference has truncation error O(h^2 * f''') ~ 1e-12 and
+// rounding error O(eps * |f| / h) ~ 1e-10 relative, so analytic and numeric gradients of a correct
+// op agree to ~1e-8 relative; 1e-6 leaves margin yet catches any wrong term (errors ~1e-1).
+// Inputs are random normals (never zeros); GR-KAN inputs and b_k are nudged away from 0, the kink
+// of |x| and sign(b), as flashlight's Jacobian tests do.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "ops/cpu_ops.h"
+#include "ops/grkan.h"
+
+using namespace kat;
+using namespace kat::ops;
+
+namespace {
+
+std::vector<double> randn(Rng& r, size_t n, double s = 1.0) {
+  std::vector<double> v(n);
+  for (auto& x : v) x = r.normal() * s;
+  return v;
+}
+
+// Checks d(Σ w·f(p))/dp for every entry of p against the analytic gradient `grad`.
+void check_fd(const char* what, std::vector<double>& p, const std::vector<double>& grad,
+              const std::function<double()>& loss, double tol = 1e-6) {
+  ASSERT_EQ(p.size(), grad.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double h = 1e-6 * std::max(1.0, std::abs(p[i])), keep = p[i];
+    p[i] = keep + h;
+    const double lp = loss();
+    p[i] = keep - h;
+    const double lm = loss();
+    p[i] = keep;
+    const double fd = (lp - lm) / (2 * h);
+    ASSERT_FALSE(std::isnan(grad[i])) << what << "[" << i << "] is NaN";
+    num += (fd - grad[i]) * (fd - grad[i]);
+    den += fd * fd;
+  }
+  const double rel = std::sqrt(num / std::max(den, 1e-300));
+  EXPECT_LT(rel, tol) << what << ": relative error " << rel;
+  EXPECT_GT(den, 0.0) << what << ": gradient is identically zero (test cannot fail)";
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace
+
+TEST(OpsGrad, Linear) {
+  Rng r(1);
+  const int64_t M = 5, I = 7, O = 4;
+  auto x = randn(r, M * I), W = randn(r, O * I), b = randn(r, O), w = randn(r, M * O);
+  std::vector<double> y(M * O), dx(M * I), dW(O * I, 0), db(O, 0);
+  auto loss = [&] {
+    linear_forward<double>(M, I, O, x.data(), W.data(), b.data(), y.data());
+    return dot(y, w);
+  };
+  linear_backward<double>(M, I, O, x.data(), W.data(), w.data(), dx.data(), dW.data(), db.data());
+  check_fd("linear dx", x, dx, loss);
+  check_fd("linear dW", W, dW, loss);
+  check_fd("linear db", b, db, loss);
+}
+
+TEST(OpsGrad, LayerNorm) {
+  Rng r(2);
+  const int64_t M = 6, C = 9;
+  auto x = randn(r, M * C, 2.0), g = randn(r, C), b = randn(r, C), w = randn(r, M * C);
+  std::vector<double> y(M * C), mean(M), rstd(M), dx(M * C, 0), dg(C, 0), db(C, 0);
+  auto loss = [&] {
+    layernorm_forward<double>(M, C, 1e-6, x.data(), g.data(), b.data(), y.data(), mean.data(), rstd.data());
+    return dot(y, w);
+  };
+  loss();
+  layernorm_backward<double>(M, C, x.data(), g.data(), mean.data(), rstd.data(), w.data(), dx.data(), dg.data(), db.data());
+  check_fd("layernorm dx", x, dx, loss);
+  check_fd("layernorm dgamma", g, dg, loss);
+  check_fd("layernorm dbeta", b, db, loss);
+}
+
+TEST(OpsGrad, Attention) {
+  Rng r(3);
+  const int64_t B = 2, N = 5, D = 8, H = 2;
+  auto qkv = randn(r, B * N * 3 * D), w = randn(r, B * N * D);
+  std::vector<double> out(B * N * D), probs(B * H * N * N), dqkv(B * N * 3 * D);
+  auto loss = [&] {
+    attention_forward<double>(B, N, D, H, qkv.data(), out.data(), probs.data());
+    return dot(out, w);
+  };
+  loss();
+  attention_backward<double>(B, N, D, H, qkv.data(), probs.data(), w.data(), dqkv.data());
+  check_fd("attention dqkv", qkv, dqkv, loss);
+  for (int64_t i = 0; i < B * H * N; ++i) {  // rows of P sum to 1
+    double s = 0;
+    for (int64_t j = 0; j < N; ++j) s += probs[i * N + j];
+    EXPECT_NEAR(s, 1.0, 1e-12);
+  }
+}
+
+TEST(OpsGrad, Gelu) {
+  Rng r(4);
+  const int64_t n = 50;
+  auto x = randn(r, n, 2.0), w = randn(r, n);
+  std::vector<double> y(n), dx(n);
+  auto loss = [&] {
+    gelu_forward<double>(n, x.data(), y.data());
+    return dot(y, w);
+  };
+  gelu_backward<double>(n, x.data(), w.data(), dx.data());
+  check_fd("gelu dx", x, dx, loss);
+  double y1;
+  const double one = 1.0;
+  gelu_forward<double>(1, &one, &y1);
+  EXPECT_NEAR(y1, 0.8413447460685429, 1e-15);  // 1 * Φ(1)
+}
+
+TEST(OpsGrad, SoftmaxXent) {
+  Rng r(5);
+  const int64_t B = 4, K = 6;
+  auto z = randn(r, B * K, 2.0);
+  std::vector<double> t(B * K, 0.0), dz(B * K);
+  for (int64_t b = 0; b < B; ++b) {  // a mixup-like soft target
+    t[b * K + b % K] = 0.7;
+    t[b * K + (b + 2) % K] = 0.3;
+  }
+  auto loss = [&] { return softmax_xent<double>(B, K, z.data(), t.data(), 0.1, nullptr); };
+  softmax_xent<double>(B, K, z.data(), t.data(), 0.1, dz.data());
+  check_fd("xent dlogits", z, dz, loss);
+}
+
+class GrkanGrad : public ::testing::TestWithParam<int> {};  // param: numerator rows (1 or G)
+
+TEST_P(GrkanGrad, AllGradients) {
+  Rng r(6);
+  GrkanShape s{7, 12, 4, GetParam(), 5, 4};
+  auto x = randn(r, s.rows * s.dim, 1.5), w = randn(r, s.rows * s.dim);
+  for (auto& v : x)
+    if (std::abs(v) < 1e-3) v = v < 0 ? -0.1 : 0.1;  // keep away from the |x| kink
+  std::vector<double> a, b, a0, b0;
+  grkan_init_coefficients("swish", a0, b0);
+  for (int g = 0; g < s.num_rows; ++g)
+    for (double v : a0) a.push_back(v + 0.05 * r.normal());
+  for (int g = 0; g < s.groups; ++g)
+    for (double v : b0) {
+      double bv = v + 0.05 * r.normal();
+      if (std::abs(bv) < 1e-3) bv = 0.01;  // keep away from the sign(b) kink
+      b.push_back(bv);
+    }
+  std::vector<double> y(x.size()), dx(x.size()), da(a.size(), 0), db(b.size(), 0);
+  auto loss = [&] {
+    grkan_forward<double>(s, x.data(), a.data(), b.data(), y.data());
+    return dot(y, w);
+  };
+  grkan_backward<double>(s, x.data(), w.data(), a.data(), b.data(), dx.data(), da.data(), db.data());
+  check_fd("grkan dx", x, dx, loss);
+  check_fd("grkan da", a, da, loss);
+  check_fd("grkan db", b, db, loss);
+}
+INSTANTIATE_TEST_SUITE_P(OpsGrad, GrkanGrad, ::testing::Values(1, 4));
+
+TEST(Grkan, RejectsBadGrouping) {
+  GrkanShape s{1, 10, 8, 1, 5, 4};
+  EXPECT_THROW(s.validate("test"), kat::Error);
+  GrkanShape s2{1, 16, 8, 3, 5, 4};
+  EXPECT_THROW(s2.validate("test"), kat::Error);
+}
+
+TEST(Grkan, ForwardMatchesSpecFormula) {
+  // F(x) = P/Q with Q = 1 + Σ|b_k||x|^k (A-form), evaluated directly.
+  std::vector<double> a = {0.1, 0.9, -0.2, 0.05, 0.01, -0.003}, b = {-0.3, 0.2, 0.05, -0.01};
+  GrkanShape s{1, 2, 2, 1, 5, 4};
+  std::vector<double> bb = b;
+  bb.insert(bb.end(), b.begin(), b.end());
+  double x[2] = {-1.7, 2.3}, y[2];
+  grkan_forward<double>(s, x, a.data(), bb.data(), y);
+  for (int i = 0; i < 2; ++i) {
+    double P = 0, Q = 1;
+    for (int k = 0; k <= 5; ++k) P += a[k] * std::pow(x[i], k);
+    for (int k = 1; k <= 4; ++k) Q += std::abs(b[k - 1]) * std::pow(std::abs(x[i]), k);
+    EXPECT_NEAR(y[i], P / Q, 1e-14);
+  }
+}
+
+TEST(Grkan, SwishInitApproximatesSwish) {
+  std::vector<double> a, b;
+  grkan_init_coefficients("swish", a, b);
+  double mx = 0;
+  for (double x = -3; x <= 3; x += 0.01)
+    mx = std::max(mx, std::abs(grkan_eval(a.data(), 5, b.data(), 4, x) - x / (1 + std::exp(-x))));
+  EXPECT_LT(mx, 2e-2);
+}
+
+TEST(Grkan, GeluFitWithin1e2) {
+  std::vector<double> a, b;
+  grkan_init_coefficients("gelu", a, b);
+  double mx = 0;
+  for (double x = -3; x <= 3; x += 0.001)
+    mx = std::max(mx, std::abs(grkan_eval(a.data(), 5, b.data(), 4, x) -
+                               0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))));
+  EXPECT_LT(mx, 1e-2);
+  // F(3) must be ~3 (the public B-form table gives 1.53 under the A-form).
+  EXPECT_NEAR(grkan_eval(a.data(), 5, b.data(), 4, 3.0), 3.0 * 0.99865, 1e-2);
+}
+
+TEST(Grkan, IdentityInitIsIdentity) {
+  std::vector<double> a, b;
+  grkan_init_coefficients("identity", a, b);
+  for (double x : {-2.5, -0.3, 0.0, 1.7}) EXPECT_DOUBLE_EQ(grkan_eval(a.data(), 5, b.data(), 4, x), x);
+  EXPECT_THROW(grkan_init_coefficients("relu", a, b), kat::Error);
+}
+
+TEST(Grkan, CoefficientGradientsDeterministicAcrossThreads) {
+  Rng r(9);
+  GrkanShape s{1000, 64, 8, 1, 5, 4};
+  std::vector<float> x(s.rows * s.dim), g(x.size()), dx(x.size());
+  for (auto& v : x) v = float(r.normal());
+  for (auto& v : g) v = float(r.normal());
+  std::vector<double> a0, b0;
+  grkan_init_coefficients("swish", a0, b0);
+  std::vector<float> a(a0.begin(), a0.end()), b;
+  for (int i = 0; i < 8; ++i) b.insert(b.end(), b0.begin(), b0.end());
+  std::vector<float> da1(6, 0), db1(32, 0), da2(6, 0), db2(32, 0);
+  grkan_backward<float>(s, x.data(), g.data(), a.data(), b.data(), dx.data(), da1.data(), db1.data());
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);  // a different thread count must give bitwise the same sums
+  grkan_backward<float>(s, x.data(), g.data(), a.data(), b.data(), dx.data(), da2.data(), db2.data());
+  omp_set_num_threads(threads);
+  EXPECT_EQ(da1, da2);
+  EXPECT_EQ(db1, db2);
+}
