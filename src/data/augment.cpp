@@ -215,6 +215,38 @@ void augment_image(const uint8_t* src, int h, int w, int c, const AugmentConfig&
   if (cfg.train && cfg.random_erase > 0) random_erase(out, c, oh, ow, cfg.random_erase, rng);
 }
 
+std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int out_channels, const AugmentConfig& cfg,
+                                  int* out_h, int* out_w) {
+  KAT_CHECK(c == 1 || c == 3, "eval_transform: image channels must be 1 or 3, got ", c);
+  KAT_CHECK(out_channels == 1 || out_channels == 3, "eval_transform: output channels must be 1 or 3, got ",
+            out_channels);
+  AugmentConfig e = cfg;
+  e.train = false;
+  validate(e, h, w, out_channels);
+  const size_t np = static_cast<size_t>(h) * w;
+  std::vector<uint8_t> conv;
+  const uint8_t* img = src;
+  if (c != out_channels) {
+    conv.resize(np * out_channels);
+    if (c == 1) {
+      for (size_t p = 0; p < np; ++p) conv[p * 3] = conv[p * 3 + 1] = conv[p * 3 + 2] = src[p];
+    } else {
+      for (size_t p = 0; p < np; ++p)
+        conv[p] = static_cast<uint8_t>((src[p * 3] * 299 + src[p * 3 + 1] * 587 + src[p * 3 + 2] * 114 + 500) / 1000);
+    }
+    img = conv.data();
+  }
+  const int oh = aug_out_h(e, h), ow = aug_out_w(e, w);
+  std::vector<float> out(static_cast<size_t>(out_channels) * oh * ow);
+  const auto lut = make_norm_lut(e, out_channels);
+  AugScratch s;
+  Rng rng(0);  // unused by the eval transform
+  augment_image(img, h, w, out_channels, e, lut.data(), rng, s, out.data());
+  if (out_h) *out_h = oh;
+  if (out_w) *out_w = ow;
+  return out;
+}
+
 // ---- RandAugment -----------------------------------------------------------------------------------
 const char* randaug_op_name(RandAugOp op) {
   switch (op) {

@@ -66,6 +66,12 @@ struct AugScratch {
 void augment_image(const uint8_t* src, int h, int w, int c, const AugmentConfig& cfg, const float* lut, Rng& rng,
                    AugScratch& scratch, float* out);
 
+// Eval preprocessing of one decoded image (e.g. from decode_image_file, for `kat predict`): convert
+// channels c -> out_channels (gray <-> RGB, ITU-R 601 luma), then the eval transform of `cfg`
+// (train forced off; cfg.out_size = 0 keeps the size). Returns CHW floats; sets out_h / out_w.
+std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int out_channels, const AugmentConfig& cfg,
+                                  int* out_h = nullptr, int* out_w = nullptr);
+
 // ---- RandAugment ops (uint8 HWC, in place) -----------------------------------------------------
 enum class RandAugOp {
   Identity, Rotate, ShearX, ShearY, TranslateX, TranslateY, AutoContrast, Equalize, Solarize, Posterize,

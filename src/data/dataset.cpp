@@ -383,8 +383,7 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
     if (c10 && train)
       for (int i = 1; i <= 5; ++i) files.push_back((d / ("data_batch_" + std::to_string(i) + ".bin")).string());
     else
-      files.push_back((d / (c10 ? (train ? "data_batch_1.bin" : "test_batch.bin") : (train ? "train.bin" : "test.bin")))
-                          .string());
+      files.push_back((d / (c10 ? "test_batch.bin" : (train ? "train.bin" : "test.bin"))).string());
     for (const auto& f : files) KAT_CHECK(fs::exists(f), "dataset '", spec, "': missing ", f);
     return load_cifar(files, c10 ? 10 : 100);
   }

@@ -182,8 +182,8 @@ bool Loader::next(Batch& out) {
   KAT_CHECK(started_, "loader: next() called before start_epoch()");
   if (next_deliver_ >= batches_per_epoch_) return false;
   if (workers_.empty()) {
-    make_batch(ds_, cfg_, epoch_, next_deliver_, *order_, out);
-    ++next_deliver_;
+    const int64_t b = next_deliver_++;  // like the threaded path: a failed batch is skipped, not retried
+    make_batch(ds_, cfg_, epoch_, b, *order_, out);
     return true;
   }
   std::exception_ptr err;

@@ -318,6 +318,35 @@ void KatModel::backward(const float* dlogits) {
   linear_backward<float>(B * P, K, D, cols_, W + off_pew_, tmp_, nullptr, G + off_pew_, G + off_peb_);
 }
 
+std::string KatModel::first_nonfinite() const {
+  for (const auto& s : table_.specs())
+    for (int64_t i = 0; i < s.numel; ++i)
+      if (!std::isfinite(params[s.offset + i])) return "parameter " + s.name;
+  const int64_t B = cur_batch_, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
+  auto bad = [](const float* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(p[i])) return true;
+    return false;
+  };
+  if (cfg_.depth > 0 && bad(acts_[0].x_in, B * N * D)) return "patch_embed output (tokens)";
+  for (int i = 0; i < cfg_.depth; ++i) {
+    const BlockActs& a = acts_[i];
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    const std::pair<const char*, std::pair<const float*, int64_t>> stages[] = {
+        {"norm1 output", {a.ln1, B * N * D}},  {"attn.qkv output", {a.qkv, 3 * B * N * D}},
+        {"attn output", {a.att, B * N * D}},    {"attention residual", {a.x_mid, B * N * D}},
+        {"norm2 output", {a.ln2, B * N * D}},   {"mlp.act1 output", {a.r1, a.r1 ? B * N * D : 0}},
+        {"mlp.fc1 output", {a.h, B * N * Hd}},  {cfg_.is_kat() ? "mlp.act2 output" : "mlp.act output", {a.r2, B * N * Hd}}};
+    for (const auto& [name, buf] : stages)
+      if (buf.first && bad(buf.first, buf.second)) return b + name;
+    const float* out = (i + 1 < cfg_.depth) ? acts_[i + 1].x_in : x_final_;
+    if (bad(out, B * N * D)) return b + "mlp.fc2 output (residual)";
+  }
+  if (bad(feat_, B * N * D)) return "norm output";
+  if (bad(logits_, B * cfg_.num_classes)) return "head output (logits)";
+  return "";
+}
+
 void check_input_shape(const ModelConfig& cfg, const std::vector<int64_t>& shape, const std::string& what) {
   const std::vector<int64_t> want = {-1, cfg.in_chans, cfg.img_size, cfg.img_size};
   bool ok = shape.size() == 4 && shape[0] > 0;

@@ -50,6 +50,9 @@ class KatModel {
   // grads (call zero_grad() first for a fresh step).
   void backward(const float* dlogits);
   void zero_grad();
+  // Where the last forward first produced a NaN/Inf, in forward order ("blocks.3.mlp.act2 output"),
+  // or "" when every activation is finite. Also reports non-finite parameters.
+  std::string first_nonfinite() const;
 
   // Checkpoint I/O with timm names. load_weights rejects missing, unexpected or mis-shaped tensors
   // with a message naming the tensor; prefix selects e.g. "ema." inside a training checkpoint.

@@ -3,9 +3,10 @@
 //   S = q k^T * scale (N, N);  P = softmax_rows(S);  out = P v
 // Backward: dP = dout v^T; dv = P^T dout; dS = P * (dP - rowsum(P * dP)); dq = scale dS k;
 //           dk = scale dS^T q.
+// The products are small GEMMs on strided views of qkv (row stride 3D). Called inside an OpenMP
+// parallel region, the OpenMP build of OpenBLAS runs each one single-threaded.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "ops/cpu_ops.h"
@@ -23,34 +24,22 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv,
       const T* k = q + D;
       const T* v = q + 2 * D;
       T* P = probs + (b * H + h) * N * N;
+      gemm<T>(false, true, N, N, hd, scale, q, ld, k, ld, T(0), P, N);  // S = scale q k^T
       for (int64_t i = 0; i < N; ++i) {
         T* Pi = P + i * N;
-        const T* qi = q + i * ld;
-        T mx = -INFINITY;
-        for (int64_t j = 0; j < N; ++j) {
-          const T* kj = k + j * ld;
-          T s = 0;
-#pragma omp simd reduction(+ : s)
-          for (int64_t c = 0; c < hd; ++c) s += qi[c] * kj[c];
-          Pi[j] = s * scale;
-          mx = std::max(mx, Pi[j]);
-        }
+        T mx = Pi[0];
+#pragma omp simd reduction(max : mx)
+        for (int64_t j = 1; j < N; ++j) mx = std::max(mx, Pi[j]);
         T sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < N; ++j) {
           Pi[j] = std::exp(Pi[j] - mx);
           sum += Pi[j];
         }
         const T inv = T(1) / sum;
-        T* oi = out + (b * N + i) * D + h * hd;
-        for (int64_t c = 0; c < hd; ++c) oi[c] = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          Pi[j] *= inv;
-          const T p = Pi[j];
-          const T* vj = v + j * ld;
-#pragma omp simd
-          for (int64_t c = 0; c < hd; ++c) oi[c] += p * vj[c];
-        }
+        for (int64_t j = 0; j < N; ++j) Pi[j] *= inv;
       }
+      gemm<T>(false, false, N, hd, N, T(1), P, N, v, ld, T(0), out + b * N * D + h * hd, D);  // out = P v
     }
 }
 
@@ -68,41 +57,21 @@ void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv
       T* dq = dqkv + b * N * ld + h * hd;
       T* dk = dq + D;
       T* dv = dq + 2 * D;
-      for (int64_t i = 0; i < N; ++i)
-        for (int64_t c = 0; c < hd; ++c) dq[i * ld + c] = dk[i * ld + c] = dv[i * ld + c] = 0;
       const T* P = probs + (b * H + h) * N * N;
-      thread_local std::vector<T> dP;  // (N) row scratch, reused across calls
-      dP.resize(N);
+      const T* g = dout + b * N * D + h * hd;
+      thread_local std::vector<T> dS;  // (N, N) scratch, per thread, reused across calls
+      dS.resize(N * N);
+      gemm<T>(false, true, N, N, hd, T(1), g, D, v, ld, T(0), dS.data(), N);  // dP = dout v^T
+      gemm<T>(true, false, N, hd, N, T(1), P, N, g, D, T(0), dv, ld);         // dv = P^T dout
       for (int64_t i = 0; i < N; ++i) {
         const T* Pi = P + i * N;
-        const T* gi = dout + (b * N + i) * D + h * hd;
+        T* dSi = dS.data() + i * N;
         T rowdot = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          const T* vj = v + j * ld;
-          T* dvj = dv + j * ld;
-          T s = 0;
-          const T p = Pi[j];
-#pragma omp simd reduction(+ : s)
-          for (int64_t c = 0; c < hd; ++c) {
-            s += gi[c] * vj[c];
-            dvj[c] += p * gi[c];
-          }
-          dP[j] = s;
-          rowdot += p * s;
-        }
-        const T* qi = q + i * ld;
-        T* dqi = dq + i * ld;
-        for (int64_t j = 0; j < N; ++j) {
-          const T ds = Pi[j] * (dP[j] - rowdot) * scale;
-          const T* kj = k + j * ld;
-          T* dkj = dk + j * ld;
-#pragma omp simd
-          for (int64_t c = 0; c < hd; ++c) {
-            dqi[c] += ds * kj[c];
-            dkj[c] += ds * qi[c];
-          }
-        }
+        for (int64_t j = 0; j < N; ++j) rowdot += Pi[j] * dSi[j];
+        for (int64_t j = 0; j < N; ++j) dSi[j] = Pi[j] * (dSi[j] - rowdot);
       }
+      gemm<T>(false, false, N, hd, N, scale, dS.data(), N, k, ld, T(0), dq, ld);  // dq = scale dS k
+      gemm<T>(true, false, N, hd, N, scale, dS.data(), N, q, ld, T(0), dk, ld);   // dk = scale dS^T q
     }
 }
 

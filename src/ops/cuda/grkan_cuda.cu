@@ -9,13 +9,14 @@
 //
 // Backward reduction (deterministic, no atomics):
 //   stage 1: each block reduces its threads' partials into per-(row of a / group of b) sums in a
-//            fixed order (shared memory, fixed lane assignment, xor-shuffle tree) and writes one
-//            row of the partial table ws[block][col], col = An*(m+1) + G*n columns;
+//            fixed order (shared memory, fixed lane assignment, xor-shuffle tree) and writes its
+//            entries of the column-major partial table ws[col][block], An*(m+1) + G*n columns;
 //   stage 2: one block per column sums the blocks' partials in a fixed order (in double) and adds
-//            the result to da/db. Stage 2 is launched with programmatic dependent launch so its
-//            launch latency hides behind stage 1; griddepcontrol.wait makes it wait for stage 1's
-//            completion and memory flush, so correctness does not depend on timing.
-// The stage-1 grid is fixed: kBwdBlocksPerSM blocks per multiprocessor at most, R chosen from the
+//            the result to da/db.
+// All kernels are launched with programmatic dependent launch, so a launch's latency hides behind
+// the previous kernel's tail; griddepcontrol.wait at each kernel's start waits for the previous
+// grid's completion and memory flush, so correctness does not depend on timing.
+// The stage-1 grid is fixed: kBwdBlocksPerSM<S> blocks per multiprocessor at most, R chosen from the
 // row count, so the summation order depends only on the shape and the device's SM count.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -38,11 +39,30 @@ using kat::ops::GrkanShape;
 #ifndef KAT_GRKAN_FWD_UNROLL
 #define KAT_GRKAN_FWD_UNROLL 2
 #endif
-#ifndef KAT_GRKAN_BWD_UNROLL
-#define KAT_GRKAN_BWD_UNROLL 2
+// Backward: rows in flight per thread and trip (U), stage-1 blocks per SM (launch bounds), per
+// storage type. bf16 is issue-bound (~46 instructions per element against 6 bytes): U = 2 keeps
+// enough loads in flight with 3 blocks (80 registers). fp32 moves twice the bytes for the same
+// work and is happier with 4 blocks of U = 1 (64 registers).
+#ifndef KAT_GRKAN_BWD_UNROLL_BF16
+#define KAT_GRKAN_BWD_UNROLL_BF16 2
 #endif
-#ifndef KAT_GRKAN_BWD_BPS
-#define KAT_GRKAN_BWD_BPS 3
+#ifndef KAT_GRKAN_BWD_BPS_BF16
+#define KAT_GRKAN_BWD_BPS_BF16 3
+#endif
+#ifndef KAT_GRKAN_BWD_UNROLL_F32
+#define KAT_GRKAN_BWD_UNROLL_F32 1
+#endif
+#ifndef KAT_GRKAN_BWD_BPS_F32
+#define KAT_GRKAN_BWD_BPS_F32 4
+#endif
+// Benchmark-only switches (results are wrong with them; never set in a build that is used):
+// KAT_GRKAN_BENCH_NO_STAGE2 skips stage 2, KAT_GRKAN_BENCH_NO_BLOCKREDUCE the stage-1 block
+// reduction, to time their cost.
+#ifndef KAT_GRKAN_BENCH_NO_STAGE2
+#define KAT_GRKAN_BENCH_NO_STAGE2 0
+#endif
+#ifndef KAT_GRKAN_BENCH_NO_BLOCKREDUCE
+#define KAT_GRKAN_BENCH_NO_BLOCKREDUCE 0
 #endif
 #ifndef KAT_GRKAN_PDL
 #define KAT_GRKAN_PDL 1
@@ -50,8 +70,10 @@ using kat::ops::GrkanShape;
 constexpr int kThreads = 256;  // threads per block, both stages
 constexpr int kMaxDeg = 8;     // same limit as the CPU op
 constexpr int kFwdUnroll = KAT_GRKAN_FWD_UNROLL;  // row vectors in flight per thread and trip
-constexpr int kBwdUnroll = KAT_GRKAN_BWD_UNROLL;
-constexpr int kBwdBlocksPerSM = KAT_GRKAN_BWD_BPS;  // stage-1 blocks per SM (launch bounds)
+template <Storage S>
+constexpr int kBwdUnroll = S == Storage::BF16 ? KAT_GRKAN_BWD_UNROLL_BF16 : KAT_GRKAN_BWD_UNROLL_F32;
+template <Storage S>
+constexpr int kBwdBlocksPerSM = S == Storage::BF16 ? KAT_GRKAN_BWD_BPS_BF16 : KAT_GRKAN_BWD_BPS_F32;
 constexpr int kFwdMaxBlocksPerSM = 8;
 
 struct Params {
@@ -77,26 +99,45 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return u;
 }
 
+// Raw 16-byte (or scalar) vector as loaded; unpacked to fp32 right before use, so that the
+// prefetched next vectors cost 4 registers each, not 8.
 template <Storage S, int VEC>
-__device__ __forceinline__ void load_vec(const void* base, int64_t off, float (&v)[VEC]) {
+struct RawVec;
+template <>
+struct RawVec<Storage::F32, 4> { using type = float4; };
+template <>
+struct RawVec<Storage::F32, 1> { using type = float; };
+template <>
+struct RawVec<Storage::BF16, 8> { using type = uint4; };
+template <>
+struct RawVec<Storage::BF16, 1> { using type = unsigned short; };
+template <Storage S, int VEC>
+using Raw = typename RawVec<S, VEC>::type;
+
+template <Storage S, int VEC>
+__device__ __forceinline__ Raw<S, VEC> load_raw(const void* base, int64_t off) {
   if constexpr (S == Storage::F32) {
-    const float* p = static_cast<const float*>(base) + off;
+    return __ldg(reinterpret_cast<const Raw<S, VEC>*>(static_cast<const float*>(base) + off));
+  } else {
+    return __ldg(
+        reinterpret_cast<const Raw<S, VEC>*>(static_cast<const unsigned short*>(base) + off));
+  }
+}
+
+template <Storage S, int VEC>
+__device__ __forceinline__ void unpack(const Raw<S, VEC>& t, float (&v)[VEC]) {
+  if constexpr (S == Storage::F32) {
     if constexpr (VEC == 4) {
-      const float4 t = __ldg(reinterpret_cast<const float4*>(p));
       v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
     } else {
-      static_assert(VEC == 1);
-      v[0] = __ldg(p);
+      v[0] = t;
     }
   } else {
-    const unsigned short* p = static_cast<const unsigned short*>(base) + off;
     if constexpr (VEC == 8) {
-      const uint4 t = __ldg(reinterpret_cast<const uint4*>(p));
       v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
       v[4] = bf16_lo(t.z), v[5] = bf16_hi(t.z), v[6] = bf16_lo(t.w), v[7] = bf16_hi(t.w);
     } else {
-      static_assert(VEC == 1);
-      v[0] = __uint_as_float(static_cast<uint32_t>(__ldg(p)) << 16);
+      v[0] = __uint_as_float(static_cast<uint32_t>(t) << 16);
     }
   }
 }
@@ -128,69 +169,107 @@ __device__ __forceinline__ float rcp_approx(float q) {
   return r;
 }
 
-// Per-thread coefficients of its group. M, N: template degrees; coefficients past the runtime
-// degrees are zero, which leaves P, Q and their derivatives unchanged for finite x.
+// Per-thread coefficients of its group (M + 1 + N registers). M, N: template degrees;
+// coefficients past the runtime degrees are zero, which leaves P, Q and their derivatives
+// unchanged for finite x.
 template <int M, int N>
 struct Coef {
-  float a[M + 1];    // a_k
-  float ra[M + 1];   // (k+1) a_{k+1}: P' coefficients (ra[M] unused)
-  float bb[N + 1];   // |b_{k+1}|
-  float sb[N + 1];   // (k+1) |b_{k+1}|: coefficients of S / sign(x)
-  float bsign[N + 1];
+  float a[M + 1];  // a_k
+  float bb[N + 1]; // |b_{k+1}|  (bb[N] unused)
 
   __device__ __forceinline__ void load(const float* ga, const float* gb, const Params& p, int g) {
     const int arow = p.an == 1 ? 0 : g;
 #pragma unroll
     for (int k = 0; k <= M; ++k) a[k] = k <= p.m ? __ldg(ga + arow * (p.m + 1) + k) : 0.f;
 #pragma unroll
-    for (int k = 0; k < M; ++k) ra[k] = static_cast<float>(k + 1) * a[k + 1];
-    ra[M] = 0.f;
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const float bv = k < p.n ? __ldg(gb + g * p.n + k) : 0.f;
-      bb[k] = fabsf(bv);
-      sb[k] = static_cast<float>(k + 1) * bb[k];
-      bsign[k] = bv >= 0.f ? 1.f : -1.f;
-    }
-    bb[N] = sb[N] = 0.f;
-    bsign[N] = 1.f;
+    for (int k = 0; k < N; ++k) bb[k] = k < p.n ? fabsf(__ldg(gb + g * p.n + k)) : 0.f;
+    bb[N] = 0.f;
   }
 
+  // P(x) by Horner.
   __device__ __forceinline__ float P(float v) const {
     float r = a[M];
 #pragma unroll
     for (int k = M - 1; k >= 0; --k) r = fmaf(r, v, a[k]);
     return r;
   }
-  __device__ __forceinline__ float dP(float v) const {  // P'(x)
-    if constexpr (M == 0) return 0.f;
-    float r = ra[M - 1];
+  // P(x) and P'(x) together (Horner with synthetic division): M + (M-1) FMAs, no extra
+  // coefficient registers.
+  __device__ __forceinline__ void PdP(float v, float& P, float& R) const {
+    if constexpr (M == 0) {
+      P = a[0];
+      R = 0.f;
+    } else {
+      R = a[M];
+      P = fmaf(a[M], v, a[M - 1]);
 #pragma unroll
-    for (int k = M - 2; k >= 0; --k) r = fmaf(r, v, ra[k]);
-    return r;
+      for (int k = M - 2; k >= 0; --k) {
+        R = fmaf(R, v, P);
+        P = fmaf(P, v, a[k]);
+      }
+    }
   }
-  __device__ __forceinline__ float Q(float av) const {  // 1 + sum |b_k| |x|^k
-    if constexpr (N == 0) return 1.f;
-    float r = bb[N - 1];
+  // Q = 1 + |x| Qm(|x|), Qm(t) = sum_k |b_{k+1}| t^k.
+  __device__ __forceinline__ float Q(float av) const {
+    if constexpr (N == 0) {
+      return 1.f;
+    } else {
+      float r = bb[N - 1];
 #pragma unroll
-    for (int k = N - 2; k >= 0; --k) r = fmaf(r, av, bb[k]);
-    return fmaf(r, av, 1.f);
+      for (int k = N - 2; k >= 0; --k) r = fmaf(r, av, bb[k]);
+      return fmaf(r, av, 1.f);
+    }
   }
-  __device__ __forceinline__ float Sabs(float av) const {  // S / sign(x)
-    if constexpr (N == 0) return 0.f;
-    float r = sb[N - 1];
+  // Q and Sm = S / sign(x) = d(|x| Qm)/d|x| = Qm + |x| Qm'.
+  __device__ __forceinline__ void QS(float av, float& Q, float& Sm) const {
+    if constexpr (N == 0) {
+      Q = 1.f;
+      Sm = 0.f;
+    } else if constexpr (N == 1) {
+      Q = fmaf(bb[0], av, 1.f);
+      Sm = bb[0];
+    } else {
+      float d = bb[N - 1];
+      float q = fmaf(bb[N - 1], av, bb[N - 2]);
 #pragma unroll
-    for (int k = N - 2; k >= 0; --k) r = fmaf(r, av, sb[k]);
-    return r;
+      for (int k = N - 3; k >= 0; --k) {
+        d = fmaf(d, av, q);
+        q = fmaf(q, av, bb[k]);
+      }
+      Q = fmaf(q, av, 1.f);
+      Sm = fmaf(d, av, q);
+    }
   }
 };
 
+// ---- programmatic dependent launch ----------------------------------------------------------
+// Every kernel here is launched with programmatic stream serialization (KAT_GRKAN_PDL), so its
+// launch overlaps the tail of the kernel before it in the stream. Each kernel executes
+// griddepcontrol.wait before its first global memory access: that waits until the preceding
+// grid has completed and its writes are visible, i.e. ordinary stream order for all data.
+// launch_dependents lets the next kernel be scheduled early (it then waits the same way).
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---- forward ------------------------------------------------------------------------------
+// Software pipeline: the U raw vectors of the next trip are loaded before the current U are
+// computed, so every warp keeps loads in flight while it computes.
 
 template <Storage S, int VEC, int M, int N>
 __global__ void __launch_bounds__(kThreads)
     grkan_fwd_kernel(const void* __restrict__ x, void* __restrict__ y, const float* __restrict__ ga,
                      const float* __restrict__ gb, Params p) {
+  constexpr int U = kFwdUnroll;
+  griddep_wait();
+  griddep_launch_dependents();
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (t >= static_cast<int64_t>(p.vr) * p.row_slots) return;
   const int col = static_cast<int>(t % p.vr);
@@ -200,51 +279,47 @@ __global__ void __launch_bounds__(kThreads)
   Coef<M, N> cf;
   cf.load(ga, gb, p, g);
 
-  const int64_t step = p.row_slots * p.dim;  // elements between a thread's consecutive rows
+  const int64_t R = p.row_slots;
+  const int64_t step = R * p.dim;  // elements between a thread's consecutive rows
   int64_t off = slot * p.dim + c0;
-  for (int64_t r = slot; r < p.rows; r += kFwdUnroll * p.row_slots, off += kFwdUnroll * step) {
-    float v[kFwdUnroll][VEC];
+  Raw<S, VEC> cur[U], nxt[U];
 #pragma unroll
-    for (int u = 0; u < kFwdUnroll; ++u)
-      if (r + u * p.row_slots < p.rows) load_vec<S, VEC>(x, off + u * step, v[u]);
+  for (int u = 0; u < U; ++u) {
+    cur[u] = nxt[u] = Raw<S, VEC>{};
+    if (slot + u * R < p.rows) cur[u] = load_raw<S, VEC>(x, off + u * step);
+  }
+  for (int64_t r = slot; r < p.rows; r += U * R, off += U * step) {
 #pragma unroll
-    for (int u = 0; u < kFwdUnroll; ++u) {
-      if (r + u * p.row_slots < p.rows) {
-        float o[VEC];
+    for (int u = 0; u < U; ++u)
+      if (r + (U + u) * R < p.rows) nxt[u] = load_raw<S, VEC>(x, off + (U + u) * step);
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-          const float xv = v[u][e];
-          o[e] = cf.P(xv) * rcp_approx(cf.Q(fabsf(xv)));
-        }
+    for (int u = 0; u < U; ++u) {
+      if (r + u * R < p.rows) {
+        float v[VEC], o[VEC];
+        unpack<S, VEC>(cur[u], v);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) o[e] = cf.P(v[e]) * rcp_approx(cf.Q(fabsf(v[e])));
         store_vec<S, VEC>(y, off + u * step, o);
       }
     }
+#pragma unroll
+    for (int u = 0; u < U; ++u) cur[u] = nxt[u];
   }
 }
 
 // ---- backward -----------------------------------------------------------------------------
 
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void griddep_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 template <Storage S, int VEC, int M, int N>
-__global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM)
+__global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     grkan_bwd_kernel(const void* x, const void* dy, void* dx, const float* __restrict__ ga,
                      const float* __restrict__ gb, float* __restrict__ partial, Params p) {
-  // Let stage 2 be scheduled now; its griddepcontrol.wait still waits for this grid to finish.
-  griddep_launch_dependents();
-
+  constexpr int U = kBwdUnroll<S>;
   constexpr int NL = M + 1 + N;  // local partial columns: da_0..da_M, db_1..db_N
   __shared__ float s_acc[NL][kThreads];
   __shared__ int s_grp[kThreads];
+
+  griddep_wait();
+  griddep_launch_dependents();
 
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   float acc[NL];
@@ -260,33 +335,46 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM)
     Coef<M, N> cf;
     cf.load(ga, gb, p, g);
 
-    const int64_t step = p.row_slots * p.dim;
+    const int64_t R = p.row_slots;
+    const int64_t step = R * p.dim;
     int64_t off = slot * p.dim + c0;
-    for (int64_t r = slot; r < p.rows; r += kBwdUnroll * p.row_slots, off += kBwdUnroll * step) {
-      float v[kBwdUnroll][VEC], gy[kBwdUnroll][VEC];
+    Raw<S, VEC> cx[U], cg[U], nx[U], ng[U];
 #pragma unroll
-      for (int u = 0; u < kBwdUnroll; ++u) {
-        if (r + u * p.row_slots < p.rows) {
-          load_vec<S, VEC>(x, off + u * step, v[u]);
-          load_vec<S, VEC>(dy, off + u * step, gy[u]);
+    for (int u = 0; u < U; ++u) {
+      cx[u] = cg[u] = nx[u] = ng[u] = Raw<S, VEC>{};
+      if (slot + u * R < p.rows) {
+        cx[u] = load_raw<S, VEC>(x, off + u * step);
+        cg[u] = load_raw<S, VEC>(dy, off + u * step);
+      }
+    }
+    for (int64_t r = slot; r < p.rows; r += U * R, off += U * step) {
+      // Prefetch the next trip. (dx may alias dy: these are other rows than the ones stored
+      // below, and each element is loaded before it is overwritten.)
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (r + (U + u) * R < p.rows) {
+          nx[u] = load_raw<S, VEC>(x, off + (U + u) * step);
+          ng[u] = load_raw<S, VEC>(dy, off + (U + u) * step);
         }
       }
 #pragma unroll
-      for (int u = 0; u < kBwdUnroll; ++u) {
-        if (r + u * p.row_slots < p.rows) {
-          float o[VEC];
+      for (int u = 0; u < U; ++u) {
+        if (r + u * R < p.rows) {
+          float v[VEC], gy[VEC], o[VEC];
+          unpack<S, VEC>(cx[u], v);
+          unpack<S, VEC>(cg[u], gy);
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
-            const float xv = v[u][e], av = fabsf(xv);
-            const float P = cf.P(xv), R = cf.dP(xv), Q = cf.Q(av);
-            const float Sm = cf.Sabs(av);
+            const float xv = v[e], av = fabsf(xv);
+            float P, Rd, Q, Sm;
+            cf.PdP(xv, P, Rd);
+            cf.QS(av, Q, Sm);
             const float iq = rcp_approx(Q);
-            const float F = P * iq;                   // P / Q
-            const float gq = gy[u][e] * iq;           // g / Q
-            const float sF = xv >= 0.f ? F : -F;      // sign(x) * F, sign(0) = +1
-            o[e] = gq * fmaf(-Sm, sF, R);             // g (R Q - S P) / Q^2 = g/Q (R - S F)
-            // Powers x^k (k <= max(M, N)) by squaring, |x|^k from them: |x|^(2j) = x^(2j),
-            // |x|^(2j+1) = |x| x^(2j).
+            const float F = P * iq;                // P / Q
+            const float gq = gy[e] * iq;           // g / Q
+            const float sF = xv >= 0.f ? F : -F;   // sign(x) F, sign(0) = +1
+            o[e] = gq * fmaf(-Sm, sF, Rd);         // g (R Q - S P) / Q^2 = g/Q (R - S F)
+            // Powers x^k by squaring; |x|^(2j) = x^(2j), |x|^(2j+1) = |x| x^(2j).
             constexpr int K = M > N ? M : N;
             float xp[K + 1], ap[K + 1];
             xp[0] = ap[0] = 1.f;
@@ -307,10 +395,22 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM)
           store_vec<S, VEC>(dx, off + u * step, o);
         }
       }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        cx[u] = nx[u];
+        cg[u] = ng[u];
+      }
     }
   }
 
-  // Block reduction in a fixed order.
+  // Block reduction in a fixed order. Partial table is column-major: partial[col][block].
+  if (KAT_GRKAN_BENCH_NO_BLOCKREDUCE) {
+    float tot = 0.f;  // keep every accumulation live
+#pragma unroll
+    for (int i = 0; i < NL; ++i) tot += acc[i];
+    if (threadIdx.x < p.ncols) partial[static_cast<int64_t>(threadIdx.x) * gridDim.x + blockIdx.x] = tot;
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < NL; ++i) s_acc[i][threadIdx.x] = acc[i];
   s_grp[threadIdx.x] = g;
@@ -335,35 +435,36 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM)
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) partial[static_cast<int64_t>(blockIdx.x) * p.ncols + j] = sum;
+    if (lane == 0) partial[static_cast<int64_t>(j) * gridDim.x + blockIdx.x] = sum;
   }
 }
 
-// Stage 2: block j sums column j of the (nblocks, ncols) partial table in a fixed order.
-__global__ void __launch_bounds__(kThreads)
-    grkan_bwd_stage2(const float* __restrict__ partial, int nblocks, int ncols, int na, int n,
+// Stage 2: block j sums column j of the partial table (nblocks contiguous floats) in a fixed
+// order, in double: fixed per-thread strides, fixed xor-shuffle tree, warps added in order.
+constexpr int kStage2Threads = 128;
+__global__ void __launch_bounds__(kStage2Threads)
+    grkan_bwd_stage2(const float* __restrict__ partial, int nblocks, int na,
                      const float* __restrict__ gb, float* __restrict__ da, float* __restrict__ db) {
   griddep_wait();  // stage 1 complete and its writes visible
-  __shared__ double s[kThreads];
+  __shared__ double s_w[kStage2Threads / 32];
   const int j = blockIdx.x;
+  const float* col = partial + static_cast<int64_t>(j) * nblocks;
   double sum = 0.0;
-  for (int i = threadIdx.x; i < nblocks; i += kThreads)
-    sum += static_cast<double>(partial[static_cast<int64_t>(i) * ncols + j]);
-  s[threadIdx.x] = sum;
-  __syncthreads();
+#pragma unroll 4
+  for (int i = threadIdx.x; i < nblocks; i += kStage2Threads) sum += static_cast<double>(col[i]);
 #pragma unroll
-  for (int w = kThreads / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-    __syncthreads();
-  }
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (threadIdx.x % 32 == 0) s_w[threadIdx.x / 32] = sum;
+  __syncthreads();
   if (threadIdx.x == 0) {
-    const double tot = s[0];
+    double tot = 0.0;
+#pragma unroll
+    for (int w = 0; w < kStage2Threads / 32; ++w) tot += s_w[w];
     if (j < na) {
       da[j] += static_cast<float>(tot);
     } else {
       const int jb = j - na;
       const double sg = gb[jb] >= 0.f ? 1.0 : -1.0;
-      (void)n;
       db[jb] += static_cast<float>(tot * sg);
     }
   }
@@ -472,31 +573,12 @@ int choose_vec(const GrkanShape& s, Storage st, bool ptrs_aligned) {
   return (dg % vec == 0 && ptrs_aligned) ? vec : 1;
 }
 
-template <Storage S, int VEC, int M, int N>
-void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y,
-                cudaStream_t stream) {
-  static std::atomic<int> occ_cache[64] = {};
-  const auto kernel = grkan_fwd_kernel<S, VEC, M, N>;
-  const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, occ_cache);
-  const Plan pl = make_plan(s.rows, s.dim, VEC, max_blocks);
-  const Params p = make_params(s, pl);
-  kernel<<<pl.blocks, kThreads, 0, stream>>>(x, y, a, b, p);
-  KAT_CUDA_CHECK_LAUNCH();
-}
-
-int bwd_max_blocks() { return sm_count() * kBwdBlocksPerSM; }
-
-template <Storage S, int VEC, int M, int N>
-void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b,
-                void* dx, float* da, float* db, float* partial, cudaStream_t stream) {
-  const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks());
-  const Params p = make_params(s, pl);
-  grkan_bwd_kernel<S, VEC, M, N><<<pl.blocks, kThreads, 0, stream>>>(x, dy, dx, a, b, partial, p);
-  KAT_CUDA_CHECK_LAUNCH();
-
+// Launch with programmatic stream serialization (see griddep_wait).
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), int grid, int block, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(p.ncols));
-  cfg.blockDim = dim3(kThreads);
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(static_cast<unsigned>(block));
   cfg.dynamicSmemBytes = 0;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -504,9 +586,34 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = KAT_GRKAN_PDL ? 1 : 0;
+  KAT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+}
+
+template <Storage S, int VEC, int M, int N>
+void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y,
+                cudaStream_t stream) {
+  static std::atomic<int> occ_cache[64] = {};
+  const auto kernel = grkan_fwd_kernel<S, VEC, M, N>;
+  const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, occ_cache);
+  const Plan pl = make_plan(s.rows, s.dim, VEC, max_blocks);
+  launch(kernel, pl.blocks, kThreads, stream, x, y, a, b, make_params(s, pl));
+}
+
+int bwd_max_blocks(Storage st) {
+  return sm_count() *
+         (st == Storage::BF16 ? kBwdBlocksPerSM<Storage::BF16> : kBwdBlocksPerSM<Storage::F32>);
+}
+
+template <Storage S, int VEC, int M, int N>
+void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b,
+                void* dx, float* da, float* db, float* partial, cudaStream_t stream) {
+  const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
+  const Params p = make_params(s, pl);
+  launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
   const int na = s.num_rows * (s.m + 1);
-  KAT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, grkan_bwd_stage2, static_cast<const float*>(partial),
-                                    pl.blocks, p.ncols, na, s.n, b, da, db));
+  if (KAT_GRKAN_BENCH_NO_STAGE2) return;
+  launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial),
+         pl.blocks, na, b, da, db);
 }
 
 }  // namespace
@@ -542,10 +649,11 @@ std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
   if (s.rows == 0) return 0;
   const int ncols = s.num_rows * (s.m + 1) + s.groups * s.n;
   int blocks = 0;
-  for (int vec : {1, 4, 8}) {
-    if ((s.dim / s.groups) % vec != 0) continue;
-    blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks()).blocks);
-  }
+  for (Storage st : {Storage::F32, Storage::BF16})
+    for (int vec : {1, storage_vec(st)}) {
+      if ((s.dim / s.groups) % vec != 0) continue;
+      blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks(st)).blocks);
+    }
   return static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
 }
 
@@ -592,7 +700,7 @@ GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, Storage st, bool backward
   info.vec = choose_vec(s, st, aligned);
   info.specialised = specialised(s);
   info.threads = kThreads;
-  int max_blocks = bwd_max_blocks();
+  int max_blocks = bwd_max_blocks(st);
   if (!backward) {
     // Report the forward grid as launched (occupancy of the kernel that would run).
     static std::atomic<int> c1[64] = {}, c2[64] = {}, c3[64] = {}, c4[64] = {};

@@ -1,0 +1,85 @@
+// kat bench train|infer: throughput (img/s) of a model on synthetic data (random normal images),
+// median of --iters timed runs after one warm-up. A training step = forward + loss + backward +
+// AdamW update. Prints a human line and, with --csv, one CSV line.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/kat_model.h"
+#include "ops/cpu_ops.h"
+#include "train/optim.h"
+
+namespace kat::cli {
+
+namespace {
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "Measure training-step or inference throughput on synthetic data");
+  struct Opts {
+    std::string mode, model = "kat_tiny_patch16_224", device = "cpu";
+    std::vector<std::string> overrides;
+    int batch = 32, iters = 5;
+    bool csv = false;
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("mode", o->mode, "train or infer")->required()->check(CLI::IsMember({"train", "infer"}));
+  sub->add_option("--model,-m", o->model, "Model name or config path")->capture_default_str();
+  sub->add_option("--set", o->overrides, "Model config override key=value");
+  sub->add_option("--batch,-b", o->batch, "Batch size")->capture_default_str();
+  sub->add_option("--iters", o->iters, "Timed iterations (median reported)")->capture_default_str();
+  sub->add_option("--device", o->device, "cpu")->capture_default_str();
+  sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,threads,img_per_s,ms_per_iter");
+  registry().push_back({sub, [o] {
+    KAT_CHECK(o->device == "cpu", "kat bench: --device ", o->device, " is not available in this build (cpu only)");
+    KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
+    ModelConfig cfg = ModelConfig::load(o->model);
+    for (const auto& kv : o->overrides) cfg.apply_override(kv);
+    KatModel m(cfg);
+    m.init_params(0);
+    m.plan(o->batch);
+    const int B = o->batch, K = cfg.num_classes;
+    Rng r(1);
+    std::vector<float> x(size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size), t(size_t(B) * K, 0.0f), dz(t.size());
+    for (auto& v : x) v = float(r.normal());
+    for (int b = 0; b < B; ++b) t[size_t(b) * K + b % K] = 1.0f;
+    AdamW opt(m.table(), AdamWConfig{});
+    const bool train = o->mode == "train";
+    std::vector<double> times;
+    for (int i = 0; i <= o->iters; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (train) {
+        Rng dp(i);
+        const float* z = m.forward(x.data(), B, true, &dp);
+        ops::softmax_xent<float>(B, K, z, t.data(), 0.1f, dz.data());
+        m.zero_grad();
+        m.backward(dz.data());
+        opt.step(m.params.data(), m.grads.data(), 1e-4);
+      } else {
+        m.forward(x.data(), B);
+      }
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (i > 0) times.push_back(dt);  // iteration 0 is the warm-up
+    }
+    const double med = median(times);
+    if (o->csv)
+      std::printf("%s,%s,%d,%d,%.1f,%.3f\n", o->mode.c_str(), cfg.name.c_str(), B, omp_get_max_threads(), B / med, med * 1e3);
+    else
+      std::printf("%s %s batch %d, %d threads: %.1f img/s (%.1f ms per %s)\n", cfg.name.c_str(), o->mode.c_str(), B,
+                  omp_get_max_threads(), B / med, med * 1e3, train ? "step" : "batch");
+    return 0;
+  }});
+}
+
+}  // namespace kat::cli

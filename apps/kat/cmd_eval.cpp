@@ -1,0 +1,67 @@
+// kat eval: top-1, top-5, loss, per-class accuracy and confusion matrix of a checkpoint.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/error.h"
+#include "data/data.h"
+#include "train/evaluate.h"
+#include "train/inference.h"
+
+namespace kat::cli {
+
+void register_eval(CLI::App& app) {
+  auto* sub = app.add_subcommand("eval", "Evaluate a checkpoint on a dataset's test split");
+  struct Opts {
+    std::string weights, model, data, json_out;
+    std::vector<std::string> overrides;
+    bool ema = false, train_split = false, no_progress = false, skip_bad = false;
+    int batch = 256;
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("--weights,-w", o->weights, "Training checkpoint or plain weights (.safetensors)")->required();
+  sub->add_option("--model,-m", o->model, "Model name, needed for plain weights files");
+  sub->add_option("--set", o->overrides, "Model config override key=value");
+  sub->add_option("--data,-d", o->data, "Dataset spec (default: the one the checkpoint was trained on, else fashion-mnist)");
+  sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
+  sub->add_flag("--train-split", o->train_split, "Evaluate on the training split instead of test");
+  sub->add_flag("--skip-bad", o->skip_bad, "Skip corrupt images");
+  sub->add_option("--batch", o->batch, "Batch size")->capture_default_str();
+  sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
+  sub->add_flag("--no-progress", o->no_progress, "No progress bar");
+  registry().push_back({sub, [o] {
+    LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
+    const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
+    const data::Dataset ds = data::load_dataset(spec, o->train_split, o->skip_bad);
+    data::LoaderConfig lc;
+    lc.aug.mean = lm.train.mean;
+    lc.aug.std = lm.train.std;
+    lc.aug.out_size = lm.model->config().img_size;
+    const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
+    const EvalResult r = evaluate(*lm.model, ds, ec, !o->no_progress);
+    const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
+    std::printf("%s on %s (%s split, %lld images)%s\n", o->weights.c_str(), spec.c_str(), o->train_split ? "train" : "test",
+                (long long)r.count, o->ema ? " [EMA]" : "");
+    std::printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n\nper-class accuracy:\n", r.top1, r.top5, r.loss);
+    for (int c = 0; c < ds.num_classes; ++c)
+      std::printf("  %2d %-16s %6.2f%%\n", c, c < int(names.size()) ? names[c].c_str() : "", r.class_accuracy(c));
+    std::printf("\nconfusion matrix (rows: true class, columns: predicted):\n     ");
+    for (int c = 0; c < ds.num_classes; ++c) std::printf("%6d", c);
+    std::printf("\n");
+    for (int t = 0; t < ds.num_classes; ++t) {
+      std::printf("  %2d ", t);
+      for (int p = 0; p < ds.num_classes; ++p) std::printf("%6lld", (long long)r.confusion[size_t(t) * r.classes + p]);
+      std::printf("\n");
+    }
+    if (!o->json_out.empty()) {
+      nlohmann::json j = {{"weights", o->weights}, {"data", spec}, {"count", r.count}, {"top1", r.top1},
+                          {"top5", r.top5},        {"loss", r.loss}, {"confusion", r.confusion}, {"classes", r.classes}};
+      std::ofstream(o->json_out) << j.dump(2) << "\n";
+    }
+    return 0;
+  }});
+}
+
+}  // namespace kat::cli

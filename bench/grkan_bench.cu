@@ -1,0 +1,245 @@
+// GR-KAN CUDA benchmark: forward, backward and forward+backward times of kat::cuda::grkan_* for
+// the KAT shapes (rows = 128*197 tokens, D = 192 / 768 / 1536, G = 8, shared numerator, degrees
+// (5, 4)) in bf16 and fp32 storage, against the bytes floor and the device-to-device copy
+// bandwidth measured in the same run.
+//
+//   grkan_bench [out.csv] [label]
+//
+// Timing: CUDA events around a batch of kBatch calls that rotate among nsets input/output sets
+// (at least 4, and enough that the sets used between two uses of one set
+// touch >= 3x the L2, so L2 does not serve a call from the one
+// before), batch time / kBatch, median over kReps batches after warm-up. Inputs: x ~ N(0, 1.5^2),
+// dy ~ N(0, 1), generated on the device; coefficients = swish init + noise.
+// Bytes floor per element: forward reads x, writes y (2 * es); backward reads x, dy, writes dx
+// (3 * es); es = 2 (bf16) or 4 (fp32). The da/db traffic (workspace) is a few hundred KB.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/grkan_cuda.h"
+
+namespace {
+
+using kat::cuda::Storage;
+
+constexpr int kMinSets = 4;
+constexpr int kBatch = 8;
+constexpr int kReps = 60;
+constexpr int kWarm = 5;
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Normal(0, sigma) by Box-Muller on a counter hash; writes storage-typed values.
+__global__ void fill_normal(void* out, size_t n, bool bf16, float sigma, uint64_t seed) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = mix64(seed ^ mix64(i));
+    const float u1 = ((h >> 40) + 1) * (1.0f / 16777217.0f);
+    const float u2 = ((h & 0xffffffull)) * (1.0f / 16777216.0f);
+    const float v = sigma * sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+    if (bf16) {
+      uint32_t u = __float_as_uint(v);
+      u += 0x7fffu + ((u >> 16) & 1u);
+      static_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(u >> 16);
+    } else {
+      static_cast<float*>(out)[i] = v;
+    }
+  }
+}
+
+struct Set {
+  void *x = nullptr, *dy = nullptr, *y = nullptr, *dx = nullptr;
+};
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median per-call time (ms) of `body(i)` over batches of kBatch calls.
+template <typename F>
+float time_ms(cudaStream_t st, F&& body) {
+  cudaEvent_t e0, e1;
+  KAT_CUDA_CHECK(cudaEventCreate(&e0));
+  KAT_CUDA_CHECK(cudaEventCreate(&e1));
+  for (int w = 0; w < kWarm; ++w)
+    for (int i = 0; i < kBatch; ++i) body(i);
+  KAT_CUDA_CHECK(cudaStreamSynchronize(st));
+  std::vector<float> t;
+  int call = 0;
+  for (int r = 0; r < kReps; ++r) {
+    KAT_CUDA_CHECK(cudaEventRecord(e0, st));
+    for (int i = 0; i < kBatch; ++i) body(call++);
+    KAT_CUDA_CHECK(cudaEventRecord(e1, st));
+    KAT_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    KAT_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(ms / kBatch);
+  }
+  KAT_CUDA_CHECK(cudaEventDestroy(e0));
+  KAT_CUDA_CHECK(cudaEventDestroy(e1));
+  return median(t);
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second), 1 GiB buffers.
+double copy_bandwidth(cudaStream_t st) {
+  const size_t bytes = size_t(1) << 30;
+  void *a, *b;
+  KAT_CUDA_CHECK(cudaMalloc(&a, bytes));
+  KAT_CUDA_CHECK(cudaMalloc(&b, bytes));
+  KAT_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, st));
+  const float ms = time_ms(st, [&](int i) {
+    KAT_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, st));
+  });
+  KAT_CUDA_CHECK(cudaFree(a));
+  KAT_CUDA_CHECK(cudaFree(b));
+  return 2.0 * bytes / (ms * 1e-3);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const char* csv_path = argc > 1 ? argv[1] : nullptr;
+    const std::string label = argc > 2 ? argv[2] : "default";
+    cudaDeviceProp prop{};
+    KAT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    cudaStream_t st;
+    KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const double copy_bw = copy_bandwidth(st);
+    std::printf("device: %s, %d SMs, L2 %d MB; D2D copy bandwidth %.0f GB/s (read+write); variant %s\n",
+                prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bw * 1e-9,
+                label.c_str());
+
+    FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
+    if (csv_path && !csv) std::fprintf(stderr, "cannot open %s\n", csv_path);
+    if (csv)
+      std::fprintf(csv,
+                   "variant,device,storage,rows,dim,groups,fwd_ms,bwd_ms,fwdbwd_ms,fwd_floor_ms,"
+                   "bwd_floor_ms,fwdbwd_floor_ms,fwd_GBs,bwd_GBs,fwdbwd_GBs,copy_GBs,fwd_frac,"
+                   "bwd_frac,fwdbwd_frac,fwd_blocks,bwd_blocks\n");
+
+    std::printf("\n%-5s %-16s %8s %8s %9s | %7s %7s %7s | %6s %6s %6s | %5s %5s %5s\n", "stor",
+                "shape", "fwd ms", "bwd ms", "f+b ms", "fwd GB/s", "bwd", "f+b", "flr f", "flr b",
+                "flr fb", "%cp f", "%cp b", "%cp fb");
+
+    // GRKAN_BENCH_ONLY="bf16:768,fp32:192": run only those (storage:dim) rows (for profilers).
+    const char* only_env = std::getenv("GRKAN_BENCH_ONLY");
+    const std::string only = only_env ? only_env : "";
+    const int64_t rows = 128 * 197;
+    const int dims[] = {192, 768, 1536};
+    uint64_t seed = 0x5eed1234abcdull;
+    for (Storage stor : {Storage::BF16, Storage::F32}) {
+      for (int dim : dims) {
+        if (!only.empty() &&
+            only.find(std::string(stor == Storage::BF16 ? "bf16:" : "fp32:") + std::to_string(dim)) ==
+                std::string::npos)
+          continue;
+        kat::ops::GrkanShape s;
+        s.rows = rows;
+        s.dim = dim;
+        s.groups = 8;
+        s.num_rows = 1;
+        const size_t n = static_cast<size_t>(rows) * dim;
+        const size_t es = kat::cuda::storage_bytes(stor);
+        const bool bf = stor == Storage::BF16;
+        // Enough sets that the calls between two uses of a set touch >= 3x the L2.
+        const double call_bytes = 2.0 * es * n;
+        const int nsets = std::min(
+            32, std::max(kMinSets, static_cast<int>(std::ceil(3.0 * prop.l2CacheSize / call_bytes)) + 1));
+        std::vector<Set> sets(nsets);
+        for (auto& set : sets) {
+          for (void** p : {&set.x, &set.dy, &set.y, &set.dx}) KAT_CUDA_CHECK(cudaMalloc(p, n * es));
+          fill_normal<<<1024, 256, 0, st>>>(set.x, n, bf, 1.5f, seed++);
+          KAT_CUDA_CHECK_LAUNCH();
+          fill_normal<<<1024, 256, 0, st>>>(set.dy, n, bf, 1.0f, seed++);
+          KAT_CUDA_CHECK_LAUNCH();
+        }
+        // Coefficients: swish + noise; b signs mixed.
+        std::vector<float> a = {3.05e-07f, 0.5000008f, 0.2499978f, 0.0532663f, 0.0058030f, 0.0002752f};
+        std::vector<float> b;
+        for (int g = 0; g < s.groups; ++g) {
+          const float jit = 0.01f * static_cast<float>(g - 3.5f);
+          b.insert(b.end(), {-4.1e-06f + jit, 0.1065290f + 0.1f * jit, -1.27e-06f - 0.01f * jit,
+                             0.0005502f + 0.001f * jit});
+        }
+        float *a_d, *b_d, *da_d, *db_d;
+        KAT_CUDA_CHECK(cudaMalloc(&a_d, a.size() * 4));
+        KAT_CUDA_CHECK(cudaMalloc(&b_d, b.size() * 4));
+        KAT_CUDA_CHECK(cudaMalloc(&da_d, a.size() * 4));
+        KAT_CUDA_CHECK(cudaMalloc(&db_d, b.size() * 4));
+        KAT_CUDA_CHECK(cudaMemcpy(a_d, a.data(), a.size() * 4, cudaMemcpyHostToDevice));
+        KAT_CUDA_CHECK(cudaMemcpy(b_d, b.data(), b.size() * 4, cudaMemcpyHostToDevice));
+        KAT_CUDA_CHECK(cudaMemset(da_d, 0, a.size() * 4));
+        KAT_CUDA_CHECK(cudaMemset(db_d, 0, b.size() * 4));
+        const size_t ws_bytes = kat::cuda::grkan_backward_workspace_bytes(s);
+        void* ws;
+        KAT_CUDA_CHECK(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 4)));
+        KAT_CUDA_CHECK(cudaStreamSynchronize(st));
+
+        auto fwd = [&](int i) {
+          const Set& z = sets[i % nsets];
+          kat::cuda::grkan_forward(s, stor, z.x, a_d, b_d, z.y, st);
+        };
+        auto bwd = [&](int i) {
+          const Set& z = sets[i % nsets];
+          kat::cuda::grkan_backward(s, stor, z.x, z.dy, a_d, b_d, z.dx, da_d, db_d, ws, st);
+        };
+        const float t_f = time_ms(st, fwd);
+        const float t_b = time_ms(st, bwd);
+        const float t_fb = time_ms(st, [&](int i) {
+          fwd(i);
+          bwd(i);
+        });
+        KAT_CUDA_CHECK(cudaStreamSynchronize(st));
+        const auto fi = kat::cuda::grkan_launch_info(s, stor, false, true);
+        const auto bi = kat::cuda::grkan_launch_info(s, stor, true, true);
+
+        const double bf_ = 2.0 * es * n, bb_ = 3.0 * es * n, bfb = 5.0 * es * n;
+        const double gf = bf_ / (t_f * 1e-3) * 1e-9, gb = bb_ / (t_b * 1e-3) * 1e-9,
+                     gfb = bfb / (t_fb * 1e-3) * 1e-9;
+        const double ff = bf_ / copy_bw * 1e3, fb = bb_ / copy_bw * 1e3, ffb = bfb / copy_bw * 1e3;
+        char shape[32];
+        std::snprintf(shape, sizeof shape, "(128,197,%d)", dim);
+        std::printf("%-5s %-16s %8.4f %8.4f %9.4f | %8.0f %7.0f %7.0f | %6.4f %6.4f %6.4f | %5.1f %5.1f %5.1f\n",
+                    bf ? "bf16" : "fp32", shape, t_f, t_b, t_fb, gf, gb, gfb, ff, fb, ffb,
+                    100.0 * gf / (copy_bw * 1e-9), 100.0 * gb / (copy_bw * 1e-9),
+                    100.0 * gfb / (copy_bw * 1e-9));
+        std::fflush(stdout);
+        if (csv)
+          std::fprintf(csv,
+                       "%s,%s,%s,%lld,%d,%d,%.5f,%.5f,%.5f,%.5f,%.5f,%.5f,%.1f,%.1f,%.1f,%.1f,%.4f,"
+                       "%.4f,%.4f,%d,%d\n",
+                       label.c_str(), prop.name, bf ? "bf16" : "fp32", static_cast<long long>(rows),
+                       dim, s.groups, t_f, t_b, t_fb, ff, fb, ffb, gf, gb, gfb, copy_bw * 1e-9,
+                       gf / (copy_bw * 1e-9), gb / (copy_bw * 1e-9), gfb / (copy_bw * 1e-9),
+                       fi.blocks, bi.blocks);
+
+        for (auto& set : sets)
+          for (void* p : {set.x, set.dy, set.y, set.dx}) KAT_CUDA_CHECK(cudaFree(p));
+        for (void* p : {static_cast<void*>(a_d), static_cast<void*>(b_d), static_cast<void*>(da_d),
+                        static_cast<void*>(db_d), ws})
+          KAT_CUDA_CHECK(cudaFree(p));
+      }
+    }
+    if (csv) std::fclose(csv);
+    std::printf("(floors = bytes / measured D2D copy bandwidth; %%cp = achieved GB/s / copy GB/s)\n");
+    KAT_CUDA_CHECK(cudaStreamDestroy(st));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "grkan_bench: %s\n", e.what());
+    return 1;
+  }
+}

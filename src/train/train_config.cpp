@@ -1,0 +1,56 @@
+#include "train/train_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace kat {
+
+using nlohmann::json;
+
+#define KAT_TRAIN_FIELDS(X)                                                                         \
+  X(model) X(model_overrides) X(data) X(out_dir) X(device) X(epochs) X(batch) X(accum_steps) X(lr)  \
+  X(min_lr) X(warmup_lr) X(warmup_epochs) X(weight_decay) X(decay_rational) X(clip_grad) X(ema_decay) \
+  X(drop_path) X(label_smoothing) X(mixup) X(cutmix) X(mix_prob) X(switch_prob) X(crop) X(padding)  \
+  X(hflip) X(randaug_n) X(randaug_m) X(randaug_mstd) X(random_erase) X(mean) X(std) X(seed)         \
+  X(workers) X(threads) X(keep_last) X(save_every) X(max_steps) X(log_every) X(train_subset)        \
+  X(test_subset) X(skip_bad) X(progress) X(eval_batch)
+
+std::string TrainConfig::to_json(int indent) const {
+  json j;
+#define X(f) j[#f] = f;
+  KAT_TRAIN_FIELDS(X)
+#undef X
+  return j.dump(indent);
+}
+
+TrainConfig TrainConfig::from_json(const std::string& text, const std::string& source) {
+  TrainConfig c;
+  try {
+    const json j = json::parse(text);
+#define X(f) \
+  if (j.contains(#f)) j.at(#f).get_to(c.f);
+    KAT_TRAIN_FIELDS(X)
+#undef X
+  } catch (const json::exception& e) {
+    throw Error(detail::concat(source, ": bad training config: ", e.what()));
+  }
+  return c;
+}
+
+void TrainConfig::validate() const {
+  KAT_CHECK(epochs > 0, "--epochs must be > 0, got ", epochs);
+  KAT_CHECK(batch > 0, "--batch must be > 0, got ", batch);
+  KAT_CHECK(accum_steps > 0, "--accum must be > 0, got ", accum_steps);
+  KAT_CHECK(lr > 0, "--lr must be > 0");
+  KAT_CHECK(warmup_epochs >= 0 && warmup_epochs < epochs, "--warmup-epochs must be in [0, epochs)");
+  KAT_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--smoothing must be in [0, 1)");
+  KAT_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema must be in [0, 1) (0 = off)");
+  KAT_CHECK(crop == "none" || crop == "pad" || crop == "rrc", "--crop must be none, pad or rrc, got '", crop, "'");
+  KAT_CHECK(device == "cpu", "--device '", device,
+            "' is not available in this build: the CUDA training path is not implemented yet (only cpu)");
+  KAT_CHECK(workers >= 0, "--workers must be >= 0");
+  KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
+}
+
+}  // namespace kat

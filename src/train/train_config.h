@@ -1,0 +1,56 @@
+// Everything a training run is configured by. Written to DIR/config.json (with the resolved model
+// config) and into every checkpoint, so a run can be inspected and resumed.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kat {
+
+struct TrainConfig {
+  // what
+  std::string model = "kat_micro_patch4_28";
+  std::vector<std::string> model_overrides;  // "key=value"
+  std::string data = "fashion-mnist";       // see data::load_dataset
+  std::string out_dir = "runs/default";
+  std::string device = "cpu";
+  // schedule
+  int epochs = 5;
+  int batch = 128;            // images per micro-batch
+  int accum_steps = 1;        // micro-batches per optimizer step
+  double lr = 2e-3, min_lr = 1e-5, warmup_lr = 1e-5;
+  double warmup_epochs = 0.3;
+  double weight_decay = 0.05;
+  bool decay_rational = true;  // timm decays the rational coefficients
+  double clip_grad = 0.0;      // max global grad norm (0 = off)
+  double ema_decay = 0.0;      // 0 = no EMA
+  double drop_path = -1.0;     // -1: model config's drop_path_rate
+  // regularisation / augmentation
+  double label_smoothing = 0.1;
+  double mixup = 0.0, cutmix = 0.0, mix_prob = 1.0, switch_prob = 0.5;
+  std::string crop = "pad";    // none | pad | rrc
+  int padding = 2;
+  bool hflip = true;
+  int randaug_n = 0;
+  double randaug_m = 9.0, randaug_mstd = 0.5;
+  double random_erase = 0.0;
+  std::vector<float> mean, std;  // empty: 0.5 / 0.5 for every channel
+  // mechanics
+  uint64_t seed = 0;
+  int workers = 1;
+  int threads = 0;           // 0: OpenMP default (all cores)
+  int keep_last = 2;         // checkpoints kept besides best
+  int64_t save_every = 0;    // also save every N optimizer steps (0: epoch ends only)
+  int64_t max_steps = 0;     // stop (with a checkpoint) after this many steps in total (0: off)
+  int log_every = 20;        // metrics.jsonl line every N steps
+  int64_t train_subset = 0, test_subset = 0;  // use the first N samples (0: all)
+  bool skip_bad = false;
+  bool progress = true;
+  int eval_batch = 256;
+
+  std::string to_json(int indent = 2) const;
+  static TrainConfig from_json(const std::string& text, const std::string& source);
+  void validate() const;
+};
+
+}  // namespace kat

@@ -1,0 +1,190 @@
+// Training: optimizer pieces against their formulas, NaN localisation, and the trainer end to end on
+// a slice of Fashion-MNIST, including the bitwise-resume guarantee.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "model/kat_model.h"
+#include "train/optim.h"
+#include "train/trainer.h"
+
+using namespace kat;
+namespace fs = std::filesystem;
+
+TEST(TrainOptim, AdamWMatchesTorchFormula) {
+  ParamTable t;
+  t.add("w", {2}, ParamKind::Weight);
+  t.add("b", {1}, ParamKind::Bias);
+  AdamWConfig c;
+  c.weight_decay = 0.1;
+  AdamW opt(t, c);
+  std::vector<float> p = {1.0f, -2.0f, 0.5f}, g = {0.3f, -0.1f, 0.2f};
+  std::vector<double> pd(p.begin(), p.end()), m(3, 0), v(3, 0);
+  for (int step = 1; step <= 3; ++step) {
+    opt.step(p.data(), g.data(), 0.01);
+    for (int i = 0; i < 3; ++i) {  // torch.optim.AdamW, decoupled decay on "w" only
+      if (i < 2) pd[i] *= 1 - 0.01 * 0.1;
+      m[i] = 0.9 * m[i] + 0.1 * g[i];
+      v[i] = 0.999 * v[i] + 0.001 * double(g[i]) * g[i];
+      const double mh = m[i] / (1 - std::pow(0.9, step)), vh = v[i] / (1 - std::pow(0.999, step));
+      pd[i] -= 0.01 * mh / (std::sqrt(vh) + 1e-8);
+    }
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(p[i], pd[i], 1e-6);
+}
+
+TEST(TrainOptim, ParameterGroups) {
+  KatModel m(ModelConfig::load("kat_micro_patch4_28"));
+  AdamWConfig c;
+  AdamW with(m.table(), c);
+  c.decay_rational = false;
+  AdamW without(m.table(), c);
+  auto decays = [&](const AdamW& o, const std::string& n) { return o.decay_mask()[m.table().at(n).offset] != 0; };
+  EXPECT_TRUE(decays(with, "blocks.0.mlp.fc1.weight"));
+  EXPECT_TRUE(decays(with, "patch_embed.proj.weight"));
+  EXPECT_FALSE(decays(with, "blocks.0.mlp.fc1.bias"));
+  EXPECT_FALSE(decays(with, "blocks.0.norm1.weight"));
+  EXPECT_FALSE(decays(with, "pos_embed"));
+  EXPECT_FALSE(decays(with, "cls_token"));
+  EXPECT_TRUE(decays(with, "blocks.0.mlp.act2.weight_denominator"));
+  EXPECT_FALSE(decays(without, "blocks.0.mlp.act2.weight_denominator"));
+}
+
+TEST(TrainOptim, ScheduleEmaClip) {
+  EXPECT_DOUBLE_EQ(cosine_lr(0, 100, 10, 1e-3, 1e-5, 0), 1e-5);
+  EXPECT_NEAR(cosine_lr(5, 100, 10, 1e-3, 1e-5, 0), 1e-5 + 0.5 * (1e-3 - 1e-5), 1e-12);
+  EXPECT_DOUBLE_EQ(cosine_lr(10, 100, 10, 1e-3, 1e-5, 0), 1e-3);
+  EXPECT_NEAR(cosine_lr(55, 100, 10, 1e-3, 1e-5, 0), 0.5e-3, 1e-12);
+  EXPECT_NEAR(cosine_lr(100, 100, 10, 1e-3, 1e-5, 1e-6), 1e-6, 1e-15);
+  std::vector<float> e = {1, 2}, p = {3, 4};
+  ema_update(e, p, 0.9);
+  EXPECT_FLOAT_EQ(e[0], 1.2f);
+  EXPECT_FLOAT_EQ(e[1], 2.2f);
+  std::vector<float> g = {3, 4};
+  EXPECT_DOUBLE_EQ(clip_grad_norm(g, 1.0), 5.0);
+  EXPECT_NEAR(std::hypot(g[0], g[1]), 1.0, 1e-5);
+}
+
+TEST(TrainNaN, FirstNonFiniteNamesTheLayer) {
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  KatModel m(cfg);
+  m.init_params(0);
+  m.plan(2);
+  std::vector<float> x(2 * 28 * 28, 0.3f);
+  m.forward(x.data(), 2);
+  EXPECT_EQ(m.first_nonfinite(), "");
+  m.param("blocks.1.mlp.act2.weight_numerator")[5] = 1e38f;  // finite, but overflows F(x)
+  m.forward(x.data(), 2);
+  EXPECT_EQ(m.first_nonfinite(), "blocks.1.mlp.act2 output");
+  m.param("blocks.0.attn.qkv.bias")[3] = NAN;
+  EXPECT_EQ(m.first_nonfinite(), "parameter blocks.0.attn.qkv.bias");
+}
+
+namespace {
+TrainConfig tiny_run(const std::string& dir) {
+  TrainConfig c;
+  c.model = "kat_micro_patch4_28";
+  c.model_overrides = {"depth=2", "embed_dim=32", "num_heads=2", "mlp_hidden=64"};
+  c.out_dir = dir;
+  c.epochs = 2;
+  c.batch = 32;
+  c.accum_steps = 2;
+  c.train_subset = 384;  // 6 steps per epoch
+  c.test_subset = 64;
+  c.warmup_epochs = 0.5;
+  c.mixup = 0.8;
+  c.cutmix = 1.0;
+  c.drop_path = 0.1;
+  c.ema_decay = 0.9;
+  c.clip_grad = 1.0;
+  c.randaug_n = 1;
+  c.random_erase = 0.25;
+  c.progress = false;
+  c.workers = 2;
+  c.seed = 7;
+  return c;
+}
+}  // namespace
+
+TEST(TrainRun, ResumeIsBitwiseIdentical) {
+  const std::string a = (fs::temp_directory_path() / "kat_test_resume_a").string();
+  const std::string b = (fs::temp_directory_path() / "kat_test_resume_b").string();
+  fs::remove_all(a);
+  fs::remove_all(b);
+  const TrainResult full = train(tiny_run(a));
+  ASSERT_EQ(full.steps, 12);
+  TrainConfig cb = tiny_run(b);
+  cb.max_steps = 4;  // "killed" mid-epoch 1, checkpoint written
+  const TrainResult first = train(cb);
+  ASSERT_TRUE(first.interrupted);
+  ASSERT_EQ(first.steps, 4);
+  TrainConfig resume_flags = tiny_run(b);
+  const TrainResult rest = train(resume_flags, b);
+  ASSERT_EQ(rest.steps, 12);
+  std::vector<double> joined = first.step_losses;
+  joined.insert(joined.end(), rest.step_losses.begin(), rest.step_losses.end());
+  ASSERT_EQ(joined.size(), full.step_losses.size());
+  for (size_t i = 0; i < joined.size(); ++i) EXPECT_EQ(joined[i], full.step_losses[i]) << "step " << i + 1;
+  EXPECT_EQ(rest.final_top1, full.final_top1);
+  // Final weights bitwise equal.
+  const auto fa = io::SafetensorsFile::load(full.last_checkpoint), fb = io::SafetensorsFile::load(rest.last_checkpoint);
+  for (const auto& n : fa.names()) EXPECT_EQ(fa.to_f32(n), fb.to_f32(n)) << n;
+  // metrics.jsonl: eval lines with epoch / test_top1 / test_loss; config.json present.
+  std::ifstream in(b + "/metrics.jsonl");
+  std::string line;
+  int evals = 0, steps = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("test_top1")) {
+      ++evals;
+      EXPECT_TRUE(j.contains("epoch") && j.contains("test_loss") && j.contains("ema_test_top1"));
+    } else {
+      ++steps;
+    }
+  }
+  EXPECT_EQ(evals, 2);
+  EXPECT_GT(steps, 0);
+  EXPECT_TRUE(fs::exists(b + "/config.json"));
+  EXPECT_TRUE(fs::exists(b + "/best.safetensors"));
+  int ckpts = 0;
+  for (const auto& e : fs::directory_iterator(b)) ckpts += e.path().filename().string().rfind("ckpt-step", 0) == 0;
+  EXPECT_EQ(ckpts, 2);  // keep_last
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST(TrainRun, LearnsAndRejectsBadConfig) {
+  const std::string d = (fs::temp_directory_path() / "kat_test_learn").string();
+  fs::remove_all(d);
+  TrainConfig c = tiny_run(d);
+  c.mixup = c.cutmix = 0;
+  c.randaug_n = 0;
+  c.random_erase = 0;
+  c.accum_steps = 1;
+  c.train_subset = 2048;
+  c.test_subset = 500;
+  c.epochs = 2;
+  c.lr = 3e-3;
+  const TrainResult r = train(c);
+  EXPECT_GT(r.final_top1, 50.0);  // 10 classes: chance is 10%
+  EXPECT_LT(r.step_losses.back(), r.step_losses.front());
+  fs::remove_all(d);
+  TrainConfig bad = c;
+  bad.crop = "zoom";
+  EXPECT_THROW(train(bad), Error);
+  bad = c;
+  bad.model_overrides.push_back("in_chans=3");
+  try {
+    train(bad);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in_chans"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(train(c, "/nonexistent/run"), Error);
+  fs::remove_all(d);
+}
