@@ -15,6 +15,8 @@
 #   VARIANTS="name:flags;name:flags"       override the tuning variants (flags are -D options
 #                                          of grkan_cuda.cu; the first variant is the one tested)
 #   SKIP_TORCH=1 SKIP_SANITIZER=1          skip those steps
+#   CHECK_ALL=1                            run the check for every variant, not only the first
+#   NCU=1 [NCU_ONLY=bf16:768]              profile one forward / stage 1 / stage 2 with ncu
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,8 +74,12 @@ if [ $fail -ne 0 ]; then
   exit 1
 fi
 first=${names[0]}
-"$NVCC" $ARCH "$BUILD/test.o" "$BUILD/grkan_cuda_$first.o" "$BUILD/grkan_cpu.o" \
-  ${OMPFLAG:+-Xcompiler $OMPFLAG} -o "$BUILD/grkan_check" >> "$OUT/build.log" 2>&1 || { log "LINK FAILED (check)"; tail -20 "$OUT/build.log"; exit 1; }
+for name in "${names[@]}"; do
+  "$NVCC" $ARCH "$BUILD/test.o" "$BUILD/grkan_cuda_$name.o" "$BUILD/grkan_cpu.o" \
+    ${OMPFLAG:+-Xcompiler $OMPFLAG} -o "$BUILD/grkan_check_$name" >> "$OUT/build.log" 2>&1 \
+    || { log "LINK FAILED (check $name)"; tail -20 "$OUT/build.log"; exit 1; }
+done
+cp "$BUILD/grkan_check_$first" "$BUILD/grkan_check"
 for name in "${names[@]}"; do
   "$NVCC" $ARCH "$BUILD/bench.o" "$BUILD/grkan_cuda_$name.o" -o "$BUILD/grkan_bench_$name" >> "$OUT/build.log" 2>&1 \
     || { log "LINK FAILED (bench $name)"; tail -20 "$OUT/build.log"; exit 1; }
@@ -97,6 +103,15 @@ log "check (variant $first)"
 "$BUILD/grkan_check" 2>&1 | tee "$OUT/check.log"
 check_rc=${PIPESTATUS[0]}
 echo "check exit code: $check_rc" | tee -a "$OUT/check.log"
+# CHECK_ALL=1: the check for the other variants too (any of them may become the default).
+if [ "${CHECK_ALL:-0}" = 1 ]; then
+  for name in "${names[@]:1}"; do
+    case "$name" in nos2|nobr) continue ;; esac  # benchmark-only variants compute wrong da/db
+    echo "--- check variant $name" | tee -a "$OUT/check.log"
+    "$BUILD/grkan_check_$name" 2>&1 | grep -E "FAILED|Failure|tests," | tee -a "$OUT/check.log"
+    echo "check $name exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/check.log"
+  done
+fi
 if [ "${SKIP_SANITIZER:-0}" != 1 ] && command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     echo "--- compute-sanitizer --tool $tool (subset)" | tee -a "$OUT/check.log"
@@ -140,6 +155,6 @@ if [ "${SKIP_TORCH:-0}" != 1 ]; then
 fi
 
 echo "== summary"
-grep -E "tests,|exit code" "$OUT/check.log"
+grep -E "tests,|exit code|^--- check" "$OUT/check.log"
 grep -E "^(--- variant|device|bf16|fp32)" "$OUT/bench.log"
 exit $check_rc

@@ -185,3 +185,29 @@ TEST(ModelTrain, DropPathIsStochasticAndScaled) {
   std::vector<float> tr(m.forward(x.data(), 8, true, &d), m.forward(x.data(), 8, true, &d) + 80);
   EXPECT_NE(tr, eval1);
 }
+
+TEST(ModelInit, TimmMimeticAttention) {
+  // Per head, W_q^T W_k ≈ rank-hd part of 0.7 Z + 0.7 I: its trace is positive (≈ 0.7 hd + noise),
+  // and W_v^T W_proj^T has a negative trace (≈ -0.4 hd).
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.init = "timm";
+  KatModel m(cfg);
+  m.init_params(1);
+  const int D = cfg.embed_dim, hd = cfg.head_dim();
+  const float* W = m.param("blocks.0.attn.qkv.weight");
+  const float* P = m.param("blocks.0.attn.proj.weight");
+  for (int h = 0; h < cfg.num_heads; ++h) {
+    double tqk = 0, tvp = 0;
+    for (int c = 0; c < D; ++c)
+      for (int r = 0; r < hd; ++r) {
+        tqk += double(W[(h * hd + r) * D + c]) * W[(D + h * hd + r) * D + c];          // (W_q^T W_k)_cc
+        tvp += double(W[(2 * D + h * hd + r) * D + c]) * P[c * D + h * hd + r];        // (W_v^T W_p^T)_cc
+      }
+    EXPECT_GT(tqk, 0.35 * hd) << "head " << h;
+    EXPECT_LT(tvp, -0.2 * hd) << "head " << h;
+  }
+  const float* fc1 = m.param("blocks.0.mlp.fc1.weight");
+  double v = 0;
+  for (int i = 0; i < cfg.mlp_hidden * D; ++i) v += double(fc1[i]) * fc1[i];
+  EXPECT_NEAR(std::sqrt(v / (cfg.mlp_hidden * D)), 0.02 * 0.88, 0.002);  // trunc_normal(0.02)
+}

@@ -166,12 +166,14 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
   c.randaug_n = 0;
   c.random_erase = 0;
   c.accum_steps = 1;
-  c.train_subset = 2048;
+  c.train_subset = 4096;
   c.test_subset = 500;
-  c.epochs = 2;
+  c.epochs = 3;
+  c.drop_path = 0;
+  c.clip_grad = 0;
   c.lr = 3e-3;
   const TrainResult r = train(c);
-  EXPECT_GT(r.final_top1, 50.0);  // 10 classes: chance is 10%
+  EXPECT_GT(r.final_top1, 60.0);  // 10 classes: chance is 10%; this tiny run reaches ~70%
   EXPECT_LT(r.step_losses.back(), r.step_losses.front());
   fs::remove_all(d);
   TrainConfig bad = c;

@@ -1,4 +1,5 @@
 #include "model/kat_model.h"
+#include "model/mimetic_init.h"
 
 #include <algorithm>
 #include <cmath>
@@ -108,6 +109,7 @@ void KatModel::init_params(uint64_t seed) {
     if (timm) {
       fill(o.fc1w, Hd * D, trunc02);
       fill(o.fc2w, D * Hd, trunc02);
+      mimetic_attention_init(int(D), cfg_.num_heads, params.data() + o.qkvw, params.data() + o.projw, rng);
     } else {
       // Variance preserving: W ~ N(0, α / d_in), α the gain of the activation feeding the linear.
       const std::string in1 = cfg_.is_kat() ? cfg_.act1_init : "identity";

@@ -19,7 +19,7 @@
 //    the fp32 value rounded once to bf16, whose error is at most half an ulp = 2^-8 relative.
 //    Norm-wise bound 8e-3 (2x the worst case), per element 2^-8 |ref| + 1e-5 rms(ref).
 //  - da, db (always fp32): ||gpu-ref||/||ref|| <= 1e-4. Sums of up to millions of terms: both
-//    sides sum fp32 terms (GPU: fp32 per-thread and per-block partials, double across blocks; CPU:
+//    sides sum fp32 terms (GPU: fp32 per-thread and per-warp partials, double across warps; CPU:
 //    double per chunk); the per-term differences are ~1e-6 relative and the sums cancel (random
 //    dy), so the relative error of the result is a few 1e-6; 1e-4 leaves room and still catches a
 //    lost block or a missing group (>= 1e-2).

@@ -8,10 +8,11 @@
 // gradient partials are 10 registers (degrees 5, 4) instead of 10 per group.
 //
 // Backward reduction (deterministic, no atomics):
-//   stage 1: each block reduces its threads' partials into per-(row of a / group of b) sums in a
-//            fixed order (shared memory, fixed lane assignment, xor-shuffle tree) and writes its
-//            entries of the column-major partial table ws[col][block], An*(m+1) + G*n columns;
-//   stage 2: one block per column sums the blocks' partials in a fixed order (in double) and adds
+//   stage 1: each warp reduces its lanes' partials into per-(row of a / group of b) sums with
+//            xor-shuffle butterflies (fixed order) and writes its row of the column-major partial
+//            table ws[col][warp], An*(m+1) + G*n columns, one row per stage-1 warp (zeros for the
+//            groups it does not touch);
+//   stage 2: one block per column sums the warps' partials in a fixed order (in double) and adds
 //            the result to da/db.
 // All kernels are launched with programmatic dependent launch, so a launch's latency hides behind
 // the previous kernel's tail; griddepcontrol.wait at each kernel's start waits for the previous
@@ -40,14 +41,16 @@ using kat::ops::GrkanShape;
 #define KAT_GRKAN_FWD_UNROLL 2
 #endif
 // Backward: rows in flight per thread and trip (U), stage-1 blocks per SM (launch bounds), per
-// storage type. bf16 is issue-bound (~46 instructions per element against 6 bytes): U = 2 keeps
-// enough loads in flight with 3 blocks (80 registers). fp32 moves twice the bytes for the same
-// work and is happier with 4 blocks of U = 1 (64 registers).
+// storage type. bf16 is issue-bound (~46 instructions per element against 6 bytes; ncu: IPC 0.72
+// per scheduler): U = 3 with 2 blocks (128 registers) and U = 2 with 3 blocks (80) keep enough
+// loads in flight, U = 1 with 4 blocks (64) does not (+3 us). fp32 moves twice the bytes for the
+// same work and runs at ~93% of the copy bandwidth with 4 blocks of U = 1 (64 registers).
+// Measurements: bench/GRKAN_CUDA.md.
 #ifndef KAT_GRKAN_BWD_UNROLL_BF16
-#define KAT_GRKAN_BWD_UNROLL_BF16 2
+#define KAT_GRKAN_BWD_UNROLL_BF16 3
 #endif
 #ifndef KAT_GRKAN_BWD_BPS_BF16
-#define KAT_GRKAN_BWD_BPS_BF16 3
+#define KAT_GRKAN_BWD_BPS_BF16 2
 #endif
 #ifndef KAT_GRKAN_BWD_UNROLL_F32
 #define KAT_GRKAN_BWD_UNROLL_F32 1
@@ -56,7 +59,7 @@ using kat::ops::GrkanShape;
 #define KAT_GRKAN_BWD_BPS_F32 4
 #endif
 // Benchmark-only switches (results are wrong with them; never set in a build that is used):
-// KAT_GRKAN_BENCH_NO_STAGE2 skips stage 2, KAT_GRKAN_BENCH_NO_BLOCKREDUCE the stage-1 block
+// KAT_GRKAN_BENCH_NO_STAGE2 skips stage 2, KAT_GRKAN_BENCH_NO_BLOCKREDUCE the stage-1 warp
 // reduction, to time their cost.
 #ifndef KAT_GRKAN_BENCH_NO_STAGE2
 #define KAT_GRKAN_BENCH_NO_STAGE2 0
@@ -67,7 +70,8 @@ using kat::ops::GrkanShape;
 #ifndef KAT_GRKAN_PDL
 #define KAT_GRKAN_PDL 1
 #endif
-constexpr int kThreads = 256;  // threads per block, both stages
+constexpr int kThreads = 256;  // threads per block of the element kernels
+constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDeg = 8;     // same limit as the CPU op
 constexpr int kFwdUnroll = KAT_GRKAN_FWD_UNROLL;  // row vectors in flight per thread and trip
 template <Storage S>
@@ -315,8 +319,6 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
                      const float* __restrict__ gb, float* __restrict__ partial, Params p) {
   constexpr int U = kBwdUnroll<S>;
   constexpr int NL = M + 1 + N;  // local partial columns: da_0..da_M, db_1..db_N
-  __shared__ float s_acc[NL][kThreads];
-  __shared__ int s_grp[kThreads];
 
   griddep_wait();
   griddep_launch_dependents();
@@ -403,69 +405,97 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     }
   }
 
-  // Block reduction in a fixed order. Partial table is column-major: partial[col][block].
+  // Warp reduction in a fixed order; the partial table is column-major with one row per warp:
+  // partial[col][warp_global], warp_global = blockIdx.x * kWarps + warp. No shared memory, no
+  // block barrier: each warp sums its lanes per column with xor-shuffle butterflies (lanes of
+  // other groups contribute 0) and lane 0 writes the warp's value.
+  const int lane = threadIdx.x % 32;
+  const int64_t nrows = static_cast<int64_t>(gridDim.x) * kWarps;
+  const int64_t wrow = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (KAT_GRKAN_BENCH_NO_BLOCKREDUCE) {
     float tot = 0.f;  // keep every accumulation live
 #pragma unroll
     for (int i = 0; i < NL; ++i) tot += acc[i];
-    if (threadIdx.x < p.ncols) partial[static_cast<int64_t>(threadIdx.x) * gridDim.x + blockIdx.x] = tot;
+    if (lane < p.ncols) partial[lane * nrows + wrow] = tot;
     return;
   }
-#pragma unroll
-  for (int i = 0; i < NL; ++i) s_acc[i][threadIdx.x] = acc[i];
-  s_grp[threadIdx.x] = g;
-  __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const unsigned full = 0xffffffffu;
+  // Columns of groups this warp does not touch are 0: write zeros to the whole row first.
+  for (int j = lane; j < p.ncols; j += 32) partial[j * nrows + wrow] = 0.f;
+  __syncwarp();  // orders the zero stores before lane 0's value stores below
   const int na = p.an * (p.m + 1);
-  for (int j = warp; j < p.ncols; j += kThreads / 32) {
-    int lc, want;  // local column; wanted group (-1: any thread, i.e. shared numerator)
-    if (j < na) {
-      lc = j % (p.m + 1);
-      want = p.an == 1 ? -1 : j / (p.m + 1);
-    } else {
-      const int jb = j - na;
-      lc = M + 1 + jb % p.n;
-      want = jb / p.n;
+  auto butterfly = [&](float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(full, v, o);
+    return v;
+  };
+  if (p.an == 1) {  // shared numerator: da_k sums every lane (idle lanes hold 0)
+#pragma unroll
+    for (int k = 0; k <= M; ++k) {
+      const float v = butterfly(acc[k]);
+      if (lane == 0 && k <= p.m) partial[k * nrows + wrow] = v;
     }
-    float sum = 0.f;
-#pragma unroll 4
-    for (int i = lane; i < kThreads; i += 32) {
-      const int gi = s_grp[i];
-      if (want < 0 ? gi >= 0 : gi == want) sum += s_acc[lc][i];
+  }
+  // Groups present in this warp, in ascending lane order of their first lane.
+  unsigned todo = __ballot_sync(full, g >= 0);
+  while (todo) {  // warp-uniform loop
+    const int gg = __shfl_sync(full, g, __ffs(todo) - 1);
+    const bool mine = g == gg;
+    todo &= ~__ballot_sync(full, mine);
+    if (p.an != 1) {
+#pragma unroll
+      for (int k = 0; k <= M; ++k) {
+        const float v = butterfly(mine ? acc[k] : 0.f);
+        if (lane == 0 && k <= p.m) partial[(gg * (p.m + 1) + k) * nrows + wrow] = v;
+      }
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) partial[static_cast<int64_t>(j) * gridDim.x + blockIdx.x] = sum;
+    for (int k = 0; k < N; ++k) {
+      const float v = butterfly(mine ? acc[M + 1 + k] : 0.f);
+      if (lane == 0 && k < p.n) partial[(na + gg * p.n + k) * nrows + wrow] = v;
+    }
   }
 }
 
-// Stage 2: block j sums column j of the partial table (nblocks contiguous floats) in a fixed
-// order, in double: fixed per-thread strides, fixed xor-shuffle tree, warps added in order.
-constexpr int kStage2Threads = 128;
+// Stage 2: block j sums column j of the partial table (nrows contiguous floats, one per stage-1
+// warp) in a fixed order, in double: fixed per-thread strides, xor-shuffle trees, warps in order.
+constexpr int kStage2Threads = 1024;
 __global__ void __launch_bounds__(kStage2Threads)
-    grkan_bwd_stage2(const float* __restrict__ partial, int nblocks, int na,
+    grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na,
                      const float* __restrict__ gb, float* __restrict__ da, float* __restrict__ db) {
+  const int j = blockIdx.x;
+  // Coefficient sign and the old da/db value: no kernel between stage 1 and this one writes them,
+  // and stage 1 started only after everything before it completed, so they can be read before
+  // the wait (hides their latency).
+  float old = 0.f, sg = 1.f;
+  if (threadIdx.x == 0) {
+    if (j < na) {
+      old = da[j];
+    } else {
+      old = db[j - na];
+      sg = gb[j - na] >= 0.f ? 1.f : -1.f;
+    }
+  }
   griddep_wait();  // stage 1 complete and its writes visible
   __shared__ double s_w[kStage2Threads / 32];
-  const int j = blockIdx.x;
-  const float* col = partial + static_cast<int64_t>(j) * nblocks;
+  const float* col = partial + static_cast<int64_t>(j) * nrows;
   double sum = 0.0;
-#pragma unroll 4
-  for (int i = threadIdx.x; i < nblocks; i += kStage2Threads) sum += static_cast<double>(col[i]);
+#pragma unroll 8
+  for (int i = threadIdx.x; i < nrows; i += kStage2Threads) sum += static_cast<double>(col[i]);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
   if (threadIdx.x % 32 == 0) s_w[threadIdx.x / 32] = sum;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    double tot = 0.0;
+  if (threadIdx.x < 32) {
+    double t = s_w[threadIdx.x];
 #pragma unroll
-    for (int w = 0; w < kStage2Threads / 32; ++w) tot += s_w[w];
-    if (j < na) {
-      da[j] += static_cast<float>(tot);
-    } else {
-      const int jb = j - na;
-      const double sg = gb[jb] >= 0.f ? 1.0 : -1.0;
-      db[jb] += static_cast<float>(tot * sg);
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if (threadIdx.x == 0) {
+      const float r = old + static_cast<float>(t * static_cast<double>(sg));
+      if (j < na)
+        da[j] = r;
+      else
+        db[j - na] = r;
     }
   }
 }
@@ -613,7 +643,7 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
   const int na = s.num_rows * (s.m + 1);
   if (KAT_GRKAN_BENCH_NO_STAGE2) return;
   launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial),
-         pl.blocks, na, b, da, db);
+         pl.blocks * kWarps, na, b, da, db);
 }
 
 }  // namespace
@@ -654,7 +684,8 @@ std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
       if ((s.dim / s.groups) % vec != 0) continue;
       blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks(st)).blocks);
     }
-  return static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
+  return static_cast<std::size_t>(blocks) * kWarps * static_cast<std::size_t>(ncols) *
+         sizeof(float);
 }
 
 void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* dy, const float* a,

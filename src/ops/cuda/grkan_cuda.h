@@ -5,9 +5,12 @@
 //   forward:  y = F(x)                       (y must not alias x)
 //   backward: dx overwritten (storage type, may alias dy); da, db fp32 ACCUMULATED (+=).
 // The coefficient reduction is deterministic (bitwise identical across runs on one device):
-// stage 1 writes per-block partial sums to `workspace` (no atomics), stage 2 sums each column of
-// that table in a fixed order and adds it to da/db. The grid size depends only on the shape and
-// the device's multiprocessor count.
+// stage 1 writes per-warp partial sums to `workspace` (plain stores, no atomics), stage 2 (one
+// small kernel) sums each column of that table in a fixed order and adds it to da/db. The grid
+// size depends only on the shape and the device's multiprocessor count.
+// Kernels are launched with programmatic dependent launch (PDL) and wait for the preceding
+// kernel's completion before touching memory, so stream order holds as usual; only their launch
+// latency overlaps the previous kernel's tail.
 // Degrees (5, 4) (the checkpoints' default) run a specialised kernel; any other degrees up to
 // (8, 8) run a generic one. Invalid shapes throw kat::Error, CUDA failures std::runtime_error.
 // Everything is enqueued on `stream`; nothing synchronises.

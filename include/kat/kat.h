@@ -1,0 +1,26 @@
+// The public C++ API of the kat engine, in one include.
+//
+//   #include <kat/kat.h>
+//   kat::KatModel m(kat::ModelConfig::load("kat_tiny_patch16_224"));
+//   m.load_weights(kat::io::SafetensorsFile::load("W.safetensors"));
+//   m.plan(batch);
+//   const float* logits = m.forward(images, batch);          // (batch, classes)
+//
+//   kat::TrainConfig c;  c.epochs = 3;  kat::train(c);      // what `kat train` runs
+//
+// Link against the `katlib` CMake target. Errors are thrown as kat::Error with a message that
+// names the input at fault.
+#pragma once
+
+#include "core/error.h"
+#include "data/data.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/kat_model.h"
+#include "ops/cpu_ops.h"
+#include "ops/grkan.h"
+#include "train/evaluate.h"
+#include "train/inference.h"
+#include "train/optim.h"
+#include "train/train_config.h"
+#include "train/trainer.h"

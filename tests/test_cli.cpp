@@ -1,0 +1,131 @@
+// The `kat` command line end to end: infer on tensors, shape and file errors with exit codes,
+// a short training run followed by eval, predict and plot on its checkpoint.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "model/kat_model.h"
+
+namespace fs = std::filesystem;
+using namespace kat;
+
+namespace {
+
+struct CmdResult {
+  int code;
+  std::string out;
+};
+
+CmdResult run(const std::string& args) {
+  const std::string cmd = std::string(KAT_BINARY) + " " + args + " 2>&1";
+  CmdResult r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string tmpdir(const char* name) {
+  const fs::path d = fs::temp_directory_path() / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+}  // namespace
+
+TEST(Cli, HelpAndInfo) {
+  CmdResult r = run("--help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("train"), std::string::npos);
+  r = run("info");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("5718328"), std::string::npos) << r.out;  // kat_tiny parameter count
+  r = run("train --epochs");
+  EXPECT_NE(r.code, 0);
+}
+
+TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {
+  const std::string d = tmpdir("kat_cli_infer");
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  KatModel m(cfg);
+  m.init_params(3);
+  io::SafetensorsWriter w;
+  m.add_weights(w);
+  w.write_atomic(d + "/w.safetensors");
+  Rng r(5);
+  std::vector<float> x(3 * 28 * 28);
+  for (auto& v : x) v = float(r.normal());
+  io::SafetensorsWriter in;
+  in.add_f32("input", {3, 1, 28, 28}, x.data());
+  in.write_atomic(d + "/in.safetensors");
+  CmdResult res = run("infer -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d + "/in.safetensors -o " + d + "/out.safetensors");
+  ASSERT_EQ(res.code, 0) << res.out;
+  const auto out = io::SafetensorsFile::load(d + "/out.safetensors");
+  EXPECT_EQ(out.info("logits").shape, (std::vector<int64_t>{3, 10}));
+  EXPECT_EQ(out.info("features").shape, (std::vector<int64_t>{3, 50, 64}));
+  m.plan(3);
+  const float* z = m.forward(x.data(), 3);
+  EXPECT_EQ(out.to_f32("logits"), std::vector<float>(z, z + 30));  // same engine, same numbers
+  // wrong shape
+  io::SafetensorsWriter bad;
+  bad.add_f32("input", {1, 3, 28, 28}, std::vector<float>(3 * 784, 0.5f).data());
+  bad.write_atomic(d + "/bad.safetensors");
+  res = run("infer -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d + "/bad.safetensors -o " + d + "/o2.safetensors");
+  EXPECT_EQ(res.code, 1);
+  EXPECT_NE(res.out.find("expects (N, 1, 28, 28)"), std::string::npos) << res.out;
+  EXPECT_FALSE(fs::exists(d + "/o2.safetensors"));
+  // weights for another model
+  res = run("infer -m kat_mini_patch4_28 -w " + d + "/w.safetensors -i " + d + "/in.safetensors -o " + d + "/o3.safetensors");
+  EXPECT_EQ(res.code, 1);
+  EXPECT_NE(res.out.find("shape"), std::string::npos) << res.out;
+  // truncated weights file
+  {
+    std::ifstream f(d + "/w.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), {});
+    std::ofstream(d + "/trunc.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  res = run("infer -m kat_micro_patch4_28 -w " + d + "/trunc.safetensors -i " + d + "/in.safetensors -o " + d + "/o4.safetensors");
+  EXPECT_EQ(res.code, 1);
+  EXPECT_NE(res.out.find("trunc.safetensors"), std::string::npos) << res.out;
+  res = run("infer -m kat_micro_patch4_28 -w /nonexistent.safetensors -i x -o y");
+  EXPECT_EQ(res.code, 1);
+  EXPECT_NE(res.out.find("/nonexistent.safetensors"), std::string::npos) << res.out;
+  fs::remove_all(d);
+}
+
+TEST(Cli, TrainEvalPredictPlot) {
+  const std::string d = tmpdir("kat_cli_train");
+  CmdResult r = run("train --set depth=1 --set embed_dim=32 --set num_heads=2 --set mlp_hidden=64 --epochs 1 "
+              "--train-subset 512 --test-subset 128 --batch 64 --no-progress --out " + d);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("final test top-1"), std::string::npos) << r.out;
+  r = run("eval --no-progress -w " + d + "/best.safetensors");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("confusion matrix"), std::string::npos);
+  EXPECT_NE(r.out.find("Ankle boot"), std::string::npos) << r.out;
+  r = run("predict -w " + d + "/best.safetensors " + std::string(KAT_TEST_DATA) + "/data/fmnist_test0_label9.png");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("%"), std::string::npos);
+  r = run("predict -w " + d + "/best.safetensors /nonexistent.png");
+  EXPECT_EQ(r.code, 1);
+  r = run("plot " + d);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(d + "/curves.svg"));
+  EXPECT_TRUE(fs::exists(d + "/rationals.svg"));
+  r = run("eval -w " + d + "/best.safetensors --ema");  // trained without --ema
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("EMA"), std::string::npos) << r.out;
+  fs::remove_all(d);
+}
