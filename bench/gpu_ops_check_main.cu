@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,17 @@ int run(const char* csv_path) {
               prop.multiProcessorCount, l2 / 1e6, prop.totalGlobalMem / 1073741824.0);
   kat_ops_test::Stream stream;
   cudaStream_t s = stream.s;
+  // KAT_BENCH_ONLY=layernorm,gelu: only the op groups whose name contains one of the parts.
+  const char* only = std::getenv("KAT_BENCH_ONLY");
+  auto want = [&](const std::string& group) {
+    if (!only || !*only) return true;
+    std::stringstream ss(only);
+    std::string part;
+    while (std::getline(ss, part, ','))
+      if (!part.empty() && group.find(part) != std::string::npos) return true;
+    return false;
+  };
+  auto ready = [] { KAT_CUDA_CHECK(cudaDeviceSynchronize()); };  // fills done before timing
 
   // Copy ceiling: device-to-device copy of 1 GiB (bytes read + written).
   double copy_gbs = 0;
@@ -142,7 +154,7 @@ int run(const char* csv_path) {
               static_cast<long long>(rows), static_cast<long long>(C), static_cast<long long>(N));
 
   // ---- LayerNorm forward / backward ----
-  {
+  if (want("layernorm")) {
     const double fwd_bytes = 2.0 * N * es + rows * 8.0 + 2.0 * C * 4;
     const double bwd_bytes = 4.0 * N * es + rows * 8.0 + 2.0 * C * 4 * 2;
     const int ns = nsets_for(std::min(fwd_bytes, bwd_bytes));
@@ -164,6 +176,7 @@ int run(const char* csv_path) {
       fill(dy[i]->p, N, st, 1.0f);
       fill(dx[i]->p, N, st, 1.0f);
     }
+    ready();
     const double tf = time_calls(
         [&](int i) {
           kat::cuda::layernorm_forward(rows, C, 1e-6f, st, x[i]->p, gamma->as<float>(), beta->as<float>(),
@@ -194,7 +207,7 @@ int run(const char* csv_path) {
   }
 
   // ---- GELU ----
-  {
+  if (want("gelu")) {
     const double fwd_bytes = 2.0 * N * es, bwd_bytes = 3.0 * N * es;
     const int ns = nsets_for(fwd_bytes);
     std::vector<BufP> x, y, dy, dx;
@@ -206,6 +219,7 @@ int run(const char* csv_path) {
       fill(x[i]->p, N, st, 2.0f);
       fill(dy[i]->p, N, st, 1.0f);
     }
+    ready();
     record("gelu_fwd", fwd_bytes, ns,
            time_calls([&](int i) { kat::cuda::gelu_forward(N, st, x[i]->p, y[i]->p, s); }, ns, s));
     record("gelu_bwd", bwd_bytes, ns,
@@ -214,7 +228,7 @@ int run(const char* csv_path) {
   }
 
   // ---- softmax cross-entropy (B = 25216 rows of K = 768 classes) ----
-  {
+  if (want("softmax_xent")) {
     const double bytes = 2.0 * N * es + 4.0 * N + 4.0 * rows;
     const int ns = nsets_for(bytes);
     std::vector<BufP> z, t, dz, rl;
@@ -226,6 +240,7 @@ int run(const char* csv_path) {
       fill(z[i]->p, N, st, 2.0f);
       fill(t[i]->p, N, Storage::F32, 1.0f / C, 0.f, true);
     }
+    ready();
     record("softmax_xent", bytes, ns, time_calls([&](int i) {
              kat::cuda::softmax_xent(rows, C, st, z[i]->p, t[i]->as<float>(), 0.1f, dz[i]->p,
                                      rl[i]->as<float>(), nullptr, s);
@@ -233,7 +248,7 @@ int run(const char* csv_path) {
   }
 
   // ---- residual with drop-path, scale_rows (B = 128 samples of 197*768) ----
-  {
+  if (want("residual")) {
     const int64_t B = 128, per = 197 * C;
     const double rbytes = 3.0 * N * es, sbytes = 2.0 * N * es;
     const int ns = nsets_for(sbytes);
@@ -247,6 +262,7 @@ int run(const char* csv_path) {
       fill(x[i]->p, N, st, 1.0f);
       fill(f[i]->p, N, st, 1.0f);
     }
+    ready();
     record("residual_add", rbytes, ns, time_calls([&](int i) {
              kat::cuda::residual_add(B, per, st, x[i]->p, f[i]->p, sc->as<float>(), y[i]->p, s);
            }, ns, s));
@@ -256,7 +272,7 @@ int run(const char* csv_path) {
   }
 
   // ---- AdamW (+bf16 copy) and EMA over N fp32 parameters ----
-  {
+  if (want("adamw_ema")) {
     const double abytes = 16.0 * N + 12.0 * N + 1.0 * N + 2.0 * N, ebytes = 12.0 * N;
     const int ns = 2;
     std::vector<BufP> p, g, m, v, mask, pbf, ema;
@@ -277,6 +293,7 @@ int run(const char* csv_path) {
       KAT_CUDA_CHECK_LAUNCH();
     }
     const auto sc = kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 10);
+    ready();
     record("adamw_step+bf16", abytes, ns, time_calls([&](int i) {
              kat::cuda::adamw_step(N, sc, p[i]->as<float>(), g[i]->as<float>(), m[i]->as<float>(),
                                    v[i]->as<float>(), mask[i]->as<uint8_t>(), pbf[i]->p, s);

@@ -6,7 +6,8 @@
 # That machine has nvcc, cmake and torch but none of the project's Debian packages (OpenBLAS,
 # nlohmann-json, CLI11, gtest, ...), so the CMake project does not configure there. This script
 # compiles only what the check needs, directly:
-#   src/ops/cuda/ops_cuda.cu                         (nvcc, -Xptxas -v into build.log)
+#   src/ops/cuda/ops_cuda.cu                         (nvcc, -Xptxas -v into build.log; once per
+#                                                     tuning variant, see VARIANTS)
 #   bench/gpu_ops_check_main.cu                      (nvcc; includes tests/gpu/test_ops_cuda.cu
 #                                                     with its built-in mini test runner + bench)
 #   src/ops/cpu/norm_cpu.cpp, misc_cpu.cpp,          (g++ -fopenmp; the CPU reference; no BLAS:
@@ -18,6 +19,11 @@
 # usage: bench/run_ops_h200.sh          (from anywhere; paths are relative to the repository)
 #   SKIP_SANITIZER=1  SKIP_BENCH=1  SKIP_CHECK=1     skip those steps
 #   KAT_TEST_FILTER=LayerNorm,Gelu                   run only matching checks
+#   VARIANTS="name:flags;name:flags"                 tuning variants of ops_cuda.cu (-D flags); the
+#                                                    first is checked in full, benched in full and
+#                                                    sanitized; the others get the LayerNorm checks
+#                                                    (VARIANT_FILTER) and the LayerNorm bench
+#                                                    (VARIANT_BENCH)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,8 +61,16 @@ for src in src/ops/cpu/norm_cpu.cpp src/ops/cpu/misc_cpu.cpp src/train/optim.cpp
   g++ -std=gnu++20 -O3 $OMPFLAG -I"$ROOT/src" -c "$ROOT/$src" -o "$BUILD/$name.o" \
     > "$BUILD/cpu_$name.log" 2>&1 & pids+=($!)
 done
-"$NVCC" $NVFLAGS -Xptxas -v -c "$ROOT/src/ops/cuda/ops_cuda.cu" -o "$BUILD/ops_cuda.o" \
-  > "$BUILD/ops_cuda.log" 2>&1 & pids+=($!)
+VARIANTS=${VARIANTS:-"default:"}
+names=()
+IFS=';' read -ra VLIST <<< "$VARIANTS"
+for v in "${VLIST[@]}"; do
+  name=${v%%:*}
+  flags=${v#*:}
+  names+=("$name")
+  "$NVCC" $NVFLAGS $flags -Xptxas -v -c "$ROOT/src/ops/cuda/ops_cuda.cu" -o "$BUILD/ops_cuda_$name.o" \
+    > "$BUILD/ops_cuda_$name.log" 2>&1 & pids+=($!)
+done
 "$NVCC" $NVFLAGS -c "$ROOT/bench/gpu_ops_check_main.cu" -o "$BUILD/check.o" \
   > "$BUILD/check.log" 2>&1 & pids+=($!)
 fail=0
@@ -72,10 +86,14 @@ if [ $fail -ne 0 ]; then
   grep -B2 -A5 -E "error" "$BUILD"/*.log | head -60
   exit 1
 fi
-"$NVCC" $ARCH "$BUILD/check.o" "$BUILD/ops_cuda.o" "$BUILD/norm_cpu.o" "$BUILD/misc_cpu.o" \
-  "$BUILD/optim.o" "$BUILD/params.o" ${OMPFLAG:+-Xcompiler $OMPFLAG} -o "$BUILD/gpu_ops_check" \
-  >> "$OUT/build.log" 2>&1 || { log "LINK FAILED"; tail -20 "$OUT/build.log"; exit 1; }
-log "built in $(( $(date +%s) - t0 )) s"
+for name in "${names[@]}"; do
+  "$NVCC" $ARCH "$BUILD/check.o" "$BUILD/ops_cuda_$name.o" "$BUILD/norm_cpu.o" "$BUILD/misc_cpu.o" \
+    "$BUILD/optim.o" "$BUILD/params.o" ${OMPFLAG:+-Xcompiler $OMPFLAG} -o "$BUILD/gpu_ops_check_$name" \
+    >> "$OUT/build.log" 2>&1 || { log "LINK FAILED ($name)"; tail -20 "$OUT/build.log"; exit 1; }
+done
+first=${names[0]}
+cp "$BUILD/gpu_ops_check_$first" "$BUILD/gpu_ops_check"
+log "built variants ${names[*]} in $(( $(date +%s) - t0 )) s"
 spills=$(grep -cE "[1-9][0-9]* bytes spill (stores|loads)" "$OUT/build.log")
 log "kernels with spills: $spills"
 
@@ -87,12 +105,26 @@ if [ "${SKIP_CHECK:-0}" != 1 ]; then
   "$BUILD/gpu_ops_check" check 2>&1 | tee "$OUT/check.log"
   check_rc=${PIPESTATUS[0]}
   echo "check exit code: $check_rc ($(( $(date +%s) - t0 )) s)" | tee -a "$OUT/check.log"
+  for name in "${names[@]:1}"; do
+    echo "--- check variant $name" | tee -a "$OUT/check.log"
+    KAT_TEST_FILTER=${VARIANT_FILTER:-LayerNorm} "$BUILD/gpu_ops_check_$name" check 2>&1 \
+      | grep -E "FAILED|Failure|tests," | tee -a "$OUT/check.log"
+    rc=${PIPESTATUS[0]}
+    echo "check $name exit code: $rc" | tee -a "$OUT/check.log"
+    [ "$rc" = 0 ] || check_rc=$rc
+  done
 fi
 # ---- bench ---------------------------------------------------------------------------------------
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   log "bench"
-  "$BUILD/gpu_ops_check" bench "$OUT/bench.csv" 2>&1 | tee "$OUT/bench.log"
+  echo "--- variant $first" > "$OUT/bench.log"
+  "$BUILD/gpu_ops_check" bench "$OUT/bench.csv" 2>&1 | tee -a "$OUT/bench.log"
   echo "bench exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/bench.log"
+  for name in "${names[@]:1}"; do
+    echo "--- variant $name" | tee -a "$OUT/bench.log"
+    KAT_BENCH_ONLY=${VARIANT_BENCH:-layernorm} "$BUILD/gpu_ops_check_$name" bench 2>&1 \
+      | grep -E "copy|layernorm" | tee -a "$OUT/bench.log"
+  done
 fi
 
 # ---- compute-sanitizer (last: the slowest step, time-limited) ------------------------------------
@@ -110,5 +142,5 @@ fi
 echo "== summary"
 grep -E "FAILED|Failure|tests,|exit code" "$OUT/check.log" 2>/dev/null | head -30
 grep -E "exit code|ERROR SUMMARY" "$OUT/sanitizer.log" 2>/dev/null
-grep -E "copy|GB/s" "$OUT/bench.log" 2>/dev/null
+grep -E "^---|copy|GB/s" "$OUT/bench.log" 2>/dev/null
 exit $check_rc

@@ -175,6 +175,12 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
   const TrainResult r = train(c);
   EXPECT_GT(r.final_top1, 60.0);  // 10 classes: chance is 10%; this tiny run reaches ~70%
   EXPECT_LT(r.step_losses.back(), r.step_losses.front());
+  try {  // a fresh run must not write into a directory holding another run's checkpoints
+    train(c);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+  }
   fs::remove_all(d);
   TrainConfig bad = c;
   bad.crop = "zoom";

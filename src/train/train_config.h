@@ -12,7 +12,7 @@ struct TrainConfig {
   std::string model = "kat_micro_patch4_28";
   std::vector<std::string> model_overrides;  // "key=value"
   std::string data = "fashion-mnist";       // see data::load_dataset
-  std::string out_dir = "runs/default";
+  std::string out_dir;                      // "" -> runs/<model>-<YYYYmmdd-HHMMSS>
   std::string device = "cpu";
   // schedule
   int epochs = 10;

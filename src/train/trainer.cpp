@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -168,6 +169,16 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   }
   tc.validate();
   if (tc.threads > 0) omp_set_num_threads(tc.threads);
+  if (tc.out_dir.empty()) {
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+    tc.out_dir = "runs/" + fs::path(tc.model).stem().string() + "-" + stamp;
+  }
+  // A fresh run never writes into a directory that holds another run's checkpoints.
+  KAT_CHECK(ck || latest_checkpoint(tc.out_dir).empty(), "--out ", tc.out_dir,
+            " already holds checkpoints of another run: continue it with `kat train --resume ", tc.out_dir,
+            "` or choose a new --out");
 
   ModelConfig mc = ck ? ModelConfig::from_json(ck->metadata().at("model_config"), "checkpoint")
                       : ModelConfig::load(tc.model);

@@ -298,11 +298,15 @@ struct DevTensor {
   }
 };
 
+// A blocking stream: the uploads and NaN poisoning (cudaMemcpy/cudaMemset on the legacy default
+// stream, which may return before the copy lands) are ordered before its kernels; ready() also
+// synchronises the device explicitly before the ops under test are enqueued.
 struct Stream {
   cudaStream_t s = nullptr;
-  Stream() { KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
+  Stream() { KAT_CUDA_CHECK(cudaStreamCreate(&s)); }
   ~Stream() { cudaStreamDestroy(s); }
   void sync() const { KAT_CUDA_CHECK(cudaStreamSynchronize(s)); }
+  void ready() const { KAT_CUDA_CHECK(cudaDeviceSynchronize()); }
 };
 
 inline bool all_finite(const std::vector<float>& v) {
@@ -431,6 +435,7 @@ inline void ln_case(int64_t rows, int C, Storage st, size_t misalign = 0) {
     ddx.upload(dx0);
     ul_f32(ddg.p, dg0);
     ul_f32(ddb.p, db0);
+    s.ready();
     kat::cuda::layernorm_forward(rows, C, kEps, st, dx_t.ptr(), dgam.as<float>(), dbet.as<float>(),
                                  dyo.ptr(), dmean.as<float>(), drstd.as<float>(), s.s);
     kat::cuda::layernorm_backward(rows, C, st, dx_t.ptr(), dgam.as<float>(), dmean.as<float>(),
@@ -486,6 +491,7 @@ inline void gelu_case(int64_t n, Storage st, size_t misalign = 0, bool dx_aliase
     tdy.upload(dy);
     void* dxp = dx_aliases_dy ? tdy.ptr() : tdx.ptr();
     if (!dx_aliases_dy) tdx.poison();
+    s.ready();
     kat::cuda::gelu_forward(n, st, tx.ptr(), ty.ptr(), s.s);
     kat::cuda::gelu_backward(n, st, tx.ptr(), tdy.ptr(), dxp, s.s);
     s.sync();
@@ -553,6 +559,7 @@ inline void xent_case(int64_t B, int K, Storage st, XentOut mode = XentOut::Sepa
     poison_f32(trl.p, B);
     poison_f32(tloss.p, 1);
     void* dz = mode == XentOut::Null ? nullptr : (mode == XentOut::AliasLogits ? tz.ptr() : tdz.ptr());
+    s.ready();
     kat::cuda::softmax_xent(B, K, st, tz.ptr(), tgt, ls, dz, trl.as<float>(), tloss.as<float>(), s.s);
     s.sync();
     std::vector<std::vector<float>> outs = {dl_f32(trl.as<float>(), B), dl_f32(tloss.as<float>(), 1)};
@@ -617,6 +624,7 @@ inline void residual_case(int64_t B, int64_t per, Storage st, bool in_place = fa
     tx.upload(x);
     ty.poison();
     ts.poison();
+    s.ready();
     // scale_rows first (reads x), then the residual (in place: y = x).
     kat::cuda::scale_rows(B, per, st, dsc.as<float>(), tx.ptr(), ts.ptr(), s.s);
     void* yp = in_place ? tx.ptr() : ty.ptr();
@@ -631,6 +639,7 @@ inline void residual_case(int64_t B, int64_t per, Storage st, bool in_place = fa
   }
   // In-place scale_rows (the backward's usual form).
   tx.upload(x);
+  s.ready();
   kat::cuda::scale_rows(B, per, st, dsc.as<float>(), tx.ptr(), tx.ptr(), s.s);
   s.sync();
   EXPECT_TRUE(same_bits(tx.download(), rep_check.first[1])) << "in-place scale_rows differs: " << what;
@@ -704,6 +713,7 @@ inline void adamw_case(int64_t n, bool with_bf16, bool no_decay = false, size_t 
     ul_f32(vp, v0);
     ul_f32(ep, ema);
     KAT_CUDA_CHECK(cudaMemset(bp, 0xff, n * 2));
+    s.ready();
     kat::cuda::adamw_step(n, sc, pp, gp, mp, vp, no_decay ? nullptr : kp, with_bf16 ? bp : nullptr, s.s);
     kat::cuda::ema_update(n, ep, pp, decay, s.s);
     s.sync();

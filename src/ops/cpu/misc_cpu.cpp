@@ -10,14 +10,14 @@ namespace kat::ops {
 template <typename T>
 void gelu_forward(int64_t n, const T* x, T* y) {
   const T r2 = T(0.70710678118654752440);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * r2));
 }
 
 template <typename T>
 void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
   const T r2 = T(0.70710678118654752440), inv_sqrt_2pi = T(0.39894228040143267794);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
     const T cdf = T(0.5) * (T(1) + std::erf(v * r2));

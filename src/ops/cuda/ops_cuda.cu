@@ -6,10 +6,12 @@
 // the fallback path), at most VPT vectors per thread; TPR is the smallest team that fits the row.
 // A block of max(TPR, 256) threads holds 256/TPR teams. Team sums use xor-shuffle butterflies
 // (every lane ends with the bitwise same value, since fp addition is commutative) and, for teams
-// wider than a warp, a fixed-order sum of the warps' values through shared memory.
+// wider than a warp, a fixed-order sum of the warps' values through shared memory behind a named
+// barrier of the team (teams of one block do not wait for each other).
 //
 // LayerNorm backward, dgamma/dbeta (deterministic, no atomics):
-//   stage 1: a persistent grid of sm_count * max(1, 768/BT) blocks; team j of the grid handles rows
+//   stage 1: a persistent grid of sm_count * max(1, TPS/BT) blocks (TPS = KAT_OPS_LN_BWD_TPS = 768
+//            resident threads per SM); team j of the grid handles rows
 //            j, j + teams, ...; each thread accumulates dy*xhat and dy for its own columns in
 //            registers, the teams of a block are summed in team order in shared memory, and the
 //            block writes its row of the partial table ws[block][2C] (dgamma | dbeta);
@@ -33,11 +35,28 @@
 namespace kat::cuda {
 namespace {
 
+// LayerNorm backward tunables (-D for benchmark variants; defaults measured, bench/OPS_CUDA.md):
+// resident threads per SM of stage 1 (sets the register cap and the persistent grid), vectors
+// per thread on the 16-byte path, and whether the next row is loaded before the current one is
+// reduced (software pipeline).
+#ifndef KAT_OPS_LN_BWD_TPS
+#define KAT_OPS_LN_BWD_TPS 768
+#endif
+#ifndef KAT_OPS_LN_BWD_VPT
+#define KAT_OPS_LN_BWD_VPT 2
+#endif
+#ifndef KAT_OPS_LN_BWD_PREFETCH
+#define KAT_OPS_LN_BWD_PREFETCH 0
+#endif
+
 constexpr int kThreads = 256;        // block size of the elementwise kernels and of narrow teams
 constexpr int kMaxTPR = 1024;        // widest team (one block)
 constexpr int kLnMaxC = 4096;        // LayerNorm row width limit (contract)
 constexpr int kFwdVPT = 4;           // vectors per thread, register-resident rows (fwd, xent)
-constexpr int kBwdThreadsPerSM = 768;  // LayerNorm backward stage 1: resident threads per SM
+constexpr int kBwdThreadsPerSM = KAT_OPS_LN_BWD_TPS;  // LayerNorm backward stage 1, per SM
+constexpr bool kBwdPrefetch = KAT_OPS_LN_BWD_PREFETCH != 0;
+template <int VEC>
+constexpr int kBwdVPT = VEC == 1 ? 4 : KAT_OPS_LN_BWD_VPT;
 constexpr int kS2Warps = 16;         // LayerNorm backward stage 2: warps per block
 
 // ---- programmatic dependent launch (as grkan_cuda.cu) --------------------------------------------
@@ -138,8 +157,22 @@ __device__ __forceinline__ void load_f32(const float* p, float (&v)[VEC]) {
 }
 
 // ---- team reductions -----------------------------------------------------------------------------
-// All threads of the block must call these the same number of times (block barriers when
-// TPR > 32). `red` is shared scratch of (2 *) blockDim/32 floats.
+// All threads of a team must call these the same number of times (a barrier of the team when
+// TPR > 32: named barrier 1 + team when the block holds several teams, else __syncthreads).
+// `red` is shared scratch of (2 *) blockDim/32 floats; each team uses its own warps' slots.
+template <int TPR>
+constexpr int block_threads() {
+  return TPR > kThreads ? TPR : kThreads;
+}
+template <int TPR>
+__device__ __forceinline__ void team_barrier() {
+  if constexpr (TPR >= block_threads<TPR>()) {
+    __syncthreads();
+  } else {
+    asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(threadIdx.x / TPR) + 1), "n"(TPR)
+                 : "memory");
+  }
+}
 template <int TPR>
 __device__ __forceinline__ float team_sum(float v, float* red) {
   constexpr int W = TPR < 32 ? TPR : 32;
@@ -148,9 +181,9 @@ __device__ __forceinline__ float team_sum(float v, float* red) {
   if constexpr (TPR > 32) {
     constexpr int NW = TPR / 32;
     const int first = static_cast<int>(threadIdx.x / TPR) * NW;
-    __syncthreads();  // earlier readers of red are done
+    team_barrier<TPR>();  // earlier readers of red are done
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-    __syncthreads();
+    team_barrier<TPR>();
     float s = red[first];
 #pragma unroll
     for (int i = 1; i < NW; ++i) s += red[first + i];
@@ -171,12 +204,12 @@ __device__ __forceinline__ void team_sum2(float& a, float& b, float* red) {
     constexpr int NW = TPR / 32;
     constexpr int BW = (TPR > kThreads ? TPR : kThreads) / 32;  // warps per block
     const int first = static_cast<int>(threadIdx.x / TPR) * NW;
-    __syncthreads();
+    team_barrier<TPR>();
     if ((threadIdx.x & 31) == 0) {
       red[threadIdx.x >> 5] = a;
       red[BW + (threadIdx.x >> 5)] = b;
     }
-    __syncthreads();
+    team_barrier<TPR>();
     float sa = red[first], sb = red[BW + first];
 #pragma unroll
     for (int i = 1; i < NW; ++i) {
@@ -196,9 +229,9 @@ __device__ __forceinline__ float team_max(float v, float* red) {
   if constexpr (TPR > 32) {
     constexpr int NW = TPR / 32;
     const int first = static_cast<int>(threadIdx.x / TPR) * NW;
-    __syncthreads();
+    team_barrier<TPR>();
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-    __syncthreads();
+    team_barrier<TPR>();
     float s = red[first];
 #pragma unroll
     for (int i = 1; i < NW; ++i) s = fmaxf(s, red[first + i]);
@@ -207,10 +240,6 @@ __device__ __forceinline__ float team_max(float v, float* red) {
   return v;
 }
 
-template <int TPR>
-constexpr int block_threads() {
-  return TPR > kThreads ? TPR : kThreads;
-}
 template <int TPR>
 constexpr int bwd_min_blocks() {
   return kBwdThreadsPerSM / block_threads<TPR>() > 0 ? kBwdThreadsPerSM / block_threads<TPR>() : 1;
@@ -287,6 +316,31 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 }
 
 // ---- LayerNorm backward, stage 1 -----------------------------------------------------------------
+// Loads one row's vectors of x, dy, dx_acc and its statistics (zeros past the rows / the row).
+template <Storage S, int VEC, int TPR, int VPT>
+__device__ __forceinline__ void ln_bwd_load(int64_t row, int64_t rows, int C, int lane,
+                                            const void* x, const void* dy, const void* dx_acc,
+                                            const float* mean, const float* rstd,
+                                            Raw<S, VEC> (&rx)[VPT], Raw<S, VEC> (&rg)[VPT],
+                                            Raw<S, VEC> (&ra)[VPT], float& mu, float& rs) {
+  const bool valid = row < rows;
+  const int nvec = C / VEC;
+  const int64_t base = row * C;
+#pragma unroll
+  for (int k = 0; k < VPT; ++k) {
+    rx[k] = rg[k] = ra[k] = Raw<S, VEC>{};
+    const int iv = lane + k * TPR;
+    if (valid && iv < nvec) {
+      const int64_t off = base + static_cast<int64_t>(iv) * VEC;
+      rx[k] = load_raw<S, VEC>(x, off);
+      rg[k] = load_raw<S, VEC>(dy, off);
+      ra[k] = load_raw<S, VEC>(dx_acc, off);
+    }
+  }
+  mu = valid ? __ldg(mean + row) : 0.f;
+  rs = valid ? __ldg(rstd + row) : 0.f;
+}
+
 template <Storage S, int VEC, int TPR>
 __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
     ln_bwd_kernel(int64_t rows, int C, const void* x, const float* __restrict__ gamma,
@@ -294,7 +348,7 @@ __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
                   void* dx_acc, float* __restrict__ partial) {
   constexpr int BT = block_threads<TPR>();
   constexpr int TEAMS = BT / TPR;
-  constexpr int VPT = VEC == 1 ? 4 : 2;
+  constexpr int VPT = kBwdVPT<VEC>;
   extern __shared__ float colsum[];  // 2*C floats, used when TEAMS > 1
   __shared__ float red[2 * (BT / 32)];
   griddep_wait();
@@ -303,7 +357,7 @@ __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
   const int team = static_cast<int>(threadIdx.x / TPR);
   const int64_t nteams = static_cast<int64_t>(gridDim.x) * TEAMS;
   const int64_t team_g = static_cast<int64_t>(blockIdx.x) * TEAMS + team;
-  const int64_t iters = (rows + nteams - 1) / nteams;  // uniform over the block (barriers)
+  const int64_t iters = (rows + nteams - 1) / nteams;  // uniform over the block
   const int nvec = C / VEC;
 
   float ag[VPT][VEC], ab[VPT][VEC];
@@ -312,24 +366,23 @@ __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
 #pragma unroll
     for (int e = 0; e < VEC; ++e) ag[k][e] = ab[k][e] = 0.f;
 
+  Raw<S, VEC> rx[VPT], rg[VPT], ra[VPT];
+  float mu = 0.f, rs = 0.f;
+  if constexpr (kBwdPrefetch)
+    ln_bwd_load<S, VEC, TPR, VPT>(team_g, rows, C, lane, x, dy, dx_acc, mean, rstd, rx, rg, ra, mu, rs);
   for (int64_t it = 0; it < iters; ++it) {
     const int64_t row = team_g + it * nteams;
     const bool valid = row < rows;
     const int64_t base = row * C;
-    Raw<S, VEC> rx[VPT], rg[VPT], ra[VPT];
-#pragma unroll
-    for (int k = 0; k < VPT; ++k) {
-      rx[k] = rg[k] = ra[k] = Raw<S, VEC>{};
-      const int iv = lane + k * TPR;
-      if (valid && iv < nvec) {
-        const int64_t off = base + static_cast<int64_t>(iv) * VEC;
-        rx[k] = load_raw<S, VEC>(x, off);
-        rg[k] = load_raw<S, VEC>(dy, off);
-        ra[k] = load_raw<S, VEC>(dx_acc, off);
-      }
-    }
-    const float mu = valid ? __ldg(mean + row) : 0.f;
-    const float rs = valid ? __ldg(rstd + row) : 0.f;
+    Raw<S, VEC> nx[VPT], ng[VPT], na[VPT];
+    float nmu = 0.f, nrs = 0.f;
+    if constexpr (kBwdPrefetch)  // next row's loads in flight while this one is reduced
+      ln_bwd_load<S, VEC, TPR, VPT>(row + nteams, rows, C, lane, x, dy, dx_acc, mean, rstd, nx, ng,
+                                    na, nmu, nrs);
+    else
+      ln_bwd_load<S, VEC, TPR, VPT>(row, rows, C, lane, x, dy, dx_acc, mean, rstd, rx, rg, ra, mu, rs);
+    // dxh = dy * gamma rounded once (no FMA contraction into the sums below), so that
+    // dxh - mean(dxh) cancels exactly where it should (C = 1, constant rows).
     float s1 = 0.f, s2 = 0.f;
 #pragma unroll
     for (int k = 0; k < VPT; ++k) {
@@ -341,7 +394,7 @@ __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
         load_f32<VEC>(gamma + iv * VEC, gm);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const float xh = (xv[e] - mu) * rs, dxh = gv[e] * gm[e];
+          const float xh = (xv[e] - mu) * rs, dxh = __fmul_rn(gv[e], gm[e]);
           s1 += dxh;
           s2 = fmaf(dxh, xh, s2);
           ag[k][e] = fmaf(gv[e], xh, ag[k][e]);
@@ -365,11 +418,21 @@ __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
             const float xh = (xv[e] - mu) * rs;
-            av[e] += rs * (gv[e] * gm[e] - s1 - xh * s2);
+            av[e] += rs * ((__fmul_rn(gv[e], gm[e]) - s1) - xh * s2);
           }
           store_vec<S, VEC>(dx_acc, base + static_cast<int64_t>(iv) * VEC, av);
         }
       }
+    }
+    if constexpr (kBwdPrefetch) {
+#pragma unroll
+      for (int k = 0; k < VPT; ++k) {
+        rx[k] = nx[k];
+        rg[k] = ng[k];
+        ra[k] = na[k];
+      }
+      mu = nmu;
+      rs = nrs;
     }
   }
 
@@ -816,7 +879,8 @@ int64_t ln_bwd_blocks(int64_t rows, int tpr) {
   return std::min<int64_t>((rows + teams - 1) / teams, static_cast<int64_t>(sm_count()) * per_sm);
 }
 int64_t ln_bwd_max_blocks(int64_t rows) {
-  return std::min<int64_t>(rows, static_cast<int64_t>(sm_count()) * (kBwdThreadsPerSM / kThreads));
+  return std::min<int64_t>(rows,
+                           static_cast<int64_t>(sm_count()) * std::max(1, kBwdThreadsPerSM / kThreads));
 }
 
 }  // namespace
@@ -881,7 +945,7 @@ void layernorm_backward(int64_t rows, int C, Storage st, const void* x, const fl
   dispatch_storage_vec(st, vec, [&](auto S, auto V) {
     constexpr Storage s = decltype(S)::value;
     constexpr int VEC = decltype(V)::value;
-    constexpr int VPT = VEC == 1 ? 4 : 2;
+    constexpr int VPT = kBwdVPT<VEC>;
     const int tpr = choose_tpr(C / VEC, VPT);
     dispatch_tpr(tpr, [&](auto T) {
       constexpr int TPR = decltype(T)::value;
