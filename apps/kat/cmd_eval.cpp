@@ -34,7 +34,9 @@ void register_eval(CLI::App& app) {
   registry().push_back({sub, [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
-    const data::Dataset ds = data::load_dataset(spec, o->train_split, o->skip_bad);
+    int skipped = 0;
+    const data::Dataset ds = data::load_dataset(spec, o->train_split, o->skip_bad, lm.model->config().img_size, &skipped);
+    if (skipped > 0) std::printf("--skip-bad: skipped %d corrupt images\n", skipped);
     data::LoaderConfig lc;
     lc.aug.mean = lm.train.mean;
     lc.aug.std = lm.train.std;

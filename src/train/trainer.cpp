@@ -187,8 +187,11 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   if (tc.drop_path >= 0) mc.drop_path_rate = tc.drop_path;
 
   // Data.
-  data::Dataset train_ds = data::load_dataset(tc.data, true, tc.skip_bad);
-  data::Dataset test_ds = data::load_dataset(tc.data, false, tc.skip_bad);
+  int skipped_train = 0, skipped_test = 0;
+  data::Dataset train_ds = data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train);
+  data::Dataset test_ds = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test);
+  if (skipped_train + skipped_test > 0)
+    std::fprintf(stderr, "--skip-bad: skipped %d corrupt training and %d corrupt test images\n", skipped_train, skipped_test);
   if (tc.train_subset > 0) train_ds = data::subset(train_ds, size_t(tc.train_subset));
   if (tc.test_subset > 0) test_ds = data::subset(test_ds, size_t(tc.test_subset));
   KAT_CHECK(train_ds.channels == mc.in_chans, tc.data, ": images have ", train_ds.channels, " channel(s) but model '",
