@@ -34,6 +34,23 @@ void GrkanShape::validate(const std::string& where) const {
 // per-group doubles at the end of the chunk: deterministic and independent of the thread count.
 namespace {
 
+// Second stage of the coefficient reduction: add the per-chunk partials (layout [chunk][na + nb],
+// d|b| for the denominator) in a fixed order, apply d|b|/db = sign(b) (sign(0) = +1), accumulate.
+template <typename T>
+void add_chunk_partials(const std::vector<double>& part, int64_t chunks, int64_t na, int64_t nb, const T* b,
+                        T* da, T* db) {
+  for (int64_t i = 0; i < na; ++i) {
+    double t = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + i];
+    da[i] += static_cast<T>(t);
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    double t = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + na + i];
+    db[i] += static_cast<T>(t * (b[i] >= T(0) ? 1.0 : -1.0));
+  }
+}
+
 template <typename T>
 void expand_coefficients(const GrkanShape& s, const T* a, const T* b, std::vector<T>& ca, std::vector<T>& cb) {
   const int D = s.dim, Dg = D / s.groups;
@@ -133,16 +150,7 @@ void backward_54(const GrkanShape& s, const T* x, const T* dy, const T* a, const
       }
     }
   }
-  for (int64_t i = 0; i < na; ++i) {
-    double t = 0;
-    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + i];
-    da[i] += static_cast<T>(t);
-  }
-  for (int64_t i = 0; i < nb; ++i) {
-    double t = 0;
-    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + na + i];
-    db[i] += static_cast<T>(t * (b[i] >= T(0) ? 1.0 : -1.0));  // d|b|/db = sign(b), sign(0) = +1
-  }
+  add_chunk_partials(part, chunks, na, nb, b, da, db);
 }
 
 }  // namespace
@@ -199,14 +207,13 @@ void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, co
       for (int g = 0; g < G; ++g) {
         const int arow = (An == 1 ? 0 : g);
         const T* ag = a + arow * (m + 1);
-        T babs[kMaxDeg], bsgn[kMaxDeg];
+        T babs[kMaxDeg];
         for (int k = 0; k < n; ++k) {
           babs[k] = std::abs(b[g * n + k]);
-          bsgn[k] = b[g * n + k] >= T(0) ? T(1) : T(-1);
         }
         double acc_a[kMaxDeg + 1] = {0}, acc_b[kMaxDeg] = {0};
         for (int c = g * Dg; c < (g + 1) * Dg; ++c) {
-          const T v = xr[c], av = std::abs(v), sx = v >= T(0) ? T(1) : T(-1);
+          const T v = xr[c], sx = v >= T(0) ? T(1) : T(-1);
           const T gy = gr[c];
           T xp[kMaxDeg + 1];  // x^k
           xp[0] = T(1);
@@ -229,21 +236,11 @@ void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, co
           for (int k = 1; k <= n; ++k) acc_b[k - 1] += static_cast<double>(gpq2 * std::abs(xp[k]));
         }
         for (int k = 0; k <= m; ++k) pa[arow * (m + 1) + k] += acc_a[k];
-        for (int k = 0; k < n; ++k) pb[g * n + k] += acc_b[k] * static_cast<double>(bsgn[k]);
+        for (int k = 0; k < n; ++k) pb[g * n + k] += acc_b[k];  // d|b|; sign(b) applied at the end
       }
     }
   }
-  // Second stage: add the chunk partials in a fixed order.
-  for (int i = 0; i < na; ++i) {
-    double t = 0;
-    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + i];
-    da[i] += static_cast<T>(t);
-  }
-  for (int i = 0; i < nb; ++i) {
-    double t = 0;
-    for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + na + i];
-    db[i] += static_cast<T>(t);
-  }
+  add_chunk_partials(part, chunks, na, nb, b, da, db);
 }
 
 double grkan_eval(const double* a, int m, const double* b, int n, double x) {
