@@ -16,7 +16,7 @@ double EvalResult::class_accuracy(int c) const {
 }
 
 EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
-                    bool show_progress, const char* label) {
+                    bool show_progress, const char* label, const ForwardFn& forward) {
   const int K = model.config().num_classes;
   KAT_CHECK(ds.num_classes <= K, ds.source, ": dataset has ", ds.num_classes, " classes but model '",
             model.config().name, "' has ", K, " outputs");
@@ -36,7 +36,7 @@ EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::Loader
     KAT_CHECK(b.c == model.config().in_chans && b.h == model.config().img_size && b.w == model.config().img_size,
               ds.source, ": images are ", b.c, "x", b.h, "x", b.w, " but model '", model.config().name,
               "' expects ", model.config().in_chans, "x", model.config().img_size, "x", model.config().img_size);
-    const float* z = model.forward(b.images.data(), b.n);
+    const float* z = forward ? forward(b.images.data(), b.n) : model.forward(b.images.data(), b.n);
     onehot.assign(size_t(b.n) * K, 0.0f);
     rowloss.resize(b.n);
     for (int i = 0; i < b.n; ++i) onehot[size_t(i) * K + b.labels[i]] = 1.0f;

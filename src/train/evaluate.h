@@ -2,6 +2,7 @@
 // confusion matrix. Used after every epoch by the trainer and by `kat eval`.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "data/dataset.h"
@@ -18,8 +19,11 @@ struct EvalResult {
   double class_accuracy(int c) const;    // percent
 };
 
+// Optional replacement of the model's forward (e.g. the GPU): images (B,C,H,W) -> host logits.
+using ForwardFn = std::function<const float*(const float* images, int B)>;
+
 // Runs the model in eval mode over the whole dataset with the loader's eval transform.
 EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
-                    bool show_progress, const char* label = "eval");
+                    bool show_progress, const char* label = "eval", const ForwardFn& forward = {});
 
 }  // namespace kat

@@ -19,6 +19,7 @@
 #include "model/kat_model.h"
 #include "ops/cpu_ops.h"
 #include "train/evaluate.h"
+#include "train/gpu_runner.h"
 #include "train/optim.h"
 #include "train/progress.h"
 
@@ -160,7 +161,9 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     // Resume continues the saved run; only mechanics that do not change the math may differ.
     const int64_t max_steps = tc.max_steps;
     const bool progress = tc.progress;
+    const std::string device = tc.device;
     tc = saved;
+    tc.device = device;  // checkpoints move between backends
     tc.out_dir = resume_dir;
     tc.max_steps = max_steps;
     tc.progress = progress;
@@ -234,6 +237,22 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     }
   }
 
+  // GPU: the same math on KatModelCuda (bf16 compute, fp32 master weights and AdamW state); the
+  // CPU model/optimizer hold copies that are refreshed before every checkpoint.
+  std::unique_ptr<GpuRunner> gpu;
+  std::vector<float> gpu_logits;
+  if (parse_device(tc.device) >= 0) {
+    gpu = std::make_unique<GpuRunner>(mc, parse_device(tc.device), true, ocfg, std::max(tc.batch, tc.eval_batch));
+    gpu->upload_params(model.params.data());
+    if (ck) gpu->upload_moments(opt.m.data(), opt.v.data(), opt.steps());
+    gpu_logits.resize(size_t(std::max(tc.batch, tc.eval_batch)) * mc.num_classes);
+  }
+  const ForwardFn eval_forward = gpu ? ForwardFn([&](const float* x, int B) {
+    gpu->forward(x, B, gpu_logits.data());
+    return static_cast<const float*>(gpu_logits.data());
+  })
+                                     : ForwardFn();
+
   fs::create_directories(tc.out_dir);
   {
     json j;
@@ -254,6 +273,11 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   res.best_top1 = st.best_top1;
   std::string last_ckpt = ck ? latest_checkpoint(resume_dir) : "";
   auto checkpoint = [&](bool is_best) {
+    if (gpu) {
+      gpu->download_params(model.params.data());
+      gpu->download_moments(opt.m.data(), opt.v.data());
+      opt.set_steps(st.step);
+    }
     const std::string path = tc.out_dir + "/" + ckpt_name(st.step);
     save_checkpoint(path, model, opt, ema.empty() ? nullptr : &ema, tc, st, train_ds.class_names);
     last_ckpt = path;
@@ -278,29 +302,38 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     int64_t epoch_steps = 0;
     const auto t_epoch = std::chrono::steady_clock::now();
     for (int64_t s = first_step; s < steps_per_epoch; ++s) {
-      model.zero_grad();
-      double loss = 0;
-      for (int a = 0; a < tc.accum_steps; ++a) {
-        KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
-        Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), uint64_t(a), dp_tag}));
-        const float* z = model.forward(batch.images.data(), batch.n, true, &dp_rng);
-        // Smoothing/mixing already applied into batch.targets by the loader: ls = 0 here.
-        const double l = ops::softmax_xent<float>(batch.n, K, z, batch.targets.data(), 0.0f, dz.data());
-        if (!std::isfinite(l)) {
-          const std::string where = model.first_nonfinite();
-          throw Error(detail::concat("loss became ", l, " at step ", st.step + 1, " (epoch ", epoch + 1, "); first non-finite value: ",
-                                     where.empty() ? "the loss itself (logits finite)" : where,
-                                     ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
-                                     "; try a lower --lr or --clip-grad."));
-        }
-        if (tc.accum_steps > 1)
-          for (auto& v : dz) v /= float(tc.accum_steps);
-        model.backward(dz.data());
-        loss += l / tc.accum_steps;
-      }
-      if (tc.clip_grad > 0) clip_grad_norm(model.grads, tc.clip_grad);
       const double lr = cosine_lr(st.step, total_steps, warmup_steps, tc.lr, tc.warmup_lr, tc.min_lr);
-      opt.step(model.params.data(), model.grads.data(), lr);
+      double loss = 0;
+      if (gpu) {  // validate() guarantees accum 1, no clipping, no EMA on the GPU
+        KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
+        Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), 0, dp_tag}));
+        loss = gpu->train_step(batch.images.data(), batch.targets.data(), batch.n, lr, &dp_rng);
+        KAT_CHECK(std::isfinite(loss), "loss became ", loss, " at step ", st.step + 1, " (epoch ", epoch + 1,
+                  ") on ", tc.device, ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
+                  "; resume it with --device cpu to locate the first non-finite layer, or lower --lr.");
+      } else {
+        model.zero_grad();
+        for (int a = 0; a < tc.accum_steps; ++a) {
+          KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
+          Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), uint64_t(a), dp_tag}));
+          const float* z = model.forward(batch.images.data(), batch.n, true, &dp_rng);
+          // Smoothing/mixing already applied into batch.targets by the loader: ls = 0 here.
+          const double l = ops::softmax_xent<float>(batch.n, K, z, batch.targets.data(), 0.0f, dz.data());
+          if (!std::isfinite(l)) {
+            const std::string where = model.first_nonfinite();
+            throw Error(detail::concat("loss became ", l, " at step ", st.step + 1, " (epoch ", epoch + 1, "); first non-finite value: ",
+                                       where.empty() ? "the loss itself (logits finite)" : where,
+                                       ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
+                                       "; try a lower --lr or --clip-grad."));
+          }
+          if (tc.accum_steps > 1)
+            for (auto& v : dz) v /= float(tc.accum_steps);
+          model.backward(dz.data());
+          loss += l / tc.accum_steps;
+        }
+        if (tc.clip_grad > 0) clip_grad_norm(model.grads, tc.clip_grad);
+        opt.step(model.params.data(), model.grads.data(), lr);
+      }
       if (!ema.empty()) ema_update(ema, model.params, tc.ema_decay);
       ++st.step;
       res.step_losses.push_back(loss);
@@ -330,7 +363,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     bar.finish();
     const double train_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
     // Evaluate (raw weights, then EMA weights if any).
-    const EvalResult ev = evaluate(model, test_ds, ecfg, tc.progress, "  test");
+    const EvalResult ev = evaluate(model, test_ds, ecfg, tc.progress, "  test", eval_forward);
     json line = {{"step", st.step}, {"epoch", epoch + 1}, {"test_top1", ev.top1}, {"test_top5", ev.top5},
                  {"test_loss", ev.loss}, {"train_loss", epoch_steps ? epoch_loss / epoch_steps : 0.0}};
     char ema_txt[64] = "";

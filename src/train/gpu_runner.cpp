@@ -1,0 +1,127 @@
+#include "train/gpu_runner.h"
+
+#include "core/error.h"
+
+#ifdef KAT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "model/kat_model_cuda.h"
+#include "ops/cuda/cuda_check.h"
+#endif
+
+namespace kat {
+
+int parse_device(const std::string& d) {
+  if (d == "cpu") return -1;
+  if (d == "cuda") return 0;
+  if (d.rfind("cuda:", 0) == 0) {
+    try {
+      size_t pos = 0;
+      const int n = std::stoi(d.substr(5), &pos);
+      if (pos == d.size() - 5 && n >= 0) return n;
+    } catch (...) {
+    }
+  }
+  throw Error("--device '" + d + "': expected cpu, cuda or cuda:N");
+}
+
+#ifdef KAT_HAVE_CUDA
+
+bool cuda_available(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why) *why = e != cudaSuccess ? cudaGetErrorString(e) : "no GPU visible";
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+struct GpuRunner::Impl {
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<KatModelCuda> model;
+  float *images = nullptr, *targets = nullptr;  // device (max_batch, C, H, W) and (max_batch, K)
+  size_t image_elems = 0, target_elems = 0;
+};
+
+GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch)
+    : impl_(std::make_unique<Impl>()) {
+  std::string why;
+  KAT_CHECK(cuda_available(&why), "--device cuda:", device, ": CUDA is not usable here (", why, ")");
+  int n = 0;
+  KAT_CUDA_CHECK(cudaGetDeviceCount(&n));
+  KAT_CHECK(device < n, "--device cuda:", device, ": only ", n, " GPU(s) visible");
+  KAT_CUDA_CHECK(cudaSetDevice(device));
+  KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
+  impl_->model = std::make_unique<KatModelCuda>(cfg, bf16 ? KatModelCuda::Precision::BF16 : KatModelCuda::Precision::F32,
+                                                impl_->stream);
+  impl_->model->plan(max_batch);
+  impl_->model->set_optimizer(opt);
+  impl_->image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  impl_->target_elems = size_t(max_batch) * cfg.num_classes;
+  KAT_CUDA_CHECK(cudaMalloc(&impl_->images, impl_->image_elems * sizeof(float)));
+  KAT_CUDA_CHECK(cudaMalloc(&impl_->targets, impl_->target_elems * sizeof(float)));
+}
+
+GpuRunner::~GpuRunner() {
+  if (!impl_) return;
+  if (impl_->stream) cudaStreamSynchronize(impl_->stream);
+  impl_->model.reset();
+  if (impl_->images) cudaFree(impl_->images);
+  if (impl_->targets) cudaFree(impl_->targets);
+  if (impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+void GpuRunner::upload_params(const float* h) { impl_->model->upload_params(h); }
+void GpuRunner::download_params(float* h) { impl_->model->download_params(h); }
+void GpuRunner::download_moments(float* m, float* v) { impl_->model->download_moments(m, v); }
+void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) { impl_->model->upload_moments(m, v, steps); }
+void GpuRunner::synchronize() { KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+
+double GpuRunner::train_step(const float* images, const float* targets, int B, double lr, Rng* rng) {
+  const ModelConfig& c = impl_->model->config();
+  const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size, nt = size_t(B) * c.num_classes;
+  KAT_CHECK(ni <= impl_->image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
+  if (images)
+    KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->images, images, ni * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
+  if (targets)
+    KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->targets, targets, nt * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
+  impl_->model->train_step(impl_->images, impl_->targets, B, lr, 0.0f, rng);  // smoothing is in the targets
+  return impl_->model->loss_value();
+}
+
+void GpuRunner::forward(const float* images, int B, float* logits) {
+  const ModelConfig& c = impl_->model->config();
+  const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size;
+  KAT_CHECK(ni <= impl_->image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
+  if (images)
+    KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->images, images, ni * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
+  impl_->model->forward(impl_->images, B, false, nullptr);
+  if (logits) impl_->model->download_logits(logits);
+}
+
+#else  // no CUDA backend in this build
+
+bool cuda_available(std::string* why) {
+  if (why) *why = "this build has no CUDA backend (configure with -DKAT_CUDA=ON on a machine with nvcc)";
+  return false;
+}
+struct GpuRunner::Impl {};
+GpuRunner::GpuRunner(const ModelConfig&, int device, bool, const AdamWConfig&, int) {
+  std::string why;
+  cuda_available(&why);
+  throw Error(detail::concat("--device cuda:", device, ": ", why));
+}
+GpuRunner::~GpuRunner() = default;
+void GpuRunner::upload_params(const float*) {}
+void GpuRunner::download_params(float*) {}
+void GpuRunner::download_moments(float*, float*) {}
+void GpuRunner::upload_moments(const float*, const float*, int64_t) {}
+void GpuRunner::synchronize() {}
+double GpuRunner::train_step(const float*, const float*, int, double, Rng*) { return 0; }
+void GpuRunner::forward(const float*, int, float*) {}
+
+#endif
+
+}  // namespace kat
