@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
+#include "train/gpu_runner.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 
@@ -195,4 +196,36 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
   }
   EXPECT_THROW(train(c, "/nonexistent/run"), Error);
   fs::remove_all(d);
+}
+
+TEST(TrainDevice, ParseAndClearErrors) {
+  EXPECT_EQ(parse_device("cpu"), -1);
+  EXPECT_EQ(parse_device("cuda"), 0);
+  EXPECT_EQ(parse_device("cuda:3"), 3);
+  EXPECT_THROW(parse_device("gpu"), Error);
+  EXPECT_THROW(parse_device("cuda:-1"), Error);
+  EXPECT_THROW(parse_device("cuda:1x"), Error);
+  TrainConfig c;
+  c.device = "cuda";
+  c.ema_decay = 0.999;  // not on the GPU yet: rejected up front, naming the flags
+  try {
+    c.validate();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--ema"), std::string::npos) << e.what();
+  }
+  if (!cuda_available()) {  // CI: no GPU -> a clear error, not a crash
+    c.ema_decay = 0;
+    c.out_dir = (fs::temp_directory_path() / "kat_test_nogpu").string();
+    c.train_subset = 256;
+    c.test_subset = 64;
+    c.progress = false;
+    try {
+      train(c);
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+    }
+    fs::remove_all(c.out_dir);
+  }
 }
