@@ -28,10 +28,12 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/vec_io.cuh"
 #include "ops/cuda/grkan_cuda.h"
 
 namespace kat::cuda {
 namespace {
+using namespace vecio;
 
 using kat::ops::GrkanShape;
 
@@ -94,30 +96,6 @@ struct Params {
 
 // ---- element access -----------------------------------------------------------------------
 
-__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x = lo (low half), .y = hi
-  uint32_t u;
-  memcpy(&u, &h, 4);
-  return u;
-}
-
-// Raw 16-byte (or scalar) vector as loaded; unpacked to fp32 right before use, so that the
-// prefetched next vectors cost 4 registers each, not 8.
-template <Storage S, int VEC>
-struct RawVec;
-template <>
-struct RawVec<Storage::F32, 4> { using type = float4; };
-template <>
-struct RawVec<Storage::F32, 1> { using type = float; };
-template <>
-struct RawVec<Storage::BF16, 8> { using type = uint4; };
-template <>
-struct RawVec<Storage::BF16, 1> { using type = unsigned short; };
-template <Storage S, int VEC>
-using Raw = typename RawVec<S, VEC>::type;
-
 template <Storage S, int VEC>
 __device__ __forceinline__ Raw<S, VEC> load_raw(const void* base, int64_t off) {
   if constexpr (S == Storage::F32) {
@@ -128,43 +106,6 @@ __device__ __forceinline__ Raw<S, VEC> load_raw(const void* base, int64_t off) {
   }
 }
 
-template <Storage S, int VEC>
-__device__ __forceinline__ void unpack(const Raw<S, VEC>& t, float (&v)[VEC]) {
-  if constexpr (S == Storage::F32) {
-    if constexpr (VEC == 4) {
-      v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-    } else {
-      v[0] = t;
-    }
-  } else {
-    if constexpr (VEC == 8) {
-      v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
-      v[4] = bf16_lo(t.z), v[5] = bf16_hi(t.z), v[6] = bf16_lo(t.w), v[7] = bf16_hi(t.w);
-    } else {
-      v[0] = __uint_as_float(static_cast<uint32_t>(t) << 16);
-    }
-  }
-}
-
-template <Storage S, int VEC>
-__device__ __forceinline__ void store_vec(void* base, int64_t off, const float (&v)[VEC]) {
-  if constexpr (S == Storage::F32) {
-    float* p = static_cast<float*>(base) + off;
-    if constexpr (VEC == 4) {
-      *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    } else {
-      p[0] = v[0];
-    }
-  } else {
-    unsigned short* p = static_cast<unsigned short*>(base) + off;
-    if constexpr (VEC == 8) {
-      *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
-                                                pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-    } else {
-      p[0] = __bfloat16_as_ushort(__float2bfloat16_rn(v[0]));
-    }
-  }
-}
 
 // 1/q for q >= 1: MUFU.RCP, within 1 ulp.
 __device__ __forceinline__ float rcp_approx(float q) {
@@ -252,16 +193,6 @@ struct Coef {
 // griddepcontrol.wait before its first global memory access: that waits until the preceding
 // grid has completed and its writes are visible, i.e. ordinary stream order for all data.
 // launch_dependents lets the next kernel be scheduled early (it then waits the same way).
-__device__ __forceinline__ void griddep_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 
 // ---- forward ------------------------------------------------------------------------------
 // Software pipeline: the U raw vectors of the next trip are loaded before the current U are

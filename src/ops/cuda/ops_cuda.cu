@@ -30,10 +30,12 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/vec_io.cuh"
 #include "ops/cuda/ops_cuda.h"
 
 namespace kat::cuda {
 namespace {
+using namespace vecio;
 
 // LayerNorm backward tunables (-D for benchmark variants; defaults measured, bench/OPS_CUDA.md):
 // resident threads per SM of stage 1 (sets the register cap and the persistent grid), vectors
@@ -59,43 +61,8 @@ template <int VEC>
 constexpr int kBwdVPT = VEC == 1 ? 4 : KAT_OPS_LN_BWD_VPT;
 constexpr int kS2Warps = 16;         // LayerNorm backward stage 2: warps per block
 
-// ---- programmatic dependent launch (as grkan_cuda.cu) --------------------------------------------
-__device__ __forceinline__ void griddep_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 
 // ---- element access ----------------------------------------------------------------------------
-__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x = lo (low half), .y = hi
-  uint32_t u;
-  memcpy(&u, &h, 4);
-  return u;
-}
-__device__ __forceinline__ unsigned short to_bf16(float f) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
-
-template <Storage S, int VEC>
-struct RawT;
-template <>
-struct RawT<Storage::F32, 4> { using type = float4; };
-template <>
-struct RawT<Storage::F32, 1> { using type = float; };
-template <>
-struct RawT<Storage::BF16, 8> { using type = uint4; };
-template <>
-struct RawT<Storage::BF16, 1> { using type = unsigned short; };
-template <Storage S, int VEC>
-using Raw = typename RawT<S, VEC>::type;
 
 // Element offset `off` of a storage-typed tensor; (off * bytes) must be 16-byte aligned for VEC>1.
 template <Storage S, int VEC>
@@ -106,41 +73,6 @@ __device__ __forceinline__ Raw<S, VEC> load_raw(const void* base, int64_t off) {
     return *reinterpret_cast<const Raw<S, VEC>*>(static_cast<const unsigned short*>(base) + off);
 }
 
-template <Storage S, int VEC>
-__device__ __forceinline__ void unpack(const Raw<S, VEC>& t, float (&v)[VEC]) {
-  if constexpr (S == Storage::F32) {
-    if constexpr (VEC == 4) {
-      v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-    } else {
-      v[0] = t;
-    }
-  } else {
-    if constexpr (VEC == 8) {
-      v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
-      v[4] = bf16_lo(t.z), v[5] = bf16_hi(t.z), v[6] = bf16_lo(t.w), v[7] = bf16_hi(t.w);
-    } else {
-      v[0] = __uint_as_float(static_cast<uint32_t>(t) << 16);
-    }
-  }
-}
-
-template <Storage S, int VEC>
-__device__ __forceinline__ void store_vec(void* base, int64_t off, const float (&v)[VEC]) {
-  if constexpr (S == Storage::F32) {
-    float* p = static_cast<float*>(base) + off;
-    if constexpr (VEC == 4)
-      *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    else
-      p[0] = v[0];
-  } else {
-    unsigned short* p = static_cast<unsigned short*>(base) + off;
-    if constexpr (VEC == 8)
-      *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
-                                                pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-    else
-      p[0] = to_bf16(v[0]);
-  }
-}
 
 // VEC consecutive fp32 values (16-byte aligned when VEC > 1).
 template <int VEC>
