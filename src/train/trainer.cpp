@@ -138,6 +138,19 @@ void save_checkpoint(const std::string& path, const KatModel& m, const AdamW& op
   w.write_atomic(path);
 }
 
+// A number stored in a checkpoint's metadata; a missing or malformed value names file and key.
+double metadata_number(const io::SafetensorsFile& f, const std::string& key) {
+  const auto it = f.metadata().find(key);
+  KAT_CHECK(it != f.metadata().end(), f.source(), ": checkpoint metadata has no '", key, "'");
+  try {
+    size_t pos = 0;
+    const double v = std::stod(it->second, &pos);
+    if (pos == it->second.size()) return v;
+  } catch (...) {
+  }
+  throw Error(detail::concat(f.source(), ": checkpoint metadata '", key, "' is not a number: '", it->second, "'"));
+}
+
 }  // namespace
 
 void install_sigint_handler() { std::signal(SIGINT, on_sigint); }
@@ -155,7 +168,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     const std::string path = latest_checkpoint(resume_dir);
     KAT_CHECK(!path.empty(), "--resume ", resume_dir, ": no checkpoint (ckpt-step*.safetensors) in this directory");
     ck = std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::load(path));
-    KAT_CHECK(ck->metadata().count("train_config") && ck->metadata().count("step"), path,
+    KAT_CHECK(ck->metadata().count("train_config") && ck->metadata().count("model_config") && ck->metadata().count("step"), path,
               ": not a kat training checkpoint (no train_config/step metadata)");
     const TrainConfig saved = TrainConfig::from_json(ck->metadata().at("train_config"), path);
     // Resume continues the saved run; only mechanics that do not change the math may differ.
@@ -167,8 +180,8 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     tc.out_dir = resume_dir;
     tc.max_steps = max_steps;
     tc.progress = progress;
-    st.step = std::stoll(ck->metadata().at("step"));
-    st.best_top1 = std::stod(ck->metadata().at("best_top1"));
+    st.step = int64_t(metadata_number(*ck, "step"));
+    st.best_top1 = metadata_number(*ck, "best_top1");
   }
   tc.validate();
   if (tc.threads > 0) omp_set_num_threads(tc.threads);
@@ -224,7 +237,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     model.load_weights(*ck);
     ck->read_f32("optim.m", opt.m.data(), int64_t(opt.m.size()));
     ck->read_f32("optim.v", opt.v.data(), int64_t(opt.v.size()));
-    opt.set_steps(std::stoll(ck->metadata().at("optim_steps")));
+    opt.set_steps(int64_t(metadata_number(*ck, "optim_steps")));
   } else {
     model.init_params(tc.seed);
   }
