@@ -32,23 +32,22 @@ void Progress::update(int64_t done, const std::string& info, double items_per_un
   if (tty_) {
     if (std::chrono::duration<double>(now - last_draw_).count() < 0.12 && done < total_) return;
     last_draw_ = now;
-    draw(done, info, items_per_unit, false);
+    draw(done, info, items_per_unit);
   } else {
     const int decile = total_ > 0 ? int(10 * done / total_) : 10;
     if (decile == last_decile_) return;
     last_decile_ = decile;
-    draw(done, info, items_per_unit, false);
+    draw(done, info, items_per_unit);
   }
 }
 
-void Progress::finish(const std::string& info) {
+void Progress::finish() {
   if (!enabled_) return;
   if (tty_) std::fprintf(stderr, "\r\033[K");
-  (void)info;
   std::fflush(stderr);
 }
 
-void Progress::draw(int64_t done, const std::string& info, double items_per_unit, bool) {
+void Progress::draw(int64_t done, const std::string& info, double items_per_unit) {
   const double el = elapsed();
   const double rate = el > 0 ? done / el : 0;
   const double eta = rate > 0 ? (total_ - done) / rate : -1;

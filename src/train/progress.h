@@ -14,11 +14,11 @@ class Progress {
   // done: items finished so far; info: free text (e.g. "loss 0.51 lr 1e-3"); items_per_unit: for the
   // throughput figure (images per step).
   void update(int64_t done, const std::string& info, double items_per_unit = 1.0);
-  void finish(const std::string& info = "");
+  void finish();  // clears the redrawn line on a terminal
   double elapsed() const;
 
  private:
-  void draw(int64_t done, const std::string& info, double items_per_unit, bool final);
+  void draw(int64_t done, const std::string& info, double items_per_unit);
   std::string label_;
   int64_t total_;
   bool enabled_, tty_;
