@@ -365,6 +365,8 @@ TEST(ModelCuda, Attention) {
     check_attention(st, 2, 65, 96, 3, simt);    // hd 32, N just over one tile
     check_attention(st, 1, 256, 384, 8, simt);  // hd 48, N at the limit
     check_attention(st, 2, 7, 96, 4, simt);     // hd 24 (SIMT only), tiny N
+    check_attention(st, 3, 1, 128, 2, simt);    // hd 64, a single token
+    check_attention(st, 2, 128, 256, 4, simt);  // hd 64, N a whole number of 64-row tiles
   }
 }
 

@@ -2,13 +2,13 @@
 #include "ops/cuda/attention_cuda.h"
 
 #include <cuda_bf16.h>
-#include <mma.h>
 
 #include <cstdlib>
 
 #include <cmath>
 
 #include "core/error.h"
+#include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 
 namespace kat::cuda {
@@ -284,374 +284,15 @@ void launch_bwd(int64_t B, int N, int D, int H, float scale, const void* qkv, co
 }
 
 
-// ---- tensor-core path (bf16 storage, hd % 16 == 0) ---------------------------------------------
-// WMMA 16x16x16 bf16 -> fp32. Blocks of 4 warps, each warp owns 16 rows of a 64-row tile.
-// Sequences are padded to a multiple of 64 rows in shared memory (zeros), padded keys/queries are
-// masked out of every softmax / gradient term. Differences from the fp32 SIMT path: P (forward),
-// P^T and dS (backward) are rounded to bf16 before their second GEMM, as in FlashAttention.
-namespace wm = nvcuda::wmma;
-using FragA = wm::fragment<wm::matrix_a, 16, 16, 16, __nv_bfloat16, wm::row_major>;
-using FragBc = wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::col_major>;
-using FragBr = wm::fragment<wm::matrix_b, 16, 16, 16, __nv_bfloat16, wm::row_major>;
-using FragC = wm::fragment<wm::accumulator, 16, 16, 16, float>;
-constexpr int kTcWarps = 4, kTcThreads = 32 * kTcWarps, kTcRows = 16 * kTcWarps;  // 64 rows/block
-
-__host__ __device__ constexpr int pad64(int n) { return (n + 63) / 64 * 64; }
-// Padded shared-memory leading dimensions (break the 128/256-byte row strides that put every row
-// of a WMMA tile in the same banks): bf16 tiles HD + 8, fp32 16x64 chunks 68, bf16 chunks 72.
-template <int HD>
-__host__ __device__ constexpr int ldh() { return HD + 8; }
-constexpr int kLdS = 68, kLdC = 72;
-
-// Copy rows [0, n) of a (rows x HD) strided bf16 matrix into smem (rows x LD), zero rows [n, rows).
-template <int HD>
-__device__ __forceinline__ void stage_bf16(const __nv_bfloat16* src, int64_t ld_row, int n, int rows,
-                                           __nv_bfloat16* dst) {
-  constexpr int V = HD / 8;  // 16-byte chunks per row
-  for (int idx = threadIdx.x; idx < rows * V; idx += blockDim.x) {
-    const int r = idx / V, c = idx - r * V;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < n) v = *reinterpret_cast<const uint4*>(src + int64_t(r) * ld_row + c * 8);
-    *reinterpret_cast<uint4*>(dst + r * ldh<HD>() + c * 8) = v;
-  }
-}
-
-// S (16 x 64 chunk, fp32, ld ldS) = A rows (16 x HD) . B rows (64 x HD)^T (smem, ld ldh).
-template <int HD>
-__device__ __forceinline__ void mm_abt_chunk(const __nv_bfloat16* A, const __nv_bfloat16* Brows, float* S, int ldS) {
-  constexpr int LD = ldh<HD>();
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt) {
-    FragC acc;
-    wm::fill_fragment(acc, 0.f);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      FragA a;
-      FragBc b;
-      wm::load_matrix_sync(a, A + kk * 16, LD);
-      wm::load_matrix_sync(b, Brows + nt * 16 * LD + kk * 16, LD);
-      wm::mma_sync(acc, a, b, acc);
-    }
-    wm::store_matrix_sync(S + nt * 16, acc, ldS, wm::mem_row_major);
-  }
-}
-
-// acc[dt] += P (16 x 64 chunk, bf16, ld ldP) . Vrows (64 x HD, smem, ld ldh).
-template <int HD>
-__device__ __forceinline__ void mm_pv_chunk(FragC (&acc)[HD / 16], const __nv_bfloat16* P, int ldP,
-                                            const __nv_bfloat16* Vrows) {
-  constexpr int LD = ldh<HD>();
-#pragma unroll
-  for (int kt = 0; kt < 4; ++kt) {
-    FragA a;
-    wm::load_matrix_sync(a, P + kt * 16, ldP);
-#pragma unroll
-    for (int dt = 0; dt < HD / 16; ++dt) {
-      FragBr b;
-      wm::load_matrix_sync(b, Vrows + kt * 16 * LD + dt * 16, LD);
-      wm::mma_sync(acc[dt], a, b, acc[dt]);
-    }
-  }
-}
-
-template <int HD>
-std::size_t fwd_tc_smem(int N) {
-  const int NP = pad64(N);
-  return std::size_t(2) * NP * ldh<HD>() * 2 + std::size_t(kTcRows) * ldh<HD>() * 2 +
-         std::size_t(kTcRows) * (NP + 4) * 4 + std::size_t(kTcRows) * (NP + 8) * 2 + std::size_t(kTcRows) * (HD + 4) * 4 +
-         kTcRows * 4;
-}
-
-template <int HD>
-__global__ void __launch_bounds__(kTcThreads) attn_fwd_tc_kernel(int N, int D, int H, float scale,
-                                                                 const __nv_bfloat16* __restrict__ qkv,
-                                                                 __nv_bfloat16* __restrict__ out,
-                                                                 float* __restrict__ lse) {
-  constexpr int LD = ldh<HD>();
-  const int NP = pad64(N), LDSF = NP + 4, LDP = NP + 8;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* Vs = Ks + NP * LD;
-  __nv_bfloat16* Qs = Vs + NP * LD;                                          // 64 x LD
-  float* Sall = reinterpret_cast<float*>(Qs + kTcRows * LD);                 // 4 x (16 x LDSF)
-  __nv_bfloat16* Pall = reinterpret_cast<__nv_bfloat16*>(Sall + kTcRows * LDSF);  // 4 x (16 x LDP)
-  float* Oall = reinterpret_cast<float*>(Pall + kTcRows * LDP);              // 4 x (16 x (HD+4))
-  float* Lall = Oall + kTcRows * (HD + 4);                                   // 64 lse
-  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTcRows;
-  const int64_t ld3 = 3 * int64_t(D);
-  const __nv_bfloat16* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage_bf16<HD>(base + D, ld3, N, NP, Ks);
-  stage_bf16<HD>(base + 2 * D, ld3, N, NP, Vs);
-  stage_bf16<HD>(base + int64_t(q0) * ld3, ld3, min(kTcRows, N - q0), kTcRows, Qs);
-  __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* S = Sall + warp * 16 * LDSF;
-  __nv_bfloat16* P = Pall + warp * 16 * LDP;
-  float* O = Oall + warp * 16 * (HD + 4);
-  const __nv_bfloat16* Qw = Qs + warp * 16 * LD;
-  for (int c = 0; c < NP; c += 64) mm_abt_chunk<HD>(Qw, Ks + c * LD, S + c, LDSF);
-  __syncwarp();
-  // Softmax: one row at a time across the warp (conflict-free), butterfly reductions (every lane
-  // gets the same value; fixed order).
-  for (int r = 0; r < 16; ++r) {
-    const float* srow = S + r * LDSF;
-    float m = -INFINITY;
-    for (int j = lane; j < N; j += 32) m = fmaxf(m, srow[j] * scale);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    float l = 0.f;
-    for (int j = lane; j < N; j += 32) l += expf(srow[j] * scale - m);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
-    const float inv = 1.f / l;
-    __nv_bfloat16* prow = P + r * LDP;
-    for (int j = lane; j < NP; j += 32) prow[j] = __float2bfloat16_rn(j < N ? expf(srow[j] * scale - m) * inv : 0.f);
-    if (lane == 0) Lall[warp * 16 + r] = m + logf(l);
-  }
-  __syncwarp();
-  FragC acc[HD / 16];
-#pragma unroll
-  for (int dt = 0; dt < HD / 16; ++dt) wm::fill_fragment(acc[dt], 0.f);
-  for (int c = 0; c < NP; c += 64) mm_pv_chunk<HD>(acc, P + c, LDP, Vs + c * LD);
-#pragma unroll
-  for (int dt = 0; dt < HD / 16; ++dt) wm::store_matrix_sync(O + dt * 16, acc[dt], HD + 4, wm::mem_row_major);
-  __syncwarp();
-  for (int idx = lane; idx < 16 * HD; idx += 32) {
-    const int r = idx / HD, cc = idx - r * HD, i = q0 + warp * 16 + r;
-    if (i < N) out[(int64_t(b) * N + i) * D + h * HD + cc] = __float2bfloat16_rn(O[r * (HD + 4) + cc]);
-  }
-  if (lane < 16) {
-    const int i = q0 + warp * 16 + lane;
-    if (i < N) lse[(int64_t(b) * H + h) * N + i] = Lall[warp * 16 + lane];
-  }
-}
-
-template <int HD>
-std::size_t dq_tc_smem(int N) {
-  const int NP = pad64(N);
-  return std::size_t(2) * NP * ldh<HD>() * 2 + std::size_t(2) * kTcRows * ldh<HD>() * 2 +
-         std::size_t(kTcRows) * kLdS * 4 * 2 + std::size_t(kTcRows) * kLdC * 2 + 2 * kTcRows * 4;
-}
-
-// dq (and the row terms Dv_i): block per 64-query tile; K, V of the (image, head) in smem.
-template <int HD>
-__global__ void __launch_bounds__(kTcThreads) attn_bwd_dq_tc_kernel(int N, int D, int H, float scale,
-                                                                    const __nv_bfloat16* __restrict__ qkv,
-                                                                    const __nv_bfloat16* __restrict__ out,
-                                                                    const float* __restrict__ lse,
-                                                                    const __nv_bfloat16* __restrict__ dout,
-                                                                    __nv_bfloat16* __restrict__ dqkv,
-                                                                    float* __restrict__ dvec) {
-  constexpr int LD = ldh<HD>();
-  const int NP = pad64(N);
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* Vs = Ks + NP * LD;
-  __nv_bfloat16* Qs = Vs + NP * LD;       // 64 x LD
-  __nv_bfloat16* Gs = Qs + kTcRows * LD;  // 64 x LD (dout)
-  float* Sall = reinterpret_cast<float*>(Gs + kTcRows * LD);  // 4 x (16 x kLdS)
-  float* Pall = Sall + kTcRows * kLdS;                         // 4 x (16 x kLdS) dP
-  __nv_bfloat16* dSall = reinterpret_cast<__nv_bfloat16*>(Pall + kTcRows * kLdS);  // 4 x (16 x kLdC)
-  float* rowL = reinterpret_cast<float*>(dSall + kTcRows * kLdC);  // 64 lse
-  float* rowD = rowL + kTcRows;                                    // 64 Dv
-  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTcRows;
-  const int nq = min(kTcRows, N - q0);
-  const int64_t ld3 = 3 * int64_t(D);
-  const __nv_bfloat16* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage_bf16<HD>(base + D, ld3, N, NP, Ks);
-  stage_bf16<HD>(base + 2 * D, ld3, N, NP, Vs);
-  stage_bf16<HD>(base + int64_t(q0) * ld3, ld3, nq, kTcRows, Qs);
-  stage_bf16<HD>(dout + (int64_t(b) * N + q0) * D + h * HD, D, nq, kTcRows, Gs);
-  {  // Row terms: 2 threads per row (128 threads, 64 rows), fixed order.
-    const int r = threadIdx.x >> 1, half = threadIdx.x & 1, i = q0 + r;
-    float dv = 0.f;
-    if (i < N) {
-      const __nv_bfloat16* orow = out + (int64_t(b) * N + i) * D + h * HD;
-      const __nv_bfloat16* grow = dout + (int64_t(b) * N + i) * D + h * HD;
-      for (int c = half; c < HD; c += 2) dv += __bfloat162float(grow[c]) * __bfloat162float(orow[c]);
-    }
-    dv += __shfl_xor_sync(0xffffffffu, dv, 1);
-    if (half == 0) {
-      rowD[r] = dv;
-      rowL[r] = i < N ? lse[(int64_t(b) * H + h) * N + i] : 0.f;
-      if (i < N) dvec[(int64_t(b) * H + h) * N + i] = dv;
-    }
-  }
-  __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* S = Sall + warp * 16 * kLdS;
-  float* dP = Pall + warp * 16 * kLdS;
-  __nv_bfloat16* dS = dSall + warp * 16 * kLdC;
-  const __nv_bfloat16* Qw = Qs + warp * 16 * LD;
-  const __nv_bfloat16* Gw = Gs + warp * 16 * LD;
-  FragC acc[HD / 16];
-#pragma unroll
-  for (int dt = 0; dt < HD / 16; ++dt) wm::fill_fragment(acc[dt], 0.f);
-  const bool any_row = q0 + warp * 16 < N;
-  for (int c = 0; c < NP && any_row; c += 64) {
-    mm_abt_chunk<HD>(Qw, Ks + c * LD, S, kLdS);
-    mm_abt_chunk<HD>(Gw, Vs + c * LD, dP, kLdS);
-    __syncwarp();
-    for (int idx = lane; idx < 16 * 64; idx += 32) {
-      const int r = idx >> 6, jj = idx & 63, j = c + jj;
-      const int rr = warp * 16 + r;
-      float v = 0.f;
-      if (j < N && q0 + rr < N) {
-        const float p = expf(S[r * kLdS + jj] * scale - rowL[rr]);
-        v = p * (dP[r * kLdS + jj] - rowD[rr]);
-      }
-      dS[r * kLdC + jj] = __float2bfloat16_rn(v);
-    }
-    __syncwarp();
-    mm_pv_chunk<HD>(acc, dS, kLdC, Ks + c * LD);
-    __syncwarp();
-  }
-  // Store through the S buffer (16 x kLdS fp32 >= 16 x (HD + 4)).
-#pragma unroll
-  for (int dt = 0; dt < HD / 16; ++dt) wm::store_matrix_sync(S + dt * 16, acc[dt], HD + 4, wm::mem_row_major);
-  __syncwarp();
-  for (int idx = lane; idx < 16 * HD; idx += 32) {
-    const int r = idx / HD, cc = idx - r * HD, i = q0 + warp * 16 + r;
-    if (i < N) dqkv[(int64_t(b) * N + i) * ld3 + h * HD + cc] = __float2bfloat16_rn(S[r * (HD + 4) + cc] * scale);
-  }
-}
-
-template <int HD>
-std::size_t dkv_tc_smem(int N) {
-  const int NP = pad64(N);
-  return std::size_t(2) * NP * ldh<HD>() * 2 + std::size_t(2) * kTcRows * ldh<HD>() * 2 +
-         std::size_t(kTcRows) * kLdS * 4 * 2 + std::size_t(kTcRows) * kLdC * 2 * 2 + std::size_t(2) * NP * 4;
-}
-
-// dk, dv: block per 64-key tile; Q, dout of the (image, head) in smem; chunks of 64 queries.
-template <int HD>
-__global__ void __launch_bounds__(kTcThreads) attn_bwd_dkv_tc_kernel(int N, int D, int H, float scale,
-                                                                     const __nv_bfloat16* __restrict__ qkv,
-                                                                     const float* __restrict__ lse,
-                                                                     const __nv_bfloat16* __restrict__ dout,
-                                                                     const float* __restrict__ dvec,
-                                                                     __nv_bfloat16* __restrict__ dqkv) {
-  constexpr int LD = ldh<HD>();
-  const int NP = pad64(N);
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* Gs = Qs + NP * LD;
-  __nv_bfloat16* Kt = Gs + NP * LD;       // 64 x LD
-  __nv_bfloat16* Vt = Kt + kTcRows * LD;  // 64 x LD
-  float* Sall = reinterpret_cast<float*>(Vt + kTcRows * LD);  // 4 x (16 x kLdS) S^T
-  float* Pall = Sall + kTcRows * kLdS;                         // 4 x (16 x kLdS) dP^T
-  __nv_bfloat16* PTall = reinterpret_cast<__nv_bfloat16*>(Pall + kTcRows * kLdS);  // 4 x (16 x kLdC)
-  __nv_bfloat16* dSall = PTall + kTcRows * kLdC;                                    // 4 x (16 x kLdC)
-  float* Ls = reinterpret_cast<float*>(dSall + kTcRows * kLdC);  // NP
-  float* Ds = Ls + NP;                                           // NP
-  const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kTcRows;
-  const int nk = min(kTcRows, N - k0);
-  const int64_t ld3 = 3 * int64_t(D);
-  const __nv_bfloat16* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage_bf16<HD>(base, ld3, N, NP, Qs);
-  stage_bf16<HD>(dout + int64_t(b) * N * D + h * HD, D, N, NP, Gs);
-  stage_bf16<HD>(base + int64_t(k0) * ld3 + D, ld3, nk, kTcRows, Kt);
-  stage_bf16<HD>(base + int64_t(k0) * ld3 + 2 * D, ld3, nk, kTcRows, Vt);
-  const int64_t rowbase = (int64_t(b) * H + h) * N;
-  for (int idx = threadIdx.x; idx < NP; idx += blockDim.x) {
-    Ls[idx] = idx < N ? lse[rowbase + idx] : 0.f;
-    Ds[idx] = idx < N ? dvec[rowbase + idx] : 0.f;
-  }
-  __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* S = Sall + warp * 16 * kLdS;
-  float* dP = Pall + warp * 16 * kLdS;
-  __nv_bfloat16* PT = PTall + warp * 16 * kLdC;
-  __nv_bfloat16* dS = dSall + warp * 16 * kLdC;
-  const __nv_bfloat16* Kw = Kt + warp * 16 * LD;
-  const __nv_bfloat16* Vw = Vt + warp * 16 * LD;
-  FragC dk[HD / 16], dv[HD / 16];
-#pragma unroll
-  for (int dt = 0; dt < HD / 16; ++dt) {
-    wm::fill_fragment(dk[dt], 0.f);
-    wm::fill_fragment(dv[dt], 0.f);
-  }
-  const bool any_key = k0 + warp * 16 < N;
-  for (int c = 0; c < NP && any_key; c += 64) {
-    mm_abt_chunk<HD>(Kw, Qs + c * LD, S, kLdS);   // S^T (keys x queries)
-    mm_abt_chunk<HD>(Vw, Gs + c * LD, dP, kLdS);  // dP^T
-    __syncwarp();
-    for (int idx = lane; idx < 16 * 64; idx += 32) {
-      const int r = idx >> 6, ii = idx & 63, i = c + ii;
-      float p = 0.f, ds = 0.f;
-      if (i < N && k0 + warp * 16 + r < N) {
-        p = expf(S[r * kLdS + ii] * scale - Ls[i]);
-        ds = p * (dP[r * kLdS + ii] - Ds[i]);
-      }
-      PT[r * kLdC + ii] = __float2bfloat16_rn(p);
-      dS[r * kLdC + ii] = __float2bfloat16_rn(ds);
-    }
-    __syncwarp();
-    mm_pv_chunk<HD>(dv, PT, kLdC, Gs + c * LD);
-    mm_pv_chunk<HD>(dk, dS, kLdC, Qs + c * LD);
-    __syncwarp();
-  }
-#pragma unroll
-  for (int dt = 0; dt < HD / 16; ++dt) {
-    wm::store_matrix_sync(S + dt * 16, dk[dt], HD + 4, wm::mem_row_major);
-    wm::store_matrix_sync(dP + dt * 16, dv[dt], HD + 4, wm::mem_row_major);
-  }
-  __syncwarp();
-  for (int idx = lane; idx < 16 * HD; idx += 32) {
-    const int r = idx / HD, cc = idx - r * HD, j = k0 + warp * 16 + r;
-    if (j < N) {
-      __nv_bfloat16* drow = dqkv + (int64_t(b) * N + j) * ld3 + h * HD + cc;
-      drow[D] = __float2bfloat16_rn(S[r * (HD + 4) + cc] * scale);
-      drow[2 * D] = __float2bfloat16_rn(dP[r * (HD + 4) + cc]);
-    }
-  }
-}
-
-template <int HD>
-void launch_tc(bool backward, int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
-               float* lse, const void* dout, void* dqkv, float* dvec, void* out_fwd, cudaStream_t s) {
-  const dim3 grid((N + kTcRows - 1) / kTcRows, H, unsigned(B));
-  const auto* q = static_cast<const __nv_bfloat16*>(qkv);
-  if (!backward) {
-    const std::size_t smem = fwd_tc_smem<HD>(N);
-    set_smem(attn_fwd_tc_kernel<HD>, smem);
-    attn_fwd_tc_kernel<HD><<<grid, kTcThreads, smem, s>>>(N, D, H, scale, q, static_cast<__nv_bfloat16*>(out_fwd), lse);
-    KAT_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  const std::size_t smem1 = dq_tc_smem<HD>(N);
-  set_smem(attn_bwd_dq_tc_kernel<HD>, smem1);
-  attn_bwd_dq_tc_kernel<HD><<<grid, kTcThreads, smem1, s>>>(N, D, H, scale, q, static_cast<const __nv_bfloat16*>(out), lse,
-                                                            static_cast<const __nv_bfloat16*>(dout),
-                                                            static_cast<__nv_bfloat16*>(dqkv), dvec);
-  KAT_CUDA_CHECK_LAUNCH();
-  const std::size_t smem2 = dkv_tc_smem<HD>(N);
-  set_smem(attn_bwd_dkv_tc_kernel<HD>, smem2);
-  attn_bwd_dkv_tc_kernel<HD><<<grid, kTcThreads, smem2, s>>>(N, D, H, scale, q, lse, static_cast<const __nv_bfloat16*>(dout),
-                                                             dvec, static_cast<__nv_bfloat16*>(dqkv));
-  KAT_CUDA_CHECK_LAUNCH();
-}
-
 bool g_force_simt = false;
 
 bool use_tc(Storage st, int hd) {
-  if (st != Storage::BF16 || hd % 16 != 0 || g_force_simt) return false;
+  if (st != Storage::BF16 || !attention_mma_supported(hd) || g_force_simt) return false;
   static const bool env_simt = [] {
     const char* e = std::getenv("KAT_ATTN_SIMT");
     return e && *e && *e != '0';
   }();
   return !env_simt;
-}
-
-void dispatch_tc(bool backward, int hd, int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
-                 float* lse, const void* dout, void* dqkv, float* dvec, void* out_fwd, cudaStream_t s) {
-  switch (hd) {
-    case 16: launch_tc<16>(backward, B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, out_fwd, s); break;
-    case 32: launch_tc<32>(backward, B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, out_fwd, s); break;
-    case 48: launch_tc<48>(backward, B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, out_fwd, s); break;
-    case 64: launch_tc<64>(backward, B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, out_fwd, s); break;
-    default: KAT_CHECK(false, "attention: no tensor-core path for head dim ", hd);
-  }
 }
 
 #define KAT_ATTN_DISPATCH(HDV, CALL)                                       \
@@ -683,8 +324,7 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, c
   const int hd = int(D / H);
   const float scale = 1.0f / std::sqrt(float(hd));
   if (use_tc(st, hd)) {
-    KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && D % 8 == 0, "attention: tensor-core path needs 16-byte rows");
-    dispatch_tc(false, hd, B, int(N), int(D), int(H), scale, qkv, nullptr, lse, nullptr, nullptr, nullptr, out, stream);
+    attention_mma_forward(B, N, D, H, qkv, out, lse, stream);
     return;
   }
 #define KAT_FWD(DH)                                                                                   \
@@ -709,9 +349,7 @@ void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, 
   const float scale = 1.0f / std::sqrt(float(hd));
   float* dvec = static_cast<float*>(workspace);
   if (use_tc(st, hd)) {
-    KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0 && D % 8 == 0,
-              "attention: tensor-core path needs 16-byte rows");
-    dispatch_tc(true, hd, B, int(N), int(D), int(H), scale, qkv, out, const_cast<float*>(lse), dout, dqkv, dvec, nullptr, stream);
+    attention_mma_backward(B, N, D, H, qkv, out, lse, dout, dqkv, dvec, stream);
     return;
   }
 #define KAT_BWD(DH)                                                                                       \

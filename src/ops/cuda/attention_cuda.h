@@ -12,12 +12,11 @@
 // Q,dout (dk, dv) of the (image, head) staged in shared memory as fp32; 4 threads per row, each
 // owning every 4th channel; dot products combined with warp shuffles in a fixed order. Every sum
 // runs in a fixed order: bitwise reproducible, no atomics.
-// bf16 storage with hd % 16 == 0 uses a tensor-core path instead (WMMA bf16 -> fp32; blocks of 4
-// warps x 16 rows; K, V (or Q, dout) of the (image, head) staged in shared memory as bf16; the
-// forward keeps each warp's 16 x N score strip in shared memory and does an exact softmax; the
-// backward recomputes S and dP in chunks of 64 from lse). P, P^T and dS are rounded to bf16 before
-// their second GEMM (as FlashAttention does). Also deterministic. KAT_ATTN_SIMT=1 in the
-// environment (or attention_force_simt(true)) selects the CUDA-core kernels for bf16 as well.
+// bf16 storage with hd in {16, 32, 48, 64} uses a tensor-core path instead (attention_mma.cu:
+// FlashAttention-2 style, mma.sync bf16 -> fp32, online softmax, fragments in registers). P, P^T
+// and dS are rounded to bf16 before their second GEMM (as FlashAttention does). Also
+// deterministic. KAT_ATTN_SIMT=1 in the environment (or attention_force_simt(true)) selects the
+// CUDA-core kernels for bf16 as well.
 #pragma once
 #include <cstddef>
 #include <cstdint>

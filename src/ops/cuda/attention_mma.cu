@@ -1,0 +1,450 @@
+// Tensor-core attention core (bf16 storage, head dim 16/32/48/64, N <= 256), FlashAttention-2
+// style with mma.sync m16n8k16 (see mma_bf16.cuh for the fragment layouts). Same contract as
+// attention_cuda.h; called from there.
+//
+// Blocks of 4 warps; a warp owns 16 rows (queries in the forward and dq kernels, keys in the dk/dv
+// kernel) and keeps everything of those rows in registers: its A fragments (Q, dout or K, V), the
+// fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of scores. The other operand of the
+// (image, head) — K, V or Q, dout: at most 256 x 64 bf16 each — is staged once per block in shared
+// memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
+// addresses of an ldmatrix fall in 8 different bank quads) and read with ldmatrix (.trans for the
+// operand of the second GEMM). Keys/queries are walked in chunks of 64, the last chunk only over
+// its valid 16-row subtiles (N = 197 -> 13 subtiles, not 16).
+//
+// Forward: online softmax in the log2 domain (S * scale * log2 e, exp2f), P rounded to bf16 for
+// P V, lse stored in natural log. Backward: the dq kernel computes the row terms Dv_i = dout_i . out_i
+// (written to the workspace) and dq; the dk/dv kernel, launched after it, reads Dv. P, P^T and dS
+// are rounded to bf16 before their second GEMM, as FlashAttention does. All sums in fixed order,
+// no atomics: bitwise reproducible.
+#include "ops/cuda/attention_mma.h"
+
+#include <cuda_bf16.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/mma_bf16.cuh"
+
+namespace kat::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using mma::ldsm_x4;
+using mma::ldsm_x4_trans;
+using mma::mma_bf16;
+using mma::smem_addr;
+using mma::to_a;
+
+constexpr int kWarps = 4, kThreads = 32 * kWarps, kRowsPerBlock = 16 * kWarps;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+__host__ __device__ constexpr int pad16(int n) { return (n + 15) / 16 * 16; }
+template <int HD>
+__host__ __device__ constexpr int ld_smem() { return HD + 8; }
+
+// Rows [0, n) of a (rows x HD) strided bf16 matrix into shared memory (ld HD + 8); rows [n, rows) zero.
+template <int HD>
+__device__ __forceinline__ void stage_rows(const bf16* __restrict__ src, int64_t ld_row, int n, int rows, bf16* dst) {
+  constexpr int V = HD / 8;  // 16-byte chunks per row
+  for (int idx = threadIdx.x; idx < rows * V; idx += blockDim.x) {
+    const int r = idx / V, c = idx - r * V;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < n) v = *reinterpret_cast<const uint4*>(src + int64_t(r) * ld_row + c * 8);
+    *reinterpret_cast<uint4*>(dst + r * ld_smem<HD>() + c * 8) = v;
+  }
+}
+
+__device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// A fragments of rows [r0, r0 + 16) x cols [0, HD) of a row-major bf16 matrix in global memory;
+// rows >= n read as zero.
+template <int HD>
+__device__ __forceinline__ void load_a_global(uint32_t (&a)[HD / 16][4], const bf16* __restrict__ base, int64_t ld_row,
+                                              int r0, int n) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int ra = r0 + g, rb = r0 + g + 8;
+  const bf16* pa = base + int64_t(ra) * ld_row + 2 * t;
+  const bf16* pb = base + int64_t(rb) * ld_row + 2 * t;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    a[kk][0] = ra < n ? ld32(pa + kk * 16) : 0u;
+    a[kk][1] = rb < n ? ld32(pb + kk * 16) : 0u;
+    a[kk][2] = ra < n ? ld32(pa + kk * 16 + 8) : 0u;
+    a[kk][3] = rb < n ? ld32(pb + kk * 16 + 8) : 0u;
+  }
+}
+
+// acc (16 x 64: tiles of 8 columns) = A (16 x HD) . R^T, R = 64 consecutive rows of a staged
+// smem matrix starting at R0; only the first nsub 16-row subtiles of R (the rest stay zero).
+template <int HD>
+__device__ __forceinline__ void mma_abt(float (&acc)[8][4], const uint32_t (&a)[HD / 16][4], const bf16* R0, int nsub) {
+  constexpr int LD = ld_smem<HD>();
+  const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  const bf16* lane_row = R0 + ((m >> 1) * 8 + r) * LD + (m & 1) * 8;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (j < nsub) {
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        uint32_t b[4];
+        ldsm_x4(b, smem_addr(lane_row + j * 16 * LD + kk * 16));
+        mma_bf16(acc[2 * j], a[kk], b[0], b[1]);
+        mma_bf16(acc[2 * j + 1], a[kk], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// acc (16 x HD) += P (16 x 64, A fragments p[j] for columns 16j..16j+15) . R (64 rows x HD of a
+// staged smem matrix starting at R0); only the first nsub subtiles.
+template <int HD>
+__device__ __forceinline__ void mma_pr(float (&acc)[HD / 8][4], const uint32_t (&p)[4][4], const bf16* R0, int nsub) {
+  constexpr int LD = ld_smem<HD>();
+  const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+  const bf16* lane_row = R0 + ((m & 1) * 8 + r) * LD + (m >> 1) * 8;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (j < nsub) {
+#pragma unroll
+      for (int dp = 0; dp < HD / 16; ++dp) {
+        uint32_t b[4];
+        ldsm_x4_trans(b, smem_addr(lane_row + j * 16 * LD + dp * 16));
+        mma_bf16(acc[2 * dp], p[j], b[0], b[1]);
+        mma_bf16(acc[2 * dp + 1], p[j], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Sum / max over the 4 lanes of a quad (the lanes sharing a fragment row); fixed order.
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+// Stores rows g, g+8 of a 16 x HD fp32 accumulator (times mul) as bf16 at row r0 of a row-major matrix.
+template <int HD>
+__device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], float mul0, float mul1, bf16* base,
+                                           int64_t ld_row, int r0, int n) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int ra = r0 + g, rb = r0 + g + 8;
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) {
+    const int col = dt * 8 + 2 * t;
+    if (ra < n)
+      *reinterpret_cast<uint32_t*>(base + int64_t(ra) * ld_row + col) = vecio::pack_bf16x2(acc[dt][0] * mul0, acc[dt][1] * mul0);
+    if (rb < n)
+      *reinterpret_cast<uint32_t*>(base + int64_t(rb) * ld_row + col) = vecio::pack_bf16x2(acc[dt][2] * mul1, acc[dt][3] * mul1);
+  }
+}
+
+template <int HD>
+std::size_t two_operand_smem(int N) {
+  return std::size_t(2) * pad16(N) * ld_smem<HD>() * sizeof(bf16);
+}
+
+// grid (ceil(N / 64), H, B). smem: K, V of the (image, head).
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_fwd_mma_kernel(int N, int D, int H, float scale_log2,
+                                                                const bf16* __restrict__ qkv, bf16* __restrict__ out,
+                                                                float* __restrict__ lse) {
+  constexpr int LD = ld_smem<HD>();
+  const int NP = pad16(N);
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Vs = Ks + NP * LD;
+  const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int r0 = blockIdx.x * kRowsPerBlock + warp * 16;
+  const int64_t ld3 = 3 * int64_t(D);
+  const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
+  stage_rows<HD>(base + D, ld3, N, NP, Ks);
+  stage_rows<HD>(base + 2 * D, ld3, N, NP, Vs);
+  uint32_t qa[HD / 16][4];
+  load_a_global<HD>(qa, base, ld3, r0, N);
+  __syncthreads();
+  if (r0 >= N) return;
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};  // rows g, g + 8 (this lane's part of l)
+  for (int c = 0; c < NP; c += 64) {
+    const int nsub = min(4, (NP - c) / 16);
+    float s[8][4];
+    mma_abt<HD>(s, qa, Ks + c * LD, nsub);
+    float cmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = c + nt * 8 + 2 * t + (e & 1);
+        const float v = key < N ? s[nt][e] * scale_log2 : -INFINITY;
+        s[nt][e] = v;
+        cmax[e >> 1] = fmaxf(cmax[e >> 1], v);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float mnew = fmaxf(mrow[i], quad_max(cmax[i]));  // finite: key c < N is in this chunk
+      corr[i] = exp2f(mrow[i] - mnew);
+      mrow[i] = mnew;
+      lrow[i] *= corr[i];
+    }
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; ++dt) {
+      o[dt][0] *= corr[0];
+      o[dt][1] *= corr[0];
+      o[dt][2] *= corr[1];
+      o[dt][3] *= corr[1];
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[nt][e] - mrow[e >> 1]);  // masked keys: exp2(-inf) = 0
+        s[nt][e] = p;
+        lrow[e >> 1] += p;
+      }
+    }
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) to_a(pa[j], s[2 * j], s[2 * j + 1]);
+    mma_pr<HD>(o, pa, Vs + c * LD, nsub);
+  }
+  const float l0 = quad_sum(lrow[0]), l1 = quad_sum(lrow[1]);
+  store_rows<HD>(o, 1.f / l0, 1.f / l1, out + int64_t(b) * N * D + h * HD, D, r0, N);
+  if (t == 0) {
+    float* lrow_out = lse + (int64_t(b) * H + h) * N;
+    if (r0 + g < N) lrow_out[r0 + g] = (mrow[0] + log2f(l0)) * kLn2;
+    if (r0 + g + 8 < N) lrow_out[r0 + g + 8] = (mrow[1] + log2f(l1)) * kLn2;
+  }
+}
+
+// dq and the row terms Dv. grid (ceil(N / 64), H, B). smem: K, V of the (image, head).
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2,
+                                                                   const bf16* __restrict__ qkv,
+                                                                   const bf16* __restrict__ out,
+                                                                   const float* __restrict__ lse,
+                                                                   const bf16* __restrict__ dout,
+                                                                   bf16* __restrict__ dqkv, float* __restrict__ dvec) {
+  constexpr int LD = ld_smem<HD>();
+  const int NP = pad16(N);
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Vs = Ks + NP * LD;
+  const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int r0 = blockIdx.x * kRowsPerBlock + warp * 16;
+  const int64_t ld3 = 3 * int64_t(D);
+  const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
+  stage_rows<HD>(base + D, ld3, N, NP, Ks);
+  stage_rows<HD>(base + 2 * D, ld3, N, NP, Vs);
+  uint32_t qa[HD / 16][4], ga[HD / 16][4];
+  load_a_global<HD>(qa, base, ld3, r0, N);
+  load_a_global<HD>(ga, dout + int64_t(b) * N * D + h * HD, D, r0, N);
+  // Row terms from the same fragment layout: this lane's products, then the quad sum.
+  float dv[2], lse2[2];
+  {
+    uint32_t oa[HD / 16][4];
+    load_a_global<HD>(oa, out + int64_t(b) * N * D + h * HD, D, r0, N);
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        s0 += vecio::bf16_lo(ga[kk][e]) * vecio::bf16_lo(oa[kk][e]) + vecio::bf16_hi(ga[kk][e]) * vecio::bf16_hi(oa[kk][e]);
+        s1 += vecio::bf16_lo(ga[kk][e + 1]) * vecio::bf16_lo(oa[kk][e + 1]) +
+              vecio::bf16_hi(ga[kk][e + 1]) * vecio::bf16_hi(oa[kk][e + 1]);
+      }
+    }
+    dv[0] = quad_sum(s0);
+    dv[1] = quad_sum(s1);
+    const int64_t rowbase = (int64_t(b) * H + h) * N;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = r0 + g + 8 * i;
+      // Rows past N: lse2 = +inf makes their P (and dS) exactly zero.
+      lse2[i] = row < N ? lse[rowbase + row] * kLog2e : INFINITY;
+      if (t == 0 && row < N) dvec[rowbase + row] = dv[i];
+    }
+  }
+  __syncthreads();
+  if (r0 >= N) return;
+
+  float dq[HD / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+  for (int c = 0; c < NP; c += 64) {
+    const int nsub = min(4, (NP - c) / 16);
+    float s[8][4], dp[8][4];
+    mma_abt<HD>(s, qa, Ks + c * LD, nsub);
+    mma_abt<HD>(dp, ga, Vs + c * LD, nsub);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = c + nt * 8 + 2 * t + (e & 1);
+        const float p = key < N ? exp2f(s[nt][e] * scale_log2 - lse2[e >> 1]) : 0.f;
+        s[nt][e] = p * (dp[nt][e] - dv[e >> 1]);  // dS
+      }
+    }
+    uint32_t dsa[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) to_a(dsa[j], s[2 * j], s[2 * j + 1]);
+    mma_pr<HD>(dq, dsa, Ks + c * LD, nsub);
+  }
+  store_rows<HD>(dq, scale, scale, dqkv + int64_t(b) * N * ld3 + h * HD, ld3, r0, N);
+}
+
+// dk, dv. grid (ceil(N / 64), H, B), a warp per 16 keys. smem: Q, dout of the (image, head), and
+// lse * log2 e, Dv per query.
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2,
+                                                                    const bf16* __restrict__ qkv,
+                                                                    const float* __restrict__ lse,
+                                                                    const bf16* __restrict__ dout,
+                                                                    const float* __restrict__ dvec,
+                                                                    bf16* __restrict__ dqkv) {
+  constexpr int LD = ld_smem<HD>();
+  const int NP = pad16(N);
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Gs = Qs + NP * LD;
+  // Per query, over whole 64-chunks (the unused subtiles of the last chunk read them too):
+  const int NC = (N + 63) / 64 * 64;
+  float* L2s = reinterpret_cast<float*>(Gs + NP * LD);  // NC: lse * log2 e (+inf past N)
+  float* Ds = L2s + NC;                                  // NC: Dv (0 past N)
+  const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int t = lane & 3;
+  const int r0 = blockIdx.x * kRowsPerBlock + warp * 16;
+  const int64_t ld3 = 3 * int64_t(D);
+  const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
+  stage_rows<HD>(base, ld3, N, NP, Qs);
+  stage_rows<HD>(dout + int64_t(b) * N * D + h * HD, D, N, NP, Gs);
+  const int64_t rowbase = (int64_t(b) * H + h) * N;
+  for (int i = threadIdx.x; i < NC; i += blockDim.x) {
+    L2s[i] = i < N ? lse[rowbase + i] * kLog2e : INFINITY;
+    Ds[i] = i < N ? dvec[rowbase + i] : 0.f;
+  }
+  uint32_t ka[HD / 16][4], va[HD / 16][4];
+  load_a_global<HD>(ka, base + D, ld3, r0, N);
+  load_a_global<HD>(va, base + 2 * D, ld3, r0, N);
+  __syncthreads();
+  if (r0 >= N) return;
+
+  float dk[HD / 8][4], dvacc[HD / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) {
+    dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
+    dvacc[dt][0] = dvacc[dt][1] = dvacc[dt][2] = dvacc[dt][3] = 0.f;
+  }
+  for (int c = 0; c < NP; c += 64) {
+    const int nsub = min(4, (NP - c) / 16);
+    float st[8][4], dpt[8][4];  // S^T, dP^T: rows = this warp's keys, columns = queries c..c+63
+    mma_abt<HD>(st, ka, Qs + c * LD, nsub);
+    mma_abt<HD>(dpt, va, Gs + c * LD, nsub);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const int q = c + nt * 8 + 2 * t;  // columns q, q + 1 (< NC)
+      const float2 l2 = *reinterpret_cast<const float2*>(L2s + q);
+      const float2 dd = *reinterpret_cast<const float2*>(Ds + q);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(st[nt][e] * scale_log2 - ((e & 1) ? l2.y : l2.x));  // 0 past N
+        st[nt][e] = p;
+        dpt[nt][e] = p * (dpt[nt][e] - ((e & 1) ? dd.y : dd.x));
+      }
+    }
+    uint32_t pa[4][4], dsa[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      to_a(pa[j], st[2 * j], st[2 * j + 1]);
+      to_a(dsa[j], dpt[2 * j], dpt[2 * j + 1]);
+    }
+    mma_pr<HD>(dvacc, pa, Gs + c * LD, nsub);
+    mma_pr<HD>(dk, dsa, Qs + c * LD, nsub);
+  }
+  bf16* dbase = dqkv + int64_t(b) * N * ld3 + h * HD;
+  store_rows<HD>(dk, scale, scale, dbase + D, ld3, r0, N);
+  store_rows<HD>(dvacc, 1.f, 1.f, dbase + 2 * D, ld3, r0, N);
+}
+
+template <typename K>
+void set_smem(K kernel, std::size_t bytes) {
+  if (bytes > 48 * 1024)
+    KAT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+template <int HD>
+void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse, cudaStream_t s) {
+  const dim3 grid((N + kRowsPerBlock - 1) / kRowsPerBlock, H, unsigned(B));
+  const std::size_t smem = two_operand_smem<HD>(N);
+  set_smem(attn_fwd_mma_kernel<HD>, smem);
+  attn_fwd_mma_kernel<HD><<<grid, kThreads, smem, s>>>(N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv),
+                                                       static_cast<bf16*>(out), lse);
+  KAT_CUDA_CHECK_LAUNCH();
+}
+
+template <int HD>
+void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out, const float* lse,
+                     const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+  const dim3 grid((N + kRowsPerBlock - 1) / kRowsPerBlock, H, unsigned(B));
+  const auto* q = static_cast<const bf16*>(qkv);
+  const auto* g = static_cast<const bf16*>(dout);
+  auto* dq = static_cast<bf16*>(dqkv);
+  const std::size_t smem1 = two_operand_smem<HD>(N);
+  set_smem(attn_bwd_dq_mma_kernel<HD>, smem1);
+  attn_bwd_dq_mma_kernel<HD><<<grid, kThreads, smem1, s>>>(N, D, H, scale, scale * kLog2e, q,
+                                                           static_cast<const bf16*>(out), lse, g, dq, dvec);
+  KAT_CUDA_CHECK_LAUNCH();
+  const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
+  set_smem(attn_bwd_dkv_mma_kernel<HD>, smem2);
+  attn_bwd_dkv_mma_kernel<HD><<<grid, kThreads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
+  KAT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool attention_mma_supported(int64_t hd) { return hd == 16 || hd == 32 || hd == 48 || hd == 64; }
+
+void attention_mma_forward(int64_t B, int64_t N, int64_t D, int64_t H, const void* qkv, void* out, float* lse,
+                           cudaStream_t stream) {
+  const int hd = int(D / H);
+  KAT_CHECK(attention_mma_supported(hd), "attention: no tensor-core path for head dim ", hd);
+  KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && D % 8 == 0, "attention: tensor-core path needs 16-byte rows");
+  const float scale = 1.0f / std::sqrt(float(hd));
+  switch (hd) {
+    case 16: launch_forward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    case 32: launch_forward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    case 48: launch_forward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    default: launch_forward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+  }
+}
+
+void attention_mma_backward(int64_t B, int64_t N, int64_t D, int64_t H, const void* qkv, const void* out,
+                            const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t stream) {
+  const int hd = int(D / H);
+  KAT_CHECK(attention_mma_supported(hd), "attention: no tensor-core path for head dim ", hd);
+  KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0 && D % 8 == 0,
+            "attention: tensor-core path needs 16-byte rows");
+  const float scale = 1.0f / std::sqrt(float(hd));
+  switch (hd) {
+    case 16: launch_backward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
+    case 32: launch_backward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
+    case 48: launch_backward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
+    default: launch_backward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
+  }
+}
+
+}  // namespace kat::cuda
