@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ITERS=${1:-5}
 PY=${PYTHON:-/usr/bin/python3}
 T=$(nproc)
-echo "mode,model,batch,threads,img_per_s,ms" | tee /tmp/kat_cpu_bench.csv
+echo "mode,model,batch,threads,img_per_s,ms,device_mib" | tee /tmp/kat_cpu_bench.csv
 for spec in "kat_micro_patch4_28 128" "deit_micro_patch4_28 128" "kat_tiny_patch16_224 32" "deit_tiny_patch16_224 32"; do
   set -- $spec
   build/kat bench infer --model "$1" --batch "$2" --iters "$ITERS" --csv | sed 's/^infer/kat_infer/' | tee -a /tmp/kat_cpu_bench.csv

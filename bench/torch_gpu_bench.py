@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""PyTorch/timm reference throughput on the GPU for bench/run_model_h200.sh.
+"""PyTorch/timm reference throughput on the GPU, and the side-by-side table with our engine.
 
-timm deit_tiny_patch16_224 (drop_path_rate 0.1, as configs/deit_tiny_patch16_224.json), batch 256,
-224^2, synthetic data, bf16 autocast, fused AdamW:
+timm deit_{tiny,small,base}_patch16_224 (drop_path_rate 0.1, as our configs), synthetic 224^2
+data, bf16 autocast, fused AdamW:
   train step = zero_grad + forward + soft-target cross-entropy (label smoothing 0.1) + backward
                + AdamW step
   inference  = forward under torch.inference_mode
 eager, and torch.compile with --compile. CUDA events around each iteration after warm-up; median.
-With --ours CSV (written by gpu_model_check_main bench) prints one table with the ratio
-ours / PyTorch (DeiT-T eager as the reference for both of our models: timm has no KAT).
+Peak memory = torch.cuda.max_memory_allocated over the timed phase (tensors only: the CUDA
+context and allocator slack are not counted; ours counts everything it holds, see kat bench).
+
+--ours CSV: lines of `kat bench {train,infer} --device cuda --csv` (bench/gpu_vs_pytorch.sh writes
+them) or of gpu_model_check_main bench. Each of our models is compared with the timm DeiT of the
+same size (kat_tiny and deit_tiny -> timm deit_tiny): timm has no KAT.
 """
 import argparse
 import csv
+import gc
 import statistics
 import sys
 
@@ -23,6 +28,7 @@ def time_it(fn, warmup, iters):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     ms = []
     for _ in range(iters):
         e0 = torch.cuda.Event(enable_timing=True)
@@ -32,7 +38,7 @@ def time_it(fn, warmup, iters):
         e1.record()
         e1.synchronize()
         ms.append(e0.elapsed_time(e1))
-    return statistics.median(ms)
+    return statistics.median(ms), torch.cuda.max_memory_allocated() / 2**20
 
 
 def bench(model_name, batch, iters, compile_):
@@ -62,56 +68,73 @@ def bench(model_name, batch, iters, compile_):
     tr = time_it(train_step, warm, iters)
     model.eval()
     inf = time_it(infer, warm, iters)
+    del model, opt, fwd, x, t
+    gc.collect()
+    torch.cuda.empty_cache()
     return tr, inf
+
+
+def size_of(name):
+    for s in ("tiny", "small", "base"):
+        if f"_{s}_" in name:
+            return s
+    return None
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="deit_tiny_patch16_224", help="comma-separated timm names")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--ours", default=None, help="CSV of gpu_model_check_main bench")
+    ap.add_argument("--ours", default=None, help="CSV of kat bench --csv (or gpu_model_check_main bench)")
     ap.add_argument("--csv", default=None)
     a = ap.parse_args()
+    models = [m for m in a.models.split(",") if m]
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, batch {a.batch}, bf16 autocast, fused AdamW")
-    rows = {}
+    rows = {}  # (size, mode, variant) -> (img/s, MiB)
     variants = [("eager", False)] + ([("compile", True)] if a.compile else [])
-    for vname, comp in variants:
-        try:
-            tr, inf = bench("deit_tiny_patch16_224", a.batch, a.iters, comp)
-        except Exception as e:  # compile may fail on a bare machine; keep the eager numbers
-            print(f"  {vname}: failed: {e}", file=sys.stderr)
-            continue
-        rows[("train", vname)] = a.batch / (tr * 1e-3)
-        rows[("infer", vname)] = a.batch / (inf * 1e-3)
-        print(f"  timm deit_tiny {vname:8s} train {tr:8.2f} ms {a.batch / (tr * 1e-3):9.0f} img/s   "
-              f"infer {inf:8.2f} ms {a.batch / (inf * 1e-3):9.0f} img/s", flush=True)
+    for m in models:
+        for vname, comp in variants:
+            try:
+                (tr, trm), (inf, infm) = bench(m, a.batch, a.iters, comp)
+            except Exception as e:  # compile may fail on a bare machine; keep the eager numbers
+                print(f"  {m} {vname}: failed: {e}", file=sys.stderr)
+                continue
+            rows[(size_of(m), "train", vname)] = (a.batch / (tr * 1e-3), trm)
+            rows[(size_of(m), "infer", vname)] = (a.batch / (inf * 1e-3), infm)
+            print(f"  timm {m} {vname:8s} train {tr:8.2f} ms {a.batch / (tr * 1e-3):9.0f} img/s {trm:7.0f} MiB   "
+                  f"infer {inf:8.2f} ms {a.batch / (inf * 1e-3):9.0f} img/s {infm:7.0f} MiB", flush=True)
     if a.csv:
         with open(a.csv, "w") as f:
-            f.write("model,mode,variant,img_per_s\n")
-            for (mode, v), ips in rows.items():
-                f.write(f"deit_tiny_patch16_224,{mode},{v},{ips:.1f}\n")
-    if a.ours:
-        try:
-            ours = list(csv.DictReader(open(a.ours)))
-        except OSError:
-            ours = []
-        print()
-        hdr = "| ours: model | mode | ours img/s | timm DeiT-T eager img/s | ours/eager |"
-        if ("train", "compile") in rows:
-            hdr += " timm DeiT-T compile img/s | ours/compile |"
-        print(hdr)
-        print("|" + "---|" * (hdr.count("|") - 1))
-        for r in ours:
-            mode = r["mode"]
-            ips = float(r["img_per_s"])
-            line = f"| {r['model']} ({r['precision']}, B={r['batch']}) | {mode} | {ips:.0f} |"
-            e = rows.get((mode, "eager"))
-            line += f" {e:.0f} | {ips / e:.2f} |" if e else " - | - |"
-            if ("train", "compile") in rows:
-                c = rows.get((mode, "compile"))
-                line += f" {c:.0f} | {ips / c:.2f} |" if c else " - | - |"
-            print(line)
+            f.write("size,mode,variant,img_per_s,peak_mib\n")
+            for (size, mode, v), (ips, mib) in rows.items():
+                f.write(f"{size},{mode},{v},{ips:.1f},{mib:.0f}\n")
+    if not a.ours:
+        return
+    try:
+        ours = list(csv.DictReader(open(a.ours)))
+    except OSError:
+        ours = []
+    compiled = any(k[2] == "compile" for k in rows)
+    print()
+    hdr = "| ours: model | mode | ours img/s | ours MiB | timm DeiT eager img/s | MiB | ours/eager |"
+    if compiled:
+        hdr += " timm DeiT compile img/s | ours/compile |"
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for r in ours:
+        mode, size = r["mode"], size_of(r["model"])
+        ips = float(r["img_per_s"])
+        mib = r.get("device_mib") or "-"
+        where = r.get("where") or r.get("precision", "")
+        line = f"| {r['model']} ({where}, B={r['batch']}) | {mode} | {ips:.0f} | {mib} |"
+        e = rows.get((size, mode, "eager"))
+        line += f" {e[0]:.0f} | {e[1]:.0f} | {ips / e[0]:.2f} |" if e else " - | - | - |"
+        if compiled:
+            c = rows.get((size, mode, "compile"))
+            line += f" {c[0]:.0f} | {ips / c[0]:.2f} |" if c else " - | - |"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -207,15 +207,14 @@ TEST(TrainDevice, ParseAndClearErrors) {
   EXPECT_THROW(parse_device("cuda:1x"), Error);
   TrainConfig c;
   c.device = "cuda";
-  c.ema_decay = 0.999;  // not on the GPU yet: rejected up front, naming the flags
-  try {
-    c.validate();
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--ema"), std::string::npos) << e.what();
-  }
+  c.ema_decay = 0.999;  // the whole recipe runs on the GPU: accumulation, clipping and EMA validate
+  c.accum_steps = 2;
+  c.clip_grad = 1.0;
+  EXPECT_NO_THROW(c.validate());
+  c.device = "gpu:0";
+  EXPECT_THROW(c.validate(), Error);
+  c.device = "cuda";
   if (!cuda_available()) {  // CI: no GPU -> a clear error, not a crash
-    c.ema_decay = 0;
     c.out_dir = (fs::temp_directory_path() / "kat_test_nogpu").string();
     c.train_subset = 256;
     c.test_subset = 64;

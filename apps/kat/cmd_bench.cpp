@@ -42,7 +42,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--iters", o->iters, "Timed iterations (median reported)")->capture_default_str();
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_flag("--fp32", o->fp32, "GPU: fp32 storage instead of bf16 (for checking)");
-  sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,threads,img_per_s,ms_per_iter");
+  sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,where,img_per_s,ms_per_iter,device_mib");
   registry().push_back({sub, [o] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
     ModelConfig cfg = ModelConfig::load(o->model);
@@ -90,11 +90,14 @@ void register_bench(CLI::App& app) {
     }
     const double med = median(times);
     const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") : std::to_string(omp_get_max_threads()) + " threads";
+    // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
+    const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
     if (o->csv)
-      std::printf("%s,%s,%d,%s,%.1f,%.3f\n", o->mode.c_str(), cfg.name.c_str(), B, where.c_str(), B / med, med * 1e3);
+      std::printf("%s,%s,%d,%s,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, where.c_str(), B / med, med * 1e3, mib);
     else
-      std::printf("%s %s batch %d, %s: %.1f img/s (%.2f ms per %s)\n", cfg.name.c_str(), o->mode.c_str(), B,
-                  where.c_str(), B / med, med * 1e3, train ? "step" : "batch");
+      std::printf("%s %s batch %d, %s: %.1f img/s (%.2f ms per %s)%s\n", cfg.name.c_str(), o->mode.c_str(), B,
+                  where.c_str(), B / med, med * 1e3, train ? "step" : "batch",
+                  gpu ? (", device memory " + std::to_string(int(mib + 0.5)) + " MiB").c_str() : "");
     return 0;
   }});
 }

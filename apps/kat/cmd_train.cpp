@@ -24,7 +24,7 @@ void register_train(CLI::App& app) {
                   "Dataset: fashion-mnist | mnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | folder:DIR")->capture_default_str();
   sub->add_option("--out,-o", c->out_dir, "Run directory (default: runs/<model>-<date>-<time>)");
   sub->add_option("--resume", *resume, "Resume the newest checkpoint in this run directory (its saved config is used; only --device, --max-steps and --no-progress apply)");
-  sub->add_option("--device", c->device, "cpu, cuda or cuda:N (GPU: bf16 compute, fp32 master weights; no --accum/--clip-grad/--ema yet)")->capture_default_str();
+  sub->add_option("--device", c->device, "cpu, cuda or cuda:N (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping on the device)")->capture_default_str();
   sub->add_option("--epochs", c->epochs, "Epochs")->capture_default_str();
   sub->add_option("--batch,-b", c->batch, "Images per micro-batch")->capture_default_str();
   sub->add_option("--accum", c->accum_steps, "Micro-batches per optimizer step (gradient accumulation)")->capture_default_str();

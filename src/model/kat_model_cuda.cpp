@@ -86,6 +86,8 @@ KatModelCuda::KatModelCuda(const ModelConfig& cfg, Precision prec, cudaStream_t 
   KAT_CUDA_CHECK(cudaMemset(m_, 0, nb));
   KAT_CUDA_CHECK(cudaMemset(v_, 0, nb));
   if (wbf16_) KAT_CUDA_CHECK(cudaMemset(wbf16_, 0, size_t(dev_total_) * 2));
+  KAT_CUDA_CHECK(cudaMalloc(&clip_ws_, cuda::clip_grad_norm_workspace_bytes()));
+  KAT_CUDA_CHECK(cudaMemset(clip_ws_, 0, cuda::clip_grad_norm_workspace_bytes()));
   cudaEvent_t ev;
   KAT_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
   dp_event_ = ev;
@@ -95,7 +97,8 @@ KatModelCuda::KatModelCuda(const ModelConfig& cfg, Precision prec, cudaStream_t 
 KatModelCuda::~KatModelCuda() {
   cudaStreamSynchronize(stream_);
   for (void* p : {static_cast<void*>(params_), static_cast<void*>(grads_), static_cast<void*>(m_),
-                  static_cast<void*>(v_), static_cast<void*>(decay_), wbf16_, arena_, ws_})
+                  static_cast<void*>(v_), static_cast<void*>(decay_), wbf16_, arena_, ws_,
+                  static_cast<void*>(ema_), clip_ws_})
     if (p) cudaFree(p);
   if (dp_host_) cudaFreeHost(dp_host_);
   if (dp_event_) cudaEventDestroy(static_cast<cudaEvent_t>(dp_event_));
@@ -108,14 +111,58 @@ int64_t KatModelCuda::device_offset(const std::string& name) const {
   return -1;
 }
 
-void KatModelCuda::upload_params(const float* host) {
-  std::vector<float> buf(size_t(dev_total_), 0.0f);
-  const auto& specs = table_.specs();
+namespace {
+// Host flat (CPU table) layout -> device padded layout (padding zero). Synchronous.
+void upload_padded(const ParamTable& t, const std::vector<int64_t>& dev_off, int64_t total, const float* host,
+                   float* dev, cudaStream_t s) {
+  std::vector<float> buf(size_t(total), 0.0f);
+  const auto& specs = t.specs();
   for (size_t i = 0; i < specs.size(); ++i)
-    std::memcpy(buf.data() + dev_off_[i], host + specs[i].offset, size_t(specs[i].numel) * sizeof(float));
-  KAT_CUDA_CHECK(cudaMemcpyAsync(params_, buf.data(), buf.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    std::memcpy(buf.data() + dev_off[i], host + specs[i].offset, size_t(specs[i].numel) * sizeof(float));
+  KAT_CUDA_CHECK(cudaMemcpyAsync(dev, buf.data(), buf.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+  KAT_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+}  // namespace
+
+void KatModelCuda::upload_params(const float* host) {
+  KAT_CHECK(!ema_swapped_, "KatModelCuda::upload_params: the EMA weights are swapped in (call swap_ema first)");
+  upload_padded(table_, dev_off_, dev_total_, host, params_, stream_);
   if (wbf16_) cuda::convert_f32_to_bf16(dev_total_, params_, wbf16_, stream_);
   KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void KatModelCuda::divide_dlogits(float divisor) {
+  KAT_CHECK(cur_batch_ > 0, "KatModelCuda::divide_dlogits: no forward pass");
+  cuda::divide_inplace(int64_t(cur_batch_) * cfg_.num_classes, st_, dlogits_, divisor, stream_);
+}
+
+void KatModelCuda::clip_grad_norm(double max_norm) {
+  cuda::clip_grad_norm(dev_total_, grads_, max_norm, clip_ws_, stream_);
+}
+
+double KatModelCuda::last_grad_norm() const {
+  double v = 0;
+  KAT_CUDA_CHECK(cudaMemcpyAsync(&v, cuda::clip_grad_norm_result(clip_ws_), sizeof v, cudaMemcpyDeviceToHost, stream_));
+  KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return v;
+}
+
+void KatModelCuda::ema_init(const float* host) {
+  KAT_CHECK(!ema_swapped_, "KatModelCuda::ema_init: the EMA weights are swapped in");
+  if (!ema_) KAT_CUDA_CHECK(cudaMalloc(&ema_, size_t(dev_total_) * sizeof(float)));
+  upload_padded(table_, dev_off_, dev_total_, host, ema_, stream_);
+}
+
+void KatModelCuda::ema_update(double decay) {
+  KAT_CHECK(ema_ && !ema_swapped_, "KatModelCuda::ema_update: ", ema_ ? "the EMA weights are swapped in" : "call ema_init first");
+  cuda::ema_update(dev_total_, ema_, params_, decay, stream_);
+}
+
+void KatModelCuda::swap_ema() {
+  KAT_CHECK(ema_, "KatModelCuda::swap_ema: call ema_init first");
+  std::swap(params_, ema_);
+  ema_swapped_ = !ema_swapped_;
+  if (wbf16_) cuda::convert_f32_to_bf16(dev_total_, params_, wbf16_, stream_);
 }
 
 namespace {
@@ -130,8 +177,12 @@ void download_padded(const ParamTable& t, const std::vector<int64_t>& dev_off, i
 }
 }  // namespace
 
-void KatModelCuda::download_params(float* host) const {
-  download_padded(table_, dev_off_, dev_total_, params_, host, stream_);
+void KatModelCuda::download_params(float* host) const {  // the master weights, also while the EMA is swapped in
+  download_padded(table_, dev_off_, dev_total_, ema_swapped_ ? ema_ : params_, host, stream_);
+}
+void KatModelCuda::download_ema(float* host) const {
+  KAT_CHECK(ema_, "KatModelCuda::download_ema: call ema_init first");
+  download_padded(table_, dev_off_, dev_total_, ema_swapped_ ? params_ : ema_, host, stream_);
 }
 void KatModelCuda::download_grads(float* host) const {
   download_padded(table_, dev_off_, dev_total_, grads_, host, stream_);
@@ -183,6 +234,7 @@ void KatModelCuda::set_optimizer(const AdamWConfig& cfg) {
 }
 
 void KatModelCuda::adamw_step(double lr) {
+  KAT_CHECK(!ema_swapped_, "KatModelCuda::adamw_step: the EMA weights are swapped in (call swap_ema first)");
   ++opt_t_;
   const auto sc = cuda::adamw_scalars(lr, opt_cfg_.beta1, opt_cfg_.beta2, opt_cfg_.eps, opt_cfg_.weight_decay, opt_t_);
   cuda::adamw_step(dev_total_, sc, params_, grads_, m_, v_, decay_, wbf16_, stream_);

@@ -91,6 +91,22 @@ class KatModelCuda {
   void adamw_step(double lr);
   int64_t optimizer_steps() const { return opt_t_; }
 
+  // Gradient accumulation: divide the dlogits of the last loss_forward_backward by divisor (the
+  // number of micro-batches), as the CPU trainer divides dz; then backward() adds to the gradients.
+  void divide_dlogits(float divisor);
+  // torch clip_grad_norm_ over all gradients, on the device (deterministic, no synchronisation).
+  void clip_grad_norm(double max_norm);
+  double last_grad_norm() const;  // synchronises; the norm before the last clip_grad_norm
+
+  // EMA of the fp32 master weights on the device (padded layout, like the parameters).
+  void ema_init(const float* host);  // allocates on the first call; host: KatModel's flat layout
+  void ema_update(double decay);     // ema = decay ema + (1 - decay) params (kat::ema_update)
+  void download_ema(float* host) const;
+  // Exchange the master weights with the EMA and refresh the working copy: call once to evaluate
+  // the EMA weights, once more to go back. ema_swapped() says which state the model is in.
+  void swap_ema();
+  bool ema_swapped() const { return ema_swapped_; }
+
   // One training step on the device: zero_grad, forward(train), loss, backward, AdamW.
   void train_step(const float* images, const float* targets, int B, double lr, float label_smoothing,
                   Rng* rng = nullptr);
@@ -129,6 +145,9 @@ class KatModelCuda {
   float *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
   void* wbf16_ = nullptr;
   uint8_t* decay_ = nullptr;
+  float* ema_ = nullptr;
+  bool ema_swapped_ = false;
+  void* clip_ws_ = nullptr;
   AdamWConfig opt_cfg_;
   int64_t opt_t_ = 0;
 

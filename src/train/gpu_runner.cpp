@@ -43,6 +43,8 @@ struct GpuRunner::Impl {
   std::unique_ptr<KatModelCuda> model;
   float *images = nullptr, *targets = nullptr;  // device (max_batch, C, H, W) and (max_batch, K)
   size_t image_elems = 0, target_elems = 0;
+  double ema_decay = 0;
+  std::size_t free_at_start = 0;
 };
 
 GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch)
@@ -53,6 +55,9 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   KAT_CUDA_CHECK(cudaGetDeviceCount(&n));
   KAT_CHECK(device < n, "--device cuda:", device, ": only ", n, " GPU(s) visible");
   KAT_CUDA_CHECK(cudaSetDevice(device));
+  KAT_CUDA_CHECK(cudaFree(nullptr));  // create the context now, so it is not counted below
+  std::size_t total = 0;
+  KAT_CUDA_CHECK(cudaMemGetInfo(&impl_->free_at_start, &total));
   KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
   impl_->model = std::make_unique<KatModelCuda>(cfg, bf16 ? KatModelCuda::Precision::BF16 : KatModelCuda::Precision::F32,
                                                 impl_->stream);
@@ -78,17 +83,55 @@ void GpuRunner::download_params(float* h) { impl_->model->download_params(h); }
 void GpuRunner::download_moments(float* m, float* v) { impl_->model->download_moments(m, v); }
 void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) { impl_->model->upload_moments(m, v, steps); }
 void GpuRunner::synchronize() { KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+std::size_t GpuRunner::device_bytes_in_use() const {
+  std::size_t free = 0, total = 0;
+  KAT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return impl_->free_at_start > free ? impl_->free_at_start - free : 0;
+}
 
-double GpuRunner::train_step(const float* images, const float* targets, int B, double lr, Rng* rng) {
+void GpuRunner::begin_step() { impl_->model->zero_grad(); }
+
+double GpuRunner::accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng) {
   const ModelConfig& c = impl_->model->config();
+  KAT_CHECK(accum_steps >= 1, "GpuRunner: accum_steps must be >= 1, got ", accum_steps);
   const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size, nt = size_t(B) * c.num_classes;
   KAT_CHECK(ni <= impl_->image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
   if (images)
     KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->images, images, ni * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
   if (targets)
     KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->targets, targets, nt * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
-  impl_->model->train_step(impl_->images, impl_->targets, B, lr, 0.0f, rng);  // smoothing is in the targets
-  return impl_->model->loss_value();
+  KatModelCuda& m = *impl_->model;
+  m.forward(impl_->images, B, true, rng);
+  m.loss_forward_backward(impl_->targets, 0.0f);  // smoothing/mixing are already in the targets
+  if (accum_steps > 1) m.divide_dlogits(float(accum_steps));
+  m.backward(m.dlogits());
+  return m.loss_value();
+}
+
+void GpuRunner::finish_step(double lr, double clip_max_norm) {
+  KatModelCuda& m = *impl_->model;
+  if (clip_max_norm > 0) m.clip_grad_norm(clip_max_norm);
+  m.adamw_step(lr);
+  if (impl_->ema_decay > 0) m.ema_update(impl_->ema_decay);
+}
+
+double GpuRunner::train_step(const float* images, const float* targets, int B, double lr, Rng* rng) {
+  begin_step();
+  const double loss = accumulate(images, targets, B, 1, rng);
+  finish_step(lr, 0.0);
+  return loss;
+}
+
+double GpuRunner::last_grad_norm() { return impl_->model->last_grad_norm(); }
+
+void GpuRunner::ema_init(const float* host, double decay) {
+  KAT_CHECK(decay > 0 && decay < 1, "GpuRunner: EMA decay must be in (0, 1), got ", decay);
+  impl_->model->ema_init(host);
+  impl_->ema_decay = decay;
+}
+void GpuRunner::download_ema(float* host) { impl_->model->download_ema(host); }
+void GpuRunner::use_ema_weights(bool on) {
+  if (impl_->model->ema_swapped() != on) impl_->model->swap_ema();
 }
 
 void GpuRunner::forward(const float* images, int B, float* logits) {
@@ -119,7 +162,15 @@ void GpuRunner::download_params(float*) {}
 void GpuRunner::download_moments(float*, float*) {}
 void GpuRunner::upload_moments(const float*, const float*, int64_t) {}
 void GpuRunner::synchronize() {}
+std::size_t GpuRunner::device_bytes_in_use() const { return 0; }
+void GpuRunner::begin_step() {}
+double GpuRunner::accumulate(const float*, const float*, int, int, Rng*) { return 0; }
+void GpuRunner::finish_step(double, double) {}
 double GpuRunner::train_step(const float*, const float*, int, double, Rng*) { return 0; }
+double GpuRunner::last_grad_norm() { return 0; }
+void GpuRunner::ema_init(const float*, double) {}
+void GpuRunner::download_ema(float*) {}
+void GpuRunner::use_ema_weights(bool) {}
 void GpuRunner::forward(const float*, int, float*) {}
 
 #endif

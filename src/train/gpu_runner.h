@@ -3,6 +3,7 @@
 // numbers out: images and soft targets are uploaded to planned device buffers (no allocation per
 // step), the step runs KatModelCuda (bf16 compute, fp32 master weights and AdamW state).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,13 +28,31 @@ class GpuRunner {
   void download_params(float* host);
   void download_moments(float* m, float* v);
   void upload_moments(const float* m, const float* v, int64_t steps);
-  // One optimizer step on a batch: forward (drop-path from rng) + loss + backward + AdamW at lr.
-  // Returns the loss (synchronises). images / targets null: reuse the batch already on the device.
+  // One optimizer step = begin_step(), accumulate() once per micro-batch, finish_step().
+  void begin_step();  // zero the gradients
+  // Forward (train mode, drop-path from rng) + soft-target loss + backward of one micro-batch,
+  // its dlogits divided by accum_steps (gradients add up to the mean over the micro-batches).
+  // Returns this micro-batch's loss (synchronises). images / targets null: reuse the batch
+  // already on the device.
+  double accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng);
+  // clip_max_norm > 0: torch clip_grad_norm_ first. Then AdamW at lr, then the EMA update if on.
+  void finish_step(double lr, double clip_max_norm);
+  // All three for one batch (no accumulation, no clipping). Returns the loss.
   double train_step(const float* images, const float* targets, int B, double lr, Rng* rng);
+  double last_grad_norm();  // the norm before the last clip (synchronises)
+
+  // EMA of the weights on the device, updated by every finish_step with `decay`.
+  void ema_init(const float* host, double decay);
+  void download_ema(float* host);
+  // true: forward() uses the EMA weights until use_ema_weights(false).
+  void use_ema_weights(bool on);
   // Eval-mode forward; logits (B, classes) written to host (skipped when null). images null: reuse
   // the batch already on the device.
   void forward(const float* images, int B, float* logits);
   void synchronize();
+  // Device memory this runner holds (weights, gradients, moments, activation arena, workspaces,
+  // cuBLASLt): the drop in free device memory since construction began.
+  std::size_t device_bytes_in_use() const;
 
  private:
   struct Impl;

@@ -258,6 +258,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     gpu = std::make_unique<GpuRunner>(mc, parse_device(tc.device), true, ocfg, std::max(tc.batch, tc.eval_batch));
     gpu->upload_params(model.params.data());
     if (ck) gpu->upload_moments(opt.m.data(), opt.v.data(), opt.steps());
+    if (!ema.empty()) gpu->ema_init(ema.data(), tc.ema_decay);
     gpu_logits.resize(size_t(std::max(tc.batch, tc.eval_batch)) * mc.num_classes);
   }
   const ForwardFn eval_forward = gpu ? ForwardFn([&](const float* x, int B) {
@@ -290,6 +291,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
       gpu->download_params(model.params.data());
       gpu->download_moments(opt.m.data(), opt.v.data());
       opt.set_steps(st.step);
+      if (!ema.empty()) gpu->download_ema(ema.data());
     }
     const std::string path = tc.out_dir + "/" + ckpt_name(st.step);
     save_checkpoint(path, model, opt, ema.empty() ? nullptr : &ema, tc, st, train_ds.class_names);
@@ -317,13 +319,18 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     for (int64_t s = first_step; s < steps_per_epoch; ++s) {
       const double lr = cosine_lr(st.step, total_steps, warmup_steps, tc.lr, tc.warmup_lr, tc.min_lr);
       double loss = 0;
-      if (gpu) {  // validate() guarantees accum 1, no clipping, no EMA on the GPU
-        KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
-        Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), 0, dp_tag}));
-        loss = gpu->train_step(batch.images.data(), batch.targets.data(), batch.n, lr, &dp_rng);
-        KAT_CHECK(std::isfinite(loss), "loss became ", loss, " at step ", st.step + 1, " (epoch ", epoch + 1,
-                  ") on ", tc.device, ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
-                  "; resume it with --device cpu to locate the first non-finite layer, or lower --lr.");
+      if (gpu) {  // same sequence as the CPU branch below, on the device (EMA inside finish_step)
+        gpu->begin_step();
+        for (int a = 0; a < tc.accum_steps; ++a) {
+          KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
+          Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), uint64_t(a), dp_tag}));
+          const double l = gpu->accumulate(batch.images.data(), batch.targets.data(), batch.n, tc.accum_steps, &dp_rng);
+          KAT_CHECK(std::isfinite(l), "loss became ", l, " at step ", st.step + 1, " (epoch ", epoch + 1, ") on ",
+                    tc.device, ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
+                    "; resume it with --device cpu to locate the first non-finite layer, or lower --lr / use --clip-grad.");
+          loss += l / tc.accum_steps;
+        }
+        gpu->finish_step(lr, tc.clip_grad);
       } else {
         model.zero_grad();
         for (int a = 0; a < tc.accum_steps; ++a) {
@@ -347,7 +354,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
         if (tc.clip_grad > 0) clip_grad_norm(model.grads, tc.clip_grad);
         opt.step(model.params.data(), model.grads.data(), lr);
       }
-      if (!ema.empty()) ema_update(ema, model.params, tc.ema_decay);
+      if (!gpu && !ema.empty()) ema_update(ema, model.params, tc.ema_decay);
       ++st.step;
       res.step_losses.push_back(loss);
       epoch_loss += loss;
@@ -383,7 +390,9 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     if (!ema.empty()) {
       std::vector<float> raw = model.params;
       model.params = ema;
-      const EvalResult ee = evaluate(model, test_ds, ecfg, false);
+      if (gpu) gpu->use_ema_weights(true);
+      const EvalResult ee = evaluate(model, test_ds, ecfg, false, "ema", eval_forward);
+      if (gpu) gpu->use_ema_weights(false);
       model.params.swap(raw);
       line["ema_test_top1"] = ee.top1;
       line["ema_test_loss"] = ee.loss;

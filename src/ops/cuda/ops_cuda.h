@@ -97,6 +97,19 @@ AdamWScalars adamw_scalars(double lr, double beta1, double beta2, double eps,
 void adamw_step(int64_t n, const AdamWScalars& s, float* params, const float* grads, float* m,
                 float* v, const uint8_t* decay_mask, void* params_bf16, cudaStream_t stream);
 
+// torch.nn.utils.clip_grad_norm_ over n fp32 gradients, as kat::clip_grad_norm: norm = sqrt(sum
+// g^2) (double), and if 0 < max_norm < norm, g *= float(max_norm / (norm + 1e-6)). Everything stays
+// on the device (no synchronisation); the norm before clipping is left in the workspace
+// (clip_grad_norm_result). Deterministic: a two-stage reduction whose order depends only on n.
+// The sum order differs from the CPU's sequential sum: norms agree to ~1e-15 relative.
+std::size_t clip_grad_norm_workspace_bytes();
+void clip_grad_norm(int64_t n, float* grads, double max_norm, void* workspace, cudaStream_t stream);
+const double* clip_grad_norm_result(const void* workspace);  // device pointer to the norm
+
+// x[i] = x[i] / divisor in place (fp32 math, one rounding for bf16): the dlogits of one
+// micro-batch divided by the number of accumulation steps, as the CPU trainer divides dz.
+void divide_inplace(int64_t n, Storage st, void* x, float divisor, cudaStream_t stream);
+
 // ema = float(decay) * ema + float(1 - decay) * params (as kat::ema_update).
 void ema_update(int64_t n, float* ema, const float* params, double decay, cudaStream_t stream);
 
