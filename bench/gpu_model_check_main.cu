@@ -90,10 +90,11 @@ int run_bench(const char* csv_path) {
     const size_t es = kat::cuda::storage_bytes(st);
     kat_model_test::DevBuf qkv(BN * 3 * D * es), out(BN * D * es), lse(B * H * N * 4), dout(BN * D * es),
         dqkv(BN * 3 * D * es), ws(kat::cuda::attention_backward_workspace_bytes(B, N, H)), w(4 * D * D * es),
-        bias(4 * D * 4), h(BN * 4 * D * es), dw(4 * D * D * 4);
+        bias(4 * D * 4), biass(4 * D * es), h(BN * 4 * D * es), dw(4 * D * D * 4);
     for (auto* p : {&qkv, &dout, &h, &w})
       fill_storage_kernel<<<1024, 256, 0, s>>>(p->p, int64_t(p->bytes / es), !f32, 11, p == &w ? 0.02f : 0.5f);
     fill_kernel<<<4, 256, 0, s>>>(bias.as<float>(), 4 * D, 13, 0.02f, 0.f);
+    fill_storage_kernel<<<4, 256, 0, s>>>(biass.p, 4 * D, !f32, 13, 0.02f);
     kat::cuda::Gemm gemm;
     cudaEvent_t c0, c1;
     KAT_CUDA_CHECK(cudaEventCreate(&c0));
@@ -124,6 +125,9 @@ int run_bench(const char* csv_path) {
     kat::cuda::attention_force_simt(false);
     time_op("gemm fc1 fwd, no bias", [&] { gemm.forward(BN, D, 4 * D, st, out.p, w.p, nullptr, h.p, s); });
     time_op("gemm fc1 fwd (BN,192)->(BN,768)", [&] { gemm.forward(BN, D, 4 * D, st, out.p, w.p, bias.as<float>(), h.p, s); });
+    time_op("gemm fc1 fwd, bias epilogue (copy)", [&] {
+      gemm.forward(BN, D, 4 * D, st, out.p, w.p, bias.as<float>(), h.p, s, biass.p);
+    });
     time_op("gemm fc1 bwd data", [&] { gemm.backward_data(BN, D, 4 * D, st, h.p, w.p, out.p, s); });
     time_op("gemm fc1 bwd weight", [&] { gemm.backward_weight(BN, D, 4 * D, st, h.p, out.p, dw.as<float>(), s); });
     kat_model_test::DevBuf cws(kat::cuda::column_sum_workspace_bytes(BN, 4 * D));

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
@@ -244,6 +245,16 @@ void* KatModelCuda::sub(void* base, int64_t elems) const {
   return static_cast<char*>(base) + elems * int64_t(cuda::storage_bytes(st_));
 }
 
+// The bias operand of the GEMM epilogue in bf16 mode (its bf16 working copy; see gemm_cuda.h), or
+// null to add the fp32 bias with the separate kernel (KAT_GEMM_BIAS_KERNEL=1, for comparison).
+const void* KatModelCuda::bias_copy(int64_t off) const {
+  static const bool separate = [] {
+    const char* e = std::getenv("KAT_GEMM_BIAS_KERNEL");
+    return e && *e && *e != '0';
+  }();
+  return wbf16_ && !separate ? w(off) : nullptr;
+}
+
 const void* KatModelCuda::w(int64_t off) const {
   if (wbf16_) return static_cast<const char*>(wbf16_) + off * 2;
   return params_ + off;
@@ -345,7 +356,7 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
   cudaStream_t s = stream_;
 
   cuda::im2col_patches(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, st_, cols_, s);
-  gemm_->forward(B * P, K, D, st_, cols_, w(off_pew_), p32(off_peb_), tmp_, s);
+  gemm_->forward(B * P, K, D, st_, cols_, w(off_pew_), p32(off_peb_), tmp_, s, bias_copy(off_peb_));
   void* x0 = acts_.empty() ? x_final_ : acts_[0].x_in;
   cuda::tokens_forward(B, N, D, st_, tmp_, p32(off_cls_), p32(off_pos_), x0, s);
 
@@ -378,28 +389,28 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
     const float* sa = dp_active_ ? dp_ + int64_t(i) * 2 * B : nullptr;
     const float* sf = dp_active_ ? sa + B : nullptr;
     cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_in, p32(o.n1w), p32(o.n1b), a.ln1, a.mean1, a.rstd1, s);
-    gemm_->forward(BN, D, 3 * D, st_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s);
+    gemm_->forward(BN, D, 3 * D, st_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
     cuda::attention_forward(B, N, D, NH, st_, a.qkv, a.att, a.lse, s);
-    gemm_->forward(BN, D, D, st_, a.att, w(o.projw), p32(o.projb), tmp_, s);
+    gemm_->forward(BN, D, D, st_, a.att, w(o.projw), p32(o.projb), tmp_, s, bias_copy(o.projb));
     cuda::residual_add(B, N * D, st_, a.x_in, tmp_, sa, a.x_mid, s);
     cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_mid, p32(o.n2w), p32(o.n2b), a.ln2, a.mean2, a.rstd2, s);
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
       cuda::grkan_forward(s1, st_, a.ln2, p32(o.a1n), p32(o.a1d), a.r1, s);
-      gemm_->forward(BN, D, Hd, st_, a.r1, w(o.fc1w), p32(o.fc1b), a.h, s);
+      gemm_->forward(BN, D, Hd, st_, a.r1, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
       cuda::grkan_forward(s2, st_, a.h, p32(o.a2n), p32(o.a2d), a.r2, s);
     } else {
-      gemm_->forward(BN, D, Hd, st_, a.ln2, w(o.fc1w), p32(o.fc1b), a.h, s);
+      gemm_->forward(BN, D, Hd, st_, a.ln2, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
       cuda::gelu_forward(BN * Hd, st_, a.h, a.r2, s);
     }
-    gemm_->forward(BN, Hd, D, st_, a.r2, w(o.fc2w), p32(o.fc2b), tmp_, s);
+    gemm_->forward(BN, Hd, D, st_, a.r2, w(o.fc2w), p32(o.fc2b), tmp_, s, bias_copy(o.fc2b));
     cuda::residual_add(B, N * D, st_, a.x_mid, tmp_, sf, x_out, s);
   }
   cuda::layernorm_forward(BN, int(D), kLnEps, st_, x_final_, p32(off_nw_), p32(off_nb_), feat_, fmean_, frstd_, s);
   const size_t es = cuda::storage_bytes(st_);
   KAT_CUDA_CHECK(cudaMemcpy2DAsync(cls_, D * es, feat_, N * D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
-  gemm_->forward(B, D, cfg_.num_classes, st_, cls_, w(off_hw_), p32(off_hb_), logits_, s);
+  gemm_->forward(B, D, cfg_.num_classes, st_, cls_, w(off_hw_), p32(off_hb_), logits_, s, bias_copy(off_hb_));
   return logits_;
 }
 

@@ -127,6 +127,7 @@ class KatModelCuda {
     float *mean1, *rstd1, *lse, *mean2, *rstd2;                 // fp32
   };
   const void* w(int64_t off) const;  // working copy (bf16 or fp32) of the weight at device offset
+  const void* bias_copy(int64_t off) const;
   const float* p32(int64_t off) const { return params_ + off; }
   float* g32(int64_t off) { return grads_ + off; }
   void* sub(void* base, int64_t elems) const;  // base + elems * element size of st_

@@ -309,6 +309,22 @@ void check_gemm(Storage st, int64_t M, int64_t K, int64_t N, kat::cuda::Gemm& ge
   EXPECT_LE(e_dx, tol);
   EXPECT_LE(e_dW, tolw);  // fp32 accumulation of exactly-representable bf16 products
   EXPECT_LE(e_db, 1e-5);
+  if (st == Storage::BF16) {  // bias from its bf16 copy in the cuBLASLt epilogue (what the model uses)
+    DevBuf bq_(N * 2), y2_(M * N * es);
+    upload(bq_.p, b, Storage::BF16);
+    KAT_CUDA_CHECK(cudaMemset(y2_.p, 0xff, M * N * es));
+    gemm.forward(M, K, N, st, dx_.p, dW_.p, db_.as<float>(), y2_.p, nullptr, bq_.p);
+    KAT_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto bq = download(bq_.p, N, Storage::BF16);  // the bias values the epilogue saw
+    std::vector<double> bqd(bq.begin(), bq.end()), y2(M * N);
+    kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bqd.data(), y2.data());
+    const auto y2g = download(y2_.p, M * N, st);
+    const double e_y2 = rel_err(y2g.data(), y2.data(), y2.size());
+    std::printf("    gemm bf16 (M,K,N)=(%lld,%lld,%lld): y with the bf16 bias in the epilogue %.2e\n", (long long)M,
+                (long long)K, (long long)N, e_y2);
+    EXPECT_TRUE(all_finite(y2g));
+    EXPECT_LE(e_y2, tol);
+  }
 }
 
 TEST(ModelCuda, GemmColumnSum) {

@@ -41,11 +41,11 @@ struct Problem {
   bool ta, tb;
   cudaDataType_t ab_type, cd_type;
   int64_t lda, ldb, ldd;
-  bool bias;   // fp32 bias of length m in the epilogue
+  int bias_type;  // -1: no bias; else the cudaDataType_t of the epilogue's bias (length m)
   bool beta1;  // accumulate into D
   uint32_t al_a, al_b, al_d;
   auto key() const {
-    return std::make_tuple(m, n, k, ta, tb, int(ab_type), int(cd_type), lda, ldb, ldd, bias, beta1,
+    return std::make_tuple(m, n, k, ta, tb, int(ab_type), int(cd_type), lda, ldb, ldd, bias_type, beta1,
                            al_a, al_b, al_d);
   }
 };
@@ -119,10 +119,10 @@ struct Gemm::Impl {
     const cublasOperation_t ta = p.ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    if (p.bias) {
+    if (p.bias_type >= 0) {
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-      const int32_t bt = CUDA_R_32F;
+      const int32_t bt = p.bias_type;
       KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     }
     // Stored shapes: A is (m x k) or, transposed, (k x m); B is (k x n) or (n x k).
@@ -157,10 +157,10 @@ struct Gemm::Impl {
   }
 
   // Returns false when no algorithm exists (only tolerated for bias epilogues: caller falls back).
-  bool run(const Problem& p, const void* A, const void* B, void* D, const float* bias, cudaStream_t s) {
+  bool run(const Problem& p, const void* A, const void* B, void* D, const void* bias, cudaStream_t s) {
     Plan& pl = plan(p);
     if (!pl.ok) return false;
-    if (p.bias)
+    if (p.bias_type >= 0)
       KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     const float alpha = 1.f, beta = p.beta1 ? 1.f : 0.f;
     KAT_CUBLAS_CHECK(cublasLtMatmul(handle, pl.desc, &alpha, A, pl.a, B, pl.b, &beta, D, pl.d, D, pl.d,
@@ -188,21 +188,30 @@ Gemm::Gemm(std::size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
 Gemm::~Gemm() = default;
 
 void Gemm::forward(int64_t M, int64_t K, int64_t N, Storage st, const void* x, const void* W,
-                   const float* b, void* y, cudaStream_t stream) {
+                   const float* b, void* y, cudaStream_t stream, const void* b_storage) {
   KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::forward: bad shape (", M, ", ", K, ", ", N, ")");
   if (M == 0) return;
-  // bf16: the cuBLASLt epilogue with an fp32 bias and bf16 output selects a 3.6x slower kernel on
-  // the H200 (measured 0.153 vs 0.042 ms at (50432, 192, 768)); add the bias with a separate
-  // kernel instead (one extra bf16 rounding). fp32: bias in the epilogue.
-  const bool epilogue = b != nullptr && st == Storage::F32;
-  Problem p{N, M, K, true, false, dtype(st), dtype(st), K, K, N, epilogue, false,
+  // fp32: the fp32 bias in the epilogue. bf16: the epilogue with an fp32 bias and bf16 output
+  // selects a 3.6x slower kernel on the H200 (0.153 vs 0.042 ms at (50432, 192, 768)), so either
+  // the bf16 copy of the bias goes into the epilogue (b_storage; as PyTorch's autocast, which
+  // casts the bias to bf16 too) or a separate kernel adds the fp32 bias.
+  int bias_type = -1;
+  const void* bias_ptr = nullptr;
+  if (b != nullptr && st == Storage::F32) {
+    bias_type = CUDA_R_32F;
+    bias_ptr = b;
+  } else if (b != nullptr && b_storage != nullptr) {
+    bias_type = CUDA_R_16BF;
+    bias_ptr = b_storage;
+  }
+  Problem p{N, M, K, true, false, dtype(st), dtype(st), K, K, N, bias_type, false,
             ptr_alignment(W), ptr_alignment(x), ptr_alignment(y)};
-  if (impl_->run(p, W, x, y, epilogue ? b : nullptr, stream)) {
-    if (b != nullptr && !epilogue) add_bias(M, N, st, y, b, stream);
+  if (impl_->run(p, W, x, y, bias_ptr, stream)) {
+    if (b != nullptr && bias_type < 0) add_bias(M, N, st, y, b, stream);
     return;
   }
   KAT_CHECK(b != nullptr, "Gemm::forward: cuBLASLt found no algorithm for (", M, ", ", K, ", ", N, ")");
-  p.bias = false;
+  p.bias_type = -1;
   KAT_CHECK(impl_->run(p, W, x, y, nullptr, stream), "Gemm::forward: cuBLASLt found no algorithm");
   add_bias(M, N, st, y, b, stream);
 }
@@ -211,7 +220,7 @@ void Gemm::backward_data(int64_t M, int64_t K, int64_t N, Storage st, const void
                          const void* W, void* dx, cudaStream_t stream) {
   KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::backward_data: bad shape");
   if (M == 0) return;
-  const Problem p{K, M, N, false, false, dtype(st), dtype(st), K, N, K, false, false,
+  const Problem p{K, M, N, false, false, dtype(st), dtype(st), K, N, K, -1, false,
                   ptr_alignment(W), ptr_alignment(dy), ptr_alignment(dx)};
   KAT_CHECK(impl_->run(p, W, dy, dx, nullptr, stream), "Gemm::backward_data: cuBLASLt found no algorithm");
 }
@@ -220,7 +229,7 @@ void Gemm::backward_weight(int64_t M, int64_t K, int64_t N, Storage st, const vo
                            const void* x, float* dW, cudaStream_t stream) {
   KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::backward_weight: bad shape");
   if (M == 0) return;
-  const Problem p{K, N, M, false, true, dtype(st), CUDA_R_32F, K, N, K, false, true,
+  const Problem p{K, N, M, false, true, dtype(st), CUDA_R_32F, K, N, K, -1, true,
                   ptr_alignment(x), ptr_alignment(dy), ptr_alignment(dW)};
   KAT_CHECK(impl_->run(p, x, dy, dW, nullptr, stream), "Gemm::backward_weight: cuBLASLt found no algorithm");
 }

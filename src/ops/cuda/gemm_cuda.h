@@ -5,9 +5,10 @@
 //   bias grad:        db (N) += colsum(dy)              (deterministic two-stage kernel, no atomics)
 // x, W, y, dx, dy are `Storage` (fp32 or bf16, see grkan_cuda.h); b, dW, db are always fp32.
 //  - Storage::F32: fp32 inputs, CUBLAS_COMPUTE_32F (TF32 is never used: exact fp32 products).
-//  - Storage::BF16: bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F), bf16 output; the fp32
-//    bias is added by a separate kernel (y = bf16(bf16(x W^T) + b)): cuBLASLt's fp32-bias epilogue
-//    with bf16 output picked a 3.6x slower kernel on the H200.
+//  - Storage::BF16: bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F), bf16 output; the bias
+//    is added in the epilogue from its bf16 copy when one is passed (y = bf16(x W^T + bf16(b)),
+//    what PyTorch's autocast does), else by a separate kernel (y = bf16(bf16(x W^T) + b)):
+//    cuBLASLt's fp32-bias epilogue with bf16 output picked a 3.6x slower kernel on the H200.
 //  - Storage::F32: the bias is added in the epilogue (CUBLASLT_EPILOGUE_BIAS) when the heuristic
 //    offers it, else by the separate kernel.
 // The handle and the workspace are created once (constructor); matmul descriptors, layouts and the
@@ -33,9 +34,10 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
-  // y = x W^T + b (b fp32, may be null). y must not alias x or W.
+  // y = x W^T + b (b fp32, may be null). y must not alias x or W. b_storage: optional copy of b
+  // in storage st (bf16 mode: used by the epilogue instead of the separate bias kernel).
   void forward(int64_t M, int64_t K, int64_t N, Storage st, const void* x, const void* W,
-               const float* b, void* y, cudaStream_t stream);
+               const float* b, void* y, cudaStream_t stream, const void* b_storage = nullptr);
   // dx = dy W (overwritten).
   void backward_data(int64_t M, int64_t K, int64_t N, Storage st, const void* dy, const void* W,
                      void* dx, cudaStream_t stream);
