@@ -60,7 +60,7 @@ void register_bench(CLI::App& app) {
     const int dev = parse_device(o->device);
     std::unique_ptr<GpuRunner> gpu;
     if (dev >= 0) {
-      gpu = std::make_unique<GpuRunner>(cfg, dev, !o->fp32, AdamWConfig{}, B);
+      gpu = std::make_unique<GpuRunner>(cfg, dev, !o->fp32, AdamWConfig{}, B, train);
       gpu->upload_params(m.params.data());
     }
     std::vector<double> times;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "device.h"
 #include "core/error.h"
 #include "data/data.h"
 #include "train/evaluate.h"
@@ -15,7 +16,7 @@ namespace kat::cli {
 void register_eval(CLI::App& app) {
   auto* sub = app.add_subcommand("eval", "Evaluate a checkpoint on a dataset's test split");
   struct Opts {
-    std::string weights, model, data, json_out;
+    std::string weights, model, data, json_out, device = "cpu";
     std::vector<std::string> overrides;
     bool ema = false, train_split = false, no_progress = false, skip_bad = false;
     int batch = 256;
@@ -31,6 +32,7 @@ void register_eval(CLI::App& app) {
   sub->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
+  sub->add_option("--device", o->device, device_help())->capture_default_str();
   registry().push_back({sub, [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
@@ -42,10 +44,17 @@ void register_eval(CLI::App& app) {
     lc.aug.std = lm.train.std;
     lc.aug.out_size = lm.model->config().img_size;
     const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
-    const EvalResult r = evaluate(*lm.model, ds, ec, !o->no_progress);
+    const auto gpu = inference_runner(o->device, *lm.model, o->batch);
+    std::vector<float> gpu_logits(gpu ? size_t(o->batch) * lm.model->config().num_classes : 0);
+    const ForwardFn fwd = gpu ? ForwardFn([&](const float* x, int B) {
+      gpu->forward(x, B, gpu_logits.data());
+      return static_cast<const float*>(gpu_logits.data());
+    })
+                              : ForwardFn();
+    const EvalResult r = evaluate(*lm.model, ds, ec, !o->no_progress, "eval", fwd);
     const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
-    std::printf("%s on %s (%s split, %lld images)%s\n", o->weights.c_str(), spec.c_str(), o->train_split ? "train" : "test",
-                (long long)r.count, o->ema ? " [EMA]" : "");
+    std::printf("%s on %s (%s split, %lld images)%s [%s]\n", o->weights.c_str(), spec.c_str(), o->train_split ? "train" : "test",
+                (long long)r.count, o->ema ? " [EMA]" : "", o->device.c_str());
     std::printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n\nper-class accuracy:\n", r.top1, r.top5, r.loss);
     for (int c = 0; c < ds.num_classes; ++c)
       std::printf("  %2d %-16s %6.2f%%\n", c, c < int(names.size()) ? names[c].c_str() : "", r.class_accuracy(c));

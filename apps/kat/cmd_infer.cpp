@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "device.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
@@ -15,7 +16,7 @@ void register_infer(CLI::App& app) {
       "  --input holds 'input': float32 (N, C, H, W), already normalized.\n"
       "  --output gets 'logits' (N, classes) and 'features' (N, tokens, D) (after the final norm).");
   struct Opts {
-    std::string model = "kat_tiny_patch16_224", weights, input, output;
+    std::string model = "kat_tiny_patch16_224", weights, input, output, device = "cpu";
     std::vector<std::string> overrides;
     int batch = 64;
   };
@@ -26,6 +27,7 @@ void register_infer(CLI::App& app) {
   sub->add_option("--output,-o", o->output, "Output .safetensors (written atomically)")->required();
   sub->add_option("--set", o->overrides, "Config override key=value (repeatable), e.g. --set num_classes=10");
   sub->add_option("--batch", o->batch, "Images per forward pass")->capture_default_str();
+  sub->add_option("--device", o->device, device_help())->capture_default_str();
   registry().push_back({sub, [o] {
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
@@ -43,9 +45,15 @@ void register_infer(CLI::App& app) {
     const int64_t N = info.shape[0], per_img = x.size() / N;
     const int64_t K = cfg.num_classes, T = cfg.tokens(), D = cfg.embed_dim;
     std::vector<float> logits(N * K), feats(N * T * D);
-    model.plan(int(std::min<int64_t>(N, o->batch)));
+    const int max_batch = int(std::min<int64_t>(N, o->batch));
+    const auto gpu = inference_runner(o->device, model, max_batch);
+    if (!gpu) model.plan(max_batch);
     for (int64_t b0 = 0; b0 < N; b0 += o->batch) {
       const int nb = int(std::min<int64_t>(o->batch, N - b0));
+      if (gpu) {
+        gpu->forward(x.data() + b0 * per_img, nb, logits.data() + b0 * K, feats.data() + b0 * T * D);
+        continue;
+      }
       const float* z = model.forward(x.data() + b0 * per_img, nb);
       std::copy(z, z + nb * K, logits.begin() + b0 * K);
       std::copy(model.features(), model.features() + nb * T * D, feats.begin() + b0 * T * D);
@@ -54,6 +62,7 @@ void register_infer(CLI::App& app) {
     w.add_f32("logits", {N, K}, logits.data());
     w.add_f32("features", {N, T, D}, feats.data());
     w.set_metadata("model", cfg.name);
+    w.set_metadata("device", o->device);
     w.write_atomic(o->output);
     std::printf("wrote %s: logits (%lld, %lld), features (%lld, %lld, %lld)\n", o->output.c_str(),
                 (long long)N, (long long)K, (long long)N, (long long)T, (long long)D);

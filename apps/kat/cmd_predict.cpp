@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "commands.h"
+#include "device.h"
 #include "core/error.h"
 #include "data/data.h"
 #include "train/inference.h"
@@ -15,7 +16,7 @@ namespace kat::cli {
 void register_predict(CLI::App& app) {
   auto* sub = app.add_subcommand("predict", "Classify image files (PNG/JPEG) and print the top-5 classes");
   struct Opts {
-    std::string weights, model;
+    std::string weights, model, device = "cpu";
     std::vector<std::string> overrides, images;
     bool ema = false;
     int top = 5;
@@ -26,11 +27,14 @@ void register_predict(CLI::App& app) {
   sub->add_option("--set", o->overrides, "Model config override key=value");
   sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
   sub->add_option("--top", o->top, "How many classes to print")->capture_default_str();
+  sub->add_option("--device", o->device, device_help())->capture_default_str();
   sub->add_option("images", o->images, "Image files")->required();
   registry().push_back({sub, [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
-    lm.model->plan(1);
+    const auto gpu = inference_runner(o->device, *lm.model, 1);
+    if (!gpu) lm.model->plan(1);
+    std::vector<float> gpu_logits(size_t(cfg.num_classes));
     data::AugmentConfig aug;
     aug.train = false;
     aug.out_size = cfg.img_size;
@@ -42,7 +46,11 @@ void register_predict(CLI::App& app) {
       std::string err;
       KAT_CHECK(data::decode_image_file(path, h, w, c, px, &err), err.empty() ? path + ": cannot decode image" : err);
       const std::vector<float> x = data::eval_transform(px.data(), h, w, c, cfg.in_chans, aug);
-      const float* z = lm.model->forward(x.data(), 1);
+      const float* z = gpu_logits.data();
+      if (gpu)
+        gpu->forward(x.data(), 1, gpu_logits.data());
+      else
+        z = lm.model->forward(x.data(), 1);
       const int K = cfg.num_classes;
       const float mx = *std::max_element(z, z + K);
       std::vector<double> p(K);

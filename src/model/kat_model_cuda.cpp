@@ -206,20 +206,30 @@ void KatModelCuda::upload_moments(const float* m_host, const float* v_host, int6
   opt_t_ = steps;
 }
 
-void KatModelCuda::download_logits(float* host) const {
-  const int64_t n = int64_t(cur_batch_) * cfg_.num_classes;
-  if (st_ == cuda::Storage::F32) {
-    KAT_CUDA_CHECK(cudaMemcpyAsync(host, logits_, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+namespace {
+// n values of storage st on the device -> fp32 on the host. Synchronous.
+void download_storage(const void* dev, int64_t n, cuda::Storage st, float* host, cudaStream_t s) {
+  if (st == cuda::Storage::F32) {
+    KAT_CUDA_CHECK(cudaMemcpyAsync(host, dev, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, s));
+    KAT_CUDA_CHECK(cudaStreamSynchronize(s));
     return;
   }
   std::vector<uint16_t> raw(static_cast<size_t>(n));
-  KAT_CUDA_CHECK(cudaMemcpyAsync(raw.data(), logits_, raw.size() * 2, cudaMemcpyDeviceToHost, stream_));
-  KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  KAT_CUDA_CHECK(cudaMemcpyAsync(raw.data(), dev, raw.size() * 2, cudaMemcpyDeviceToHost, s));
+  KAT_CUDA_CHECK(cudaStreamSynchronize(s));
   for (int64_t i = 0; i < n; ++i) {  // bf16 -> fp32 is exact: the bits are the top half
     const uint32_t bits = uint32_t(raw[size_t(i)]) << 16;
     std::memcpy(host + i, &bits, sizeof(float));
   }
+}
+}  // namespace
+
+void KatModelCuda::download_logits(float* host) const {
+  download_storage(logits_, int64_t(cur_batch_) * cfg_.num_classes, st_, host, stream_);
+}
+
+void KatModelCuda::download_features(float* host) const {
+  download_storage(feat_, int64_t(cur_batch_) * cfg_.tokens() * cfg_.embed_dim, st_, host, stream_);
 }
 
 void KatModelCuda::set_optimizer(const AdamWConfig& cfg) {
@@ -260,9 +270,10 @@ const void* KatModelCuda::w(int64_t off) const {
   return params_ + off;
 }
 
-void KatModelCuda::plan(int max_batch) {
+void KatModelCuda::plan(int max_batch, bool training) {
   KAT_CHECK(max_batch > 0, "batch size must be > 0, got ", max_batch);
-  if (max_batch == max_batch_) return;
+  if (max_batch == max_batch_ && training == training_plan_) return;
+  training_plan_ = training;
   KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (arena_) KAT_CUDA_CHECK(cudaFree(arena_));
   if (ws_) KAT_CUDA_CHECK(cudaFree(ws_));
@@ -287,7 +298,10 @@ void KatModelCuda::plan(int max_batch) {
   auto f32 = [&](int64_t n) { return static_cast<float*>(take_bytes(n * 4)); };
   for (int pass = 0; pass < 2; ++pass) {
     cursor = 0;
-    acts_.assign(cfg_.depth, BlockActs{});
+    // Training keeps every block's activations for the backward; inference needs one set, reused
+    // by every block (each block writes its buffers before reading them; its output goes to
+    // x_in, which residual_add may overwrite in place).
+    acts_.assign(training ? cfg_.depth : 1, BlockActs{});
     for (auto& a : acts_) {
       a.x_in = act(BND);
       a.ln1 = act(BND);
@@ -313,14 +327,17 @@ void KatModelCuda::plan(int max_batch) {
     logits_ = act(B * Kc);
     dlogits_ = act(B * Kc);
     tmp_ = act(std::max(BND, B * P * D));
-    d_x_ = act(BND);
-    d_tmp_ = act(BND);
-    d_ln_ = act(BND);
-    d_qkv_ = act(3 * BND);
-    d_att_ = act(BND);
-    d_h_ = act(BNH);
-    d_r_ = act(BNH);
-    d_cls_ = act(B * D);
+    d_x_ = d_tmp_ = d_ln_ = d_qkv_ = d_att_ = d_h_ = d_r_ = d_cls_ = nullptr;
+    if (training) {
+      d_x_ = act(BND);
+      d_tmp_ = act(BND);
+      d_ln_ = act(BND);
+      d_qkv_ = act(3 * BND);
+      d_att_ = act(BND);
+      d_h_ = act(BNH);
+      d_r_ = act(BNH);
+      d_cls_ = act(B * D);
+    }
     row_loss_ = f32(B);
     loss_ = f32(1);
     dp_ = f32(int64_t(cfg_.depth) * 2 * B);
@@ -349,6 +366,7 @@ const void* KatModelCuda::features() const { return feat_; }
 const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* rng) {
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
   KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ", max_batch_);
+  KAT_CHECK(!train || training_plan_, "KatModelCuda::forward: a training forward needs plan(max_batch, training = true)");
   cur_batch_ = Bi;
   const int64_t B = Bi, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
@@ -384,8 +402,8 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
 
   for (int i = 0; i < cfg_.depth; ++i) {
     const BlockOffsets& o = blk_[i];
-    BlockActs& a = acts_[i];
-    void* x_out = (i + 1 < cfg_.depth) ? acts_[i + 1].x_in : x_final_;
+    BlockActs& a = block_acts(i);
+    void* x_out = (i + 1 < cfg_.depth) ? block_acts(i + 1).x_in : x_final_;
     const float* sa = dp_active_ ? dp_ + int64_t(i) * 2 * B : nullptr;
     const float* sf = dp_active_ ? sa + B : nullptr;
     cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_in, p32(o.n1w), p32(o.n1b), a.ln1, a.mean1, a.rstd1, s);
@@ -425,6 +443,7 @@ void KatModelCuda::poison_activations() {
 
 void KatModelCuda::backward(const void* dlogits) {
   KAT_CHECK(cur_batch_ > 0, "KatModelCuda::backward: no forward pass to differentiate");
+  KAT_CHECK(training_plan_, "KatModelCuda::backward: the model is planned for inference only");
   const int64_t B = cur_batch_, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N, Kc = cfg_.num_classes;
@@ -442,7 +461,7 @@ void KatModelCuda::backward(const void* dlogits) {
 
   for (int i = cfg_.depth - 1; i >= 0; --i) {
     const BlockOffsets& o = blk_[i];
-    const BlockActs& a = acts_[i];
+    const BlockActs& a = block_acts(i);
     const float* sa = dp_active_ ? dp_ + int64_t(i) * 2 * B : nullptr;
     const float* sf = dp_active_ ? sa + B : nullptr;
     // FFN branch: x_out = x_mid + s * fc2(...)

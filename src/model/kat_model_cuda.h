@@ -64,9 +64,14 @@ class KatModelCuda {
   void upload_moments(const float* m_host, const float* v_host, int64_t steps);
   // Logits of the last forward, converted to fp32 on the host: (B, num_classes).
   void download_logits(float* host) const;
+  // Features of the last forward (after the final norm), fp32 on the host: (B, tokens, D).
+  void download_features(float* host) const;
 
-  void plan(int max_batch);
+  // training = false: forward only (eval mode), with one set of block activations reused by every
+  // block and no gradient buffers: about depth x less activation memory.
+  void plan(int max_batch, bool training = true);
   int planned_batch() const { return max_batch_; }
+  bool planned_for_training() const { return training_plan_; }
 
   // images: device (B, C, H, W) fp32. Returns device logits (B, num_classes) in storage(), valid
   // until the next forward. With train and drop_path_rate > 0, drop-path scales are drawn from rng
@@ -152,7 +157,9 @@ class KatModelCuda {
   AdamWConfig opt_cfg_;
   int64_t opt_t_ = 0;
 
+  BlockActs& block_acts(int i) { return acts_[training_plan_ ? i : 0]; }
   int max_batch_ = 0, cur_batch_ = 0;
+  bool training_plan_ = true;
   bool dp_active_ = false;
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;

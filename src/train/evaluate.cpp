@@ -22,7 +22,7 @@ EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::Loader
             model.config().name, "' has ", K, " outputs");
   data::Loader loader(ds, eval_cfg);
   loader.start_epoch(0, 0);
-  model.plan(std::max(model.planned_batch(), eval_cfg.batch_size));
+  if (!forward) model.plan(std::max(model.planned_batch(), eval_cfg.batch_size));  // CPU activations only when used
   EvalResult r;
   r.classes = K;
   r.confusion.assign(size_t(K) * K, 0);

@@ -47,7 +47,8 @@ struct GpuRunner::Impl {
   std::size_t free_at_start = 0;
 };
 
-GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch)
+GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch,
+                     bool training)
     : impl_(std::make_unique<Impl>()) {
   std::string why;
   KAT_CHECK(cuda_available(&why), "--device cuda:", device, ": CUDA is not usable here (", why, ")");
@@ -61,7 +62,7 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
   impl_->model = std::make_unique<KatModelCuda>(cfg, bf16 ? KatModelCuda::Precision::BF16 : KatModelCuda::Precision::F32,
                                                 impl_->stream);
-  impl_->model->plan(max_batch);
+  impl_->model->plan(max_batch, training);
   impl_->model->set_optimizer(opt);
   impl_->image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
   impl_->target_elems = size_t(max_batch) * cfg.num_classes;
@@ -134,7 +135,7 @@ void GpuRunner::use_ema_weights(bool on) {
   if (impl_->model->ema_swapped() != on) impl_->model->swap_ema();
 }
 
-void GpuRunner::forward(const float* images, int B, float* logits) {
+void GpuRunner::forward(const float* images, int B, float* logits, float* features) {
   const ModelConfig& c = impl_->model->config();
   const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size;
   KAT_CHECK(ni <= impl_->image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
@@ -142,6 +143,7 @@ void GpuRunner::forward(const float* images, int B, float* logits) {
     KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->images, images, ni * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
   impl_->model->forward(impl_->images, B, false, nullptr);
   if (logits) impl_->model->download_logits(logits);
+  if (features) impl_->model->download_features(features);
 }
 
 #else  // no CUDA backend in this build
@@ -151,7 +153,7 @@ bool cuda_available(std::string* why) {
   return false;
 }
 struct GpuRunner::Impl {};
-GpuRunner::GpuRunner(const ModelConfig&, int device, bool, const AdamWConfig&, int) {
+GpuRunner::GpuRunner(const ModelConfig&, int device, bool, const AdamWConfig&, int, bool) {
   std::string why;
   cuda_available(&why);
   throw Error(detail::concat("--device cuda:", device, ": ", why));
@@ -171,7 +173,7 @@ double GpuRunner::last_grad_norm() { return 0; }
 void GpuRunner::ema_init(const float*, double) {}
 void GpuRunner::download_ema(float*) {}
 void GpuRunner::use_ema_weights(bool) {}
-void GpuRunner::forward(const float*, int, float*) {}
+void GpuRunner::forward(const float*, int, float*, float*) {}
 
 #endif
 

@@ -22,7 +22,9 @@ bool cuda_available(std::string* why = nullptr);
 class GpuRunner {
  public:
   // bf16: bf16 activations/weights for compute (default); false: fp32 everywhere (checking).
-  GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch);
+  // training = false: forward only (eval/infer/predict), with a much smaller activation plan.
+  GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch,
+            bool training = true);
   ~GpuRunner();
   void upload_params(const float* host);
   void download_params(float* host);
@@ -46,9 +48,9 @@ class GpuRunner {
   void download_ema(float* host);
   // true: forward() uses the EMA weights until use_ema_weights(false).
   void use_ema_weights(bool on);
-  // Eval-mode forward; logits (B, classes) written to host (skipped when null). images null: reuse
-  // the batch already on the device.
-  void forward(const float* images, int B, float* logits);
+  // Eval-mode forward; logits (B, classes) and features (B, tokens, D; after the final norm)
+  // written to host (each skipped when null). images null: reuse the batch already on the device.
+  void forward(const float* images, int B, float* logits, float* features = nullptr);
   void synchronize();
   // Device memory this runner holds (weights, gradients, moments, activation arena, workspaces,
   // cuBLASLt): the drop in free device memory since construction began.

@@ -745,3 +745,51 @@ TEST(ModelCuda, ClipGradNormAndDivide) {
 }
 
 }  // namespace kat_model_test
+
+namespace kat_model_test {
+
+// plan(B, training = false): one set of block activations reused by every block. The eval forward
+// must give bitwise the logits and features of the training plan (same kernels, same order), and
+// the training-only calls must refuse with a clear error.
+TEST(ModelCuda, InferencePlanMatchesTrainingPlan) {
+  if (!have_gpu()) GTEST_SKIP();
+  for (const char* name : {"kat_micro_patch4_28", "deit_micro_patch4_28"}) {
+    for (Prec p : {Prec::F32, Prec::BF16}) {
+      kat::ModelConfig cfg = config(name, -1, 0.1);
+      const int B = 5;
+      kat::KatModel cpu(cfg);
+      randomize_params(cpu, 31);
+      kat::KatModelCuda tr(cfg, p), inf(cfg, p);
+      tr.upload_params(cpu.params.data());
+      inf.upload_params(cpu.params.data());
+      tr.plan(B);
+      inf.plan(B, false);
+      EXPECT_FALSE(inf.planned_for_training());
+      inf.poison_activations();
+      std::mt19937_64 g(5);
+      const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
+      auto images = randn(img, g);
+      DevBuf img_(img * 4);
+      KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+      std::vector<float> zt(size_t(B) * cfg.num_classes), zi(zt.size());
+      std::vector<float> ft(size_t(B) * cfg.tokens() * cfg.embed_dim), fi(ft.size());
+      tr.forward(img_.as<float>(), B, false);
+      tr.download_logits(zt.data());
+      tr.download_features(ft.data());
+      inf.forward(img_.as<float>(), B, false);
+      inf.download_logits(zi.data());
+      inf.download_features(fi.data());
+      const bool same = std::memcmp(zt.data(), zi.data(), zt.size() * 4) == 0 &&
+                        std::memcmp(ft.data(), fi.data(), ft.size() * 4) == 0;
+      std::printf("    %s %s: inference plan logits/features bitwise equal to the training plan: %d\n", name,
+                  p == Prec::F32 ? "f32 " : "bf16", int(same));
+      EXPECT_TRUE(same);
+      EXPECT_TRUE(all_finite(zi) && all_finite(fi));
+      kat::Rng r(1);
+      EXPECT_THROW(inf.forward(img_.as<float>(), B, true, &r), kat::Error);
+      EXPECT_THROW(inf.backward(inf.dlogits()), kat::Error);
+    }
+  }
+}
+
+}  // namespace kat_model_test
