@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
   try {
     if (what == "check" || what == "all") {
       if (!kat_model_test::have_gpu()) std::printf("no GPU: every check is skipped\n");
-      rc = kat_model_mini::run_tests(std::getenv("KAT_TEST_FILTER")) ? 1 : 0;
+      rc = kat_gpu_test::mini::run_tests(std::getenv("KAT_TEST_FILTER"), /*print_seconds=*/true) ? 1 : 0;
     }
     if (what == "bench" || what == "all") model_bench::run_bench(argc > 2 ? argv[2] : nullptr);
   } catch (const std::exception& e) {

@@ -17,7 +17,6 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -106,14 +105,7 @@ int run(const char* csv_path) {
   cudaStream_t s = stream.s;
   // KAT_BENCH_ONLY=layernorm,gelu: only the op groups whose name contains one of the parts.
   const char* only = std::getenv("KAT_BENCH_ONLY");
-  auto want = [&](const std::string& group) {
-    if (!only || !*only) return true;
-    std::stringstream ss(only);
-    std::string part;
-    while (std::getline(ss, part, ','))
-      if (!part.empty() && group.find(part) != std::string::npos) return true;
-    return false;
-  };
+  auto want = [&](const std::string& group) { return kat_gpu_test::matches_filter(group, only); };
   auto ready = [] { KAT_CUDA_CHECK(cudaDeviceSynchronize()); };  // fills done before timing
 
   // Copy ceiling: device-to-device copy of 1 GiB (bytes read + written).
@@ -332,7 +324,7 @@ int main(int argc, char** argv) {
   }
   int rc = 0;
   try {
-    if (mode != "bench") rc |= kat_ops_mini::run_tests(std::getenv("KAT_TEST_FILTER")) != 0;
+    if (mode != "bench") rc |= kat_gpu_test::mini::run_tests(std::getenv("KAT_TEST_FILTER")) != 0;
     if (mode != "check") rc |= ops_bench::run(csv) != 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

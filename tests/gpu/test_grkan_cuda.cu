@@ -3,9 +3,10 @@
 //
 // Builds two ways:
 //  - in the CMake project (kat_gpu_tests, label gpu) with GoogleTest;
-//  - stand-alone where gtest is missing (the GPU machine): define KAT_GRKAN_NO_GTEST or just
-//    compile without gtest on the include path; a minimal macro layer below then provides TEST,
-//    EXPECT_*/ASSERT_* and main(). bench/run_grkan_h200.sh builds it that way.
+//  - stand-alone where gtest is missing (the GPU machine): define KAT_GRKAN_NO_GTEST (or
+//    KAT_GPU_TEST_NO_GTEST) or just compile without gtest on the include path; the minimal macro
+//    layer of gpu_test_util.cuh then provides TEST and EXPECT_*/ASSERT_*, and this file defines
+//    main(). bench/run_grkan_h200.sh builds it that way.
 //
 // Every check draws fresh random inputs (seed printed), poisons outputs with NaN before each run,
 // and fails on any NaN. Tolerances (each with its reason):
@@ -40,233 +41,24 @@
 #include "ops/cuda/grkan_cuda.h"
 #include "ops/grkan.h"
 
-#if !defined(KAT_GRKAN_NO_GTEST) && __has_include(<gtest/gtest.h>)
-#include <gtest/gtest.h>
-#else
-// ---- minimal gtest-compatible layer (only what this file uses) ------------------------------
-#include <cstdlib>
-#include <sstream>
-#define KAT_GRKAN_MINI_TEST 1
-namespace mini {
-struct Test {
-  const char* name;
-  void (*fn)();
-};
-inline std::vector<Test>& registry() {
-  static std::vector<Test> r;
-  return r;
-}
-inline int& failures() {
-  static int f = 0;
-  return f;
-}
-inline bool& skipped() {
-  static bool s = false;
-  return s;
-}
-struct Fail {
-  std::ostringstream os;
-  Fail(const char* file, int line, const std::string& what) {
-    os << file << ":" << line << ": Failure: " << what << " ";
-  }
-  template <typename T>
-  Fail& operator<<(const T& v) {
-    os << v;
-    return *this;
-  }
-  ~Fail() {
-    ++failures();
-    std::fprintf(stderr, "%s\n", os.str().c_str());
-  }
-};
-struct Void {
-  void operator=(const Fail&) {}
-};
-struct Reg {
-  Reg(const char* n, void (*f)()) { registry().push_back({n, f}); }
-};
-template <typename A, typename B>
-std::string cmp_str(const char* ea, const char* op, const char* eb, const A& a, const B& b) {
-  std::ostringstream os;
-  os << ea << " " << op << " " << eb << " (" << a << " vs " << b << ")";
-  return os.str();
-}
-}  // namespace mini
-#define TEST(suite, name)                                            \
-  static void suite##_##name##_body();                               \
-  static mini::Reg suite##_##name##_reg(#suite "." #name, &suite##_##name##_body); \
-  static void suite##_##name##_body()
-#define EXPECT_TRUE(c) \
-  if (c) {             \
-  } else               \
-    mini::Fail(__FILE__, __LINE__, "EXPECT_TRUE(" #c ")")
-#define ASSERT_TRUE(c) \
-  if (c) {             \
-  } else               \
-    return mini::Void() = mini::Fail(__FILE__, __LINE__, "ASSERT_TRUE(" #c ")")
-#define EXPECT_FALSE(c) EXPECT_TRUE(!(c))
-#define EXPECT_LE(a, b)    \
-  if ((a) <= (b)) {        \
-  } else                   \
-    mini::Fail(__FILE__, __LINE__, mini::cmp_str(#a, "<=", #b, (a), (b)))
-#define EXPECT_EQ(a, b)    \
-  if ((a) == (b)) {        \
-  } else                   \
-    mini::Fail(__FILE__, __LINE__, mini::cmp_str(#a, "==", #b, (a), (b)))
-#define EXPECT_THROW(stmt, exc)                                                          \
-  do {                                                                                   \
-    bool kat_thrown_ = false;                                                            \
-    try {                                                                                \
-      stmt;                                                                              \
-    } catch (const exc&) {                                                               \
-      kat_thrown_ = true;                                                                \
-    } catch (...) {                                                                      \
-    }                                                                                    \
-    if (!kat_thrown_) mini::Fail(__FILE__, __LINE__, "EXPECT_THROW(" #stmt ", " #exc ")"); \
-  } while (0)
-#define GTEST_SKIP()              \
-  return (void)(mini::skipped() = true)
-int main() {
-  // KAT_TEST_FILTER=a,b: run only tests whose name contains one of the substrings.
-  const char* filter = std::getenv("KAT_TEST_FILTER");
-  auto selected = [&](const std::string& name) {
-    if (!filter || !*filter) return true;
-    std::stringstream ss(filter);
-    std::string part;
-    while (std::getline(ss, part, ','))
-      if (!part.empty() && name.find(part) != std::string::npos) return true;
-    return false;
-  };
-  int failed_tests = 0, skipped_tests = 0, ran = 0;
-  for (const auto& t : mini::registry()) {
-    if (!selected(t.name)) continue;
-    ++ran;
-    const int before = mini::failures();
-    mini::skipped() = false;
-    std::printf("[ RUN      ] %s\n", t.name);
-    std::fflush(stdout);
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      mini::Fail(__FILE__, __LINE__, "uncaught exception: ") << e.what();
-    }
-    const bool ok = mini::failures() == before;
-    if (!ok) ++failed_tests;
-    if (mini::skipped()) ++skipped_tests;
-    std::printf("[ %s ] %s\n", !ok ? " FAILED " : (mini::skipped() ? " SKIPPED" : "      OK"),
-                t.name);
-    std::fflush(stdout);
-  }
-  std::printf("%d tests, %d failed, %d skipped\n", ran, failed_tests, skipped_tests);
-  return failed_tests == 0 ? 0 : 1;
-}
+// Without gtest on the include path, the mini layer of gpu_test_util.cuh (main() at the end).
+#if !defined(KAT_GPU_TEST_NO_GTEST) && !__has_include(<gtest/gtest.h>)
+#define KAT_GPU_TEST_NO_GTEST 1
 #endif
+#include "gpu_test_util.cuh"
 
 namespace {
 
 using kat::cuda::Storage;
 using kat::ops::GrkanShape;
-
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-// ---- host helpers ------------------------------------------------------------------------
-
-uint16_t f32_to_bf16_bits(float f) {  // round to nearest even (inputs are finite)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float bf16_bits_to_f32(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t n) : bytes(n) {
-    if (n) KAT_CUDA_CHECK(cudaMalloc(&p, n));
-  }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <typename T>
-  T* as(size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(p) + byte_offset);
-  }
-};
-
-// Storage-typed device tensor at an optional element offset (misalignment tests).
-struct DevTensor {
-  Storage st;
-  size_t n, offset;
-  DevBuf buf;
-  DevTensor(Storage s, size_t count, size_t off = 0)
-      : st(s), n(count), offset(off), buf((count + off) * kat::cuda::storage_bytes(s) + 16) {}
-  void* ptr() const { return buf.as<char>(offset * kat::cuda::storage_bytes(st)); }
-  void upload(const std::vector<float>& v) const {
-    if (st == Storage::F32) {
-      KAT_CUDA_CHECK(cudaMemcpy(ptr(), v.data(), n * 4, cudaMemcpyHostToDevice));
-    } else {
-      std::vector<uint16_t> h(n);
-      for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16_bits(v[i]);
-      KAT_CUDA_CHECK(cudaMemcpy(ptr(), h.data(), n * 2, cudaMemcpyHostToDevice));
-    }
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(n);
-    if (st == Storage::F32) {
-      KAT_CUDA_CHECK(cudaMemcpy(v.data(), ptr(), n * 4, cudaMemcpyDeviceToHost));
-    } else {
-      std::vector<uint16_t> h(n);
-      KAT_CUDA_CHECK(cudaMemcpy(h.data(), ptr(), n * 2, cudaMemcpyDeviceToHost));
-      for (size_t i = 0; i < n; ++i) v[i] = bf16_bits_to_f32(h[i]);
-    }
-    return v;
-  }
-  void poison() const {  // all-ones bytes: NaN in fp32 and in bf16
-    KAT_CUDA_CHECK(cudaMemset(ptr(), 0xff, n * kat::cuda::storage_bytes(st)));
-  }
-};
-
-std::vector<float> download_f32(const float* d, size_t n) {
-  std::vector<float> v(n);
-  KAT_CUDA_CHECK(cudaMemcpy(v.data(), d, n * 4, cudaMemcpyDeviceToHost));
-  return v;
-}
-void upload_f32(float* d, const std::vector<float>& v) {
-  KAT_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-}
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-bool all_finite(const std::vector<float>& v) {
-  for (float f : v)
-    if (!std::isfinite(f)) return false;
-  return true;
-}
-
-double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - ref[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using kat_gpu_test::all_finite;
+using kat_gpu_test::DevBuf;
+using kat_gpu_test::DevTensor;
+using kat_gpu_test::download_f32;
+using kat_gpu_test::fresh_seed;
+using kat_gpu_test::rel_err;
+using kat_gpu_test::round_bf16;
+using kat_gpu_test::upload_f32;
 
 // Number of elements with |got - ref| > rtol |ref| + atol_rms * rms(ref); first offender in *where.
 size_t count_elem_violations(const std::vector<float>& got, const std::vector<float>& ref,
@@ -457,9 +249,6 @@ void run_case(const Case& c) {
 
 }  // namespace
 
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP()
-
 TEST(GrkanCuda, F32SharedNumeratorOddRows) {
   REQUIRE_GPU();
   Case c;
@@ -625,3 +414,9 @@ TEST(GrkanCuda, ZeroRowsIsANoOp) {
   KAT_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(download_f32(f, 16) == ones);
 }
+
+#if defined(KAT_GPU_TEST_NO_GTEST)
+// Stand-alone program (bench/run_grkan_h200.sh). KAT_TEST_FILTER=a,b: run only tests whose name
+// contains one of the substrings.
+int main() { return kat_gpu_test::mini::run_tests(std::getenv("KAT_TEST_FILTER")) == 0 ? 0 : 1; }
+#endif

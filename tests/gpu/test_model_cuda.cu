@@ -5,7 +5,8 @@
 // Builds two ways (as tests/gpu/test_ops_cuda.cu):
 //  - in the CMake project (kat_gpu_tests, label gpu) with GoogleTest;
 //  - without gtest: bench/gpu_model_check_main.cu defines KAT_MODEL_NO_GTEST and includes this
-//    file; a minimal macro layer then provides TEST/EXPECT_*/ASSERT_* and kat_model_mini::run_tests.
+//    file; the minimal macro layer of gpu_test_util.cuh then provides TEST/EXPECT_*/ASSERT_* and
+//    kat_gpu_test::mini::run_tests.
 //
 // Every case: random parameters (the model's init, then every tensor perturbed multiplicatively and
 // additively so that no norm weight is 1 and no bias 0) and random inputs (normal images, dense
@@ -58,206 +59,27 @@
 #include "ops/cuda/gemm_cuda.h"
 #include "train/optim.h"
 
-#if !defined(KAT_MODEL_NO_GTEST)
-#include <gtest/gtest.h>
-#else
-#include <sstream>
-namespace kat_model_mini {
-struct Test {
-  const char* name;
-  void (*fn)();
-};
-inline std::vector<Test>& registry() {
-  static std::vector<Test> r;
-  return r;
-}
-inline int& failures() {
-  static int f = 0;
-  return f;
-}
-inline bool& skipped() {
-  static bool s = false;
-  return s;
-}
-struct Fail {
-  std::ostringstream os;
-  Fail(const char* file, int line, const std::string& what) { os << file << ":" << line << ": Failure: " << what << " "; }
-  template <typename T>
-  Fail& operator<<(const T& v) {
-    os << v;
-    return *this;
-  }
-  ~Fail() {
-    ++failures();
-    std::fprintf(stderr, "%s\n", os.str().c_str());
-  }
-};
-struct Void {
-  void operator=(const Fail&) {}
-};
-struct Reg {
-  Reg(const char* n, void (*f)()) { registry().push_back({n, f}); }
-};
-template <typename A, typename B>
-std::string cmp_str(const char* ea, const char* op, const char* eb, const A& a, const B& b) {
-  std::ostringstream os;
-  os << ea << " " << op << " " << eb << " (" << a << " vs " << b << ")";
-  return os.str();
-}
-inline int run_tests(const char* filter) {
-  auto selected = [&](const std::string& name) {
-    if (!filter || !*filter) return true;
-    std::stringstream ss(filter);
-    std::string part;
-    while (std::getline(ss, part, ','))
-      if (!part.empty() && name.find(part) != std::string::npos) return true;
-    return false;
-  };
-  int failed_tests = 0, skipped_tests = 0, ran = 0;
-  for (const auto& t : registry()) {
-    if (!selected(t.name)) continue;
-    ++ran;
-    const int before = failures();
-    skipped() = false;
-    std::printf("[ RUN      ] %s\n", t.name);
-    std::fflush(stdout);
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      Fail(__FILE__, __LINE__, "uncaught exception: ") << e.what();
-    }
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const bool ok = failures() == before;
-    if (!ok) ++failed_tests;
-    if (skipped()) ++skipped_tests;
-    std::printf("[ %s ] %s (%.1f s)\n", !ok ? " FAILED " : (skipped() ? " SKIPPED" : "      OK"), t.name, sec);
-    std::fflush(stdout);
-  }
-  std::printf("%d tests, %d failed, %d skipped\n", ran, failed_tests, skipped_tests);
-  return failed_tests;
-}
-}  // namespace kat_model_mini
-#define TEST(suite, name)                                                                      \
-  static void suite##_##name##_body();                                                         \
-  static kat_model_mini::Reg suite##_##name##_reg(#suite "." #name, &suite##_##name##_body);   \
-  static void suite##_##name##_body()
-#define EXPECT_TRUE(c) \
-  if (c) {             \
-  } else               \
-    kat_model_mini::Fail(__FILE__, __LINE__, "EXPECT_TRUE(" #c ")")
-#define ASSERT_TRUE(c) \
-  if (c) {             \
-  } else               \
-    return kat_model_mini::Void() = kat_model_mini::Fail(__FILE__, __LINE__, "ASSERT_TRUE(" #c ")")
-#define EXPECT_LE(a, b) \
-  if ((a) <= (b)) {     \
-  } else                \
-    kat_model_mini::Fail(__FILE__, __LINE__, kat_model_mini::cmp_str(#a, "<=", #b, (a), (b)))
-#define EXPECT_EQ(a, b) \
-  if ((a) == (b)) {     \
-  } else                \
-    kat_model_mini::Fail(__FILE__, __LINE__, kat_model_mini::cmp_str(#a, "==", #b, (a), (b)))
-#define EXPECT_FALSE(c) EXPECT_TRUE(!(c))
-#define EXPECT_THROW(stmt, ex)  \
-  {                             \
-    bool thrown_ = false;       \
-    try {                       \
-      stmt;                     \
-    } catch (const ex&) {       \
-      thrown_ = true;           \
-    }                           \
-    EXPECT_TRUE(thrown_);       \
-  }
-#define GTEST_SKIP() return (void)(kat_model_mini::skipped() = true)
-#endif
+#include "gpu_test_util.cuh"
 
 namespace kat_model_test {
 
 using kat::cuda::Storage;
 using Prec = kat::KatModelCuda::Precision;
+using kat_gpu_test::all_finite;
+using kat_gpu_test::DevBuf;
+using kat_gpu_test::download_storage;
+using kat_gpu_test::have_gpu;
+using kat_gpu_test::rel_err;
+using kat_gpu_test::upload_rounded;
 
 constexpr double kF32Out = 1e-4, kF32GradAll = 1e-4, kF32GradTensor = 1e-3;
 constexpr double kBf16Out = 5e-2, kBf16GradAll = 5e-2, kBf16GradTensor = 2.5e-1, kBf16GradRational = 5e-1;
 constexpr double kF32GradRational = 1e-3;
 constexpr double kTrajLoss = 1e-3, kTrajParams = 1e-3;
 
-inline bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
 inline bool env_on(const char* name) {
   const char* e = std::getenv(name);
   return e && *e && *e != '0';
-}
-
-inline float bf16_to_float(uint16_t h) {
-  const uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t float_to_bf16(float f) {  // round to nearest even (finite inputs)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-inline float round_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t n) : bytes(n) { KAT_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1))); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <typename T>
-  T* as() const { return static_cast<T*>(p); }
-};
-
-// Device (storage st) -> host float.
-inline std::vector<float> download(const void* d, size_t n, Storage st) {
-  std::vector<float> out(n);
-  if (st == Storage::F32) {
-    KAT_CUDA_CHECK(cudaMemcpy(out.data(), d, n * 4, cudaMemcpyDeviceToHost));
-  } else {
-    std::vector<uint16_t> h(n);
-    KAT_CUDA_CHECK(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; ++i) out[i] = bf16_to_float(h[i]);
-  }
-  return out;
-}
-// Host float -> device storage st (bf16: rounded; `values` is rounded in place so the CPU sees the same).
-inline void upload(void* d, std::vector<float>& values, Storage st) {
-  if (st == Storage::F32) {
-    KAT_CUDA_CHECK(cudaMemcpy(d, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
-  } else {
-    std::vector<uint16_t> h(values.size());
-    for (size_t i = 0; i < values.size(); ++i) {
-      h[i] = float_to_bf16(values[i]);
-      values[i] = bf16_to_float(h[i]);
-    }
-    KAT_CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
-  }
-}
-
-inline bool all_finite(const std::vector<float>& v) {
-  for (float x : v)
-    if (!std::isfinite(x)) return false;
-  return true;
-}
-
-template <typename A, typename B>
-double rel_err(const A* a, const B* b, size_t n) {  // ||a - b|| / ||b||
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 inline std::vector<float> randn(size_t n, std::mt19937_64& g, float scale = 1.f, float offset = 0.f) {
@@ -278,9 +100,9 @@ void check_gemm(Storage st, int64_t M, int64_t K, int64_t N, kat::cuda::Gemm& ge
   const size_t es = kat::cuda::storage_bytes(st);
   DevBuf dx_(M * K * es), dW_(N * K * es), db_(N * 4), dy_(M * N * es), y_(M * N * es), dxo(M * K * es),
       dWo(N * K * 4), dbo(N * 4), ws(kat::cuda::column_sum_workspace_bytes(M, N));
-  upload(dx_.p, x, st);
-  upload(dW_.p, W, st);
-  upload(dy_.p, dy, st);
+  upload_rounded(dx_.p, x, st);
+  upload_rounded(dW_.p, W, st);
+  upload_rounded(dy_.p, dy, st);
   KAT_CUDA_CHECK(cudaMemcpy(db_.p, b.data(), N * 4, cudaMemcpyHostToDevice));
   KAT_CUDA_CHECK(cudaMemcpy(dWo.p, dW0.data(), N * K * 4, cudaMemcpyHostToDevice));
   KAT_CUDA_CHECK(cudaMemcpy(dbo.p, db0.data(), N * 4, cudaMemcpyHostToDevice));
@@ -296,8 +118,8 @@ void check_gemm(Storage st, int64_t M, int64_t K, int64_t N, kat::cuda::Gemm& ge
   std::vector<double> y(M * N), dx(M * K), dW(dW0.begin(), dW0.end()), db(db0.begin(), db0.end());
   kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bd.data(), y.data());
   kat::ops::linear_backward<double>(M, K, N, xd.data(), Wd.data(), dyd.data(), dx.data(), dW.data(), db.data());
-  const auto yg = download(y_.p, M * N, st), dxg = download(dxo.p, M * K, st);
-  const auto dWg = download(dWo.p, N * K, Storage::F32), dbg = download(dbo.p, N, Storage::F32);
+  const auto yg = download_storage(y_.p, M * N, st), dxg = download_storage(dxo.p, M * K, st);
+  const auto dWg = download_storage(dWo.p, N * K, Storage::F32), dbg = download_storage(dbo.p, N, Storage::F32);
   const double e_y = rel_err(yg.data(), y.data(), y.size()), e_dx = rel_err(dxg.data(), dx.data(), dx.size());
   const double e_dW = rel_err(dWg.data(), dW.data(), dW.size()), e_db = rel_err(dbg.data(), db.data(), db.size());
   std::printf("    gemm %s (M,K,N)=(%lld,%lld,%lld): y %.2e dx %.2e dW %.2e db %.2e\n", st == Storage::F32 ? "f32 " : "bf16",
@@ -311,14 +133,14 @@ void check_gemm(Storage st, int64_t M, int64_t K, int64_t N, kat::cuda::Gemm& ge
   EXPECT_LE(e_db, 1e-5);
   if (st == Storage::BF16) {  // bias from its bf16 copy in the cuBLASLt epilogue (what the model uses)
     DevBuf bq_(N * 2), y2_(M * N * es);
-    upload(bq_.p, b, Storage::BF16);
+    upload_rounded(bq_.p, b, Storage::BF16);
     KAT_CUDA_CHECK(cudaMemset(y2_.p, 0xff, M * N * es));
     gemm.forward(M, K, N, st, dx_.p, dW_.p, db_.as<float>(), y2_.p, nullptr, bq_.p);
     KAT_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto bq = download(bq_.p, N, Storage::BF16);  // the bias values the epilogue saw
+    const auto bq = download_storage(bq_.p, N, Storage::BF16);  // the bias values the epilogue saw
     std::vector<double> bqd(bq.begin(), bq.end()), y2(M * N);
     kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bqd.data(), y2.data());
-    const auto y2g = download(y2_.p, M * N, st);
+    const auto y2g = download_storage(y2_.p, M * N, st);
     const double e_y2 = rel_err(y2g.data(), y2.data(), y2.size());
     std::printf("    gemm bf16 (M,K,N)=(%lld,%lld,%lld): y with the bf16 bias in the epilogue %.2e\n", (long long)M,
                 (long long)K, (long long)N, e_y2);
@@ -346,8 +168,8 @@ void check_attention(Storage st, int64_t B, int64_t N, int64_t D, int64_t H, boo
   const size_t es = kat::cuda::storage_bytes(st);
   DevBuf qkv_(qkv.size() * es), out_(B * N * D * es), lse_(B * H * N * 4), dout_(dout.size() * es),
       dqkv_(qkv.size() * es), ws(kat::cuda::attention_backward_workspace_bytes(B, N, H));
-  upload(qkv_.p, qkv, st);
-  upload(dout_.p, dout, st);
+  upload_rounded(qkv_.p, qkv, st);
+  upload_rounded(dout_.p, dout, st);
   std::vector<float> out_first, dqkv_first;
   for (int rep = 0; rep < 2; ++rep) {
     KAT_CUDA_CHECK(cudaMemset(out_.p, 0xff, out_.bytes));
@@ -355,7 +177,7 @@ void check_attention(Storage st, int64_t B, int64_t N, int64_t D, int64_t H, boo
     kat::cuda::attention_forward(B, N, D, H, st, qkv_.p, out_.p, lse_.as<float>(), nullptr);
     kat::cuda::attention_backward(B, N, D, H, st, qkv_.p, out_.p, lse_.as<float>(), dout_.p, dqkv_.p, ws.p, nullptr);
     KAT_CUDA_CHECK(cudaDeviceSynchronize());
-    auto o = download(out_.p, B * N * D, st), dq = download(dqkv_.p, qkv.size(), st);
+    auto o = download_storage(out_.p, B * N * D, st), dq = download_storage(dqkv_.p, qkv.size(), st);
     if (rep == 0) {
       out_first = o;
       dqkv_first = dq;
@@ -477,8 +299,8 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
     gpu.loss_forward_backward(tgt_.as<float>(), ls);
     gpu.backward(gpu.dlogits());
     KAT_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto logits = download(lg, logits_cpu.size(), gpu.storage());
-    const auto feat = download(gpu.features(), size_t(nfeat), gpu.storage());
+    const auto logits = download_storage(lg, logits_cpu.size(), gpu.storage());
+    const auto feat = download_storage(gpu.features(), size_t(nfeat), gpu.storage());
     std::vector<float> grads(cpu.grads.size());
     gpu.download_grads(grads.data());
     const double loss_gpu = gpu.loss_value();

@@ -5,8 +5,9 @@
 // Builds two ways:
 //  - in the CMake project (kat_gpu_tests, label gpu) with GoogleTest;
 //  - without gtest (the GPU machine has none): bench/gpu_ops_check_main.cu defines
-//    KAT_OPS_NO_GTEST and includes this file; a minimal macro layer below then provides TEST,
-//    EXPECT_*/ASSERT_* and kat_ops_mini::run_tests(). bench/run_ops_h200.sh builds it that way.
+//    KAT_OPS_NO_GTEST and includes this file; the minimal macro layer of gpu_test_util.cuh then
+//    provides TEST, EXPECT_*/ASSERT_* and kat_gpu_test::mini::run_tests(). bench/run_ops_h200.sh
+//    builds it that way.
 //
 // Every case draws fresh random inputs (seed printed; never zeros), poisons every output with NaN
 // (all-ones bytes) before each run, fails on any NaN/inf, and runs three times on the same inputs:
@@ -54,127 +55,21 @@
 #include "ops/cuda/ops_cuda.h"
 #include "train/optim.h"
 
-#if !defined(KAT_OPS_NO_GTEST)
-#include <gtest/gtest.h>
-#else
-// ---- minimal gtest-compatible layer (only what this file uses) ------------------------------
-#include <cstdlib>
-#include <sstream>
-namespace kat_ops_mini {
-struct Test {
-  const char* name;
-  void (*fn)();
-};
-inline std::vector<Test>& registry() {
-  static std::vector<Test> r;
-  return r;
-}
-inline int& failures() {
-  static int f = 0;
-  return f;
-}
-inline bool& skipped() {
-  static bool s = false;
-  return s;
-}
-struct Fail {
-  std::ostringstream os;
-  Fail(const char* file, int line, const std::string& what) {
-    os << file << ":" << line << ": Failure: " << what << " ";
-  }
-  template <typename T>
-  Fail& operator<<(const T& v) {
-    os << v;
-    return *this;
-  }
-  ~Fail() {
-    ++failures();
-    std::fprintf(stderr, "%s\n", os.str().c_str());
-  }
-};
-struct Void {
-  void operator=(const Fail&) {}
-};
-struct Reg {
-  Reg(const char* n, void (*f)()) { registry().push_back({n, f}); }
-};
-template <typename A, typename B>
-std::string cmp_str(const char* ea, const char* op, const char* eb, const A& a, const B& b) {
-  std::ostringstream os;
-  os << ea << " " << op << " " << eb << " (" << a << " vs " << b << ")";
-  return os.str();
-}
-// Runs the registered tests whose name contains one of the comma-separated parts of `filter`
-// (all when null/empty). Returns the number of failed tests.
-inline int run_tests(const char* filter) {
-  auto selected = [&](const std::string& name) {
-    if (!filter || !*filter) return true;
-    std::stringstream ss(filter);
-    std::string part;
-    while (std::getline(ss, part, ','))
-      if (!part.empty() && name.find(part) != std::string::npos) return true;
-    return false;
-  };
-  int failed_tests = 0, skipped_tests = 0, ran = 0;
-  for (const auto& t : registry()) {
-    if (!selected(t.name)) continue;
-    ++ran;
-    const int before = failures();
-    skipped() = false;
-    std::printf("[ RUN      ] %s\n", t.name);
-    std::fflush(stdout);
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      Fail(__FILE__, __LINE__, "uncaught exception: ") << e.what();
-    }
-    const bool ok = failures() == before;
-    if (!ok) ++failed_tests;
-    if (skipped()) ++skipped_tests;
-    std::printf("[ %s ] %s\n", !ok ? " FAILED " : (skipped() ? " SKIPPED" : "      OK"), t.name);
-    std::fflush(stdout);
-  }
-  std::printf("%d tests, %d failed, %d skipped\n", ran, failed_tests, skipped_tests);
-  return failed_tests;
-}
-}  // namespace kat_ops_mini
-#define TEST(suite, name)                                                                  \
-  static void suite##_##name##_body();                                                     \
-  static kat_ops_mini::Reg suite##_##name##_reg(#suite "." #name, &suite##_##name##_body); \
-  static void suite##_##name##_body()
-#define EXPECT_TRUE(c) \
-  if (c) {             \
-  } else               \
-    kat_ops_mini::Fail(__FILE__, __LINE__, "EXPECT_TRUE(" #c ")")
-#define ASSERT_TRUE(c) \
-  if (c) {             \
-  } else               \
-    return kat_ops_mini::Void() = kat_ops_mini::Fail(__FILE__, __LINE__, "ASSERT_TRUE(" #c ")")
-#define EXPECT_LE(a, b) \
-  if ((a) <= (b)) {     \
-  } else                \
-    kat_ops_mini::Fail(__FILE__, __LINE__, kat_ops_mini::cmp_str(#a, "<=", #b, (a), (b)))
-#define EXPECT_EQ(a, b) \
-  if ((a) == (b)) {     \
-  } else                \
-    kat_ops_mini::Fail(__FILE__, __LINE__, kat_ops_mini::cmp_str(#a, "==", #b, (a), (b)))
-#define EXPECT_THROW(stmt, exc)                                                                  \
-  do {                                                                                           \
-    bool kat_thrown_ = false;                                                                    \
-    try {                                                                                        \
-      stmt;                                                                                      \
-    } catch (const exc&) {                                                                       \
-      kat_thrown_ = true;                                                                        \
-    } catch (...) {                                                                              \
-    }                                                                                            \
-    if (!kat_thrown_) kat_ops_mini::Fail(__FILE__, __LINE__, "EXPECT_THROW(" #stmt ", " #exc ")"); \
-  } while (0)
-#define GTEST_SKIP() return (void)(kat_ops_mini::skipped() = true)
-#endif
+#include "gpu_test_util.cuh"
 
 namespace kat_ops_test {
 
 using kat::cuda::Storage;
+using kat_gpu_test::all_finite;
+using kat_gpu_test::DevBuf;
+using kat_gpu_test::DevTensor;
+using kat_gpu_test::download_f32;
+using kat_gpu_test::download_storage;
+using kat_gpu_test::fresh_seed;
+using kat_gpu_test::have_gpu;
+using kat_gpu_test::rel_err;
+using kat_gpu_test::round_bf16;
+using kat_gpu_test::upload_f32;
 
 constexpr double kF32Tol = 1e-5;          // fp32 outputs vs float64 truth
 constexpr double kBf16Cap = 1.0 / 256;    // 2^-8: bf16 outputs, absolute cap
@@ -193,25 +88,7 @@ inline bool skip_large(size_t n) {
   return false;
 }
 
-inline bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
 // ---- host helpers ------------------------------------------------------------------------------
-inline uint16_t f32_to_bf16_bits(float f) {  // round to nearest even (finite inputs)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float bf16_bits_to_f32(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
 inline std::vector<float> round_vec(const std::vector<float>& v) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = round_bf16(v[i]);
@@ -243,61 +120,6 @@ struct Rng {
   }
 };
 
-inline uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t n) : bytes(n) {
-    if (n) KAT_CUDA_CHECK(cudaMalloc(&p, n));
-  }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <typename T>
-  T* as(size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(p) + byte_offset);
-  }
-};
-
-// Storage-typed device tensor at an optional element offset (misalignment tests).
-struct DevTensor {
-  Storage st;
-  size_t n, offset;
-  DevBuf buf;
-  DevTensor(Storage s, size_t count, size_t off = 0)
-      : st(s), n(count), offset(off), buf((count + off) * kat::cuda::storage_bytes(s) + 16) {}
-  void* ptr() const { return buf.as<char>(offset * kat::cuda::storage_bytes(st)); }
-  void upload(const std::vector<float>& v) const {
-    if (st == Storage::F32) {
-      KAT_CUDA_CHECK(cudaMemcpy(ptr(), v.data(), n * 4, cudaMemcpyHostToDevice));
-    } else {
-      std::vector<uint16_t> h(n);
-      for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16_bits(v[i]);
-      KAT_CUDA_CHECK(cudaMemcpy(ptr(), h.data(), n * 2, cudaMemcpyHostToDevice));
-    }
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(n);
-    if (st == Storage::F32) {
-      KAT_CUDA_CHECK(cudaMemcpy(v.data(), ptr(), n * 4, cudaMemcpyDeviceToHost));
-    } else {
-      std::vector<uint16_t> h(n);
-      KAT_CUDA_CHECK(cudaMemcpy(h.data(), ptr(), n * 2, cudaMemcpyDeviceToHost));
-      for (size_t i = 0; i < n; ++i) v[i] = bf16_bits_to_f32(h[i]);
-    }
-    return v;
-  }
-  void poison() const {  // all-ones bytes: NaN in fp32 and in bf16
-    KAT_CUDA_CHECK(cudaMemset(ptr(), 0xff, n * kat::cuda::storage_bytes(st)));
-  }
-};
-
 // A blocking stream: the uploads and NaN poisoning (cudaMemcpy/cudaMemset on the legacy default
 // stream, which may return before the copy lands) are ordered before its kernels; ready() also
 // synchronises the device explicitly before the ops under test are enqueued.
@@ -309,24 +131,8 @@ struct Stream {
   void ready() const { KAT_CUDA_CHECK(cudaDeviceSynchronize()); }
 };
 
-inline bool all_finite(const std::vector<float>& v) {
-  for (float f : v)
-    if (!std::isfinite(f)) return false;
-  return true;
-}
 inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-}
-
-template <typename A, typename B>
-double rel_err(const std::vector<A>& got, const std::vector<B>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    num += d * d;
-    den += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 // One output against the float64 truth, with the tolerance of its storage (see the header).
@@ -349,15 +155,6 @@ inline void check_out(const std::string& what, const char* name, bool bf16_out,
   }
 }
 
-template <typename T>
-std::vector<float> dl_f32(const T* d, size_t n) {
-  std::vector<float> v(n);
-  if (n) KAT_CUDA_CHECK(cudaMemcpy(v.data(), d, n * 4, cudaMemcpyDeviceToHost));
-  return v;
-}
-inline void ul_f32(void* d, const std::vector<float>& v) {
-  if (!v.empty()) KAT_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-}
 inline void poison_f32(void* d, size_t n) { KAT_CUDA_CHECK(cudaMemset(d, 0xff, n * 4)); }
 
 // Checks that run r's outputs equal run 0's bitwise.
@@ -422,8 +219,8 @@ inline void ln_case(int64_t rows, int C, Storage st, size_t misalign = 0) {
   DevBuf ws(std::max<size_t>(kat::cuda::layernorm_backward_workspace_bytes(rows, C), 4));
   dx_t.upload(x);
   dy_t.upload(dy);
-  ul_f32(dgam.p, g);
-  ul_f32(dbet.p, b);
+  upload_f32(dgam.p, g);
+  upload_f32(dbet.p, b);
   Stream s;
   RepCheck rep_check;
   const char* names[] = {"y", "mean", "rstd", "dx_acc", "dgamma", "dbeta"};
@@ -433,8 +230,8 @@ inline void ln_case(int64_t rows, int C, Storage st, size_t misalign = 0) {
     poison_f32(drstd.p, rows);
     KAT_CUDA_CHECK(cudaMemset(ws.p, 0xff, ws.bytes));  // stale partials must not matter
     ddx.upload(dx0);
-    ul_f32(ddg.p, dg0);
-    ul_f32(ddb.p, db0);
+    upload_f32(ddg.p, dg0);
+    upload_f32(ddb.p, db0);
     s.ready();
     kat::cuda::layernorm_forward(rows, C, kEps, st, dx_t.ptr(), dgam.as<float>(), dbet.as<float>(),
                                  dyo.ptr(), dmean.as<float>(), drstd.as<float>(), s.s);
@@ -442,9 +239,9 @@ inline void ln_case(int64_t rows, int C, Storage st, size_t misalign = 0) {
                                   drstd.as<float>(), dy_t.ptr(), ddx.ptr(), ddg.as<float>(),
                                   ddb.as<float>(), ws.p, s.s);
     s.sync();
-    std::vector<std::vector<float>> outs = {dyo.download(),         dl_f32(dmean.as<float>(), rows),
-                                            dl_f32(drstd.as<float>(), rows), ddx.download(),
-                                            dl_f32(ddg.as<float>(), C), dl_f32(ddb.as<float>(), C)};
+    std::vector<std::vector<float>> outs = {dyo.download(),         download_f32(dmean.as<float>(), rows),
+                                            download_f32(drstd.as<float>(), rows), ddx.download(),
+                                            download_f32(ddg.as<float>(), C), download_f32(ddb.as<float>(), C)};
     if (rep == 0) {
       check_out(what, "y", bf, outs[0], yd, yf);
       check_out(what, "mean", false, outs[1], md, mf);
@@ -549,7 +346,7 @@ inline void xent_case(int64_t B, int K, Storage st, XentOut mode = XentOut::Sepa
   DevTensor tz(st, N, misalign), tdz(st, N, misalign);
   DevBuf tt((N + misalign) * 4), trl(B * 4), tloss(4);
   float* tgt = tt.as<float>(misalign * 4);
-  ul_f32(tgt, t);
+  upload_f32(tgt, t);
   Stream s;
   RepCheck rep_check;
   const char* names[] = {"row_loss", "loss", "dlogits"};
@@ -562,7 +359,7 @@ inline void xent_case(int64_t B, int K, Storage st, XentOut mode = XentOut::Sepa
     s.ready();
     kat::cuda::softmax_xent(B, K, st, tz.ptr(), tgt, ls, dz, trl.as<float>(), tloss.as<float>(), s.s);
     s.sync();
-    std::vector<std::vector<float>> outs = {dl_f32(trl.as<float>(), B), dl_f32(tloss.as<float>(), 1)};
+    std::vector<std::vector<float>> outs = {download_f32(trl.as<float>(), B), download_f32(tloss.as<float>(), 1)};
     if (mode != XentOut::Null) outs.push_back(mode == XentOut::AliasLogits ? tz.download() : tdz.download());
     if (rep == 0) {
       check_out(what, "row_loss", false, outs[0], rld, rlf);
@@ -614,7 +411,7 @@ inline void residual_case(int64_t B, int64_t per, Storage st, bool in_place = fa
 
   DevTensor tx(st, N, misalign), tf(st, N, misalign), ty(st, N, misalign), ts(st, N, misalign);
   DevBuf dsc(B * 4);
-  ul_f32(dsc.p, sc);
+  upload_f32(dsc.p, sc);
   tf.upload(f);
   const float* scp = null_scale ? nullptr : dsc.as<float>();
   Stream s;
@@ -703,28 +500,24 @@ inline void adamw_case(int64_t n, bool with_bf16, bool no_decay = false, size_t 
   uint8_t* kp = dmask.as<uint8_t>(misalign);
   void* bp = dbf.as<char>(misalign * 2);
   KAT_CUDA_CHECK(cudaMemcpy(kp, mask.data(), n, cudaMemcpyHostToDevice));
-  ul_f32(gp, g);
+  upload_f32(gp, g);
   Stream s;
   RepCheck rep_check;
   const char* names[] = {"params", "m", "v", "ema", "bf16"};
   for (int rep = 0; rep < kReps; ++rep) {
-    ul_f32(pp, p);
-    ul_f32(mp, m0);
-    ul_f32(vp, v0);
-    ul_f32(ep, ema);
+    upload_f32(pp, p);
+    upload_f32(mp, m0);
+    upload_f32(vp, v0);
+    upload_f32(ep, ema);
     KAT_CUDA_CHECK(cudaMemset(bp, 0xff, n * 2));
     s.ready();
     kat::cuda::adamw_step(n, sc, pp, gp, mp, vp, no_decay ? nullptr : kp, with_bf16 ? bp : nullptr, s.s);
     kat::cuda::ema_update(n, ep, pp, decay, s.s);
     s.sync();
     std::vector<float> bfv(n);
-    if (with_bf16) {
-      std::vector<uint16_t> h(n);
-      KAT_CUDA_CHECK(cudaMemcpy(h.data(), bp, n * 2, cudaMemcpyDeviceToHost));
-      for (int64_t i = 0; i < n; ++i) bfv[i] = bf16_bits_to_f32(h[i]);
-    }
-    std::vector<std::vector<float>> outs = {dl_f32(pp, n), dl_f32(mp, n), dl_f32(vp, n),
-                                            dl_f32(ep, n), bfv};
+    if (with_bf16) bfv = download_storage(bp, n, Storage::BF16);
+    std::vector<std::vector<float>> outs = {download_f32(pp, n), download_f32(mp, n), download_f32(vp, n),
+                                            download_f32(ep, n), bfv};
     if (rep == 0) {
       const std::vector<float>* ref[] = {&pc, &opt.m, &opt.v, &emac};
       for (int i = 0; i < 4; ++i) {
@@ -741,9 +534,6 @@ inline void adamw_case(int64_t n, bool with_bf16, bool no_decay = false, size_t 
     rep_check.record(rep, what, std::move(outs), names);
   }
 }
-
-#define REQUIRE_GPU() \
-  if (!kat_ops_test::have_gpu()) GTEST_SKIP()
 
 }  // namespace kat_ops_test
 
@@ -869,7 +659,7 @@ TEST(OpsCuda, ZeroSizeIsANoOp) {
   REQUIRE_GPU();
   kat_ops_test::DevBuf buf(64);
   std::vector<float> ones(16, 1.f);
-  kat_ops_test::ul_f32(buf.p, ones);
+  kat_ops_test::upload_f32(buf.p, ones);
   float* f = buf.as<float>();
   EXPECT_EQ(kat::cuda::layernorm_backward_workspace_bytes(0, 768), 0u);
   kat::cuda::layernorm_forward(0, 768, kat_ops_test::kEps, Storage::BF16, f, f, f, f, f, f, nullptr);
@@ -883,5 +673,5 @@ TEST(OpsCuda, ZeroSizeIsANoOp) {
                         nullptr, nullptr, nullptr);
   kat::cuda::ema_update(0, f, f, 0.999, nullptr);
   KAT_CUDA_CHECK(cudaDeviceSynchronize());
-  EXPECT_TRUE(kat_ops_test::dl_f32(f, 16) == ones);
+  EXPECT_TRUE(kat_ops_test::download_f32(f, 16) == ones);
 }

@@ -2,8 +2,8 @@
 // style with mma.sync m16n8k16 (see mma_bf16.cuh for the fragment layouts). Same contract as
 // attention_cuda.h; called from there.
 //
-// Blocks of 4 warps; a warp owns 16 rows (queries in the forward and dq kernels, keys in the dk/dv
-// kernel) and keeps everything of those rows in registers: its A fragments (Q, dout or K, V), the
+// Blocks of W = 8 warps (4 with KAT_ATTN_WARPS=4); a warp owns 16 rows (queries in the forward
+// and dq kernels, keys in the dk/dv kernel) and keeps everything of those rows in registers: its A fragments (Q, dout or K, V), the
 // fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of scores. The other operand of the
 // (image, head) — K, V or Q, dout: at most 256 x 64 bf16 each — is staged once per block in shared
 // memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
@@ -37,7 +38,17 @@ using mma::mma_bf16;
 using mma::smem_addr;
 using mma::to_a;
 
-constexpr int kWarps = 4, kThreads = 32 * kWarps, kRowsPerBlock = 16 * kWarps;
+// Warps per block (W, 16 rows each): a template parameter of every kernel. Default 8 (128 rows
+// per block: half the blocks restaging the same K/V); KAT_ATTN_WARPS=4 selects 64-row blocks.
+// H200, kat_tiny b256 (2026-11-30, same call): W = 8 train 15,784 / infer 57,811 img/s,
+// W = 4 14,670 / 49,584; both pass the attention and model tests.
+int warps_per_block() {
+  static const int w = [] {
+    const char* e = std::getenv("KAT_ATTN_WARPS");
+    return e && std::atoi(e) == 4 ? 4 : 8;
+  }();
+  return w;
+}
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 __host__ __device__ constexpr int pad16(int n) { return (n + 15) / 16 * 16; }
@@ -146,28 +157,41 @@ __device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], float 
   }
 }
 
+// Prologue of the forward and dq kernels: K and V of this block's (image, head) = (blockIdx.z,
+// blockIdx.y) staged into dynamic shared memory (Ks, Vs: pad16(N) x (HD + 8) each). Returns the
+// (image, head) base pointer into qkv (its q columns; k at + D, v at + 2 D). No barrier.
+template <int HD>
+__device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, int N, int D, unsigned char* smem,
+                                               bf16*& Ks, bf16*& Vs) {
+  const int NP = pad16(N);
+  Ks = reinterpret_cast<bf16*>(smem);
+  Vs = Ks + NP * ld_smem<HD>();
+  const int64_t ld3 = 3 * int64_t(D);
+  const bf16* base = qkv + int64_t(blockIdx.z) * N * ld3 + blockIdx.y * HD;
+  stage_rows<HD>(base + D, ld3, N, NP, Ks);
+  stage_rows<HD>(base + 2 * D, ld3, N, NP, Vs);
+  return base;
+}
+
 template <int HD>
 std::size_t two_operand_smem(int N) {
   return std::size_t(2) * pad16(N) * ld_smem<HD>() * sizeof(bf16);
 }
 
-// grid (ceil(N / 64), H, B). smem: K, V of the (image, head).
-template <int HD>
-__global__ void __launch_bounds__(kThreads) attn_fwd_mma_kernel(int N, int D, int H, float scale_log2,
+// grid (ceil(N / (16 W)), H, B). smem: K, V of the (image, head).
+template <int HD, int W>
+__global__ void __launch_bounds__(32 * W) attn_fwd_mma_kernel(int N, int D, int H, float scale_log2,
                                                                 const bf16* __restrict__ qkv, bf16* __restrict__ out,
                                                                 float* __restrict__ lse) {
   constexpr int LD = ld_smem<HD>();
   const int NP = pad16(N);
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
-  bf16* Vs = Ks + NP * LD;
+  bf16 *Ks, *Vs;
+  const bf16* base = stage_kv<HD>(qkv, N, D, smem_raw, Ks, Vs);
   const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int r0 = blockIdx.x * kRowsPerBlock + warp * 16;
+  const int r0 = blockIdx.x * 16 * W + warp * 16;
   const int64_t ld3 = 3 * int64_t(D);
-  const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage_rows<HD>(base + D, ld3, N, NP, Ks);
-  stage_rows<HD>(base + 2 * D, ld3, N, NP, Vs);
   uint32_t qa[HD / 16][4];
   load_a_global<HD>(qa, base, ld3, r0, N);
   __syncthreads();
@@ -230,9 +254,9 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_mma_kernel(int N, int D, in
   }
 }
 
-// dq and the row terms Dv. grid (ceil(N / 64), H, B). smem: K, V of the (image, head).
-template <int HD>
-__global__ void __launch_bounds__(kThreads) attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2,
+// dq and the row terms Dv. grid (ceil(N / (16 W)), H, B). smem: K, V of the (image, head).
+template <int HD, int W>
+__global__ void __launch_bounds__(32 * W) attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2,
                                                                    const bf16* __restrict__ qkv,
                                                                    const bf16* __restrict__ out,
                                                                    const float* __restrict__ lse,
@@ -241,15 +265,12 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_mma_kernel(int N, int D,
   constexpr int LD = ld_smem<HD>();
   const int NP = pad16(N);
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
-  bf16* Vs = Ks + NP * LD;
+  bf16 *Ks, *Vs;
+  const bf16* base = stage_kv<HD>(qkv, N, D, smem_raw, Ks, Vs);
   const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int r0 = blockIdx.x * kRowsPerBlock + warp * 16;
+  const int r0 = blockIdx.x * 16 * W + warp * 16;
   const int64_t ld3 = 3 * int64_t(D);
-  const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage_rows<HD>(base + D, ld3, N, NP, Ks);
-  stage_rows<HD>(base + 2 * D, ld3, N, NP, Vs);
   uint32_t qa[HD / 16][4], ga[HD / 16][4];
   load_a_global<HD>(qa, base, ld3, r0, N);
   load_a_global<HD>(ga, dout + int64_t(b) * N * D + h * HD, D, r0, N);
@@ -307,10 +328,10 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_mma_kernel(int N, int D,
   store_rows<HD>(dq, scale, scale, dqkv + int64_t(b) * N * ld3 + h * HD, ld3, r0, N);
 }
 
-// dk, dv. grid (ceil(N / 64), H, B), a warp per 16 keys. smem: Q, dout of the (image, head), and
+// dk, dv. grid (ceil(N / (16 W)), H, B), a warp per 16 keys. smem: Q, dout of the (image, head), and
 // lse * log2 e, Dv per query.
-template <int HD>
-__global__ void __launch_bounds__(kThreads) attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2,
+template <int HD, int W>
+__global__ void __launch_bounds__(32 * W) attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2,
                                                                     const bf16* __restrict__ qkv,
                                                                     const float* __restrict__ lse,
                                                                     const bf16* __restrict__ dout,
@@ -327,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkv_mma_kernel(int N, int D
   float* Ds = L2s + NC;                                  // NC: Dv (0 past N)
   const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t = lane & 3;
-  const int r0 = blockIdx.x * kRowsPerBlock + warp * 16;
+  const int r0 = blockIdx.x * 16 * W + warp * 16;
   const int64_t ld3 = 3 * int64_t(D);
   const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
   stage_rows<HD>(base, ld3, N, NP, Qs);
@@ -386,32 +407,49 @@ void set_smem(K kernel, std::size_t bytes) {
     KAT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-template <int HD>
-void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse, cudaStream_t s) {
-  const dim3 grid((N + kRowsPerBlock - 1) / kRowsPerBlock, H, unsigned(B));
+template <int HD, int W>
+void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse, cudaStream_t s) {
+  const dim3 grid((N + 16 * W - 1) / (16 * W), H, unsigned(B));
   const std::size_t smem = two_operand_smem<HD>(N);
-  set_smem(attn_fwd_mma_kernel<HD>, smem);
-  attn_fwd_mma_kernel<HD><<<grid, kThreads, smem, s>>>(N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv),
+  set_smem(attn_fwd_mma_kernel<HD, W>, smem);
+  attn_fwd_mma_kernel<HD, W><<<grid, 32 * W, smem, s>>>(N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv),
                                                        static_cast<bf16*>(out), lse);
   KAT_CUDA_CHECK_LAUNCH();
+}
+
+template <int HD, int W>
+void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out, const float* lse,
+                       const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+  const dim3 grid((N + 16 * W - 1) / (16 * W), H, unsigned(B));
+  const auto* q = static_cast<const bf16*>(qkv);
+  const auto* g = static_cast<const bf16*>(dout);
+  auto* dq = static_cast<bf16*>(dqkv);
+  const std::size_t smem1 = two_operand_smem<HD>(N);
+  set_smem(attn_bwd_dq_mma_kernel<HD, W>, smem1);
+  attn_bwd_dq_mma_kernel<HD, W><<<grid, 32 * W, smem1, s>>>(N, D, H, scale, scale * kLog2e, q,
+                                                           static_cast<const bf16*>(out), lse, g, dq, dvec);
+  KAT_CUDA_CHECK_LAUNCH();
+  const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
+  set_smem(attn_bwd_dkv_mma_kernel<HD, W>, smem2);
+  attn_bwd_dkv_mma_kernel<HD, W><<<grid, 32 * W, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
+  KAT_CUDA_CHECK_LAUNCH();
+}
+
+template <int HD>
+void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse, cudaStream_t s) {
+  if (warps_per_block() == 8)
+    launch_forward_w<HD, 8>(B, N, D, H, scale, qkv, out, lse, s);
+  else
+    launch_forward_w<HD, 4>(B, N, D, H, scale, qkv, out, lse, s);
 }
 
 template <int HD>
 void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out, const float* lse,
                      const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
-  const dim3 grid((N + kRowsPerBlock - 1) / kRowsPerBlock, H, unsigned(B));
-  const auto* q = static_cast<const bf16*>(qkv);
-  const auto* g = static_cast<const bf16*>(dout);
-  auto* dq = static_cast<bf16*>(dqkv);
-  const std::size_t smem1 = two_operand_smem<HD>(N);
-  set_smem(attn_bwd_dq_mma_kernel<HD>, smem1);
-  attn_bwd_dq_mma_kernel<HD><<<grid, kThreads, smem1, s>>>(N, D, H, scale, scale * kLog2e, q,
-                                                           static_cast<const bf16*>(out), lse, g, dq, dvec);
-  KAT_CUDA_CHECK_LAUNCH();
-  const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
-  set_smem(attn_bwd_dkv_mma_kernel<HD>, smem2);
-  attn_bwd_dkv_mma_kernel<HD><<<grid, kThreads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
-  KAT_CUDA_CHECK_LAUNCH();
+  if (warps_per_block() == 8)
+    launch_backward_w<HD, 8>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
+  else
+    launch_backward_w<HD, 4>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
 }
 
 }  // namespace
