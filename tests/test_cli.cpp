@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
+#include "viz/raster.h"
 
 namespace fs = std::filesystem;
 using namespace kat;
@@ -111,6 +112,14 @@ TEST(Cli, TrainEvalPredictPlot) {
               "--train-subset 512 --test-subset 128 --batch 64 --no-progress --out " + d);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("final test top-1"), std::string::npos) << r.out;
+  // The trainer leaves the plots of the run in its directory (refreshed every epoch).
+  EXPECT_TRUE(fs::exists(d + "/curves.svg"));
+  EXPECT_TRUE(fs::exists(d + "/rationals.svg"));
+  if (kat::viz::png_supported()) {
+    EXPECT_TRUE(fs::exists(d + "/curves.png"));
+    EXPECT_TRUE(fs::exists(d + "/rationals.png"));
+  }
+  for (const char* f : {"/curves.svg", "/rationals.svg", "/curves.png", "/rationals.png"}) fs::remove(d + f);
   r = run("eval --no-progress -w " + d + "/best.safetensors");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("confusion matrix"), std::string::npos);
@@ -124,6 +133,8 @@ TEST(Cli, TrainEvalPredictPlot) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(fs::exists(d + "/curves.svg"));
   EXPECT_TRUE(fs::exists(d + "/rationals.svg"));
+  EXPECT_EQ(fs::exists(d + "/curves.png"), kat::viz::png_supported()) << r.out;
+  EXPECT_EQ(fs::exists(d + "/rationals.png"), kat::viz::png_supported()) << r.out;
   r = run("eval -w " + d + "/best.safetensors --ema");  // trained without --ema
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("EMA"), std::string::npos) << r.out;

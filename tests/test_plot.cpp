@@ -8,7 +8,9 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/image_io.h"
 #include "viz/plot.h"
+#include "viz/raster.h"
 
 using namespace kat::viz;
 
@@ -241,4 +243,48 @@ TEST(Plot, WriteFileAndErrors) {
   EXPECT_THROW(render_svg(panels, 0, "x"), kat::Error);
   Panel mism = panel("m", "", "", {series("s", {1, 2, 3}, {1, 2})});
   EXPECT_THROW(render_svg({mism}, 1, "x"), kat::Error);
+}
+
+// PNG output (librsvg + cairo): the raster has the SVG's size, is not blank, shows the first
+// palette color where a series is drawn; a bad SVG and an unwritable path are clear errors.
+TEST(Plot, PngRasterizesTheSvg) {
+  if (!png_supported()) GTEST_SKIP() << "built without librsvg";
+  Panel p;
+  p.title = "png";
+  Series s;
+  s.label = "line";
+  for (int i = 0; i < 50; ++i) s.y.push_back(std::sin(i * 0.2));
+  p.series.push_back(s);
+  const std::string svg = render_svg({p}, 1, "title", 200, 150);
+  const auto dir = std::filesystem::temp_directory_path() / ("kat_png_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "a.png").string();
+  svg_to_png(svg, path);
+  int h = 0, w = 0, c = 0;
+  std::vector<uint8_t> px;
+  std::string err;
+  ASSERT_TRUE(kat::data::decode_image_file(path, h, w, c, px, &err)) << err;
+  EXPECT_EQ(w, 200);
+  EXPECT_EQ(h, 150 + 34);  // panel + title band
+  ASSERT_GE(c, 3);
+  size_t nonwhite = 0, blue = 0;
+  for (size_t i = 0; i + 2 < px.size(); i += size_t(c)) {
+    const int r = px[i], g = px[i + 1], b = px[i + 2];
+    nonwhite += (r < 250 || g < 250 || b < 250);
+    blue += (std::abs(r - 0x1f) < 40 && std::abs(g - 0x77) < 40 && std::abs(b - 0xb4) < 40);  // palette 0
+  }
+  EXPECT_GT(nonwhite, 500u);
+  EXPECT_GT(blue, 50u);
+  svg_to_png(svg, (dir / "b.png").string(), 2.0);  // scale
+  ASSERT_TRUE(kat::data::decode_image_file((dir / "b.png").string(), h, w, c, px, &err)) << err;
+  EXPECT_EQ(w, 400);
+  try {
+    svg_to_png("<svg this is not xml", (dir / "c.png").string());
+    FAIL() << "bad SVG accepted";
+  } catch (const kat::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.png"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "c.png"));
+  EXPECT_THROW(svg_to_png(svg, "/nonexistent-dir/x.png"), kat::Error);
+  std::filesystem::remove_all(dir);
 }

@@ -20,6 +20,7 @@
 #include "ops/cpu_ops.h"
 #include "train/evaluate.h"
 #include "train/gpu_runner.h"
+#include "train/run_plots.h"
 #include "train/optim.h"
 #include "train/progress.h"
 
@@ -407,6 +408,12 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
                  ema_txt, epoch_steps * tc.batch * tc.accum_steps / std::max(train_time, 1e-9),
                  format_duration(train_time).c_str());
     checkpoint(best);
+    // Plots of the run so far (curves, learned rationals): a failure here only warns.
+    try {
+      write_run_plots(tc.out_dir, &model, last_ckpt);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "warning: plots not written: %s\n", e.what());
+    }
     res.final_top1 = ev.top1;
     res.final_loss = ev.loss;
     res.epochs_done = int(epoch + 1);

@@ -337,7 +337,10 @@ std::string render_svg(const std::vector<Panel>& panels, int cols, const std::st
 
 void write_svg(const std::string& path, const std::vector<Panel>& panels, int cols,
                const std::string& title, int panel_w, int panel_h) {
-  const std::string svg = render_svg(panels, cols, title, panel_w, panel_h);
+  write_svg_text(path, render_svg(panels, cols, title, panel_w, panel_h));
+}
+
+void write_svg_text(const std::string& path, const std::string& svg) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);

@@ -38,6 +38,8 @@ std::string render_svg(const std::vector<Panel>& panels, int cols, const std::st
 // render_svg, written to `path` through a temporary file and a rename. Errors name the path.
 void write_svg(const std::string& path, const std::vector<Panel>& panels, int cols,
                const std::string& title, int panel_w = 420, int panel_h = 300);
+// An SVG document (e.g. from render_svg) written the same way.
+void write_svg_text(const std::string& path, const std::string& svg);
 
 // ---- helpers (exposed for tests) ------------------------------------------------------------
 

@@ -1,0 +1,32 @@
+// The plots of a training run: training curves from DIR/metrics.jsonl and the learned rational
+// function of every GR-KAN activation, written as SVG and, when the build has librsvg, PNG.
+// Used by `kat plot` and by the trainer (refreshed after every epoch).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "viz/plot.h"
+
+namespace kat {
+
+class KatModel;
+
+// Two panels (loss; test accuracy) from a metrics.jsonl: train loss per logged step, test loss,
+// test top-1 and EMA test top-1 per epoch. Throws kat::Error naming the file (and line) when it is
+// missing or a line is not JSON.
+std::vector<viz::Panel> curve_panels(const std::string& metrics_path);
+
+// One panel per GR-KAN activation (block i act1 / act2), one curve per group, F(x) on [-3, 3].
+// Throws for a DeiT model (no rational activations).
+std::vector<viz::Panel> rational_panels(KatModel& model);
+
+// Writes stem + ".svg" and, when viz::png_supported(), stem + ".png" (both atomically).
+// Returns the paths written.
+std::vector<std::string> write_plot(const std::string& stem, const std::vector<viz::Panel>& panels, int cols,
+                                    const std::string& title);
+
+// DIR/curves.{svg,png} from DIR/metrics.jsonl and, for a KAT model (model non-null), DIR/rationals.{svg,png}
+// labelled with `source` (the checkpoint). Returns the paths written.
+std::vector<std::string> write_run_plots(const std::string& dir, KatModel* model, const std::string& source);
+
+}  // namespace kat
