@@ -19,32 +19,11 @@
 #   NCU=1 [NCU_ONLY=bf16:768]              profile one forward / stage 1 / stage 2 with ncu
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/out/grkan}
-mkdir -p "$OUT"
-BUILD=${BUILD:-/tmp/grkan_build}
-rm -rf "$BUILD"
-mkdir -p "$BUILD"
-NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-ARCH=${ARCH:--gencode=arch=compute_90a,code=sm_90a}
-NVFLAGS="-std=c++20 -O3 $ARCH --expt-relaxed-constexpr -lineinfo -I$ROOT/src"
+KAT_BENCH_NAME=grkan
+source "$(dirname "$0")/h200_env.sh"  # ROOT OUT BUILD NVCC ARCH NVFLAGS OMPFLAG log
 VARIANTS=${VARIANTS:-"default:"}
 
-log() { echo "== $*" | tee -a "$OUT/build.log"; }
-
-{
-  echo "date: $(date -u +%FT%TZ)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv 2>&1
-  "$NVCC" --version | tail -2
-  g++ --version | head -1
-} > "$OUT/build.log" 2>&1
-cat "$OUT/build.log"
-
 # ---- build (in parallel) -----------------------------------------------------------------
-OMPFLAG=-fopenmp
-echo 'int main(){}' > "$BUILD/omp.cpp"
-g++ -fopenmp "$BUILD/omp.cpp" -o "$BUILD/omp" 2>/dev/null || OMPFLAG=""
-log "OpenMP flag: '${OMPFLAG}'"
 
 pids=()
 g++ -std=c++20 -O3 $OMPFLAG -I"$ROOT/src" -c "$ROOT/src/ops/cpu/grkan_cpu.cpp" -o "$BUILD/grkan_cpu.o" \

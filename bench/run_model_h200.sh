@@ -25,28 +25,13 @@
 #   TORCH_COMPILE=1                             also time torch.compile in the torch script
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/out/model}
-mkdir -p "$OUT"
-BUILD=${BUILD:-/tmp/model_build}
+KAT_BENCH_NAME=model
+source "$(dirname "$0")/h200_env.sh"  # ROOT OUT BUILD NVCC ARCH NVFLAGS OMPFLAG log
 CARRY=${CARRY:-$ROOT/.carry}
-rm -rf "$BUILD"
 mkdir -p "$BUILD/include"
-NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$NVCC")")}
-ARCH=${ARCH:--gencode=arch=compute_90a,code=sm_90a}
-NVFLAGS="-std=c++20 -O3 $ARCH --expt-relaxed-constexpr -lineinfo -I$ROOT/src -I$CARRY/include -I$BUILD/include -DKAT_HAVE_CUDA=1"
+NVFLAGS="$NVFLAGS -I$CARRY/include -I$BUILD/include -DKAT_HAVE_CUDA=1"
 CXXFLAGS="-std=gnu++20 -O3 -march=native -fopenmp -I$ROOT/src -I$CARRY/include -I$BUILD/include -DKAT_SOURCE_DIR=\"$ROOT\""
-
-log() { echo "== $*" | tee -a "$OUT/build.log"; }
-{
-  echo "date: $(date -u +%FT%TZ)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv 2>&1
-  "$NVCC" --version | tail -2
-  g++ --version | head -1
-  echo "cores: $(nproc)"
-} > "$OUT/build.log" 2>&1
-cat "$OUT/build.log"
 
 # ---- BLAS for the CPU reference ------------------------------------------------------------------
 BLASLIB=""

@@ -26,32 +26,10 @@
 #                                                    (VARIANT_BENCH)
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/out/ops}
-mkdir -p "$OUT"
-BUILD=${BUILD:-/tmp/ops_build}
-rm -rf "$BUILD"
-mkdir -p "$BUILD"
-NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-ARCH=${ARCH:--gencode=arch=compute_90a,code=sm_90a}
-NVFLAGS="-std=c++20 -O3 $ARCH --expt-relaxed-constexpr -lineinfo -I$ROOT/src"
-
-log() { echo "== $*" | tee -a "$OUT/build.log"; }
-
-{
-  echo "date: $(date -u +%FT%TZ)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv 2>&1
-  "$NVCC" --version | tail -2
-  g++ --version | head -1
-  echo "cores: $(nproc)"
-} > "$OUT/build.log" 2>&1
-cat "$OUT/build.log"
+KAT_BENCH_NAME=ops
+source "$(dirname "$0")/h200_env.sh"  # ROOT OUT BUILD NVCC ARCH NVFLAGS OMPFLAG log
 
 # ---- build (in parallel) -------------------------------------------------------------------------
-OMPFLAG=-fopenmp
-echo 'int main(){}' > "$BUILD/omp.cpp"
-g++ -fopenmp "$BUILD/omp.cpp" -o "$BUILD/omp" 2>/dev/null || OMPFLAG=""
-log "OpenMP flag: '${OMPFLAG}'"
 
 t0=$(date +%s)
 pids=()
