@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
+#include "train/gpu_runner.h"
 #include "viz/raster.h"
 
 namespace fs = std::filesystem;
@@ -135,6 +136,19 @@ TEST(Cli, TrainEvalPredictPlot) {
   EXPECT_TRUE(fs::exists(d + "/rationals.svg"));
   EXPECT_EQ(fs::exists(d + "/curves.png"), kat::viz::png_supported()) << r.out;
   EXPECT_EQ(fs::exists(d + "/rationals.png"), kat::viz::png_supported()) << r.out;
+  // --device: a malformed value is a usage error; without a usable GPU, a clear error (CI).
+  r = run("eval --no-progress -w " + d + "/best.safetensors --device gpu0");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--device 'gpu0'"), std::string::npos) << r.out;
+  if (!kat::cuda_available()) {
+    for (const std::string cmd : {"eval --no-progress -w " + d + "/best.safetensors --device cuda",
+                                  "predict --device cuda:1 -w " + d + "/best.safetensors " +
+                                      std::string(KAT_TEST_DATA) + "/data/fmnist_test0_label9.png"}) {
+      r = run(cmd);
+      EXPECT_EQ(r.code, 1) << cmd;
+      EXPECT_NE(r.out.find("--device cuda"), std::string::npos) << r.out;
+    }
+  }
   r = run("eval -w " + d + "/best.safetensors --ema");  // trained without --ema
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("EMA"), std::string::npos) << r.out;
