@@ -7,6 +7,15 @@
 //   const float* logits = m.forward(images, batch);          // (batch, classes)
 //
 //   kat::TrainConfig c;  c.epochs = 3;  kat::train(c);      // what `kat train` runs
+//                                                            // (c.device = "cuda:0" for a GPU)
+//   // The same model on a GPU (CUDA build; bf16 compute, forward-only plan):
+//   kat::GpuRunner gpu(m.config(), /*device*/ 0, /*bf16*/ true, kat::AdamWConfig{}, batch,
+//                      /*training*/ false);
+//   gpu.upload_params(m.params.data());
+//   gpu.forward(images, batch, logits_out /* host (batch, classes) */);
+//   // kat::cuda_available(&why) says whether a GPU is usable (false in a CPU-only build).
+//
+//   kat::write_run_plots(run_dir, &m, "label");                // curves + learned rationals (SVG/PNG)
 //
 // Link against the `katlib` CMake target. Errors are thrown as kat::Error with a message that
 // names the input at fault.
@@ -20,7 +29,9 @@
 #include "ops/cpu_ops.h"
 #include "ops/grkan.h"
 #include "train/evaluate.h"
+#include "train/gpu_runner.h"
 #include "train/inference.h"
 #include "train/optim.h"
+#include "train/run_plots.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
