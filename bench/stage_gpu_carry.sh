@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Stage binaries for the lent GPU machine (the device tool's `run`, which copies the working tree
+# plus the ignored paths named in `carry`, 64 MiB in all). That machine has nvcc, CUDA, torch and
+# timm but none of our Debian packages, so we build here and carry the executables with the
+# shared libraries they need from Debian (OpenBLAS gzipped: 36 -> 12 MB).
+#
+#   bench/stage_gpu_carry.sh [TARGET ...]     default: kat kat_gpu_tests
+#     -> .carry/gpurun/{TARGET...,lib/,run_env.sh}   (.carry/ is git-ignored)
+#   then:  run(command="source .carry/gpurun/run_env.sh && kat_gpu_tests && kat bench train ...
+#               --device cuda", carry=[".carry/gpurun"])
+# Build: build-cuda/ (CUDA on, PNG plots off: librsvg would add a dozen more libraries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGETS=("$@")
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(kat kat_gpu_tests)
+cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DKAT_CUDA=ON -DKAT_PNG=OFF > /dev/null
+ninja -C build-cuda "${TARGETS[@]}"
+D=.carry/gpurun
+rm -rf "$D"
+mkdir -p "$D/lib"
+for t in "${TARGETS[@]}"; do strip -o "$D/$t" "build-cuda/$t"; done
+# Every non-system, non-CUDA library the executables load (the CUDA runtime and cuBLAS are there).
+for t in "${TARGETS[@]}"; do ldd "build-cuda/$t"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    linux-vdso*|ld-linux*|libc.so*|libm.so*|libstdc++*|libgcc_s*|libdl.so*|librt.so*|libpthread*|libz.so*) ;;
+    libcuda.so*|libcudart*|libcublas*|libcublasLt*|libnvrtc*) ;;
+    libopenblas*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;
+    *) cp -L "$lib" "$D/lib/" ;;
+  esac
+done
+cat > "$D/run_env.sh" <<'ENV'
+# source on the GPU machine from the repository root: PATH, libraries, configs.
+G=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+for z in "$G"/lib/*.gz; do [ -e "$z" ] && gunzip -f "$z"; done
+export PATH=$G:/usr/local/cuda/bin:$PATH
+export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export KAT_CONFIG_DIR=$(cd "$G/../.." && pwd)/configs
+ENV
+du -sh "$D"
+ls "$D" "$D/lib"
+size=$(du -sm "$D" | cut -f1)
+[ "$size" -lt 64 ] || echo "warning: $D is ${size} MiB; the carry limit is 64 MiB in all"
