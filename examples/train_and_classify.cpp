@@ -15,8 +15,8 @@
 #include <vector>
 
 int main(int argc, char** argv) try {
-  const std::string dir = argc > 1 ? argv[1]
-                                   : (std::filesystem::temp_directory_path() / "kat_example_run").string();
+  const std::string dir =
+      argc > 1 ? argv[1] : (std::filesystem::temp_directory_path() / "kat_example_run").string();
   std::filesystem::remove_all(dir);
 
   // 1. Train: the same entry point as `kat train` (TrainConfig fields = its flags).
@@ -37,7 +37,8 @@ int main(int argc, char** argv) try {
   const int K = model.config().num_classes;
 
   // 3. Classify the first 8 test images with the eval transform of the run.
-  const kat::data::Dataset test = kat::data::load_dataset(tc.data, /*train=*/false, false, model.config().img_size);
+  const kat::data::Dataset test =
+      kat::data::load_dataset(tc.data, /*train=*/false, false, model.config().img_size);
   kat::data::LoaderConfig lc;
   lc.aug.mean = lm.train.mean;
   lc.aug.std = lm.train.std;

@@ -12,6 +12,8 @@ namespace kat::cli {
 // compute) for batches up to max_batch, holding m's weights. Errors name the flag.
 std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch);
 
-inline const char* device_help() { return "cpu, cuda or cuda:N (GPU: bf16 compute)"; }
+inline const char* device_help() {
+  return "cpu, cuda or cuda:N (GPU: bf16 compute)";
+}
 
 }  // namespace kat::cli

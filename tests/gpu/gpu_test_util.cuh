@@ -132,18 +132,18 @@ inline int run_tests(const char* filter, bool print_seconds = false) {
   return failed_tests;
 }
 }  // namespace kat_gpu_test::mini
-#define TEST(suite, name)                                                                       \
-  static void suite##_##name##_body();                                                          \
+#define TEST(suite, name)                                                                          \
+  static void suite##_##name##_body();                                                             \
   static ::kat_gpu_test::mini::Reg suite##_##name##_reg(#suite "." #name, &suite##_##name##_body); \
   static void suite##_##name##_body()
 #define EXPECT_TRUE(c) \
   if (c) {             \
   } else               \
     ::kat_gpu_test::mini::Fail(__FILE__, __LINE__, "EXPECT_TRUE(" #c ")")
-#define ASSERT_TRUE(c)                       \
-  if (c) {                                   \
-  } else                                     \
-    return ::kat_gpu_test::mini::Void() =    \
+#define ASSERT_TRUE(c)                    \
+  if (c) {                                \
+  } else                                  \
+    return ::kat_gpu_test::mini::Void() = \
                ::kat_gpu_test::mini::Fail(__FILE__, __LINE__, "ASSERT_TRUE(" #c ")")
 #define EXPECT_FALSE(c) EXPECT_TRUE(!(c))
 #define EXPECT_LE(a, b) \
@@ -154,18 +154,17 @@ inline int run_tests(const char* filter, bool print_seconds = false) {
   if ((a) == (b)) {     \
   } else                \
     ::kat_gpu_test::mini::Fail(__FILE__, __LINE__, ::kat_gpu_test::mini::cmp_str(#a, "==", #b, (a), (b)))
-// As gtest: an exception of another type, or none, is a failure, and the test goes on.
-#define EXPECT_THROW(stmt, exc)                                                                 \
-  do {                                                                                          \
-    bool kat_thrown_ = false;                                                                   \
-    try {                                                                                       \
-      stmt;                                                                                     \
-    } catch (const exc&) {                                                                      \
-      kat_thrown_ = true;                                                                       \
-    } catch (...) {                                                                             \
-    }                                                                                           \
-    if (!kat_thrown_)                                                                           \
-      ::kat_gpu_test::mini::Fail(__FILE__, __LINE__, "EXPECT_THROW(" #stmt ", " #exc ")");      \
+   // As gtest: an exception of another type, or none, is a failure, and the test goes on.
+#define EXPECT_THROW(stmt, exc)                                                                            \
+  do {                                                                                                     \
+    bool kat_thrown_ = false;                                                                              \
+    try {                                                                                                  \
+      stmt;                                                                                                \
+    } catch (const exc&) {                                                                                 \
+      kat_thrown_ = true;                                                                                  \
+    } catch (...) {                                                                                        \
+    }                                                                                                      \
+    if (!kat_thrown_) ::kat_gpu_test::mini::Fail(__FILE__, __LINE__, "EXPECT_THROW(" #stmt ", " #exc ")"); \
   } while (0)
 #define GTEST_SKIP() return (void)(::kat_gpu_test::mini::skipped() = true)
 #endif
@@ -192,7 +191,9 @@ inline float bf16_bits_to_f32(uint16_t h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
+inline float round_bf16(float f) {
+  return bf16_bits_to_f32(f32_to_bf16_bits(f));
+}
 
 inline uint64_t fresh_seed() {
   std::random_device rd;

@@ -3,8 +3,9 @@
 // attention_cuda.h; called from there.
 //
 // Blocks of W = 8 warps (4 with KAT_ATTN_WARPS=4); a warp owns 16 rows (queries in the forward
-// and dq kernels, keys in the dk/dv kernel) and keeps everything of those rows in registers: its A fragments (Q, dout or K, V), the
-// fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of scores. The other operand of the
+// and dq kernels, keys in the dk/dv kernel) and keeps everything of those rows in registers: its
+// A fragments (Q, dout or K, V), the fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of
+// scores. The other operand of the
 // (image, head) — K, V or Q, dout: at most 256 x 64 bf16 each — is staged once per block in shared
 // memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
 // addresses of an ldmatrix fall in 8 different bank quads) and read with ldmatrix (.trans for the
@@ -12,18 +13,17 @@
 // its valid 16-row subtiles (N = 197 -> 13 subtiles, not 16).
 //
 // Forward: online softmax in the log2 domain (S * scale * log2 e, exp2f), P rounded to bf16 for
-// P V, lse stored in natural log. Backward: the dq kernel computes the row terms Dv_i = dout_i . out_i
-// (written to the workspace) and dq; the dk/dv kernel, launched after it, reads Dv. P, P^T and dS
-// are rounded to bf16 before their second GEMM, as FlashAttention does. All sums in fixed order,
+// P V, lse stored in natural log. Backward: the dq kernel computes the row terms
+// Dv_i = dout_i . out_i (written to the workspace) and dq; the dk/dv kernel, launched after it, reads Dv. P,
+// P^T and dS are rounded to bf16 before their second GEMM, as FlashAttention does. All sums in fixed order,
 // no atomics: bitwise reproducible.
-#include "ops/cuda/attention_mma.h"
-
 #include <cuda_bf16.h>
 
 #include <cmath>
 #include <cstdlib>
 
 #include "core/error.h"
+#include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/mma_bf16.cuh"
 
@@ -51,13 +51,18 @@ int warps_per_block() {
 }
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
-__host__ __device__ constexpr int pad16(int n) { return (n + 15) / 16 * 16; }
+__host__ __device__ constexpr int pad16(int n) {
+  return (n + 15) / 16 * 16;
+}
 template <int HD>
-__host__ __device__ constexpr int ld_smem() { return HD + 8; }
+__host__ __device__ constexpr int ld_smem() {
+  return HD + 8;
+}
 
 // Rows [0, n) of a (rows x HD) strided bf16 matrix into shared memory (ld HD + 8); rows [n, rows) zero.
 template <int HD>
-__device__ __forceinline__ void stage_rows(const bf16* __restrict__ src, int64_t ld_row, int n, int rows, bf16* dst) {
+__device__ __forceinline__ void stage_rows(const bf16* __restrict__ src, int64_t ld_row, int n, int rows,
+                                           bf16* dst) {
   constexpr int V = HD / 8;  // 16-byte chunks per row
   for (int idx = threadIdx.x; idx < rows * V; idx += blockDim.x) {
     const int r = idx / V, c = idx - r * V;
@@ -67,13 +72,15 @@ __device__ __forceinline__ void stage_rows(const bf16* __restrict__ src, int64_t
   }
 }
 
-__device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t ld32(const bf16* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
 
 // A fragments of rows [r0, r0 + 16) x cols [0, HD) of a row-major bf16 matrix in global memory;
 // rows >= n read as zero.
 template <int HD>
-__device__ __forceinline__ void load_a_global(uint32_t (&a)[HD / 16][4], const bf16* __restrict__ base, int64_t ld_row,
-                                              int r0, int n) {
+__device__ __forceinline__ void load_a_global(uint32_t (&a)[HD / 16][4], const bf16* __restrict__ base,
+                                              int64_t ld_row, int r0, int n) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int ra = r0 + g, rb = r0 + g + 8;
   const bf16* pa = base + int64_t(ra) * ld_row + 2 * t;
@@ -90,7 +97,8 @@ __device__ __forceinline__ void load_a_global(uint32_t (&a)[HD / 16][4], const b
 // acc (16 x 64: tiles of 8 columns) = A (16 x HD) . R^T, R = 64 consecutive rows of a staged
 // smem matrix starting at R0; only the first nsub 16-row subtiles of R (the rest stay zero).
 template <int HD>
-__device__ __forceinline__ void mma_abt(float (&acc)[8][4], const uint32_t (&a)[HD / 16][4], const bf16* R0, int nsub) {
+__device__ __forceinline__ void mma_abt(float (&acc)[8][4], const uint32_t (&a)[HD / 16][4], const bf16* R0,
+                                        int nsub) {
   constexpr int LD = ld_smem<HD>();
   const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
 #pragma unroll
@@ -113,7 +121,8 @@ __device__ __forceinline__ void mma_abt(float (&acc)[8][4], const uint32_t (&a)[
 // acc (16 x HD) += P (16 x 64, A fragments p[j] for columns 16j..16j+15) . R (64 rows x HD of a
 // staged smem matrix starting at R0); only the first nsub subtiles.
 template <int HD>
-__device__ __forceinline__ void mma_pr(float (&acc)[HD / 8][4], const uint32_t (&p)[4][4], const bf16* R0, int nsub) {
+__device__ __forceinline__ void mma_pr(float (&acc)[HD / 8][4], const uint32_t (&p)[4][4], const bf16* R0,
+                                       int nsub) {
   constexpr int LD = ld_smem<HD>();
   const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
   const bf16* lane_row = R0 + ((m & 1) * 8 + r) * LD + (m >> 1) * 8;
@@ -151,9 +160,11 @@ __device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], float 
   for (int dt = 0; dt < HD / 8; ++dt) {
     const int col = dt * 8 + 2 * t;
     if (ra < n)
-      *reinterpret_cast<uint32_t*>(base + int64_t(ra) * ld_row + col) = vecio::pack_bf16x2(acc[dt][0] * mul0, acc[dt][1] * mul0);
+      *reinterpret_cast<uint32_t*>(base + int64_t(ra) * ld_row + col) =
+          vecio::pack_bf16x2(acc[dt][0] * mul0, acc[dt][1] * mul0);
     if (rb < n)
-      *reinterpret_cast<uint32_t*>(base + int64_t(rb) * ld_row + col) = vecio::pack_bf16x2(acc[dt][2] * mul1, acc[dt][3] * mul1);
+      *reinterpret_cast<uint32_t*>(base + int64_t(rb) * ld_row + col) =
+          vecio::pack_bf16x2(acc[dt][2] * mul1, acc[dt][3] * mul1);
   }
 }
 
@@ -161,8 +172,8 @@ __device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], float 
 // blockIdx.y) staged into dynamic shared memory (Ks, Vs: pad16(N) x (HD + 8) each). Returns the
 // (image, head) base pointer into qkv (its q columns; k at + D, v at + 2 D). No barrier.
 template <int HD>
-__device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, int N, int D, unsigned char* smem,
-                                               bf16*& Ks, bf16*& Vs) {
+__device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, int N, int D,
+                                                unsigned char* smem, bf16*& Ks, bf16*& Vs) {
   const int NP = pad16(N);
   Ks = reinterpret_cast<bf16*>(smem);
   Vs = Ks + NP * ld_smem<HD>();
@@ -180,9 +191,9 @@ std::size_t two_operand_smem(int N) {
 
 // grid (ceil(N / (16 W)), H, B). smem: K, V of the (image, head).
 template <int HD, int W>
-__global__ void __launch_bounds__(32 * W) attn_fwd_mma_kernel(int N, int D, int H, float scale_log2,
-                                                                const bf16* __restrict__ qkv, bf16* __restrict__ out,
-                                                                float* __restrict__ lse) {
+__global__ void __launch_bounds__(32 * W)
+    attn_fwd_mma_kernel(int N, int D, int H, float scale_log2, const bf16* __restrict__ qkv,
+                        bf16* __restrict__ out, float* __restrict__ lse) {
   constexpr int LD = ld_smem<HD>();
   const int NP = pad16(N);
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -256,12 +267,10 @@ __global__ void __launch_bounds__(32 * W) attn_fwd_mma_kernel(int N, int D, int 
 
 // dq and the row terms Dv. grid (ceil(N / (16 W)), H, B). smem: K, V of the (image, head).
 template <int HD, int W>
-__global__ void __launch_bounds__(32 * W) attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2,
-                                                                   const bf16* __restrict__ qkv,
-                                                                   const bf16* __restrict__ out,
-                                                                   const float* __restrict__ lse,
-                                                                   const bf16* __restrict__ dout,
-                                                                   bf16* __restrict__ dqkv, float* __restrict__ dvec) {
+__global__ void __launch_bounds__(32 * W)
+    attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2, const bf16* __restrict__ qkv,
+                           const bf16* __restrict__ out, const float* __restrict__ lse,
+                           const bf16* __restrict__ dout, bf16* __restrict__ dqkv, float* __restrict__ dvec) {
   constexpr int LD = ld_smem<HD>();
   const int NP = pad16(N);
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -284,7 +293,8 @@ __global__ void __launch_bounds__(32 * W) attn_bwd_dq_mma_kernel(int N, int D, i
     for (int kk = 0; kk < HD / 16; ++kk) {
 #pragma unroll
       for (int e = 0; e < 4; e += 2) {
-        s0 += vecio::bf16_lo(ga[kk][e]) * vecio::bf16_lo(oa[kk][e]) + vecio::bf16_hi(ga[kk][e]) * vecio::bf16_hi(oa[kk][e]);
+        s0 += vecio::bf16_lo(ga[kk][e]) * vecio::bf16_lo(oa[kk][e]) +
+              vecio::bf16_hi(ga[kk][e]) * vecio::bf16_hi(oa[kk][e]);
         s1 += vecio::bf16_lo(ga[kk][e + 1]) * vecio::bf16_lo(oa[kk][e + 1]) +
               vecio::bf16_hi(ga[kk][e + 1]) * vecio::bf16_hi(oa[kk][e + 1]);
       }
@@ -331,12 +341,10 @@ __global__ void __launch_bounds__(32 * W) attn_bwd_dq_mma_kernel(int N, int D, i
 // dk, dv. grid (ceil(N / (16 W)), H, B), a warp per 16 keys. smem: Q, dout of the (image, head), and
 // lse * log2 e, Dv per query.
 template <int HD, int W>
-__global__ void __launch_bounds__(32 * W) attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2,
-                                                                    const bf16* __restrict__ qkv,
-                                                                    const float* __restrict__ lse,
-                                                                    const bf16* __restrict__ dout,
-                                                                    const float* __restrict__ dvec,
-                                                                    bf16* __restrict__ dqkv) {
+__global__ void __launch_bounds__(32 * W)
+    attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2, const bf16* __restrict__ qkv,
+                            const float* __restrict__ lse, const bf16* __restrict__ dout,
+                            const float* __restrict__ dvec, bf16* __restrict__ dqkv) {
   constexpr int LD = ld_smem<HD>();
   const int NP = pad16(N);
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -345,7 +353,7 @@ __global__ void __launch_bounds__(32 * W) attn_bwd_dkv_mma_kernel(int N, int D, 
   // Per query, over whole 64-chunks (the unused subtiles of the last chunk read them too):
   const int NC = (N + 63) / 64 * 64;
   float* L2s = reinterpret_cast<float*>(Gs + NP * LD);  // NC: lse * log2 e (+inf past N)
-  float* Ds = L2s + NC;                                  // NC: Dv (0 past N)
+  float* Ds = L2s + NC;                                 // NC: Dv (0 past N)
   const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t = lane & 3;
   const int r0 = blockIdx.x * 16 * W + warp * 16;
@@ -408,18 +416,19 @@ void set_smem(K kernel, std::size_t bytes) {
 }
 
 template <int HD, int W>
-void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse, cudaStream_t s) {
+void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse,
+                      cudaStream_t s) {
   const dim3 grid((N + 16 * W - 1) / (16 * W), H, unsigned(B));
   const std::size_t smem = two_operand_smem<HD>(N);
   set_smem(attn_fwd_mma_kernel<HD, W>, smem);
-  attn_fwd_mma_kernel<HD, W><<<grid, 32 * W, smem, s>>>(N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv),
-                                                       static_cast<bf16*>(out), lse);
+  attn_fwd_mma_kernel<HD, W><<<grid, 32 * W, smem, s>>>(
+      N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv), static_cast<bf16*>(out), lse);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
 template <int HD, int W>
-void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out, const float* lse,
-                       const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
+                       const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
   const dim3 grid((N + 16 * W - 1) / (16 * W), H, unsigned(B));
   const auto* q = static_cast<const bf16*>(qkv);
   const auto* g = static_cast<const bf16*>(dout);
@@ -427,16 +436,18 @@ void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* 
   const std::size_t smem1 = two_operand_smem<HD>(N);
   set_smem(attn_bwd_dq_mma_kernel<HD, W>, smem1);
   attn_bwd_dq_mma_kernel<HD, W><<<grid, 32 * W, smem1, s>>>(N, D, H, scale, scale * kLog2e, q,
-                                                           static_cast<const bf16*>(out), lse, g, dq, dvec);
+                                                            static_cast<const bf16*>(out), lse, g, dq, dvec);
   KAT_CUDA_CHECK_LAUNCH();
   const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
   set_smem(attn_bwd_dkv_mma_kernel<HD, W>, smem2);
-  attn_bwd_dkv_mma_kernel<HD, W><<<grid, 32 * W, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
+  attn_bwd_dkv_mma_kernel<HD, W>
+      <<<grid, 32 * W, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
 template <int HD>
-void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse, cudaStream_t s) {
+void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse,
+                    cudaStream_t s) {
   if (warps_per_block() == 8)
     launch_forward_w<HD, 8>(B, N, D, H, scale, qkv, out, lse, s);
   else
@@ -444,8 +455,8 @@ void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv
 }
 
 template <int HD>
-void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out, const float* lse,
-                     const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
+                     const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
   if (warps_per_block() == 8)
     launch_backward_w<HD, 8>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
   else
@@ -454,34 +465,55 @@ void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qk
 
 }  // namespace
 
-bool attention_mma_supported(int64_t hd) { return hd == 16 || hd == 32 || hd == 48 || hd == 64; }
+bool attention_mma_supported(int64_t hd) {
+  return hd == 16 || hd == 32 || hd == 48 || hd == 64;
+}
 
 void attention_mma_forward(int64_t B, int64_t N, int64_t D, int64_t H, const void* qkv, void* out, float* lse,
                            cudaStream_t stream) {
   const int hd = int(D / H);
   KAT_CHECK(attention_mma_supported(hd), "attention: no tensor-core path for head dim ", hd);
-  KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && D % 8 == 0, "attention: tensor-core path needs 16-byte rows");
+  KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && D % 8 == 0,
+            "attention: tensor-core path needs 16-byte rows");
   const float scale = 1.0f / std::sqrt(float(hd));
   switch (hd) {
-    case 16: launch_forward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
-    case 32: launch_forward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
-    case 48: launch_forward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
-    default: launch_forward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    case 16:
+      launch_forward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
+      break;
+    case 32:
+      launch_forward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
+      break;
+    case 48:
+      launch_forward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
+      break;
+    default:
+      launch_forward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
+      break;
   }
 }
 
 void attention_mma_backward(int64_t B, int64_t N, int64_t D, int64_t H, const void* qkv, const void* out,
-                            const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t stream) {
+                            const float* lse, const void* dout, void* dqkv, float* dvec,
+                            cudaStream_t stream) {
   const int hd = int(D / H);
   KAT_CHECK(attention_mma_supported(hd), "attention: no tensor-core path for head dim ", hd);
-  KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0 && D % 8 == 0,
-            "attention: tensor-core path needs 16-byte rows");
+  KAT_CHECK(
+      reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0 && D % 8 == 0,
+      "attention: tensor-core path needs 16-byte rows");
   const float scale = 1.0f / std::sqrt(float(hd));
   switch (hd) {
-    case 16: launch_backward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
-    case 32: launch_backward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
-    case 48: launch_backward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
-    default: launch_backward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); break;
+    case 16:
+      launch_backward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      break;
+    case 32:
+      launch_backward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      break;
+    case 48:
+      launch_backward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      break;
+    default:
+      launch_backward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      break;
   }
 }
 

@@ -30,8 +30,8 @@ __device__ double block_sum(double v, double* sh) {
   return sh[0];
 }
 
-__global__ void __launch_bounds__(kThreads) sumsq_partials_kernel(int64_t n, const float* __restrict__ g,
-                                                                  double* __restrict__ partials) {
+__global__ void __launch_bounds__(kThreads)
+    sumsq_partials_kernel(int64_t n, const float* __restrict__ g, double* __restrict__ partials) {
   __shared__ double sh[kThreads];
   double s = 0;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
@@ -43,9 +43,9 @@ __global__ void __launch_bounds__(kThreads) sumsq_partials_kernel(int64_t n, con
 }
 
 // factor = max_norm / (norm + 1e-6) when 0 < max_norm < norm, else 1 (torch.nn.utils.clip_grad_norm_).
-__global__ void __launch_bounds__(kThreads) clip_factor_kernel(int nparts, const double* __restrict__ partials,
-                                                               double max_norm, double* __restrict__ norm,
-                                                               float* __restrict__ factor) {
+__global__ void __launch_bounds__(kThreads)
+    clip_factor_kernel(int nparts, const double* __restrict__ partials, double max_norm,
+                       double* __restrict__ norm, float* __restrict__ factor) {
   __shared__ double sh[kThreads];
   double s = 0;
   for (int i = threadIdx.x; i < nparts; i += kThreads) s += partials[i];
@@ -57,17 +57,26 @@ __global__ void __launch_bounds__(kThreads) clip_factor_kernel(int nparts, const
   }
 }
 
-__global__ void __launch_bounds__(kThreads) scale_by_factor_kernel(int64_t n, float* __restrict__ g,
-                                                                   const float* __restrict__ factor) {
+__global__ void __launch_bounds__(kThreads)
+    scale_by_factor_kernel(int64_t n, float* __restrict__ g, const float* __restrict__ factor) {
   const float f = *factor;
   if (f == 1.0f) return;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) g[i] *= f;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads)
+    g[i] *= f;
 }
 
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void from_f(float& d, float v) { d = v; }
-__device__ __forceinline__ void from_f(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float to_f(float v) {
+  return v;
+}
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+__device__ __forceinline__ void from_f(float& d, float v) {
+  d = v;
+}
+__device__ __forceinline__ void from_f(__nv_bfloat16& d, float v) {
+  d = __float2bfloat16_rn(v);
+}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) divide_kernel(int64_t n, T* __restrict__ x, float divisor) {
@@ -81,7 +90,9 @@ unsigned grid_for(int64_t n, int64_t cap) {
 
 }  // namespace
 
-std::size_t clip_grad_norm_workspace_bytes() { return kMaxPartials * sizeof(double) + sizeof(double) + sizeof(float); }
+std::size_t clip_grad_norm_workspace_bytes() {
+  return kMaxPartials * sizeof(double) + sizeof(double) + sizeof(float);
+}
 
 void clip_grad_norm(int64_t n, float* grads, double max_norm, void* workspace, cudaStream_t stream) {
   KAT_CHECK(n >= 0, "clip_grad_norm (cuda): n must be >= 0, got ", n);
@@ -105,13 +116,15 @@ const double* clip_grad_norm_result(const void* workspace) {
 
 void divide_inplace(int64_t n, Storage st, void* x, float divisor, cudaStream_t stream) {
   KAT_CHECK(n >= 0, "divide_inplace (cuda): n must be >= 0, got ", n);
-  KAT_CHECK(divisor != 0.0f && std::isfinite(divisor), "divide_inplace (cuda): divisor must be finite and non-zero");
+  KAT_CHECK(divisor != 0.0f && std::isfinite(divisor),
+            "divide_inplace (cuda): divisor must be finite and non-zero");
   if (n == 0) return;
   KAT_CHECK(x != nullptr, "divide_inplace (cuda): null pointer");
   if (st == Storage::F32)
     divide_kernel<float><<<grid_for(n, 4096), kThreads, 0, stream>>>(n, static_cast<float*>(x), divisor);
   else
-    divide_kernel<__nv_bfloat16><<<grid_for(n, 4096), kThreads, 0, stream>>>(n, static_cast<__nv_bfloat16*>(x), divisor);
+    divide_kernel<__nv_bfloat16>
+        <<<grid_for(n, 4096), kThreads, 0, stream>>>(n, static_cast<__nv_bfloat16*>(x), divisor);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
