@@ -822,3 +822,73 @@ TEST(DataLoader, FashionMnistDefaultPipelineIsFast) {
   EXPECT_LT(ms / n, 20.0) << ms / n << " ms per batch";
   std::printf("[ info ] fashion-mnist pad-crop loader: %.3f ms/batch (1 worker)\n", ms / n);
 }
+
+// Lazy folders (--lazy-data): the same images, decoded when a batch needs them. With the same
+// geometry and channels the loader's batches (train augmentation, mixing, several workers) are
+// bitwise those of the in-memory dataset; corrupt files stop the loader naming the file; the
+// options lazy loading cannot honour are refused up front.
+TEST(DataImageFolder, LazyEqualsEager) {
+  TempDir t;
+  const fs::path root = t.path() / "ds";
+  int k = 0;
+  for (const char* cls : {"a", "b", "c"}) {
+    fs::create_directories(root / cls);
+    for (int i = 0; i < 6; ++i, ++k) {  // mixed sizes, gray and colour, PNG and JPEG
+      const int h = 10 + (k % 5), w = 9 + (k % 7), c = (k % 3 == 0) ? 1 : 3;
+      const auto px = smooth(h, w, c, k);
+      const std::string stem = (root / cls / ("img" + std::to_string(i))).string();
+      if (k % 2)
+        write_jpeg(stem + ".jpg", h, w, c, px.data(), 95);
+      else
+        write_png(stem + ".png", h, w, c, px.data());
+    }
+  }
+  const Dataset eager = load_image_folder(root.string(), 8, false, nullptr, 3);
+  const Dataset lazy = load_image_folder(root.string(), 8, false, nullptr, 3, nullptr, true);
+  ASSERT_TRUE(lazy.lazy());
+  EXPECT_FALSE(eager.lazy());
+  EXPECT_TRUE(lazy.pixels.empty());
+  EXPECT_EQ(lazy.size(), eager.size());
+  EXPECT_EQ(lazy.labels, eager.labels);
+  EXPECT_EQ(lazy.class_names, eager.class_names);
+  EXPECT_EQ(lazy.image_bytes(), eager.image_bytes());
+  std::vector<uint8_t> a(eager.image_bytes()), b(eager.image_bytes());
+  for (size_t i = 0; i < eager.size(); ++i) {
+    eager.read_image(i, a.data());
+    lazy.read_image(i, b.data());
+    EXPECT_EQ(a, b) << "image " << i;
+  }
+  LoaderConfig lc;
+  lc.batch_size = 5;
+  lc.num_workers = 3;
+  lc.seed = 7;
+  lc.aug.train = true;
+  lc.aug.out_size = 8;
+  lc.aug.crop = "rrc";
+  lc.aug.hflip = true;
+  lc.aug.randaug_n = 2;
+  lc.mix.mixup_alpha = 0.8;
+  lc.mix.label_smoothing = 0.1;
+  Loader le(eager, lc), ll(lazy, lc);
+  for (int e = 0; e < 2; ++e) {
+    const auto be = run_epoch(le, e), bl = run_epoch(ll, e);
+    ASSERT_EQ(be.size(), bl.size());
+    for (size_t i = 0; i < be.size(); ++i)
+      EXPECT_TRUE(same_batch(be[i], bl[i])) << "epoch " << e << " batch " << i;
+  }
+  const Dataset part = subset(lazy, 4);
+  EXPECT_TRUE(part.lazy());
+  EXPECT_EQ(part.files.size(), 4u);
+  // Refused: no fixed size; --skip-bad.
+  expect_error([&] { load_image_folder(root.string(), 0, false, nullptr, 3, nullptr, true); }, {"resize"});
+  expect_error([&] { load_image_folder(root.string(), 8, true, nullptr, 3, nullptr, true); }, {"--skip-bad"});
+  // A corrupt file is found when read: the loader stops with its name.
+  { std::ofstream(root / "b" / "img3.jpg", std::ios::trunc) << "not a jpeg"; }
+  const Dataset lazy2 = load_image_folder(root.string(), 8, false, nullptr, 3, nullptr, true);
+  LoaderConfig lc2 = lc;
+  lc2.batch_size = int(lazy2.size());
+  Loader bad(lazy2, lc2);
+  bad.start_epoch(0, 0);
+  Batch bt;
+  expect_error([&] { bad.next(bt); }, {"img3.jpg"});
+}

@@ -1,6 +1,7 @@
 // Training: optimizer pieces against their formulas, NaN localisation, and the trainer end to end on
 // a slice of Fashion-MNIST, including the bitwise-resume guarantee.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "data/image_io.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
 #include "train/gpu_runner.h"
@@ -227,4 +229,48 @@ TEST(TrainDevice, ParseAndClearErrors) {
     }
     fs::remove_all(c.out_dir);
   }
+}
+
+// An image folder trained with --lazy-data (images decoded in the loader workers) follows the
+// in-memory run bitwise: same losses at every step, same final accuracy; the flag survives in
+// config.json (so --resume keeps it).
+TEST(TrainLazyData, FolderLazyEqualsEager) {
+  const fs::path root = fs::temp_directory_path() / ("kat_lazy_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  int k = 0;
+  for (const char* split : {"train", "val"})
+    for (const char* cls : {"x", "y"}) {
+      fs::create_directories(root / split / cls);
+      for (int i = 0; i < (split[0] == 't' ? 24 : 8); ++i, ++k) {
+        const int h = 10 + k % 4, w = 12 + k % 3;
+        std::vector<uint8_t> px(size_t(h) * w * 3);
+        for (size_t j = 0; j < px.size(); ++j) px[j] = uint8_t((j * (cls[0] == 'x' ? 7 : 13) + k * 31) & 255);
+        data::write_png((root / split / cls / (std::to_string(i) + ".png")).string(), h, w, 3, px.data());
+      }
+    }
+  auto run = [&](bool lazy) {
+    TrainConfig c;
+    c.model = "kat_micro_patch4_28";
+    c.model_overrides = {"depth=1",    "embed_dim=32", "num_heads=2",  "mlp_hidden=64",
+                         "in_chans=3", "img_size=8",   "num_classes=2"};
+    c.data = "folder:" + root.string();
+    c.out_dir = (root / (lazy ? "run_lazy" : "run_eager")).string();
+    c.epochs = 2;
+    c.batch = 8;
+    c.crop = "rrc";
+    c.hflip = true;
+    c.workers = 2;
+    c.progress = false;
+    c.lazy_data = lazy;
+    return train(c);
+  };
+  const TrainResult eager = run(false), lazy = run(true);
+  ASSERT_EQ(eager.step_losses.size(), lazy.step_losses.size());
+  for (size_t i = 0; i < eager.step_losses.size(); ++i)
+    EXPECT_EQ(eager.step_losses[i], lazy.step_losses[i]) << "step " << i;
+  EXPECT_EQ(eager.final_top1, lazy.final_top1);
+  std::ifstream cfg(root / "run_lazy" / "config.json");
+  const auto j = nlohmann::json::parse(cfg);
+  EXPECT_TRUE(j["train"]["lazy_data"].get<bool>());
+  fs::remove_all(root);
 }

@@ -18,7 +18,7 @@ void register_eval(CLI::App& app) {
   struct Opts {
     std::string weights, model, data, json_out, device = "cpu";
     std::vector<std::string> overrides;
-    bool ema = false, train_split = false, no_progress = false, skip_bad = false;
+    bool ema = false, train_split = false, no_progress = false, skip_bad = false, lazy = false;
     int batch = 256;
   };
   auto o = std::make_shared<Opts>();
@@ -29,6 +29,7 @@ void register_eval(CLI::App& app) {
   sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
   sub->add_flag("--train-split", o->train_split, "Evaluate on the training split instead of test");
   sub->add_flag("--skip-bad", o->skip_bad, "Skip corrupt images");
+  sub->add_flag("--lazy-data", o->lazy, "folder: datasets: decode images when read instead of all up front");
   sub->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
@@ -37,7 +38,9 @@ void register_eval(CLI::App& app) {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     int skipped = 0;
-    const data::Dataset ds = data::load_dataset(spec, o->train_split, o->skip_bad, lm.model->config().img_size, &skipped);
+    const data::Dataset ds =
+        data::load_dataset(spec, o->train_split, o->skip_bad, lm.model->config().img_size, &skipped, o->lazy,
+                           o->lazy ? lm.model->config().in_chans : 0);
     if (skipped > 0) std::printf("--skip-bad: skipped %d corrupt images\n", skipped);
     data::LoaderConfig lc;
     lc.aug.mean = lm.train.mean;

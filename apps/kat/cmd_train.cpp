@@ -61,6 +61,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--train-subset", c->train_subset, "Use only the first N training images (0 = all)")->capture_default_str();
   sub->add_option("--test-subset", c->test_subset, "Use only the first N test images (0 = all)")->capture_default_str();
   sub->add_flag("--skip-bad", c->skip_bad, "Skip (and count) corrupt images instead of stopping");
+  sub->add_flag(
+      "--lazy-data", c->lazy_data,
+      "folder: datasets: decode each image when a batch needs it (in the --workers threads) instead of "
+      "holding the whole decoded dataset in memory (ImageNet-size folders)");
   sub->add_flag("--no-progress", *no_progress, "No progress bar (summary lines only)");
   registry().push_back({sub, [c, resume, no_progress] {
     c->progress = !*no_progress;

@@ -1,5 +1,6 @@
 #include "data/dataset.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -236,8 +237,45 @@ bool is_image_ext(const fs::path& p) {
 }
 }  // namespace
 
+namespace {
+// px (np pixels, c_in channels) -> dst (c_out channels): copy, gray -> RGB, or RGB -> gray
+// (ITU-R 601-2 luma, as PIL's convert('L')).
+void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t* dst) {
+  if (c_in == c_out) {
+    std::copy(px, px + np * size_t(c_in), dst);
+  } else if (c_in == 1) {
+    for (size_t p = 0; p < np; ++p) dst[p * 3] = dst[p * 3 + 1] = dst[p * 3 + 2] = px[p];
+  } else {
+    for (size_t p = 0; p < np; ++p)
+      dst[p] =
+          static_cast<uint8_t>((px[p * 3] * 299 + px[p * 3 + 1] * 587 + px[p * 3 + 2] * 114 + 500) / 1000);
+  }
+}
+
+size_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
+}
+}  // namespace
+
+void Dataset::read_image(size_t i, uint8_t* out) const {
+  KAT_CHECK(i < size(), source, ": image index ", i, " out of range [0, ", size(), ")");
+  if (!lazy()) {
+    std::copy(image(i), image(i) + image_bytes(), out);
+    return;
+  }
+  thread_local std::vector<uint8_t> decoded, resized;
+  int h = 0, w = 0, c = 0;
+  std::string err;
+  KAT_CHECK(decode_image_file(files[i], h, w, c, decoded, &err),
+            err.empty() ? files[i] + ": cannot decode" : err, " (lazy folder ", source, ", image ", i, ")");
+  resized.resize(static_cast<size_t>(decode_size) * decode_size * c);
+  resize_shorter_center_crop(decoded.data(), h, w, c, decode_size, resized.data());
+  convert_channels(resized.data(), static_cast<size_t>(decode_size) * decode_size, c, channels, out);
+}
+
 Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad, int* skipped, int channels,
-                          const std::vector<std::string>* classes) {
+                          const std::vector<std::string>* classes, bool lazy) {
   KAT_CHECK(resize_to >= 0 && resize_to <= 4096, "load_image_folder: bad resize size ", resize_to);
   KAT_CHECK(channels == 0 || channels == 1 || channels == 3, "load_image_folder: channels must be 0, 1 or 3, got ",
             channels);
@@ -262,6 +300,43 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   KAT_CHECK(!ds.class_names.empty(), "folder ", root, ": no class sub-folders (expected ", root, "/<class>/*.png)");
   ds.num_classes = static_cast<int>(ds.class_names.size());
 
+  // All files first (sorted per class), so the size of an eager load is known before decoding.
+  std::vector<std::pair<int, fs::path>> listing;
+  for (int k = 0; k < ds.num_classes; ++k) {
+    const fs::path cdir = fs::path(root) / ds.class_names[k];
+    if (!fs::is_directory(cdir)) continue;
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(cdir))
+      if (e.is_regular_file() && is_image_ext(e.path())) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) listing.emplace_back(k, std::move(f));
+  }
+  KAT_CHECK(!listing.empty(), "folder ", root, ": no .png/.jpg/.jpeg images found");
+  if (lazy) {
+    KAT_CHECK(resize_to > 0, "folder ", root,
+              ": lazy loading needs a resize size (images are decoded to a fixed size)");
+    KAT_CHECK(!skip_bad, "folder ", root,
+              ": --skip-bad needs the in-memory loader (a lazy dataset only finds a corrupt",
+              " file when it reads it, and then stops with its name)");
+    ds.height = ds.width = ds.decode_size = resize_to;
+    ds.channels = channels == 0 ? 3 : channels;
+    ds.files.reserve(listing.size());
+    ds.labels.reserve(listing.size());
+    for (auto& [k, f] : listing) {
+      ds.labels.push_back(k);
+      ds.files.push_back(f.string());
+    }
+    return ds;
+  }
+  if (resize_to > 0) {
+    const double bytes = double(listing.size()) * resize_to * resize_to * (channels == 1 ? 1 : 3);
+    const double mem = double(physical_memory_bytes());
+    KAT_CHECK(mem == 0 || bytes <= 0.5 * mem, "folder ", root, ": ", listing.size(), " images at ", resize_to,
+              "x", resize_to, " would take ", bytes / 1e9,
+              " GB decoded in memory (more than half of this machine's ", mem / 1e9,
+              " GB); pass --lazy-data to decode them on the fly in the loader");
+  }
+
   struct Img {
     int label, h, w, c;
     std::string path;
@@ -270,14 +345,8 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   std::vector<Img> imgs;
   int bad = 0;
   std::vector<uint8_t> decoded;
-  for (int k = 0; k < ds.num_classes; ++k) {
-    const fs::path cdir = fs::path(root) / ds.class_names[k];
-    if (!fs::is_directory(cdir)) continue;
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(cdir))
-      if (e.is_regular_file() && is_image_ext(e.path())) files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-    for (const auto& fp : files) {
+  {
+    for (const auto& [k, fp] : listing) {
       int h = 0, w = 0, c = 0;
       std::string err;
       if (!decode_image_file(fp.string(), h, w, c, decoded, &err)) {
@@ -320,15 +389,7 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   for (size_t i = 0; i < imgs.size(); ++i) {
     const Img& im = imgs[i];
     ds.labels[i] = im.label;
-    uint8_t* dst = ds.pixels.data() + i * np * out_c;
-    if (im.c == out_c) {
-      std::copy(im.px.begin(), im.px.end(), dst);
-    } else if (im.c == 1) {  // gray -> RGB
-      for (size_t p = 0; p < np; ++p) dst[p * 3] = dst[p * 3 + 1] = dst[p * 3 + 2] = im.px[p];
-    } else {  // RGB -> gray (ITU-R 601-2 luma, as PIL's convert('L'))
-      for (size_t p = 0; p < np; ++p)
-        dst[p] = static_cast<uint8_t>((im.px[p * 3] * 299 + im.px[p * 3 + 1] * 587 + im.px[p * 3 + 2] * 114 + 500) / 1000);
-    }
+    convert_channels(im.px.data(), np, im.c, out_c, ds.pixels.data() + i * np * out_c);
   }
   return ds;
 }
@@ -344,7 +405,8 @@ std::string find_one(const fs::path& dir, const std::vector<std::string>& names,
 }
 }  // namespace
 
-Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int folder_resize, int* skipped) {
+Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int folder_resize, int* skipped,
+                     bool folder_lazy, int folder_channels) {
   if (skipped) *skipped = 0;
   std::string kind = spec, dir;
   const size_t colon = spec.find(':');
@@ -391,7 +453,9 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
   const fs::path root = dir;
   const fs::path tr = root / "train";
   KAT_CHECK(fs::is_directory(tr), "dataset '", spec, "': missing ", tr.string(), " (expected DIR/train and DIR/val)");
-  if (train) return load_image_folder(tr.string(), folder_resize, skip_bad, skipped);
+  if (train)
+    return load_image_folder(tr.string(), folder_resize, skip_bad, skipped, folder_channels, nullptr,
+                             folder_lazy);
   fs::path ev = root / "val";
   if (!fs::is_directory(ev)) ev = root / "test";
   KAT_CHECK(fs::is_directory(ev), "dataset '", spec, "': missing ", (root / "val").string(), " or ",
@@ -402,7 +466,8 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
     if (e.is_directory() && !name.empty() && name[0] != '.') classes.push_back(name);
   }
   std::sort(classes.begin(), classes.end());
-  return load_image_folder(ev.string(), folder_resize, skip_bad, skipped, 0, &classes);
+  return load_image_folder(ev.string(), folder_resize, skip_bad, skipped, folder_channels, &classes,
+                           folder_lazy);
 }
 
 Dataset subset(const Dataset& ds, size_t n) {
@@ -415,7 +480,12 @@ Dataset subset(const Dataset& ds, size_t n) {
   out.source = ds.source;
   n = std::min(n, ds.size());
   out.labels.assign(ds.labels.begin(), ds.labels.begin() + static_cast<std::ptrdiff_t>(n));
-  out.pixels.assign(ds.pixels.begin(), ds.pixels.begin() + static_cast<std::ptrdiff_t>(n * ds.image_bytes()));
+  out.decode_size = ds.decode_size;
+  if (ds.lazy())
+    out.files.assign(ds.files.begin(), ds.files.begin() + static_cast<std::ptrdiff_t>(n));
+  else
+    out.pixels.assign(ds.pixels.begin(),
+                      ds.pixels.begin() + static_cast<std::ptrdiff_t>(n * ds.image_bytes()));
   return out;
 }
 

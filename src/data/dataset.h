@@ -18,10 +18,19 @@ struct Dataset {
   std::vector<int32_t> labels;  // (N)
   std::vector<std::string> class_names;
   std::string source;  // path / spec, for messages
+  // Lazy image folders (load_image_folder with lazy = true): one file per sample, decoded when read
+  // (`pixels` stays empty), so an ImageNet-size folder needs no memory for the decoded images.
+  std::vector<std::string> files;
+  int decode_size = 0;  // lazy: the square side images are resized / center-cropped to
 
   size_t size() const { return labels.size(); }
   size_t image_bytes() const { return static_cast<size_t>(height) * width * channels; }
+  bool lazy() const { return pixels.empty() && !files.empty(); }
+  // Eager datasets only (lazy ones have no pixel buffer): the stored image i.
   const uint8_t* image(size_t i) const { return pixels.data() + i * image_bytes(); }
+  // Image i into out (image_bytes()): a copy (eager) or decode + resize + channel conversion,
+  // exactly as the eager loader does it (lazy; errors throw kat::Error naming the file).
+  void read_image(size_t i, uint8_t* out) const;
 };
 
 // Default location of Fashion-MNIST (spec "fashion-mnist").
@@ -43,9 +52,13 @@ Dataset load_cifar(const std::vector<std::string>& batch_files, int num_classes)
 // force 1 / 3. `classes` (optional): use this class list (e.g. the train split's) instead of the
 // folder listing; folders not in it are an error. Corrupt images: Error naming the file, or, with
 // skip_bad, skipped and counted in *skipped.
+// lazy: list the files only and decode each image when it is read (needs resize_to > 0; channels
+// 0 means 3 there, since deciding "any colour image?" would mean decoding them all; skip_bad is
+// refused). Eager loading refuses a folder whose decoded images would take more than half of the
+// machine's memory, naming the size and --lazy-data.
 Dataset load_image_folder(const std::string& root, int resize_to = 0, bool skip_bad = false,
                           int* skipped = nullptr, int channels = 0,
-                          const std::vector<std::string>* classes = nullptr);
+                          const std::vector<std::string>* classes = nullptr, bool lazy = false);
 
 // Dispatch on a spec string:
 //   "fashion-mnist" (kFashionMnistDir) | "fashion-mnist:DIR" | "mnist:DIR" | "idx:DIR"
@@ -54,8 +67,9 @@ Dataset load_image_folder(const std::string& root, int resize_to = 0, bool skip_
 //   "cifar100:DIR" train.bin / test.bin (DIR or DIR/cifar-100-binary)
 //   "folder:DIR"   DIR/train and DIR/val (or DIR/test); the eval split uses the train classes.
 // folder_resize / skipped are passed to load_image_folder for "folder:" specs.
-Dataset load_dataset(const std::string& spec, bool train, bool skip_bad = false,
-                     int folder_resize = 0, int* skipped = nullptr);
+// folder_lazy / folder_channels: passed to load_image_folder (other kinds are always in memory).
+Dataset load_dataset(const std::string& spec, bool train, bool skip_bad = false, int folder_resize = 0,
+                     int* skipped = nullptr, bool folder_lazy = false, int folder_channels = 0);
 
 // First min(n, size) samples.
 Dataset subset(const Dataset& ds, size_t n);

@@ -63,6 +63,7 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
     lut_c = c;
   }
   static thread_local AugScratch scratch;
+  static thread_local std::vector<uint8_t> lazy_px;  // lazy folders: the decoded image
   const uint64_t ep = static_cast<uint64_t>(epoch);
   for (int i = 0; i < n; ++i) {
     const int64_t idx = order[begin + i];
@@ -71,7 +72,13 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
     KAT_CHECK(out.labels[i] >= 0 && out.labels[i] < ds.num_classes, ds.source, ": label ", out.labels[i],
               " at index ", idx, " out of range [0, ", ds.num_classes, ")");
     Rng rng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(idx), seed_tag("aug")}));
-    augment_image(ds.image(idx), ds.height, ds.width, c, cfg.aug, lut.data(), rng, scratch,
+    const uint8_t* src = ds.lazy() ? nullptr : ds.image(idx);
+    if (!src) {
+      lazy_px.resize(ds.image_bytes());
+      ds.read_image(size_t(idx), lazy_px.data());
+      src = lazy_px.data();
+    }
+    augment_image(src, ds.height, ds.width, c, cfg.aug, lut.data(), rng, scratch,
                   out.images.data() + img * i);
   }
   MixConfig mc = cfg.mix;
@@ -86,8 +93,13 @@ Loader::Loader(const Dataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(std::move(cf
   KAT_CHECK(ds.size() > 0, who, ": dataset is empty");
   KAT_CHECK(ds.channels >= 1 && ds.height >= 1 && ds.width >= 1 && ds.num_classes >= 1, who,
             ": bad dataset geometry ", ds.height, "x", ds.width, "x", ds.channels, ", ", ds.num_classes, " classes");
-  KAT_CHECK(ds.pixels.size() == ds.size() * ds.image_bytes(), who, ": pixel buffer holds ", ds.pixels.size(),
-            " bytes, expected ", ds.size() * ds.image_bytes());
+  if (ds.lazy())
+    KAT_CHECK(ds.files.size() == ds.size() && ds.decode_size == ds.height && ds.height == ds.width, who,
+              ": lazy dataset with ", ds.files.size(), " files for ", ds.size(), " labels, decode size ",
+              ds.decode_size, " for ", ds.height, "x", ds.width, " images");
+  else
+    KAT_CHECK(ds.pixels.size() == ds.size() * ds.image_bytes(), who, ": pixel buffer holds ",
+              ds.pixels.size(), " bytes, expected ", ds.size() * ds.image_bytes());
   KAT_CHECK(cfg_.batch_size >= 1, who, ": batch_size must be >= 1, got ", cfg_.batch_size);
   KAT_CHECK(cfg_.num_workers >= 0 && cfg_.num_workers <= 256, who, ": num_workers must be in [0, 256], got ",
             cfg_.num_workers);

@@ -48,6 +48,7 @@ struct TrainConfig {
   int log_every = 20;        // metrics.jsonl line every N steps
   int64_t train_subset = 0, test_subset = 0;  // use the first N samples (0: all)
   bool skip_bad = false;
+  bool lazy_data = false;  // folder datasets: decode images in the loader workers, not up front
   bool progress = true;
   int eval_batch = 256;
 

@@ -205,8 +205,12 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
 
   // Data.
   int skipped_train = 0, skipped_test = 0;
-  data::Dataset train_ds = data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train);
-  data::Dataset test_ds = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test);
+  // Lazy folders decode to the model's channel count (an eager load decides from the images).
+  const int folder_channels = tc.lazy_data ? mc.in_chans : 0;
+  data::Dataset train_ds = data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train,
+                                              tc.lazy_data, folder_channels);
+  data::Dataset test_ds = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test,
+                                             tc.lazy_data, folder_channels);
   if (skipped_train + skipped_test > 0)
     std::fprintf(stderr, "--skip-bad: skipped %d corrupt training and %d corrupt test images\n", skipped_train, skipped_test);
   if (tc.train_subset > 0) train_ds = data::subset(train_ds, size_t(tc.train_subset));
