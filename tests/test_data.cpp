@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include <array>
 #include <png.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -891,4 +893,46 @@ TEST(DataImageFolder, LazyEqualsEager) {
   bad.start_epoch(0, 0);
   Batch bt;
   expect_error([&] { bad.next(bt); }, {"img3.jpg"});
+}
+
+// decode with a min_side hint: JPEGs decode at 1/8, 1/4 or 1/2 scale when the shorter side stays
+// >= min_side (the folder loaders pass their resize size); PNGs and small targets decode in full.
+TEST(DataImageIo, JpegScaledDecode) {
+  TempDir t;
+  const std::string jp = (t.path() / "a.jpg").string(), pp = (t.path() / "a.png").string();
+  std::vector<uint8_t> px(48 * 64 * 3);  // a smooth gradient (no wrap-around edges)
+  for (int y = 0; y < 48; ++y)
+    for (int x = 0; x < 64; ++x)
+      for (int k = 0; k < 3; ++k) px[(y * 64 + x) * 3 + k] = uint8_t(20 + y + x + 25 * k);
+  write_jpeg(jp, 48, 64, 3, px.data(), 95);
+  write_png(pp, 48, 64, 3, px.data());
+  std::vector<uint8_t> out;
+  int h = 0, w = 0, c = 0;
+  std::string err;
+  const std::vector<std::array<int, 3>> cases = {{0, 48, 64}, {5, 6, 8}, {6, 6, 8}, {7, 12, 16}, {12, 12, 16},
+                                                 {13, 24, 32}, {25, 48, 64}, {100, 48, 64}};
+  for (const auto& [min_side, eh, ew] : cases) {
+    ASSERT_TRUE(decode_image_file(jp, h, w, c, out, &err, min_side)) << err;
+    EXPECT_EQ(h, eh) << "min_side " << min_side;
+    EXPECT_EQ(w, ew) << "min_side " << min_side;
+    EXPECT_EQ(out.size(), size_t(h) * w * 3);
+  }
+  ASSERT_TRUE(decode_image_file(pp, h, w, c, out, &err, 5)) << err;
+  EXPECT_EQ(h, 48);  // PNG: always full size
+  // The scaled decode is a fair low-pass of the image: a 1/2-scale decode matches a 2x2 box
+  // average of the full decode within JPEG noise.
+  std::vector<uint8_t> full, half;
+  ASSERT_TRUE(decode_image_file(jp, h, w, c, full, &err));
+  ASSERT_TRUE(decode_image_file(jp, h, w, c, half, &err, 24));
+  ASSERT_EQ(h, 24);
+  double diff = 0;
+  for (int y = 0; y < 24; ++y)
+    for (int x = 0; x < 32; ++x)
+      for (int k = 0; k < 3; ++k) {
+        const double avg = (full[((2 * y) * 64 + 2 * x) * 3 + k] + full[((2 * y) * 64 + 2 * x + 1) * 3 + k] +
+                            full[((2 * y + 1) * 64 + 2 * x) * 3 + k] + full[((2 * y + 1) * 64 + 2 * x + 1) * 3 + k]) /
+                           4.0;
+        diff += std::abs(avg - half[(y * 32 + x) * 3 + k]);
+      }
+  EXPECT_LT(diff / (24 * 32 * 3), 2.0);  // mean |difference| in grey levels
 }

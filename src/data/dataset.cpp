@@ -267,7 +267,7 @@ void Dataset::read_image(size_t i, uint8_t* out) const {
   thread_local std::vector<uint8_t> decoded, resized;
   int h = 0, w = 0, c = 0;
   std::string err;
-  KAT_CHECK(decode_image_file(files[i], h, w, c, decoded, &err),
+  KAT_CHECK(decode_image_file(files[i], h, w, c, decoded, &err, decode_size),
             err.empty() ? files[i] + ": cannot decode" : err, " (lazy folder ", source, ", image ", i, ")");
   resized.resize(static_cast<size_t>(decode_size) * decode_size * c);
   resize_shorter_center_crop(decoded.data(), h, w, c, decode_size, resized.data());
@@ -349,7 +349,7 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
     for (const auto& [k, fp] : listing) {
       int h = 0, w = 0, c = 0;
       std::string err;
-      if (!decode_image_file(fp.string(), h, w, c, decoded, &err)) {
+      if (!decode_image_file(fp.string(), h, w, c, decoded, &err, resize_to)) {
         if (skip_bad) {
           ++bad;
           continue;

@@ -11,11 +11,14 @@ namespace kat::data {
 // Decode a PNG or JPEG file (format detected from the magic bytes, not the extension).
 // On success returns true and fills h, w, c (1 or 3) and out (h*w*c bytes, HWC).
 // On failure returns false; `err` (optional) receives a message naming the file and the reason.
+// min_side > 0: the caller will shrink the image until its shorter side is min_side, so a JPEG may
+// be decoded at 1/8, 1/4 or 1/2 scale (libjpeg's DCT-domain scaling, the smallest keeping the
+// shorter side >= min_side): large photos decode several times faster. PNGs decode at full size.
 bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vector<uint8_t>& out,
-                       std::string* err = nullptr);
+                       std::string* err = nullptr, int min_side = 0);
 // Same on an in-memory encoded buffer (`name` is only used in the error message).
 bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w,
-                         int& c, std::vector<uint8_t>& out, std::string* err = nullptr);
+                         int& c, std::vector<uint8_t>& out, std::string* err = nullptr, int min_side = 0);
 
 // Writers (for tests, `kat` tools and visualisation). Throw kat::Error on failure. c = 1 or 3.
 void write_png(const std::string& path, int h, int w, int c, const uint8_t* pixels);

@@ -1,0 +1,85 @@
+// Loader throughput at ImageNet geometry: how many training images per second the CPU side can
+// feed a GPU. Writes a synthetic JPEG folder (500 x 375 photos-like gradients + noise, quality 90,
+// the typical ImageNet file) once, then times the Loader over it at 224^2 with the DeiT recipe
+// (RRC, flip, RandAugment 2/9, random erasing 0.25, mixup 0.8 / cutmix 1.0, smoothing 0.1), for
+// the in-memory dataset (decoded and resized up front) and the lazy one (--lazy-data: JPEG decode
+// + resize per sample), for each worker count.
+//
+//   build/loader_bench [DIR] [IMAGES] [WORKERS...]     defaults: /tmp/kat_loader_bench 512 1 2
+//
+// Prints one line per (mode, workers): img/s, ms per batch of 128.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "data/data.h"
+#include "data/image_io.h"
+
+namespace fs = std::filesystem;
+using namespace kat;
+
+int main(int argc, char** argv) try {
+  const std::string dir = argc > 1 ? argv[1] : "/tmp/kat_loader_bench";
+  const int n = argc > 2 ? std::stoi(argv[2]) : 512;
+  std::vector<int> workers;
+  for (int i = 3; i < argc; ++i) workers.push_back(std::stoi(argv[i]));
+  if (workers.empty()) workers = {1, 2};
+  const fs::path tr = fs::path(dir) / "train";
+  if (!fs::exists(tr / "c0" / (std::to_string(n / 2 - 1) + ".jpg"))) {
+    std::printf("writing %d JPEGs (500x375, q90) to %s ...\n", n, tr.c_str());
+    Rng r(1);
+    for (int c = 0; c < 2; ++c) {
+      fs::create_directories(tr / ("c" + std::to_string(c)));
+      for (int i = 0; i < n / 2; ++i) {
+        const int h = 375, w = 500;
+        std::vector<uint8_t> px(size_t(h) * w * 3);
+        const int a = int(r.below(200)), b = int(r.below(200));
+        for (int y = 0; y < h; ++y)
+          for (int x = 0; x < w; ++x)
+            for (int k = 0; k < 3; ++k)
+              px[(size_t(y) * w + x) * 3 + k] = uint8_t((a + y * (k + 1) / 3 + x * (3 - k) / 4 + b * k + r.below(24)) & 255);
+        data::write_jpeg((tr / ("c" + std::to_string(c)) / (std::to_string(i) + ".jpg")).string(), h, w, 3, px.data(), 90);
+      }
+    }
+  }
+  data::LoaderConfig lc;
+  lc.batch_size = 128;
+  lc.aug.train = true;
+  lc.aug.out_size = 224;
+  lc.aug.crop = "rrc";
+  lc.aug.hflip = true;
+  lc.aug.randaug_n = 2;
+  lc.aug.randaug_m = 9;
+  lc.aug.random_erase = 0.25;
+  lc.mix.mixup_alpha = 0.8;
+  lc.mix.cutmix_alpha = 1.0;
+  lc.mix.label_smoothing = 0.1;
+  for (const bool lazy : {false, true}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const data::Dataset ds = data::load_image_folder(tr.string(), 224, false, nullptr, 3, nullptr, lazy);
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (const int w : workers) {
+      lc.num_workers = w;
+      data::Loader loader(ds, lc);
+      data::Batch b;
+      loader.start_epoch(0, 0);
+      loader.next(b);  // warm-up: threads started, first batch
+      const auto t1 = std::chrono::steady_clock::now();
+      int64_t imgs = 0, batches = 0;
+      while (loader.next(b)) {
+        imgs += b.n;
+        ++batches;
+      }
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+      std::printf("%-6s workers %2d: %7.0f img/s  (%6.1f ms per batch of 128; dataset load %.1f s)\n",
+                  lazy ? "lazy" : "memory", w, imgs / s, 1e3 * s / double(batches), load_s);
+    }
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  return 1;
+}
