@@ -281,7 +281,13 @@ void make_taps(double in0, double in_len, int in_size, int out_size, Taps& t) {
 
 void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh,
                        double bw, uint8_t* dst, int oh, int ow) {
-  Taps tx, ty;
+  // Separable: horizontal pass into fp32 rows (only the source rows the vertical taps touch), then
+  // the vertical pass row by row. Every output sums its taps in ascending order, channel by channel,
+  // so the result does not depend on how the loops below are arranged; they are arranged for speed:
+  // the channels of a pixel share one pass over its taps, and the vertical pass accumulates whole
+  // rows (contiguous, vectorised). Buffers are per thread (no allocation per image in steady state).
+  thread_local Taps tx, ty;
+  thread_local std::vector<float> tmp, acc;
   make_taps(x0, bw, sw, ow, tx);
   make_taps(y0, bh, sh, oh, ty);
   int rlo = sh, rhi = 0;
@@ -290,28 +296,49 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
     rhi = std::max(rhi, ty.start[i] + ty.count[i]);
   }
   const int nrows = rhi - rlo;
-  std::vector<float> tmp(static_cast<size_t>(nrows) * ow * c);
+  const size_t row = static_cast<size_t>(ow) * c;
+  tmp.resize(static_cast<size_t>(nrows) * row);
   for (int r = 0; r < nrows; ++r) {
     const uint8_t* srow = src + static_cast<size_t>(r + rlo) * sw * c;
-    float* trow = &tmp[static_cast<size_t>(r) * ow * c];
+    float* trow = &tmp[static_cast<size_t>(r) * row];
     for (int x = 0; x < ow; ++x) {
       const float* wts = &tx.weights[static_cast<size_t>(x) * tx.maxk];
-      const int s0 = tx.start[x], n = tx.count[x];
-      for (int k = 0; k < c; ++k) {
-        float acc = 0.f;
-        for (int j = 0; j < n; ++j) acc += wts[j] * srow[(s0 + j) * c + k];
-        trow[x * c + k] = acc;
+      const int n = tx.count[x];
+      const uint8_t* p = srow + static_cast<size_t>(tx.start[x]) * c;
+      if (c == 3) {
+        float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+        for (int j = 0; j < n; ++j) {
+          const float w = wts[j];
+          a0 += w * p[3 * j];
+          a1 += w * p[3 * j + 1];
+          a2 += w * p[3 * j + 2];
+        }
+        trow[3 * x] = a0;
+        trow[3 * x + 1] = a1;
+        trow[3 * x + 2] = a2;
+      } else {
+        for (int k = 0; k < c; ++k) {
+          float a = 0.f;
+          for (int j = 0; j < n; ++j) a += wts[j] * p[j * c + k];
+          trow[x * c + k] = a;
+        }
       }
     }
   }
+  acc.resize(row);
   for (int y = 0; y < oh; ++y) {
     const float* wts = &ty.weights[static_cast<size_t>(y) * ty.maxk];
     const int s0 = ty.start[y] - rlo, n = ty.count[y];
-    uint8_t* drow = dst + static_cast<size_t>(y) * ow * c;
-    for (int x = 0; x < ow * c; ++x) {
-      float acc = 0.f;
-      for (int j = 0; j < n; ++j) acc += wts[j] * tmp[static_cast<size_t>(s0 + j) * ow * c + x];
-      const int v = static_cast<int>(acc + 0.5f);
+    std::fill(acc.begin(), acc.end(), 0.f);
+    float* a = acc.data();
+    for (int j = 0; j < n; ++j) {
+      const float w = wts[j];
+      const float* t = &tmp[static_cast<size_t>(s0 + j) * row];
+      for (size_t x = 0; x < row; ++x) a[x] += w * t[x];
+    }
+    uint8_t* drow = dst + static_cast<size_t>(y) * row;
+    for (size_t x = 0; x < row; ++x) {
+      const int v = static_cast<int>(a[x] + 0.5f);
       drow[x] = static_cast<uint8_t>(std::clamp(v, 0, 255));
     }
   }
