@@ -285,7 +285,14 @@ const std::vector<RandAugOp>& randaug_ops(int channels) {
 
 namespace {
 
-inline uint8_t clip_u8(float v) { return static_cast<uint8_t>(std::clamp(static_cast<int>(std::lround(v)), 0, 255)); }
+// clamp(lround(v), 0, 255) without the libm call (it was ~4 % of the loader): negative v clamps to
+// 0 either way; for v >= 0, lround = trunc(v) + (frac >= 0.5), and v - trunc(v) is exact in float.
+inline uint8_t clip_u8(float v) {
+  if (!(v > 0.f)) return 0;
+  if (v >= 255.f) return 255;
+  const int t = static_cast<int>(v);
+  return static_cast<uint8_t>(t + (v - static_cast<float>(t) >= 0.5f));
+}
 
 // Inverse affine warp: output pixel centre (X, Y) samples the input at (a X + b Y + t0, d X + e Y + t1)
 // with bilinear interpolation; outside pixels read `fill`.
