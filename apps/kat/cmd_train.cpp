@@ -1,6 +1,7 @@
 // kat train: train a KAT or DeiT classifier. With no arguments: the default 28x28 KAT on
 // Fashion-MNIST (Debian's dataset-fashion-mnist), a few minutes on 2 CPU cores.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "commands.h"
@@ -74,6 +75,15 @@ void register_train(CLI::App& app) {
     std::printf("final test top-1: %.2f%% (best %.2f%%%s) after %d epochs, %lld steps; checkpoint %s\n", r.final_top1,
                 r.best_top1, r.final_ema_top1 >= 0 ? (", EMA " + std::to_string(r.final_ema_top1).substr(0, 5) + "%").c_str() : "",
                 r.epochs_done, (long long)r.steps, r.last_checkpoint.c_str());
+    const std::filesystem::path dir = std::filesystem::path(r.last_checkpoint).parent_path();
+    std::string plots;  // the PNG of each plot, else its SVG
+    for (const std::string stem : {"curves", "rationals"})
+      for (const char* ext : {".png", ".svg"})
+        if (std::filesystem::exists(dir / (stem + ext))) {
+          plots += (plots.empty() ? "" : ", ") + (dir / (stem + ext)).string();
+          break;
+        }
+    if (!plots.empty()) std::printf("plots: %s\n", plots.c_str());
     return 0;
   }});
 }
