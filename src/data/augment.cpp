@@ -296,6 +296,14 @@ inline uint8_t clip_u8(float v) {
 
 // Inverse affine warp: output pixel centre (X, Y) samples the input at (a X + b Y + t0, d X + e Y + t1)
 // with bilinear interpolation; outside pixels read `fill`.
+// Bilinear blend of four samples with explicit fused multiply-adds, so the interior and border paths
+// of warp_affine (and any compiler's contraction choices) give the same bits.
+inline uint8_t bilerp(float p00, float p01, float p10, float p11, float fx, float fy) {
+  const float top = std::fma(p01, fx, p00 * (1 - fx));
+  const float bot = std::fma(p11, fx, p10 * (1 - fx));
+  return clip_u8(std::fma(bot, fy, top * (1 - fy)));
+}
+
 void warp_affine(uint8_t* img, int h, int w, int c, double a, double b, double t0, double d, double e, double t1,
                  int fill, std::vector<uint8_t>& scratch) {
   scratch.assign(img, img + static_cast<size_t>(h) * w * c);
@@ -317,11 +325,14 @@ void warp_affine(uint8_t* img, int h, int w, int c, double a, double b, double t
       }
       const int x0 = static_cast<int>(std::floor(u)), y0 = static_cast<int>(std::floor(v));
       const float fx = static_cast<float>(u - x0), fy = static_cast<float>(v - y0);
-      for (int k = 0; k < c; ++k) {
-        const float top = px(y0, x0, k) * (1 - fx) + px(y0, x0 + 1, k) * fx;
-        const float bot = px(y0 + 1, x0, k) * (1 - fx) + px(y0 + 1, x0 + 1, k) * fx;
-        o[k] = clip_u8(top * (1 - fy) + bot * fy);
+      if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {  // interior: no bounds checks
+        const uint8_t* p00 = src + (static_cast<size_t>(y0) * w + x0) * c;
+        const uint8_t* p10 = p00 + static_cast<size_t>(w) * c;
+        for (int k = 0; k < c; ++k) o[k] = bilerp(p00[k], p00[c + k], p10[k], p10[c + k], fx, fy);
+        continue;
       }
+      for (int k = 0; k < c; ++k)
+        o[k] = bilerp(px(y0, x0, k), px(y0, x0 + 1, k), px(y0 + 1, x0, k), px(y0 + 1, x0 + 1, k), fx, fy);
     }
   }
 }
