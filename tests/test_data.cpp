@@ -935,4 +935,7 @@ TEST(DataImageIo, JpegScaledDecode) {
         diff += std::abs(avg - half[(y * 32 + x) * 3 + k]);
       }
   EXPECT_LT(diff / (24 * 32 * 3), 2.0);  // mean |difference| in grey levels
+  // A directory is a clear error, not an attempt to read it.
+  EXPECT_FALSE(decode_image_file(t.path().string(), h, w, c, out, &err));
+  EXPECT_NE(err.find("not a regular file"), std::string::npos) << err;
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -169,9 +170,19 @@ bool decode_image_memory(const uint8_t* data, size_t size, const std::string& na
 
 bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vector<uint8_t>& out,
                        std::string* err, int min_side) {
-  std::ifstream f(path, std::ios::binary);
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    return fail(err, "file " + path + ": not a regular file");
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return fail(err, "file " + path + ": cannot open");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::streamoff size = f.tellg();
+  if (size < 0 || size > (std::streamoff(1) << 31))
+    return fail(err, "file " + path + ": cannot read its size, or larger than 2 GiB");
+  thread_local std::vector<uint8_t> bytes;  // one read of the whole file, buffer reused per thread
+  bytes.resize(static_cast<size_t>(size));
+  f.seekg(0);
+  if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), size))
+    return fail(err, "file " + path + ": read failed");
   return decode_image_memory(bytes.data(), bytes.size(), path, h, w, c, out, err, min_side);
 }
 
