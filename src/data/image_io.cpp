@@ -301,8 +301,9 @@ void make_taps(double in0, double in_len, int in_size, int out_size, Taps& t) {
 void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh,
                        double bw, uint8_t* dst, int oh, int ow) {
   // Separable: horizontal pass into fp32 rows (only the source rows the vertical taps touch), then
-  // the vertical pass row by row. Every output sums its taps in ascending order, channel by channel,
-  // so the result does not depend on how the loops below are arranged; they are arranged for speed:
+  // the vertical pass row by row. Every output sums its taps in ascending order with explicit fused
+  // multiply-adds, so the result depends neither on how the loops below are arranged nor on the
+  // compiler's contraction choices; the loops are arranged for speed:
   // the channels of a pixel share one pass over its taps, and the vertical pass accumulates whole
   // rows (contiguous, vectorised). Buffers are per thread (no allocation per image in steady state).
   thread_local Taps tx, ty;
@@ -317,20 +318,24 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
   const int nrows = rhi - rlo;
   const size_t row = static_cast<size_t>(ow) * c;
   tmp.resize(static_cast<size_t>(nrows) * row);
+  thread_local std::vector<float> frow;  // the source row as float (converted once, not per tap)
+  frow.resize(static_cast<size_t>(sw) * c);
   for (int r = 0; r < nrows; ++r) {
-    const uint8_t* srow = src + static_cast<size_t>(r + rlo) * sw * c;
+    const uint8_t* srow8 = src + static_cast<size_t>(r + rlo) * sw * c;
+    for (size_t i = 0; i < frow.size(); ++i) frow[i] = static_cast<float>(srow8[i]);
+    const float* srow = frow.data();
     float* trow = &tmp[static_cast<size_t>(r) * row];
     for (int x = 0; x < ow; ++x) {
       const float* wts = &tx.weights[static_cast<size_t>(x) * tx.maxk];
       const int n = tx.count[x];
-      const uint8_t* p = srow + static_cast<size_t>(tx.start[x]) * c;
+      const float* p = srow + static_cast<size_t>(tx.start[x]) * c;
       if (c == 3) {
         float a0 = 0.f, a1 = 0.f, a2 = 0.f;
         for (int j = 0; j < n; ++j) {
           const float w = wts[j];
-          a0 += w * p[3 * j];
-          a1 += w * p[3 * j + 1];
-          a2 += w * p[3 * j + 2];
+          a0 = std::fma(w, p[3 * j], a0);
+          a1 = std::fma(w, p[3 * j + 1], a1);
+          a2 = std::fma(w, p[3 * j + 2], a2);
         }
         trow[3 * x] = a0;
         trow[3 * x + 1] = a1;
@@ -338,7 +343,7 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
       } else {
         for (int k = 0; k < c; ++k) {
           float a = 0.f;
-          for (int j = 0; j < n; ++j) a += wts[j] * p[j * c + k];
+          for (int j = 0; j < n; ++j) a = std::fma(wts[j], p[j * c + k], a);
           trow[x * c + k] = a;
         }
       }
@@ -353,7 +358,7 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
     for (int j = 0; j < n; ++j) {
       const float w = wts[j];
       const float* t = &tmp[static_cast<size_t>(s0 + j) * row];
-      for (size_t x = 0; x < row; ++x) a[x] += w * t[x];
+      for (size_t x = 0; x < row; ++x) a[x] = std::fma(w, t[x], a[x]);
     }
     uint8_t* drow = dst + static_cast<size_t>(y) * row;
     for (size_t x = 0; x < row; ++x) {
