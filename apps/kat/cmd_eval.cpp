@@ -48,13 +48,7 @@ void register_eval(CLI::App& app) {
     lc.aug.out_size = lm.model->config().img_size;
     const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
     const auto gpu = inference_runner(o->device, *lm.model, o->batch);
-    std::vector<float> gpu_logits(gpu ? size_t(o->batch) * lm.model->config().num_classes : 0);
-    const ForwardFn fwd = gpu ? ForwardFn([&](const float* x, int B) {
-      gpu->forward(x, B, gpu_logits.data());
-      return static_cast<const float*>(gpu_logits.data());
-    })
-                              : ForwardFn();
-    const EvalResult r = evaluate(*lm.model, ds, ec, !o->no_progress, "eval", fwd);
+    const EvalResult r = evaluate(*lm.model, ds, ec, !o->no_progress, "eval", gpu_forward(gpu.get()));
     const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
     std::printf("%s on %s (%s split, %lld images)%s [%s]\n", o->weights.c_str(), spec.c_str(), o->train_split ? "train" : "test",
                 (long long)r.count, o->ema ? " [EMA]" : "", o->device.c_str());

@@ -34,7 +34,6 @@ void register_predict(CLI::App& app) {
     const ModelConfig& cfg = lm.model->config();
     const auto gpu = inference_runner(o->device, *lm.model, 1);
     if (!gpu) lm.model->plan(1);
-    std::vector<float> gpu_logits(size_t(cfg.num_classes));
     data::AugmentConfig aug;
     aug.train = false;
     aug.out_size = cfg.img_size;
@@ -46,11 +45,7 @@ void register_predict(CLI::App& app) {
       std::string err;
       KAT_CHECK(data::decode_image_file(path, h, w, c, px, &err), err.empty() ? path + ": cannot decode image" : err);
       const std::vector<float> x = data::eval_transform(px.data(), h, w, c, cfg.in_chans, aug);
-      const float* z = gpu_logits.data();
-      if (gpu)
-        gpu->forward(x.data(), 1, gpu_logits.data());
-      else
-        z = lm.model->forward(x.data(), 1);
+      const float* z = gpu ? gpu->logits(x.data(), 1) : lm.model->forward(x.data(), 1);
       const int K = cfg.num_classes;
       const float mx = *std::max_element(z, z + K);
       std::vector<double> p(K);

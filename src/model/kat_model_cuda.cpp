@@ -195,14 +195,8 @@ void KatModelCuda::download_moments(float* m_host, float* v_host) const {
 }
 
 void KatModelCuda::upload_moments(const float* m_host, const float* v_host, int64_t steps) {
-  for (auto [dev, host] : {std::pair<float*, const float*>{m_, m_host}, {v_, v_host}}) {
-    std::vector<float> buf(size_t(dev_total_), 0.0f);
-    const auto& specs = table_.specs();
-    for (size_t i = 0; i < specs.size(); ++i)
-      std::memcpy(buf.data() + dev_off_[i], host + specs[i].offset, size_t(specs[i].numel) * sizeof(float));
-    KAT_CUDA_CHECK(cudaMemcpyAsync(dev, buf.data(), buf.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
+  upload_padded(table_, dev_off_, dev_total_, m_host, m_, stream_);
+  upload_padded(table_, dev_off_, dev_total_, v_host, v_, stream_);
   opt_t_ = steps;
 }
 

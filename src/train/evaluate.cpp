@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
+#include "train/gpu_runner.h"
 #include "train/progress.h"
 
 namespace kat {
@@ -13,6 +14,11 @@ double EvalResult::class_accuracy(int c) const {
   int64_t row = 0;
   for (int j = 0; j < classes; ++j) row += confusion[c * classes + j];
   return row ? 100.0 * confusion[c * classes + c] / row : 0.0;
+}
+
+ForwardFn gpu_forward(GpuRunner* gpu) {
+  if (!gpu) return {};
+  return [gpu](const float* images, int B) { return gpu->logits(images, B); };
 }
 
 EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,

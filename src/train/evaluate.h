@@ -22,6 +22,10 @@ struct EvalResult {
 // Optional replacement of the model's forward (e.g. the GPU): images (B,C,H,W) -> host logits.
 using ForwardFn = std::function<const float*(const float* images, int B)>;
 
+class GpuRunner;
+// The runner's logits() as a ForwardFn; null gpu gives an empty one (evaluate uses the CPU model).
+ForwardFn gpu_forward(GpuRunner* gpu);
+
 // Runs the model in eval mode over the whole dataset with the loader's eval transform.
 EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
                     bool show_progress, const char* label = "eval", const ForwardFn& forward = {});

@@ -45,6 +45,18 @@ struct GpuRunner::Impl {
   size_t image_elems = 0, target_elems = 0;
   double ema_decay = 0;
   std::size_t free_at_start = 0;
+  std::vector<float> logits_host;  // (max_batch, K): logits()
+
+  // The batch's images (and targets) to their device buffers; null keeps what is there.
+  void upload(const float* host_images, const float* host_targets, int B) {
+    const ModelConfig& c = model->config();
+    const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size, nt = size_t(B) * c.num_classes;
+    KAT_CHECK(ni <= image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
+    if (host_images)
+      KAT_CUDA_CHECK(cudaMemcpyAsync(images, host_images, ni * sizeof(float), cudaMemcpyHostToDevice, stream));
+    if (host_targets)
+      KAT_CUDA_CHECK(cudaMemcpyAsync(targets, host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
+  }
 };
 
 GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch,
@@ -66,6 +78,7 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   impl_->model->set_optimizer(opt);
   impl_->image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
   impl_->target_elems = size_t(max_batch) * cfg.num_classes;
+  impl_->logits_host.resize(impl_->target_elems);
   KAT_CUDA_CHECK(cudaMalloc(&impl_->images, impl_->image_elems * sizeof(float)));
   KAT_CUDA_CHECK(cudaMalloc(&impl_->targets, impl_->target_elems * sizeof(float)));
 }
@@ -93,14 +106,8 @@ std::size_t GpuRunner::device_bytes_in_use() const {
 void GpuRunner::begin_step() { impl_->model->zero_grad(); }
 
 double GpuRunner::accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng) {
-  const ModelConfig& c = impl_->model->config();
   KAT_CHECK(accum_steps >= 1, "GpuRunner: accum_steps must be >= 1, got ", accum_steps);
-  const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size, nt = size_t(B) * c.num_classes;
-  KAT_CHECK(ni <= impl_->image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
-  if (images)
-    KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->images, images, ni * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
-  if (targets)
-    KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->targets, targets, nt * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
+  impl_->upload(images, targets, B);
   KatModelCuda& m = *impl_->model;
   m.forward(impl_->images, B, true, rng);
   m.loss_forward_backward(impl_->targets, 0.0f);  // smoothing/mixing are already in the targets
@@ -136,14 +143,15 @@ void GpuRunner::use_ema_weights(bool on) {
 }
 
 void GpuRunner::forward(const float* images, int B, float* logits, float* features) {
-  const ModelConfig& c = impl_->model->config();
-  const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size;
-  KAT_CHECK(ni <= impl_->image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
-  if (images)
-    KAT_CUDA_CHECK(cudaMemcpyAsync(impl_->images, images, ni * sizeof(float), cudaMemcpyHostToDevice, impl_->stream));
+  impl_->upload(images, nullptr, B);
   impl_->model->forward(impl_->images, B, false, nullptr);
   if (logits) impl_->model->download_logits(logits);
   if (features) impl_->model->download_features(features);
+}
+
+const float* GpuRunner::logits(const float* images, int B) {
+  forward(images, B, impl_->logits_host.data());
+  return impl_->logits_host.data();
 }
 
 #else  // no CUDA backend in this build
@@ -174,6 +182,7 @@ void GpuRunner::ema_init(const float*, double) {}
 void GpuRunner::download_ema(float*) {}
 void GpuRunner::use_ema_weights(bool) {}
 void GpuRunner::forward(const float*, int, float*, float*) {}
+const float* GpuRunner::logits(const float*, int) { return nullptr; }
 
 #endif
 

@@ -51,6 +51,9 @@ class GpuRunner {
   // Eval-mode forward; logits (B, classes) and features (B, tokens, D; after the final norm)
   // written to host (each skipped when null). images null: reuse the batch already on the device.
   void forward(const float* images, int B, float* logits, float* features = nullptr);
+  // forward() into a host buffer the runner owns: (B, classes) logits, valid until the next call
+  // (the contract of KatModel::forward, so either can serve kat::evaluate's ForwardFn).
+  const float* logits(const float* images, int B);
   void synchronize();
   // Device memory this runner holds (weights, gradients, moments, activation arena, workspaces,
   // cuBLASLt): the drop in free device memory since construction began.

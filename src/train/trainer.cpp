@@ -258,19 +258,13 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   // GPU: the same math on KatModelCuda (bf16 compute, fp32 master weights and AdamW state); the
   // CPU model/optimizer hold copies that are refreshed before every checkpoint.
   std::unique_ptr<GpuRunner> gpu;
-  std::vector<float> gpu_logits;
   if (parse_device(tc.device) >= 0) {
     gpu = std::make_unique<GpuRunner>(mc, parse_device(tc.device), true, ocfg, std::max(tc.batch, tc.eval_batch));
     gpu->upload_params(model.params.data());
     if (ck) gpu->upload_moments(opt.m.data(), opt.v.data(), opt.steps());
     if (!ema.empty()) gpu->ema_init(ema.data(), tc.ema_decay);
-    gpu_logits.resize(size_t(std::max(tc.batch, tc.eval_batch)) * mc.num_classes);
   }
-  const ForwardFn eval_forward = gpu ? ForwardFn([&](const float* x, int B) {
-    gpu->forward(x, B, gpu_logits.data());
-    return static_cast<const float*>(gpu_logits.data());
-  })
-                                     : ForwardFn();
+  const ForwardFn eval_forward = gpu_forward(gpu.get());
 
   fs::create_directories(tc.out_dir);
   {
