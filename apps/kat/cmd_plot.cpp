@@ -28,8 +28,7 @@ void register_plot(CLI::App& app) {
   registry().push_back(
       {sub, [dir, ckpt] {
          KAT_CHECK(std::filesystem::is_directory(*dir), "kat plot: ", *dir, " is not a directory");
-         std::vector<std::string> written = write_plot(
-             *dir + "/curves", curve_panels(*dir + "/metrics.jsonl"), 2, "training curves: " + *dir);
+         std::vector<std::string> written = write_curves(*dir);
          std::string c = *ckpt;
          if (c.empty())
            c = std::filesystem::exists(*dir + "/best.safetensors") ? *dir + "/best.safetensors"
@@ -41,8 +40,7 @@ void register_plot(CLI::App& app) {
            if (!lm.model->config().is_kat()) {
              std::printf("%s is a DeiT (no GR-KAN): no rational-function plot\n", c.c_str());
            } else {
-             auto r = write_plot(*dir + "/rationals", rational_panels(*lm.model), 4,
-                                 "learned rational functions F(x) on [-3, 3], one curve per group: " + c);
+             auto r = write_rationals(*dir, *lm.model, c);
              written.insert(written.end(), r.begin(), r.end());
            }
          }

@@ -94,11 +94,19 @@ std::vector<std::string> write_plot(const std::string& stem, const std::vector<v
   return out;
 }
 
+std::vector<std::string> write_curves(const std::string& dir) {
+  return write_plot(dir + "/curves", curve_panels(dir + "/metrics.jsonl"), 2, "training curves: " + dir);
+}
+
+std::vector<std::string> write_rationals(const std::string& dir, KatModel& model, const std::string& source) {
+  return write_plot(dir + "/rationals", rational_panels(model), 4,
+                    "learned rational functions F(x) on [-3, 3], one curve per group: " + source);
+}
+
 std::vector<std::string> write_run_plots(const std::string& dir, KatModel* model, const std::string& source) {
-  auto out = write_plot(dir + "/curves", curve_panels(dir + "/metrics.jsonl"), 2, "training curves: " + dir);
+  auto out = write_curves(dir);
   if (model && model->config().is_kat()) {
-    auto r = write_plot(dir + "/rationals", rational_panels(*model), 4,
-                        "learned rational functions F(x) on [-3, 3], one curve per group: " + source);
+    auto r = write_rationals(dir, *model, source);
     out.insert(out.end(), r.begin(), r.end());
   }
   return out;

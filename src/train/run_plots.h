@@ -25,8 +25,11 @@ std::vector<viz::Panel> rational_panels(KatModel& model);
 std::vector<std::string> write_plot(const std::string& stem, const std::vector<viz::Panel>& panels, int cols,
                                     const std::string& title);
 
-// DIR/curves.{svg,png} from DIR/metrics.jsonl and, for a KAT model (model non-null), DIR/rationals.{svg,png}
-// labelled with `source` (the checkpoint). Returns the paths written.
+// DIR/curves.{svg,png} from DIR/metrics.jsonl. Returns the paths written.
+std::vector<std::string> write_curves(const std::string& dir);
+// DIR/rationals.{svg,png} of a KAT model, labelled with `source` (the checkpoint).
+std::vector<std::string> write_rationals(const std::string& dir, KatModel& model, const std::string& source);
+// Both (the rationals only for a KAT model; model may be null). Returns the paths written.
 std::vector<std::string> write_run_plots(const std::string& dir, KatModel* model, const std::string& source);
 
 }  // namespace kat
