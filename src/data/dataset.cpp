@@ -252,6 +252,20 @@ void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t
   }
 }
 
+// One folder image as both loaders store it: decoded and, when size > 0, resized (shorter side) and
+// center-cropped to size x size (then h = w = size). false (err set) for an undecodable file.
+bool decode_fitted(const std::string& path, int size, int& h, int& w, int& c, std::vector<uint8_t>& out,
+                   std::string* err) {
+  thread_local std::vector<uint8_t> decoded;
+  if (!decode_image_file(path, h, w, c, size > 0 ? decoded : out, err, size)) return false;
+  if (size > 0) {
+    out.resize(static_cast<size_t>(size) * size * c);
+    resize_shorter_center_crop(decoded.data(), h, w, c, size, out.data());
+    h = w = size;
+  }
+  return true;
+}
+
 size_t physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
@@ -264,14 +278,12 @@ void Dataset::read_image(size_t i, uint8_t* out) const {
     std::copy(image(i), image(i) + image_bytes(), out);
     return;
   }
-  thread_local std::vector<uint8_t> decoded, resized;
+  thread_local std::vector<uint8_t> fitted;
   int h = 0, w = 0, c = 0;
   std::string err;
-  KAT_CHECK(decode_image_file(files[i], h, w, c, decoded, &err, decode_size),
+  KAT_CHECK(decode_fitted(files[i], decode_size, h, w, c, fitted, &err),
             err.empty() ? files[i] + ": cannot decode" : err, " (lazy folder ", source, ", image ", i, ")");
-  resized.resize(static_cast<size_t>(decode_size) * decode_size * c);
-  resize_shorter_center_crop(decoded.data(), h, w, c, decode_size, resized.data());
-  convert_channels(resized.data(), static_cast<size_t>(decode_size) * decode_size, c, channels, out);
+  convert_channels(fitted.data(), static_cast<size_t>(h) * w, c, channels, out);
 }
 
 Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad, int* skipped, int channels,
@@ -344,32 +356,21 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   };
   std::vector<Img> imgs;
   int bad = 0;
-  std::vector<uint8_t> decoded;
-  {
-    for (const auto& [k, fp] : listing) {
-      int h = 0, w = 0, c = 0;
-      std::string err;
-      if (!decode_image_file(fp.string(), h, w, c, decoded, &err, resize_to)) {
-        if (skip_bad) {
-          ++bad;
-          continue;
-        }
-        throw Error(err);
+  for (const auto& [k, fp] : listing) {
+    Img im{k, 0, 0, 0, fp.string(), {}};
+    std::string err;
+    if (!decode_fitted(im.path, resize_to, im.h, im.w, im.c, im.px, &err)) {
+      if (skip_bad) {
+        ++bad;
+        continue;
       }
-      Img im{k, h, w, c, fp.string(), {}};
-      if (resize_to > 0) {
-        im.h = im.w = resize_to;
-        im.px.resize(static_cast<size_t>(resize_to) * resize_to * c);
-        resize_shorter_center_crop(decoded.data(), h, w, c, resize_to, im.px.data());
-      } else {
-        if (!imgs.empty())
-          KAT_CHECK(h == imgs.front().h && w == imgs.front().w, "file ", fp.string(), ": size ", h, "x", w,
-                    " differs from ", imgs.front().h, "x", imgs.front().w, " of ", imgs.front().path,
-                    " (pass a resize size to load folders of mixed sizes)");
-        im.px = decoded;
-      }
-      imgs.push_back(std::move(im));
+      throw Error(err);
     }
+    if (resize_to == 0 && !imgs.empty())
+      KAT_CHECK(im.h == imgs.front().h && im.w == imgs.front().w, "file ", im.path, ": size ", im.h, "x", im.w,
+                " differs from ", imgs.front().h, "x", imgs.front().w, " of ", imgs.front().path,
+                " (pass a resize size to load folders of mixed sizes)");
+    imgs.push_back(std::move(im));
   }
   if (skipped) *skipped = bad;
   KAT_CHECK(!imgs.empty(), "folder ", root, ": no decodable .png/.jpg/.jpeg images found",
