@@ -2,7 +2,7 @@
 # flags, the log helper, the environment header of $OUT/build.log, and the OpenMP flag probe.
 # Set before sourcing: KAT_BENCH_NAME (grkan | ops | model): default $OUT = out/$KAT_BENCH_NAME and
 # $BUILD = /tmp/${KAT_BENCH_NAME}_build (the build folder is recreated empty).
-# Provides: ROOT OUT BUILD NVCC ARCH NVFLAGS OMPFLAG, log().
+# Provides: ROOT OUT BUILD NVCC ARCH NVFLAGS OMPFLAG, log(), compile_variants().
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${OUT:-$ROOT/out/$KAT_BENCH_NAME}
 mkdir -p "$OUT"
@@ -28,3 +28,18 @@ OMPFLAG=-fopenmp
 echo 'int main(){}' > "$BUILD/omp.cpp"
 g++ -fopenmp "$BUILD/omp.cpp" -o "$BUILD/omp" 2>/dev/null || OMPFLAG=""
 log "OpenMP flag: '${OMPFLAG}'"
+
+# compile_variants SRC STEM: compile SRC once per tuning variant of $VARIANTS ("name:flags;...",
+# flags are -D options) in the background, into $BUILD/STEM_<name>.o (ptxas -v output in
+# $BUILD/STEM_<name>.log); appends the variant names to `names` and the job ids to `pids`.
+compile_variants() {
+  local src=$1 stem=$2 v name flags
+  IFS=';' read -ra VLIST <<< "$VARIANTS"
+  for v in "${VLIST[@]}"; do
+    name=${v%%:*}
+    flags=${v#*:}
+    names+=("$name")
+    "$NVCC" $NVFLAGS $flags -Xptxas -v -c "$src" -o "$BUILD/${stem}_$name.o" > "$BUILD/${stem}_$name.log" 2>&1 &
+    pids+=($!)
+  done
+}

@@ -32,14 +32,7 @@ g++ -std=c++20 -O3 $OMPFLAG -I"$ROOT/src" -c "$ROOT/src/ops/cpu/grkan_cpu.cpp" -
   > "$BUILD/test.log" 2>&1 & pids+=($!)
 "$NVCC" $NVFLAGS -c "$ROOT/bench/grkan_bench.cu" -o "$BUILD/bench.o" > "$BUILD/bench.log" 2>&1 & pids+=($!)
 names=()
-IFS=';' read -ra VLIST <<< "$VARIANTS"
-for v in "${VLIST[@]}"; do
-  name=${v%%:*}
-  flags=${v#*:}
-  names+=("$name")
-  "$NVCC" $NVFLAGS $flags -Xptxas -v -c "$ROOT/src/ops/cuda/grkan_cuda.cu" -o "$BUILD/grkan_cuda_$name.o" \
-    > "$BUILD/cuda_$name.log" 2>&1 & pids+=($!)
-done
+compile_variants "$ROOT/src/ops/cuda/grkan_cuda.cu" grkan_cuda
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=1; done
 for f in "$BUILD"/*.log; do

@@ -41,14 +41,7 @@ for src in src/ops/cpu/norm_cpu.cpp src/ops/cpu/misc_cpu.cpp src/train/optim.cpp
 done
 VARIANTS=${VARIANTS:-"default:"}
 names=()
-IFS=';' read -ra VLIST <<< "$VARIANTS"
-for v in "${VLIST[@]}"; do
-  name=${v%%:*}
-  flags=${v#*:}
-  names+=("$name")
-  "$NVCC" $NVFLAGS $flags -Xptxas -v -c "$ROOT/src/ops/cuda/ops_cuda.cu" -o "$BUILD/ops_cuda_$name.o" \
-    > "$BUILD/ops_cuda_$name.log" 2>&1 & pids+=($!)
-done
+compile_variants "$ROOT/src/ops/cuda/ops_cuda.cu" ops_cuda
 "$NVCC" $NVFLAGS -c "$ROOT/bench/gpu_ops_check_main.cu" -o "$BUILD/check.o" \
   > "$BUILD/check.log" 2>&1 & pids+=($!)
 fail=0
