@@ -186,7 +186,8 @@ int main(int argc, char** argv) {
         KAT_CUDA_CHECK(cudaMemset(db_d, 0, b.size() * 4));
         const size_t ws_bytes = kat::cuda::grkan_backward_workspace_bytes(s);
         void* ws;
-        KAT_CUDA_CHECK(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 4)));
+        KAT_CUDA_CHECK(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 16)));
+        KAT_CUDA_CHECK(cudaMemset(ws, 0, std::max<size_t>(ws_bytes, 16)));  // zeroed once
         KAT_CUDA_CHECK(cudaStreamSynchronize(st));
 
         auto fwd = [&](int i) {

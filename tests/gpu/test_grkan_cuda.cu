@@ -177,7 +177,8 @@ void run_case(const Case& c) {
   upload_f32(a_d.as<float>(), a);
   if (!b.empty()) upload_f32(b_d.as<float>(), b);
   const size_t ws_bytes = kat::cuda::grkan_backward_workspace_bytes(s);
-  DevBuf ws(std::max<size_t>(ws_bytes, 4));
+  DevBuf ws(std::max<size_t>(ws_bytes, 16));
+  KAT_CUDA_CHECK(cudaMemset(ws.p, 0, ws.bytes));  // zeroed once, as the contract asks
   cudaStream_t stream;
   KAT_CUDA_CHECK(cudaStreamCreate(&stream));
 
@@ -213,10 +214,16 @@ void run_case(const Case& c) {
     } else {
       ddx.poison();
     }
-    KAT_CUDA_CHECK(cudaMemset(ws.p, 0xff, ws.bytes));  // stale partials must not matter
+    // Stale partials must not matter: poison all but the 16-byte counter header, which the
+    // previous call must have left at zero (checked below).
+    KAT_CUDA_CHECK(cudaMemset(ws.as<char>(16), 0xff, ws.bytes - 16));
     kat::cuda::grkan_backward(s, c.st, dxin.ptr(), ddy.ptr(), a_d.as<float>(), b_d.as<float>(),
                               dx_ptr, da_d.as<float>(), db_d.as<float>(), ws.p, stream);
     KAT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    unsigned header[4];
+    KAT_CUDA_CHECK(cudaMemcpy(header, ws.p, 16, cudaMemcpyDeviceToHost));
+    EXPECT_TRUE(header[0] == 0 && header[1] == 0 && header[2] == 0 && header[3] == 0)
+        << "workspace counter not left at zero (" << header[0] << "): " << what;
     const std::vector<float> dxv = c.alias_dx_dy ? ddy.download() : ddx.download();
     const std::vector<float> dav = download_f32(da_d.as<float>(), a.size());
     const std::vector<float> dbv = b.empty() ? std::vector<float>{}
@@ -362,6 +369,23 @@ TEST(GrkanCuda, OtherDegrees) {
     c.m = d[0];
     c.n = d[1];
     c.st = (d[1] % 2 == 0) ? Storage::F32 : Storage::BF16;
+    run_case(c);
+  }
+}
+
+// A partial table wider than one pass of the block reduction (kChunk = 128 columns):
+// 16 groups x (9 + 8) = 272 columns, three passes; and 32 groups of width 8 (the vector).
+TEST(GrkanCuda, WidePartialTable) {
+  REQUIRE_GPU();
+  for (int groups : {16, 32}) {
+    Case c;
+    c.rows = 515;
+    c.dim = 256;
+    c.groups = groups;
+    c.num_rows = groups;
+    c.m = 8;
+    c.n = 8;
+    c.st = groups == 16 ? Storage::BF16 : Storage::F32;
     run_case(c);
   }
 }

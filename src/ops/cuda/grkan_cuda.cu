@@ -7,13 +7,12 @@
 // t + 2T, ...), and every thread sees one group only: its coefficients live in registers, and its
 // gradient partials are 10 registers (degrees 5, 4) instead of 10 per group.
 //
-// Backward reduction (deterministic, no atomics):
-//   stage 1: each warp reduces its lanes' partials into per-(row of a / group of b) sums with
-//            xor-shuffle butterflies (fixed order) and writes its row of the column-major partial
-//            table ws[col][warp], An*(m+1) + G*n columns, one row per stage-1 warp (zeros for the
-//            groups it does not touch);
-//   stage 2: one block per column sums the warps' partials in a fixed order (in double) and adds
-//            the result to da/db.
+// Backward reduction (deterministic: fixed summation order, no float atomics), in one kernel:
+//   each warp reduces its lanes' partials per column (An*(m+1) + G*n columns: rows of a, groups
+//   of b) with xor-shuffle butterflies, the block sums its warps in order through shared memory
+//   and writes one row of a column-major partial table in the workspace; the last block to finish
+//   (an atomicInc ticket, the only atomic, on a counter that wraps back to zero) sums every column
+//   over the blocks in block order, in double, and adds the result to da/db.
 // All kernels are launched with programmatic dependent launch, so a launch's latency hides behind
 // the previous kernel's tail; griddepcontrol.wait at each kernel's start waits for the previous
 // grid's completion and memory flush, so correctness does not depend on timing.
@@ -61,13 +60,14 @@ using kat::ops::GrkanShape;
 #define KAT_GRKAN_BWD_BPS_F32 4
 #endif
 // Benchmark-only switches (results are wrong with them; never set in a build that is used):
-// KAT_GRKAN_BENCH_NO_STAGE2 skips stage 2, KAT_GRKAN_BENCH_NO_BLOCKREDUCE the stage-1 warp
-// reduction, to time their cost.
+// KAT_GRKAN_BENCH_NO_STAGE2 skips the final column sums, to time their cost.
 #ifndef KAT_GRKAN_BENCH_NO_STAGE2
 #define KAT_GRKAN_BENCH_NO_STAGE2 0
 #endif
-#ifndef KAT_GRKAN_BENCH_NO_BLOCKREDUCE
-#define KAT_GRKAN_BENCH_NO_BLOCKREDUCE 0
+// A/B variant (correct): KAT_GRKAN_SPLIT_FINAL=1 sums the per-block partial table in a second
+// kernel (grkan_bwd_stage2) instead of in the last block of stage 1.
+#ifndef KAT_GRKAN_SPLIT_FINAL
+#define KAT_GRKAN_SPLIT_FINAL 0
 #endif
 #ifndef KAT_GRKAN_PDL
 #define KAT_GRKAN_PDL 1
@@ -75,6 +75,10 @@ using kat::ops::GrkanShape;
 constexpr int kThreads = 256;  // threads per block of the element kernels
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDeg = 8;     // same limit as the CPU op
+constexpr int kChunk = 128;    // partial-table columns per pass of the block reduction
+// Workspace: a 16-byte header holding the ticket counter (zero between calls), then the
+// partial table (scratch).
+constexpr std::size_t kWsHeader = 16;
 constexpr int kFwdUnroll = KAT_GRKAN_FWD_UNROLL;  // row vectors in flight per thread and trip
 template <Storage S>
 constexpr int kBwdUnroll = S == Storage::BF16 ? KAT_GRKAN_BWD_UNROLL_BF16 : KAT_GRKAN_BWD_UNROLL_F32;
@@ -247,7 +251,9 @@ __global__ void __launch_bounds__(kThreads)
 template <Storage S, int VEC, int M, int N>
 __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     grkan_bwd_kernel(const void* x, const void* dy, void* dx, const float* __restrict__ ga,
-                     const float* __restrict__ gb, float* __restrict__ partial, Params p) {
+                     const float* __restrict__ gb, float* __restrict__ partial,
+                     unsigned* __restrict__ counter, float* __restrict__ da, float* __restrict__ db,
+                     Params p) {
   constexpr int U = kBwdUnroll<S>;
   constexpr int NL = M + 1 + N;  // local partial columns: da_0..da_M, db_1..db_N
 
@@ -336,58 +342,96 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     }
   }
 
-  // Warp reduction in a fixed order; the partial table is column-major with one row per warp:
-  // partial[col][warp_global], warp_global = blockIdx.x * kWarps + warp. No shared memory, no
-  // block barrier: each warp sums its lanes per column with xor-shuffle butterflies (lanes of
-  // other groups contribute 0) and lane 0 writes the warp's value.
-  const int lane = threadIdx.x % 32;
-  const int64_t nrows = static_cast<int64_t>(gridDim.x) * kWarps;
-  const int64_t wrow = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (KAT_GRKAN_BENCH_NO_BLOCKREDUCE) {
-    float tot = 0.f;  // keep every accumulation live
-#pragma unroll
-    for (int i = 0; i < NL; ++i) tot += acc[i];
-    if (lane < p.ncols) partial[lane * nrows + wrow] = tot;
-    return;
-  }
+  // Coefficient-gradient reduction, deterministic (fixed order, no float atomics):
+  //  1. warp: xor-shuffle butterflies per column (lanes of other groups contribute 0);
+  //  2. block: the kWarps warp values of each column summed in warp order through shared memory;
+  //     one row per block of the column-major partial table, partial[col * gridDim.x + block];
+  //  3. grid: the last block to finish (ticket: an atomicInc on the workspace counter, which
+  //     wraps back to 0) sums each column over the blocks in block order, in double, and adds it
+  //     to da/db. Which block comes last varies from run to run; the order of the sums does not.
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const unsigned full = 0xffffffffu;
-  // Columns of groups this warp does not touch are 0: write zeros to the whole row first.
-  for (int j = lane; j < p.ncols; j += 32) partial[j * nrows + wrow] = 0.f;
-  __syncwarp();  // orders the zero stores before lane 0's value stores below
   const int na = p.an * (p.m + 1);
+  __shared__ float s_part[kWarps][kChunk];
+  __shared__ bool s_last;
   auto butterfly = [&](float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(full, v, o);
     return v;
   };
-  if (p.an == 1) {  // shared numerator: da_k sums every lane (idle lanes hold 0)
-#pragma unroll
-    for (int k = 0; k <= M; ++k) {
-      const float v = butterfly(acc[k]);
-      if (lane == 0 && k <= p.m) partial[k * nrows + wrow] = v;
-    }
-  }
-  // Groups present in this warp, in ascending lane order of their first lane.
-  unsigned todo = __ballot_sync(full, g >= 0);
-  while (todo) {  // warp-uniform loop
-    const int gg = __shfl_sync(full, g, __ffs(todo) - 1);
-    const bool mine = g == gg;
-    todo &= ~__ballot_sync(full, mine);
-    if (p.an != 1) {
+  const unsigned present = __ballot_sync(full, g >= 0);
+  // Columns [c0, c1) per pass: one pass unless the table is wider than kChunk (G * 17 > 128).
+  for (int c0 = 0; c0 < p.ncols; c0 += kChunk) {
+    const int c1 = min(p.ncols, c0 + kChunk);
+    for (int i = threadIdx.x; i < kWarps * kChunk; i += kThreads) (&s_part[0][0])[i] = 0.f;
+    __syncthreads();
+    // Warp-uniform: does column range [lo, lo + len) meet this pass?
+    auto meets = [&](int lo, int len) { return lo < c1 && lo + len > c0; };
+    auto put = [&](int col, float v) {
+      if (lane == 0 && col >= c0 && col < c1) s_part[warp][col - c0] = v;
+    };
+    if (p.an == 1 && meets(0, p.m + 1)) {  // shared numerator: da_k sums every lane
 #pragma unroll
       for (int k = 0; k <= M; ++k) {
-        const float v = butterfly(mine ? acc[k] : 0.f);
-        if (lane == 0 && k <= p.m) partial[(gg * (p.m + 1) + k) * nrows + wrow] = v;
+        const float v = butterfly(acc[k]);
+        if (k <= p.m) put(k, v);
       }
     }
+    unsigned todo = present;  // groups present in this warp, by their first lane
+    while (todo) {            // warp-uniform loop
+      const int gg = __shfl_sync(full, g, __ffs(todo) - 1);
+      const bool mine = g == gg;
+      todo &= ~__ballot_sync(full, mine);
+      if (p.an != 1 && meets(gg * (p.m + 1), p.m + 1)) {
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const float v = butterfly(mine ? acc[M + 1 + k] : 0.f);
-      if (lane == 0 && k < p.n) partial[(na + gg * p.n + k) * nrows + wrow] = v;
+        for (int k = 0; k <= M; ++k) {
+          const float v = butterfly(mine ? acc[k] : 0.f);
+          if (k <= p.m) put(gg * (p.m + 1) + k, v);
+        }
+      }
+      if (meets(na + gg * p.n, p.n)) {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          const float v = butterfly(mine ? acc[M + 1 + k] : 0.f);
+          if (k < p.n) put(na + gg * p.n + k, v);
+        }
+      }
+    }
+    __syncthreads();
+    for (int j = c0 + threadIdx.x; j < c1; j += kThreads) {
+      float v = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) v += s_part[w][j - c0];
+      partial[static_cast<int64_t>(j) * gridDim.x + blockIdx.x] = v;
+    }
+    __syncthreads();  // the next pass refills s_part
+  }
+  if (KAT_GRKAN_SPLIT_FINAL) return;  // benchmark variant: grkan_bwd_stage2 does step 3
+  __threadfence();  // this thread's partial stores are visible device-wide before the ticket
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicInc(counter, gridDim.x - 1) == gridDim.x - 1;
+  __syncthreads();
+  if (!s_last || KAT_GRKAN_BENCH_NO_STAGE2) return;
+  __threadfence();
+  const int nb = gridDim.x;
+  for (int j = warp; j < p.ncols; j += kWarps) {
+    const float* colp = partial + static_cast<int64_t>(j) * nb;
+    double sum = 0.0;
+    for (int i = lane; i < nb; i += 32) sum += static_cast<double>(__ldcg(colp + i));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(full, sum, o);
+    if (lane == 0) {
+      if (j < na) {
+        da[j] += static_cast<float>(sum);
+      } else {
+        const float sg = gb[j - na] >= 0.f ? 1.f : -1.f;  // db_k carries sign(b_k)
+        db[j - na] += static_cast<float>(sum * static_cast<double>(sg));
+      }
     }
   }
 }
 
+#if KAT_GRKAN_SPLIT_FINAL
 // Stage 2: block j sums column j of the partial table (nrows contiguous floats, one per stage-1
 // warp) in a fixed order, in double: fixed per-thread strides, xor-shuffle trees, warps in order.
 constexpr int kStage2Threads = 1024;
@@ -430,6 +474,8 @@ __global__ void __launch_bounds__(kStage2Threads)
     }
   }
 }
+
+#endif  // KAT_GRKAN_SPLIT_FINAL
 
 // ---- host side ----------------------------------------------------------------------------
 
@@ -567,14 +613,18 @@ int bwd_max_blocks(Storage st) {
 
 template <Storage S, int VEC, int M, int N>
 void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b,
-                void* dx, float* da, float* db, float* partial, cudaStream_t stream) {
+                void* dx, float* da, float* db, void* workspace, cudaStream_t stream) {
   const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
   const Params p = make_params(s, pl);
-  launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
-  const int na = s.num_rows * (s.m + 1);
+  auto* counter = static_cast<unsigned*>(workspace);
+  auto* partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + kWsHeader);
+  launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial,
+         counter, da, db, p);
+#if KAT_GRKAN_SPLIT_FINAL
   if (KAT_GRKAN_BENCH_NO_STAGE2) return;
   launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial),
-         pl.blocks * kWarps, na, b, da, db);
+         pl.blocks, s.num_rows * (s.m + 1), b, da, db);
+#endif
 }
 
 }  // namespace
@@ -615,8 +665,7 @@ std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
       if ((s.dim / s.groups) % vec != 0) continue;
       blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks(st)).blocks);
     }
-  return static_cast<std::size_t>(blocks) * kWarps * static_cast<std::size_t>(ncols) *
-         sizeof(float);
+  return kWsHeader + static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
 }
 
 void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* dy, const float* a,
@@ -628,29 +677,28 @@ void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* 
             "grkan_backward (cuda): null device pointer");
   KAT_CHECK(workspace != nullptr, "grkan_backward (cuda): workspace is null (size it with "
                                   "grkan_backward_workspace_bytes)");
-  KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 3u) == 0,
-            "grkan_backward (cuda): workspace must be 4-byte aligned");
+  KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 15u) == 0,
+            "grkan_backward (cuda): workspace must be 16-byte aligned (cudaMalloc is)");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));
-  float* partial = static_cast<float*>(workspace);
   const bool sp = specialised(s);
   if (st == Storage::BF16) {
     if (vec == 8) {
-      sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
-         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+      sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
+         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
                                                           stream);
     } else {
-      sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
-         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+      sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
+         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
                                                           stream);
     }
   } else {
     if (vec == 4) {
-      sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
-         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+      sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
+         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
                                                          stream);
     } else {
-      sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, partial, stream)
-         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, partial,
+      sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
+         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
                                                          stream);
     }
   }
