@@ -99,7 +99,7 @@ KatModelCuda::~KatModelCuda() {
   cudaStreamSynchronize(stream_);
   for (void* p : {static_cast<void*>(params_), static_cast<void*>(grads_), static_cast<void*>(m_),
                   static_cast<void*>(v_), static_cast<void*>(decay_), wbf16_, arena_, ws_,
-                  grkan_ws_, static_cast<void*>(ema_), clip_ws_})
+                  static_cast<void*>(ema_), clip_ws_})
     if (p) cudaFree(p);
   if (dp_host_) cudaFreeHost(dp_host_);
   if (dp_event_) cudaEventDestroy(static_cast<cudaEvent_t>(dp_event_));
@@ -271,9 +271,8 @@ void KatModelCuda::plan(int max_batch, bool training) {
   KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (arena_) KAT_CUDA_CHECK(cudaFree(arena_));
   if (ws_) KAT_CUDA_CHECK(cudaFree(ws_));
-  if (grkan_ws_) KAT_CUDA_CHECK(cudaFree(grkan_ws_));
   if (dp_host_) KAT_CUDA_CHECK(cudaFreeHost(dp_host_));
-  arena_ = ws_ = grkan_ws_ = nullptr;
+  arena_ = ws_ = nullptr;
   dp_host_ = nullptr;
   max_batch_ = max_batch;
   const int64_t B = max_batch, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
@@ -344,13 +343,10 @@ void KatModelCuda::plan(int max_batch, bool training) {
   }
   // One workspace, large enough for every reduction of the step (they run one after another).
   size_t ws = cuda::layernorm_backward_workspace_bytes(BN, int(D));
-  if (cfg_.is_kat() && training) {
-    // GR-KAN has its own: its header (the last-block counter) must stay zero between calls.
+  if (cfg_.is_kat()) {
     const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
-    const size_t gws = std::max(cuda::grkan_backward_workspace_bytes({BN, int(D), cfg_.groups, An, 5, 4}),
-                                cuda::grkan_backward_workspace_bytes({BN, int(Hd), cfg_.groups, An, 5, 4}));
-    KAT_CUDA_CHECK(cudaMalloc(&grkan_ws_, gws));
-    KAT_CUDA_CHECK(cudaMemset(grkan_ws_, 0, gws));
+    ws = std::max(ws, cuda::grkan_backward_workspace_bytes({BN, int(D), cfg_.groups, An, 5, 4}));
+    ws = std::max(ws, cuda::grkan_backward_workspace_bytes({BN, int(Hd), cfg_.groups, An, 5, 4}));
   }
   for (int64_t rows : {BN, B * P, B})
     for (int64_t n : {3 * D, D, Hd, Kc}) ws = std::max(ws, cuda::column_sum_workspace_bytes(rows, n));
@@ -474,11 +470,11 @@ void KatModelCuda::backward(const void* dlogits) {
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
-      cuda::grkan_backward(s2, st_, a.h, d_r_, p32(o.a2n), p32(o.a2d), d_h_, g32(o.a2n), g32(o.a2d), grkan_ws_, s);
+      cuda::grkan_backward(s2, st_, a.h, d_r_, p32(o.a2n), p32(o.a2d), d_h_, g32(o.a2n), g32(o.a2d), ws_, s);
       gemm_->backward_data(BN, D, Hd, st_, d_h_, w(o.fc1w), d_att_, s);
       gemm_->backward_weight(BN, D, Hd, st_, d_h_, a.r1, g32(o.fc1w), s);
       cuda::column_sum_accumulate(BN, Hd, st_, d_h_, g32(o.fc1b), ws_, s);
-      cuda::grkan_backward(s1, st_, a.ln2, d_att_, p32(o.a1n), p32(o.a1d), d_ln_, g32(o.a1n), g32(o.a1d), grkan_ws_, s);
+      cuda::grkan_backward(s1, st_, a.ln2, d_att_, p32(o.a1n), p32(o.a1d), d_ln_, g32(o.a1n), g32(o.a1d), ws_, s);
     } else {
       cuda::gelu_backward(BN * Hd, st_, a.h, d_r_, d_h_, s);
       gemm_->backward_data(BN, D, Hd, st_, d_h_, w(o.fc1w), d_ln_, s);

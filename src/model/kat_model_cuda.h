@@ -167,8 +167,7 @@ class KatModelCuda {
   void *cols_, *x_final_, *feat_, *cls_, *logits_, *tmp_, *dlogits_;
   void *d_x_, *d_tmp_, *d_ln_, *d_qkv_, *d_att_, *d_h_, *d_r_, *d_cls_;
   float *fmean_, *frstd_, *row_loss_, *loss_, *dp_;  // dp_: (depth, 2, B) drop-path scales
-  void* ws_ = nullptr;        // scratch shared by the reductions of the step
-  void* grkan_ws_ = nullptr;  // GR-KAN backward's (zeroed once; see grkan_cuda.h)
+  void* ws_ = nullptr;
   float* dp_host_ = nullptr;  // pinned staging for the drop-path scales
   void* dp_event_ = nullptr;  // cudaEvent_t: the last upload of dp_host_ finished
 };

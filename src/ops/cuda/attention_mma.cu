@@ -8,8 +8,9 @@
 // scores. The other operand of the
 // (image, head) — K, V or Q, dout: at most 256 x 64 bf16 each — is staged once per block in shared
 // memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
-// addresses of an ldmatrix fall in 8 different bank quads) and read with ldmatrix (.trans for the
-// operand of the second GEMM). Keys/queries are walked in chunks of 64, the last chunk only over
+// addresses of an ldmatrix fall in 8 different bank quads) with cp.async in 64-row chunks, one
+// group per chunk, so compute starts on chunk 0 while the rest arrives, and read with ldmatrix
+// (.trans for the operand of the second GEMM). Keys/queries are walked in chunks of 64, the last chunk only over
 // its valid 16-row subtiles (N = 197 -> 13 subtiles, not 16).
 //
 // Forward: online softmax in the log2 domain (S * scale * log2 e, exp2f), P rounded to bf16 for
@@ -21,6 +22,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <utility>
+#include <algorithm>
 
 #include "core/error.h"
 #include "ops/cuda/attention_mma.h"
@@ -42,11 +45,12 @@ using mma::to_a;
 // per block: half the blocks restaging the same K/V); KAT_ATTN_WARPS=4 selects 64-row blocks.
 // H200, kat_tiny b256 (2026-11-30, same call): W = 8 train 15,784 / infer 57,811 img/s,
 // W = 4 14,670 / 49,584; both pass the attention and model tests.
+int env_int(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  return e && *e ? std::atoi(e) : fallback;
+}
 int warps_per_block() {
-  static const int w = [] {
-    const char* e = std::getenv("KAT_ATTN_WARPS");
-    return e && std::atoi(e) == 4 ? 4 : 8;
-  }();
+  static const int w = env_int("KAT_ATTN_WARPS", 8) == 4 ? 4 : 8;
   return w;
 }
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -59,16 +63,46 @@ __host__ __device__ constexpr int ld_smem() {
   return HD + 8;
 }
 
-// Rows [0, n) of a (rows x HD) strided bf16 matrix into shared memory (ld HD + 8); rows [n, rows) zero.
+// cp.async copies of rows [r_begin, r_end) of a strided bf16 matrix (HD columns) into shared
+// memory (ld HD + 8); rows >= n are zero-filled. Nothing waits here: see wait_chunk.
 template <int HD>
-__device__ __forceinline__ void stage_rows(const bf16* __restrict__ src, int64_t ld_row, int n, int rows,
-                                           bf16* dst) {
+__device__ __forceinline__ void stage_rows_async(const bf16* __restrict__ src, int64_t ld_row, int n,
+                                                 int r_begin, int r_end, bf16* dst) {
   constexpr int V = HD / 8;  // 16-byte chunks per row
-  for (int idx = threadIdx.x; idx < rows * V; idx += blockDim.x) {
+  for (int idx = r_begin * V + threadIdx.x; idx < r_end * V; idx += blockDim.x) {
     const int r = idx / V, c = idx - r * V;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < n) v = *reinterpret_cast<const uint4*>(src + int64_t(r) * ld_row + c * 8);
-    *reinterpret_cast<uint4*>(dst + r * ld_smem<HD>() + c * 8) = v;
+    const bool ok = r < n;
+    mma::cp_async16(smem_addr(dst + r * ld_smem<HD>() + c * 8), src + int64_t(ok ? r : 0) * ld_row + c * 8,
+                    ok ? 16 : 0);
+  }
+}
+
+// The staged operands are copied in 64-row chunks, one cp.async group per chunk (issued at the
+// kernel start, all in flight at once), so the block computes on chunk 0 while later chunks are
+// still arriving. wait_chunk(ci, nc): chunk ci has landed for every thread of the block.
+constexpr int kChunkRows = 64;
+__device__ __forceinline__ void wait_chunk(int ci, int nc) {
+  const int later = nc - 1 - ci;  // groups that may stay in flight (nc <= 4 for N <= 256)
+  if (later >= 3)
+    mma::cp_async_wait<3>();
+  else if (later == 2)
+    mma::cp_async_wait<2>();
+  else if (later == 1)
+    mma::cp_async_wait<1>();
+  else
+    mma::cp_async_wait<0>();
+  __syncthreads();
+}
+
+// Issues the chunked copies of two (N x HD) operands (rows padded to NP with zeros).
+template <int HD>
+__device__ __forceinline__ void stage_two_async(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, int N,
+                                                int NP, bf16* as, bf16* bs) {
+  for (int c = 0; c < NP; c += kChunkRows) {
+    const int e = min(c + kChunkRows, NP);
+    stage_rows_async<HD>(a, lda, N, c, e, as);
+    stage_rows_async<HD>(b, ldb, N, c, e, bs);
+    mma::cp_async_commit();
   }
 }
 
@@ -169,8 +203,8 @@ __device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], float 
 }
 
 // Prologue of the forward and dq kernels: K and V of this block's (image, head) = (blockIdx.z,
-// blockIdx.y) staged into dynamic shared memory (Ks, Vs: pad16(N) x (HD + 8) each). Returns the
-// (image, head) base pointer into qkv (its q columns; k at + D, v at + 2 D). No barrier.
+// blockIdx.y) into dynamic shared memory (Ks, Vs: pad16(N) x (HD + 8) each), chunked cp.async (see
+// wait_chunk). Returns the (image, head) base pointer into qkv (its q columns; k at + D, v at + 2 D).
 template <int HD>
 __device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, int N, int D,
                                                 unsigned char* smem, bf16*& Ks, bf16*& Vs) {
@@ -179,8 +213,7 @@ __device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, in
   Vs = Ks + NP * ld_smem<HD>();
   const int64_t ld3 = 3 * int64_t(D);
   const bf16* base = qkv + int64_t(blockIdx.z) * N * ld3 + blockIdx.y * HD;
-  stage_rows<HD>(base + D, ld3, N, NP, Ks);
-  stage_rows<HD>(base + 2 * D, ld3, N, NP, Vs);
+  stage_two_async<HD>(base + D, ld3, base + 2 * D, ld3, N, NP, Ks, Vs);
   return base;
 }
 
@@ -205,14 +238,16 @@ __global__ void __launch_bounds__(32 * W)
   const int64_t ld3 = 3 * int64_t(D);
   uint32_t qa[HD / 16][4];
   load_a_global<HD>(qa, base, ld3, r0, N);
-  __syncthreads();
-  if (r0 >= N) return;
+  const bool active = r0 < N;  // idle warps of the last block still take part in the barriers
+  const int NC = (NP + kChunkRows - 1) / kChunkRows;
 
   float o[HD / 8][4];
 #pragma unroll
   for (int dt = 0; dt < HD / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
   float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};  // rows g, g + 8 (this lane's part of l)
   for (int c = 0; c < NP; c += 64) {
+    wait_chunk(c / 64, NC);
+    if (!active) continue;
     const int nsub = min(4, (NP - c) / 16);
     float s[8][4];
     mma_abt<HD>(s, qa, Ks + c * LD, nsub);
@@ -256,6 +291,7 @@ __global__ void __launch_bounds__(32 * W)
     for (int j = 0; j < 4; ++j) to_a(pa[j], s[2 * j], s[2 * j + 1]);
     mma_pr<HD>(o, pa, Vs + c * LD, nsub);
   }
+  if (!active) return;
   const float l0 = quad_sum(lrow[0]), l1 = quad_sum(lrow[1]);
   store_rows<HD>(o, 1.f / l0, 1.f / l1, out + int64_t(b) * N * D + h * HD, D, r0, N);
   if (t == 0) {
@@ -310,13 +346,15 @@ __global__ void __launch_bounds__(32 * W)
       if (t == 0 && row < N) dvec[rowbase + row] = dv[i];
     }
   }
-  __syncthreads();
-  if (r0 >= N) return;
+  const bool active = r0 < N;  // idle warps of the last block still take part in the barriers
+  const int NC = (NP + kChunkRows - 1) / kChunkRows;
 
   float dq[HD / 8][4];
 #pragma unroll
   for (int dt = 0; dt < HD / 8; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
   for (int c = 0; c < NP; c += 64) {
+    wait_chunk(c / 64, NC);
+    if (!active) continue;
     const int nsub = min(4, (NP - c) / 16);
     float s[8][4], dp[8][4];
     mma_abt<HD>(s, qa, Ks + c * LD, nsub);
@@ -335,6 +373,7 @@ __global__ void __launch_bounds__(32 * W)
     for (int j = 0; j < 4; ++j) to_a(dsa[j], s[2 * j], s[2 * j + 1]);
     mma_pr<HD>(dq, dsa, Ks + c * LD, nsub);
   }
+  if (!active) return;
   store_rows<HD>(dq, scale, scale, dqkv + int64_t(b) * N * ld3 + h * HD, ld3, r0, N);
 }
 
@@ -359,8 +398,7 @@ __global__ void __launch_bounds__(32 * W)
   const int r0 = blockIdx.x * 16 * W + warp * 16;
   const int64_t ld3 = 3 * int64_t(D);
   const bf16* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage_rows<HD>(base, ld3, N, NP, Qs);
-  stage_rows<HD>(dout + int64_t(b) * N * D + h * HD, D, N, NP, Gs);
+  stage_two_async<HD>(base, ld3, dout + int64_t(b) * N * D + h * HD, D, N, NP, Qs, Gs);
   const int64_t rowbase = (int64_t(b) * H + h) * N;
   for (int i = threadIdx.x; i < NC; i += blockDim.x) {
     L2s[i] = i < N ? lse[rowbase + i] * kLog2e : INFINITY;
@@ -369,8 +407,8 @@ __global__ void __launch_bounds__(32 * W)
   uint32_t ka[HD / 16][4], va[HD / 16][4];
   load_a_global<HD>(ka, base + D, ld3, r0, N);
   load_a_global<HD>(va, base + 2 * D, ld3, r0, N);
-  __syncthreads();
-  if (r0 >= N) return;
+  const bool active = r0 < N;  // idle warps of the last block still take part in the barriers
+  const int NCH = (NP + kChunkRows - 1) / kChunkRows;
 
   float dk[HD / 8][4], dvacc[HD / 8][4];
 #pragma unroll
@@ -379,6 +417,8 @@ __global__ void __launch_bounds__(32 * W)
     dvacc[dt][0] = dvacc[dt][1] = dvacc[dt][2] = dvacc[dt][3] = 0.f;
   }
   for (int c = 0; c < NP; c += 64) {
+    wait_chunk(c / 64, NCH);  // (its barrier also publishes L2s / Ds)
+    if (!active) continue;
     const int nsub = min(4, (NP - c) / 16);
     float st[8][4], dpt[8][4];  // S^T, dP^T: rows = this warp's keys, columns = queries c..c+63
     mma_abt<HD>(st, ka, Qs + c * LD, nsub);
@@ -404,6 +444,7 @@ __global__ void __launch_bounds__(32 * W)
     mma_pr<HD>(dvacc, pa, Gs + c * LD, nsub);
     mma_pr<HD>(dk, dsa, Qs + c * LD, nsub);
   }
+  if (!active) return;
   bf16* dbase = dqkv + int64_t(b) * N * ld3 + h * HD;
   store_rows<HD>(dk, scale, scale, dbase + D, ld3, r0, N);
   store_rows<HD>(dvacc, 1.f, 1.f, dbase + 2 * D, ld3, r0, N);
@@ -415,13 +456,24 @@ void set_smem(K kernel, std::size_t bytes) {
     KAT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
+// Grid (ceil(N / (16 W)), H, B); a single row block per (image, head) gets only the warps it uses.
+// (Measured and dropped, 2026-11-30: one 13-warp block per (image, head) at N = 197, K/V staged
+// once instead of twice: forward 107 vs 100 us; the backward kernels forced to 2 blocks per SM
+// (<= 128 registers, with spills): kat_tiny train 16,346 vs 17,860 img/s.)
+template <int W>
+std::pair<dim3, int> row_blocks(int64_t B, int N, int H) {
+  const unsigned gx = unsigned((N + 16 * W - 1) / (16 * W));
+  const int threads = gx == 1 ? 32 * std::min(W, (N + 15) / 16) : 32 * W;
+  return {dim3(gx, unsigned(H), unsigned(B)), threads};
+}
+
 template <int HD, int W>
 void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse,
                       cudaStream_t s) {
-  const dim3 grid((N + 16 * W - 1) / (16 * W), H, unsigned(B));
+  const auto [grid, threads] = row_blocks<W>(B, N, H);
   const std::size_t smem = two_operand_smem<HD>(N);
   set_smem(attn_fwd_mma_kernel<HD, W>, smem);
-  attn_fwd_mma_kernel<HD, W><<<grid, 32 * W, smem, s>>>(
+  attn_fwd_mma_kernel<HD, W><<<grid, threads, smem, s>>>(
       N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv), static_cast<bf16*>(out), lse);
   KAT_CUDA_CHECK_LAUNCH();
 }
@@ -429,19 +481,19 @@ void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* q
 template <int HD, int W>
 void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
                        const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
-  const dim3 grid((N + 16 * W - 1) / (16 * W), H, unsigned(B));
+  const auto [grid, threads] = row_blocks<W>(B, N, H);
   const auto* q = static_cast<const bf16*>(qkv);
   const auto* g = static_cast<const bf16*>(dout);
   auto* dq = static_cast<bf16*>(dqkv);
   const std::size_t smem1 = two_operand_smem<HD>(N);
   set_smem(attn_bwd_dq_mma_kernel<HD, W>, smem1);
-  attn_bwd_dq_mma_kernel<HD, W><<<grid, 32 * W, smem1, s>>>(N, D, H, scale, scale * kLog2e, q,
-                                                            static_cast<const bf16*>(out), lse, g, dq, dvec);
+  attn_bwd_dq_mma_kernel<HD, W><<<grid, threads, smem1, s>>>(
+      N, D, H, scale, scale * kLog2e, q, static_cast<const bf16*>(out), lse, g, dq, dvec);
   KAT_CUDA_CHECK_LAUNCH();
   const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
   set_smem(attn_bwd_dkv_mma_kernel<HD, W>, smem2);
   attn_bwd_dkv_mma_kernel<HD, W>
-      <<<grid, 32 * W, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
+      <<<grid, threads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
   KAT_CUDA_CHECK_LAUNCH();
 }
 

@@ -7,12 +7,15 @@
 // t + 2T, ...), and every thread sees one group only: its coefficients live in registers, and its
 // gradient partials are 10 registers (degrees 5, 4) instead of 10 per group.
 //
-// Backward reduction (deterministic: fixed summation order, no float atomics), in one kernel:
-//   each warp reduces its lanes' partials per column (An*(m+1) + G*n columns: rows of a, groups
-//   of b) with xor-shuffle butterflies, the block sums its warps in order through shared memory
-//   and writes one row of a column-major partial table in the workspace; the last block to finish
-//   (an atomicInc ticket, the only atomic, on a counter that wraps back to zero) sums every column
-//   over the blocks in block order, in double, and adds the result to da/db.
+// Backward reduction (deterministic: fixed summation order, no atomics), two kernels:
+//   stage 1: each warp reduces its lanes' partials per column (An*(m+1) + G*n columns: rows of a,
+//            groups of b) with xor-shuffle butterflies, the block sums its warps in order through
+//            shared memory and writes one row of the column-major partial table ws[col][block];
+//   stage 2: one block per column sums the blocks' partials in a fixed order (in double) and adds
+//            the result to da/db.
+// (Measured alternatives, bench/GRKAN_CUDA.md: one table row per warp instead of per block cost
+// 2-4 us per backward in stores and stage-2 reads; the final sums done by the last block of stage
+// 1 (atomic ticket) instead of stage 2 cost 4 us more, the PDL-overlapped stage 2 only 0.4 us.)
 // All kernels are launched with programmatic dependent launch, so a launch's latency hides behind
 // the previous kernel's tail; griddepcontrol.wait at each kernel's start waits for the previous
 // grid's completion and memory flush, so correctness does not depend on timing.
@@ -59,15 +62,10 @@ using kat::ops::GrkanShape;
 #ifndef KAT_GRKAN_BWD_BPS_F32
 #define KAT_GRKAN_BWD_BPS_F32 4
 #endif
-// Benchmark-only switches (results are wrong with them; never set in a build that is used):
-// KAT_GRKAN_BENCH_NO_STAGE2 skips the final column sums, to time their cost.
+// Benchmark-only switch (results are wrong with it; never set in a build that is used):
+// KAT_GRKAN_BENCH_NO_STAGE2 skips stage 2, to time its cost.
 #ifndef KAT_GRKAN_BENCH_NO_STAGE2
 #define KAT_GRKAN_BENCH_NO_STAGE2 0
-#endif
-// A/B variant (correct): KAT_GRKAN_SPLIT_FINAL=1 sums the per-block partial table in a second
-// kernel (grkan_bwd_stage2) instead of in the last block of stage 1.
-#ifndef KAT_GRKAN_SPLIT_FINAL
-#define KAT_GRKAN_SPLIT_FINAL 0
 #endif
 #ifndef KAT_GRKAN_PDL
 #define KAT_GRKAN_PDL 1
@@ -76,9 +74,6 @@ constexpr int kThreads = 256;  // threads per block of the element kernels
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDeg = 8;     // same limit as the CPU op
 constexpr int kChunk = 128;    // partial-table columns per pass of the block reduction
-// Workspace: a 16-byte header holding the ticket counter (zero between calls), then the
-// partial table (scratch).
-constexpr std::size_t kWsHeader = 16;
 constexpr int kFwdUnroll = KAT_GRKAN_FWD_UNROLL;  // row vectors in flight per thread and trip
 template <Storage S>
 constexpr int kBwdUnroll = S == Storage::BF16 ? KAT_GRKAN_BWD_UNROLL_BF16 : KAT_GRKAN_BWD_UNROLL_F32;
@@ -251,9 +246,7 @@ __global__ void __launch_bounds__(kThreads)
 template <Storage S, int VEC, int M, int N>
 __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     grkan_bwd_kernel(const void* x, const void* dy, void* dx, const float* __restrict__ ga,
-                     const float* __restrict__ gb, float* __restrict__ partial,
-                     unsigned* __restrict__ counter, float* __restrict__ da, float* __restrict__ db,
-                     Params p) {
+                     const float* __restrict__ gb, float* __restrict__ partial, Params p) {
   constexpr int U = kBwdUnroll<S>;
   constexpr int NL = M + 1 + N;  // local partial columns: da_0..da_M, db_1..db_N
 
@@ -342,18 +335,15 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     }
   }
 
-  // Coefficient-gradient reduction, deterministic (fixed order, no float atomics):
+  // Coefficient-gradient reduction, deterministic (fixed order, no atomics):
   //  1. warp: xor-shuffle butterflies per column (lanes of other groups contribute 0);
   //  2. block: the kWarps warp values of each column summed in warp order through shared memory;
   //     one row per block of the column-major partial table, partial[col * gridDim.x + block];
-  //  3. grid: the last block to finish (ticket: an atomicInc on the workspace counter, which
-  //     wraps back to 0) sums each column over the blocks in block order, in double, and adds it
-  //     to da/db. Which block comes last varies from run to run; the order of the sums does not.
+  //  3. grkan_bwd_stage2 sums each column over the blocks and adds it to da/db.
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const unsigned full = 0xffffffffu;
   const int na = p.an * (p.m + 1);
   __shared__ float s_part[kWarps][kChunk];
-  __shared__ bool s_last;
   auto butterfly = [&](float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(full, v, o);
@@ -406,34 +396,10 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     }
     __syncthreads();  // the next pass refills s_part
   }
-  if (KAT_GRKAN_SPLIT_FINAL) return;  // benchmark variant: grkan_bwd_stage2 does step 3
-  __threadfence();  // this thread's partial stores are visible device-wide before the ticket
-  __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicInc(counter, gridDim.x - 1) == gridDim.x - 1;
-  __syncthreads();
-  if (!s_last || KAT_GRKAN_BENCH_NO_STAGE2) return;
-  __threadfence();
-  const int nb = gridDim.x;
-  for (int j = warp; j < p.ncols; j += kWarps) {
-    const float* colp = partial + static_cast<int64_t>(j) * nb;
-    double sum = 0.0;
-    for (int i = lane; i < nb; i += 32) sum += static_cast<double>(__ldcg(colp + i));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(full, sum, o);
-    if (lane == 0) {
-      if (j < na) {
-        da[j] += static_cast<float>(sum);
-      } else {
-        const float sg = gb[j - na] >= 0.f ? 1.f : -1.f;  // db_k carries sign(b_k)
-        db[j - na] += static_cast<float>(sum * static_cast<double>(sg));
-      }
-    }
-  }
 }
 
-#if KAT_GRKAN_SPLIT_FINAL
 // Stage 2: block j sums column j of the partial table (nrows contiguous floats, one per stage-1
-// warp) in a fixed order, in double: fixed per-thread strides, xor-shuffle trees, warps in order.
+// block) in a fixed order, in double: fixed per-thread strides, xor-shuffle trees, warps in order.
 constexpr int kStage2Threads = 1024;
 __global__ void __launch_bounds__(kStage2Threads)
     grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na,
@@ -474,8 +440,6 @@ __global__ void __launch_bounds__(kStage2Threads)
     }
   }
 }
-
-#endif  // KAT_GRKAN_SPLIT_FINAL
 
 // ---- host side ----------------------------------------------------------------------------
 
@@ -616,15 +580,11 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
                 void* dx, float* da, float* db, void* workspace, cudaStream_t stream) {
   const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
   const Params p = make_params(s, pl);
-  auto* counter = static_cast<unsigned*>(workspace);
-  auto* partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + kWsHeader);
-  launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial,
-         counter, da, db, p);
-#if KAT_GRKAN_SPLIT_FINAL
+  auto* partial = static_cast<float*>(workspace);
+  launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
   if (KAT_GRKAN_BENCH_NO_STAGE2) return;
   launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial),
          pl.blocks, s.num_rows * (s.m + 1), b, da, db);
-#endif
 }
 
 }  // namespace
@@ -665,7 +625,7 @@ std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
       if ((s.dim / s.groups) % vec != 0) continue;
       blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks(st)).blocks);
     }
-  return kWsHeader + static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
+  return static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
 }
 
 void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* dy, const float* a,
@@ -677,8 +637,8 @@ void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* 
             "grkan_backward (cuda): null device pointer");
   KAT_CHECK(workspace != nullptr, "grkan_backward (cuda): workspace is null (size it with "
                                   "grkan_backward_workspace_bytes)");
-  KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 15u) == 0,
-            "grkan_backward (cuda): workspace must be 16-byte aligned (cudaMalloc is)");
+  KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 3u) == 0,
+            "grkan_backward (cuda): workspace must be 4-byte aligned");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));
   const bool sp = specialised(s);
   if (st == Storage::BF16) {

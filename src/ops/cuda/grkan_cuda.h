@@ -4,10 +4,10 @@
 //   a: (An, m+1) fp32, An = 1 (shared numerator) or G;  b: (G, n) fp32;  all math in fp32.
 //   forward:  y = F(x)                       (y must not alias x)
 //   backward: dx overwritten (storage type, may alias dy); da, db fp32 ACCUMULATED (+=).
-// The coefficient reduction is deterministic (bitwise identical across runs on one device): each
-// block writes its partial sums to `workspace` (plain stores), and the last block to finish sums
-// them in a fixed order and adds the result to da/db. The grid size depends only on the shape and
-// the device's multiprocessor count.
+// The coefficient reduction is deterministic (bitwise identical across runs on one device):
+// stage 1 writes per-block partial sums to `workspace` (plain stores, no atomics), stage 2 (one
+// small kernel) sums each column of that table in a fixed order and adds it to da/db. The grid
+// size depends only on the shape and the device's multiprocessor count.
 // Kernels are launched with programmatic dependent launch (PDL) and wait for the preceding
 // kernel's completion before touching memory, so stream order holds as usual; only their launch
 // latency overlaps the previous kernel's tail.
@@ -34,10 +34,7 @@ void grkan_forward(const kat::ops::GrkanShape& s, Storage st, const void* x, con
                    const float* b, void* y, cudaStream_t stream);
 
 // Bytes of device workspace grkan_backward needs for this shape (any storage, any alignment).
-// Depends on the current device's multiprocessor count. The workspace must be 16-byte aligned and
-// ZEROED ONCE before its first use (cudaMemset): its first 16 bytes hold the last-block counter,
-// which every call leaves at zero again; the rest is scratch. So one workspace serves any number
-// of GR-KAN calls in one stream, but must not be shared with other ops' scratch.
+// Depends on the current device's multiprocessor count. Scratch: its content does not matter.
 std::size_t grkan_backward_workspace_bytes(const kat::ops::GrkanShape& s);
 
 // dx = dL/dx (overwritten), da += dL/da, db += dL/db.

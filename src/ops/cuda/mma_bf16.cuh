@@ -1,5 +1,5 @@
-// Warp-level tensor-core building blocks (sm_80+ PTX): mma.sync m16n8k16 bf16 x bf16 -> fp32 and
-// ldmatrix. Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), lane = 4 g + t:
+// Warp-level tensor-core building blocks (sm_80+ PTX): mma.sync m16n8k16 bf16 x bf16 -> fp32,
+// ldmatrix and cp.async. Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), lane = 4 g + t:
 //   A (16 x 16, row):  a[0] = (row g,   cols 2t, 2t+1)   a[1] = (row g+8, cols 2t, 2t+1)
 //                      a[2] = (row g,   cols 2t+8, +9)   a[3] = (row g+8, cols 2t+8, +9)
 //   B (16 x 8, col):   b[0] = (rows 2t, 2t+1, col g)     b[1] = (rows 2t+8, 2t+9, col g)
@@ -40,6 +40,19 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// cp.async: 16 bytes global -> shared without a register round trip (sm_80+). src_bytes = 0
+// zero-fills the 16 bytes (padding rows). Groups are committed and waited for in issue order.
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Wait until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // A fragment of the 16 x 16 block made of C tiles c0 (cols 0..7) and c1 (cols 8..15), rounded to bf16.
