@@ -157,6 +157,7 @@ TEST(ModelCuda, GemmColumnSum) {
     check_gemm(st, 394, 192, 576, gemm);
     check_gemm(st, 1576, 768, 192, gemm);
     check_gemm(st, 7, 33, 1000, gemm);  // odd sizes: low-alignment paths
+    check_gemm(st, 1030, 24, 13, gemm);  // N % 8 != 0: scalar column sums over 5 row chunks
   }
 }
 

@@ -5,7 +5,7 @@
 // Blocks of W = 8 warps (4 with KAT_ATTN_WARPS=4); a warp owns 16 rows (queries in the forward
 // and dq kernels, keys in the dk/dv kernel) and keeps everything of those rows in registers: its
 // A fragments (Q, dout or K, V), the fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of
-// scores. The other operand of the
+// scores (16 x 32 in the dq kernel, which is held to 128 registers). The other operand of the
 // (image, head) — K, V or Q, dout: at most 256 x 64 bf16 each — is staged once per block in shared
 // memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
 // addresses of an ldmatrix fall in 8 different bank quads) with cp.async in 64-row chunks, one
@@ -128,18 +128,18 @@ __device__ __forceinline__ void load_a_global(uint32_t (&a)[HD / 16][4], const b
   }
 }
 
-// acc (16 x 64: tiles of 8 columns) = A (16 x HD) . R^T, R = 64 consecutive rows of a staged
+// acc (16 x 16 NS: tiles of 8 columns) = A (16 x HD) . R^T, R = 16 NS consecutive rows of a staged
 // smem matrix starting at R0; only the first nsub 16-row subtiles of R (the rest stay zero).
-template <int HD>
-__device__ __forceinline__ void mma_abt(float (&acc)[8][4], const uint32_t (&a)[HD / 16][4], const bf16* R0,
-                                        int nsub) {
+template <int HD, int NS>
+__device__ __forceinline__ void mma_abt(float (&acc)[2 * NS][4], const uint32_t (&a)[HD / 16][4],
+                                        const bf16* R0, int nsub) {
   constexpr int LD = ld_smem<HD>();
   const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  for (int nt = 0; nt < 2 * NS; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
   const bf16* lane_row = R0 + ((m >> 1) * 8 + r) * LD + (m & 1) * 8;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < NS; ++j) {
     if (j < nsub) {
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
@@ -152,16 +152,16 @@ __device__ __forceinline__ void mma_abt(float (&acc)[8][4], const uint32_t (&a)[
   }
 }
 
-// acc (16 x HD) += P (16 x 64, A fragments p[j] for columns 16j..16j+15) . R (64 rows x HD of a
-// staged smem matrix starting at R0); only the first nsub subtiles.
-template <int HD>
-__device__ __forceinline__ void mma_pr(float (&acc)[HD / 8][4], const uint32_t (&p)[4][4], const bf16* R0,
+// acc (16 x HD) += P (16 x 16 NS, A fragments p[j] for columns 16j..16j+15) . R (16 NS rows x HD
+// of a staged smem matrix starting at R0); only the first nsub subtiles.
+template <int HD, int NS>
+__device__ __forceinline__ void mma_pr(float (&acc)[HD / 8][4], const uint32_t (&p)[NS][4], const bf16* R0,
                                        int nsub) {
   constexpr int LD = ld_smem<HD>();
   const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
   const bf16* lane_row = R0 + ((m & 1) * 8 + r) * LD + (m >> 1) * 8;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < NS; ++j) {
     if (j < nsub) {
 #pragma unroll
       for (int dp = 0; dp < HD / 16; ++dp) {
@@ -250,7 +250,7 @@ __global__ void __launch_bounds__(32 * W)
     if (!active) continue;
     const int nsub = min(4, (NP - c) / 16);
     float s[8][4];
-    mma_abt<HD>(s, qa, Ks + c * LD, nsub);
+    mma_abt<HD, 4>(s, qa, Ks + c * LD, nsub);
     float cmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(32 * W)
     uint32_t pa[4][4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) to_a(pa[j], s[2 * j], s[2 * j + 1]);
-    mma_pr<HD>(o, pa, Vs + c * LD, nsub);
+    mma_pr<HD, 4>(o, pa, Vs + c * LD, nsub);
   }
   if (!active) return;
   const float l0 = quad_sum(lrow[0]), l1 = quad_sum(lrow[1]);
@@ -302,8 +302,8 @@ __global__ void __launch_bounds__(32 * W)
 }
 
 // dq and the row terms Dv. grid (ceil(N / (16 W)), H, B). smem: K, V of the (image, head).
-template <int HD, int W>
-__global__ void __launch_bounds__(32 * W)
+template <int HD, int W, int NS, int MINB>
+__global__ void __launch_bounds__(32 * W, MINB)
     attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2, const bf16* __restrict__ qkv,
                            const bf16* __restrict__ out, const float* __restrict__ lse,
                            const bf16* __restrict__ dout, bf16* __restrict__ dqkv, float* __restrict__ dvec) {
@@ -352,15 +352,15 @@ __global__ void __launch_bounds__(32 * W)
   float dq[HD / 8][4];
 #pragma unroll
   for (int dt = 0; dt < HD / 8; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
-  for (int c = 0; c < NP; c += 64) {
-    wait_chunk(c / 64, NC);
+  for (int c = 0; c < NP; c += 16 * NS) {
+    if (c % kChunkRows == 0) wait_chunk(c / kChunkRows, NC);
     if (!active) continue;
-    const int nsub = min(4, (NP - c) / 16);
-    float s[8][4], dp[8][4];
-    mma_abt<HD>(s, qa, Ks + c * LD, nsub);
-    mma_abt<HD>(dp, ga, Vs + c * LD, nsub);
+    const int nsub = min(NS, (NP - c) / 16);
+    float s[2 * NS][4], dp[2 * NS][4];
+    mma_abt<HD, NS>(s, qa, Ks + c * LD, nsub);
+    mma_abt<HD, NS>(dp, ga, Vs + c * LD, nsub);
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < 2 * NS; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int key = c + nt * 8 + 2 * t + (e & 1);
@@ -368,10 +368,10 @@ __global__ void __launch_bounds__(32 * W)
         s[nt][e] = p * (dp[nt][e] - dv[e >> 1]);  // dS
       }
     }
-    uint32_t dsa[4][4];
+    uint32_t dsa[NS][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) to_a(dsa[j], s[2 * j], s[2 * j + 1]);
-    mma_pr<HD>(dq, dsa, Ks + c * LD, nsub);
+    for (int j = 0; j < NS; ++j) to_a(dsa[j], s[2 * j], s[2 * j + 1]);
+    mma_pr<HD, NS>(dq, dsa, Ks + c * LD, nsub);
   }
   if (!active) return;
   store_rows<HD>(dq, scale, scale, dqkv + int64_t(b) * N * ld3 + h * HD, ld3, r0, N);
@@ -379,8 +379,8 @@ __global__ void __launch_bounds__(32 * W)
 
 // dk, dv. grid (ceil(N / (16 W)), H, B), a warp per 16 keys. smem: Q, dout of the (image, head), and
 // lse * log2 e, Dv per query.
-template <int HD, int W>
-__global__ void __launch_bounds__(32 * W)
+template <int HD, int W, int NS, int MINB>
+__global__ void __launch_bounds__(32 * W, MINB)
     attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2, const bf16* __restrict__ qkv,
                             const float* __restrict__ lse, const bf16* __restrict__ dout,
                             const float* __restrict__ dvec, bf16* __restrict__ dqkv) {
@@ -416,15 +416,15 @@ __global__ void __launch_bounds__(32 * W)
     dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
     dvacc[dt][0] = dvacc[dt][1] = dvacc[dt][2] = dvacc[dt][3] = 0.f;
   }
-  for (int c = 0; c < NP; c += 64) {
-    wait_chunk(c / 64, NCH);  // (its barrier also publishes L2s / Ds)
+  for (int c = 0; c < NP; c += 16 * NS) {
+    if (c % kChunkRows == 0) wait_chunk(c / kChunkRows, NCH);  // (also publishes L2s / Ds)
     if (!active) continue;
-    const int nsub = min(4, (NP - c) / 16);
-    float st[8][4], dpt[8][4];  // S^T, dP^T: rows = this warp's keys, columns = queries c..c+63
-    mma_abt<HD>(st, ka, Qs + c * LD, nsub);
-    mma_abt<HD>(dpt, va, Gs + c * LD, nsub);
+    const int nsub = min(NS, (NP - c) / 16);
+    float st[2 * NS][4], dpt[2 * NS][4];  // S^T, dP^T: rows = this warp's keys, columns = queries
+    mma_abt<HD, NS>(st, ka, Qs + c * LD, nsub);
+    mma_abt<HD, NS>(dpt, va, Gs + c * LD, nsub);
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < 2 * NS; ++nt) {
       const int q = c + nt * 8 + 2 * t;  // columns q, q + 1 (< NC)
       const float2 l2 = *reinterpret_cast<const float2*>(L2s + q);
       const float2 dd = *reinterpret_cast<const float2*>(Ds + q);
@@ -435,14 +435,14 @@ __global__ void __launch_bounds__(32 * W)
         dpt[nt][e] = p * (dpt[nt][e] - ((e & 1) ? dd.y : dd.x));
       }
     }
-    uint32_t pa[4][4], dsa[4][4];
+    uint32_t pa[NS][4], dsa[NS][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < NS; ++j) {
       to_a(pa[j], st[2 * j], st[2 * j + 1]);
       to_a(dsa[j], dpt[2 * j], dpt[2 * j + 1]);
     }
-    mma_pr<HD>(dvacc, pa, Gs + c * LD, nsub);
-    mma_pr<HD>(dk, dsa, Qs + c * LD, nsub);
+    mma_pr<HD, NS>(dvacc, pa, Gs + c * LD, nsub);
+    mma_pr<HD, NS>(dk, dsa, Qs + c * LD, nsub);
   }
   if (!active) return;
   bf16* dbase = dqkv + int64_t(b) * N * ld3 + h * HD;
@@ -478,7 +478,7 @@ void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* q
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-template <int HD, int W>
+template <int HD, int W, int DQ_NS, int DQ_MINB, int DKV_NS, int DKV_MINB>
 void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
                        const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
   const auto [grid, threads] = row_blocks<W>(B, N, H);
@@ -486,14 +486,15 @@ void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* 
   const auto* g = static_cast<const bf16*>(dout);
   auto* dq = static_cast<bf16*>(dqkv);
   const std::size_t smem1 = two_operand_smem<HD>(N);
-  set_smem(attn_bwd_dq_mma_kernel<HD, W>, smem1);
-  attn_bwd_dq_mma_kernel<HD, W><<<grid, threads, smem1, s>>>(
-      N, D, H, scale, scale * kLog2e, q, static_cast<const bf16*>(out), lse, g, dq, dvec);
+  const auto dq_kernel = attn_bwd_dq_mma_kernel<HD, W, DQ_NS, DQ_MINB>;
+  set_smem(dq_kernel, smem1);
+  dq_kernel<<<grid, threads, smem1, s>>>(N, D, H, scale, scale * kLog2e, q, static_cast<const bf16*>(out),
+                                         lse, g, dq, dvec);
   KAT_CUDA_CHECK_LAUNCH();
   const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
-  set_smem(attn_bwd_dkv_mma_kernel<HD, W>, smem2);
-  attn_bwd_dkv_mma_kernel<HD, W>
-      <<<grid, threads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
+  const auto dkv_kernel = attn_bwd_dkv_mma_kernel<HD, W, DKV_NS, DKV_MINB>;
+  set_smem(dkv_kernel, smem2);
+  dkv_kernel<<<grid, threads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
@@ -509,10 +510,16 @@ void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv
 template <int HD>
 void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
                      const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+  // W = 8: the dq kernel walks 32-key steps (NS = 2) and is held to 128 registers, so 2 blocks (16
+  // warps) fit per SM without spills (161 -> 125 registers); the dk/dv kernel keeps 64-query steps
+  // at 210 registers (1 block per SM). H200, kat_tiny b256, same call (2026-11-30): 18,393 ->
+  // 19,302 img/s. Also measured: dk/dv over 32-query steps (164 registers, still 1 block) 18,375;
+  // both, dk/dv held to 128 registers (176 B of spills) 19,412 — within noise of the dq change
+  // alone, so not taken.
   if (warps_per_block() == 8)
-    launch_backward_w<HD, 8>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
+    launch_backward_w<HD, 8, 2, 2, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
   else
-    launch_backward_w<HD, 4>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
+    launch_backward_w<HD, 4, 4, 1, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
 }
 
 }  // namespace
