@@ -10,19 +10,18 @@
 #include "core/error.h"
 #include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
 
 namespace {
+using vecio::ld_f;
+using vecio::st_f;
 
 constexpr int kTpr = 4;                 // threads per row (each owns channels c = d*4 + part)
 constexpr int kRows = 64;               // rows (queries or keys) per block
 constexpr int kThreads = kRows * kTpr;  // 256
 
-__device__ __forceinline__ float ld(const float* p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // Sum over the 4 parts of a row; every part gets the same value ((s0+s1)+(s2+s3) up to commuting).
 __device__ __forceinline__ float row_sum(float s) {
@@ -84,8 +83,24 @@ template <typename T, int HD>
 __device__ __forceinline__ void stage(const T* base, int64_t ld_row, int N, float* dst) {
   for (int idx = threadIdx.x; idx < N * HD; idx += blockDim.x) {
     const int j = idx / HD, c = idx - j * HD;
-    dst[idx] = ld(base + int64_t(j) * ld_row + c);
+    dst[idx] = ld_f(base + int64_t(j) * ld_row + c);
   }
+}
+
+// Prologue of the forward and dq kernels: K and V of this block's (image, head) = (blockIdx.z,
+// blockIdx.y) staged as fp32 in shared memory (Ks, Vs: N x HD each; ends with a barrier). Returns
+// the (image, head) base pointer into qkv (its q columns; k at + D, v at + 2 D).
+template <typename T, int HD>
+__device__ __forceinline__ const T* stage_kv(const T* __restrict__ qkv, int N, int D, float* smem, float*& Ks,
+                                             float*& Vs) {
+  Ks = smem;
+  Vs = smem + N * HD;
+  const int64_t ld3 = 3 * int64_t(D);
+  const T* base = qkv + int64_t(blockIdx.z) * N * ld3 + blockIdx.y * HD;
+  stage<T, HD>(base + D, ld3, N, Ks);
+  stage<T, HD>(base + 2 * D, ld3, N, Vs);
+  __syncthreads();
+  return base;
 }
 
 template <typename T, int DH, int VEC>
@@ -94,21 +109,17 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(int N, int D, int H,
                                                             float* __restrict__ lse) {
   constexpr int HD = DH * kTpr;
   extern __shared__ __align__(16) float smem[];
-  float* Ks = smem;
-  float* Vs = smem + N * HD;
+  float *Ks, *Vs;
+  const T* base = stage_kv<T, HD>(qkv, N, D, smem, Ks, Vs);
   const int b = blockIdx.z, h = blockIdx.y;
   const int64_t ld3 = 3 * int64_t(D);
-  const T* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage<T, HD>(base + D, ld3, N, Ks);
-  stage<T, HD>(base + 2 * D, ld3, N, Vs);
-  __syncthreads();
   const int r = threadIdx.x / kTpr, part = threadIdx.x % kTpr;
   const int i = blockIdx.x * kRows + r;
   const bool valid = i < N;
   float q[DH], o[DH];
 #pragma unroll
   for (int d = 0; d < DH; ++d) {
-    q[d] = valid ? ld(base + int64_t(i) * ld3 + chan<VEC>(d, part)) : 0.f;
+    q[d] = valid ? ld_f(base + int64_t(i) * ld3 + chan<VEC>(d, part)) : 0.f;
     o[d] = 0.f;
   }
   // Online softmax over chunks of 4 keys (one rescale per chunk).
@@ -141,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(int N, int D, int H,
   const float inv = 1.f / l;
   T* orow = out + (int64_t(b) * N + i) * D + h * HD;
 #pragma unroll
-  for (int d = 0; d < DH; ++d) st(orow + chan<VEC>(d, part), o[d] * inv);
+  for (int d = 0; d < DH; ++d) st_f(orow + chan<VEC>(d, part), o[d] * inv);
   if (part == 0) lse[(int64_t(b) * H + h) * N + i] = m + logf(l);
 }
 
@@ -154,14 +165,10 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(int N, int D, int
                                                                float* __restrict__ dvec) {
   constexpr int HD = DH * kTpr;
   extern __shared__ __align__(16) float smem[];
-  float* Ks = smem;
-  float* Vs = smem + N * HD;
+  float *Ks, *Vs;
+  const T* base = stage_kv<T, HD>(qkv, N, D, smem, Ks, Vs);
   const int b = blockIdx.z, h = blockIdx.y;
   const int64_t ld3 = 3 * int64_t(D);
-  const T* base = qkv + int64_t(b) * N * ld3 + h * HD;
-  stage<T, HD>(base + D, ld3, N, Ks);
-  stage<T, HD>(base + 2 * D, ld3, N, Vs);
-  __syncthreads();
   const int r = threadIdx.x / kTpr, part = threadIdx.x % kTpr;
   const int i = blockIdx.x * kRows + r;
   const bool valid = i < N;
@@ -171,9 +178,9 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(int N, int D, int
 #pragma unroll
   for (int d = 0; d < DH; ++d) {
     const int c = chan<VEC>(d, part);
-    q[d] = valid ? ld(base + int64_t(i) * ld3 + c) : 0.f;
-    g[d] = valid ? ld(dout + orow + c) : 0.f;
-    dv += valid ? g[d] * ld(out + orow + c) : 0.f;
+    q[d] = valid ? ld_f(base + int64_t(i) * ld3 + c) : 0.f;
+    g[d] = valid ? ld_f(dout + orow + c) : 0.f;
+    dv += valid ? g[d] * ld_f(out + orow + c) : 0.f;
     dq[d] = 0.f;
   }
   dv = row_sum(dv);
@@ -187,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(int N, int D, int
   if (!valid) return;
   T* drow = dqkv + (int64_t(b) * N + i) * ld3 + h * HD;
 #pragma unroll
-  for (int d = 0; d < DH; ++d) st(drow + chan<VEC>(d, part), dq[d] * scale);
+  for (int d = 0; d < DH; ++d) st_f(drow + chan<VEC>(d, part), dq[d] * scale);
   if (part == 0) dvec[(int64_t(b) * H + h) * N + i] = dv;
 }
 
@@ -223,8 +230,8 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkv_kernel(int N, int D, in
 #pragma unroll
   for (int d = 0; d < DH; ++d) {
     const int c = chan<VEC>(d, part);
-    k[d] = valid ? ld(base + int64_t(j) * ld3 + D + c) : 0.f;
-    v[d] = valid ? ld(base + int64_t(j) * ld3 + 2 * D + c) : 0.f;
+    k[d] = valid ? ld_f(base + int64_t(j) * ld3 + D + c) : 0.f;
+    v[d] = valid ? ld_f(base + int64_t(j) * ld3 + 2 * D + c) : 0.f;
     dk[d] = dv[d] = 0.f;
   }
   for (int i = 0; i < N; ++i) {
@@ -241,8 +248,8 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkv_kernel(int N, int D, in
 #pragma unroll
   for (int d = 0; d < DH; ++d) {
     const int c = chan<VEC>(d, part);
-    st(drow + D + c, dk[d] * scale);
-    st(drow + 2 * D + c, dv[d]);
+    st_f(drow + D + c, dk[d] * scale);
+    st_f(drow + 2 * D + c, dv[d]);
   }
 }
 

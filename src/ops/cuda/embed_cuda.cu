@@ -7,15 +7,14 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
 
 namespace {
+using vecio::ld_f;
+using vecio::st_f;
 
-__device__ __forceinline__ float ld(const float* p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 unsigned grid_for(int64_t n) { return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192))); }
 
@@ -29,7 +28,7 @@ __global__ void im2col_kernel(int64_t B, int64_t C, int64_t H, int64_t W, int64_
     const int64_t b = bp / P, pi = bp % P;
     const int64_t py = pi / gw, px = pi % gw;
     const int64_t c = k / (p * p), r = k % (p * p), kh = r / p, kw = r % p;
-    st(cols + idx, img[((b * C + c) * H + py * p + kh) * W + px * p + kw]);
+    st_f(cols + idx, img[((b * C + c) * H + py * p + kh) * W + px * p + kw]);
   }
 }
 
@@ -40,8 +39,8 @@ __global__ void tokens_fwd_kernel(int64_t B, int64_t N, int64_t D, const T* patc
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = idx % D, bt = idx / D, t = bt % N, b = bt / N;
-    const float src = t == 0 ? cls[c] : ld(patches + (b * (N - 1) + t - 1) * D + c);
-    st(x + idx, src + pos[t * D + c]);
+    const float src = t == 0 ? cls[c] : ld_f(patches + (b * (N - 1) + t - 1) * D + c);
+    st_f(x + idx, src + pos[t * D + c]);
   }
 }
 
@@ -56,7 +55,7 @@ __global__ void tokens_bwd_kernel(int64_t B, int64_t N, int64_t D, const T* dx, 
     float s = 0.f;
     for (int64_t b = 0; b < B; ++b) {
       const T* src = dx + (b * N + t) * D + c;
-      s += ld(src);
+      s += ld_f(src);
       if (t > 0) dpatches[(b * (N - 1) + t - 1) * D + c] = *src;
     }
     dpos[idx] += s;

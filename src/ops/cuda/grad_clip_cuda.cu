@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/vec_io.cuh"
 #include "ops/cuda/ops_cuda.h"
 
 namespace kat::cuda {
@@ -65,23 +66,10 @@ __global__ void __launch_bounds__(kThreads)
     g[i] *= f;
 }
 
-__device__ __forceinline__ float to_f(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-__device__ __forceinline__ void from_f(float& d, float v) {
-  d = v;
-}
-__device__ __forceinline__ void from_f(__nv_bfloat16& d, float v) {
-  d = __float2bfloat16_rn(v);
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads) divide_kernel(int64_t n, T* __restrict__ x, float divisor) {
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads)
-    from_f(x[i], to_f(x[i]) / divisor);
+    vecio::st_f(x + i, vecio::ld_f(x + i) / divisor);
 }
 
 unsigned grid_for(int64_t n, int64_t cap) {

@@ -105,11 +105,19 @@ __device__ __forceinline__ void team_barrier() {
                  : "memory");
   }
 }
-template <int TPR>
-__device__ __forceinline__ float team_sum(float v, float* red) {
+// Reduction over a team of TPR threads (shuffles, then the team's warps through `red` in order),
+// every thread of the team gets the result.
+struct SumOp {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+template <int TPR, typename Op>
+__device__ __forceinline__ float team_reduce(float v, float* red, Op op) {
   constexpr int W = TPR < 32 ? TPR : 32;
 #pragma unroll
-  for (int o = W / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = W / 2; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   if constexpr (TPR > 32) {
     constexpr int NW = TPR / 32;
     const int first = static_cast<int>(threadIdx.x / TPR) * NW;
@@ -118,10 +126,47 @@ __device__ __forceinline__ float team_sum(float v, float* red) {
     team_barrier<TPR>();
     float s = red[first];
 #pragma unroll
-    for (int i = 1; i < NW; ++i) s += red[first + i];
+    for (int i = 1; i < NW; ++i) s = op(s, red[first + i]);
     v = s;
   }
   return v;
+}
+template <int TPR>
+__device__ __forceinline__ float team_sum(float v, float* red) {
+  return team_reduce<TPR>(v, red, SumOp{});
+}
+template <int TPR>
+__device__ __forceinline__ float team_max(float v, float* red) {
+  return team_reduce<TPR>(v, red, MaxOp{});
+}
+
+// Where a thread of a team-per-row kernel sits: its lane in the team and its team's row (valid:
+// row < rows), the row's vector count and first element.
+struct TeamRow {
+  int lane;
+  int64_t row;
+  bool valid;
+  int nvec;
+  int64_t base;
+};
+template <int TPR>
+__device__ __forceinline__ TeamRow team_row(int64_t rows, int C, int vec) {
+  constexpr int TEAMS = block_threads<TPR>() / TPR;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * TEAMS + threadIdx.x / TPR;
+  return {static_cast<int>(threadIdx.x % TPR), row, row < rows, C / vec, row * C};
+}
+
+// Register-resident row of a team-per-row kernel: vectors lane, lane + TPR, ... of the row at
+// `base` (zeros past the row's nvec vectors and for invalid rows).
+template <Storage S, int VEC, int TPR, int VPT>
+__device__ __forceinline__ void load_team_row(Raw<S, VEC> (&raw)[VPT], const void* src, int64_t base, int lane,
+                                              int nvec, bool valid) {
+#pragma unroll
+  for (int k = 0; k < VPT; ++k) {
+    raw[k] = Raw<S, VEC>{};
+    const int iv = lane + k * TPR;
+    if (valid && iv < nvec) raw[k] = load_raw<S, VEC>(src, base + static_cast<int64_t>(iv) * VEC);
+  }
 }
 
 template <int TPR>
@@ -153,24 +198,6 @@ __device__ __forceinline__ void team_sum2(float& a, float& b, float* red) {
   }
 }
 
-template <int TPR>
-__device__ __forceinline__ float team_max(float v, float* red) {
-  constexpr int W = TPR < 32 ? TPR : 32;
-#pragma unroll
-  for (int o = W / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if constexpr (TPR > 32) {
-    constexpr int NW = TPR / 32;
-    const int first = static_cast<int>(threadIdx.x / TPR) * NW;
-    team_barrier<TPR>();
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-    team_barrier<TPR>();
-    float s = red[first];
-#pragma unroll
-    for (int i = 1; i < NW; ++i) s = fmaxf(s, red[first + i]);
-    v = s;
-  }
-  return v;
-}
 
 template <int TPR>
 constexpr int bwd_min_blocks() {
@@ -184,24 +211,14 @@ __global__ void __launch_bounds__(block_threads<TPR>())
                   const float* __restrict__ beta, void* y, float* __restrict__ mean,
                   float* __restrict__ rstd) {
   constexpr int BT = block_threads<TPR>();
-  constexpr int TEAMS = BT / TPR;
   constexpr int VPT = kFwdVPT;
   __shared__ float red[BT / 32];
   griddep_wait();
   griddep_launch_dependents();
-  const int lane = static_cast<int>(threadIdx.x % TPR);
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * TEAMS + threadIdx.x / TPR;
-  const bool valid = row < rows;
-  const int nvec = C / VEC;
-  const int64_t base = row * C;
+  const auto [lane, row, valid, nvec, base] = team_row<TPR>(rows, C, VEC);
 
   Raw<S, VEC> raw[VPT];
-#pragma unroll
-  for (int k = 0; k < VPT; ++k) {
-    raw[k] = Raw<S, VEC>{};
-    const int iv = lane + k * TPR;
-    if (valid && iv < nvec) raw[k] = load_raw<S, VEC>(x, base + static_cast<int64_t>(iv) * VEC);
-  }
+  load_team_row<S, VEC, TPR, VPT>(raw, x, base, lane, nvec, valid);
   float s = 0.f;
 #pragma unroll
   for (int k = 0; k < VPT; ++k) {
@@ -501,23 +518,13 @@ __global__ void __launch_bounds__(block_threads<TPR>())
     xent_kernel(int64_t B, int K, const void* logits, const float* __restrict__ target, float ls,
                 void* dlogits, float* __restrict__ row_loss) {
   constexpr int BT = block_threads<TPR>();
-  constexpr int TEAMS = BT / TPR;
   constexpr int VPT = kFwdVPT;
   __shared__ float red[BT / 32];
   griddep_wait();
   griddep_launch_dependents();
-  const int lane = static_cast<int>(threadIdx.x % TPR);
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * TEAMS + threadIdx.x / TPR;
-  const bool valid = row < B;
-  const int nvec = K / VEC;
-  const int64_t base = row * K;
+  const auto [lane, row, valid, nvec, base] = team_row<TPR>(B, K, VEC);
   Raw<S, VEC> raw[VPT];
-#pragma unroll
-  for (int k = 0; k < VPT; ++k) {
-    raw[k] = Raw<S, VEC>{};
-    const int iv = lane + k * TPR;
-    if (valid && iv < nvec) raw[k] = load_raw<S, VEC>(logits, base + static_cast<int64_t>(iv) * VEC);
-  }
+  load_team_row<S, VEC, TPR, VPT>(raw, logits, base, lane, nvec, valid);
   float mx = -INFINITY;
 #pragma unroll
   for (int k = 0; k < VPT; ++k) {
