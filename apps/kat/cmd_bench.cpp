@@ -33,6 +33,7 @@ void register_bench(CLI::App& app) {
     std::vector<std::string> overrides;
     int batch = 32, iters = 5;
     bool csv = false, fp32 = false;
+    std::string input = "device";
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("mode", o->mode, "train or infer")->required()->check(CLI::IsMember({"train", "infer"}));
@@ -42,6 +43,12 @@ void register_bench(CLI::App& app) {
   sub->add_option("--iters", o->iters, "Timed iterations (median reported)")->capture_default_str();
   sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_flag("--fp32", o->fp32, "GPU: fp32 storage instead of bf16 (for checking)");
+  sub->add_option("--input", o->input,
+                  "GPU training input: device (one synthetic batch uploaded once, as timm's benchmark), host "
+                  "(a host batch uploaded every step while the previous step computes, as `kat train`), "
+                  "host-serial (uploaded every step, then computed: no overlap)")
+      ->check(CLI::IsMember({"device", "host", "host-serial"}))
+      ->capture_default_str();
   sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,where,img_per_s,ms_per_iter,device_mib");
   registry().push_back({sub, [o] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
@@ -63,11 +70,32 @@ void register_bench(CLI::App& app) {
       gpu = std::make_unique<GpuRunner>(cfg, dev, !o->fp32, AdamWConfig{}, B, train);
       gpu->upload_params(m.params.data());
     }
+    KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input, " needs train --device cuda");
     std::vector<double> times;
-    for (int i = 0; i <= o->iters; ++i) {
+    const bool host_input = gpu && o->input != "device";
+    if (host_input) {  // a host batch every step (two alternating host copies)
+      const std::vector<float> x2 = x;
+      const bool overlap = o->input == "host";
+      gpu->stage(x.data(), t.data(), B);
+      for (int i = 0; i <= o->iters; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const float* next = i % 2 ? x.data() : x2.data();
+        Rng dp(i);
+        gpu->begin_step();
+        gpu->compute_staged(1, &dp);
+        if (overlap) gpu->stage(next, t.data(), B);
+        gpu->staged_loss();
+        gpu->finish_step(1e-4, 0.0);
+        if (!overlap) gpu->stage(next, t.data(), B);
+        gpu->synchronize();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (i > 0) times.push_back(dt);
+      }
+    }
+    for (int i = 0; !host_input && i <= o->iters; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       if (gpu) {  // the synthetic batch is uploaded once (warm-up) and stays on the GPU, as in
-                  // timm's benchmark; `kat train` uploads every real batch
+                  // timm's benchmark; `kat train` uploads every real batch (--input host)
         Rng dp(i);
         const float* xi = i == 0 ? x.data() : nullptr;
         if (train)
@@ -89,7 +117,8 @@ void register_bench(CLI::App& app) {
       if (i > 0) times.push_back(dt);  // iteration 0 is the warm-up
     }
     const double med = median(times);
-    const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") : std::to_string(omp_get_max_threads()) + " threads";
+    const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") + (host_input ? ", input " + o->input : "")
+                                  : std::to_string(omp_get_max_threads()) + " threads";
     // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
     const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
     if (o->csv)

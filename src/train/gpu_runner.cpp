@@ -39,23 +39,77 @@ bool cuda_available(std::string* why) {
 }
 
 struct GpuRunner::Impl {
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;  // compute
+  cudaStream_t copy = nullptr;    // input uploads
   std::unique_ptr<KatModelCuda> model;
-  float *images = nullptr, *targets = nullptr;  // device (max_batch, C, H, W) and (max_batch, K)
+  // Device input slots: (max_batch, C, H, W) images and (max_batch, K) targets; two when
+  // training (one is filled while the other is computed on), one otherwise.
+  int nslots = 1;
+  float *images[2] = {nullptr, nullptr}, *targets[2] = {nullptr, nullptr};
+  cudaEvent_t copied[2] = {nullptr, nullptr};    // copy stream: the slot's upload is done
+  cudaEvent_t consumed[2] = {nullptr, nullptr};  // compute stream: the slot's last reader is done
+  int slot_B[2] = {0, 0};
+  int next_stage = 0, next_compute = 0, pending = 0;  // staged and not yet computed
+  int last = -1;                                      // slot of the last computed batch
   size_t image_elems = 0, target_elems = 0;
   double ema_decay = 0;
   std::size_t free_at_start = 0;
   std::vector<float> logits_host;  // (max_batch, K): logits()
 
-  // The batch's images (and targets) to their device buffers; null keeps what is there.
-  void upload(const float* host_images, const float* host_targets, int B) {
+  // Upload a batch into the next slot (copy stream; waits for the slot's previous reader).
+  void stage(const float* host_images, const float* host_targets, int B) {
+    KAT_CHECK(host_images, "GpuRunner::stage: images are null");
+    KAT_CHECK(pending < nslots, "GpuRunner::stage: ", pending, " batch(es) already staged and not computed");
     const ModelConfig& c = model->config();
     const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size, nt = size_t(B) * c.num_classes;
-    KAT_CHECK(ni <= image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
-    if (host_images)
-      KAT_CUDA_CHECK(cudaMemcpyAsync(images, host_images, ni * sizeof(float), cudaMemcpyHostToDevice, stream));
+    KAT_CHECK(B > 0 && ni <= image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
+    const int s = next_stage;
+    KAT_CUDA_CHECK(cudaStreamWaitEvent(copy, consumed[s], 0));
+    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], host_images, ni * sizeof(float), cudaMemcpyHostToDevice, copy));
     if (host_targets)
-      KAT_CUDA_CHECK(cudaMemcpyAsync(targets, host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
+      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[s], host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, copy));
+    KAT_CUDA_CHECK(cudaEventRecord(copied[s], copy));
+    slot_B[s] = B;
+    next_stage = (s + 1) % nslots;
+    ++pending;
+  }
+  // The slot the next compute reads: the oldest staged batch (the compute stream waits for its
+  // upload), or with nothing staged the last computed one again (`null images` reuse).
+  int take(int B) {
+    if (pending == 0) {
+      KAT_CHECK(last >= 0, "GpuRunner: no batch on the device yet (the first call needs images)");
+      KAT_CHECK(B == slot_B[last], "GpuRunner: batch ", B, " differs from the batch on the device (", slot_B[last], ")");
+      return last;
+    }
+    const int s = next_compute;
+    KAT_CUDA_CHECK(cudaStreamWaitEvent(stream, copied[s], 0));
+    next_compute = (s + 1) % nslots;
+    --pending;
+    last = s;
+    return s;
+  }
+  // The compute stream is done reading slot s once the work enqueued so far has run.
+  void release(int s) { KAT_CUDA_CHECK(cudaEventRecord(consumed[s], stream)); }
+  // Synchronous-API entry: nothing may be staged ahead of it.
+  int take_now(const float* host_images, const float* host_targets, int B) {
+    KAT_CHECK(pending == 0, "GpuRunner: a batch is staged; use compute_staged() for it first");
+    if (host_images) {
+      stage(host_images, host_targets, B);
+    } else if (host_targets) {  // new targets for the batch already on the device
+      KAT_CHECK(last >= 0, "GpuRunner: no batch on the device yet (the first call needs images)");
+      const size_t nt = size_t(B) * model->config().num_classes;
+      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[last], host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
+    }
+    return take(B);
+  }
+  void compute_train(int s, int accum_steps, Rng* rng) {
+    KAT_CHECK(accum_steps >= 1, "GpuRunner: accum_steps must be >= 1, got ", accum_steps);
+    KatModelCuda& m = *model;
+    m.forward(images[s], slot_B[s], true, rng);
+    m.loss_forward_backward(targets[s], 0.0f);  // smoothing/mixing are already in the targets
+    release(s);                                 // images and targets are read by now
+    if (accum_steps > 1) m.divide_dlogits(float(accum_steps));
+    m.backward(m.dlogits());
   }
 };
 
@@ -79,16 +133,28 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   impl_->image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
   impl_->target_elems = size_t(max_batch) * cfg.num_classes;
   impl_->logits_host.resize(impl_->target_elems);
-  KAT_CUDA_CHECK(cudaMalloc(&impl_->images, impl_->image_elems * sizeof(float)));
-  KAT_CUDA_CHECK(cudaMalloc(&impl_->targets, impl_->target_elems * sizeof(float)));
+  KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->copy, cudaStreamNonBlocking));
+  impl_->nslots = training ? 2 : 1;
+  for (int s = 0; s < impl_->nslots; ++s) {
+    KAT_CUDA_CHECK(cudaMalloc(&impl_->images[s], impl_->image_elems * sizeof(float)));
+    KAT_CUDA_CHECK(cudaMalloc(&impl_->targets[s], impl_->target_elems * sizeof(float)));
+    KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->copied[s], cudaEventDisableTiming));
+    KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->consumed[s], cudaEventDisableTiming));
+  }
 }
 
 GpuRunner::~GpuRunner() {
   if (!impl_) return;
   if (impl_->stream) cudaStreamSynchronize(impl_->stream);
+  if (impl_->copy) cudaStreamSynchronize(impl_->copy);
   impl_->model.reset();
-  if (impl_->images) cudaFree(impl_->images);
-  if (impl_->targets) cudaFree(impl_->targets);
+  for (int s = 0; s < 2; ++s) {
+    if (impl_->images[s]) cudaFree(impl_->images[s]);
+    if (impl_->targets[s]) cudaFree(impl_->targets[s]);
+    if (impl_->copied[s]) cudaEventDestroy(impl_->copied[s]);
+    if (impl_->consumed[s]) cudaEventDestroy(impl_->consumed[s]);
+  }
+  if (impl_->copy) cudaStreamDestroy(impl_->copy);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -106,15 +172,18 @@ std::size_t GpuRunner::device_bytes_in_use() const {
 void GpuRunner::begin_step() { impl_->model->zero_grad(); }
 
 double GpuRunner::accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng) {
-  KAT_CHECK(accum_steps >= 1, "GpuRunner: accum_steps must be >= 1, got ", accum_steps);
-  impl_->upload(images, targets, B);
-  KatModelCuda& m = *impl_->model;
-  m.forward(impl_->images, B, true, rng);
-  m.loss_forward_backward(impl_->targets, 0.0f);  // smoothing/mixing are already in the targets
-  if (accum_steps > 1) m.divide_dlogits(float(accum_steps));
-  m.backward(m.dlogits());
-  return m.loss_value();
+  impl_->compute_train(impl_->take_now(images, targets, B), accum_steps, rng);
+  return impl_->model->loss_value();
 }
+
+void GpuRunner::stage(const float* images, const float* targets, int B) { impl_->stage(images, targets, B); }
+
+void GpuRunner::compute_staged(int accum_steps, Rng* rng) {
+  KAT_CHECK(impl_->pending > 0, "GpuRunner::compute_staged: nothing staged");
+  impl_->compute_train(impl_->take(impl_->slot_B[impl_->next_compute]), accum_steps, rng);
+}
+
+double GpuRunner::staged_loss() { return impl_->model->loss_value(); }
 
 void GpuRunner::finish_step(double lr, double clip_max_norm) {
   KatModelCuda& m = *impl_->model;
@@ -143,8 +212,9 @@ void GpuRunner::use_ema_weights(bool on) {
 }
 
 void GpuRunner::forward(const float* images, int B, float* logits, float* features) {
-  impl_->upload(images, nullptr, B);
-  impl_->model->forward(impl_->images, B, false, nullptr);
+  const int s = impl_->take_now(images, nullptr, B);
+  impl_->model->forward(impl_->images[s], B, false, nullptr);
+  impl_->release(s);
   if (logits) impl_->model->download_logits(logits);
   if (features) impl_->model->download_features(features);
 }
@@ -175,6 +245,9 @@ void GpuRunner::synchronize() {}
 std::size_t GpuRunner::device_bytes_in_use() const { return 0; }
 void GpuRunner::begin_step() {}
 double GpuRunner::accumulate(const float*, const float*, int, int, Rng*) { return 0; }
+void GpuRunner::stage(const float*, const float*, int) {}
+void GpuRunner::compute_staged(int, Rng*) {}
+double GpuRunner::staged_loss() { return 0; }
 void GpuRunner::finish_step(double, double) {}
 double GpuRunner::train_step(const float*, const float*, int, double, Rng*) { return 0; }
 double GpuRunner::last_grad_norm() { return 0; }

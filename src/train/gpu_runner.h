@@ -1,7 +1,8 @@
 // The CUDA path of the trainer and of `kat bench`, behind a header with no CUDA types so the CLI
 // and the trainer compile the same way with or without the CUDA backend. Host buffers in, host
 // numbers out: images and soft targets are uploaded to planned device buffers (no allocation per
-// step), the step runs KatModelCuda (bf16 compute, fp32 master weights and AdamW state).
+// step; two of them when training, so uploads can overlap compute), the step runs KatModelCuda
+// (bf16 compute, fp32 master weights and AdamW state).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -37,6 +38,15 @@ class GpuRunner {
   // Returns this micro-batch's loss (synchronises). images / targets null: reuse the batch
   // already on the device.
   double accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng);
+  // The same split in three, so that a batch's upload overlaps the previous batch's compute (what
+  // `kat train` does): stage() copies a micro-batch (images, and targets unless null) to the device
+  // on a copy stream and returns once the host buffers may be reused; compute_staged() enqueues
+  // forward + loss + backward of the oldest staged batch like accumulate() and returns at once;
+  // staged_loss() waits for that batch and returns its loss. Training runners hold two device
+  // input buffers, so stage(next) may come between compute_staged() and staged_loss().
+  void stage(const float* images, const float* targets, int B);
+  void compute_staged(int accum_steps, Rng* rng);
+  double staged_loss();
   // clip_max_norm > 0: torch clip_grad_norm_ first. Then AdamW at lr, then the EMA update if on.
   void finish_step(double lr, double clip_max_norm);
   // All three for one batch (no accumulation, no clipping). Returns the loss.

@@ -315,15 +315,26 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     double loss_ema = -1, epoch_loss = 0;
     int64_t epoch_steps = 0;
     const auto t_epoch = std::chrono::steady_clock::now();
+    bool staged = false;  // GPU: the next micro-batch is already uploading
     for (int64_t s = first_step; s < steps_per_epoch; ++s) {
       const double lr = cosine_lr(st.step, total_steps, warmup_steps, tc.lr, tc.warmup_lr, tc.min_lr);
       double loss = 0;
       if (gpu) {  // same sequence as the CPU branch below, on the device (EMA inside finish_step)
         gpu->begin_step();
         for (int a = 0; a < tc.accum_steps; ++a) {
-          KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
+          if (!staged) {
+            KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
+            gpu->stage(batch.images.data(), batch.targets.data(), batch.n);
+          }
           Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), uint64_t(a), dp_tag}));
-          const double l = gpu->accumulate(batch.images.data(), batch.targets.data(), batch.n, tc.accum_steps, &dp_rng);
+          gpu->compute_staged(tc.accum_steps, &dp_rng);
+          // The next micro-batch of this epoch uploads while this one computes.
+          staged = (s * tc.accum_steps + a + 1) < steps_per_epoch * tc.accum_steps;
+          if (staged) {
+            KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
+            gpu->stage(batch.images.data(), batch.targets.data(), batch.n);
+          }
+          const double l = gpu->staged_loss();
           KAT_CHECK(std::isfinite(l), "loss became ", l, " at step ", st.step + 1, " (epoch ", epoch + 1, ") on ",
                     tc.device, ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
                     "; resume it with --device cpu to locate the first non-finite layer, or lower --lr / use --clip-grad.");
