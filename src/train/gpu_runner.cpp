@@ -4,6 +4,10 @@
 
 #ifdef KAT_HAVE_CUDA
 #include <cuda_runtime.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "model/kat_model_cuda.h"
 #include "ops/cuda/cuda_check.h"
@@ -46,6 +50,9 @@ struct GpuRunner::Impl {
   // training (one is filled while the other is computed on), one otherwise.
   int nslots = 1;
   float *images[2] = {nullptr, nullptr}, *targets[2] = {nullptr, nullptr};
+  // Pinned host copies of the slots (training only): pageable uploads run at ~5 GB/s on the H200
+  // host (25 ms for a 224^2 batch of 256), pinned ones at PCIe speed, asynchronously.
+  float *pinned_images[2] = {nullptr, nullptr}, *pinned_targets[2] = {nullptr, nullptr};
   cudaEvent_t copied[2] = {nullptr, nullptr};    // copy stream: the slot's upload is done
   cudaEvent_t consumed[2] = {nullptr, nullptr};  // compute stream: the slot's last reader is done
   int slot_B[2] = {0, 0};
@@ -56,6 +63,15 @@ struct GpuRunner::Impl {
   std::size_t free_at_start = 0;
   std::vector<float> logits_host;  // (max_batch, K): logits()
 
+  static void parallel_copy(float* dst, const float* src, size_t n) {
+    constexpr size_t kChunk = size_t(1) << 20;  // floats per task (4 MB)
+    const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
+#pragma omp parallel for schedule(static) num_threads(std::max(1, std::min(8, omp_get_max_threads()))) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const size_t b = size_t(c) * kChunk;
+      std::memcpy(dst + b, src + b, std::min(kChunk, n - b) * sizeof(float));
+    }
+  }
   // Upload a batch into the next slot (copy stream; waits for the slot's previous reader).
   void stage(const float* host_images, const float* host_targets, int B) {
     KAT_CHECK(host_images, "GpuRunner::stage: images are null");
@@ -65,9 +81,20 @@ struct GpuRunner::Impl {
     KAT_CHECK(B > 0 && ni <= image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
     const int s = next_stage;
     KAT_CUDA_CHECK(cudaStreamWaitEvent(copy, consumed[s], 0));
-    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], host_images, ni * sizeof(float), cudaMemcpyHostToDevice, copy));
+    const float* src_images = host_images;
+    const float* src_targets = host_targets;
+    if (pinned_images[s]) {
+      // The slot's previous upload has left its pinned buffer; then copy in parallel (a single
+      // thread moves ~10 GB/s) and let the DMA run while the caller goes on.
+      KAT_CUDA_CHECK(cudaEventSynchronize(copied[s]));
+      parallel_copy(pinned_images[s], host_images, ni);
+      if (host_targets) parallel_copy(pinned_targets[s], host_targets, nt);
+      src_images = pinned_images[s];
+      src_targets = pinned_targets[s];
+    }
+    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], src_images, ni * sizeof(float), cudaMemcpyHostToDevice, copy));
     if (host_targets)
-      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[s], host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, copy));
+      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[s], src_targets, nt * sizeof(float), cudaMemcpyHostToDevice, copy));
     KAT_CUDA_CHECK(cudaEventRecord(copied[s], copy));
     slot_B[s] = B;
     next_stage = (s + 1) % nslots;
@@ -140,6 +167,10 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
     KAT_CUDA_CHECK(cudaMalloc(&impl_->targets[s], impl_->target_elems * sizeof(float)));
     KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->copied[s], cudaEventDisableTiming));
     KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->consumed[s], cudaEventDisableTiming));
+    if (training) {
+      KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_images[s], impl_->image_elems * sizeof(float)));
+      KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_targets[s], impl_->target_elems * sizeof(float)));
+    }
   }
 }
 
@@ -153,6 +184,8 @@ GpuRunner::~GpuRunner() {
     if (impl_->targets[s]) cudaFree(impl_->targets[s]);
     if (impl_->copied[s]) cudaEventDestroy(impl_->copied[s]);
     if (impl_->consumed[s]) cudaEventDestroy(impl_->consumed[s]);
+    if (impl_->pinned_images[s]) cudaFreeHost(impl_->pinned_images[s]);
+    if (impl_->pinned_targets[s]) cudaFreeHost(impl_->pinned_targets[s]);
   }
   if (impl_->copy) cudaStreamDestroy(impl_->copy);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
