@@ -53,7 +53,9 @@ void register_train(CLI::App& app) {
   sub->add_option("--mean", c->mean, "Per-channel mean after /255 (default 0.5)");
   sub->add_option("--std", c->std, "Per-channel std after /255 (default 0.5)");
   sub->add_option("--seed", c->seed, "Seed of init, data order, augmentation and drop-path")->capture_default_str();
-  sub->add_option("--workers", c->workers, "Data loader threads")->capture_default_str();
+  sub->add_option("--workers", c->workers,
+                  "Data loader threads (-1: automatic = 1 on the CPU, all cores but one with --device cuda)")
+      ->capture_default_str();
   sub->add_option("--threads", c->threads, "Compute threads (0 = all cores)")->capture_default_str();
   sub->add_option("--keep-last", c->keep_last, "Checkpoints kept (besides best)")->capture_default_str();
   sub->add_option("--save-every", c->save_every, "Also checkpoint every N steps (0 = epoch ends)")->capture_default_str();

@@ -50,7 +50,7 @@ void TrainConfig::validate() const {
   KAT_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema must be in [0, 1) (0 = off)");
   KAT_CHECK(crop == "none" || crop == "pad" || crop == "rrc", "--crop must be none, pad or rrc, got '", crop, "'");
   parse_device(device);  // a malformed --device is an error here, before any data is read
-  KAT_CHECK(workers >= 0, "--workers must be >= 0");
+  KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
 }
 

@@ -40,7 +40,7 @@ struct TrainConfig {
   std::vector<float> mean, std;  // empty: 0.5 / 0.5 for every channel
   // mechanics
   uint64_t seed = 0;
-  int workers = 1;
+  int workers = -1;          // loader threads; -1: 1 on the CPU, all cores but one on a GPU
   int threads = 0;           // 0: OpenMP default (all cores)
   int keep_last = 2;         // checkpoints kept besides best
   int64_t save_every = 0;    // also save every N optimizer steps (0: epoch ends only)

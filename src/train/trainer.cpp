@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "data/data.h"
@@ -62,6 +63,12 @@ data::LoaderConfig make_loader_config(const TrainConfig& c, int img_size) {
   l.drop_last = true;
   l.seed = c.seed;
   l.num_workers = c.workers;
+  if (c.workers < 0) {
+    // CPU training keeps the cores for compute; a GPU run is fed by the CPU: use them for decoding
+    // and augmentation (the loader's output does not depend on the worker count).
+    const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+    l.num_workers = c.device == "cpu" ? 1 : std::clamp(hw - 1, 1, 64);
+  }
   l.aug.train = true;
   l.aug.out_size = img_size;
   l.aug.crop = c.crop;
