@@ -205,6 +205,15 @@ void augment_image(const uint8_t* src, int h, int w, int c, const AugmentConfig&
   // normalize HWC uint8 -> CHW float
   if (c == 1) {
     for (size_t i = 0; i < onp; ++i) out[i] = lut[img[i]];
+  } else if (c == 3) {  // one pass over the pixels, three sequential output planes
+    const float *l0 = lut, *l1 = lut + 256, *l2 = lut + 512;
+    float *o0 = out, *o1 = out + onp, *o2 = out + 2 * onp;
+    for (size_t i = 0; i < onp; ++i) {
+      const uint8_t* p = img + 3 * i;
+      o0[i] = l0[p[0]];
+      o1[i] = l1[p[1]];
+      o2[i] = l2[p[2]];
+    }
   } else {
     for (int k = 0; k < c; ++k) {
       const float* l = lut + k * 256;
