@@ -234,17 +234,18 @@ int main(int argc, char** argv) {
                     bf ? "bf16" : "fp32", shape, t_f, t_b, t_fb, gf, gb, gfb, ff, fb, ffb,
                     100.0 * gf / (copy_bw * 1e-9), 100.0 * gb / (copy_bw * 1e-9),
                     100.0 * gfb / (copy_bw * 1e-9));
-        std::printf("      same-size copies %.4f %8.4f %9.4f ms -> GR-KAN at %.0f / %.0f / %.0f %% of their speed\n",
-                    c_f, c_b, c_fb, 100.0 * c_f / t_f, 100.0 * c_b / t_b, 100.0 * c_fb / t_fb);
+        std::printf(
+            "      same-size copies %.4f %8.4f %9.4f ms -> GR-KAN at %.0f / %.0f / %.0f %% of their speed\n",
+            c_f, c_b, c_fb, 100.0 * c_f / t_f, 100.0 * c_b / t_b, 100.0 * c_fb / t_fb);
         std::fflush(stdout);
         if (csv)
           std::fprintf(csv,
                        "%s,%s,%s,%lld,%d,%d,%.5f,%.5f,%.5f,%.5f,%.5f,%.5f,%.1f,%.1f,%.1f,%.1f,%.4f,"
                        "%.4f,%.4f,%d,%d,%.5f,%.5f,%.5f\n",
-                       label.c_str(), prop.name, bf ? "bf16" : "fp32", static_cast<long long>(rows),
-                       dim, s.groups, t_f, t_b, t_fb, ff, fb, ffb, gf, gb, gfb, copy_bw * 1e-9,
-                       gf / (copy_bw * 1e-9), gb / (copy_bw * 1e-9), gfb / (copy_bw * 1e-9),
-                       fi.blocks, bi.blocks, c_f, c_b, c_fb);
+                       label.c_str(), prop.name, bf ? "bf16" : "fp32", static_cast<long long>(rows), dim,
+                       s.groups, t_f, t_b, t_fb, ff, fb, ffb, gf, gb, gfb, copy_bw * 1e-9,
+                       gf / (copy_bw * 1e-9), gb / (copy_bw * 1e-9), gfb / (copy_bw * 1e-9), fi.blocks,
+                       bi.blocks, c_f, c_b, c_fb);
 
         for (auto& set : sets)
           for (void* p : {set.x, set.dy, set.y, set.dx, set.cs, set.cd}) KAT_CUDA_CHECK(cudaFree(p));

@@ -15,6 +15,7 @@
 #include "train/gpu_runner.h"
 #include "train/optim.h"
 #include "train/trainer.h"
+#include "train_run_util.h"
 
 using namespace kat;
 namespace fs = std::filesystem;
@@ -88,55 +89,14 @@ TEST(TrainNaN, FirstNonFiniteNamesTheLayer) {
   EXPECT_EQ(m.first_nonfinite(), "parameter blocks.0.attn.qkv.bias");
 }
 
-namespace {
-TrainConfig tiny_run(const std::string& dir) {
-  TrainConfig c;
-  c.model = "kat_micro_patch4_28";
-  c.model_overrides = {"depth=2", "embed_dim=32", "num_heads=2", "mlp_hidden=64"};
-  c.out_dir = dir;
-  c.epochs = 2;
-  c.batch = 32;
-  c.accum_steps = 2;
-  c.train_subset = 384;  // 6 steps per epoch
-  c.test_subset = 64;
-  c.warmup_epochs = 0.5;
-  c.mixup = 0.8;
-  c.cutmix = 1.0;
-  c.drop_path = 0.1;
-  c.ema_decay = 0.9;
-  c.clip_grad = 1.0;
-  c.randaug_n = 1;
-  c.random_erase = 0.25;
-  c.progress = false;
-  c.workers = 2;
-  c.seed = 7;
-  return c;
-}
-}  // namespace
+using kat::test::tiny_run;
 
 TEST(TrainRun, ResumeIsBitwiseIdentical) {
   const std::string a = (fs::temp_directory_path() / "kat_test_resume_a").string();
   const std::string b = (fs::temp_directory_path() / "kat_test_resume_b").string();
   fs::remove_all(a);
   fs::remove_all(b);
-  const TrainResult full = train(tiny_run(a));
-  ASSERT_EQ(full.steps, 12);
-  TrainConfig cb = tiny_run(b);
-  cb.max_steps = 4;  // "killed" mid-epoch 1, checkpoint written
-  const TrainResult first = train(cb);
-  ASSERT_TRUE(first.interrupted);
-  ASSERT_EQ(first.steps, 4);
-  TrainConfig resume_flags = tiny_run(b);
-  const TrainResult rest = train(resume_flags, b);
-  ASSERT_EQ(rest.steps, 12);
-  std::vector<double> joined = first.step_losses;
-  joined.insert(joined.end(), rest.step_losses.begin(), rest.step_losses.end());
-  ASSERT_EQ(joined.size(), full.step_losses.size());
-  for (size_t i = 0; i < joined.size(); ++i) EXPECT_EQ(joined[i], full.step_losses[i]) << "step " << i + 1;
-  EXPECT_EQ(rest.final_top1, full.final_top1);
-  // Final weights bitwise equal.
-  const auto fa = io::SafetensorsFile::load(full.last_checkpoint), fb = io::SafetensorsFile::load(rest.last_checkpoint);
-  for (const auto& n : fa.names()) EXPECT_EQ(fa.to_f32(n), fb.to_f32(n)) << n;
+  kat::test::check_resume_bitwise(tiny_run(a), a, b);
   // metrics.jsonl: eval lines with epoch / test_top1 / test_loss; config.json present.
   std::ifstream in(b + "/metrics.jsonl");
   std::string line;

@@ -70,7 +70,8 @@ void register_bench(CLI::App& app) {
       gpu = std::make_unique<GpuRunner>(cfg, dev, !o->fp32, AdamWConfig{}, B, train);
       gpu->upload_params(m.params.data());
     }
-    KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input, " needs train --device cuda");
+    KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input,
+              " needs train --device cuda");
     std::vector<double> times;
     const bool host_input = gpu && o->input != "device";
     if (host_input) {  // a host batch every step (two alternating host copies)
@@ -117,8 +118,9 @@ void register_bench(CLI::App& app) {
       if (i > 0) times.push_back(dt);  // iteration 0 is the warm-up
     }
     const double med = median(times);
-    const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") + (host_input ? ", input " + o->input : "")
-                                  : std::to_string(omp_get_max_threads()) + " threads";
+    const std::string where =
+        gpu ? o->device + (o->fp32 ? " fp32" : " bf16") + (host_input ? ", input " + o->input : "")
+            : std::to_string(omp_get_max_threads()) + " threads";
     // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
     const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
     if (o->csv)

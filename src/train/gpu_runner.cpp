@@ -66,7 +66,8 @@ struct GpuRunner::Impl {
   static void parallel_copy(float* dst, const float* src, size_t n) {
     constexpr size_t kChunk = size_t(1) << 20;  // floats per task (4 MB)
     const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
-#pragma omp parallel for schedule(static) num_threads(std::max(1, std::min(8, omp_get_max_threads()))) if (chunks > 1)
+#pragma omp parallel for schedule(static) \
+    num_threads(std::max(1, std::min(8, omp_get_max_threads()))) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
       const size_t b = size_t(c) * kChunk;
       std::memcpy(dst + b, src + b, std::min(kChunk, n - b) * sizeof(float));
@@ -94,7 +95,8 @@ struct GpuRunner::Impl {
     }
     KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], src_images, ni * sizeof(float), cudaMemcpyHostToDevice, copy));
     if (host_targets)
-      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[s], src_targets, nt * sizeof(float), cudaMemcpyHostToDevice, copy));
+      KAT_CUDA_CHECK(
+          cudaMemcpyAsync(targets[s], src_targets, nt * sizeof(float), cudaMemcpyHostToDevice, copy));
     KAT_CUDA_CHECK(cudaEventRecord(copied[s], copy));
     slot_B[s] = B;
     next_stage = (s + 1) % nslots;
@@ -105,7 +107,8 @@ struct GpuRunner::Impl {
   int take(int B) {
     if (pending == 0) {
       KAT_CHECK(last >= 0, "GpuRunner: no batch on the device yet (the first call needs images)");
-      KAT_CHECK(B == slot_B[last], "GpuRunner: batch ", B, " differs from the batch on the device (", slot_B[last], ")");
+      KAT_CHECK(B == slot_B[last], "GpuRunner: batch ", B, " differs from the batch on the device (",
+                slot_B[last], ")");
       return last;
     }
     const int s = next_compute;
@@ -116,7 +119,9 @@ struct GpuRunner::Impl {
     return s;
   }
   // The compute stream is done reading slot s once the work enqueued so far has run.
-  void release(int s) { KAT_CUDA_CHECK(cudaEventRecord(consumed[s], stream)); }
+  void release(int s) {
+    KAT_CUDA_CHECK(cudaEventRecord(consumed[s], stream));
+  }
   // Synchronous-API entry: nothing may be staged ahead of it.
   int take_now(const float* host_images, const float* host_targets, int B) {
     KAT_CHECK(pending == 0, "GpuRunner: a batch is staged; use compute_staged() for it first");
@@ -125,7 +130,8 @@ struct GpuRunner::Impl {
     } else if (host_targets) {  // new targets for the batch already on the device
       KAT_CHECK(last >= 0, "GpuRunner: no batch on the device yet (the first call needs images)");
       const size_t nt = size_t(B) * model->config().num_classes;
-      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[last], host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
+      KAT_CUDA_CHECK(
+          cudaMemcpyAsync(targets[last], host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
     }
     return take(B);
   }
@@ -209,14 +215,18 @@ double GpuRunner::accumulate(const float* images, const float* targets, int B, i
   return impl_->model->loss_value();
 }
 
-void GpuRunner::stage(const float* images, const float* targets, int B) { impl_->stage(images, targets, B); }
+void GpuRunner::stage(const float* images, const float* targets, int B) {
+  impl_->stage(images, targets, B);
+}
 
 void GpuRunner::compute_staged(int accum_steps, Rng* rng) {
   KAT_CHECK(impl_->pending > 0, "GpuRunner::compute_staged: nothing staged");
   impl_->compute_train(impl_->take(impl_->slot_B[impl_->next_compute]), accum_steps, rng);
 }
 
-double GpuRunner::staged_loss() { return impl_->model->loss_value(); }
+double GpuRunner::staged_loss() {
+  return impl_->model->loss_value();
+}
 
 void GpuRunner::finish_step(double lr, double clip_max_norm) {
   KatModelCuda& m = *impl_->model;
@@ -280,7 +290,9 @@ void GpuRunner::begin_step() {}
 double GpuRunner::accumulate(const float*, const float*, int, int, Rng*) { return 0; }
 void GpuRunner::stage(const float*, const float*, int) {}
 void GpuRunner::compute_staged(int, Rng*) {}
-double GpuRunner::staged_loss() { return 0; }
+double GpuRunner::staged_loss() {
+  return 0;
+}
 void GpuRunner::finish_step(double, double) {}
 double GpuRunner::train_step(const float*, const float*, int, double, Rng*) { return 0; }
 double GpuRunner::last_grad_norm() { return 0; }

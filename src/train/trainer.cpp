@@ -6,8 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -21,9 +21,9 @@
 #include "ops/cpu_ops.h"
 #include "train/evaluate.h"
 #include "train/gpu_runner.h"
-#include "train/run_plots.h"
 #include "train/optim.h"
 #include "train/progress.h"
+#include "train/run_plots.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

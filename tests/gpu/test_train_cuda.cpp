@@ -3,7 +3,8 @@
 // stopped with --max-steps and resumed must give bitwise the losses and weights of a straight run,
 // which it can only do if every micro-batch is computed on its own inputs in order (a slot
 // overwritten too early, or a batch skipped or repeated across step and epoch boundaries, breaks
-// it); gradient accumulation 2, EMA, clipping and evaluation between epochs are on.
+// it); the CPU test's run (gradient accumulation 2, mixing, RandAugment, erasing, EMA, clipping,
+// evaluation between epochs).
 // Data: Fashion-MNIST from Debian's path, or the directory in KAT_TEST_FMNIST (the GPU machine).
 #include <gtest/gtest.h>
 
@@ -13,11 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "../train_run_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/dataset.h"
-#include "model/kat_model.h"
 #include "io/safetensors.h"
+#include "model/kat_model.h"
 #include "train/gpu_runner.h"
 #include "train/trainer.h"
 
@@ -30,59 +32,27 @@ std::string fmnist_dir() {
   return e && *e ? e : data::kFashionMnistDir;
 }
 
+// The CPU trainer test's run (tests/train_run_util.h) on the GPU, data from fmnist_dir().
 TrainConfig tiny_gpu_run(const std::string& dir) {
-  TrainConfig c;
-  c.model = "kat_micro_patch4_28";
-  c.model_overrides = {"depth=2", "embed_dim=32", "num_heads=2", "mlp_hidden=64"};
+  TrainConfig c = kat::test::tiny_run(dir);
   c.data = "fashion-mnist:" + fmnist_dir();
   c.device = "cuda";
-  c.out_dir = dir;
-  c.epochs = 2;
-  c.batch = 32;
-  c.accum_steps = 2;
-  c.train_subset = 384;  // 6 steps of 2 micro-batches per epoch
-  c.test_subset = 64;
-  c.warmup_epochs = 0.5;
-  c.mixup = 0.8;
-  c.drop_path = 0.1;
-  c.ema_decay = 0.9;
-  c.clip_grad = 1.0;
-  c.progress = false;
-  c.workers = 2;
-  c.seed = 11;
   return c;
 }
 }  // namespace
 
 TEST(TrainCuda, StagedUploadsResumeBitwise) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
-  if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") && !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
+  if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") &&
+      !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
     GTEST_SKIP() << "Fashion-MNIST not found in " << fmnist_dir() << " (set KAT_TEST_FMNIST)";
   const std::string a = (fs::temp_directory_path() / "kat_gpu_resume_a").string();
   const std::string b = (fs::temp_directory_path() / "kat_gpu_resume_b").string();
   fs::remove_all(a);
   fs::remove_all(b);
-  const TrainResult full = train(tiny_gpu_run(a));
-  ASSERT_EQ(full.steps, 12);
-  TrainConfig cb = tiny_gpu_run(b);
-  cb.max_steps = 4;  // stops mid-epoch 1 with the next micro-batch already staged
-  const TrainResult first = train(cb);
-  ASSERT_TRUE(first.interrupted);
-  const TrainResult rest = train(tiny_gpu_run(b), b);
-  ASSERT_EQ(rest.steps, 12);
-  std::vector<double> joined = first.step_losses;
-  joined.insert(joined.end(), rest.step_losses.begin(), rest.step_losses.end());
-  ASSERT_EQ(joined.size(), full.step_losses.size());
-  for (size_t i = 0; i < joined.size(); ++i) {
-    EXPECT_TRUE(std::isfinite(full.step_losses[i]));
-    EXPECT_EQ(joined[i], full.step_losses[i]) << "step " << i + 1;
-  }
-  EXPECT_EQ(rest.final_top1, full.final_top1);
-  EXPECT_EQ(rest.final_ema_top1, full.final_ema_top1);
-  const auto fa = io::SafetensorsFile::load(full.last_checkpoint), fb = io::SafetensorsFile::load(rest.last_checkpoint);
-  for (const auto& n : fa.names()) EXPECT_EQ(fa.to_f32(n), fb.to_f32(n)) << n;
-  // It learned something in 12 steps (loss of the last step below the first).
-  EXPECT_LT(full.step_losses.back(), full.step_losses.front());
+  const auto r = kat::test::check_resume_bitwise(tiny_gpu_run(a), a, b);
+  const TrainResult& full = r.full;
+  for (double l : full.step_losses) EXPECT_TRUE(std::isfinite(l));
   fs::remove_all(a);
   fs::remove_all(b);
 }
@@ -97,7 +67,8 @@ TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {
   m.init_params(3);
   const int B = 8, K = cfg.num_classes;
   const size_t ni = size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
-  std::vector<std::vector<float>> xs(3, std::vector<float>(ni)), ts(3, std::vector<float>(size_t(B) * K, 0.f));
+  std::vector<std::vector<float>> xs(3, std::vector<float>(ni)),
+      ts(3, std::vector<float>(size_t(B) * K, 0.f));
   Rng r(9);
   for (int i = 0; i < 3; ++i) {
     for (auto& v : xs[i]) v = float(r.normal());
@@ -126,7 +97,7 @@ TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {
       EXPECT_THROW(g.compute_staged(1, nullptr), Error);  // nothing staged
       g.stage(xs[0].data(), ts[0].data(), B);
       g.stage(xs[1].data(), ts[1].data(), B);
-      EXPECT_THROW(g.stage(xs[2].data(), ts[2].data(), B), Error);  // both slots taken
+      EXPECT_THROW(g.stage(xs[2].data(), ts[2].data(), B), Error);                   // both slots taken
       EXPECT_THROW(g.accumulate(xs[2].data(), ts[2].data(), B, 1, nullptr), Error);  // staged first
     }
     return std::make_pair(losses, p);

@@ -1,13 +1,11 @@
 // Flash-style attention core for short sequences (see attention_cuda.h).
-#include "ops/cuda/attention_cuda.h"
-
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdlib>
 
-#include <cmath>
-
 #include "core/error.h"
+#include "ops/cuda/attention_cuda.h"
 #include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/vec_io.cuh"
@@ -21,7 +19,6 @@ using vecio::st_f;
 constexpr int kTpr = 4;                 // threads per row (each owns channels c = d*4 + part)
 constexpr int kRows = 64;               // rows (queries or keys) per block
 constexpr int kThreads = kRows * kTpr;  // 256
-
 
 // Sum over the 4 parts of a row; every part gets the same value ((s0+s1)+(s2+s3) up to commuting).
 __device__ __forceinline__ float row_sum(float s) {

@@ -10,8 +10,8 @@
 // memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
 // addresses of an ldmatrix fall in 8 different bank quads) with cp.async in 64-row chunks, one
 // group per chunk, so compute starts on chunk 0 while the rest arrives, and read with ldmatrix
-// (.trans for the operand of the second GEMM). Keys/queries are walked in chunks of 64, the last chunk only over
-// its valid 16-row subtiles (N = 197 -> 13 subtiles, not 16).
+// (.trans for the operand of the second GEMM). Keys/queries are walked in chunks of 64, the last chunk only
+// over its valid 16-row subtiles (N = 197 -> 13 subtiles, not 16).
 //
 // Forward: online softmax in the log2 domain (S * scale * log2 e, exp2f), P rounded to bf16 for
 // P V, lse stored in natural log. Backward: the dq kernel computes the row terms
@@ -20,10 +20,10 @@
 // no atomics: bitwise reproducible.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <utility>
-#include <algorithm>
 
 #include "core/error.h"
 #include "ops/cuda/attention_mma.h"

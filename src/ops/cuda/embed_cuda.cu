@@ -1,12 +1,11 @@
 // Patch-embedding glue kernels (see embed_cuda.h). Memory-bound elementwise kernels, grid-stride.
-#include "ops/cuda/embed_cuda.h"
-
 #include <cuda_bf16.h>
 
 #include <algorithm>
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/embed_cuda.h"
 #include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
@@ -14,7 +13,6 @@ namespace kat::cuda {
 namespace {
 using vecio::ld_f;
 using vecio::st_f;
-
 
 unsigned grid_for(int64_t n) { return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192))); }
 

@@ -1,6 +1,4 @@
 // cuBLASLt linear GEMMs and the deterministic bias-gradient column sum (see gemm_cuda.h).
-#include "ops/cuda/gemm_cuda.h"
-
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
@@ -13,6 +11,7 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/gemm_cuda.h"
 
 #define KAT_CUBLAS_CHECK(expr)                                                                \
   do {                                                                                        \
@@ -84,7 +83,7 @@ __global__ void add_bias_kernel(int64_t M, int64_t N, T* y, const float* b) {
 constexpr int kColLanes = 32, kRowLanes = 8, kRowsPerChunk = 256;
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kColLanes * kRowLanes)
+__global__ void __launch_bounds__(kColLanes* kRowLanes)
     colsum_stage1(int64_t M, int64_t N, const T* __restrict__ dy, float* __restrict__ partial) {
   __shared__ float red[kRowLanes][kColLanes * VEC];
   const int64_t c0 = (int64_t(blockIdx.x) * kColLanes + threadIdx.x) * VEC;
@@ -128,7 +127,7 @@ __global__ void __launch_bounds__(kColLanes * kRowLanes)
   }
 }
 
-__global__ void __launch_bounds__(kColLanes * kRowLanes)
+__global__ void __launch_bounds__(kColLanes* kRowLanes)
     colsum_stage2(int64_t chunks, int64_t N, const float* __restrict__ partial, float* __restrict__ db) {
   __shared__ float red[kRowLanes][kColLanes];
   const int64_t col = int64_t(blockIdx.x) * kColLanes + threadIdx.x;
@@ -291,7 +290,8 @@ void column_sum_accumulate(int64_t M, int64_t N, Storage st, const void* dy, flo
   float* partial = static_cast<float*>(workspace);
   const dim3 block(kColLanes, kRowLanes);
   // 16-byte loads when every row start is 16-byte aligned.
-  const bool vec_ok = (reinterpret_cast<uintptr_t>(dy) % 16 == 0) && (N * int64_t(storage_bytes(st))) % 16 == 0;
+  const bool vec_ok =
+      (reinterpret_cast<uintptr_t>(dy) % 16 == 0) && (N * int64_t(storage_bytes(st))) % 16 == 0;
   auto grid1 = [&](int vec) {
     return dim3(unsigned((N + int64_t(kColLanes) * vec - 1) / (int64_t(kColLanes) * vec)), unsigned(chunks));
   };

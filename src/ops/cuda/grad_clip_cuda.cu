@@ -10,8 +10,8 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/vec_io.cuh"
 #include "ops/cuda/ops_cuda.h"
+#include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
 

@@ -576,15 +576,15 @@ int bwd_max_blocks(Storage st) {
 }
 
 template <Storage S, int VEC, int M, int N>
-void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b,
-                void* dx, float* da, float* db, void* workspace, cudaStream_t stream) {
+void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b, void* dx,
+                float* da, float* db, void* workspace, cudaStream_t stream) {
   const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
   const Params p = make_params(s, pl);
   auto* partial = static_cast<float*>(workspace);
   launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
   if (KAT_GRKAN_BENCH_NO_STAGE2) return;
-  launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial),
-         pl.blocks, s.num_rows * (s.m + 1), b, da, db);
+  launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial), pl.blocks,
+         s.num_rows * (s.m + 1), b, da, db);
 }
 
 }  // namespace
@@ -644,22 +644,18 @@ void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* 
   if (st == Storage::BF16) {
     if (vec == 8) {
       sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
-                                                          stream);
+         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
     } else {
       sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
-                                                          stream);
+         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
     }
   } else {
     if (vec == 4) {
       sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
-                                                         stream);
+         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
     } else {
       sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace,
-                                                         stream);
+         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
     }
   }
 }

@@ -159,8 +159,8 @@ __device__ __forceinline__ TeamRow team_row(int64_t rows, int C, int vec) {
 // Register-resident row of a team-per-row kernel: vectors lane, lane + TPR, ... of the row at
 // `base` (zeros past the row's nvec vectors and for invalid rows).
 template <Storage S, int VEC, int TPR, int VPT>
-__device__ __forceinline__ void load_team_row(Raw<S, VEC> (&raw)[VPT], const void* src, int64_t base, int lane,
-                                              int nvec, bool valid) {
+__device__ __forceinline__ void load_team_row(Raw<S, VEC> (&raw)[VPT], const void* src, int64_t base,
+                                              int lane, int nvec, bool valid) {
 #pragma unroll
   for (int k = 0; k < VPT; ++k) {
     raw[k] = Raw<S, VEC>{};
@@ -197,7 +197,6 @@ __device__ __forceinline__ void team_sum2(float& a, float& b, float* red) {
     b = sb;
   }
 }
-
 
 template <int TPR>
 constexpr int bwd_min_blocks() {

@@ -1,8 +1,8 @@
 // Device helpers shared by the CUDA kernels (grkan, ops, attention, embed, clipping): bf16
-// packing, scalar fp32 loads/stores of either storage type, 16-byte vector types per storage (8 bf16 or 4 fp32 per thread), unpack to fp32, vector
-// stores, and programmatic-dependent-launch (PDL) waits. Loads stay in each kernel file: GR-KAN
-// reads through the read-only cache (__ldg), the other ops use plain loads because some of them
-// write in place (dlogits over logits).
+// packing, scalar fp32 loads/stores of either storage type, 16-byte vector types per storage (8 bf16 or 4
+// fp32 per thread), unpack to fp32, vector stores, and programmatic-dependent-launch (PDL) waits. Loads stay
+// in each kernel file: GR-KAN reads through the read-only cache (__ldg), the other ops use plain loads
+// because some of them write in place (dlogits over logits).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -40,10 +40,18 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ unsigned short to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
 
 // Scalar element access in fp32 for either storage type (round to nearest even on store).
-__device__ __forceinline__ float ld_f(const float* p) { return *p; }
-__device__ __forceinline__ float ld_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st_f(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float ld_f(const float* p) {
+  return *p;
+}
+__device__ __forceinline__ float ld_f(const __nv_bfloat16* p) {
+  return __bfloat162float(*p);
+}
+__device__ __forceinline__ void st_f(float* p, float v) {
+  *p = v;
+}
+__device__ __forceinline__ void st_f(__nv_bfloat16* p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
 
 // Raw 16-byte (or scalar) vector as loaded; unpacked to fp32 right before use, so that prefetched
 // vectors cost 4 registers each, not 8.
