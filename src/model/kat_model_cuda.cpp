@@ -336,6 +336,19 @@ void KatModelCuda::plan(int max_batch, bool training) {
     loss_ = f32(1);
     dp_ = f32(int64_t(cfg_.depth) * 2 * B);
     if (pass == 0) {
+      // A plan that cannot fit gets a message naming the sizes and what to change, not a bare
+      // "out of memory" from the allocator.
+      size_t free_b = 0, total_b = 0;
+      KAT_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+      if (size_t(cursor) > free_b) {
+        int dev = 0;
+        KAT_CUDA_CHECK(cudaGetDevice(&dev));
+        throw Error(detail::concat(cfg_.name, " at batch ", B, ": the ", training ? "training" : "inference",
+                                   " plan needs ", size_t(cursor) >> 20, " MiB of activations on cuda:", dev,
+                                   ", which has ", free_b >> 20, " MiB free of ", total_b >> 20,
+                                   " MiB; lower --batch", training ? " (and raise --accum to keep the batch per step)" : "",
+                                   " or free the GPU"));
+      }
       KAT_CUDA_CHECK(cudaMalloc(&arena_, size_t(cursor)));
       arena_bytes_ = size_t(cursor);
       base = static_cast<char*>(arena_);

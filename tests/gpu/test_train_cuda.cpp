@@ -106,3 +106,18 @@ TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {
   EXPECT_EQ(sync.first, staged.first);
   EXPECT_TRUE(sync.second == staged.second);
 }
+
+// A batch that cannot fit is refused at plan time with the sizes and what to change.
+TEST(TrainCuda, OversizedBatchNamesTheFix) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  const ModelConfig cfg = ModelConfig::load("kat_base_patch16_224");
+  try {
+    GpuRunner g(cfg, 0, true, AdamWConfig{}, 200000, true);  // ~100 TB of activations
+    FAIL() << "planned a 200000-image kat_base batch";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("kat_base_patch16_224 at batch 200000"), std::string::npos) << m;
+    EXPECT_NE(m.find("MiB free"), std::string::npos) << m;
+    EXPECT_NE(m.find("lower --batch"), std::string::npos) << m;
+  }
+}
