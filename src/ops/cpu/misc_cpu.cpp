@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/vec_math.h"
 #include "ops/cpu_ops.h"
 
 namespace kat::ops {
@@ -11,7 +12,7 @@ template <typename T>
 void gelu_forward(int64_t n, const T* x, T* y) {
   const T r2 = T(0.70710678118654752440);
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * r2));
+  for (int64_t i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + vmath::erf(x[i] * r2));
 }
 
 template <typename T>
@@ -20,8 +21,8 @@ void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
-    const T cdf = T(0.5) * (T(1) + std::erf(v * r2));
-    const T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * v * v);
+    const T cdf = T(0.5) * (T(1) + vmath::erf(v * r2));
+    const T pdf = inv_sqrt_2pi * vmath::exp(T(-0.5) * v * v);
     dx[i] = dy[i] * (cdf + v * pdf);
   }
 }
