@@ -19,10 +19,12 @@ D=.carry/gpurun
 rm -rf "$D"
 mkdir -p "$D/lib"
 for t in "${TARGETS[@]}"; do strip -o "$D/$t" "build-cuda/$t"; done
-# Every non-system, non-CUDA library the executables load (the CUDA runtime and cuBLAS are there).
+# Every non-system, non-CUDA library the executables load (the CUDA runtime and cuBLAS are there;
+# glibc's own, libmvec included, must come from the device: its glibc needs >= 2.35 for the
+# vector erff that src/ops/cpu/vec_math.h uses).
 for t in "${TARGETS[@]}"; do ldd "build-cuda/$t"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
-    linux-vdso*|ld-linux*|libc.so*|libm.so*|libstdc++*|libgcc_s*|libdl.so*|librt.so*|libpthread*|libz.so*) ;;
+    linux-vdso*|ld-linux*|libc.so*|libm.so*|libmvec.so*|libstdc++*|libgcc_s*|libdl.so*|librt.so*|libpthread*|libz.so*) ;;
     libcuda.so*|libcudart*|libcublas*|libcublasLt*|libnvrtc*) ;;
     libopenblas*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;
     *) cp -L "$lib" "$D/lib/" ;;
