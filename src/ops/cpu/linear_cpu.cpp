@@ -25,15 +25,15 @@ void gemm<double>(bool tA, bool tB, int64_t M, int64_t N, int64_t K, double alph
 
 template <typename T>
 void linear_forward(int64_t rows, int64_t in, int64_t out, const T* x, const T* W, const T* b, T* y) {
-  gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(0), y, out);
-  if (b) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      T* yr = y + r * out;
-#pragma omp simd
-      for (int64_t o = 0; o < out; ++o) yr[o] += b[o];
-    }
+  if (!b) {
+    gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(0), y, out);
+    return;
   }
+  // y = b (every row), then y += x W^T (beta = 1): one pass over y before the GEMM instead of
+  // OpenBLAS zeroing it for beta = 0 and a bias pass after (~8 % of a kat_micro training step).
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) std::copy(b, b + out, y + r * out);
+  gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(1), y, out);
 }
 
 // db += Σ_rows dy. Columns are split among threads; each column is summed over rows in order, so
