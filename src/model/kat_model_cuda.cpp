@@ -341,6 +341,7 @@ void KatModelCuda::plan(int max_batch, bool training) {
       size_t free_b = 0, total_b = 0;
       KAT_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
       if (size_t(cursor) > free_b) {
+        max_batch_ = 0;  // not planned: a later plan() call must start over
         int dev = 0;
         KAT_CUDA_CHECK(cudaGetDevice(&dev));
         throw Error(detail::concat(cfg_.name, " at batch ", B, ": the ", training ? "training" : "inference",
