@@ -14,6 +14,11 @@
 //   gpu.upload_params(m.params.data());
 //   gpu.forward(images, batch, logits_out /* host (batch, classes) */);
 //   // kat::cuda_available(&why) says whether a GPU is usable (false in a CPU-only build).
+//   // Training your own loop on it, uploads overlapped with compute (what kat::train does):
+//   //   gpu.stage(x0, t0, B);
+//   //   for each micro-batch i: gpu.begin_step(); gpu.compute_staged(1, &rng);
+//   //                           gpu.stage(x_next, t_next, B);   // uploads while i computes
+//   //                           double loss = gpu.staged_loss(); gpu.finish_step(lr, clip);
 //
 //   kat::write_run_plots(run_dir, &m, "label");                // curves + learned rationals (SVG/PNG)
 //
