@@ -26,6 +26,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--out,-o", c->out_dir, "Run directory (default: runs/<model>-<date>-<time>)");
   sub->add_option("--resume", *resume, "Resume the newest checkpoint in this run directory (its saved config is used; only --device, --max-steps and --no-progress apply)");
   sub->add_option("--device", c->device, "cpu, cuda or cuda:N (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping on the device)")->capture_default_str();
+  sub->add_option("--init", c->init,
+                  "Fine-tune: start from the weights of this checkpoint (ours or timm's safetensors). A different "
+                  "class count re-initialises the head, a different image/patch grid resamples pos_embed (bicubic, "
+                  "as timm), RGB weights are summed for a 1-channel model; anything else must match");
   sub->add_option("--epochs", c->epochs, "Epochs")->capture_default_str();
   sub->add_option("--batch,-b", c->batch, "Images per micro-batch")->capture_default_str();
   sub->add_option("--accum", c->accum_steps, "Micro-batches per optimizer step (gradient accumulation)")->capture_default_str();

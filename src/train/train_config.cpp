@@ -11,7 +11,7 @@ using nlohmann::json;
 
 #define KAT_TRAIN_FIELDS(X)                                                                                  \
   X(model)                                                                                                   \
-  X(model_overrides) X(data) X(out_dir) X(device) X(epochs) X(batch) X(accum_steps) X(lr) X(min_lr)          \
+  X(model_overrides) X(data) X(out_dir) X(device) X(init) X(epochs) X(batch) X(accum_steps) X(lr) X(min_lr)          \
       X(warmup_lr) X(warmup_epochs) X(weight_decay) X(decay_rational) X(clip_grad) X(ema_decay) X(drop_path) \
           X(label_smoothing) X(mixup) X(cutmix) X(mix_prob) X(switch_prob) X(crop) X(padding) X(hflip)       \
               X(randaug_n) X(randaug_m) X(randaug_mstd) X(random_erase) X(mean) X(std) X(seed) X(workers)    \

@@ -14,6 +14,7 @@ struct TrainConfig {
   std::string data = "fashion-mnist";       // see data::load_dataset
   std::string out_dir;                      // "" -> runs/<model>-<YYYYmmdd-HHMMSS>
   std::string device = "cpu";
+  std::string init;  // fine-tuning: initialise the weights from this checkpoint (see load_pretrained)
   // schedule
   int epochs = 10;
   int batch = 128;            // images per micro-batch

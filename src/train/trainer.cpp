@@ -18,6 +18,7 @@
 #include "data/data.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
+#include "model/pretrained.h"
 #include "ops/cpu_ops.h"
 #include "train/evaluate.h"
 #include "train/gpu_runner.h"
@@ -252,6 +253,12 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     opt.set_steps(int64_t(metadata_number(*ck, "optim_steps")));
   } else {
     model.init_params(tc.seed);
+    if (!tc.init.empty()) {  // fine-tuning: pretrained weights over the fresh initialisation
+      const auto f = io::SafetensorsFile::load(tc.init);
+      const auto notes = load_pretrained(model, f);
+      std::fprintf(stderr, "initialised from %s%s\n", tc.init.c_str(), notes.empty() ? " (every tensor as saved)" : ":");
+      for (const auto& n : notes) std::fprintf(stderr, "  %s\n", n.c_str());
+    }
   }
   if (tc.ema_decay > 0) {
     ema = model.params;
