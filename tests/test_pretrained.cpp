@@ -127,6 +127,14 @@ TEST(Pretrained, RefusesWhatCannotBeAdapted) {
     EXPECT_NE(std::string(e.what()).find("expects"), std::string::npos) << e.what();
   }
   EXPECT_EQ(wide.params, before);  // untouched
+  KatModel rgb(micro({"in_chans=3"}));  // gray checkpoint, RGB model: not adapted
+  rgb.init_params(4);
+  try {
+    load_pretrained(rgb, f);
+    FAIL() << "loaded a 1-channel stem into a 3-channel model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1 -> 3 input channels"), std::string::npos) << e.what();
+  }
   KatModel deeper(micro({"depth=3"}));
   deeper.init_params(3);
   try {

@@ -132,6 +132,9 @@ std::vector<std::string> load_pretrained(KatModel& m, const io::SafetensorsFile&
                  s.shape[1] == 1 && fs[0] == s.shape[0] && fs[2] == s.shape[2] && fs[3] == s.shape[3]) {
         how = How::SumChannels;
         notes.push_back("patch_embed.proj.weight: 3 input channels summed for a 1-channel model (as timm)");
+      } else if (s.name == "patch_embed.proj.weight" && fs.size() == 4 && s.shape.size() == 4 && fs[1] != s.shape[1]) {
+        throw mismatch(detail::concat(" (", fs[1], " -> ", s.shape[1], " input channels: only 3 -> 1 is adapted; set ",
+                                      "in_chans to match the data or the checkpoint)"));
       } else {
         throw mismatch(s.name == "patch_embed.proj.weight" ? " (different patch size or width?)" : " (wrong --model?)");
       }
