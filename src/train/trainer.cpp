@@ -320,6 +320,8 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   data::Batch batch;
   const uint64_t dp_tag = data::seed_tag("drop-path");
   int64_t epoch = st.step / steps_per_epoch;
+  const int64_t first_epoch = epoch;
+  const auto t_session = std::chrono::steady_clock::now();
   for (; epoch < tc.epochs; ++epoch) {
     const int64_t first_step = st.step - epoch * steps_per_epoch;
     loader.start_epoch(epoch, first_step * tc.accum_steps);
@@ -426,10 +428,16 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     log.write(line);
     const bool best = ev.top1 > st.best_top1;
     if (best) st.best_top1 = ev.top1;
-    std::fprintf(stderr, "epoch %lld/%d | train loss %.4f | test loss %.4f | test top-1 %.2f%% top-5 %.2f%%%s | %.0f img/s | %s\n",
+    // Whole-run ETA from this session's epochs so far (training + evaluation), not the first epoch alone.
+    const double session_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_session).count();
+    const int64_t epochs_left = tc.epochs - (epoch + 1), epochs_done = epoch + 1 - first_epoch;
+    const std::string eta = epochs_left > 0 && epochs_done > 0
+                                ? " | run ETA " + format_duration(session_s / double(epochs_done) * double(epochs_left))
+                                : "";
+    std::fprintf(stderr, "epoch %lld/%d | train loss %.4f | test loss %.4f | test top-1 %.2f%% top-5 %.2f%%%s | %.0f img/s | %s%s\n",
                  (long long)epoch + 1, tc.epochs, epoch_steps ? epoch_loss / epoch_steps : 0.0, ev.loss, ev.top1, ev.top5,
                  ema_txt, epoch_steps * tc.batch * tc.accum_steps / std::max(train_time, 1e-9),
-                 format_duration(train_time).c_str());
+                 format_duration(train_time).c_str(), eta.c_str());
     checkpoint(best);
     // Plots of the run so far (curves, learned rationals): a failure here only warns.
     try {
