@@ -25,7 +25,7 @@ for t in "${TARGETS[@]}"; do strip -o "$D/$t" "build-cuda/$t"; done
 for t in "${TARGETS[@]}"; do ldd "build-cuda/$t"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     linux-vdso*|ld-linux*|libc.so*|libm.so*|libmvec.so*|libstdc++*|libgcc_s*|libdl.so*|librt.so*|libpthread*|libz.so*) ;;
-    libcuda.so*|libcudart*|libcublas*|libcublasLt*|libnvrtc*) ;;
+    libcuda.so*|libcudart*|libcublas*|libcublasLt*|libnvrtc*|libnccl*) ;;  # NCCL: ~340 MB, torch's is there
     libopenblas*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;
     *) cp -L "$lib" "$D/lib/" ;;
   esac
@@ -35,7 +35,8 @@ cat > "$D/run_env.sh" <<'ENV'
 G=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 for z in "$G"/lib/*.gz; do [ -e "$z" ] && gunzip -f "$z"; done
 export PATH=$G:/usr/local/cuda/bin:$PATH
-export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+NCCL_LIB=$(python3 -c "import nvidia.nccl, os; print(os.path.join(os.path.dirname(nvidia.nccl.__file__), 'lib'))" 2>/dev/null)
+export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${NCCL_LIB:+$NCCL_LIB:}${LD_LIBRARY_PATH:-}
 export KAT_CONFIG_DIR=$(cd "$G/../.." && pwd)/configs
 ENV
 du -sh "$D"

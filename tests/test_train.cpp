@@ -167,6 +167,14 @@ TEST(TrainDevice, ParseAndClearErrors) {
   EXPECT_THROW(parse_device("gpu"), Error);
   EXPECT_THROW(parse_device("cuda:-1"), Error);
   EXPECT_THROW(parse_device("cuda:1x"), Error);
+  EXPECT_EQ(parse_devices("cpu"), std::vector<int>{});
+  EXPECT_EQ(parse_devices("cuda"), std::vector<int>{0});
+  EXPECT_EQ(parse_devices("cuda:2"), std::vector<int>{2});
+  EXPECT_EQ(parse_devices("cuda:0,1,3"), (std::vector<int>{0, 1, 3}));
+  EXPECT_THROW(parse_devices("cuda:0,0"), Error);   // listed twice
+  EXPECT_THROW(parse_devices("cuda:0,"), Error);    // empty entry
+  EXPECT_THROW(parse_devices("cuda:0,x"), Error);
+  EXPECT_THROW(parse_devices("cpu,cuda:0"), Error);
   TrainConfig c;
   c.device = "cuda";
   c.ema_decay = 0.999;  // the whole recipe runs on the GPU: accumulation, clipping and EMA validate
@@ -186,6 +194,24 @@ TEST(TrainDevice, ParseAndClearErrors) {
       FAIL();
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+    }
+    // Several GPUs: without NCCL in the build, or without GPUs, a clear error before any work.
+    c.device = "cuda:0,1";
+    c.batch = 64;
+    EXPECT_NO_THROW(c.validate());
+    try {
+      train(c);
+      FAIL();
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_TRUE(m.find("NCCL") != std::string::npos || m.find("CUDA") != std::string::npos) << m;
+    }
+    c.batch = 63;  // not divisible by 2
+    try {
+      train(c);
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("divisible"), std::string::npos) << e.what();
     }
     fs::remove_all(c.out_dir);
   }

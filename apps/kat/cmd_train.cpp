@@ -25,7 +25,7 @@ void register_train(CLI::App& app) {
                   "Dataset: fashion-mnist | mnist:DIR | idx:DIR | cifar10:DIR | cifar100:DIR | folder:DIR")->capture_default_str();
   sub->add_option("--out,-o", c->out_dir, "Run directory (default: runs/<model>-<date>-<time>)");
   sub->add_option("--resume", *resume, "Resume the newest checkpoint in this run directory (its saved config is used; only --device, --max-steps and --no-progress apply)");
-  sub->add_option("--device", c->device, "cpu, cuda or cuda:N (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping on the device)")->capture_default_str();
+  sub->add_option("--device", c->device, "cpu, cuda, cuda:N or cuda:0,1,... (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping on the device; several GPUs: data parallel through NCCL, --batch split evenly)")->capture_default_str();
   sub->add_option("--init", c->init,
                   "Fine-tune: start from the weights of this checkpoint (ours or timm's safetensors). A different "
                   "class count re-initialises the head, a different image/patch grid resamples pos_embed (bicubic, "

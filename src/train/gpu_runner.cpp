@@ -1,5 +1,7 @@
 #include "train/gpu_runner.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 #ifdef KAT_HAVE_CUDA
@@ -29,6 +31,25 @@ int parse_device(const std::string& d) {
   throw Error("--device '" + d + "': expected cpu, cuda or cuda:N");
 }
 
+std::vector<int> parse_devices(const std::string& d) {
+  const size_t comma = d.find(',');
+  if (comma == std::string::npos) {
+    const int one = parse_device(d);
+    return one < 0 ? std::vector<int>{} : std::vector<int>{one};
+  }
+  KAT_CHECK(d.rfind("cuda:", 0) == 0, "--device '", d, "': a list of GPUs is written cuda:0,1,...");
+  std::vector<int> out;
+  size_t pos = 5;
+  while (pos <= d.size()) {
+    const size_t end = std::min(d.find(',', pos), d.size());
+    const int n = parse_device("cuda:" + d.substr(pos, end - pos));
+    KAT_CHECK(std::find(out.begin(), out.end(), n) == out.end(), "--device '", d, "': GPU ", n, " is listed twice");
+    out.push_back(n);
+    pos = end + 1;
+  }
+  return out;
+}
+
 #ifdef KAT_HAVE_CUDA
 
 bool cuda_available(std::string* why) {
@@ -43,6 +64,7 @@ bool cuda_available(std::string* why) {
 }
 
 struct GpuRunner::Impl {
+  int device = 0;
   cudaStream_t stream = nullptr;  // compute
   cudaStream_t copy = nullptr;    // input uploads
   std::unique_ptr<KatModelCuda> model;
@@ -73,6 +95,8 @@ struct GpuRunner::Impl {
       std::memcpy(dst + b, src + b, std::min(kChunk, n - b) * sizeof(float));
     }
   }
+  // Every public entry makes the runner's GPU current (several runners may share a thread).
+  void use() const { KAT_CUDA_CHECK(cudaSetDevice(device)); }
   // Upload a batch into the next slot (copy stream; waits for the slot's previous reader).
   void stage(const float* host_images, const float* host_targets, int B) {
     KAT_CHECK(host_images, "GpuRunner::stage: images are null");
@@ -155,6 +179,7 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   KAT_CUDA_CHECK(cudaGetDeviceCount(&n));
   KAT_CHECK(device < n, "--device cuda:", device, ": only ", n, " GPU(s) visible");
   KAT_CUDA_CHECK(cudaSetDevice(device));
+  impl_->device = device;
   KAT_CUDA_CHECK(cudaFree(nullptr));  // create the context now, so it is not counted below
   std::size_t total = 0;
   KAT_CUDA_CHECK(cudaMemGetInfo(&impl_->free_at_start, &total));
@@ -180,6 +205,7 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
 
 GpuRunner::~GpuRunner() {
   if (!impl_) return;
+  cudaSetDevice(impl_->device);
   if (impl_->stream) cudaStreamSynchronize(impl_->stream);
   if (impl_->copy) cudaStreamSynchronize(impl_->copy);
   impl_->model.reset();
@@ -195,38 +221,44 @@ GpuRunner::~GpuRunner() {
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
-void GpuRunner::upload_params(const float* h) { impl_->model->upload_params(h); }
-void GpuRunner::download_params(float* h) { impl_->model->download_params(h); }
-void GpuRunner::download_moments(float* m, float* v) { impl_->model->download_moments(m, v); }
-void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) { impl_->model->upload_moments(m, v, steps); }
-void GpuRunner::synchronize() { KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+void GpuRunner::upload_params(const float* h) { impl_->use(); impl_->model->upload_params(h); }
+void GpuRunner::download_params(float* h) { impl_->use(); impl_->model->download_params(h); }
+void GpuRunner::download_moments(float* m, float* v) { impl_->use(); impl_->model->download_moments(m, v); }
+void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) { impl_->use(); impl_->model->upload_moments(m, v, steps); }
+void GpuRunner::synchronize() { impl_->use(); KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 std::size_t GpuRunner::device_bytes_in_use() const {
+  impl_->use();
   std::size_t free = 0, total = 0;
   KAT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
   return impl_->free_at_start > free ? impl_->free_at_start - free : 0;
 }
 
-void GpuRunner::begin_step() { impl_->model->zero_grad(); }
+void GpuRunner::begin_step() { impl_->use(); impl_->model->zero_grad(); }
 
 double GpuRunner::accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng) {
+  impl_->use();
   impl_->compute_train(impl_->take_now(images, targets, B), accum_steps, rng);
   return impl_->model->loss_value();
 }
 
 void GpuRunner::stage(const float* images, const float* targets, int B) {
+  impl_->use();
   impl_->stage(images, targets, B);
 }
 
 void GpuRunner::compute_staged(int accum_steps, Rng* rng) {
+  impl_->use();
   KAT_CHECK(impl_->pending > 0, "GpuRunner::compute_staged: nothing staged");
   impl_->compute_train(impl_->take(impl_->slot_B[impl_->next_compute]), accum_steps, rng);
 }
 
 double GpuRunner::staged_loss() {
+  impl_->use();
   return impl_->model->loss_value();
 }
 
 void GpuRunner::finish_step(double lr, double clip_max_norm) {
+  impl_->use();
   KatModelCuda& m = *impl_->model;
   if (clip_max_norm > 0) m.clip_grad_norm(clip_max_norm);
   m.adamw_step(lr);
@@ -234,25 +266,29 @@ void GpuRunner::finish_step(double lr, double clip_max_norm) {
 }
 
 double GpuRunner::train_step(const float* images, const float* targets, int B, double lr, Rng* rng) {
+  impl_->use();
   begin_step();
   const double loss = accumulate(images, targets, B, 1, rng);
   finish_step(lr, 0.0);
   return loss;
 }
 
-double GpuRunner::last_grad_norm() { return impl_->model->last_grad_norm(); }
+double GpuRunner::last_grad_norm() { impl_->use(); return impl_->model->last_grad_norm(); }
 
 void GpuRunner::ema_init(const float* host, double decay) {
+  impl_->use();
   KAT_CHECK(decay > 0 && decay < 1, "GpuRunner: EMA decay must be in (0, 1), got ", decay);
   impl_->model->ema_init(host);
   impl_->ema_decay = decay;
 }
-void GpuRunner::download_ema(float* host) { impl_->model->download_ema(host); }
+void GpuRunner::download_ema(float* host) { impl_->use(); impl_->model->download_ema(host); }
 void GpuRunner::use_ema_weights(bool on) {
+  impl_->use();
   if (impl_->model->ema_swapped() != on) impl_->model->swap_ema();
 }
 
 void GpuRunner::forward(const float* images, int B, float* logits, float* features) {
+  impl_->use();
   const int s = impl_->take_now(images, nullptr, B);
   impl_->model->forward(impl_->images[s], B, false, nullptr);
   impl_->release(s);
@@ -261,9 +297,18 @@ void GpuRunner::forward(const float* images, int B, float* logits, float* featur
 }
 
 const float* GpuRunner::logits(const float* images, int B) {
+  impl_->use();
   forward(images, B, impl_->logits_host.data());
   return impl_->logits_host.data();
 }
+
+int GpuRunner::device() const { return impl_->device; }
+float* GpuRunner::device_grads() {
+  impl_->use();
+  return impl_->model->device_grads();
+}
+int64_t GpuRunner::device_grad_count() const { return impl_->model->device_total(); }
+void* GpuRunner::stream_handle() { return impl_->stream; }
 
 #else  // no CUDA backend in this build
 
@@ -299,6 +344,10 @@ void GpuRunner::download_ema(float*) {}
 void GpuRunner::use_ema_weights(bool) {}
 void GpuRunner::forward(const float*, int, float*, float*) {}
 const float* GpuRunner::logits(const float*, int) { return nullptr; }
+int GpuRunner::device() const { return -1; }
+float* GpuRunner::device_grads() { return nullptr; }
+int64_t GpuRunner::device_grad_count() const { return 0; }
+void* GpuRunner::stream_handle() { return nullptr; }
 
 #endif
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/rng.h"
 #include "model/config.h"
@@ -17,6 +18,9 @@ namespace kat {
 
 // "cpu" -> -1; "cuda" -> 0; "cuda:N" -> N. Anything else is an error naming the flag.
 int parse_device(const std::string& device);
+// Training devices: "cpu" -> {}; "cuda" -> {0}; "cuda:N" -> {N}; "cuda:0,1,2,3" -> {0, 1, 2, 3}
+// (data parallel, see GpuGroup). Repeated or malformed indices are errors naming the flag.
+std::vector<int> parse_devices(const std::string& device);
 // True when this build has the CUDA backend and a GPU is visible.
 bool cuda_available(std::string* why = nullptr);
 
@@ -65,6 +69,12 @@ class GpuRunner {
   // (the contract of KatModel::forward, so either can serve kat::evaluate's ForwardFn).
   const float* logits(const float* images, int B);
   void synchronize();
+  // For GpuGroup (multi-GPU): the device, the fp32 gradient buffer on it (device_grad_count()
+  // floats, padded layout), and the compute stream (a cudaStream_t).
+  int device() const;
+  float* device_grads();
+  int64_t device_grad_count() const;
+  void* stream_handle();
   // Device memory this runner holds (weights, gradients, moments, activation arena, workspaces,
   // cuBLASLt): the drop in free device memory since construction began.
   std::size_t device_bytes_in_use() const;

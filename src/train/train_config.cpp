@@ -49,7 +49,7 @@ void TrainConfig::validate() const {
   KAT_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--smoothing must be in [0, 1)");
   KAT_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema must be in [0, 1) (0 = off)");
   KAT_CHECK(crop == "none" || crop == "pad" || crop == "rrc", "--crop must be none, pad or rrc, got '", crop, "'");
-  parse_device(device);  // a malformed --device is an error here, before any data is read
+  parse_devices(device);  // a malformed --device is an error here, before any data is read
   KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
 }

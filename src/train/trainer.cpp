@@ -21,6 +21,7 @@
 #include "model/pretrained.h"
 #include "ops/cpu_ops.h"
 #include "train/evaluate.h"
+#include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/optim.h"
 #include "train/progress.h"
@@ -271,14 +272,14 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
 
   // GPU: the same math on KatModelCuda (bf16 compute, fp32 master weights and AdamW state); the
   // CPU model/optimizer hold copies that are refreshed before every checkpoint.
-  std::unique_ptr<GpuRunner> gpu;
-  if (parse_device(tc.device) >= 0) {
-    gpu = std::make_unique<GpuRunner>(mc, parse_device(tc.device), true, ocfg, std::max(tc.batch, tc.eval_batch));
+  std::unique_ptr<GpuGroup> gpu;  // one or several GPUs (data parallel)
+  if (const auto devices = parse_devices(tc.device); !devices.empty()) {
+    gpu = std::make_unique<GpuGroup>(mc, devices, ocfg, tc.batch, tc.eval_batch);
     gpu->upload_params(model.params.data());
     if (ck) gpu->upload_moments(opt.m.data(), opt.v.data(), opt.steps());
     if (!ema.empty()) gpu->ema_init(ema.data(), tc.ema_decay);
   }
-  const ForwardFn eval_forward = gpu_forward(gpu.get());
+  const ForwardFn eval_forward = gpu ? gpu_forward(&gpu->primary()) : ForwardFn{};
 
   fs::create_directories(tc.out_dir);
   {

@@ -6,6 +6,7 @@
 // it); the CPU test's run (gradient accumulation 2, mixing, RandAugment, erasing, EMA, clipping,
 // evaluation between epochs).
 // Data: Fashion-MNIST from Debian's path, or the directory in KAT_TEST_FMNIST (the GPU machine).
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,6 +21,7 @@
 #include "data/dataset.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
+#include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/trainer.h"
 
@@ -120,4 +122,66 @@ TEST(TrainCuda, OversizedBatchNamesTheFix) {
     EXPECT_NE(m.find("MiB free"), std::string::npos) << m;
     EXPECT_NE(m.find("lower --batch"), std::string::npos) << m;
   }
+}
+
+// Data parallel over two GPUs (skipped with fewer): the replicas stay bitwise identical, the
+// losses and weights follow the one-GPU run (same global batches; the sums differ in order and in
+// GEMM shapes, so only to bf16-level tolerances), and a stopped-and-resumed two-GPU `kat train`
+// gives bitwise the straight run.
+TEST(TrainCuda, DataParallelTwoGpus) {
+  int n = 0;
+  if (!cuda_available() || cudaGetDeviceCount(&n) != cudaSuccess || n < 2) GTEST_SKIP() << "needs 2 GPUs";
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.apply_override("depth=2");
+  cfg.apply_override("drop_path_rate=0");
+  KatModel m(cfg);
+  m.init_params(5);
+  const int B = 16, K = cfg.num_classes, steps = 4;
+  const size_t ni = size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  std::vector<std::vector<float>> xs(steps, std::vector<float>(ni)), ts(steps, std::vector<float>(size_t(B) * K, 0.f));
+  Rng r(21);
+  for (int i = 0; i < steps; ++i) {
+    for (auto& v : xs[size_t(i)]) v = float(r.normal());
+    for (int b = 0; b < B; ++b) ts[size_t(i)][size_t(b) * K + (3 * b + i) % K] = 1.f;
+  }
+  auto run = [&](const std::vector<int>& devs, std::vector<std::vector<float>>* replicas) {
+    GpuGroup g(cfg, devs, AdamWConfig{}, B, B);
+    g.upload_params(m.params.data());
+    std::vector<double> losses;
+    for (int i = 0; i < steps; ++i) {
+      g.begin_step();
+      g.stage(xs[size_t(i)].data(), ts[size_t(i)].data(), B);
+      g.compute_staged(1, nullptr);
+      losses.push_back(g.staged_loss());
+      g.finish_step(1e-3, 1.0);
+    }
+    for (int k = 0; replicas && k < g.size(); ++k) {
+      replicas->emplace_back(m.params.size());
+      g.replica(k).download_params(replicas->back().data());
+    }
+    return losses;
+  };
+  std::vector<std::vector<float>> one, two;
+  const auto l1 = run({0}, &one), l2 = run({0, 1}, &two);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_TRUE(two[0] == two[1]) << "replicas diverged";
+  for (int i = 0; i < steps; ++i) EXPECT_NEAR(l2[size_t(i)], l1[size_t(i)], 2e-2 * std::fabs(l1[size_t(i)])) << i;
+  double num = 0, den = 0;
+  for (size_t k = 0; k < one[0].size(); ++k) {
+    num += double(two[0][k] - one[0][k]) * (two[0][k] - one[0][k]);
+    den += double(one[0][k]) * one[0][k];
+  }
+  EXPECT_LE(std::sqrt(num / den), 1e-2);
+
+  if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") && !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
+    GTEST_SKIP() << "Fashion-MNIST not found in " << fmnist_dir() << " (set KAT_TEST_FMNIST)";
+  const std::string a = (fs::temp_directory_path() / "kat_gpu2_resume_a").string();
+  const std::string b = (fs::temp_directory_path() / "kat_gpu2_resume_b").string();
+  fs::remove_all(a);
+  fs::remove_all(b);
+  TrainConfig c = tiny_gpu_run(a);
+  c.device = "cuda:0,1";
+  kat::test::check_resume_bitwise(c, a, b);
+  fs::remove_all(a);
+  fs::remove_all(b);
 }

@@ -1,0 +1,113 @@
+#include "train/gpu_group.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "data/augment.h"  // seed_hash
+
+#ifdef KAT_HAVE_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+#endif
+
+namespace kat {
+
+#ifdef KAT_HAVE_NCCL
+struct GpuGroup::Comms {
+  std::vector<ncclComm_t> comms;
+  ~Comms() {
+    for (ncclComm_t c : comms)
+      if (c) ncclCommDestroy(c);
+  }
+};
+#define KAT_NCCL_CHECK(call)                                                                                  \
+  do {                                                                                                       \
+    const ncclResult_t r_ = (call);                                                                          \
+    KAT_CHECK(r_ == ncclSuccess, "NCCL: ", #call, " failed: ", ncclGetErrorString(r_));                   \
+  } while (0)
+#else
+struct GpuGroup::Comms {};
+#endif
+
+GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch,
+                   int eval_batch) {
+  const int n = int(devices.size());
+  KAT_CHECK(n >= 1, "GpuGroup: no GPU given");
+  KAT_CHECK(max_batch % n == 0, "--batch ", max_batch, " must be divisible by the ", n,
+            " GPUs of --device (each gets an equal shard)");
+#ifndef KAT_HAVE_NCCL
+  KAT_CHECK(n == 1, "--device with ", n, " GPUs needs a build with NCCL (configure with -DKAT_NCCL=ON; NCCL comes ",
+            "with PyTorch's nvidia-nccl-cu* wheel or NVIDIA's libnccl-dev)");
+#endif
+  image_elems_per_sample_ = cfg.in_chans * cfg.img_size * cfg.img_size;
+  classes_ = cfg.num_classes;
+  for (int r = 0; r < n; ++r)
+    replicas_.push_back(std::make_unique<GpuRunner>(cfg, devices[size_t(r)], true, opt,
+                                                    r == 0 ? std::max(max_batch / n, eval_batch) : max_batch / n));
+  comms_ = std::make_unique<Comms>();
+#ifdef KAT_HAVE_NCCL
+  if (n > 1) {
+    comms_->comms.assign(size_t(n), nullptr);
+    KAT_NCCL_CHECK(ncclCommInitAll(comms_->comms.data(), n, devices.data()));
+  }
+#endif
+}
+
+GpuGroup::~GpuGroup() = default;
+
+void GpuGroup::upload_params(const float* host) {
+  for (auto& r : replicas_) r->upload_params(host);
+}
+void GpuGroup::upload_moments(const float* m, const float* v, int64_t steps) {
+  for (auto& r : replicas_) r->upload_moments(m, v, steps);
+}
+void GpuGroup::ema_init(const float* host, double decay) {
+  for (auto& r : replicas_) r->ema_init(host, decay);
+}
+void GpuGroup::begin_step() {
+  for (auto& r : replicas_) r->begin_step();
+}
+
+void GpuGroup::stage(const float* images, const float* targets, int B) {
+  const int n = size();
+  KAT_CHECK(B % n == 0, "batch of ", B, " images cannot be split evenly over ", n, " GPUs");
+  const int shard = B / n;
+  for (int r = 0; r < n; ++r)
+    replicas_[size_t(r)]->stage(images + size_t(r) * shard * image_elems_per_sample_,
+                                targets ? targets + size_t(r) * shard * classes_ : nullptr, shard);
+}
+
+void GpuGroup::compute_staged(int accum_steps, Rng* rng) {
+  const int n = size();
+  replicas_[0]->compute_staged(accum_steps * n, rng);
+  for (int r = 1; r < n; ++r) {
+    Rng rr(data::seed_hash({rng ? rng->next_u64() : 0u, uint64_t(r)}));
+    replicas_[size_t(r)]->compute_staged(accum_steps * n, &rr);
+  }
+}
+
+double GpuGroup::staged_loss() {
+  double sum = 0;
+  for (auto& r : replicas_) sum += r->staged_loss();
+  return sum / size();
+}
+
+void GpuGroup::finish_step(double lr, double clip_max_norm) {
+#ifdef KAT_HAVE_NCCL
+  if (size() > 1) {
+    // Sum of the replicas' gradients, in place, each on its compute stream (after its backward,
+    // before its optimizer step).
+    KAT_NCCL_CHECK(ncclGroupStart());
+    for (int r = 0; r < size(); ++r) {
+      GpuRunner& g = *replicas_[size_t(r)];
+      float* grads = g.device_grads();  // (makes the replica's device current)
+      KAT_NCCL_CHECK(ncclAllReduce(grads, grads, size_t(g.device_grad_count()), ncclFloat, ncclSum,
+                                   comms_->comms[size_t(r)], static_cast<cudaStream_t>(g.stream_handle())));
+    }
+    KAT_NCCL_CHECK(ncclGroupEnd());
+  }
+#endif
+  for (auto& r : replicas_) r->finish_step(lr, clip_max_norm);
+}
+
+}  // namespace kat

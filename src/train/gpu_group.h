@@ -1,0 +1,59 @@
+// Training on one or several GPUs of one host, in one process. One GpuRunner (a model replica) per
+// device; every micro-batch is split into equal contiguous shards, one per replica; after the last
+// micro-batch of a step the replicas' fp32 gradients are summed by one NCCL all-reduce, and every
+// replica applies the same clipping / AdamW / EMA step, so the replicas stay identical (the kernels
+// are deterministic). Each replica divides its dlogits by (accumulation x replicas), so the summed
+// gradient is the mean over the global batch, as on one GPU. Drop-path: replica 0 draws from the
+// caller's Rng (so one device is exactly a GpuRunner), replica r > 0 from an Rng seeded by a draw
+// of it. With one device there is no NCCL at all; several need a build with NCCL (KAT_NCCL).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/config.h"
+#include "train/gpu_runner.h"
+#include "train/optim.h"
+
+namespace kat {
+
+class GpuGroup {
+ public:
+  // max_batch: the global micro-batch (divisible by the device count); eval_batch: the largest
+  // batch replica 0 evaluates.
+  GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch,
+           int eval_batch);
+  ~GpuGroup();
+  GpuGroup(const GpuGroup&) = delete;
+  GpuGroup& operator=(const GpuGroup&) = delete;
+
+  int size() const { return int(replicas_.size()); }
+  GpuRunner& primary() { return *replicas_[0]; }  // evaluation, downloads
+  GpuRunner& replica(int i) { return *replicas_.at(size_t(i)); }
+
+  // To every replica.
+  void upload_params(const float* host);
+  void upload_moments(const float* m, const float* v, int64_t steps);
+  void ema_init(const float* host, double decay);
+  // From replica 0 (all hold the same values).
+  void download_params(float* host) { primary().download_params(host); }
+  void download_moments(float* m, float* v) { primary().download_moments(m, v); }
+  void download_ema(float* host) { primary().download_ema(host); }
+  void use_ema_weights(bool on) { primary().use_ema_weights(on); }
+
+  // One optimizer step: begin_step(), then per micro-batch stage() (the global batch, B divisible
+  // by size()) / compute_staged() / staged_loss(), then finish_step(). As GpuRunner's.
+  void begin_step();
+  void stage(const float* images, const float* targets, int B);
+  void compute_staged(int accum_steps, Rng* rng);
+  double staged_loss();  // mean over the replicas' shards
+  void finish_step(double lr, double clip_max_norm);
+
+ private:
+  struct Comms;
+  std::vector<std::unique_ptr<GpuRunner>> replicas_;
+  std::unique_ptr<Comms> comms_;
+  int image_elems_per_sample_ = 0, classes_ = 0;
+};
+
+}  // namespace kat
