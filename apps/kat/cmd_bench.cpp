@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "model/kat_model.h"
 #include "ops/cpu_ops.h"
+#include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/optim.h"
 
@@ -41,7 +42,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--set", o->overrides, "Model config override key=value");
   sub->add_option("--batch,-b", o->batch, "Batch size")->capture_default_str();
   sub->add_option("--iters", o->iters, "Timed iterations (median reported)")->capture_default_str();
-  sub->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
+  sub->add_option("--device", o->device, "cpu, cuda, cuda:N, or cuda:0,1,... (train: data parallel)")->capture_default_str();
   sub->add_flag("--fp32", o->fp32, "GPU: fp32 storage instead of bf16 (for checking)");
   sub->add_option("--input", o->input,
                   "GPU training input: device (one synthetic batch uploaded once, as timm's benchmark), host "
@@ -64,6 +65,37 @@ void register_bench(CLI::App& app) {
     for (int b = 0; b < B; ++b) t[size_t(b) * K + b % K] = 1.0f;
     AdamW opt(m.table(), AdamWConfig{});
     const bool train = o->mode == "train";
+    if (const auto devs = parse_devices(o->device); devs.size() > 1) {
+      // Several GPUs (data parallel, as `kat train --device cuda:0,1,...`): a host batch staged
+      // every step while the previous one computes; B is the global batch.
+      KAT_CHECK(train, "kat bench: several GPUs are for training (infer runs on one)");
+      GpuGroup g(cfg, devs, AdamWConfig{}, B, B);
+      g.upload_params(m.params.data());
+      const std::vector<float> x2 = x;
+      std::vector<double> times;
+      g.stage(x.data(), t.data(), B);
+      for (int i = 0; i <= o->iters; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        Rng dp(i);
+        g.begin_step();
+        g.compute_staged(1, &dp);
+        g.stage(i % 2 ? x.data() : x2.data(), t.data(), B);
+        g.staged_loss();
+        g.finish_step(1e-4, 0.0);
+        g.synchronize();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (i > 0) times.push_back(dt);
+      }
+      const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
+      if (o->csv)
+        std::printf("%s,%s,%d,%s bf16 x%zu,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, o->device.c_str(),
+                    devs.size(), B / med, med * 1e3, mib);
+      else
+        std::printf("%s train batch %d over %zu GPUs (%s, bf16, host input): %.1f img/s (%.2f ms per step), device "
+                    "memory %.0f MiB in all\n",
+                    cfg.name.c_str(), B, devs.size(), o->device.c_str(), B / med, med * 1e3, mib);
+      return 0;
+    }
     const int dev = parse_device(o->device);
     std::unique_ptr<GpuRunner> gpu;
     if (dev >= 0) {

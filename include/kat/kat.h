@@ -19,6 +19,7 @@
 //   //   for each micro-batch i: gpu.begin_step(); gpu.compute_staged(1, &rng);
 //   //                           gpu.stage(x_next, t_next, B);   // uploads while i computes
 //   //                           double loss = gpu.staged_loss(); gpu.finish_step(lr, clip);
+//   // kat::GpuGroup: the same calls over several GPUs (data parallel, NCCL), as `--device cuda:0,1`.
 //
 //   kat::write_run_plots(run_dir, &m, "label");                // curves + learned rationals (SVG/PNG)
 //
@@ -34,6 +35,7 @@
 #include "ops/cpu_ops.h"
 #include "ops/grkan.h"
 #include "train/evaluate.h"
+#include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/inference.h"
 #include "train/optim.h"

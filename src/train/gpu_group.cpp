@@ -35,8 +35,12 @@ GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, cons
   KAT_CHECK(n >= 1, "GpuGroup: no GPU given");
   KAT_CHECK(max_batch % n == 0, "--batch ", max_batch, " must be divisible by the ", n,
             " GPUs of --device (each gets an equal shard)");
+  std::string list;
+  for (int d : devices) list += (list.empty() ? "" : ",") + std::to_string(d);
+  std::string why;
+  KAT_CHECK(cuda_available(&why), "--device cuda:", list, ": CUDA is not usable here (", why, ")");
 #ifndef KAT_HAVE_NCCL
-  KAT_CHECK(n == 1, "--device with ", n, " GPUs needs a build with NCCL (configure with -DKAT_NCCL=ON; NCCL comes ",
+  KAT_CHECK(n == 1, "--device cuda:", list, ": ", n, " GPUs need a build with NCCL (configure with -DKAT_NCCL=ON; NCCL comes ",
             "with PyTorch's nvidia-nccl-cu* wheel or NVIDIA's libnccl-dev)");
 #endif
   image_elems_per_sample_ = cfg.in_chans * cfg.img_size * cfg.img_size;
@@ -108,6 +112,16 @@ void GpuGroup::finish_step(double lr, double clip_max_norm) {
   }
 #endif
   for (auto& r : replicas_) r->finish_step(lr, clip_max_norm);
+}
+
+void GpuGroup::synchronize() {
+  for (auto& r : replicas_) r->synchronize();
+}
+
+std::size_t GpuGroup::device_bytes_in_use() {
+  std::size_t sum = 0;
+  for (auto& r : replicas_) sum += r->device_bytes_in_use();
+  return sum;
 }
 
 }  // namespace kat

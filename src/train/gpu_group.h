@@ -48,6 +48,8 @@ class GpuGroup {
   void compute_staged(int accum_steps, Rng* rng);
   double staged_loss();  // mean over the replicas' shards
   void finish_step(double lr, double clip_max_norm);
+  void synchronize();                    // every replica's stream
+  std::size_t device_bytes_in_use();     // summed over the replicas
 
  private:
   struct Comms;
