@@ -32,6 +32,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/kat_model.h"
+#include "model/pretrained.h"
 #include "ops/cpu_ops.h"
 #include "ops/grkan.h"
 #include "train/evaluate.h"
