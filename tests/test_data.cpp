@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "core/rng.h"
 #include "data/data.h"
 
@@ -84,17 +85,7 @@ std::vector<uint8_t> idx_labels(uint32_t magic, uint32_t n, const std::vector<ui
   return v;
 }
 
-// Expect a kat::Error whose message contains all the given fragments.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected kat::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message '" << msg << "' lacks '" << p << "'";
-  }
-}
+using kat::test::expect_error;
 
 const Dataset& fashion_train() {
   static const Dataset ds = load_dataset("fashion-mnist", true);

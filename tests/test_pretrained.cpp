@@ -15,6 +15,7 @@
 #include "model/kat_model.h"
 #include "model/pretrained.h"
 #include "train/trainer.h"
+#include "test_util.h"
 #include "train_run_util.h"
 
 using namespace kat;
@@ -120,29 +121,14 @@ TEST(Pretrained, RefusesWhatCannotBeAdapted) {
   KatModel wide(micro({"embed_dim=96", "num_heads=3"}));
   wide.init_params(2);
   const auto before = wide.params;
-  try {
-    load_pretrained(wide, f);
-    FAIL() << "loaded a 64-wide checkpoint into a 96-wide model";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("expects"), std::string::npos) << e.what();
-  }
+  kat::test::expect_error([&] { load_pretrained(wide, f); }, {"expects"});  // 64-wide file, 96-wide model
   EXPECT_EQ(wide.params, before);  // untouched
   KatModel rgb(micro({"in_chans=3"}));  // gray checkpoint, RGB model: not adapted
   rgb.init_params(4);
-  try {
-    load_pretrained(rgb, f);
-    FAIL() << "loaded a 1-channel stem into a 3-channel model";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("1 -> 3 input channels"), std::string::npos) << e.what();
-  }
+  kat::test::expect_error([&] { load_pretrained(rgb, f); }, {"1 -> 3 input channels"});
   KatModel deeper(micro({"depth=3"}));
   deeper.init_params(3);
-  try {
-    load_pretrained(deeper, f);
-    FAIL() << "loaded a 2-block checkpoint into a 3-block model";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing tensor(s) 'blocks.2."), std::string::npos) << e.what();
-  }
+  kat::test::expect_error([&] { load_pretrained(deeper, f); }, {"missing tensor(s) 'blocks.2."});
   fs::remove(path);
 }
 
@@ -170,11 +156,6 @@ TEST(Pretrained, TrainerStartsFromInit) {
   }
   fs::remove_all(d);
   c.init = (fs::temp_directory_path() / "no_such_weights.safetensors").string();
-  try {
-    train(c);
-    FAIL() << "trained from a missing --init file";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("no_such_weights.safetensors"), std::string::npos) << e.what();
-  }
+  kat::test::expect_error([&] { train(c); }, {"no_such_weights.safetensors"});  // missing --init file
   fs::remove_all(d);
 }

@@ -15,6 +15,7 @@
 #include "train/gpu_runner.h"
 #include "train/optim.h"
 #include "train/trainer.h"
+#include "test_util.h"
 #include "train_run_util.h"
 
 using namespace kat;
@@ -138,24 +139,15 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
   const TrainResult r = train(c);
   EXPECT_GT(r.final_top1, 60.0);  // 10 classes: chance is 10%; this tiny run reaches ~70%
   EXPECT_LT(r.step_losses.back(), r.step_losses.front());
-  try {  // a fresh run must not write into a directory holding another run's checkpoints
-    train(c);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
-  }
+  // A fresh run must not write into a directory holding another run's checkpoints.
+  kat::test::expect_error([&] { train(c); }, {"--resume"});
   fs::remove_all(d);
   TrainConfig bad = c;
   bad.crop = "zoom";
   EXPECT_THROW(train(bad), Error);
   bad = c;
   bad.model_overrides.push_back("in_chans=3");
-  try {
-    train(bad);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("in_chans"), std::string::npos) << e.what();
-  }
+  kat::test::expect_error([&] { train(bad); }, {"in_chans"});
   EXPECT_THROW(train(c, "/nonexistent/run"), Error);
   fs::remove_all(d);
 }
@@ -189,12 +181,7 @@ TEST(TrainDevice, ParseAndClearErrors) {
     c.train_subset = 256;
     c.test_subset = 64;
     c.progress = false;
-    try {
-      train(c);
-      FAIL();
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
-    }
+    kat::test::expect_error([&] { train(c); }, {"cuda"});
     // Several GPUs: without NCCL in the build, or without GPUs, a clear error before any work.
     c.device = "cuda:0,1";
     c.batch = 64;
@@ -207,12 +194,7 @@ TEST(TrainDevice, ParseAndClearErrors) {
       EXPECT_TRUE(m.find("NCCL") != std::string::npos || m.find("CUDA") != std::string::npos) << m;
     }
     c.batch = 63;  // not divisible by 2
-    try {
-      train(c);
-      FAIL();
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("divisible"), std::string::npos) << e.what();
-    }
+    kat::test::expect_error([&] { train(c); }, {"divisible"});
     fs::remove_all(c.out_dir);
   }
 }

@@ -1,0 +1,24 @@
+// Small helpers shared by the test files.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <initializer_list>
+#include <string>
+
+#include "core/error.h"
+
+namespace kat::test {
+
+// Expect a kat::Error whose message contains all the given fragments.
+template <typename F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected kat::Error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message '" << msg << "' lacks '" << p << "'";
+  }
+}
+
+}  // namespace kat::test
