@@ -103,4 +103,11 @@ class KatModel {
 // Shape and parameter-name checks shared by `kat infer` and the loaders.
 void check_input_shape(const ModelConfig& cfg, const std::vector<int64_t>& shape, const std::string& what);
 
+// Weight files (timm names; training state such as ema.* / optim.* / state.* is not a weight).
+// check_weight_names: every parameter of m present as prefix + name, and no other weight in the
+// file, else an error naming the tensors and the file. weight_dtype_problem: "" for F32/F16/BF16,
+// else the message naming the tensor's dtype.
+void check_weight_names(const KatModel& m, const io::SafetensorsFile& f, const std::string& prefix = "");
+std::string weight_dtype_problem(const io::SafetensorsFile& f, const std::string& key);
+
 }  // namespace kat

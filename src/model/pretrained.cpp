@@ -48,12 +48,6 @@ std::vector<Taps> make_taps(int in, int out) {
   return taps;
 }
 
-bool is_training_state(const std::string& name) {
-  for (const char* p : {"ema.", "optim.", "state."})
-    if (name.rfind(p, 0) == 0) return true;
-  return false;
-}
-
 int square_side(int64_t n) {
   const int s = int(std::lround(std::sqrt(double(n))));
   return int64_t(s) * s == n ? s : -1;
@@ -96,16 +90,11 @@ std::vector<std::string> load_pretrained(KatModel& m, const io::SafetensorsFile&
     std::vector<int64_t> file_shape;
   };
   std::vector<Plan> plans;
-  std::vector<std::string> missing, notes;
+  std::vector<std::string> notes;
   for (const auto& s : m.table().specs()) {
-    if (!f.has(s.name)) {
-      missing.push_back(s.name);
-      continue;
-    }
+    if (!f.has(s.name)) continue;  // reported by check_weight_names below
     const auto& info = f.info(s.name);
-    KAT_CHECK(info.dtype == io::DType::F32 || info.dtype == io::DType::F16 || info.dtype == io::DType::BF16,
-              f.source(), ": tensor '", s.name, "' has dtype ", io::dtype_name(info.dtype),
-              " (weights must be F32, F16 or BF16)");
+    if (std::string d = weight_dtype_problem(f, s.name); !d.empty()) throw Error(f.source() + ": " + d);
     const auto& fs = info.shape;
     How how = How::Copy;
     if (fs != s.shape) {
@@ -141,18 +130,7 @@ std::vector<std::string> load_pretrained(KatModel& m, const io::SafetensorsFile&
     }
     plans.push_back({&s, how, fs});
   }
-  auto list = [](const std::vector<std::string>& v) {
-    std::string r;
-    for (size_t i = 0; i < v.size() && i < 8; ++i) r += (i ? ", '" : "'") + v[i] + "'";
-    if (v.size() > 8) r += detail::concat(" and ", v.size() - 8, " more");
-    return r;
-  };
-  KAT_CHECK(missing.empty(), f.source(), ": missing tensor(s) ", list(missing), " for model '", cfg.name, "'");
-  std::vector<std::string> unexpected;
-  for (const auto& n : f.names())
-    if (!is_training_state(n) && !m.table().find(n)) unexpected.push_back(n);
-  KAT_CHECK(unexpected.empty(), f.source(), ": unexpected tensor(s) ", list(unexpected), " not in model '", cfg.name,
-            "' (wrong --model?)");
+  check_weight_names(m, f);
 
   for (const Plan& p : plans) {
     const ParamSpec& s = *p.spec;

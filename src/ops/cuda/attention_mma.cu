@@ -45,12 +45,11 @@ using mma::to_a;
 // per block: half the blocks restaging the same K/V); KAT_ATTN_WARPS=4 selects 64-row blocks.
 // H200, kat_tiny b256 (2026-11-30, same call): W = 8 train 15,784 / infer 57,811 img/s,
 // W = 4 14,670 / 49,584; both pass the attention and model tests.
-int env_int(const char* name, int fallback) {
-  const char* e = std::getenv(name);
-  return e && *e ? std::atoi(e) : fallback;
-}
 int warps_per_block() {
-  static const int w = env_int("KAT_ATTN_WARPS", 8) == 4 ? 4 : 8;
+  static const int w = [] {
+    const char* e = std::getenv("KAT_ATTN_WARPS");
+    return e && std::atoi(e) == 4 ? 4 : 8;
+  }();
   return w;
 }
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
