@@ -65,27 +65,36 @@ void register_bench(CLI::App& app) {
     for (int b = 0; b < B; ++b) t[size_t(b) * K + b % K] = 1.0f;
     AdamW opt(m.table(), AdamWConfig{});
     const bool train = o->mode == "train";
+    // Training steps fed from the host (as `kat train`): a host batch staged every step, alternating
+    // between two copies; with overlap the next batch uploads while this step computes. g: a
+    // GpuRunner or a GpuGroup. Returns the per-step times after one warm-up step.
+    auto host_input_times = [&](auto& g, bool overlap) {
+      const std::vector<float> x2 = x;
+      std::vector<double> times;
+      g.stage(x.data(), t.data(), B);
+      for (int i = 0; i <= o->iters; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const float* next = i % 2 ? x.data() : x2.data();
+        Rng dp(i);
+        g.begin_step();
+        g.compute_staged(1, &dp);
+        if (overlap) g.stage(next, t.data(), B);
+        g.staged_loss();
+        g.finish_step(1e-4, 0.0);
+        if (!overlap) g.stage(next, t.data(), B);
+        g.synchronize();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (i > 0) times.push_back(dt);
+      }
+      return times;
+    };
     if (const auto devs = parse_devices(o->device); devs.size() > 1) {
       // Several GPUs (data parallel, as `kat train --device cuda:0,1,...`): a host batch staged
       // every step while the previous one computes; B is the global batch.
       KAT_CHECK(train, "kat bench: several GPUs are for training (infer runs on one)");
       GpuGroup g(cfg, devs, AdamWConfig{}, B, B);
       g.upload_params(m.params.data());
-      const std::vector<float> x2 = x;
-      std::vector<double> times;
-      g.stage(x.data(), t.data(), B);
-      for (int i = 0; i <= o->iters; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        Rng dp(i);
-        g.begin_step();
-        g.compute_staged(1, &dp);
-        g.stage(i % 2 ? x.data() : x2.data(), t.data(), B);
-        g.staged_loss();
-        g.finish_step(1e-4, 0.0);
-        g.synchronize();
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (i > 0) times.push_back(dt);
-      }
+      const std::vector<double> times = host_input_times(g, true);
       const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
       if (o->csv)
         std::printf("%s,%s,%d,%s bf16 x%zu,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, o->device.c_str(),
@@ -106,25 +115,7 @@ void register_bench(CLI::App& app) {
               " needs train --device cuda");
     std::vector<double> times;
     const bool host_input = gpu && o->input != "device";
-    if (host_input) {  // a host batch every step (two alternating host copies)
-      const std::vector<float> x2 = x;
-      const bool overlap = o->input == "host";
-      gpu->stage(x.data(), t.data(), B);
-      for (int i = 0; i <= o->iters; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const float* next = i % 2 ? x.data() : x2.data();
-        Rng dp(i);
-        gpu->begin_step();
-        gpu->compute_staged(1, &dp);
-        if (overlap) gpu->stage(next, t.data(), B);
-        gpu->staged_loss();
-        gpu->finish_step(1e-4, 0.0);
-        if (!overlap) gpu->stage(next, t.data(), B);
-        gpu->synchronize();
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (i > 0) times.push_back(dt);
-      }
-    }
+    if (host_input) times = host_input_times(*gpu, o->input == "host");
     for (int i = 0; !host_input && i <= o->iters; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       if (gpu) {  // the synthetic batch is uploaded once (warm-up) and stays on the GPU, as in
