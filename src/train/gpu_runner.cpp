@@ -8,7 +8,6 @@
 #include <cuda_runtime.h>
 #include <omp.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "model/kat_model_cuda.h"
@@ -106,21 +105,17 @@ struct GpuRunner::Impl {
     KAT_CHECK(B > 0 && ni <= image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
     const int s = next_stage;
     KAT_CUDA_CHECK(cudaStreamWaitEvent(copy, consumed[s], 0));
-    const float* src_images = host_images;
-    const float* src_targets = host_targets;
-    if (pinned_images[s]) {
-      // The slot's previous upload has left its pinned buffer; then copy in parallel (a single
-      // thread moves ~10 GB/s) and let the DMA run while the caller goes on.
-      KAT_CUDA_CHECK(cudaEventSynchronize(copied[s]));
-      parallel_copy(pinned_images[s], host_images, ni);
-      if (host_targets) parallel_copy(pinned_targets[s], host_targets, nt);
-      src_images = pinned_images[s];
-      src_targets = pinned_targets[s];
-    }
-    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], src_images, ni * sizeof(float), cudaMemcpyHostToDevice, copy));
-    if (host_targets)
+    // Once the slot's previous upload has left its pinned buffer, copy in parallel (a single
+    // thread moves ~10 GB/s) and let the DMA run while the caller goes on.
+    KAT_CUDA_CHECK(cudaEventSynchronize(copied[s]));
+    parallel_copy(pinned_images[s], host_images, ni);
+    KAT_CUDA_CHECK(
+        cudaMemcpyAsync(images[s], pinned_images[s], ni * sizeof(float), cudaMemcpyHostToDevice, copy));
+    if (host_targets) {
+      parallel_copy(pinned_targets[s], host_targets, nt);
       KAT_CUDA_CHECK(
-          cudaMemcpyAsync(targets[s], src_targets, nt * sizeof(float), cudaMemcpyHostToDevice, copy));
+          cudaMemcpyAsync(targets[s], pinned_targets[s], nt * sizeof(float), cudaMemcpyHostToDevice, copy));
+    }
     KAT_CUDA_CHECK(cudaEventRecord(copied[s], copy));
     slot_B[s] = B;
     next_stage = (s + 1) % nslots;

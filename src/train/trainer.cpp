@@ -339,18 +339,16 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
       if (gpu) {  // same sequence as the CPU branch below, on the device (EMA inside finish_step)
         gpu->begin_step();
         for (int a = 0; a < tc.accum_steps; ++a) {
-          if (!staged) {
+          auto stage_next = [&] {
             KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
             gpu->stage(batch.images.data(), batch.targets.data(), batch.n);
-          }
+          };
+          if (!staged) stage_next();
           Rng dp_rng(data::seed_hash({tc.seed, uint64_t(st.step), uint64_t(a), dp_tag}));
           gpu->compute_staged(tc.accum_steps, &dp_rng);
           // The next micro-batch of this epoch uploads while this one computes.
           staged = (s * tc.accum_steps + a + 1) < steps_per_epoch * tc.accum_steps;
-          if (staged) {
-            KAT_CHECK(loader.next(batch), "internal error: loader ran out of batches");
-            gpu->stage(batch.images.data(), batch.targets.data(), batch.n);
-          }
+          if (staged) stage_next();
           const double l = gpu->staged_loss();
           KAT_CHECK(std::isfinite(l), "loss became ", l, " at step ", st.step + 1, " (epoch ", epoch + 1, ") on ",
                     tc.device, ". The last good checkpoint is ", last_ckpt.empty() ? "(none yet)" : last_ckpt,
