@@ -35,7 +35,9 @@ cat > "$D/run_env.sh" <<'ENV'
 G=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 for z in "$G"/lib/*.gz; do [ -e "$z" ] && gunzip -f "$z"; done
 export PATH=$G:/usr/local/cuda/bin:$PATH
-NCCL_LIB=$(python3 -c "import nvidia.nccl, os; print(os.path.join(os.path.dirname(nvidia.nccl.__file__), 'lib'))" 2>/dev/null)
+# nvidia.nccl may be a namespace package (no __file__): take its __path__. Without it, the loader
+# still finds a system libnccl (the device has one under /usr/local/cuda).
+NCCL_LIB=$(python3 -c "import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null)
 export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${NCCL_LIB:+$NCCL_LIB:}${LD_LIBRARY_PATH:-}
 export KAT_CONFIG_DIR=$(cd "$G/../.." && pwd)/configs
 ENV

@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/replica_pool.h"
 #include "data/image_io.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
@@ -197,6 +200,41 @@ TEST(TrainDevice, ParseAndClearErrors) {
     kat::test::expect_error([&] { train(c); }, {"divisible"});
     fs::remove_all(c.out_dir);
   }
+}
+
+// The data-parallel driver's thread pool: every replica index runs exactly once per call, on
+// distinct threads at the same time (replica 1 waits for replica 0 and the reverse: a serial pool
+// would hang, caught by the deadline), over many calls; an exception in any replica reaches the
+// caller after the others finished, and the pool stays usable.
+TEST(TrainDevice, ReplicaPoolRunsAllAtOnce) {
+  ReplicaPool pool(3);
+  std::vector<int> hits(3, 0);
+  for (int call = 0; call < 200; ++call) {
+    std::atomic<int> arrived{0};
+    pool.run([&](int r) {
+      hits[size_t(r)]++;
+      arrived++;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (arrived.load() < 3) ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "replicas not concurrent";
+    });
+  }
+  EXPECT_EQ(hits, (std::vector<int>{200, 200, 200}));
+  std::atomic<int> finished{0};
+  kat::test::expect_error(
+      [&] {
+        pool.run([&](int r) {
+          if (r == 2) throw Error("replica 2 failed");
+          finished++;
+        });
+      },
+      {"replica 2 failed"});
+  EXPECT_EQ(finished.load(), 2);
+  pool.run([&](int r) { hits[size_t(r)]--; });
+  EXPECT_EQ(hits, (std::vector<int>{199, 199, 199}));
+  ReplicaPool one(1);  // one replica: runs inline
+  int ran = 0;
+  one.run([&](int r) { ran += r + 1; });
+  EXPECT_EQ(ran, 1);
 }
 
 // An image folder trained with --lazy-data (images decoded in the loader workers) follows the

@@ -92,7 +92,7 @@ void register_bench(CLI::App& app) {
       // Several GPUs (data parallel, as `kat train --device cuda:0,1,...`): a host batch staged
       // every step while the previous one computes; B is the global batch.
       KAT_CHECK(train, "kat bench: several GPUs are for training (infer runs on one)");
-      GpuGroup g(cfg, devs, AdamWConfig{}, B, B);
+      GpuGroup g(cfg, devs, AdamWConfig{}, B);
       g.upload_params(m.params.data());
       const std::vector<double> times = host_input_times(g, true);
       const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);

@@ -29,8 +29,7 @@ struct GpuGroup::Comms {
 struct GpuGroup::Comms {};
 #endif
 
-GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch,
-                   int eval_batch) {
+GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch) {
   const int n = int(devices.size());
   KAT_CHECK(n >= 1, "GpuGroup: no GPU given");
   KAT_CHECK(max_batch % n == 0, "--batch ", max_batch, " must be divisible by the ", n,
@@ -45,9 +44,12 @@ GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, cons
 #endif
   image_elems_per_sample_ = cfg.in_chans * cfg.img_size * cfg.img_size;
   classes_ = cfg.num_classes;
-  for (int r = 0; r < n; ++r)
-    replicas_.push_back(std::make_unique<GpuRunner>(cfg, devices[size_t(r)], true, opt,
-                                                    r == 0 ? std::max(max_batch / n, eval_batch) : max_batch / n));
+  replicas_.resize(size_t(n));
+  pool_ = std::make_unique<ReplicaPool>(n);
+  // Built on their own threads too: each replica's plan, weights and pinned slots take a while.
+  pool_->run([&](int r) {
+    replicas_[size_t(r)] = std::make_unique<GpuRunner>(cfg, devices[size_t(r)], true, opt, max_batch / n);
+  });
   comms_ = std::make_unique<Comms>();
 #ifdef KAT_HAVE_NCCL
   if (n > 1) {
@@ -59,63 +61,69 @@ GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, cons
 
 GpuGroup::~GpuGroup() = default;
 
+void GpuGroup::each(const std::function<void(GpuRunner&, int)>& f) {
+  pool_->run([&](int r) { f(*replicas_[size_t(r)], r); });
+}
+
 void GpuGroup::upload_params(const float* host) {
-  for (auto& r : replicas_) r->upload_params(host);
+  each([&](GpuRunner& g, int) { g.upload_params(host); });
 }
 void GpuGroup::upload_moments(const float* m, const float* v, int64_t steps) {
-  for (auto& r : replicas_) r->upload_moments(m, v, steps);
+  each([&](GpuRunner& g, int) { g.upload_moments(m, v, steps); });
 }
 void GpuGroup::ema_init(const float* host, double decay) {
-  for (auto& r : replicas_) r->ema_init(host, decay);
+  each([&](GpuRunner& g, int) { g.ema_init(host, decay); });
 }
 void GpuGroup::begin_step() {
-  for (auto& r : replicas_) r->begin_step();
+  each([](GpuRunner& g, int) { g.begin_step(); });
 }
 
 void GpuGroup::stage(const float* images, const float* targets, int B) {
   const int n = size();
   KAT_CHECK(B % n == 0, "batch of ", B, " images cannot be split evenly over ", n, " GPUs");
   const int shard = B / n;
-  for (int r = 0; r < n; ++r)
-    replicas_[size_t(r)]->stage(images + size_t(r) * shard * image_elems_per_sample_,
-                                targets ? targets + size_t(r) * shard * classes_ : nullptr, shard);
+  each([&](GpuRunner& g, int r) {
+    g.stage(images + size_t(r) * shard * image_elems_per_sample_,
+            targets ? targets + size_t(r) * shard * classes_ : nullptr, shard);
+  });
 }
 
 void GpuGroup::compute_staged(int accum_steps, Rng* rng) {
   const int n = size();
-  replicas_[0]->compute_staged(accum_steps * n, rng);
-  for (int r = 1; r < n; ++r) {
-    Rng rr(data::seed_hash({rng ? rng->next_u64() : 0u, uint64_t(r)}));
-    replicas_[size_t(r)]->compute_staged(accum_steps * n, &rr);
-  }
+  // Replica r > 0 draws drop-path from its own Rng, seeded before any replica runs (they run at
+  // once); replica 0 from the caller's, so that one GPU is exactly a GpuRunner.
+  std::vector<Rng> own;
+  for (int r = 1; r < n; ++r) own.emplace_back(data::seed_hash({rng ? rng->next_u64() : 0u, uint64_t(r)}));
+  each([&](GpuRunner& g, int r) { g.compute_staged(accum_steps * n, r == 0 ? rng : &own[size_t(r - 1)]); });
 }
 
 double GpuGroup::staged_loss() {
+  std::vector<double> loss(static_cast<size_t>(size()));
+  each([&](GpuRunner& g, int r) { loss[size_t(r)] = g.staged_loss(); });
   double sum = 0;
-  for (auto& r : replicas_) sum += r->staged_loss();
+  for (double l : loss) sum += l;  // in replica order: deterministic
   return sum / size();
 }
 
 void GpuGroup::finish_step(double lr, double clip_max_norm) {
+  each([&](GpuRunner& g, int r) {
 #ifdef KAT_HAVE_NCCL
-  if (size() > 1) {
-    // Sum of the replicas' gradients, in place, each on its compute stream (after its backward,
-    // before its optimizer step).
-    KAT_NCCL_CHECK(ncclGroupStart());
-    for (int r = 0; r < size(); ++r) {
-      GpuRunner& g = *replicas_[size_t(r)];
+    // Sum of the replicas' gradients, in place on each compute stream (after its backward, before
+    // its optimizer step); one thread per communicator, as NCCL's one-thread-per-GPU model.
+    if (size() > 1) {
       float* grads = g.device_grads();  // (makes the replica's device current)
       KAT_NCCL_CHECK(ncclAllReduce(grads, grads, size_t(g.device_grad_count()), ncclFloat, ncclSum,
                                    comms_->comms[size_t(r)], static_cast<cudaStream_t>(g.stream_handle())));
     }
-    KAT_NCCL_CHECK(ncclGroupEnd());
-  }
+#else
+    (void)r;
 #endif
-  for (auto& r : replicas_) r->finish_step(lr, clip_max_norm);
+    g.finish_step(lr, clip_max_norm);
+  });
 }
 
 void GpuGroup::synchronize() {
-  for (auto& r : replicas_) r->synchronize();
+  each([](GpuRunner& g, int) { g.synchronize(); });
 }
 
 std::size_t GpuGroup::device_bytes_in_use() {

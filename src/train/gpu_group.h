@@ -6,10 +6,14 @@
 // gradient is the mean over the global batch, as on one GPU. Drop-path: replica 0 draws from the
 // caller's Rng (so one device is exactly a GpuRunner), replica r > 0 from an Rng seeded by a draw
 // of it. With one device there is no NCCL at all; several need a build with NCCL (KAT_NCCL).
+// Every replica is driven by its own host thread (ReplicaPool: stage, launch, all-reduce, optimizer
+// at once on all devices); the methods below return when every replica's part is enqueued/done.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
+#include "core/replica_pool.h"
 #include "core/rng.h"
 #include "model/config.h"
 #include "train/gpu_runner.h"
@@ -19,10 +23,9 @@ namespace kat {
 
 class GpuGroup {
  public:
-  // max_batch: the global micro-batch (divisible by the device count); eval_batch: the largest
-  // batch replica 0 evaluates.
-  GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch,
-           int eval_batch);
+  // max_batch: the global micro-batch (divisible by the device count). Evaluation runs on replica
+  // 0 (GpuRunner::forward takes any batch, in chunks of its planned maximum).
+  GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch);
   ~GpuGroup();
   GpuGroup(const GpuGroup&) = delete;
   GpuGroup& operator=(const GpuGroup&) = delete;
@@ -53,7 +56,9 @@ class GpuGroup {
 
  private:
   struct Comms;
+  void each(const std::function<void(GpuRunner&, int)>& f);  // f(replica r, r) on every replica at once
   std::vector<std::unique_ptr<GpuRunner>> replicas_;
+  std::unique_ptr<ReplicaPool> pool_;
   std::unique_ptr<Comms> comms_;
   int image_elems_per_sample_ = 0, classes_ = 0;
 };

@@ -80,6 +80,7 @@ struct GpuRunner::Impl {
   int next_stage = 0, next_compute = 0, pending = 0;  // staged and not yet computed
   int last = -1;                                      // slot of the last computed batch
   size_t image_elems = 0, target_elems = 0;
+  int max_batch = 0;
   double ema_decay = 0;
   std::size_t free_at_start = 0;
   std::vector<float> logits_host;  // (max_batch, K): logits()
@@ -183,6 +184,7 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
                                                 impl_->stream);
   impl_->model->plan(max_batch, training);
   impl_->model->set_optimizer(opt);
+  impl_->max_batch = max_batch;
   impl_->image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
   impl_->target_elems = size_t(max_batch) * cfg.num_classes;
   impl_->logits_host.resize(impl_->target_elems);
@@ -284,15 +286,27 @@ void GpuRunner::use_ema_weights(bool on) {
 
 void GpuRunner::forward(const float* images, int B, float* logits, float* features) {
   impl_->use();
-  const int s = impl_->take_now(images, nullptr, B);
-  impl_->model->forward(impl_->images[s], B, false, nullptr);
-  impl_->release(s);
-  if (logits) impl_->model->download_logits(logits);
-  if (features) impl_->model->download_features(features);
+  const ModelConfig& c = impl_->model->config();
+  const int max_b = impl_->max_batch;
+  KAT_CHECK(B <= max_b || images, "GpuRunner::forward: batch ", B, " exceeds the planned ", max_b,
+            " and so cannot reuse the batch on the device");
+  // Larger batches (evaluation with --eval-batch above a training shard) run in chunks of the
+  // planned maximum: no second, larger activation plan.
+  for (int b0 = 0; b0 < B; b0 += max_b) {
+    const int n = std::min(max_b, B - b0);
+    const int s =
+        impl_->take_now(images ? images + size_t(b0) * c.in_chans * c.img_size * c.img_size : nullptr, nullptr, n);
+    impl_->model->forward(impl_->images[s], n, false, nullptr);
+    impl_->release(s);
+    if (logits) impl_->model->download_logits(logits + size_t(b0) * c.num_classes);
+    if (features) impl_->model->download_features(features + size_t(b0) * c.tokens() * c.embed_dim);
+  }
 }
 
 const float* GpuRunner::logits(const float* images, int B) {
   impl_->use();
+  if (impl_->logits_host.size() < size_t(B) * impl_->model->config().num_classes)
+    impl_->logits_host.resize(size_t(B) * impl_->model->config().num_classes);
   forward(images, B, impl_->logits_host.data());
   return impl_->logits_host.data();
 }

@@ -274,7 +274,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   // CPU model/optimizer hold copies that are refreshed before every checkpoint.
   std::unique_ptr<GpuGroup> gpu;  // one or several GPUs (data parallel)
   if (const auto devices = parse_devices(tc.device); !devices.empty()) {
-    gpu = std::make_unique<GpuGroup>(mc, devices, ocfg, tc.batch, tc.eval_batch);
+    gpu = std::make_unique<GpuGroup>(mc, devices, ocfg, tc.batch);
     gpu->upload_params(model.params.data());
     if (ck) gpu->upload_moments(opt.m.data(), opt.v.data(), opt.steps());
     if (!ema.empty()) gpu->ema_init(ema.data(), tc.ema_decay);

@@ -110,6 +110,35 @@ TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {
   EXPECT_TRUE(sync.second == staged.second);
 }
 
+// A forward batch above the planned maximum (evaluation with --eval-batch larger than a training
+// shard) runs in chunks of the plan, on training and inference runners alike, and gives the logits
+// of a runner planned for the whole batch (to fp32 summation order: cuBLASLt may pick another
+// kernel for another row count, so bitwise equality is not promised).
+TEST(TrainCuda, ForwardAbovePlanRunsInChunks) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.apply_override("depth=2");
+  KatModel m(cfg);
+  m.init_params(4);
+  const int B = 21, K = cfg.num_classes;
+  std::vector<float> x(size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size);
+  Rng r(12);
+  for (auto& v : x) v = float(r.normal());
+  auto logits = [&](int plan, bool training) {
+    GpuRunner g(cfg, 0, false, AdamWConfig{}, plan, training);
+    g.upload_params(m.params.data());
+    const float* z = g.logits(x.data(), B);
+    if (plan < B) EXPECT_THROW(g.forward(nullptr, B, nullptr), Error);  // cannot reuse a chunked batch
+    return std::vector<float>(z, z + size_t(B) * K);
+  };
+  const auto whole = logits(B, false), chunked = logits(8, false), chunked_train = logits(8, true);
+  for (size_t i = 0; i < whole.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(chunked[i]) && std::isfinite(chunked_train[i])) << i;
+    EXPECT_NEAR(chunked[i], whole[i], 1e-4f * (1 + std::fabs(whole[i]))) << i;
+    EXPECT_NEAR(chunked_train[i], whole[i], 1e-4f * (1 + std::fabs(whole[i]))) << i;
+  }
+}
+
 // A batch that cannot fit is refused at plan time with the sizes and what to change.
 TEST(TrainCuda, OversizedBatchNamesTheFix) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
@@ -139,7 +168,7 @@ TEST(TrainCuda, DataParallelTwoGpus) {
     for (int b = 0; b < B; ++b) ts[size_t(i)][size_t(b) * K + (3 * b + i) % K] = 1.f;
   }
   auto run = [&](const std::vector<int>& devs, std::vector<std::vector<float>>* replicas) {
-    GpuGroup g(cfg, devs, AdamWConfig{}, B, B);
+    GpuGroup g(cfg, devs, AdamWConfig{}, B);
     g.upload_params(m.params.data());
     std::vector<double> losses;
     for (int i = 0; i < steps; ++i) {
