@@ -484,10 +484,11 @@ void KatModelCuda::backward(const void* dlogits) {
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
-      cuda::grkan_backward(s2, st_, a.h, d_r_, p32(o.a2n), p32(o.a2d), d_h_, g32(o.a2n), g32(o.a2d), ws_, s);
+      // fc1's bias gradient (the column sums of d_h_) comes out of the GR-KAN reduction.
+      cuda::grkan_backward(s2, st_, a.h, d_r_, p32(o.a2n), p32(o.a2d), d_h_, g32(o.a2n), g32(o.a2d), ws_, s,
+                           g32(o.fc1b));
       gemm_->backward_data(BN, D, Hd, st_, d_h_, w(o.fc1w), d_att_, s);
       gemm_->backward_weight(BN, D, Hd, st_, d_h_, a.r1, g32(o.fc1w), s);
-      cuda::column_sum_accumulate(BN, Hd, st_, d_h_, g32(o.fc1b), ws_, s);
       cuda::grkan_backward(s1, st_, a.ln2, d_att_, p32(o.a1n), p32(o.a1d), d_ln_, g32(o.a1n), g32(o.a1d), ws_, s);
     } else {
       cuda::gelu_backward(BN * Hd, st_, a.h, d_r_, d_h_, s);

@@ -201,7 +201,19 @@ void run_case(const Case& c) {
   EXPECT_EQ(count_elem_violations(y, y_ref, elem_rtol, 1e-5, &where), 0u) << "y " << where << " "
                                                                           << what;
 
-  // Backward, three times on the same inputs: bitwise identical every time.
+  // Backward, three times on the same inputs: bitwise identical every time. Runs 1 and 2 also
+  // ask for the column sums of dx (fc1's bias gradient in the model; fused into the kernel for
+  // degrees (5, 4) with 16-byte vectors): dx, da, db must stay bitwise those of run 0, and the
+  // sums match the CPU's dx summed in double, accumulated onto a non-zero start.
+  std::vector<float> cs_init(static_cast<size_t>(c.dim)), cs_first;
+  std::vector<double> cs_ref(cs_init.size()), cs_scale(cs_init.size(), 0.0);
+  for (size_t j = 0; j < cs_init.size(); ++j) cs_ref[j] = cs_init[j] = 0.1f * float(j % 7) - 0.3f;
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int j = 0; j < c.dim; ++j) {
+      cs_ref[size_t(j)] += dx_ref[size_t(r) * c.dim + j];
+      cs_scale[size_t(j)] += std::fabs(dx_ref[size_t(r) * c.dim + j]);
+    }
+  DevBuf cs_d(cs_init.size() * 4);
   std::vector<float> dx_first, da_first, db_first;
   for (int rep = 0; rep < 3; ++rep) {
     upload_f32(da_d.as<float>(), da_init);
@@ -214,9 +226,27 @@ void run_case(const Case& c) {
       ddx.poison();
     }
     KAT_CUDA_CHECK(cudaMemset(ws.p, 0xff, ws.bytes));  // stale partials must not matter
+    upload_f32(cs_d.as<float>(), cs_init);
     kat::cuda::grkan_backward(s, c.st, dxin.ptr(), ddy.ptr(), a_d.as<float>(), b_d.as<float>(),
-                              dx_ptr, da_d.as<float>(), db_d.as<float>(), ws.p, stream);
+                              dx_ptr, da_d.as<float>(), db_d.as<float>(), ws.p, stream,
+                              rep > 0 ? cs_d.as<float>() : nullptr);
     KAT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (rep > 0) {
+      const std::vector<float> cs = download_f32(cs_d.as<float>(), cs_init.size());
+      if (rep == 1) {
+        // Fused: fp32 sums of the fp32 dx (~1e-6 from the CPU's per element); otherwise sums of
+        // the stored dx, bf16-rounded (2^-9 relative per element): bounds relative to sum |dx|.
+        const double tol = bf ? 4e-3 : 3e-5;
+        size_t bad = 0;
+        for (size_t j = 0; j < cs.size(); ++j)
+          if (!(std::fabs(double(cs[j]) - cs_ref[j]) <= tol * cs_scale[j] + 1e-5)) ++bad;
+        EXPECT_TRUE(all_finite(cs)) << "NaN/inf in dx column sums: " << what;
+        EXPECT_EQ(bad, 0u) << "dx column sums off in " << bad << " columns: " << what;
+        cs_first = cs;
+      } else {
+        EXPECT_TRUE(cs == cs_first) << "dx column sums not bitwise reproducible: " << what;
+      }
+    }
     const std::vector<float> dxv = c.alias_dx_dy ? ddy.download() : ddx.download();
     const std::vector<float> dav = download_f32(da_d.as<float>(), a.size());
     const std::vector<float> dbv = b.empty() ? std::vector<float>{}

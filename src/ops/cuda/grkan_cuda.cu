@@ -31,6 +31,7 @@
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/vec_io.cuh"
+#include "ops/cuda/gemm_cuda.h"  // column_sum_accumulate (dx_colsum outside the fused cases)
 #include "ops/cuda/grkan_cuda.h"
 
 namespace kat::cuda {
@@ -90,7 +91,8 @@ struct Params {
   int groups;         // G
   int an;             // numerator rows (1 or G)
   int m, n;           // runtime degrees (<= the kernel's template degrees, which zero-pad)
-  int ncols;          // partial-table columns: an*(m+1) + G*n
+  int ncols;          // coefficient columns of the partial table: an*(m+1) + G*n
+  // CS kernels: the table's columns ncols .. ncols + D - 1 hold the column sums of dx.
 };
 
 // ---- element access -----------------------------------------------------------------------
@@ -243,12 +245,18 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- backward -----------------------------------------------------------------------------
 
-template <Storage S, int VEC, int M, int N>
+// CS: also the column sums of dx (the bias gradient of the linear layer that produced x), VEC
+// more accumulators per thread and D more columns in the partial table.
+template <Storage S, int VEC, int M, int N, bool CS>
 __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     grkan_bwd_kernel(const void* x, const void* dy, void* dx, const float* __restrict__ ga,
                      const float* __restrict__ gb, float* __restrict__ partial, Params p) {
   constexpr int U = kBwdUnroll<S>;
   constexpr int NL = M + 1 + N;  // local partial columns: da_0..da_M, db_1..db_N
+  constexpr int NCS = CS ? VEC : 1;
+  float csum[NCS];  // column sums of this thread's dx (fp32, before the storage rounding)
+#pragma unroll
+  for (int e = 0; e < NCS; ++e) csum[e] = 0.f;
 
   griddep_wait();
   griddep_launch_dependents();
@@ -306,6 +314,7 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
             const float gq = gy[e] * iq;           // g / Q
             const float sF = xv >= 0.f ? F : -F;   // sign(x) F, sign(0) = +1
             o[e] = gq * fmaf(-Sm, sF, Rd);         // g (R Q - S P) / Q^2 = g/Q (R - S F)
+            if constexpr (CS) csum[e] += o[e];
             // Powers x^k by squaring; |x|^(2j) = x^(2j), |x|^(2j+1) = |x| x^(2j).
             constexpr int K = M > N ? M : N;
             float xp[K + 1], ap[K + 1];
@@ -396,14 +405,34 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     }
     __syncthreads();  // the next pass refills s_part
   }
+  if constexpr (CS) {
+    // dx column sums: the threads of this block that own column vector cv are tid0, tid0 + Vr,
+    // ... (thread t owns vector t % Vr); summed in thread order through shared memory, one value
+    // per column (0 for columns no thread of the block owns).
+    __shared__ float s_cs[kThreads][VEC + 1];  // +1: no bank conflicts on the column reads
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) s_cs[threadIdx.x][e] = csum[e];
+    __syncthreads();
+    const int64_t tb = static_cast<int64_t>(blockIdx.x) * kThreads;
+    const int64_t active = static_cast<int64_t>(p.vr) * p.row_slots - tb;  // active threads of the block
+    const int tb_mod = static_cast<int>(tb % p.vr);
+    for (int c = threadIdx.x; c < p.dim; c += kThreads) {
+      const int cv = c / VEC, e = c % VEC;
+      float v = 0.f;
+      for (int tid = (cv - tb_mod + p.vr) % p.vr; tid < kThreads && tid < active; tid += p.vr) v += s_cs[tid][e];
+      partial[static_cast<int64_t>(p.ncols + c) * gridDim.x + blockIdx.x] = v;
+    }
+  }
 }
 
 // Stage 2: block j sums column j of the partial table (nrows contiguous floats, one per stage-1
 // block) in a fixed order, in double: fixed per-thread strides, xor-shuffle trees, warps in order.
 constexpr int kStage2Threads = 1024;
+// Columns j >= ncoef (CS kernels): the dx column sums, added to dsum[j - ncoef].
 __global__ void __launch_bounds__(kStage2Threads)
-    grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na,
-                     const float* __restrict__ gb, float* __restrict__ da, float* __restrict__ db) {
+    grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na, int ncoef,
+                     const float* __restrict__ gb, float* __restrict__ da, float* __restrict__ db,
+                     float* __restrict__ dsum) {
   const int j = blockIdx.x;
   // Coefficient sign and the old da/db value: no kernel between stage 1 and this one writes them,
   // and stage 1 started only after everything before it completed, so they can be read before
@@ -412,9 +441,11 @@ __global__ void __launch_bounds__(kStage2Threads)
   if (threadIdx.x == 0) {
     if (j < na) {
       old = da[j];
-    } else {
+    } else if (j < ncoef) {
       old = db[j - na];
       sg = gb[j - na] >= 0.f ? 1.f : -1.f;
+    } else {
+      old = dsum[j - ncoef];
     }
   }
   griddep_wait();  // stage 1 complete and its writes visible
@@ -435,8 +466,10 @@ __global__ void __launch_bounds__(kStage2Threads)
       const float r = old + static_cast<float>(t * static_cast<double>(sg));
       if (j < na)
         da[j] = r;
-      else
+      else if (j < ncoef)
         db[j - na] = r;
+      else
+        dsum[j - ncoef] = r;
     }
   }
 }
@@ -575,16 +608,26 @@ int bwd_max_blocks(Storage st) {
          (st == Storage::BF16 ? kBwdBlocksPerSM<Storage::BF16> : kBwdBlocksPerSM<Storage::F32>);
 }
 
+// dsum (the dx column sums) is fused into the kernel for the model's case (degrees (5, 4), 16-byte
+// vectors: CS kernels); any other call with dsum runs the plain kernel and then the column-sum
+// kernel of gemm_cuda over dx.
 template <Storage S, int VEC, int M, int N>
 void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b, void* dx,
-                float* da, float* db, void* workspace, cudaStream_t stream) {
+                float* da, float* db, float* dsum, void* workspace, cudaStream_t stream) {
   const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
   const Params p = make_params(s, pl);
   auto* partial = static_cast<float*>(workspace);
-  launch(grkan_bwd_kernel<S, VEC, M, N>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
+  constexpr bool kFusable = VEC > 1 && M == 5 && N == 4;
+  const bool fused = kFusable && dsum != nullptr;
+  if constexpr (kFusable) {
+    if (fused)
+      launch(grkan_bwd_kernel<S, VEC, M, N, true>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
+  }
+  if (!fused) launch(grkan_bwd_kernel<S, VEC, M, N, false>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
   if (KAT_GRKAN_BENCH_NO_STAGE2) return;
-  launch(grkan_bwd_stage2, p.ncols, kStage2Threads, stream, static_cast<const float*>(partial), pl.blocks,
-         s.num_rows * (s.m + 1), b, da, db);
+  launch(grkan_bwd_stage2, p.ncols + (fused ? s.dim : 0), kStage2Threads, stream, static_cast<const float*>(partial),
+         pl.blocks, s.num_rows * (s.m + 1), p.ncols, b, da, db, dsum);
+  if (dsum != nullptr && !fused) column_sum_accumulate(s.rows, s.dim, S, dx, dsum, workspace, stream);
 }
 
 }  // namespace
@@ -625,12 +668,15 @@ std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
       if ((s.dim / s.groups) % vec != 0) continue;
       blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks(st)).blocks);
     }
-  return static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols) * sizeof(float);
+  // Coefficient columns + the D column sums of dx (CS kernels), or the separate column-sum
+  // kernel's table (other calls with dx_colsum).
+  return std::max(static_cast<std::size_t>(blocks) * static_cast<std::size_t>(ncols + s.dim) * sizeof(float),
+                  column_sum_workspace_bytes(s.rows, s.dim));
 }
 
 void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* dy, const float* a,
                     const float* b, void* dx, float* da, float* db, void* workspace,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, float* dx_colsum) {
   validate(s, "grkan_backward (cuda)");
   if (s.rows == 0) return;
   KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)),
@@ -643,19 +689,19 @@ void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* 
   const bool sp = specialised(s);
   if (st == Storage::BF16) {
     if (vec == 8) {
-      sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
+      sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     } else {
-      sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
+      sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     }
   } else {
     if (vec == 4) {
-      sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
+      sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     } else {
-      sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, workspace, stream)
-         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, workspace, stream);
+      sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     }
   }
 }

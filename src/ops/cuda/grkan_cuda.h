@@ -37,10 +37,14 @@ void grkan_forward(const kat::ops::GrkanShape& s, Storage st, const void* x, con
 // Depends on the current device's multiprocessor count. Scratch: its content does not matter.
 std::size_t grkan_backward_workspace_bytes(const kat::ops::GrkanShape& s);
 
-// dx = dL/dx (overwritten), da += dL/da, db += dL/db.
+// dx = dL/dx (overwritten), da += dL/da, db += dL/db. dx_colsum (D floats, optional) += the column
+// sums of dx over the rows, i.e. the bias gradient of the linear layer whose output x is (fc1 in
+// the model): fused into the coefficient reduction for degrees (5, 4) with 16-byte vectors (sums
+// of the fp32 dx values before their storage rounding; deterministic, same two stages), else a
+// separate column-sum pass over the stored dx.
 void grkan_backward(const kat::ops::GrkanShape& s, Storage st, const void* x, const void* dy,
                     const float* a, const float* b, void* dx, float* da, float* db,
-                    void* workspace, cudaStream_t stream);
+                    void* workspace, cudaStream_t stream, float* dx_colsum = nullptr);
 
 // How a call is launched (for benchmarks and tests): elements per thread access (8 bf16 / 4 fp32
 // for the 16-byte path, 1 for the scalar fallback), blocks of stage 1, row slots per pass.
