@@ -33,7 +33,7 @@ void register_bench(CLI::App& app) {
     std::string mode, model = "kat_tiny_patch16_224", device = "cpu";
     std::vector<std::string> overrides;
     int batch = 32, iters = 5;
-    bool csv = false, fp32 = false;
+    bool csv = false, fp32 = false, phases = false;
     std::string input = "device";
   };
   auto o = std::make_shared<Opts>();
@@ -50,6 +50,9 @@ void register_bench(CLI::App& app) {
                   "host-serial (uploaded every step, then computed: no overlap)")
       ->check(CLI::IsMember({"device", "host", "host-serial"}))
       ->capture_default_str();
+  sub->add_flag("--phases", o->phases,
+                "GPU training from the host: also print the host's median milliseconds per step in each call "
+                "(enqueue, staging, waiting), to see whether the host or the GPU sets the pace");
   sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,where,img_per_s,ms_per_iter,device_mib");
   registry().push_back({sub, [o] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
@@ -71,21 +74,40 @@ void register_bench(CLI::App& app) {
     auto host_input_times = [&](auto& g, bool overlap) {
       const std::vector<float> x2 = x;
       std::vector<double> times;
+      // --phases: host time in each call (a call that returns at once only enqueued work; the
+      // waits are where the host is ahead of the GPU).
+      const char* names[] = {"begin_step", "compute_staged (enqueue)", "stage next batch", "staged_loss (wait)",
+                             "finish_step", "synchronize (wait)"};
+      std::vector<std::vector<double>> ph(6);
       g.stage(x.data(), t.data(), B);
       for (int i = 0; i <= o->iters; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
+        auto tp = t0;
+        auto mark = [&](int k) {
+          const auto now = std::chrono::steady_clock::now();
+          if (i > 0) ph[size_t(k)].push_back(std::chrono::duration<double>(now - tp).count());
+          tp = now;
+        };
         const float* next = i % 2 ? x.data() : x2.data();
         Rng dp(i);
         g.begin_step();
+        mark(0);
         g.compute_staged(1, &dp);
+        mark(1);
         if (overlap) g.stage(next, t.data(), B);
+        mark(2);
         g.staged_loss();
+        mark(3);
         g.finish_step(1e-4, 0.0);
         if (!overlap) g.stage(next, t.data(), B);
+        mark(4);
         g.synchronize();
+        mark(5);
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (i > 0) times.push_back(dt);
       }
+      if (o->phases)
+        for (size_t k = 0; k < ph.size(); ++k) std::fprintf(stderr, "  host %-26s %7.3f ms\n", names[k], median(ph[k]) * 1e3);
       return times;
     };
     if (const auto devs = parse_devices(o->device); devs.size() > 1) {
