@@ -257,7 +257,6 @@ float half_to_float(uint16_t h) {
   return std::bit_cast<float>(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-float bf16_to_float(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
 // Integer-only so the result does not depend on the FP environment. Matches PyTorch (c10's
 // fp16_ieee_from_fp32_value): round to nearest even, overflow to inf, NaN -> sign | 0x7E00.
@@ -283,11 +282,6 @@ uint16_t float_to_half(float f) {
 }
 
 // Matches PyTorch's c10::BFloat16 round_to_nearest_even (NaN -> 0x7FC0).
-uint16_t float_to_bf16(float f) {
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7FFFFFFF) > 0x7F800000) return 0x7FC0;
-  return static_cast<uint16_t>((x + 0x7FFF + ((x >> 16) & 1)) >> 16);
-}
 
 int64_t TensorInfo::numel() const {
   int64_t n = 1;

@@ -8,6 +8,7 @@
 // (every byte of the data section belongs to exactly one tensor, sizes match dtype x shape, ...) plus
 // duplicate keys, and reports any problem as kat::Error naming the file and the tensor/bytes at fault.
 #pragma once
+#include "core/bf16.h"
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -83,8 +84,8 @@ class SafetensorsWriter {
 
 // IEEE half and bfloat16 <-> float. Narrowing rounds to nearest even; NaN stays NaN (quiet).
 float half_to_float(uint16_t);
-float bf16_to_float(uint16_t);
 uint16_t float_to_half(float);
-uint16_t float_to_bf16(float);
+using kat::bf16_to_float;  // core/bf16.h
+using kat::float_to_bf16;
 
 }  // namespace kat::io

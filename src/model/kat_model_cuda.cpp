@@ -372,6 +372,12 @@ void KatModelCuda::plan(int max_batch, bool training) {
 const void* KatModelCuda::features() const { return feat_; }
 
 const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* rng) {
+  return forward(images, cuda::Storage::F32, Bi, train, rng);
+}
+
+const void* KatModelCuda::forward(const void* images, cuda::Storage image_storage, int Bi, bool train, Rng* rng) {
+  KAT_CHECK(image_storage == cuda::Storage::F32 || image_storage == st_,
+            "KatModelCuda::forward: bf16 images need the bf16 model");
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
   KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ", max_batch_);
   KAT_CHECK(!train || training_plan_, "KatModelCuda::forward: a training forward needs plan(max_batch, training = true)");
@@ -381,7 +387,7 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N;
   cudaStream_t s = stream_;
 
-  cuda::im2col_patches(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, st_, cols_, s);
+  cuda::im2col_patches(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, image_storage, st_, cols_, s);
   gemm_->forward(B * P, K, D, st_, cols_, w(off_pew_), p32(off_peb_), tmp_, s, bias_copy(off_peb_));
   void* x0 = acts_.empty() ? x_final_ : acts_[0].x_in;
   cuda::tokens_forward(B, N, D, st_, tmp_, p32(off_cls_), p32(off_pos_), x0, s);

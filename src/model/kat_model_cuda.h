@@ -77,6 +77,9 @@ class KatModelCuda {
   // until the next forward. With train and drop_path_rate > 0, drop-path scales are drawn from rng
   // in exactly the CPU model's order (identical masks for identical rng state).
   const void* forward(const float* images, int B, bool train = false, Rng* rng = nullptr);
+  // The same with images stored as image_storage: fp32, or bf16 in bf16 mode (same result: the
+  // patch embedding rounds its input to bf16 either way).
+  const void* forward(const void* images, cuda::Storage image_storage, int B, bool train = false, Rng* rng = nullptr);
   const void* features() const;  // device (B, N, D) storage(), after the final norm
   // dlogits: device (B, K) storage(). Accumulates into the fp32 gradients.
   void backward(const void* dlogits);

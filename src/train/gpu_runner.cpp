@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/bf16.h"
 #include "core/error.h"
 
 #ifdef KAT_HAVE_CUDA
@@ -67,13 +68,19 @@ struct GpuRunner::Impl {
   cudaStream_t stream = nullptr;  // compute
   cudaStream_t copy = nullptr;    // input uploads
   std::unique_ptr<KatModelCuda> model;
-  // Device input slots: (max_batch, C, H, W) images and (max_batch, K) targets; two when
-  // training (one is filled while the other is computed on), one otherwise.
+  // Device input slots: (max_batch, C, H, W) images and (max_batch, K) fp32 targets; two when
+  // training (one is filled while the other is computed on), one otherwise. Images are held in
+  // the model's storage type: the bf16 model rounds its input to bf16 in the patch embedding
+  // anyway, so the host converts while it copies into the pinned slot and half the bytes move
+  // (bitwise the same columns; 154 -> 77 MB per kat_tiny batch of 256 at 224^2).
   int nslots = 1;
-  float *images[2] = {nullptr, nullptr}, *targets[2] = {nullptr, nullptr};
+  cuda::Storage image_st = cuda::Storage::F32;
+  void* images[2] = {nullptr, nullptr};
+  float* targets[2] = {nullptr, nullptr};
   // Pinned host copies of the slots: pageable uploads run at ~5 GB/s on the H200 host (25 ms for a
   // 224^2 batch of 256), pinned ones at PCIe speed, asynchronously.
-  float *pinned_images[2] = {nullptr, nullptr}, *pinned_targets[2] = {nullptr, nullptr};
+  void* pinned_images[2] = {nullptr, nullptr};
+  float* pinned_targets[2] = {nullptr, nullptr};
   cudaEvent_t copied[2] = {nullptr, nullptr};    // copy stream: the slot's upload is done
   cudaEvent_t consumed[2] = {nullptr, nullptr};  // compute stream: the slot's last reader is done
   int slot_B[2] = {0, 0};
@@ -85,14 +92,22 @@ struct GpuRunner::Impl {
   std::size_t free_at_start = 0;
   std::vector<float> logits_host;  // (max_batch, K): logits()
 
-  static void parallel_copy(float* dst, const float* src, size_t n) {
-    constexpr size_t kChunk = size_t(1) << 20;  // floats per task (4 MB)
+  // dst (n values, fp32 or bf16 as st) = src (fp32), in parallel: a single thread moves ~10 GB/s.
+  static void parallel_copy(void* dst, cuda::Storage st, const float* src, size_t n) {
+    constexpr size_t kChunk = size_t(1) << 20;  // values per task
     const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) \
     num_threads(std::max(1, std::min(8, omp_get_max_threads()))) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
-      const size_t b = size_t(c) * kChunk;
-      std::memcpy(dst + b, src + b, std::min(kChunk, n - b) * sizeof(float));
+      const size_t b = size_t(c) * kChunk, len = std::min(kChunk, n - b);
+      if (st == cuda::Storage::F32) {
+        std::memcpy(static_cast<float*>(dst) + b, src + b, len * sizeof(float));
+      } else {
+        uint16_t* d = static_cast<uint16_t*>(dst) + b;
+        const float* s = src + b;
+#pragma omp simd
+        for (size_t i = 0; i < len; ++i) d[i] = float_to_bf16(s[i]);
+      }
     }
   }
   // Every public entry makes the runner's GPU current (several runners may share a thread).
@@ -109,11 +124,11 @@ struct GpuRunner::Impl {
     // Once the slot's previous upload has left its pinned buffer, copy in parallel (a single
     // thread moves ~10 GB/s) and let the DMA run while the caller goes on.
     KAT_CUDA_CHECK(cudaEventSynchronize(copied[s]));
-    parallel_copy(pinned_images[s], host_images, ni);
-    KAT_CUDA_CHECK(
-        cudaMemcpyAsync(images[s], pinned_images[s], ni * sizeof(float), cudaMemcpyHostToDevice, copy));
+    parallel_copy(pinned_images[s], image_st, host_images, ni);
+    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], pinned_images[s], ni * cuda::storage_bytes(image_st),
+                                   cudaMemcpyHostToDevice, copy));
     if (host_targets) {
-      parallel_copy(pinned_targets[s], host_targets, nt);
+      parallel_copy(pinned_targets[s], cuda::Storage::F32, host_targets, nt);
       KAT_CUDA_CHECK(
           cudaMemcpyAsync(targets[s], pinned_targets[s], nt * sizeof(float), cudaMemcpyHostToDevice, copy));
     }
@@ -158,7 +173,7 @@ struct GpuRunner::Impl {
   void compute_train(int s, int accum_steps, Rng* rng) {
     KAT_CHECK(accum_steps >= 1, "GpuRunner: accum_steps must be >= 1, got ", accum_steps);
     KatModelCuda& m = *model;
-    m.forward(images[s], slot_B[s], true, rng);
+    m.forward(images[s], image_st, slot_B[s], true, rng);
     m.loss_forward_backward(targets[s], 0.0f);  // smoothing/mixing are already in the targets
     release(s);                                 // images and targets are read by now
     if (accum_steps > 1) m.divide_dlogits(float(accum_steps));
@@ -190,12 +205,14 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   impl_->logits_host.resize(impl_->target_elems);
   KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->copy, cudaStreamNonBlocking));
   impl_->nslots = training ? 2 : 1;
+  impl_->image_st = bf16 ? cuda::Storage::BF16 : cuda::Storage::F32;
+  const size_t image_bytes = impl_->image_elems * cuda::storage_bytes(impl_->image_st);
   for (int s = 0; s < impl_->nslots; ++s) {
-    KAT_CUDA_CHECK(cudaMalloc(&impl_->images[s], impl_->image_elems * sizeof(float)));
+    KAT_CUDA_CHECK(cudaMalloc(&impl_->images[s], image_bytes));
     KAT_CUDA_CHECK(cudaMalloc(&impl_->targets[s], impl_->target_elems * sizeof(float)));
     KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->copied[s], cudaEventDisableTiming));
     KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->consumed[s], cudaEventDisableTiming));
-    KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_images[s], impl_->image_elems * sizeof(float)));
+    KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_images[s], image_bytes));
     KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_targets[s], impl_->target_elems * sizeof(float)));
   }
 }
@@ -296,7 +313,7 @@ void GpuRunner::forward(const float* images, int B, float* logits, float* featur
     const int n = std::min(max_b, B - b0);
     const int s =
         impl_->take_now(images ? images + size_t(b0) * c.in_chans * c.img_size * c.img_size : nullptr, nullptr, n);
-    impl_->model->forward(impl_->images[s], n, false, nullptr);
+    impl_->model->forward(impl_->images[s], impl_->image_st, n, false, nullptr);
     impl_->release(s);
     if (logits) impl_->model->download_logits(logits + size_t(b0) * c.num_classes);
     if (features) impl_->model->download_features(features + size_t(b0) * c.tokens() * c.embed_dim);

@@ -22,6 +22,7 @@
 #include "data/dataset.h"
 #include "io/safetensors.h"
 #include "model/kat_model.h"
+#include "model/kat_model_cuda.h"
 #include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/trainer.h"
@@ -137,6 +138,41 @@ TEST(TrainCuda, ForwardAbovePlanRunsInChunks) {
     EXPECT_NEAR(chunked[i], whole[i], 1e-4f * (1 + std::fabs(whole[i]))) << i;
     EXPECT_NEAR(chunked_train[i], whole[i], 1e-4f * (1 + std::fabs(whole[i]))) << i;
   }
+}
+
+// The bf16 runner uploads images as bf16 (converted on the host while copying into the pinned
+// slot): the logits must be bitwise those of the model fed the fp32 images on the device (its
+// patch embedding rounds to bf16 the same way). Inputs not representable in bf16, so rounding
+// happens, plus a NaN-free tie case (an exact halfway value) in every image.
+TEST(TrainCuda, Bf16UploadEqualsF32Input) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.apply_override("depth=2");
+  KatModel m(cfg);
+  m.init_params(8);
+  const int B = 6, K = cfg.num_classes;
+  const size_t per = size_t(cfg.in_chans) * cfg.img_size * cfg.img_size;
+  std::vector<float> x(B * per);
+  Rng r(31);
+  for (auto& v : x) v = float(r.normal());
+  for (int b = 0; b < B; ++b) x[b * per] = 1.0f + 1.0f / 256;  // halfway between two bf16 values: ties to even
+  GpuRunner g(cfg, 0, true, AdamWConfig{}, B, false);
+  g.upload_params(m.params.data());
+  const float* z = g.logits(x.data(), B);
+  const std::vector<float> via_bf16(z, z + size_t(B) * K);
+
+  KatModelCuda km(cfg, KatModelCuda::Precision::BF16, nullptr);
+  km.plan(B, false);
+  km.upload_params(m.params.data());
+  float* dimg = nullptr;
+  ASSERT_EQ(cudaMalloc(&dimg, x.size() * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dimg, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  km.forward(dimg, B, false);
+  std::vector<float> via_f32(size_t(B) * K);
+  km.download_logits(via_f32.data());
+  cudaFree(dimg);
+  for (float v : via_bf16) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_TRUE(via_bf16 == via_f32) << "bf16 upload changed the logits";
 }
 
 // A batch that cannot fit is refused at plan time with the sizes and what to change.

@@ -16,8 +16,8 @@ using vecio::st_f;
 
 unsigned grid_for(int64_t n) { return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192))); }
 
-template <typename T>
-__global__ void im2col_kernel(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img, T* cols) {
+template <typename I, typename T>
+__global__ void im2col_kernel(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const I* img, T* cols) {
   const int64_t gw = W / p, gh = H / p, P = gh * gw, K = C * p * p;
   const int64_t total = B * P * K;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
@@ -26,7 +26,7 @@ __global__ void im2col_kernel(int64_t B, int64_t C, int64_t H, int64_t W, int64_
     const int64_t b = bp / P, pi = bp % P;
     const int64_t py = pi / gw, px = pi % gw;
     const int64_t c = k / (p * p), r = k % (p * p), kh = r / p, kw = r % p;
-    st_f(cols + idx, img[((b * C + c) * H + py * p + kh) * W + px * p + kw]);
+    st_f(cols + idx, ld_f(img + ((b * C + c) * H + py * p + kh) * W + px * p + kw));
   }
 }
 
@@ -68,16 +68,26 @@ __global__ void f2bf_kernel(int64_t n, const float* src, __nv_bfloat16* dst) {
 
 }  // namespace
 
-void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img,
+void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, Storage img_st,
                     Storage st, void* cols, cudaStream_t stream) {
   KAT_CHECK(p > 0 && H % p == 0 && W % p == 0, "im2col_patches: image ", H, "x", W, " not divisible by patch ", p);
+  KAT_CHECK(img_st == st || img_st == Storage::F32, "im2col_patches: bf16 images need bf16 columns");
   const int64_t total = B * (H / p) * (W / p) * C * p * p;
   if (total == 0) return;
+  const auto* imf = static_cast<const float*>(img);
   if (st == Storage::F32)
-    im2col_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, img, static_cast<float*>(cols));
+    im2col_kernel<<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, imf, static_cast<float*>(cols));
+  else if (img_st == Storage::F32)
+    im2col_kernel<<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, imf, static_cast<__nv_bfloat16*>(cols));
   else
-    im2col_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, img, static_cast<__nv_bfloat16*>(cols));
+    im2col_kernel<<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, static_cast<const __nv_bfloat16*>(img),
+                                                       static_cast<__nv_bfloat16*>(cols));
   KAT_CUDA_CHECK_LAUNCH();
+}
+
+void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img, Storage st, void* cols,
+                    cudaStream_t stream) {
+  im2col_patches(B, C, H, W, p, img, Storage::F32, st, cols, stream);
 }
 
 void tokens_forward(int64_t B, int64_t N, int64_t D, Storage st, const void* patches,

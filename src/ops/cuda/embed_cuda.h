@@ -15,6 +15,10 @@ namespace kat::cuda {
 
 void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img,
                     Storage st, void* cols, cudaStream_t stream);
+// The same from images stored as img_st: fp32, or bf16 when st is bf16 (the model rounds its input
+// to bf16 anyway, so a bf16 upload moves half the bytes for bitwise the same columns).
+void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, Storage img_st,
+                    Storage st, void* cols, cudaStream_t stream);
 
 void tokens_forward(int64_t B, int64_t N, int64_t D, Storage st, const void* patches,
                     const float* cls, const float* pos, void* x, cudaStream_t stream);
