@@ -340,8 +340,13 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, c
 #undef KAT_FWD
 }
 
+// dvec (B*H*N fp32), then (tensor-core path) dS^T for the dq-from-dS kernel, 256-byte aligned.
+static std::size_t dvec_bytes_aligned(int64_t B, int64_t N, int64_t H) {
+  return (std::size_t(B * N * H) * sizeof(float) + 255) / 256 * 256;
+}
+
 std::size_t attention_backward_workspace_bytes(int64_t B, int64_t N, int64_t H) {
-  return std::size_t(B * N * H) * sizeof(float);
+  return dvec_bytes_aligned(B, N, H) + attention_mma_ds_bytes(B, N, H);
 }
 
 void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, const void* qkv,
@@ -353,7 +358,8 @@ void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, 
   const float scale = 1.0f / std::sqrt(float(hd));
   float* dvec = static_cast<float*>(workspace);
   if (use_tc(st, hd)) {
-    attention_mma_backward(B, N, D, H, qkv, out, lse, dout, dqkv, dvec, stream);
+    void* ds_buf = static_cast<char*>(workspace) + dvec_bytes_aligned(B, N, H);
+    attention_mma_backward(B, N, D, H, qkv, out, lse, dout, dqkv, dvec, ds_buf, stream);
     return;
   }
 #define KAT_BWD(DH)                                                                                       \

@@ -31,7 +31,7 @@ void attention_check_shape(int64_t N, int64_t D, int64_t H);
 void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, const void* qkv,
                        void* out, float* lse, cudaStream_t stream);
 
-// fp32 workspace of B*H*N floats (the Dv_i row terms).
+// Workspace: the Dv_i row terms (B*H*N fp32) and, for the tensor-core path, dS^T (B*H*N*pad16(N) bf16).
 std::size_t attention_backward_workspace_bytes(int64_t B, int64_t N, int64_t H);
 
 // out: the forward's output (used for Dv_i). dqkv must not alias qkv, out or dout.

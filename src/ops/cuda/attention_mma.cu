@@ -5,7 +5,7 @@
 // Blocks of W = 8 warps (4 with KAT_ATTN_WARPS=4); a warp owns 16 rows (queries in the forward
 // and dq kernels, keys in the dk/dv kernel) and keeps everything of those rows in registers: its
 // A fragments (Q, dout or K, V), the fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of
-// scores (16 x 32 in the dq kernel, which is held to 128 registers). The other operand of the
+// scores. The other operand of the
 // (image, head) — K, V or Q, dout: at most 256 x 64 bf16 each — is staged once per block in shared
 // memory (rows padded to a multiple of 16 with zeros, leading dimension HD + 8 so the 8 row
 // addresses of an ldmatrix fall in 8 different bank quads) with cp.async in 64-row chunks, one
@@ -14,10 +14,13 @@
 // over its valid 16-row subtiles (N = 197 -> 13 subtiles, not 16).
 //
 // Forward: online softmax in the log2 domain (S * scale * log2 e, exp2f), P rounded to bf16 for
-// P V, lse stored in natural log. Backward: the dq kernel computes the row terms
-// Dv_i = dout_i . out_i (written to the workspace) and dq; the dk/dv kernel, launched after it, reads Dv. P,
-// P^T and dS are rounded to bf16 before their second GEMM, as FlashAttention does. All sums in fixed order,
-// no atomics: bitwise reproducible.
+// P V, lse stored in natural log. Backward, three kernels: the row terms Dv_i = dout_i . out_i; dk/dv
+// (recomputes S^T and dP^T per key block) which also stores dS^T (bf16) to the workspace; dq = dS K
+// from that dS^T (staged in shared memory, A fragments by ldmatrix.trans) instead of recomputing S
+// and dP a second time (FlashAttention-2 accumulates dq with atomics instead; this stays
+// deterministic; H200 kat_tiny b256: +1.2 % training throughput over the recomputing dq kernel,
+// for B*H*N*pad16(N) bf16 of workspace, 66 MB). P, P^T and dS are rounded to bf16 before their
+// second GEMM, as FlashAttention does. All sums in fixed order, no atomics: bitwise reproducible.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -300,89 +303,15 @@ __global__ void __launch_bounds__(32 * W)
   }
 }
 
-// dq and the row terms Dv. grid (ceil(N / (16 W)), H, B). smem: K, V of the (image, head).
-template <int HD, int W, int NS, int MINB>
-__global__ void __launch_bounds__(32 * W, MINB)
-    attn_bwd_dq_mma_kernel(int N, int D, int H, float scale, float scale_log2, const bf16* __restrict__ qkv,
-                           const bf16* __restrict__ out, const float* __restrict__ lse,
-                           const bf16* __restrict__ dout, bf16* __restrict__ dqkv, float* __restrict__ dvec) {
-  constexpr int LD = ld_smem<HD>();
-  const int NP = pad16(N);
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16 *Ks, *Vs;
-  const bf16* base = stage_kv<HD>(qkv, N, D, smem_raw, Ks, Vs);
-  const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int r0 = blockIdx.x * 16 * W + warp * 16;
-  const int64_t ld3 = 3 * int64_t(D);
-  uint32_t qa[HD / 16][4], ga[HD / 16][4];
-  load_a_global<HD>(qa, base, ld3, r0, N);
-  load_a_global<HD>(ga, dout + int64_t(b) * N * D + h * HD, D, r0, N);
-  // Row terms from the same fragment layout: this lane's products, then the quad sum.
-  float dv[2], lse2[2];
-  {
-    uint32_t oa[HD / 16][4];
-    load_a_global<HD>(oa, out + int64_t(b) * N * D + h * HD, D, r0, N);
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-#pragma unroll
-      for (int e = 0; e < 4; e += 2) {
-        s0 += vecio::bf16_lo(ga[kk][e]) * vecio::bf16_lo(oa[kk][e]) +
-              vecio::bf16_hi(ga[kk][e]) * vecio::bf16_hi(oa[kk][e]);
-        s1 += vecio::bf16_lo(ga[kk][e + 1]) * vecio::bf16_lo(oa[kk][e + 1]) +
-              vecio::bf16_hi(ga[kk][e + 1]) * vecio::bf16_hi(oa[kk][e + 1]);
-      }
-    }
-    dv[0] = quad_sum(s0);
-    dv[1] = quad_sum(s1);
-    const int64_t rowbase = (int64_t(b) * H + h) * N;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int row = r0 + g + 8 * i;
-      // Rows past N: lse2 = +inf makes their P (and dS) exactly zero.
-      lse2[i] = row < N ? lse[rowbase + row] * kLog2e : INFINITY;
-      if (t == 0 && row < N) dvec[rowbase + row] = dv[i];
-    }
-  }
-  const bool active = r0 < N;  // idle warps of the last block still take part in the barriers
-  const int NC = (NP + kChunkRows - 1) / kChunkRows;
-
-  float dq[HD / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < HD / 8; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
-  for (int c = 0; c < NP; c += 16 * NS) {
-    if (c % kChunkRows == 0) wait_chunk(c / kChunkRows, NC);
-    if (!active) continue;
-    const int nsub = min(NS, (NP - c) / 16);
-    float s[2 * NS][4], dp[2 * NS][4];
-    mma_abt<HD, NS>(s, qa, Ks + c * LD, nsub);
-    mma_abt<HD, NS>(dp, ga, Vs + c * LD, nsub);
-#pragma unroll
-    for (int nt = 0; nt < 2 * NS; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = c + nt * 8 + 2 * t + (e & 1);
-        const float p = key < N ? exp2f(s[nt][e] * scale_log2 - lse2[e >> 1]) : 0.f;
-        s[nt][e] = p * (dp[nt][e] - dv[e >> 1]);  // dS
-      }
-    }
-    uint32_t dsa[NS][4];
-#pragma unroll
-    for (int j = 0; j < NS; ++j) to_a(dsa[j], s[2 * j], s[2 * j + 1]);
-    mma_pr<HD, NS>(dq, dsa, Ks + c * LD, nsub);
-  }
-  if (!active) return;
-  store_rows<HD>(dq, scale, scale, dqkv + int64_t(b) * N * ld3 + h * HD, ld3, r0, N);
-}
-
 // dk, dv. grid (ceil(N / (16 W)), H, B), a warp per 16 keys. smem: Q, dout of the (image, head), and
 // lse * log2 e, Dv per query.
+// Also stores dS^T of the (image, head) to dst, bf16, (keys < N) x (pad16(N) queries), row-major,
+// for the dq kernel, which reads it instead of recomputing S and dP (attn_bwd_dq_ds_kernel).
 template <int HD, int W, int NS, int MINB>
 __global__ void __launch_bounds__(32 * W, MINB)
     attn_bwd_dkv_mma_kernel(int N, int D, int H, float scale, float scale_log2, const bf16* __restrict__ qkv,
                             const float* __restrict__ lse, const bf16* __restrict__ dout,
-                            const float* __restrict__ dvec, bf16* __restrict__ dqkv) {
+                            const float* __restrict__ dvec, bf16* __restrict__ dqkv, bf16* __restrict__ dst) {
   constexpr int LD = ld_smem<HD>();
   const int NP = pad16(N);
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -440,6 +369,25 @@ __global__ void __launch_bounds__(32 * W, MINB)
       to_a(pa[j], st[2 * j], st[2 * j + 1]);
       to_a(dsa[j], dpt[2 * j], dpt[2 * j + 1]);
     }
+    {  // the A fragments of dS^T as they are: (key g / g + 8, queries 2t, 2t + 1 (+8))
+      const int lane = threadIdx.x & 31, g = lane >> 2;
+      bf16* rowa = dst + (int64_t(blockIdx.z) * H + blockIdx.y) * int64_t(N) * NP + int64_t(r0 + g) * NP + c + 2 * t;
+      bf16* rowb = rowa + 8 * NP;
+      const bool oka = r0 + g < N, okb = r0 + g + 8 < N;
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        if (j < nsub) {
+          if (oka) {
+            *reinterpret_cast<uint32_t*>(rowa + 16 * j) = dsa[j][0];
+            *reinterpret_cast<uint32_t*>(rowa + 16 * j + 8) = dsa[j][2];
+          }
+          if (okb) {
+            *reinterpret_cast<uint32_t*>(rowb + 16 * j) = dsa[j][1];
+            *reinterpret_cast<uint32_t*>(rowb + 16 * j + 8) = dsa[j][3];
+          }
+        }
+      }
+    }
     mma_pr<HD, NS>(dvacc, pa, Gs + c * LD, nsub);
     mma_pr<HD, NS>(dk, dsa, Qs + c * LD, nsub);
   }
@@ -447,6 +395,88 @@ __global__ void __launch_bounds__(32 * W, MINB)
   bf16* dbase = dqkv + int64_t(b) * N * ld3 + h * HD;
   store_rows<HD>(dk, scale, scale, dbase + D, ld3, r0, N);
   store_rows<HD>(dvacc, 1.f, 1.f, dbase + 2 * D, ld3, r0, N);
+}
+
+// Row terms Dv_i = dout_i . out_i for every (image, row, head): one thread each, fp32 sums over
+// the head's HD channels in order (16-byte loads). Before the dk/dv kernel, which reads them.
+template <int HD>
+__global__ void attn_bwd_dvec_kernel(int64_t rows, int N, int D, int H, const bf16* __restrict__ out,
+                                     const bf16* __restrict__ dout, float* __restrict__ dvec) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (b * N + n) * H + h
+  if (i >= rows * H) return;
+  const int h = int(i % H);
+  const int64_t bn = i / H, b = bn / N, n = bn % N;
+  const bf16* o = out + bn * D + h * HD;
+  const bf16* g = dout + bn * D + h * HD;
+  float sum = 0.f;
+#pragma unroll
+  for (int c = 0; c < HD; c += 8) {
+    const uint4 ov = *reinterpret_cast<const uint4*>(o + c), gv = *reinterpret_cast<const uint4*>(g + c);
+    const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, gw[4] = {gv.x, gv.y, gv.z, gv.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      sum += vecio::bf16_lo(gw[k]) * vecio::bf16_lo(ow[k]) + vecio::bf16_hi(gw[k]) * vecio::bf16_hi(ow[k]);
+  }
+  dvec[(b * H + h) * N + n] = sum;
+}
+
+// dq = scale dS K from the dS^T the dk/dv kernel stored (no recomputation of S and dP). grid
+// (ceil(N / (16 W)), H, B), a warp per 16 queries. smem: K of the (image, head) (pad16(N) x HD + 8)
+// and the block's 16 W query columns of dS^T for all keys (pad16(N) x 16 W + 8; keys >= N zero),
+// both cp.async in 64-key chunks. dS A fragments come from dS^T with ldmatrix.trans.
+template <int HD, int W, int NS>
+__global__ void __launch_bounds__(32 * W)
+    attn_bwd_dq_ds_kernel(int N, int D, int H, float scale, const bf16* __restrict__ qkv,
+                          const bf16* __restrict__ dst, bf16* __restrict__ dqkv) {
+  constexpr int LD = ld_smem<HD>();
+  constexpr int QB = 16 * W;  // queries per block
+  constexpr int LDS = QB + 8;
+  const int NP = pad16(N);
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Ss = Ks + NP * LD;
+  const int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int q0 = blockIdx.x * QB;
+  const int r0 = q0 + warp * 16;
+  const int64_t ld3 = 3 * int64_t(D);
+  const bf16* kbase = qkv + int64_t(b) * N * ld3 + D + h * HD;
+  // dS^T rows of this (image, head), columns from q0 (the buffer has slack past its last row).
+  const bf16* sbase = dst + (int64_t(b) * H + h) * int64_t(N) * NP + q0;
+  for (int c = 0; c < NP; c += kChunkRows) {
+    const int e = min(c + kChunkRows, NP);
+    stage_rows_async<HD>(kbase, ld3, N, c, e, Ks);
+    {
+      constexpr int V = QB / 8;
+      for (int idx = c * V + threadIdx.x; idx < e * V; idx += blockDim.x) {
+        const int r = idx / V, cc = idx - r * V;
+        const bool ok = r < N && q0 + cc * 8 < NP;
+        mma::cp_async16(smem_addr(Ss + r * LDS + cc * 8), sbase + int64_t(ok ? r : 0) * NP + (ok ? cc * 8 : 0),
+                        ok ? 16 : 0);
+      }
+    }
+    mma::cp_async_commit();
+  }
+  const bool active = r0 < N;
+  const int NC = (NP + kChunkRows - 1) / kChunkRows;
+  float dq[HD / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+  // ldmatrix.trans of the stored dS^T block (keys k.. k+15, queries of this warp): matrix m of the
+  // x4 is keys +8 (m >> 1), queries +8 (m & 1), which transposed are a[0..3] of dS's A fragment.
+  const int m = lane >> 3, rr = lane & 7;
+  const bf16* lane_row = Ss + ((m >> 1) * 8 + rr) * LDS + warp * 16 + (m & 1) * 8;
+  for (int c = 0; c < NP; c += 16 * NS) {
+    if (c % kChunkRows == 0) wait_chunk(c / kChunkRows, NC);
+    if (!active) continue;
+    const int nsub = min(NS, (NP - c) / 16);
+    uint32_t dsa[NS][4];
+#pragma unroll
+    for (int j = 0; j < NS; ++j)
+      if (j < nsub) ldsm_x4_trans(dsa[j], smem_addr(lane_row + (c + 16 * j) * LDS));
+    mma_pr<HD, NS>(dq, dsa, Ks + c * LD, nsub);
+  }
+  if (!active) return;
+  store_rows<HD>(dq, scale, scale, dqkv + int64_t(b) * N * ld3 + h * HD, ld3, r0, N);
 }
 
 template <typename K>
@@ -477,23 +507,28 @@ void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* q
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-template <int HD, int W, int DQ_NS, int DQ_MINB, int DKV_NS, int DKV_MINB>
+// Backward: row terms Dv, then dk/dv (which also stores dS^T), then dq = scale dS K from it.
+template <int HD, int W, int DKV_NS, int DKV_MINB>
 void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
-                       const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+                       const float* lse, const void* dout, void* dqkv, float* dvec, void* ds_buf, cudaStream_t s) {
   const auto [grid, threads] = row_blocks<W>(B, N, H);
   const auto* q = static_cast<const bf16*>(qkv);
   const auto* g = static_cast<const bf16*>(dout);
   auto* dq = static_cast<bf16*>(dqkv);
-  const std::size_t smem1 = two_operand_smem<HD>(N);
-  const auto dq_kernel = attn_bwd_dq_mma_kernel<HD, W, DQ_NS, DQ_MINB>;
-  set_smem(dq_kernel, smem1);
-  dq_kernel<<<grid, threads, smem1, s>>>(N, D, H, scale, scale * kLog2e, q, static_cast<const bf16*>(out),
-                                         lse, g, dq, dvec);
+  auto* dst = static_cast<bf16*>(ds_buf);
+  const int64_t n_terms = B * N * H;
+  attn_bwd_dvec_kernel<HD><<<unsigned((n_terms + 255) / 256), 256, 0, s>>>(B * N, N, D, H,
+                                                                           static_cast<const bf16*>(out), g, dvec);
   KAT_CUDA_CHECK_LAUNCH();
   const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
   const auto dkv_kernel = attn_bwd_dkv_mma_kernel<HD, W, DKV_NS, DKV_MINB>;
   set_smem(dkv_kernel, smem2);
-  dkv_kernel<<<grid, threads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq);
+  dkv_kernel<<<grid, threads, smem2, s>>>(N, D, H, scale, scale * kLog2e, q, lse, g, dvec, dq, dst);
+  KAT_CUDA_CHECK_LAUNCH();
+  const std::size_t smem3 = std::size_t(pad16(N)) * (ld_smem<HD>() + 16 * W + 8) * sizeof(bf16);
+  const auto dq_kernel = attn_bwd_dq_ds_kernel<HD, W, 4>;
+  set_smem(dq_kernel, smem3);
+  dq_kernel<<<grid, threads, smem3, s>>>(N, D, H, scale, q, dst, dq);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
@@ -508,17 +543,14 @@ void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv
 
 template <int HD>
 void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
-                     const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
-  // W = 8: the dq kernel walks 32-key steps (NS = 2) and is held to 128 registers, so 2 blocks (16
-  // warps) fit per SM without spills (161 -> 125 registers); the dk/dv kernel keeps 64-query steps
-  // at 210 registers (1 block per SM). H200, kat_tiny b256, same call (2026-11-30): 18,393 ->
-  // 19,302 img/s. Also measured: dk/dv over 32-query steps (164 registers, still 1 block) 18,375;
-  // both, dk/dv held to 128 registers (176 B of spills) 19,412 — within noise of the dq change
-  // alone, so not taken.
+                     const float* lse, const void* dout, void* dqkv, float* dvec, void* ds_buf, cudaStream_t s) {
+  // dk/dv at 64-query steps and 210 registers (1 block of 8 warps per SM). Measured alternatives
+  // (H200, kat_tiny b256): 32-query steps (164 registers, still 1 block) no faster; held to 128
+  // registers (176 B of spills) within noise.
   if (warps_per_block() == 8)
-    launch_backward_w<HD, 8, 2, 2, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
+    launch_backward_w<HD, 8, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, s);
   else
-    launch_backward_w<HD, 4, 4, 1, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, s);
+    launch_backward_w<HD, 4, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, s);
 }
 
 }  // namespace
@@ -551,26 +583,26 @@ void attention_mma_forward(int64_t B, int64_t N, int64_t D, int64_t H, const voi
 }
 
 void attention_mma_backward(int64_t B, int64_t N, int64_t D, int64_t H, const void* qkv, const void* out,
-                            const float* lse, const void* dout, void* dqkv, float* dvec,
+                            const float* lse, const void* dout, void* dqkv, float* dvec, void* ds_buf,
                             cudaStream_t stream) {
   const int hd = int(D / H);
   KAT_CHECK(attention_mma_supported(hd), "attention: no tensor-core path for head dim ", hd);
-  KAT_CHECK(
-      reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0 && D % 8 == 0,
-      "attention: tensor-core path needs 16-byte rows");
+  KAT_CHECK(reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dout) % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(out) % 16 == 0 && D % 8 == 0,
+            "attention: tensor-core path needs 16-byte rows");
   const float scale = 1.0f / std::sqrt(float(hd));
   switch (hd) {
     case 16:
-      launch_backward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      launch_backward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, stream);
       break;
     case 32:
-      launch_backward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      launch_backward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, stream);
       break;
     case 48:
-      launch_backward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      launch_backward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, stream);
       break;
     default:
-      launch_backward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
+      launch_backward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, stream);
       break;
   }
 }
