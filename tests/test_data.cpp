@@ -20,6 +20,7 @@
 #include "test_util.h"
 #include "core/rng.h"
 #include "data/data.h"
+#include "io/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace kat;
@@ -432,6 +433,51 @@ TEST(DataImageFolder, GrayResizeAndSplits) {
   std::vector<uint8_t> flat(30 * 50, 77), out(8 * 8);
   resize_shorter_center_crop(flat.data(), 30, 50, 1, 8, out.data());
   for (uint8_t p : out) ASSERT_EQ(p, 77);
+}
+
+// timm's evaluation resampling, bit for bit: PIL's Image.resize(BICUBIC) (shrink, enlarge, one axis)
+// and torchvision's Resize(floor(size / crop_pct), BICUBIC) + CenterCrop(size) on the golden images
+// of reference/pil_eval_golden.py (PIL 9.4, torchvision 0.14). Names: in{i}, resize{i}_{h}x{w},
+// eval{i}_{size}_{pct}; tensors U8 (H, W, C).
+TEST(DataImage, ResampleMatchesPilAndTorchvision) {
+#ifndef KAT_TEST_DATA
+#define KAT_TEST_DATA "tests"
+#endif
+  const auto f = io::SafetensorsFile::load(std::string(KAT_TEST_DATA) + "/golden/pil_eval.safetensors");
+  auto image = [&](const std::string& name) {
+    const auto& info = f.info(name);
+    EXPECT_EQ(info.dtype, io::DType::U8) << name;
+    const uint8_t* p = f.raw(name);
+    return std::vector<uint8_t>(p, p + info.numel());
+  };
+  int resizes = 0, evals = 0;
+  for (const std::string& name : f.names()) {
+    const bool is_resize = name.rfind("resize", 0) == 0, is_eval = name.rfind("eval", 0) == 0;
+    if (!is_resize && !is_eval) continue;
+    const std::string rest = name.substr(is_resize ? 6 : 4);
+    const std::string input = "in" + rest.substr(0, rest.find('_'));
+    const auto& in = f.info(input);
+    const int h = int(in.shape[0]), w = int(in.shape[1]), c = int(in.shape[2]);
+    const std::vector<uint8_t> src = image(input), want = image(name);
+    const auto& out = f.info(name);
+    std::vector<uint8_t> got(want.size(), 0xAB);
+    if (is_resize) {
+      resize_bicubic_pil(src.data(), h, w, c, got.data(), int(out.shape[0]), int(out.shape[1]));
+      ++resizes;
+    } else {
+      const std::string args = rest.substr(rest.find('_') + 1);  // "{size}_{pct}"
+      const int size = std::stoi(args.substr(0, args.find('_')));
+      const double pct = std::stod(args.substr(args.find('_') + 1));
+      ASSERT_EQ(out.shape[0], size);
+      eval_resize_center_crop(src.data(), h, w, c, size, pct, got.data());
+      ++evals;
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) diff += got[i] != want[i];
+    EXPECT_EQ(diff, 0u) << name << ": " << diff << " of " << got.size() << " bytes differ from PIL/torchvision";
+  }
+  EXPECT_EQ(resizes, 11);
+  EXPECT_EQ(evals, 8);
 }
 
 TEST(DataLoadDataset, SpecErrors) {

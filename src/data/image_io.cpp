@@ -368,6 +368,136 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
   }
 }
 
+namespace {
+// PIL's bicubic kernel (a = -0.5) and its 8-bit fixed point (32 - 8 - 2 bits: 255 x the sum of the
+// positive weights stays inside int32).
+constexpr int kPilPrecisionBits = 32 - 8 - 2;
+
+double pil_bicubic(double x) {
+  constexpr double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// Taps of every output sample over [0, in_size) -> out_size, as PIL computes them for a full-image
+// box: bounds (first tap, count) per output and ksize fixed-point weights each.
+struct PilTaps {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<int32_t> k;
+};
+
+void pil_taps(int in_size, int out_size, PilTaps& t) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = 2.0 * filterscale;
+  t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  t.first.assign(out_size, 0);
+  t.count.assign(out_size, 0);
+  t.k.assign(static_cast<size_t>(out_size) * t.ksize, 0);
+  std::vector<double> w(t.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    const int xmin = std::max(static_cast<int>(center - support + 0.5), 0);  // C truncation, as PIL
+    const int xmax = std::min(static_cast<int>(center + support + 0.5), in_size) - xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      w[x] = pil_bicubic((x + xmin - center + 0.5) * ss);
+      ww += w[x];
+    }
+    int32_t* kk = &t.k[static_cast<size_t>(xx) * t.ksize];
+    for (int x = 0; x < xmax; ++x) {
+      const double v = ww != 0.0 ? w[x] / ww : w[x];
+      kk[x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPilPrecisionBits) : 0.5 + v * (1 << kPilPrecisionBits));
+    }
+    t.first[xx] = xmin;
+    t.count[xx] = xmax;
+  }
+}
+
+// floor(ss / 2^22) clamped to [0, 255] (PIL's clip8; >> of a negative int is arithmetic).
+inline uint8_t pil_clip8(int32_t ss) {
+  return static_cast<uint8_t>(std::clamp(ss >> kPilPrecisionBits, 0, 255));
+}
+}  // namespace
+
+void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int oh, int ow) {
+  KAT_CHECK(sh > 0 && sw > 0 && oh > 0 && ow > 0 && c > 0, "resize_bicubic_pil: bad sizes");
+  if (sh == oh && sw == ow) {  // PIL returns a copy
+    std::copy(src, src + static_cast<size_t>(sh) * sw * c, dst);
+    return;
+  }
+  thread_local PilTaps tx, ty;
+  thread_local std::vector<uint8_t> tmp;
+  pil_taps(sw, ow, tx);
+  pil_taps(sh, oh, ty);
+  constexpr int32_t half = 1 << (kPilPrecisionBits - 1);
+  // Horizontal pass (when the width changes) over the source rows the vertical taps use.
+  const uint8_t* rows = src;
+  int row0 = 0;  // source row of rows[0]
+  int rw = sw;
+  if (ow != sw) {
+    const int first = ty.first[0], last = ty.first[oh - 1] + ty.count[oh - 1];
+    const int n = sh != oh ? last - first : sh;
+    row0 = sh != oh ? first : 0;
+    tmp.resize(static_cast<size_t>(n) * ow * c);
+    for (int y = 0; y < n; ++y) {
+      const uint8_t* in = src + static_cast<size_t>(y + row0) * sw * c;
+      uint8_t* out = &tmp[static_cast<size_t>(y) * ow * c];
+      for (int xx = 0; xx < ow; ++xx) {
+        const int32_t* k = &tx.k[static_cast<size_t>(xx) * tx.ksize];
+        const uint8_t* p = in + static_cast<size_t>(tx.first[xx]) * c;
+        for (int ch = 0; ch < c; ++ch) {
+          int32_t ss = half;
+          for (int x = 0; x < tx.count[xx]; ++x) ss += int32_t(p[x * c + ch]) * k[x];
+          out[xx * c + ch] = pil_clip8(ss);
+        }
+      }
+    }
+    rows = tmp.data();
+    rw = ow;
+  }
+  if (oh == sh) {  // no vertical pass
+    std::copy(rows, rows + static_cast<size_t>(oh) * rw * c, dst);
+    return;
+  }
+  const size_t stride = static_cast<size_t>(rw) * c;
+  for (int yy = 0; yy < oh; ++yy) {
+    const int32_t* k = &ty.k[static_cast<size_t>(yy) * ty.ksize];
+    const uint8_t* base = rows + static_cast<size_t>(ty.first[yy] - row0) * stride;
+    uint8_t* out = dst + static_cast<size_t>(yy) * stride;
+    for (size_t i = 0; i < stride; ++i) {
+      int32_t ss = half;
+      for (int y = 0; y < ty.count[yy]; ++y) ss += int32_t(base[y * stride + i]) * k[y];
+      out[i] = pil_clip8(ss);
+    }
+  }
+}
+
+void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size, double crop_pct, uint8_t* dst) {
+  KAT_CHECK(size > 0 && crop_pct > 0 && crop_pct <= 1.0, "eval transform: bad size ", size, " or crop_pct ", crop_pct);
+  const int scale = static_cast<int>(std::floor(size / crop_pct));  // timm: math.floor(img_size / crop_pct)
+  // torchvision _compute_resized_output_size: the shorter side (the width on ties) becomes scale.
+  const bool w_short = sw <= sh;
+  const int shrt = w_short ? sw : sh, lng = w_short ? sh : sw;
+  const int new_long = static_cast<int>(static_cast<double>(scale) * lng / shrt);
+  const int rh = w_short ? new_long : scale, rw = w_short ? scale : new_long;
+  KAT_CHECK(rh >= size && rw >= size, "eval transform: a ", sh, "x", sw, " image resized to ", rh, "x", rw,
+            " is smaller than the ", size, " crop");
+  thread_local std::vector<uint8_t> resized;
+  resized.resize(static_cast<size_t>(rh) * rw * c);
+  resize_bicubic_pil(src, sh, sw, c, resized.data(), rh, rw);
+  // F.center_crop: int(round((H - size) / 2.0)), Python rounding (half to even).
+  const int top = static_cast<int>(std::nearbyint((rh - size) / 2.0));
+  const int left = static_cast<int>(std::nearbyint((rw - size) / 2.0));
+  for (int y = 0; y < size; ++y)
+    std::copy_n(&resized[(static_cast<size_t>(y + top) * rw + left) * c], static_cast<size_t>(size) * c,
+                dst + static_cast<size_t>(y) * size * c);
+}
+
 void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int size, uint8_t* dst) {
   // Equivalent to: resize shorter side to `size` (longer side rounded), then center crop. Done in
   // one resampling step by mapping the crop window back into source coordinates.

@@ -32,4 +32,15 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
 // Resize so the shorter side is `size` then center-crop to size x size.
 void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int size, uint8_t* dst);
 
+// PIL's Image.resize((ow, oh), Image.BICUBIC) of a whole 8-bit image, bit for bit: cubic filter
+// a = -0.5 with its support widened by the scale when shrinking (antialiasing), coefficients in
+// 22-bit fixed point, horizontal pass into an 8-bit intermediate image, then the vertical pass.
+// (What torchvision's Resize does to a PIL image, hence timm's eval transform.) Checked against
+// PIL on golden images (tests/golden/pil_eval.safetensors, reference/pil_eval_golden.py).
+void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int oh, int ow);
+// timm's evaluation transform (SPEC.md §4 "Eval"): torchvision Resize(floor(size / crop_pct),
+// bicubic) of the shorter side (the longer one int(short' * long / short)) then CenterCrop(size)
+// (offsets rounded half to even, as Python's round). dst: size x size x c. crop_pct in (0, 1].
+void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size, double crop_pct, uint8_t* dst);
+
 }  // namespace kat::data
