@@ -480,6 +480,49 @@ TEST(DataImage, ResampleMatchesPilAndTorchvision) {
   EXPECT_EQ(evals, 8);
 }
 
+// A folder's test split loaded for evaluation (folder_eval_crop_pct > 0) holds exactly timm's eval
+// fit of each decoded file (full JPEG decode, PIL bicubic, center crop), eagerly and lazily alike;
+// the training split keeps the training fit.
+TEST(DataLoadDataset, FolderEvalSplitUsesTimmEvalFit) {
+  TempDir t;
+  const fs::path root = t.path();
+  Rng r(5);
+  std::vector<std::pair<std::string, std::array<int, 2>>> files = {{"a.jpg", {90, 130}}, {"b.png", {120, 70}}};
+  for (const char* split : {"train", "val"})
+    for (const auto& [name, hw] : files) {
+      std::vector<uint8_t> px(size_t(hw[0]) * hw[1] * 3);
+      for (auto& v : px) v = uint8_t(r.below(256));
+      fs::create_directories(root / split / "cls");
+      const std::string path = (root / split / "cls" / name).string();
+      if (fs::path(name).extension() == ".jpg")
+        write_jpeg(path, hw[0], hw[1], 3, px.data(), 90);
+      else
+        write_png(path, hw[0], hw[1], 3, px.data());
+    }
+  const int size = 32;
+  const Dataset ev = load_dataset("folder:" + root.string(), false, false, size, nullptr, false, 3, 0.875);
+  const Dataset ev_lazy = load_dataset("folder:" + root.string(), false, false, size, nullptr, true, 3, 0.875);
+  ASSERT_EQ(ev.size(), 2u);
+  for (size_t i = 0; i < ev.size(); ++i) {
+    int h, w, c;
+    std::vector<uint8_t> dec, want(size_t(size) * size * 3), lazy(want.size());
+    ASSERT_TRUE(decode_image_file((root / "val" / "cls" / files[i].first).string(), h, w, c, dec));
+    eval_resize_center_crop(dec.data(), h, w, c, size, 0.875, want.data());
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), ev.image(i))) << files[i].first;
+    ev_lazy.read_image(i, lazy.data());
+    EXPECT_EQ(lazy, want) << files[i].first << " (lazy)";
+  }
+  // The training split: shorter side resized (bilinear) and center-cropped, not the eval fit.
+  const Dataset tr = load_dataset("folder:" + root.string(), true, false, size, nullptr, false, 3, 0.0);
+  int h, w, c;
+  std::vector<uint8_t> dec, fit(size_t(size) * size * 3);
+  ASSERT_TRUE(decode_image_file((root / "train" / "cls" / "b.png").string(), h, w, c, dec));
+  resize_shorter_center_crop(dec.data(), h, w, c, size, fit.data());
+  EXPECT_TRUE(std::equal(fit.begin(), fit.end(), tr.image(1)));
+  expect_error([&] { load_image_folder((root / "val").string(), size, false, nullptr, 3, nullptr, false, 1.5); },
+               {"crop_pct", "1.5"});
+}
+
 TEST(DataLoadDataset, SpecErrors) {
   TempDir t;
   expect_error([&] { load_dataset("imagenet", true); }, {"unknown dataset spec 'imagenet'"});

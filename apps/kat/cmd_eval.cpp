@@ -20,6 +20,7 @@ void register_eval(CLI::App& app) {
     std::vector<std::string> overrides;
     bool ema = false, train_split = false, no_progress = false, skip_bad = false, lazy = false;
     int batch = 256;
+    double crop_pct = 0;  // 0: the checkpoint's (0.875 for plain weights)
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("--weights,-w", o->weights, "Training checkpoint or plain weights (.safetensors)")->required();
@@ -31,6 +32,9 @@ void register_eval(CLI::App& app) {
   sub->add_flag("--skip-bad", o->skip_bad, "Skip corrupt images");
   sub->add_flag("--lazy-data", o->lazy, "folder: datasets: decode images when read instead of all up front");
   sub->add_option("--batch", o->batch, "Batch size")->capture_default_str();
+  sub->add_option("--eval-crop-pct", o->crop_pct,
+                  "folder: datasets: timm's evaluation fit, bicubic resize of the shorter side to img_size / "
+                  "crop_pct then center crop (default: the checkpoint's, 0.875 for plain weights)");
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
   sub->add_option("--device", o->device, device_help())->capture_default_str();
@@ -38,9 +42,11 @@ void register_eval(CLI::App& app) {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     int skipped = 0;
+    const double crop_pct = o->crop_pct > 0 ? o->crop_pct : lm.train.eval_crop_pct;
+    KAT_CHECK(crop_pct > 0 && crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", crop_pct);
     const data::Dataset ds =
         data::load_dataset(spec, o->train_split, o->skip_bad, lm.model->config().img_size, &skipped, o->lazy,
-                           o->lazy ? lm.model->config().in_chans : 0);
+                           o->lazy ? lm.model->config().in_chans : 0, crop_pct);
     if (skipped > 0) std::printf("--skip-bad: skipped %d corrupt images\n", skipped);
     data::LoaderConfig lc;
     lc.aug.mean = lm.train.mean;

@@ -20,6 +20,7 @@ void register_predict(CLI::App& app) {
     std::vector<std::string> overrides, images;
     bool ema = false;
     int top = 5;
+    double crop_pct = 0;  // 0: the checkpoint's (0.875 for plain weights)
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("--weights,-w", o->weights, "Training checkpoint or plain weights (.safetensors)")->required();
@@ -28,12 +29,18 @@ void register_predict(CLI::App& app) {
   sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
   sub->add_option("--top", o->top, "How many classes to print")->capture_default_str();
   sub->add_option("--device", o->device, device_help())->capture_default_str();
+  sub->add_option("--eval-crop-pct", o->crop_pct,
+                  "timm's evaluation fit: bicubic resize of the shorter side to img_size / crop_pct, center crop "
+                  "(default: the checkpoint's, 0.875 for plain weights). An image already at the model's size "
+                  "is used as is when the checkpoint was trained on IDX/CIFAR data (as its test split was)");
   sub->add_option("images", o->images, "Image files")->required();
   registry().push_back({sub, [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
     const auto gpu = inference_runner(o->device, *lm.model, 1);
     if (!gpu) lm.model->plan(1);
+    const double crop_pct = o->crop_pct > 0 ? o->crop_pct : lm.train.eval_crop_pct;
+    KAT_CHECK(crop_pct > 0 && crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", crop_pct);
     data::AugmentConfig aug;
     aug.train = false;
     aug.out_size = cfg.img_size;
@@ -44,6 +51,16 @@ void register_predict(CLI::App& app) {
       std::vector<uint8_t> px;
       std::string err;
       KAT_CHECK(data::decode_image_file(path, h, w, c, px, &err), err.empty() ? path + ": cannot decode image" : err);
+      // As `kat eval` sees a test image: native-size datasets (IDX, CIFAR) as they are, folders and
+      // plain (timm) weights through timm's evaluation fit.
+      const bool native = lm.from_checkpoint && lm.train.data.rfind("folder:", 0) != 0 && h == cfg.img_size &&
+                          w == cfg.img_size;
+      if (!native) {
+        std::vector<uint8_t> fitted(size_t(cfg.img_size) * cfg.img_size * c);
+        data::eval_resize_center_crop(px.data(), h, w, c, cfg.img_size, crop_pct, fitted.data());
+        px.swap(fitted);
+        h = w = cfg.img_size;
+      }
       const std::vector<float> x = data::eval_transform(px.data(), h, w, c, cfg.in_chans, aug);
       const float* z = gpu ? gpu->logits(x.data(), 1) : lm.model->forward(x.data(), 1);
       const int K = cfg.num_classes;

@@ -72,6 +72,10 @@ void register_train(CLI::App& app) {
       "--lazy-data", c->lazy_data,
       "folder: datasets: decode each image when a batch needs it (in the --workers threads) instead of "
       "holding the whole decoded dataset in memory (ImageNet-size folders)");
+  sub->add_option("--eval-crop-pct", c->eval_crop_pct,
+                  "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
+                  "shorter side to img_size / crop_pct, center crop img_size)")
+      ->capture_default_str();
   sub->add_flag("--no-progress", *no_progress, "No progress bar (summary lines only)");
   registry().push_back({sub, [c, resume, no_progress] {
     c->progress = !*no_progress;

@@ -252,13 +252,21 @@ void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t
   }
 }
 
-// One folder image as both loaders store it: decoded and, when size > 0, resized (shorter side) and
-// center-cropped to size x size (then h = w = size). false (err set) for an undecodable file.
-bool decode_fitted(const std::string& path, int size, int& h, int& w, int& c, std::vector<uint8_t>& out,
-                   std::string* err) {
+// One folder image as both loaders store it: decoded and, when size > 0, fitted to size x size (then
+// h = w = size): eval_crop_pct > 0 applies timm's evaluation transform (full decode, PIL bicubic
+// resize to floor(size / crop_pct), center crop), else the shorter side is resized to size
+// (antialiased bilinear, JPEGs decoded at a reduced DCT scale when large) and center-cropped.
+// false (err set) for an undecodable file.
+bool decode_fitted(const std::string& path, int size, double eval_crop_pct, int& h, int& w, int& c,
+                   std::vector<uint8_t>& out, std::string* err) {
   thread_local std::vector<uint8_t> decoded;
-  if (!decode_image_file(path, h, w, c, size > 0 ? decoded : out, err, size)) return false;
-  if (size > 0) {
+  const bool eval = size > 0 && eval_crop_pct > 0;
+  if (!decode_image_file(path, h, w, c, size > 0 ? decoded : out, err, eval ? 0 : size)) return false;
+  if (eval) {
+    out.resize(static_cast<size_t>(size) * size * c);
+    eval_resize_center_crop(decoded.data(), h, w, c, size, eval_crop_pct, out.data());
+    h = w = size;
+  } else if (size > 0) {
     out.resize(static_cast<size_t>(size) * size * c);
     resize_shorter_center_crop(decoded.data(), h, w, c, size, out.data());
     h = w = size;
@@ -281,14 +289,16 @@ void Dataset::read_image(size_t i, uint8_t* out) const {
   thread_local std::vector<uint8_t> fitted;
   int h = 0, w = 0, c = 0;
   std::string err;
-  KAT_CHECK(decode_fitted(files[i], decode_size, h, w, c, fitted, &err),
+  KAT_CHECK(decode_fitted(files[i], decode_size, eval_crop_pct, h, w, c, fitted, &err),
             err.empty() ? files[i] + ": cannot decode" : err, " (lazy folder ", source, ", image ", i, ")");
   convert_channels(fitted.data(), static_cast<size_t>(h) * w, c, channels, out);
 }
 
 Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad, int* skipped, int channels,
-                          const std::vector<std::string>* classes, bool lazy) {
+                          const std::vector<std::string>* classes, bool lazy, double eval_crop_pct) {
   KAT_CHECK(resize_to >= 0 && resize_to <= 4096, "load_image_folder: bad resize size ", resize_to);
+  KAT_CHECK(eval_crop_pct >= 0 && eval_crop_pct <= 1.0, "load_image_folder: eval crop_pct must be in (0, 1] (0: off), got ",
+            eval_crop_pct);
   KAT_CHECK(channels == 0 || channels == 1 || channels == 3, "load_image_folder: channels must be 0, 1 or 3, got ",
             channels);
   KAT_CHECK(fs::is_directory(root), "folder ", root, ": not found or not a directory");
@@ -301,6 +311,7 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   std::sort(dirs.begin(), dirs.end());
   Dataset ds;
   ds.source = root;
+  ds.eval_crop_pct = resize_to > 0 ? eval_crop_pct : 0.0;
   if (classes) {
     ds.class_names = *classes;
     for (const auto& d : dirs)
@@ -359,7 +370,7 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   for (const auto& [k, fp] : listing) {
     Img im{k, 0, 0, 0, fp.string(), {}};
     std::string err;
-    if (!decode_fitted(im.path, resize_to, im.h, im.w, im.c, im.px, &err)) {
+    if (!decode_fitted(im.path, resize_to, ds.eval_crop_pct, im.h, im.w, im.c, im.px, &err)) {
       if (skip_bad) {
         ++bad;
         continue;
@@ -407,7 +418,7 @@ std::string find_one(const fs::path& dir, const std::vector<std::string>& names,
 }  // namespace
 
 Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int folder_resize, int* skipped,
-                     bool folder_lazy, int folder_channels) {
+                     bool folder_lazy, int folder_channels, double folder_eval_crop_pct) {
   if (skipped) *skipped = 0;
   std::string kind = spec, dir;
   const size_t colon = spec.find(':');
@@ -456,7 +467,7 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
   KAT_CHECK(fs::is_directory(tr), "dataset '", spec, "': missing ", tr.string(), " (expected DIR/train and DIR/val)");
   if (train)
     return load_image_folder(tr.string(), folder_resize, skip_bad, skipped, folder_channels, nullptr,
-                             folder_lazy);
+                             folder_lazy, folder_eval_crop_pct);
   fs::path ev = root / "val";
   if (!fs::is_directory(ev)) ev = root / "test";
   KAT_CHECK(fs::is_directory(ev), "dataset '", spec, "': missing ", (root / "val").string(), " or ",
@@ -468,7 +479,7 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
   }
   std::sort(classes.begin(), classes.end());
   return load_image_folder(ev.string(), folder_resize, skip_bad, skipped, folder_channels, &classes,
-                           folder_lazy);
+                           folder_lazy, folder_eval_crop_pct);
 }
 
 Dataset subset(const Dataset& ds, size_t n) {
@@ -482,6 +493,7 @@ Dataset subset(const Dataset& ds, size_t n) {
   n = std::min(n, ds.size());
   out.labels.assign(ds.labels.begin(), ds.labels.begin() + static_cast<std::ptrdiff_t>(n));
   out.decode_size = ds.decode_size;
+  out.eval_crop_pct = ds.eval_crop_pct;
   if (ds.lazy())
     out.files.assign(ds.files.begin(), ds.files.begin() + static_cast<std::ptrdiff_t>(n));
   else

@@ -22,6 +22,9 @@ struct Dataset {
   // (`pixels` stays empty), so an ImageNet-size folder needs no memory for the decoded images.
   std::vector<std::string> files;
   int decode_size = 0;  // lazy: the square side images are resized / center-cropped to
+  // Folders: > 0 when the images were fitted with timm's evaluation transform (see
+  // load_image_folder), 0 with the training fit.
+  double eval_crop_pct = 0.0;
 
   size_t size() const { return labels.size(); }
   size_t image_bytes() const { return static_cast<size_t>(height) * width * channels; }
@@ -56,9 +59,13 @@ Dataset load_cifar(const std::vector<std::string>& batch_files, int num_classes)
 // 0 means 3 there, since deciding "any colour image?" would mean decoding them all; skip_bad is
 // refused). Eager loading refuses a folder whose decoded images would take more than half of the
 // machine's memory, naming the size and --lazy-data.
+// eval_crop_pct > 0 (with resize_to > 0): fit each image with timm's evaluation transform instead
+// (SPEC.md §4: full decode, PIL bicubic resize of the shorter side to floor(resize_to /
+// eval_crop_pct), center crop; eval_resize_center_crop), as for evaluating published checkpoints.
 Dataset load_image_folder(const std::string& root, int resize_to = 0, bool skip_bad = false,
                           int* skipped = nullptr, int channels = 0,
-                          const std::vector<std::string>* classes = nullptr, bool lazy = false);
+                          const std::vector<std::string>* classes = nullptr, bool lazy = false,
+                          double eval_crop_pct = 0.0);
 
 // Dispatch on a spec string:
 //   "fashion-mnist" (kFashionMnistDir) | "fashion-mnist:DIR" | "mnist:DIR" | "idx:DIR"
@@ -67,9 +74,11 @@ Dataset load_image_folder(const std::string& root, int resize_to = 0, bool skip_
 //   "cifar100:DIR" train.bin / test.bin (DIR or DIR/cifar-100-binary)
 //   "folder:DIR"   DIR/train and DIR/val (or DIR/test); the eval split uses the train classes.
 // folder_resize / skipped are passed to load_image_folder for "folder:" specs.
-// folder_lazy / folder_channels: passed to load_image_folder (other kinds are always in memory).
+// folder_lazy / folder_channels / folder_eval_crop_pct: passed to load_image_folder (other kinds are
+// always in memory, at their native size).
 Dataset load_dataset(const std::string& spec, bool train, bool skip_bad = false, int folder_resize = 0,
-                     int* skipped = nullptr, bool folder_lazy = false, int folder_channels = 0);
+                     int* skipped = nullptr, bool folder_lazy = false, int folder_channels = 0,
+                     double folder_eval_crop_pct = 0.0);
 
 // First min(n, size) samples.
 Dataset subset(const Dataset& ds, size_t n);

@@ -16,7 +16,8 @@ using nlohmann::json;
           X(label_smoothing) X(mixup) X(cutmix) X(mix_prob) X(switch_prob) X(crop) X(padding) X(hflip)       \
               X(randaug_n) X(randaug_m) X(randaug_mstd) X(random_erase) X(mean) X(std) X(seed) X(workers)    \
                   X(threads) X(keep_last) X(save_every) X(max_steps) X(log_every) X(train_subset)            \
-                      X(test_subset) X(skip_bad) X(lazy_data) X(progress) X(eval_batch)
+                      X(test_subset) X(skip_bad) X(lazy_data) X(progress) X(eval_batch) \
+                          X(eval_crop_pct)
 
 std::string TrainConfig::to_json(int indent) const {
   json j;
@@ -52,6 +53,7 @@ void TrainConfig::validate() const {
   parse_devices(device);  // a malformed --device is an error here, before any data is read
   KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
+  KAT_CHECK(eval_crop_pct > 0 && eval_crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", eval_crop_pct);
 }
 
 }  // namespace kat

@@ -52,6 +52,9 @@ struct TrainConfig {
   bool lazy_data = false;  // folder datasets: decode images in the loader workers, not up front
   bool progress = true;
   int eval_batch = 256;
+  // folder: datasets' test split is fitted with timm's evaluation transform (SPEC.md §4): bicubic
+  // resize of the shorter side to floor(img_size / eval_crop_pct), center crop img_size.
+  double eval_crop_pct = 0.875;
 
   std::string to_json(int indent = 2) const;
   static TrainConfig from_json(const std::string& text, const std::string& source);

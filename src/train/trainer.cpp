@@ -219,7 +219,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   data::Dataset train_ds = data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train,
                                               tc.lazy_data, folder_channels);
   data::Dataset test_ds = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test,
-                                             tc.lazy_data, folder_channels);
+                                             tc.lazy_data, folder_channels, tc.eval_crop_pct);
   if (skipped_train + skipped_test > 0)
     std::fprintf(stderr, "--skip-bad: skipped %d corrupt training and %d corrupt test images\n", skipped_train, skipped_test);
   if (tc.train_subset > 0) train_ds = data::subset(train_ds, size_t(tc.train_subset));
