@@ -15,6 +15,8 @@
 #include "io/safetensors.h"
 #include "model/kat_model.h"
 #include "ops/cpu_ops.h"
+#include "test_util.h"
+#include "train/train_config.h"
 
 using namespace kat;
 
@@ -89,6 +91,27 @@ TEST(ModelConfigs, ErrorsNameTheField) {
   c.apply_override("num_classes=10");
   EXPECT_EQ(c.num_classes, 10);
   EXPECT_THROW(ModelConfig::from_json("{\"depth\": \"x\"}", "t"), Error);
+}
+
+// The weights' input normalisation travels with the model config (timm's pretrained cfg, SPEC.md
+// §4): ImageNet statistics for the 224 models, 0.5 for the small ones; --mean/--std win; a new
+// channel count drops it; a wrong count is an error naming the field.
+TEST(ModelConfigs, InputNormalisation) {
+  const ModelConfig tiny = ModelConfig::load("kat_tiny_patch16_224");
+  EXPECT_EQ(tiny.mean, (std::vector<float>{0.485f, 0.456f, 0.406f}));
+  EXPECT_EQ(tiny.std, (std::vector<float>{0.229f, 0.224f, 0.225f}));
+  EXPECT_TRUE(ModelConfig::load("kat_micro_patch4_28").mean.empty());
+  TrainConfig t;
+  EXPECT_EQ(input_normalisation(t, tiny).first, tiny.mean);  // plain timm weights, default training
+  t.mean = {0.5f, 0.5f, 0.5f};
+  t.std = {0.25f, 0.25f, 0.25f};
+  EXPECT_EQ(input_normalisation(t, tiny).second, t.std);  // --std given
+  ModelConfig gray = tiny;
+  gray.apply_override("in_chans=1");
+  EXPECT_TRUE(gray.mean.empty() && gray.std.empty());
+  EXPECT_EQ(ModelConfig::from_json(tiny.to_json(), "round trip").mean, tiny.mean);
+  kat::test::expect_error([&] { ModelConfig c = tiny; c.apply_override("mean=[0.5, 0.5]"); }, {"mean and std", "3"});
+  kat::test::expect_error([&] { ModelConfig c = tiny; c.apply_override("std=[1, 0, 1]"); }, {"std", "> 0"});
 }
 
 TEST(ModelWeights, RejectsMissingUnexpectedAndMisshaped) {

@@ -1,4 +1,5 @@
 // kat eval: top-1, top-5, loss, per-class accuracy and confusion matrix of a checkpoint.
+#include <tuple>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -49,8 +50,7 @@ void register_eval(CLI::App& app) {
                            o->lazy ? lm.model->config().in_chans : 0, crop_pct);
     if (skipped > 0) std::printf("--skip-bad: skipped %d corrupt images\n", skipped);
     data::LoaderConfig lc;
-    lc.aug.mean = lm.train.mean;
-    lc.aug.std = lm.train.std;
+    std::tie(lc.aug.mean, lc.aug.std) = input_normalisation(lm.train, lm.model->config());
     lc.aug.out_size = lm.model->config().img_size;
     const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
     const auto gpu = inference_runner(o->device, *lm.model, o->batch);

@@ -1,4 +1,5 @@
 // kat predict: top-5 classes (with names) for image files.
+#include <tuple>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -44,8 +45,7 @@ void register_predict(CLI::App& app) {
     data::AugmentConfig aug;
     aug.train = false;
     aug.out_size = cfg.img_size;
-    aug.mean = lm.train.mean;
-    aug.std = lm.train.std;
+    std::tie(aug.mean, aug.std) = input_normalisation(lm.train, lm.model->config());
     for (const auto& path : o->images) {
       int h, w, c;
       std::vector<uint8_t> px;

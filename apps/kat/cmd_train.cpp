@@ -54,8 +54,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--randaug-m", c->randaug_m, "RandAugment magnitude (0-10)")->capture_default_str();
   sub->add_option("--randaug-mstd", c->randaug_mstd, "RandAugment magnitude std")->capture_default_str();
   sub->add_option("--reprob", c->random_erase, "Random erasing probability")->capture_default_str();
-  sub->add_option("--mean", c->mean, "Per-channel mean after /255 (default 0.5)");
-  sub->add_option("--std", c->std, "Per-channel std after /255 (default 0.5)");
+  sub->add_option("--mean", c->mean,
+                  "Per-channel mean after /255 (default: the model config's, ImageNet's for the 224 models, else 0.5)");
+  sub->add_option("--std", c->std,
+                  "Per-channel std after /255 (default: the model config's, ImageNet's for the 224 models, else 0.5)");
   sub->add_option("--seed", c->seed, "Seed of init, data order, augmentation and drop-path")->capture_default_str();
   sub->add_option("--workers", c->workers,
                   "Data loader threads (-1: automatic = 1 on the CPU, all cores but one with --device cuda)")

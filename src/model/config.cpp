@@ -40,11 +40,16 @@ void ModelConfig::validate() const {
               "': activation init must be identity, swish or gelu, got \"", *m, "\"");
   KAT_CHECK(init == "paper" || init == "timm", "config '", name, "': init must be \"paper\" or \"timm\", got \"", init, "\"");
   KAT_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "config '", name, "': drop_path_rate must be in [0, 1)");
+  KAT_CHECK(mean.size() == std.size() && (mean.empty() || int(mean.size()) == in_chans), "config '", name,
+            "': mean and std need one value per input channel (", in_chans, "), got ", mean.size(), " and ",
+            std.size());
+  for (float s : std) KAT_CHECK(s > 0, "config '", name, "': std values must be > 0");
 }
 
 #define KAT_CONFIG_FIELDS(X)                                                                    \
   X(name) X(img_size) X(patch_size) X(in_chans) X(num_classes) X(embed_dim) X(depth) X(num_heads) \
-  X(mlp_hidden) X(ffn) X(groups) X(shared_numerator) X(act1_init) X(act2_init) X(drop_path_rate) X(init)
+  X(mlp_hidden) X(ffn) X(groups) X(shared_numerator) X(act1_init) X(act2_init) X(drop_path_rate) X(init) \
+  X(mean) X(std)
 
 std::string ModelConfig::to_json(int indent) const {
   json j;
@@ -137,6 +142,11 @@ void ModelConfig::apply_override(const std::string& kv) {
   }
   if (j[key].is_string() && !v.is_string()) v = val;
   j[key] = v;
+  // A new channel count makes the weights' per-channel normalisation meaningless: back to 0.5.
+  if (key == "in_chans" && v.is_number_integer() && j["mean"].size() != size_t(v.get<int>())) {
+    j["mean"] = json::array();
+    j["std"] = json::array();
+  }
   *this = from_json(j.dump(), "override '" + kv + "'");
 }
 

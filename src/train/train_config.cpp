@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "model/config.h"
 #include "train/gpu_runner.h"
 
 namespace kat {
@@ -54,6 +55,11 @@ void TrainConfig::validate() const {
   KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
   KAT_CHECK(eval_crop_pct > 0 && eval_crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", eval_crop_pct);
+}
+
+std::pair<std::vector<float>, std::vector<float>> input_normalisation(const TrainConfig& t, const ModelConfig& m) {
+  if (!t.mean.empty() || !t.std.empty()) return {t.mean, t.std};
+  return {m.mean, m.std};
 }
 
 }  // namespace kat

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kat {
@@ -60,5 +61,11 @@ struct TrainConfig {
   static TrainConfig from_json(const std::string& text, const std::string& source);
   void validate() const;
 };
+
+struct ModelConfig;
+// The input normalisation (mean, std per channel) a run uses: --mean / --std when given, else the
+// model config's (the weights' own: ImageNet statistics for the 224 models), else empty (0.5 / 0.5).
+// Training, `kat eval` and `kat predict` all resolve it here, so they agree.
+std::pair<std::vector<float>, std::vector<float>> input_normalisation(const TrainConfig& t, const ModelConfig& m);
 
 }  // namespace kat

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <tuple>
 #include <omp.h>
 
 #include <algorithm>
@@ -58,7 +59,8 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return v;
 }
 
-data::LoaderConfig make_loader_config(const TrainConfig& c, int img_size) {
+data::LoaderConfig make_loader_config(const TrainConfig& c, const ModelConfig& mc) {
+  const int img_size = mc.img_size;
   data::LoaderConfig l;
   l.batch_size = c.batch;
   l.shuffle = true;
@@ -80,8 +82,7 @@ data::LoaderConfig make_loader_config(const TrainConfig& c, int img_size) {
   l.aug.randaug_m = c.randaug_m;
   l.aug.randaug_mstd = c.randaug_mstd;
   l.aug.random_erase = c.random_erase;
-  l.aug.mean = c.mean;
-  l.aug.std = c.std;
+  std::tie(l.aug.mean, l.aug.std) = input_normalisation(c, mc);
   l.mix.mixup_alpha = c.mixup;
   l.mix.cutmix_alpha = c.cutmix;
   l.mix.prob = c.mix_prob;
@@ -228,7 +229,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
             mc.name, "' expects in_chans=", mc.in_chans, " (use --set in_chans=", train_ds.channels, ")");
   KAT_CHECK(train_ds.num_classes <= mc.num_classes, tc.data, ": ", train_ds.num_classes,
             " classes but the model has num_classes=", mc.num_classes, " (use --set num_classes=", train_ds.num_classes, ")");
-  const data::LoaderConfig lcfg = make_loader_config(tc, mc.img_size);
+  const data::LoaderConfig lcfg = make_loader_config(tc, mc);
   data::LoaderConfig ecfg = data::LoaderConfig::eval(lcfg, tc.eval_batch);
   data::Loader loader(train_ds, lcfg);
   const int64_t micro_per_epoch = loader.batches_per_epoch();
