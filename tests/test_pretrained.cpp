@@ -136,7 +136,7 @@ TEST(Pretrained, RefusesWhatCannotBeAdapted) {
 // learning rate every norm weight is still within 1e-3 of the file's), and a missing file is an
 // error naming it.
 TEST(Pretrained, TrainerStartsFromInit) {
-  const std::string d = (fs::temp_directory_path() / "kat_test_init_run").string();
+  const std::string d = kat::test::temp_path("kat_test_init_run");
   fs::remove_all(d);
   TrainConfig c = kat::test::tiny_run(d);
   {
@@ -155,7 +155,7 @@ TEST(Pretrained, TrainerStartsFromInit) {
     for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-3);
   }
   fs::remove_all(d);
-  c.init = (fs::temp_directory_path() / "no_such_weights.safetensors").string();
+  c.init = kat::test::temp_path("no_such_weights.safetensors");
   kat::test::expect_error([&] { train(c); }, {"no_such_weights.safetensors"});  // missing --init file
   fs::remove_all(d);
 }

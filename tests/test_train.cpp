@@ -96,8 +96,8 @@ TEST(TrainNaN, FirstNonFiniteNamesTheLayer) {
 using kat::test::tiny_run;
 
 TEST(TrainRun, ResumeIsBitwiseIdentical) {
-  const std::string a = (fs::temp_directory_path() / "kat_test_resume_a").string();
-  const std::string b = (fs::temp_directory_path() / "kat_test_resume_b").string();
+  const std::string a = kat::test::temp_path("kat_test_resume_a");
+  const std::string b = kat::test::temp_path("kat_test_resume_b");
   fs::remove_all(a);
   fs::remove_all(b);
   kat::test::check_resume_bitwise(tiny_run(a), a, b);
@@ -126,7 +126,7 @@ TEST(TrainRun, ResumeIsBitwiseIdentical) {
 }
 
 TEST(TrainRun, LearnsAndRejectsBadConfig) {
-  const std::string d = (fs::temp_directory_path() / "kat_test_learn").string();
+  const std::string d = kat::test::temp_path("kat_test_learn");
   fs::remove_all(d);
   TrainConfig c = tiny_run(d);
   c.mixup = c.cutmix = 0;
@@ -180,7 +180,7 @@ TEST(TrainDevice, ParseAndClearErrors) {
   EXPECT_THROW(c.validate(), Error);
   c.device = "cuda";
   if (!cuda_available()) {  // CI: no GPU -> a clear error, not a crash
-    c.out_dir = (fs::temp_directory_path() / "kat_test_nogpu").string();
+    c.out_dir = kat::test::temp_path("kat_test_nogpu");
     c.train_subset = 256;
     c.test_subset = 64;
     c.progress = false;

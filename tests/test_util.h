@@ -2,6 +2,9 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <initializer_list>
 #include <string>
 
@@ -19,6 +22,12 @@ void expect_error(F&& f, std::initializer_list<std::string> parts) {
     const std::string msg = e.what();
     for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message '" << msg << "' lacks '" << p << "'";
   }
+}
+
+// A path in the temp directory unique to this process, so that two test runs on one machine (a
+// CI checkout beside a working tree) never share a run directory.
+inline std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / (name + "." + std::to_string(getpid()))).string();
 }
 
 }  // namespace kat::test

@@ -50,8 +50,8 @@ TEST(TrainCuda, StagedUploadsResumeBitwise) {
   if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") &&
       !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
     GTEST_SKIP() << "Fashion-MNIST not found in " << fmnist_dir() << " (set KAT_TEST_FMNIST)";
-  const std::string a = (fs::temp_directory_path() / "kat_gpu_resume_a").string();
-  const std::string b = (fs::temp_directory_path() / "kat_gpu_resume_b").string();
+  const std::string a = kat::test::temp_path("kat_gpu_resume_a");
+  const std::string b = kat::test::temp_path("kat_gpu_resume_b");
   fs::remove_all(a);
   fs::remove_all(b);
   const auto r = kat::test::check_resume_bitwise(tiny_gpu_run(a), a, b);
@@ -234,8 +234,8 @@ TEST(TrainCuda, DataParallelTwoGpus) {
 
   if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") && !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
     GTEST_SKIP() << "Fashion-MNIST not found in " << fmnist_dir() << " (set KAT_TEST_FMNIST)";
-  const std::string a = (fs::temp_directory_path() / "kat_gpu2_resume_a").string();
-  const std::string b = (fs::temp_directory_path() / "kat_gpu2_resume_b").string();
+  const std::string a = kat::test::temp_path("kat_gpu2_resume_a");
+  const std::string b = kat::test::temp_path("kat_gpu2_resume_b");
   fs::remove_all(a);
   fs::remove_all(b);
   TrainConfig c = tiny_gpu_run(a);
