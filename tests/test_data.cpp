@@ -884,6 +884,42 @@ TEST(DataLoader, EvalLoaderAndErrors) {
   expect_error([&] { Loader X(ds, badaug); }, {"crop"});
 }
 
+// A lazy folder in training with RandomResizedCrop crops from the file's full image (as timm does),
+// not from the image fitted to the model's size: with scale 1 and a fixed 3:2 ratio the crop box
+// is the whole 40x60 original, so the sample is that image resampled to 8x8; the eager dataset
+// only has the fitted (center-cropped) 8x8 image. Other crops use the fitted image in both.
+TEST(DataLoader, LazyRrcCropsFromTheOriginal) {
+  TempDir t;
+  Rng r(9);
+  std::vector<uint8_t> px(40 * 60 * 3);
+  for (auto& v : px) v = uint8_t(r.below(256));
+  fs::create_directories(t.path() / "c");
+  write_png((t.path() / "c" / "a.png").string(), 40, 60, 3, px.data());
+  const Dataset lazy = load_image_folder(t.path().string(), 8, false, nullptr, 3, nullptr, true);
+  LoaderConfig cfg;
+  cfg.batch_size = 1;
+  cfg.shuffle = false;
+  cfg.num_workers = 1;
+  cfg.aug.train = true;
+  cfg.aug.out_size = 8;
+  cfg.aug.crop = "rrc";
+  cfg.aug.rrc_scale_min = cfg.aug.rrc_scale_max = 1.0;
+  cfg.aug.rrc_ratio_min = cfg.aug.rrc_ratio_max = 1.5;
+  cfg.mix.label_smoothing = 0;
+  Loader L(lazy, cfg);
+  const auto b = run_epoch(L, 0);
+  ASSERT_EQ(b.size(), 1u);
+  std::vector<uint8_t> want(8 * 8 * 3);
+  resample_bilinear(px.data(), 40, 60, 3, 0, 0, 40, 60, want.data(), 8, 8);
+  for (int ch = 0; ch < 3; ++ch)
+    for (int i = 0; i < 64; ++i)
+      ASSERT_EQ(b[0].images[size_t(ch) * 64 + i], (want[size_t(i) * 3 + ch] / 255.f - 0.5f) / 0.5f) << ch << " " << i;
+  // The fitted image (what an eager dataset holds) is a different picture.
+  std::vector<uint8_t> fitted(8 * 8 * 3);
+  lazy.read_image(0, fitted.data());
+  EXPECT_NE(fitted, want);
+}
+
 TEST(DataLoader, FashionMnistDefaultPipelineIsFast) {
   const Dataset& ds = fashion_train();
   LoaderConfig cfg;
@@ -946,7 +982,7 @@ TEST(DataImageFolder, LazyEqualsEager) {
   lc.seed = 7;
   lc.aug.train = true;
   lc.aug.out_size = 8;
-  lc.aug.crop = "rrc";
+  lc.aug.crop = "pad";  // (RandomResizedCrop differs by design: DataLoader.LazyRrcCropsFromTheOriginal)
   lc.aug.hflip = true;
   lc.aug.randaug_n = 2;
   lc.mix.mixup_alpha = 0.8;

@@ -294,6 +294,18 @@ void Dataset::read_image(size_t i, uint8_t* out) const {
   convert_channels(fitted.data(), static_cast<size_t>(h) * w, c, channels, out);
 }
 
+void Dataset::read_original(size_t i, std::vector<uint8_t>& out, int& h, int& w) const {
+  KAT_CHECK(lazy(), source, ": read_original needs a lazy folder dataset");
+  KAT_CHECK(i < size(), source, ": image index ", i, " out of range [0, ", size(), ")");
+  thread_local std::vector<uint8_t> decoded;
+  int c = 0;
+  std::string err;
+  KAT_CHECK(decode_image_file(files[i], h, w, c, decoded, &err), err.empty() ? files[i] + ": cannot decode" : err,
+            " (lazy folder ", source, ", image ", i, ")");
+  out.resize(static_cast<size_t>(h) * w * channels);
+  convert_channels(decoded.data(), static_cast<size_t>(h) * w, c, channels, out.data());
+}
+
 Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad, int* skipped, int channels,
                           const std::vector<std::string>* classes, bool lazy, double eval_crop_pct) {
   KAT_CHECK(resize_to >= 0 && resize_to <= 4096, "load_image_folder: bad resize size ", resize_to);

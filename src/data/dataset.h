@@ -34,6 +34,9 @@ struct Dataset {
   // Image i into out (image_bytes()): a copy (eager) or decode + resize + channel conversion,
   // exactly as the eager loader does it (lazy; errors throw kat::Error naming the file).
   void read_image(size_t i, uint8_t* out) const;
+  // Lazy datasets only: image i as decoded from its file, full size (h x w x channels), not fitted.
+  // The training loader's RandomResizedCrop samples from it, as timm does from the original file.
+  void read_original(size_t i, std::vector<uint8_t>& out, int& h, int& w) const;
 };
 
 // Default location of Fashion-MNIST (spec "fashion-mnist").

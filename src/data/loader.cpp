@@ -64,6 +64,9 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
   }
   static thread_local AugScratch scratch;
   static thread_local std::vector<uint8_t> lazy_px;  // lazy folders: the decoded image
+  // Lazy folders in training with RandomResizedCrop crop from the original image (eager datasets
+  // hold only the image fitted to the model's size, so they crop from that).
+  const bool original_rrc = ds.lazy() && cfg.aug.train && cfg.aug.crop == "rrc" && cfg.aug.out_size > 0;
   const uint64_t ep = static_cast<uint64_t>(epoch);
   for (int i = 0; i < n; ++i) {
     const int64_t idx = order[begin + i];
@@ -73,13 +76,16 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
               " at index ", idx, " out of range [0, ", ds.num_classes, ")");
     Rng rng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(idx), seed_tag("aug")}));
     const uint8_t* src = ds.lazy() ? nullptr : ds.image(idx);
-    if (!src) {
+    int sh = ds.height, sw = ds.width;
+    if (!src && original_rrc) {  // RandomResizedCrop from the file's full image, as timm
+      ds.read_original(size_t(idx), lazy_px, sh, sw);
+      src = lazy_px.data();
+    } else if (!src) {
       lazy_px.resize(ds.image_bytes());
       ds.read_image(size_t(idx), lazy_px.data());
       src = lazy_px.data();
     }
-    augment_image(src, ds.height, ds.width, c, cfg.aug, lut.data(), rng, scratch,
-                  out.images.data() + img * i);
+    augment_image(src, sh, sw, c, cfg.aug, lut.data(), rng, scratch, out.images.data() + img * i);
   }
   MixConfig mc = cfg.mix;
   if (!cfg.aug.train) mc.mixup_alpha = mc.cutmix_alpha = 0;  // eval: never mix
