@@ -487,7 +487,8 @@ TEST(DataLoadDataset, FolderEvalSplitUsesTimmEvalFit) {
   TempDir t;
   const fs::path root = t.path();
   Rng r(5);
-  std::vector<std::pair<std::string, std::array<int, 2>>> files = {{"a.jpg", {90, 130}}, {"b.png", {120, 70}}};
+  std::vector<std::pair<std::string, std::array<int, 2>>> files = {
+      {"a.jpg", {90, 130}}, {"b.png", {120, 70}}, {"c.png", {32, 32}}};  // c: already at the model's size
   for (const char* split : {"train", "val"})
     for (const auto& [name, hw] : files) {
       std::vector<uint8_t> px(size_t(hw[0]) * hw[1] * 3);
@@ -502,12 +503,15 @@ TEST(DataLoadDataset, FolderEvalSplitUsesTimmEvalFit) {
   const int size = 32;
   const Dataset ev = load_dataset("folder:" + root.string(), false, false, size, nullptr, false, 3, 0.875);
   const Dataset ev_lazy = load_dataset("folder:" + root.string(), false, false, size, nullptr, true, 3, 0.875);
-  ASSERT_EQ(ev.size(), 2u);
+  ASSERT_EQ(ev.size(), 3u);
   for (size_t i = 0; i < ev.size(); ++i) {
     int h, w, c;
     std::vector<uint8_t> dec, want(size_t(size) * size * 3), lazy(want.size());
     ASSERT_TRUE(decode_image_file((root / "val" / "cls" / files[i].first).string(), h, w, c, dec));
-    eval_resize_center_crop(dec.data(), h, w, c, size, 0.875, want.data());
+    if (h == size && w == size)
+      want = dec;  // kept as is, not zoomed by 1 / crop_pct
+    else
+      eval_resize_center_crop(dec.data(), h, w, c, size, 0.875, want.data());
     EXPECT_TRUE(std::equal(want.begin(), want.end(), ev.image(i))) << files[i].first;
     ev_lazy.read_image(i, lazy.data());
     EXPECT_EQ(lazy, want) << files[i].first << " (lazy)";

@@ -32,8 +32,8 @@ void register_predict(CLI::App& app) {
   sub->add_option("--device", o->device, device_help())->capture_default_str();
   sub->add_option("--eval-crop-pct", o->crop_pct,
                   "timm's evaluation fit: bicubic resize of the shorter side to img_size / crop_pct, center crop "
-                  "(default: the checkpoint's, 0.875 for plain weights). An image already at the model's size "
-                  "is used as is when the checkpoint was trained on IDX/CIFAR data (as its test split was)");
+                  "(default: the checkpoint's, 0.875 for plain weights); an image already at the model's size "
+                  "is used as is");
   sub->add_option("images", o->images, "Image files")->required();
   registry().push_back({sub, [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
@@ -51,11 +51,8 @@ void register_predict(CLI::App& app) {
       std::vector<uint8_t> px;
       std::string err;
       KAT_CHECK(data::decode_image_file(path, h, w, c, px, &err), err.empty() ? path + ": cannot decode image" : err);
-      // As `kat eval` sees a test image: native-size datasets (IDX, CIFAR) as they are, folders and
-      // plain (timm) weights through timm's evaluation fit.
-      const bool native = lm.from_checkpoint && lm.train.data.rfind("folder:", 0) != 0 && h == cfg.img_size &&
-                          w == cfg.img_size;
-      if (!native) {
+      // As `kat eval` fits a test image: as is at the model's size, else timm's evaluation fit.
+      if (h != cfg.img_size || w != cfg.img_size) {
         std::vector<uint8_t> fitted(size_t(cfg.img_size) * cfg.img_size * c);
         data::eval_resize_center_crop(px.data(), h, w, c, cfg.img_size, crop_pct, fitted.data());
         px.swap(fitted);

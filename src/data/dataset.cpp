@@ -254,7 +254,8 @@ void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t
 
 // One folder image as both loaders store it: decoded and, when size > 0, fitted to size x size (then
 // h = w = size): eval_crop_pct > 0 applies timm's evaluation transform (full decode, PIL bicubic
-// resize to floor(size / crop_pct), center crop), else the shorter side is resized to size
+// resize to floor(size / crop_pct), center crop) to any image not already size x size (a folder of
+// 32 x 32 images for a 32 model is evaluated as trained, not zoomed), else the shorter side is resized to size
 // (antialiased bilinear, JPEGs decoded at a reduced DCT scale when large) and center-cropped.
 // false (err set) for an undecodable file.
 bool decode_fitted(const std::string& path, int size, double eval_crop_pct, int& h, int& w, int& c,
@@ -262,7 +263,9 @@ bool decode_fitted(const std::string& path, int size, double eval_crop_pct, int&
   thread_local std::vector<uint8_t> decoded;
   const bool eval = size > 0 && eval_crop_pct > 0;
   if (!decode_image_file(path, h, w, c, size > 0 ? decoded : out, err, eval ? 0 : size)) return false;
-  if (eval) {
+  if (eval && h == size && w == size) {  // already at the model's size: as is (no zoom by 1 / crop_pct)
+    out.swap(decoded);
+  } else if (eval) {
     out.resize(static_cast<size_t>(size) * size * c);
     eval_resize_center_crop(decoded.data(), h, w, c, size, eval_crop_pct, out.data());
     h = w = size;
