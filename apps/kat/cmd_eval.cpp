@@ -40,6 +40,7 @@ void register_eval(CLI::App& app) {
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
   sub->add_option("--device", o->device, device_help())->capture_default_str();
   registry().push_back({sub, [o] {
+    KAT_CHECK(o->crop_pct >= 0 && o->crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", o->crop_pct);
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     int skipped = 0;

@@ -36,6 +36,7 @@ void register_predict(CLI::App& app) {
                   "is used as is");
   sub->add_option("images", o->images, "Image files")->required();
   registry().push_back({sub, [o] {
+    KAT_CHECK(o->crop_pct >= 0 && o->crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", o->crop_pct);
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
     const auto gpu = inference_runner(o->device, *lm.model, 1);
