@@ -1,8 +1,8 @@
 // kat eval: top-1, top-5, loss, per-class accuracy and confusion matrix of a checkpoint.
-#include <tuple>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -35,17 +35,16 @@ void register_eval(CLI::App& app) {
   sub->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   sub->add_option("--eval-crop-pct", o->crop_pct,
                   "folder: datasets: timm's evaluation fit, bicubic resize of the shorter side to img_size / "
-                  "crop_pct then center crop (default: the checkpoint's, 0.875 for plain weights)");
+                  "crop_pct then center crop (default: the checkpoint's, 0.875 for plain weights)")
+      ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
   sub->add_option("--device", o->device, device_help())->capture_default_str();
   registry().push_back({sub, [o] {
-    KAT_CHECK(o->crop_pct >= 0 && o->crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", o->crop_pct);
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     int skipped = 0;
-    const double crop_pct = o->crop_pct > 0 ? o->crop_pct : lm.train.eval_crop_pct;
-    KAT_CHECK(crop_pct > 0 && crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", crop_pct);
+    const double crop_pct = eval_crop_pct(o->crop_pct, lm.train);
     const data::Dataset ds =
         data::load_dataset(spec, o->train_split, o->skip_bad, lm.model->config().img_size, &skipped, o->lazy,
                            o->lazy ? lm.model->config().in_chans : 0, crop_pct);

@@ -1,10 +1,10 @@
 // kat predict: top-5 classes (with names) for image files.
-#include <tuple>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <numeric>
+#include <tuple>
 
 #include "commands.h"
 #include "device.h"
@@ -33,16 +33,15 @@ void register_predict(CLI::App& app) {
   sub->add_option("--eval-crop-pct", o->crop_pct,
                   "timm's evaluation fit: bicubic resize of the shorter side to img_size / crop_pct, center crop "
                   "(default: the checkpoint's, 0.875 for plain weights); an image already at the model's size "
-                  "is used as is");
+                  "is used as is")
+      ->check(CLI::Range(0.0, 1.0));
   sub->add_option("images", o->images, "Image files")->required();
   registry().push_back({sub, [o] {
-    KAT_CHECK(o->crop_pct >= 0 && o->crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", o->crop_pct);
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
     const auto gpu = inference_runner(o->device, *lm.model, 1);
     if (!gpu) lm.model->plan(1);
-    const double crop_pct = o->crop_pct > 0 ? o->crop_pct : lm.train.eval_crop_pct;
-    KAT_CHECK(crop_pct > 0 && crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", crop_pct);
+    const double crop_pct = eval_crop_pct(o->crop_pct, lm.train);
     data::AugmentConfig aug;
     aug.train = false;
     aug.out_size = cfg.img_size;

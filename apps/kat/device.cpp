@@ -1,5 +1,6 @@
 #include "device.h"
 
+#include "core/error.h"
 #include "train/optim.h"
 
 namespace kat::cli {
@@ -10,6 +11,12 @@ std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const Kat
   auto gpu = std::make_unique<GpuRunner>(m.config(), dev, true, AdamWConfig{}, max_batch, /*training=*/false);
   gpu->upload_params(m.params.data());
   return gpu;
+}
+
+double eval_crop_pct(double flag, const TrainConfig& checkpoint) {
+  const double pct = flag > 0 ? flag : checkpoint.eval_crop_pct;
+  KAT_CHECK(pct > 0 && pct <= 1, "--eval-crop-pct must be in (0, 1], got ", pct);
+  return pct;
 }
 
 }  // namespace kat::cli

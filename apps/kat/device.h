@@ -1,10 +1,12 @@
-// --device for the inference commands (eval, infer, predict): the model's weights on a GPU.
+// Shared by the inference commands (eval, infer, predict): --device (the model's weights on a GPU)
+// and --eval-crop-pct.
 #pragma once
 #include <memory>
 #include <string>
 
 #include "model/kat_model.h"
 #include "train/gpu_runner.h"
+#include "train/train_config.h"
 
 namespace kat::cli {
 
@@ -15,5 +17,9 @@ std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const Kat
 inline const char* device_help() {
   return "cpu, cuda or cuda:N (GPU: bf16 compute)";
 }
+
+// --eval-crop-pct as given (CLI11 checks the range [0, 1] when parsing; 0 = not given), else the
+// checkpoint's training config (0.875 for plain weights). Errors name the flag.
+double eval_crop_pct(double flag, const TrainConfig& checkpoint);
 
 }  // namespace kat::cli

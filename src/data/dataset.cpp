@@ -283,30 +283,36 @@ size_t physical_memory_bytes() {
 }
 }  // namespace
 
+namespace {
+// Lazy image i of ds decoded (fitted as the dataset was built when size > 0, else at full size),
+// still in the file's channel count c; a per-thread buffer. Errors name the file and the dataset.
+const std::vector<uint8_t>& decode_lazy(const Dataset& ds, size_t i, int size, int& h, int& w, int& c) {
+  thread_local std::vector<uint8_t> px;
+  std::string err;
+  KAT_CHECK(decode_fitted(ds.files[i], size, ds.eval_crop_pct, h, w, c, px, &err),
+            err.empty() ? ds.files[i] + ": cannot decode" : err, " (lazy folder ", ds.source, ", image ", i, ")");
+  return px;
+}
+}  // namespace
+
 void Dataset::read_image(size_t i, uint8_t* out) const {
   KAT_CHECK(i < size(), source, ": image index ", i, " out of range [0, ", size(), ")");
   if (!lazy()) {
     std::copy(image(i), image(i) + image_bytes(), out);
     return;
   }
-  thread_local std::vector<uint8_t> fitted;
   int h = 0, w = 0, c = 0;
-  std::string err;
-  KAT_CHECK(decode_fitted(files[i], decode_size, eval_crop_pct, h, w, c, fitted, &err),
-            err.empty() ? files[i] + ": cannot decode" : err, " (lazy folder ", source, ", image ", i, ")");
-  convert_channels(fitted.data(), static_cast<size_t>(h) * w, c, channels, out);
+  const std::vector<uint8_t>& px = decode_lazy(*this, i, decode_size, h, w, c);
+  convert_channels(px.data(), static_cast<size_t>(h) * w, c, channels, out);
 }
 
 void Dataset::read_original(size_t i, std::vector<uint8_t>& out, int& h, int& w) const {
   KAT_CHECK(lazy(), source, ": read_original needs a lazy folder dataset");
   KAT_CHECK(i < size(), source, ": image index ", i, " out of range [0, ", size(), ")");
-  thread_local std::vector<uint8_t> decoded;
   int c = 0;
-  std::string err;
-  KAT_CHECK(decode_image_file(files[i], h, w, c, decoded, &err), err.empty() ? files[i] + ": cannot decode" : err,
-            " (lazy folder ", source, ", image ", i, ")");
+  const std::vector<uint8_t>& px = decode_lazy(*this, i, 0, h, w, c);
   out.resize(static_cast<size_t>(h) * w * channels);
-  convert_channels(decoded.data(), static_cast<size_t>(h) * w, c, channels, out.data());
+  convert_channels(px.data(), static_cast<size_t>(h) * w, c, channels, out.data());
 }
 
 Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad, int* skipped, int channels,

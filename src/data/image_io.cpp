@@ -440,9 +440,9 @@ void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst,
   int row0 = 0;  // source row of rows[0]
   int rw = sw;
   if (ow != sw) {
-    const int first = ty.first[0], last = ty.first[oh - 1] + ty.count[oh - 1];
-    const int n = sh != oh ? last - first : sh;
-    row0 = sh != oh ? first : 0;
+    // (With the height unchanged the taps are the identity: rows 0 .. sh.)
+    row0 = ty.first[0];
+    const int n = ty.first[oh - 1] + ty.count[oh - 1] - row0;
     tmp.resize(static_cast<size_t>(n) * ow * c);
     for (int y = 0; y < n; ++y) {
       const uint8_t* in = src + static_cast<size_t>(y + row0) * sw * c;

@@ -1,6 +1,5 @@
 #include "train/trainer.h"
 
-#include <tuple>
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "core/error.h"
 #include "data/data.h"
