@@ -76,7 +76,7 @@ int run_bench(const char* csv_path) {
   const int iters = std::getenv("KAT_BENCH_ITERS") ? std::atoi(std::getenv("KAT_BENCH_ITERS")) : 20;
   const char* ep = std::getenv("KAT_BENCH_PREC");
   const bool f32 = ep && std::string(ep) == "fp32";
-  const auto prec = f32 ? kat::KatModelCuda::Precision::F32 : kat::KatModelCuda::Precision::BF16;
+  const auto prec = f32 ? kat::DType::F32 : kat::DType::BF16;
   cudaDeviceProp prop{};
   KAT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("bench: %s, batch %d, %s, %d timed iterations (median)\n", prop.name, B, f32 ? "fp32" : "bf16", iters);
@@ -140,6 +140,7 @@ int run_bench(const char* csv_path) {
     kat::KatModel cpu(cfg);
     cpu.init_params(1);
     kat::KatModelCuda gpu(cfg, prec, s);
+    kat::DeviceOptimizer opt(gpu, kat::AdamWConfig{});  // AdamW state, before the plan as in GpuRunner
     gpu.upload_params(cpu.params.data());
     gpu.plan(B);
     const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
@@ -157,9 +158,13 @@ int run_bench(const char* csv_path) {
     KAT_CUDA_CHECK(cudaEventCreate(&e1));
     for (int mode = 0; mode < 2; ++mode) {
       auto step = [&] {
-        if (mode == 0)
-          gpu.train_step(img_.as<float>(), tgt_.as<float>(), B, 1e-4, 0.1f, &rng);
-        else
+        if (mode == 0) {  // one training step: zero_grad, forward(train), loss, backward, AdamW
+          gpu.zero_grad();
+          gpu.forward(img_.as<float>(), B, true, &rng);
+          gpu.loss_forward_backward(tgt_.as<float>(), 0.1f);
+          gpu.backward(gpu.dlogits());
+          opt.step(1e-4);
+        } else
           gpu.forward(img_.as<float>(), B, false);
       };
       for (int w = 0; w < 5; ++w) step();

@@ -57,6 +57,7 @@
 #include "ops/cuda/ops_cuda.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/gemm_cuda.h"
+#include "train/device_optimizer.h"
 #include "train/optim.h"
 
 #include "gpu_test_util.cuh"
@@ -64,7 +65,7 @@
 namespace kat_model_test {
 
 using kat::cuda::Storage;
-using Prec = kat::KatModelCuda::Precision;
+using Prec = kat::DType;
 using kat_gpu_test::all_finite;
 using kat_gpu_test::DevBuf;
 using kat_gpu_test::download_storage;
@@ -393,7 +394,7 @@ TEST(ModelCuda, TrainingTrajectory) {
   gpu.upload_params(cpu.params.data());
   kat::AdamWConfig oc;
   kat::AdamW opt(cpu.table(), oc);
-  gpu.set_optimizer(oc);
+  kat::DeviceOptimizer dopt(gpu, oc);  // the training layer's AdamW on the model's device buffers
   cpu.plan(B);
   gpu.plan(B);
   const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
@@ -413,7 +414,11 @@ TEST(ModelCuda, TrainingTrajectory) {
     opt.step(cpu.params.data(), cpu.grads.data(), lr);
     KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
     KAT_CUDA_CHECK(cudaMemcpy(tgt_.p, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice));
-    gpu.train_step(img_.as<float>(), tgt_.as<float>(), B, lr, ls, &rg);
+    gpu.zero_grad();
+    gpu.forward(img_.as<float>(), B, true, &rg);
+    gpu.loss_forward_backward(tgt_.as<float>(), ls);
+    gpu.backward(gpu.dlogits());
+    dopt.step(lr);
     const double loss_g = gpu.loss_value();
     const double rel = std::fabs(loss_g - loss_c) / std::fabs(loss_c);
     worst = std::max(worst, std::isfinite(rel) ? rel : 1e30);
@@ -446,11 +451,11 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   gpu.upload_params(cpu.params.data());
   kat::AdamWConfig oc;
   kat::AdamW opt(cpu.table(), oc);
-  gpu.set_optimizer(oc);
+  kat::DeviceOptimizer dopt(gpu, oc);  // AdamW, clipping and EMA of the training layer
   cpu.plan(B);
   gpu.plan(B);
   std::vector<float> ema = cpu.params;
-  gpu.ema_init(ema.data());
+  dopt.ema_init(ema.data());
   const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
   DevBuf img_(img * 4), tgt_(size_t(B) * cfg.num_classes * 4);
   kat::Rng rc(5), rg(5);
@@ -479,32 +484,32 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
       worst_loss = std::max(worst_loss, std::isfinite(rel) ? rel : 1e30);
     }
     const double norm_c = kat::clip_grad_norm(cpu.grads, clip);
-    gpu.clip_grad_norm(clip);
-    const double norm_g = gpu.last_grad_norm();
+    dopt.clip_grad_norm(clip);
+    const double norm_g = dopt.last_grad_norm();
     clipped += norm_c > clip;
     const double reln = std::fabs(norm_g - norm_c) / norm_c;
     worst_norm = std::max(worst_norm, std::isfinite(reln) ? reln : 1e30);
     opt.step(cpu.params.data(), cpu.grads.data(), lr);
-    gpu.adamw_step(lr);
+    dopt.step(lr);
     kat::ema_update(ema, cpu.params, decay);
-    gpu.ema_update(decay);
+    dopt.ema_update(decay);
   }
   std::vector<float> pg(cpu.params.size()), eg(cpu.params.size());
-  gpu.download_params(pg.data());
-  gpu.download_ema(eg.data());
+  dopt.download_params(pg.data());
+  dopt.download_ema(eg.data());
   const double ep = rel_err(pg.data(), cpu.params.data(), pg.size());
   const double ee = rel_err(eg.data(), ema.data(), eg.size());
   // EMA weights swapped in: an eval forward must match the CPU model holding the EMA.
-  gpu.swap_ema();
+  dopt.swap_ema();
   std::vector<float> still_master(cpu.params.size());
-  gpu.download_params(still_master.data());
+  dopt.download_params(still_master.data());
   const bool master_kept = std::memcmp(still_master.data(), pg.data(), pg.size() * 4) == 0;
   auto images = randn(img, g);
   KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
   gpu.forward(img_.as<float>(), B, false);
   std::vector<float> zg(size_t(B) * cfg.num_classes);
   gpu.download_logits(zg.data());
-  gpu.swap_ema();
+  dopt.swap_ema();
   cpu.params = ema;
   const float* zc = cpu.forward(images.data(), B, false);
   const double ez = rel_err(zg.data(), zc, zg.size());
@@ -518,7 +523,7 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   EXPECT_LE(ee, kTrajParams);
   EXPECT_LE(ez, 1e-4);
   EXPECT_TRUE(master_kept);
-  EXPECT_FALSE(gpu.ema_swapped());
+  EXPECT_FALSE(dopt.ema_swapped());
 }
 
 }  // namespace kat_model_test
