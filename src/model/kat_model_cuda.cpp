@@ -10,12 +10,15 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "ops/cuda/attention_cuda.h"
+#include "ops/cuda/attention.h"
+#include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/embed_cuda.h"
-#include "ops/cuda/gemm_cuda.h"
-#include "ops/cuda/grkan_cuda.h"
-#include "ops/cuda/ops_cuda.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/embed.h"
+#include "ops/cuda/gemm.h"
+#include "ops/cuda/grkan.h"
+#include "ops/cuda/layernorm.h"
+#include "ops/cuda/optim.h"
 
 namespace kat {
 
@@ -26,7 +29,7 @@ int64_t round_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 }  // namespace
 
 KatModelCuda::KatModelCuda(const ModelConfig& cfg, Precision prec, cudaStream_t stream)
-    : cfg_(cfg), prec_(prec), st_(prec == Precision::F32 ? cuda::Storage::F32 : cuda::Storage::BF16), stream_(stream) {
+    : cfg_(cfg), prec_(prec), st_(prec == Precision::F32 ? DType::F32 : DType::BF16), stream_(stream) {
   cfg_.validate();
   const int64_t D = cfg.embed_dim, Hd = cfg.mlp_hidden, C = cfg.in_chans, p = cfg.patch_size;
   const int64_t G = cfg.groups, An = cfg.shared_numerator ? 1 : G;
@@ -81,7 +84,7 @@ KatModelCuda::KatModelCuda(const ModelConfig& cfg, Precision prec, cudaStream_t 
   KAT_CUDA_CHECK(cudaMalloc(&m_, nb));
   KAT_CUDA_CHECK(cudaMalloc(&v_, nb));
   KAT_CUDA_CHECK(cudaMalloc(&decay_, size_t(dev_total_)));
-  if (st_ == cuda::Storage::BF16) KAT_CUDA_CHECK(cudaMalloc(&wbf16_, size_t(dev_total_) * 2));
+  if (st_ == DType::BF16) KAT_CUDA_CHECK(cudaMalloc(&wbf16_, size_t(dev_total_) * 2));
   KAT_CUDA_CHECK(cudaMemset(params_, 0, nb));
   KAT_CUDA_CHECK(cudaMemset(grads_, 0, nb));
   KAT_CUDA_CHECK(cudaMemset(m_, 0, nb));
@@ -202,8 +205,8 @@ void KatModelCuda::upload_moments(const float* m_host, const float* v_host, int6
 
 namespace {
 // n values of storage st on the device -> fp32 on the host. Synchronous.
-void download_storage(const void* dev, int64_t n, cuda::Storage st, float* host, cudaStream_t s) {
-  if (st == cuda::Storage::F32) {
+void download_storage(const void* dev, int64_t n, DType st, float* host, cudaStream_t s) {
+  if (st == DType::F32) {
     KAT_CUDA_CHECK(cudaMemcpyAsync(host, dev, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, s));
     KAT_CUDA_CHECK(cudaStreamSynchronize(s));
     return;
@@ -246,10 +249,10 @@ void KatModelCuda::adamw_step(double lr) {
 }
 
 void* KatModelCuda::sub(void* base, int64_t elems) const {
-  return static_cast<char*>(base) + elems * int64_t(cuda::storage_bytes(st_));
+  return static_cast<char*>(base) + elems * int64_t(dtype_size(st_));
 }
 
-// The bias operand of the GEMM epilogue in bf16 mode (its bf16 working copy; see gemm_cuda.h), or
+// The bias operand of the GEMM epilogue in bf16 mode (its bf16 working copy; see ops/cuda/gemm.h), or
 // null to add the fp32 bias with the separate kernel (KAT_GEMM_BIAS_KERNEL=1, for comparison).
 const void* KatModelCuda::bias_copy(int64_t off) const {
   static const bool separate = [] {
@@ -279,7 +282,7 @@ void KatModelCuda::plan(int max_batch, bool training) {
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), Kc = cfg_.num_classes;
   const int64_t K = int64_t(cfg_.in_chans) * cfg_.patch_size * cfg_.patch_size;
   const int64_t BND = B * N * D, BNH = B * N * Hd, BN = B * N;
-  const int64_t es = int64_t(cuda::storage_bytes(st_));
+  const int64_t es = int64_t(dtype_size(st_));
   // Two passes: count bytes, then carve (256-byte aligned sub-buffers).
   int64_t cursor = 0;
   char* base = nullptr;
@@ -372,11 +375,11 @@ void KatModelCuda::plan(int max_batch, bool training) {
 const void* KatModelCuda::features() const { return feat_; }
 
 const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* rng) {
-  return forward(images, cuda::Storage::F32, Bi, train, rng);
+  return forward(images, DType::F32, Bi, train, rng);
 }
 
-const void* KatModelCuda::forward(const void* images, cuda::Storage image_storage, int Bi, bool train, Rng* rng) {
-  KAT_CHECK(image_storage == cuda::Storage::F32 || image_storage == st_,
+const void* KatModelCuda::forward(const void* images, DType image_storage, int Bi, bool train, Rng* rng) {
+  KAT_CHECK(image_storage == DType::F32 || image_storage == st_,
             "KatModelCuda::forward: bf16 images need the bf16 model");
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
   KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ", max_batch_);
@@ -420,12 +423,33 @@ const void* KatModelCuda::forward(const void* images, cuda::Storage image_storag
     void* x_out = (i + 1 < cfg_.depth) ? block_acts(i + 1).x_in : x_final_;
     const float* sa = dp_active_ ? dp_ + int64_t(i) * 2 * B : nullptr;
     const float* sf = dp_active_ ? sa + B : nullptr;
-    cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_in, p32(o.n1w), p32(o.n1b), a.ln1, a.mean1, a.rstd1, s);
+    cuda::layernorm_forward({.rows = BN,
+                             .C = int(D),
+                             .eps = kLnEps,
+                             .dtype = st_,
+                             .x = a.x_in,
+                             .gamma = p32(o.n1w),
+                             .beta = p32(o.n1b),
+                             .y = a.ln1,
+                             .mean = a.mean1,
+                             .rstd = a.rstd1},
+                            s);
     gemm_->forward(BN, D, 3 * D, st_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
-    cuda::attention_forward(B, N, D, NH, st_, a.qkv, a.att, a.lse, s);
+    cuda::attention_forward(
+        {.B = B, .N = N, .D = D, .H = NH, .dtype = st_, .qkv = a.qkv, .out = a.att, .lse = a.lse}, s);
     gemm_->forward(BN, D, D, st_, a.att, w(o.projw), p32(o.projb), tmp_, s, bias_copy(o.projb));
     cuda::residual_add(B, N * D, st_, a.x_in, tmp_, sa, a.x_mid, s);
-    cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_mid, p32(o.n2w), p32(o.n2b), a.ln2, a.mean2, a.rstd2, s);
+    cuda::layernorm_forward({.rows = BN,
+                             .C = int(D),
+                             .eps = kLnEps,
+                             .dtype = st_,
+                             .x = a.x_mid,
+                             .gamma = p32(o.n2w),
+                             .beta = p32(o.n2b),
+                             .y = a.ln2,
+                             .mean = a.mean2,
+                             .rstd = a.rstd2},
+                            s);
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
@@ -439,8 +463,18 @@ const void* KatModelCuda::forward(const void* images, cuda::Storage image_storag
     gemm_->forward(BN, Hd, D, st_, a.r2, w(o.fc2w), p32(o.fc2b), tmp_, s, bias_copy(o.fc2b));
     cuda::residual_add(B, N * D, st_, a.x_mid, tmp_, sf, x_out, s);
   }
-  cuda::layernorm_forward(BN, int(D), kLnEps, st_, x_final_, p32(off_nw_), p32(off_nb_), feat_, fmean_, frstd_, s);
-  const size_t es = cuda::storage_bytes(st_);
+  cuda::layernorm_forward({.rows = BN,
+                           .C = int(D),
+                           .eps = kLnEps,
+                           .dtype = st_,
+                           .x = x_final_,
+                           .gamma = p32(off_nw_),
+                           .beta = p32(off_nb_),
+                           .y = feat_,
+                           .mean = fmean_,
+                           .rstd = frstd_},
+                          s);
+  const size_t es = dtype_size(st_);
   KAT_CUDA_CHECK(cudaMemcpy2DAsync(cls_, D * es, feat_, N * D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
   gemm_->forward(B, D, cfg_.num_classes, st_, cls_, w(off_hw_), p32(off_hb_), logits_, s, bias_copy(off_hb_));
   return logits_;
@@ -461,7 +495,7 @@ void KatModelCuda::backward(const void* dlogits) {
   const int64_t B = cur_batch_, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N, Kc = cfg_.num_classes;
-  const size_t es = cuda::storage_bytes(st_);
+  const size_t es = dtype_size(st_);
   cudaStream_t s = stream_;
 
   // Head and final norm: only token 0 receives a gradient from the head.
@@ -471,7 +505,19 @@ void KatModelCuda::backward(const void* dlogits) {
   KAT_CUDA_CHECK(cudaMemsetAsync(d_tmp_, 0, size_t(BN * D) * es, s));
   KAT_CUDA_CHECK(cudaMemcpy2DAsync(d_tmp_, N * D * es, d_cls_, D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
   KAT_CUDA_CHECK(cudaMemsetAsync(d_x_, 0, size_t(BN * D) * es, s));
-  cuda::layernorm_backward(BN, int(D), st_, x_final_, p32(off_nw_), fmean_, frstd_, d_tmp_, d_x_, g32(off_nw_), g32(off_nb_), ws_, s);
+  cuda::layernorm_backward({.rows = BN,
+                            .C = int(D),
+                            .dtype = st_,
+                            .x = x_final_,
+                            .gamma = p32(off_nw_),
+                            .mean = fmean_,
+                            .rstd = frstd_,
+                            .dy = d_tmp_,
+                            .dx_acc = d_x_,
+                            .dgamma = g32(off_nw_),
+                            .dbeta = g32(off_nb_),
+                            .workspace = ws_},
+                           s);
 
   for (int i = cfg_.depth - 1; i >= 0; --i) {
     const BlockOffsets& o = blk_[i];
@@ -491,18 +537,50 @@ void KatModelCuda::backward(const void* dlogits) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
       // fc1's bias gradient (the column sums of d_h_) comes out of the GR-KAN reduction.
-      cuda::grkan_backward(s2, st_, a.h, d_r_, p32(o.a2n), p32(o.a2d), d_h_, g32(o.a2n), g32(o.a2d), ws_, s,
-                           g32(o.fc1b));
+      cuda::grkan_backward({.shape = s2,
+                            .dtype = st_,
+                            .x = a.h,
+                            .dy = d_r_,
+                            .a = p32(o.a2n),
+                            .b = p32(o.a2d),
+                            .dx = d_h_,
+                            .da = g32(o.a2n),
+                            .db = g32(o.a2d),
+                            .workspace = ws_,
+                            .dx_colsum = g32(o.fc1b)},
+                           s);
       gemm_->backward_data(BN, D, Hd, st_, d_h_, w(o.fc1w), d_att_, s);
       gemm_->backward_weight(BN, D, Hd, st_, d_h_, a.r1, g32(o.fc1w), s);
-      cuda::grkan_backward(s1, st_, a.ln2, d_att_, p32(o.a1n), p32(o.a1d), d_ln_, g32(o.a1n), g32(o.a1d), ws_, s);
+      cuda::grkan_backward({.shape = s1,
+                            .dtype = st_,
+                            .x = a.ln2,
+                            .dy = d_att_,
+                            .a = p32(o.a1n),
+                            .b = p32(o.a1d),
+                            .dx = d_ln_,
+                            .da = g32(o.a1n),
+                            .db = g32(o.a1d),
+                            .workspace = ws_},
+                           s);
     } else {
       cuda::gelu_backward(BN * Hd, st_, a.h, d_r_, d_h_, s);
       gemm_->backward_data(BN, D, Hd, st_, d_h_, w(o.fc1w), d_ln_, s);
       gemm_->backward_weight(BN, D, Hd, st_, d_h_, a.ln2, g32(o.fc1w), s);
       cuda::column_sum_accumulate(BN, Hd, st_, d_h_, g32(o.fc1b), ws_, s);
     }
-    cuda::layernorm_backward(BN, int(D), st_, a.x_mid, p32(o.n2w), a.mean2, a.rstd2, d_ln_, d_x_, g32(o.n2w), g32(o.n2b), ws_, s);
+    cuda::layernorm_backward({.rows = BN,
+                              .C = int(D),
+                              .dtype = st_,
+                              .x = a.x_mid,
+                              .gamma = p32(o.n2w),
+                              .mean = a.mean2,
+                              .rstd = a.rstd2,
+                              .dy = d_ln_,
+                              .dx_acc = d_x_,
+                              .dgamma = g32(o.n2w),
+                              .dbeta = g32(o.n2b),
+                              .workspace = ws_},
+                             s);
     // Attention branch: x_mid = x_in + s * proj(att)
     dy = d_x_;
     if (sa) {
@@ -512,11 +590,34 @@ void KatModelCuda::backward(const void* dlogits) {
     gemm_->backward_data(BN, D, D, st_, dy, w(o.projw), d_att_, s);
     gemm_->backward_weight(BN, D, D, st_, dy, a.att, g32(o.projw), s);
     cuda::column_sum_accumulate(BN, D, st_, dy, g32(o.projb), ws_, s);
-    cuda::attention_backward(B, N, D, NH, st_, a.qkv, a.att, a.lse, d_att_, d_qkv_, ws_, s);
+    cuda::attention_backward({.B = B,
+                              .N = N,
+                              .D = D,
+                              .H = NH,
+                              .dtype = st_,
+                              .qkv = a.qkv,
+                              .out = a.att,
+                              .lse = a.lse,
+                              .dout = d_att_,
+                              .dqkv = d_qkv_,
+                              .workspace = ws_},
+                             s);
     gemm_->backward_data(BN, D, 3 * D, st_, d_qkv_, w(o.qkvw), d_ln_, s);
     gemm_->backward_weight(BN, D, 3 * D, st_, d_qkv_, a.ln1, g32(o.qkvw), s);
     cuda::column_sum_accumulate(BN, 3 * D, st_, d_qkv_, g32(o.qkvb), ws_, s);
-    cuda::layernorm_backward(BN, int(D), st_, a.x_in, p32(o.n1w), a.mean1, a.rstd1, d_ln_, d_x_, g32(o.n1w), g32(o.n1b), ws_, s);
+    cuda::layernorm_backward({.rows = BN,
+                              .C = int(D),
+                              .dtype = st_,
+                              .x = a.x_in,
+                              .gamma = p32(o.n1w),
+                              .mean = a.mean1,
+                              .rstd = a.rstd1,
+                              .dy = d_ln_,
+                              .dx_acc = d_x_,
+                              .dgamma = g32(o.n1w),
+                              .dbeta = g32(o.n1b),
+                              .workspace = ws_},
+                             s);
   }
 
   // Embedding: d_x_ = dL/d tokens.
@@ -527,7 +628,16 @@ void KatModelCuda::backward(const void* dlogits) {
 
 void KatModelCuda::loss_forward_backward(const float* targets, float label_smoothing) {
   KAT_CHECK(cur_batch_ > 0, "KatModelCuda::loss_forward_backward: no forward pass");
-  cuda::softmax_xent(cur_batch_, cfg_.num_classes, st_, logits_, targets, label_smoothing, dlogits_, row_loss_, loss_, stream_);
+  cuda::softmax_xent({.B = cur_batch_,
+                      .K = cfg_.num_classes,
+                      .dtype = st_,
+                      .logits = logits_,
+                      .target = targets,
+                      .label_smoothing = label_smoothing,
+                      .dlogits = dlogits_,
+                      .row_loss = row_loss_,
+                      .loss = loss_},
+                     stream_);
 }
 
 float KatModelCuda::loss_value() const {

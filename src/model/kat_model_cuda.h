@@ -29,7 +29,7 @@
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/params.h"
-#include "ops/cuda/grkan_cuda.h"  // Storage, cudaStream_t
+#include "ops/cuda/stream.h"  // DType, cudaStream_t
 #include "train/optim.h"          // AdamWConfig
 
 namespace kat {
@@ -52,7 +52,7 @@ class KatModelCuda {
   const ParamTable& table() const { return table_; }
   int64_t num_params() const { return table_.total(); }
   Precision precision() const { return prec_; }
-  cuda::Storage storage() const { return st_; }
+  DType storage() const { return st_; }
   cudaStream_t stream() const { return stream_; }
 
   // Parameters in KatModel's flat layout (num_params() floats, host memory). Synchronous.
@@ -79,7 +79,7 @@ class KatModelCuda {
   const void* forward(const float* images, int B, bool train = false, Rng* rng = nullptr);
   // The same with images stored as image_storage: fp32, or bf16 in bf16 mode (same result: the
   // patch embedding rounds its input to bf16 either way).
-  const void* forward(const void* images, cuda::Storage image_storage, int B, bool train = false, Rng* rng = nullptr);
+  const void* forward(const void* images, DType image_storage, int B, bool train = false, Rng* rng = nullptr);
   const void* features() const;  // device (B, N, D) storage(), after the final norm
   // dlogits: device (B, K) storage(). Accumulates into the fp32 gradients.
   void backward(const void* dlogits);
@@ -142,7 +142,7 @@ class KatModelCuda {
 
   ModelConfig cfg_;
   Precision prec_;
-  cuda::Storage st_;
+  DType st_;
   cudaStream_t stream_;
   ParamTable table_;
   std::vector<int64_t> dev_off_;  // per spec: offset in the padded device layout

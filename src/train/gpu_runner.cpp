@@ -74,7 +74,7 @@ struct GpuRunner::Impl {
   // anyway, so the host converts while it copies into the pinned slot and half the bytes move
   // (bitwise the same columns; 154 -> 77 MB per kat_tiny batch of 256 at 224^2).
   int nslots = 1;
-  cuda::Storage image_st = cuda::Storage::F32;
+  DType image_st = DType::F32;
   void* images[2] = {nullptr, nullptr};
   float* targets[2] = {nullptr, nullptr};
   // Pinned host copies of the slots: pageable uploads run at ~5 GB/s on the H200 host (25 ms for a
@@ -93,14 +93,14 @@ struct GpuRunner::Impl {
   std::vector<float> logits_host;  // (max_batch, K): logits()
 
   // dst (n values, fp32 or bf16 as st) = src (fp32), in parallel: a single thread moves ~10 GB/s.
-  static void parallel_copy(void* dst, cuda::Storage st, const float* src, size_t n) {
+  static void parallel_copy(void* dst, DType st, const float* src, size_t n) {
     constexpr size_t kChunk = size_t(1) << 20;  // values per task
     const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) \
     num_threads(std::max(1, std::min(8, omp_get_max_threads()))) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
       const size_t b = size_t(c) * kChunk, len = std::min(kChunk, n - b);
-      if (st == cuda::Storage::F32) {
+      if (st == DType::F32) {
         std::memcpy(static_cast<float*>(dst) + b, src + b, len * sizeof(float));
       } else {
         uint16_t* d = static_cast<uint16_t*>(dst) + b;
@@ -125,10 +125,10 @@ struct GpuRunner::Impl {
     // thread moves ~10 GB/s) and let the DMA run while the caller goes on.
     KAT_CUDA_CHECK(cudaEventSynchronize(copied[s]));
     parallel_copy(pinned_images[s], image_st, host_images, ni);
-    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], pinned_images[s], ni * cuda::storage_bytes(image_st),
+    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], pinned_images[s], ni * dtype_size(image_st),
                                    cudaMemcpyHostToDevice, copy));
     if (host_targets) {
-      parallel_copy(pinned_targets[s], cuda::Storage::F32, host_targets, nt);
+      parallel_copy(pinned_targets[s], DType::F32, host_targets, nt);
       KAT_CUDA_CHECK(
           cudaMemcpyAsync(targets[s], pinned_targets[s], nt * sizeof(float), cudaMemcpyHostToDevice, copy));
     }
@@ -205,8 +205,8 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   impl_->logits_host.resize(impl_->target_elems);
   KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->copy, cudaStreamNonBlocking));
   impl_->nslots = training ? 2 : 1;
-  impl_->image_st = bf16 ? cuda::Storage::BF16 : cuda::Storage::F32;
-  const size_t image_bytes = impl_->image_elems * cuda::storage_bytes(impl_->image_st);
+  impl_->image_st = bf16 ? DType::BF16 : DType::F32;
+  const size_t image_bytes = impl_->image_elems * dtype_size(impl_->image_st);
   for (int s = 0; s < impl_->nslots; ++s) {
     KAT_CUDA_CHECK(cudaMalloc(&impl_->images[s], image_bytes));
     KAT_CUDA_CHECK(cudaMalloc(&impl_->targets[s], impl_->target_elems * sizeof(float)));
