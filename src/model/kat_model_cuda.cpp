@@ -10,26 +10,27 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "ops/cuda/attention_cuda.h"
-#include "ops/cuda/cuda_check.h"
-#include "ops/cuda/embed_cuda.h"
-#include "ops/cuda/gemm_cuda.h"
-#include "ops/cuda/grkan_cuda.h"
-#include "ops/cuda/ops_cuda.h"
 #include "model/drop_path.h"
+#include "ops/cuda/attention.h"
+#include "ops/cuda/cross_entropy.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/embed.h"
+#include "ops/cuda/gemm.h"
+#include "ops/cuda/grkan.h"
+#include "ops/cuda/layernorm.h"
+#include "ops/cuda/optim.h"
 
 namespace kat {
 
 namespace {
 constexpr float kLnEps = 1e-6f;
 int64_t round_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
-cuda::Storage storage_of(DType t) { return t == DType::F32 ? cuda::Storage::F32 : cuda::Storage::BF16; }
 }  // namespace
 
 KatModelCuda::KatModelCuda(const ModelConfig& cfg, DType dtype, cudaStream_t stream)
     : cfg_(cfg),
       dtype_(dtype),
-      st_(storage_of(dtype)),
       stream_(stream),
       layout_((cfg_.validate(), cfg_), ModelLayout::kCudaAlign) {
   cuda::attention_check_shape(cfg.tokens(), cfg.embed_dim, cfg.num_heads);
@@ -86,13 +87,13 @@ void KatModelCuda::download_grads(float* host) const { download_padded(grads_.da
 
 void KatModelCuda::divide_dlogits(float divisor) {
   KAT_CHECK(cur_batch_ > 0, "KatModelCuda::divide_dlogits: no forward pass");
-  cuda::divide_inplace(int64_t(cur_batch_) * cfg_.num_classes, st_, acts_.dlogits, divisor, stream_);
+  cuda::divide_inplace(int64_t(cur_batch_) * cfg_.num_classes, dtype_, acts_.dlogits, divisor, stream_);
 }
 
 namespace {
 // n values of storage st on the device -> fp32 on the host. Synchronous.
-void download_storage(const void* dev, int64_t n, cuda::Storage st, float* host, cudaStream_t s) {
-  if (st == cuda::Storage::F32) {
+void download_storage(const void* dev, int64_t n, DType st, float* host, cudaStream_t s) {
+  if (st == DType::F32) {
     KAT_CUDA_CHECK(cudaMemcpyAsync(host, dev, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, s));
     KAT_CUDA_CHECK(cudaStreamSynchronize(s));
     return;
@@ -108,14 +109,14 @@ void download_storage(const void* dev, int64_t n, cuda::Storage st, float* host,
 }  // namespace
 
 void KatModelCuda::download_logits(float* host) const {
-  download_storage(acts_.logits, int64_t(cur_batch_) * cfg_.num_classes, st_, host, stream_);
+  download_storage(acts_.logits, int64_t(cur_batch_) * cfg_.num_classes, dtype_, host, stream_);
 }
 
 void KatModelCuda::download_features(float* host) const {
-  download_storage(acts_.feat, int64_t(cur_batch_) * cfg_.tokens() * cfg_.embed_dim, st_, host, stream_);
+  download_storage(acts_.feat, int64_t(cur_batch_) * cfg_.tokens() * cfg_.embed_dim, dtype_, host, stream_);
 }
 
-// The bias operand of the GEMM epilogue in bf16 mode (its bf16 working copy; see gemm_cuda.h), or
+// The bias operand of the GEMM epilogue in bf16 mode (its bf16 working copy; see ops/cuda/gemm.h), or
 // null to add the fp32 bias with the separate kernel (KAT_GEMM_BIAS_KERNEL=1, for comparison).
 const void* KatModelCuda::bias_copy(int64_t off) const {
   static const bool separate = [] {
@@ -142,7 +143,7 @@ void KatModelCuda::plan(int max_batch, bool training) {
   const int64_t B = max_batch, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), Kc = cfg_.num_classes;
   const int64_t BN = B * N;
-  const int64_t es = int64_t(cuda::storage_bytes(st_));
+  const int64_t es = int64_t(dtype_size(dtype_));
   // Two passes: count bytes, then carve (256-byte aligned sub-buffers).
   int64_t cursor = 0;
   char* base = nullptr;
@@ -198,8 +199,7 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
 }
 
 const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi, bool train, Rng* rng) {
-  const cuda::Storage image_storage = storage_of(image_dtype);
-  KAT_CHECK(image_storage == cuda::Storage::F32 || image_storage == st_,
+  KAT_CHECK(image_dtype == DType::F32 || image_dtype == dtype_,
             "KatModelCuda::forward: bf16 images need the bf16 model");
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
   KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ", max_batch_);
@@ -211,10 +211,10 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
   cudaStream_t s = stream_;
   const ModelLayout& L = layout_;
 
-  cuda::im2col_patches(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, image_storage, st_, acts_.cols, s);
-  gemm_->forward(B * P, K, D, st_, acts_.cols, w(L.patch_w), p32(L.patch_b), acts_.tmp, s, bias_copy(L.patch_b));
+  cuda::im2col_patches(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, image_dtype, dtype_, acts_.cols, s);
+  gemm_->forward(B * P, K, D, dtype_, acts_.cols, w(L.patch_w), p32(L.patch_b), acts_.tmp, s, bias_copy(L.patch_b));
   void* x0 = acts_.blocks.empty() ? acts_.x_final : acts_.blocks[0].x_in;
-  cuda::tokens_forward(B, N, D, st_, acts_.tmp, p32(L.cls_token), p32(L.pos_embed), x0, s);
+  cuda::tokens_forward(B, N, D, dtype_, acts_.tmp, p32(L.cls_token), p32(L.pos_embed), x0, s);
 
   // Drop-path scales (depth, 2, B), drawn on the host by the CPU model's draw_drop_path.
   dp_active_ = drop_path_active(cfg_, train);
@@ -233,29 +233,60 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
     void* x_out = (i + 1 < cfg_.depth) ? block_acts(i + 1).x_in : acts_.x_final;
     const float* sa = dp_active_ ? acts_.drop_path + int64_t(i) * 2 * B : nullptr;
     const float* sf = dp_active_ ? sa + B : nullptr;
-    cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_in, p32(o.n1w), p32(o.n1b), a.ln1, a.mean1, a.rstd1, s);
-    gemm_->forward(BN, D, 3 * D, st_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
-    cuda::attention_forward(B, N, D, NH, st_, a.qkv, a.att, a.softmax, s);
-    gemm_->forward(BN, D, D, st_, a.att, w(o.projw), p32(o.projb), acts_.tmp, s, bias_copy(o.projb));
-    cuda::residual_add(B, N * D, st_, a.x_in, acts_.tmp, sa, a.x_mid, s);
-    cuda::layernorm_forward(BN, int(D), kLnEps, st_, a.x_mid, p32(o.n2w), p32(o.n2b), a.ln2, a.mean2, a.rstd2, s);
+    cuda::layernorm_forward({.rows = BN,
+                             .C = int(D),
+                             .eps = kLnEps,
+                             .dtype = dtype_,
+                             .x = a.x_in,
+                             .gamma = p32(o.n1w),
+                             .beta = p32(o.n1b),
+                             .y = a.ln1,
+                             .mean = a.mean1,
+                             .rstd = a.rstd1},
+                            s);
+    gemm_->forward(BN, D, 3 * D, dtype_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
+    cuda::attention_forward(
+        {.B = B, .N = N, .D = D, .H = NH, .dtype = dtype_, .qkv = a.qkv, .out = a.att, .lse = a.softmax}, s);
+    gemm_->forward(BN, D, D, dtype_, a.att, w(o.projw), p32(o.projb), acts_.tmp, s, bias_copy(o.projb));
+    cuda::residual_add(B, N * D, dtype_, a.x_in, acts_.tmp, sa, a.x_mid, s);
+    cuda::layernorm_forward({.rows = BN,
+                             .C = int(D),
+                             .eps = kLnEps,
+                             .dtype = dtype_,
+                             .x = a.x_mid,
+                             .gamma = p32(o.n2w),
+                             .beta = p32(o.n2b),
+                             .y = a.ln2,
+                             .mean = a.mean2,
+                             .rstd = a.rstd2},
+                            s);
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
-      cuda::grkan_forward(s1, st_, a.ln2, p32(o.a1n), p32(o.a1d), a.r1, s);
-      gemm_->forward(BN, D, Hd, st_, a.r1, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
-      cuda::grkan_forward(s2, st_, a.h, p32(o.a2n), p32(o.a2d), a.r2, s);
+      cuda::grkan_forward(s1, dtype_, a.ln2, p32(o.a1n), p32(o.a1d), a.r1, s);
+      gemm_->forward(BN, D, Hd, dtype_, a.r1, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
+      cuda::grkan_forward(s2, dtype_, a.h, p32(o.a2n), p32(o.a2d), a.r2, s);
     } else {
-      gemm_->forward(BN, D, Hd, st_, a.ln2, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
-      cuda::gelu_forward(BN * Hd, st_, a.h, a.r2, s);
+      gemm_->forward(BN, D, Hd, dtype_, a.ln2, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
+      cuda::gelu_forward(BN * Hd, dtype_, a.h, a.r2, s);
     }
-    gemm_->forward(BN, Hd, D, st_, a.r2, w(o.fc2w), p32(o.fc2b), acts_.tmp, s, bias_copy(o.fc2b));
-    cuda::residual_add(B, N * D, st_, a.x_mid, acts_.tmp, sf, x_out, s);
+    gemm_->forward(BN, Hd, D, dtype_, a.r2, w(o.fc2w), p32(o.fc2b), acts_.tmp, s, bias_copy(o.fc2b));
+    cuda::residual_add(B, N * D, dtype_, a.x_mid, acts_.tmp, sf, x_out, s);
   }
-  cuda::layernorm_forward(BN, int(D), kLnEps, st_, acts_.x_final, p32(L.norm_w), p32(L.norm_b), acts_.feat, acts_.fmean, acts_.frstd, s);
-  const size_t es = cuda::storage_bytes(st_);
+  cuda::layernorm_forward({.rows = BN,
+                           .C = int(D),
+                           .eps = kLnEps,
+                           .dtype = dtype_,
+                           .x = acts_.x_final,
+                           .gamma = p32(L.norm_w),
+                           .beta = p32(L.norm_b),
+                           .y = acts_.feat,
+                           .mean = acts_.fmean,
+                           .rstd = acts_.frstd},
+                          s);
+  const size_t es = dtype_size(dtype_);
   KAT_CUDA_CHECK(cudaMemcpy2DAsync(acts_.cls, D * es, acts_.feat, N * D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
-  gemm_->forward(B, D, cfg_.num_classes, st_, acts_.cls, w(L.head_w), p32(L.head_b), acts_.logits, s, bias_copy(L.head_b));
+  gemm_->forward(B, D, cfg_.num_classes, dtype_, acts_.cls, w(L.head_w), p32(L.head_b), acts_.logits, s, bias_copy(L.head_b));
   return acts_.logits;
 }
 
@@ -272,18 +303,30 @@ void KatModelCuda::backward(const void* dlogits) {
   const int64_t B = cur_batch_, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N, Kc = cfg_.num_classes;
-  const size_t es = cuda::storage_bytes(st_);
+  const size_t es = dtype_size(dtype_);
   cudaStream_t s = stream_;
   const ModelLayout& L = layout_;
 
   // Head and final norm: only token 0 receives a gradient from the head.
-  gemm_->backward_data(B, D, Kc, st_, dlogits, w(L.head_w), acts_.d_cls, s);
-  gemm_->backward_weight(B, D, Kc, st_, dlogits, acts_.cls, g32(L.head_w), s);
-  cuda::column_sum_accumulate(B, Kc, st_, dlogits, g32(L.head_b), ws_.data(), s);
+  gemm_->backward_data(B, D, Kc, dtype_, dlogits, w(L.head_w), acts_.d_cls, s);
+  gemm_->backward_weight(B, D, Kc, dtype_, dlogits, acts_.cls, g32(L.head_w), s);
+  cuda::column_sum_accumulate(B, Kc, dtype_, dlogits, g32(L.head_b), ws_.data(), s);
   KAT_CUDA_CHECK(cudaMemsetAsync(acts_.d_tmp, 0, size_t(BN * D) * es, s));
   KAT_CUDA_CHECK(cudaMemcpy2DAsync(acts_.d_tmp, N * D * es, acts_.d_cls, D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
   KAT_CUDA_CHECK(cudaMemsetAsync(acts_.d_x, 0, size_t(BN * D) * es, s));
-  cuda::layernorm_backward(BN, int(D), st_, acts_.x_final, p32(L.norm_w), acts_.fmean, acts_.frstd, acts_.d_tmp, acts_.d_x, g32(L.norm_w), g32(L.norm_b), ws_.data(), s);
+  cuda::layernorm_backward({.rows = BN,
+                            .C = int(D),
+                            .dtype = dtype_,
+                            .x = acts_.x_final,
+                            .gamma = p32(L.norm_w),
+                            .mean = acts_.fmean,
+                            .rstd = acts_.frstd,
+                            .dy = acts_.d_tmp,
+                            .dx_acc = acts_.d_x,
+                            .dgamma = g32(L.norm_w),
+                            .dbeta = g32(L.norm_b),
+                            .workspace = ws_.data()},
+                           s);
 
   for (int i = cfg_.depth - 1; i >= 0; --i) {
     const BlockParams& o = L.blocks[i];
@@ -293,53 +336,117 @@ void KatModelCuda::backward(const void* dlogits) {
     // FFN branch: x_out = x_mid + s * fc2(...)
     const void* dy = acts_.d_x;
     if (sf) {
-      cuda::scale_rows(B, N * D, st_, sf, acts_.d_x, acts_.d_tmp, s);
+      cuda::scale_rows(B, N * D, dtype_, sf, acts_.d_x, acts_.d_tmp, s);
       dy = acts_.d_tmp;
     }
-    gemm_->backward_data(BN, Hd, D, st_, dy, w(o.fc2w), acts_.d_r, s);
-    gemm_->backward_weight(BN, Hd, D, st_, dy, a.r2, g32(o.fc2w), s);
-    cuda::column_sum_accumulate(BN, D, st_, dy, g32(o.fc2b), ws_.data(), s);
+    gemm_->backward_data(BN, Hd, D, dtype_, dy, w(o.fc2w), acts_.d_r, s);
+    gemm_->backward_weight(BN, Hd, D, dtype_, dy, a.r2, g32(o.fc2w), s);
+    cuda::column_sum_accumulate(BN, D, dtype_, dy, g32(o.fc2b), ws_.data(), s);
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
       // fc1's bias gradient (the column sums of acts_.d_h) comes out of the GR-KAN reduction.
-      cuda::grkan_backward(s2, st_, a.h, acts_.d_r, p32(o.a2n), p32(o.a2d), acts_.d_h, g32(o.a2n), g32(o.a2d), ws_.data(), s,
-                           g32(o.fc1b));
-      gemm_->backward_data(BN, D, Hd, st_, acts_.d_h, w(o.fc1w), acts_.d_att, s);
-      gemm_->backward_weight(BN, D, Hd, st_, acts_.d_h, a.r1, g32(o.fc1w), s);
-      cuda::grkan_backward(s1, st_, a.ln2, acts_.d_att, p32(o.a1n), p32(o.a1d), acts_.d_ln, g32(o.a1n), g32(o.a1d), ws_.data(), s);
+      cuda::grkan_backward({.shape = s2,
+                            .dtype = dtype_,
+                            .x = a.h,
+                            .dy = acts_.d_r,
+                            .a = p32(o.a2n),
+                            .b = p32(o.a2d),
+                            .dx = acts_.d_h,
+                            .da = g32(o.a2n),
+                            .db = g32(o.a2d),
+                            .workspace = ws_.data(),
+                            .dx_colsum = g32(o.fc1b)},
+                           s);
+      gemm_->backward_data(BN, D, Hd, dtype_, acts_.d_h, w(o.fc1w), acts_.d_att, s);
+      gemm_->backward_weight(BN, D, Hd, dtype_, acts_.d_h, a.r1, g32(o.fc1w), s);
+      cuda::grkan_backward({.shape = s1,
+                            .dtype = dtype_,
+                            .x = a.ln2,
+                            .dy = acts_.d_att,
+                            .a = p32(o.a1n),
+                            .b = p32(o.a1d),
+                            .dx = acts_.d_ln,
+                            .da = g32(o.a1n),
+                            .db = g32(o.a1d),
+                            .workspace = ws_.data()},
+                           s);
     } else {
-      cuda::gelu_backward(BN * Hd, st_, a.h, acts_.d_r, acts_.d_h, s);
-      gemm_->backward_data(BN, D, Hd, st_, acts_.d_h, w(o.fc1w), acts_.d_ln, s);
-      gemm_->backward_weight(BN, D, Hd, st_, acts_.d_h, a.ln2, g32(o.fc1w), s);
-      cuda::column_sum_accumulate(BN, Hd, st_, acts_.d_h, g32(o.fc1b), ws_.data(), s);
+      cuda::gelu_backward(BN * Hd, dtype_, a.h, acts_.d_r, acts_.d_h, s);
+      gemm_->backward_data(BN, D, Hd, dtype_, acts_.d_h, w(o.fc1w), acts_.d_ln, s);
+      gemm_->backward_weight(BN, D, Hd, dtype_, acts_.d_h, a.ln2, g32(o.fc1w), s);
+      cuda::column_sum_accumulate(BN, Hd, dtype_, acts_.d_h, g32(o.fc1b), ws_.data(), s);
     }
-    cuda::layernorm_backward(BN, int(D), st_, a.x_mid, p32(o.n2w), a.mean2, a.rstd2, acts_.d_ln, acts_.d_x, g32(o.n2w), g32(o.n2b), ws_.data(), s);
+    cuda::layernorm_backward({.rows = BN,
+                              .C = int(D),
+                              .dtype = dtype_,
+                              .x = a.x_mid,
+                              .gamma = p32(o.n2w),
+                              .mean = a.mean2,
+                              .rstd = a.rstd2,
+                              .dy = acts_.d_ln,
+                              .dx_acc = acts_.d_x,
+                              .dgamma = g32(o.n2w),
+                              .dbeta = g32(o.n2b),
+                              .workspace = ws_.data()},
+                             s);
     // Attention branch: x_mid = x_in + s * proj(att)
     dy = acts_.d_x;
     if (sa) {
-      cuda::scale_rows(B, N * D, st_, sa, acts_.d_x, acts_.d_tmp, s);
+      cuda::scale_rows(B, N * D, dtype_, sa, acts_.d_x, acts_.d_tmp, s);
       dy = acts_.d_tmp;
     }
-    gemm_->backward_data(BN, D, D, st_, dy, w(o.projw), acts_.d_att, s);
-    gemm_->backward_weight(BN, D, D, st_, dy, a.att, g32(o.projw), s);
-    cuda::column_sum_accumulate(BN, D, st_, dy, g32(o.projb), ws_.data(), s);
-    cuda::attention_backward(B, N, D, NH, st_, a.qkv, a.att, a.softmax, acts_.d_att, acts_.d_qkv, ws_.data(), s);
-    gemm_->backward_data(BN, D, 3 * D, st_, acts_.d_qkv, w(o.qkvw), acts_.d_ln, s);
-    gemm_->backward_weight(BN, D, 3 * D, st_, acts_.d_qkv, a.ln1, g32(o.qkvw), s);
-    cuda::column_sum_accumulate(BN, 3 * D, st_, acts_.d_qkv, g32(o.qkvb), ws_.data(), s);
-    cuda::layernorm_backward(BN, int(D), st_, a.x_in, p32(o.n1w), a.mean1, a.rstd1, acts_.d_ln, acts_.d_x, g32(o.n1w), g32(o.n1b), ws_.data(), s);
+    gemm_->backward_data(BN, D, D, dtype_, dy, w(o.projw), acts_.d_att, s);
+    gemm_->backward_weight(BN, D, D, dtype_, dy, a.att, g32(o.projw), s);
+    cuda::column_sum_accumulate(BN, D, dtype_, dy, g32(o.projb), ws_.data(), s);
+    cuda::attention_backward({.B = B,
+                              .N = N,
+                              .D = D,
+                              .H = NH,
+                              .dtype = dtype_,
+                              .qkv = a.qkv,
+                              .out = a.att,
+                              .lse = a.softmax,
+                              .dout = acts_.d_att,
+                              .dqkv = acts_.d_qkv,
+                              .workspace = ws_.data()},
+                             s);
+    gemm_->backward_data(BN, D, 3 * D, dtype_, acts_.d_qkv, w(o.qkvw), acts_.d_ln, s);
+    gemm_->backward_weight(BN, D, 3 * D, dtype_, acts_.d_qkv, a.ln1, g32(o.qkvw), s);
+    cuda::column_sum_accumulate(BN, 3 * D, dtype_, acts_.d_qkv, g32(o.qkvb), ws_.data(), s);
+    cuda::layernorm_backward({.rows = BN,
+                              .C = int(D),
+                              .dtype = dtype_,
+                              .x = a.x_in,
+                              .gamma = p32(o.n1w),
+                              .mean = a.mean1,
+                              .rstd = a.rstd1,
+                              .dy = acts_.d_ln,
+                              .dx_acc = acts_.d_x,
+                              .dgamma = g32(o.n1w),
+                              .dbeta = g32(o.n1b),
+                              .workspace = ws_.data()},
+                             s);
   }
 
   // Embedding: d_x = dL/d tokens.
-  cuda::tokens_backward(B, N, D, st_, acts_.d_x, g32(L.cls_token), g32(L.pos_embed), acts_.tmp, s);
-  gemm_->backward_weight(B * P, K, D, st_, acts_.tmp, acts_.cols, g32(L.patch_w), s);
-  cuda::column_sum_accumulate(B * P, D, st_, acts_.tmp, g32(L.patch_b), ws_.data(), s);
+  cuda::tokens_backward(B, N, D, dtype_, acts_.d_x, g32(L.cls_token), g32(L.pos_embed), acts_.tmp, s);
+  gemm_->backward_weight(B * P, K, D, dtype_, acts_.tmp, acts_.cols, g32(L.patch_w), s);
+  cuda::column_sum_accumulate(B * P, D, dtype_, acts_.tmp, g32(L.patch_b), ws_.data(), s);
 }
 
 void KatModelCuda::loss_forward_backward(const float* targets, float label_smoothing) {
   KAT_CHECK(cur_batch_ > 0, "KatModelCuda::loss_forward_backward: no forward pass");
-  cuda::softmax_xent(cur_batch_, cfg_.num_classes, st_, acts_.logits, targets, label_smoothing, acts_.dlogits, acts_.row_loss, acts_.loss, stream_);
+  cuda::softmax_xent({.B = cur_batch_,
+                      .K = cfg_.num_classes,
+                      .dtype = dtype_,
+                      .logits = acts_.logits,
+                      .target = targets,
+                      .label_smoothing = label_smoothing,
+                      .dlogits = acts_.dlogits,
+                      .row_loss = acts_.row_loss,
+                      .loss = acts_.loss},
+                     stream_);
 }
 
 float KatModelCuda::loss_value() const {

@@ -40,7 +40,7 @@
 #include "model/layout.h"
 #include "model/params.h"
 #include "ops/cuda/device_memory.h"
-#include "ops/cuda/grkan_cuda.h"  // Storage, cudaStream_t
+#include "ops/cuda/stream.h"  // cudaStream_t
 
 namespace kat {
 
@@ -61,7 +61,6 @@ class KatModelCuda {
   const ParamTable& table() const { return layout_.table(); }
   int64_t num_params() const { return table().total(); }
   DType dtype() const { return dtype_; }
-  cuda::Storage storage() const { return st_; }
   cudaStream_t stream() const { return stream_; }
 
   // Parameters in KatModel's flat layout (num_params() floats, host memory). Synchronous.
@@ -128,8 +127,7 @@ class KatModelCuda {
   void refresh_working_weights();
 
   ModelConfig cfg_;
-  DType dtype_;
-  cuda::Storage st_;
+  DType dtype_;  // activations (and the working copy of the weights)
   cudaStream_t stream_;
   ModelLayout layout_;  // kCudaAlign
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "ops/cuda/ops_cuda.h"
+#include "ops/cuda/optim.h"
 
 namespace kat {
 

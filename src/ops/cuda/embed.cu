@@ -1,11 +1,11 @@
-// Patch-embedding glue kernels (see embed_cuda.h). Memory-bound elementwise kernels, grid-stride.
+// Patch-embedding glue kernels (see embed.h). Memory-bound elementwise kernels, grid-stride.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/embed_cuda.h"
+#include "ops/cuda/embed.h"
 #include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
@@ -68,16 +68,16 @@ __global__ void f2bf_kernel(int64_t n, const float* src, __nv_bfloat16* dst) {
 
 }  // namespace
 
-void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, Storage img_st,
-                    Storage st, void* cols, cudaStream_t stream) {
+void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, DType img_st,
+                    DType st, void* cols, cudaStream_t stream) {
   KAT_CHECK(p > 0 && H % p == 0 && W % p == 0, "im2col_patches: image ", H, "x", W, " not divisible by patch ", p);
-  KAT_CHECK(img_st == st || img_st == Storage::F32, "im2col_patches: bf16 images need bf16 columns");
+  KAT_CHECK(img_st == st || img_st == DType::F32, "im2col_patches: bf16 images need bf16 columns");
   const int64_t total = B * (H / p) * (W / p) * C * p * p;
   if (total == 0) return;
   const auto* imf = static_cast<const float*>(img);
-  if (st == Storage::F32)
+  if (st == DType::F32)
     im2col_kernel<<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, imf, static_cast<float*>(cols));
-  else if (img_st == Storage::F32)
+  else if (img_st == DType::F32)
     im2col_kernel<<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, imf, static_cast<__nv_bfloat16*>(cols));
   else
     im2col_kernel<<<grid_for(total), 256, 0, stream>>>(B, C, H, W, p, static_cast<const __nv_bfloat16*>(img),
@@ -85,27 +85,27 @@ void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img, Storage st, void* cols,
+void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img, DType st, void* cols,
                     cudaStream_t stream) {
-  im2col_patches(B, C, H, W, p, img, Storage::F32, st, cols, stream);
+  im2col_patches(B, C, H, W, p, img, DType::F32, st, cols, stream);
 }
 
-void tokens_forward(int64_t B, int64_t N, int64_t D, Storage st, const void* patches,
+void tokens_forward(int64_t B, int64_t N, int64_t D, DType st, const void* patches,
                     const float* cls, const float* pos, void* x, cudaStream_t stream) {
   const int64_t total = B * N * D;
   if (total == 0) return;
-  if (st == Storage::F32)
+  if (st == DType::F32)
     tokens_fwd_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const float*>(patches), cls, pos, static_cast<float*>(x));
   else
     tokens_fwd_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const __nv_bfloat16*>(patches), cls, pos, static_cast<__nv_bfloat16*>(x));
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-void tokens_backward(int64_t B, int64_t N, int64_t D, Storage st, const void* dx, float* dcls,
+void tokens_backward(int64_t B, int64_t N, int64_t D, DType st, const void* dx, float* dcls,
                      float* dpos, void* dpatches, cudaStream_t stream) {
   const int64_t total = N * D;
   if (total == 0 || B == 0) return;
-  if (st == Storage::F32)
+  if (st == DType::F32)
     tokens_bwd_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const float*>(dx), dcls, dpos, static_cast<float*>(dpatches));
   else
     tokens_bwd_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const __nv_bfloat16*>(dx), dcls, dpos, static_cast<__nv_bfloat16*>(dpatches));

@@ -1,4 +1,4 @@
-// cuBLASLt linear GEMMs and the deterministic bias-gradient column sum (see gemm_cuda.h).
+// cuBLASLt linear GEMMs and the deterministic bias-gradient column sum (see gemm.h).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
@@ -11,7 +11,8 @@
 
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/gemm_cuda.h"
+#include "ops/cuda/device_memory.h"
+#include "ops/cuda/gemm.h"
 
 #define KAT_CUBLAS_CHECK(expr)                                                                \
   do {                                                                                        \
@@ -26,7 +27,7 @@ namespace kat::cuda {
 
 namespace {
 
-cudaDataType_t dtype(Storage st) { return st == Storage::F32 ? CUDA_R_32F : CUDA_R_16BF; }
+cudaDataType_t dtype(DType st) { return st == DType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
 
 uint32_t ptr_alignment(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -150,7 +151,7 @@ int64_t colsum_chunks(int64_t M) { return (M + kRowsPerChunk - 1) / kRowsPerChun
 
 struct Gemm::Impl {
   cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
+  DeviceBuffer<unsigned char> workspace;  // cuBLASLt scratch (ws_bytes)
   std::size_t ws_bytes = 0;
   std::map<decltype(std::declval<Problem>().key()), Plan> plans;
 
@@ -207,7 +208,7 @@ struct Gemm::Impl {
       KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     const float alpha = 1.f, beta = p.beta1 ? 1.f : 0.f;
     KAT_CUBLAS_CHECK(cublasLtMatmul(handle, pl.desc, &alpha, A, pl.a, B, pl.b, &beta, D, pl.d, D, pl.d,
-                                    &pl.algo, workspace, ws_bytes, s));
+                                    &pl.algo, workspace.data(), ws_bytes, s));
     return true;
   }
 
@@ -218,7 +219,6 @@ struct Gemm::Impl {
       if (pl.d) cublasLtMatrixLayoutDestroy(pl.d);
       if (pl.desc) cublasLtMatmulDescDestroy(pl.desc);
     }
-    if (workspace) cudaFree(workspace);
     if (handle) cublasLtDestroy(handle);
   }
 };
@@ -226,11 +226,11 @@ struct Gemm::Impl {
 Gemm::Gemm(std::size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
   KAT_CUBLAS_CHECK(cublasLtCreate(&impl_->handle));
   impl_->ws_bytes = workspace_bytes;
-  if (workspace_bytes) KAT_CUDA_CHECK(cudaMalloc(&impl_->workspace, workspace_bytes));
+  impl_->workspace.allocate(workspace_bytes);
 }
 Gemm::~Gemm() = default;
 
-void Gemm::forward(int64_t M, int64_t K, int64_t N, Storage st, const void* x, const void* W,
+void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, const void* W,
                    const float* b, void* y, cudaStream_t stream, const void* b_storage) {
   KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::forward: bad shape (", M, ", ", K, ", ", N, ")");
   if (M == 0) return;
@@ -240,7 +240,7 @@ void Gemm::forward(int64_t M, int64_t K, int64_t N, Storage st, const void* x, c
   // casts the bias to bf16 too) or a separate kernel adds the fp32 bias.
   int bias_type = -1;
   const void* bias_ptr = nullptr;
-  if (b != nullptr && st == Storage::F32) {
+  if (b != nullptr && st == DType::F32) {
     bias_type = CUDA_R_32F;
     bias_ptr = b;
   } else if (b != nullptr && b_storage != nullptr) {
@@ -259,7 +259,7 @@ void Gemm::forward(int64_t M, int64_t K, int64_t N, Storage st, const void* x, c
   add_bias(M, N, st, y, b, stream);
 }
 
-void Gemm::backward_data(int64_t M, int64_t K, int64_t N, Storage st, const void* dy,
+void Gemm::backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
                          const void* W, void* dx, cudaStream_t stream) {
   KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::backward_data: bad shape");
   if (M == 0) return;
@@ -268,7 +268,7 @@ void Gemm::backward_data(int64_t M, int64_t K, int64_t N, Storage st, const void
   KAT_CHECK(impl_->run(p, W, dy, dx, nullptr, stream), "Gemm::backward_data: cuBLASLt found no algorithm");
 }
 
-void Gemm::backward_weight(int64_t M, int64_t K, int64_t N, Storage st, const void* dy,
+void Gemm::backward_weight(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
                            const void* x, float* dW, cudaStream_t stream) {
   KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::backward_weight: bad shape");
   if (M == 0) return;
@@ -281,7 +281,7 @@ std::size_t column_sum_workspace_bytes(int64_t M, int64_t N) {
   return std::size_t(std::max<int64_t>(colsum_chunks(M), 1) * std::max<int64_t>(N, 1)) * sizeof(float);
 }
 
-void column_sum_accumulate(int64_t M, int64_t N, Storage st, const void* dy, float* db,
+void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db,
                            void* workspace, cudaStream_t stream) {
   KAT_CHECK(M >= 0 && N >= 0, "column_sum_accumulate: bad shape");
   if (M == 0 || N == 0) return;
@@ -291,11 +291,11 @@ void column_sum_accumulate(int64_t M, int64_t N, Storage st, const void* dy, flo
   const dim3 block(kColLanes, kRowLanes);
   // 16-byte loads when every row start is 16-byte aligned.
   const bool vec_ok =
-      (reinterpret_cast<uintptr_t>(dy) % 16 == 0) && (N * int64_t(storage_bytes(st))) % 16 == 0;
+      (reinterpret_cast<uintptr_t>(dy) % 16 == 0) && (N * int64_t(dtype_size(st))) % 16 == 0;
   auto grid1 = [&](int vec) {
     return dim3(unsigned((N + int64_t(kColLanes) * vec - 1) / (int64_t(kColLanes) * vec)), unsigned(chunks));
   };
-  if (st == Storage::F32) {
+  if (st == DType::F32) {
     const auto* p = static_cast<const float*>(dy);
     if (vec_ok)
       colsum_stage1<float, 4><<<grid1(4), block, 0, stream>>>(M, N, p, partial);
@@ -313,12 +313,12 @@ void column_sum_accumulate(int64_t M, int64_t N, Storage st, const void* dy, flo
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-void add_bias(int64_t M, int64_t N, Storage st, void* y, const float* b, cudaStream_t stream) {
+void add_bias(int64_t M, int64_t N, DType st, void* y, const float* b, cudaStream_t stream) {
   if (M == 0 || N == 0) return;
   const int64_t pairs = (N + 1) / 2;
   const dim3 block(128);
   const dim3 grid(unsigned((pairs + 127) / 128), unsigned(std::min<int64_t>(M, 2048)));
-  if (st == Storage::F32)
+  if (st == DType::F32)
     add_bias_kernel<float><<<grid, block, 0, stream>>>(M, N, static_cast<float*>(y), b);
   else
     add_bias_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(M, N, static_cast<__nv_bfloat16*>(y), b);

@@ -3,13 +3,14 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/cpu_ops.h"
+#include "ops/cpu/layernorm.h"
 
 namespace kat::ops {
 
 template <typename T>
 void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamma, const T* beta,
                        T* y, T* mean, T* rstd) {
+  check_layernorm_shape(rows, C, "layernorm_forward");
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * C;
@@ -32,6 +33,7 @@ void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamm
 template <typename T>
 void layernorm_backward(int64_t rows, int64_t C, const T* x, const T* gamma, const T* mean,
                         const T* rstd, const T* dy, T* dx_acc, T* dgamma, T* dbeta) {
+  check_layernorm_shape(rows, C, "layernorm_backward");
   // dgamma/dbeta partials over a fixed number of row chunks (deterministic), summed in order.
   constexpr int64_t kChunks = 32;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kChunks, rows));

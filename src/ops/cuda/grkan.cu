@@ -1,4 +1,4 @@
-// GR-KAN CUDA kernels. See grkan_cuda.h for the contract, SPEC.md §1 for the math.
+// GR-KAN CUDA kernels. Contract in ops/cuda/grkan.h, math in ops/grkan.h.
 //
 // Work mapping. Each thread owns one fixed "column vector": VEC consecutive channels of one
 // group (16 bytes: 8 bf16 or 4 fp32; VEC = 1 on the scalar fallback), and walks the rows with a
@@ -31,55 +31,33 @@
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/vec_io.cuh"
-#include "ops/cuda/gemm_cuda.h"  // column_sum_accumulate (dx_colsum outside the fused cases)
-#include "ops/cuda/grkan_cuda.h"
+#include "ops/cuda/gemm.h"  // column_sum_accumulate (dx_colsum outside the fused cases)
+#include "ops/cuda/grkan.h"
+#include "ops/cuda/launch.cuh"
 
 namespace kat::cuda {
+using namespace detail;
 namespace {
 using namespace vecio;
 
 using kat::ops::GrkanShape;
 
-// Tunables (overridable with -D for benchmarking variants; the defaults are the measured best,
-// see bench/GRKAN_CUDA.md).
-#ifndef KAT_GRKAN_FWD_UNROLL
-#define KAT_GRKAN_FWD_UNROLL 2
-#endif
+// Tunables (the measured best, bench/GRKAN_CUDA.md; variants are benchmarked by editing these).
+// Forward: row vectors in flight per thread and trip.
 // Backward: rows in flight per thread and trip (U), stage-1 blocks per SM (launch bounds), per
-// storage type. bf16 is issue-bound (~46 instructions per element against 6 bytes; ncu: IPC 0.72
+// element type. bf16 is issue-bound (~46 instructions per element against 6 bytes; ncu: IPC 0.72
 // per scheduler): U = 3 with 2 blocks (128 registers) and U = 2 with 3 blocks (80) keep enough
 // loads in flight, U = 1 with 4 blocks (64) does not (+3 us). fp32 moves twice the bytes for the
 // same work and runs at ~93% of the copy bandwidth with 4 blocks of U = 1 (64 registers).
-// Measurements: bench/GRKAN_CUDA.md.
-#ifndef KAT_GRKAN_BWD_UNROLL_BF16
-#define KAT_GRKAN_BWD_UNROLL_BF16 3
-#endif
-#ifndef KAT_GRKAN_BWD_BPS_BF16
-#define KAT_GRKAN_BWD_BPS_BF16 2
-#endif
-#ifndef KAT_GRKAN_BWD_UNROLL_F32
-#define KAT_GRKAN_BWD_UNROLL_F32 1
-#endif
-#ifndef KAT_GRKAN_BWD_BPS_F32
-#define KAT_GRKAN_BWD_BPS_F32 4
-#endif
-// Benchmark-only switch (results are wrong with it; never set in a build that is used):
-// KAT_GRKAN_BENCH_NO_STAGE2 skips stage 2, to time its cost.
-#ifndef KAT_GRKAN_BENCH_NO_STAGE2
-#define KAT_GRKAN_BENCH_NO_STAGE2 0
-#endif
-#ifndef KAT_GRKAN_PDL
-#define KAT_GRKAN_PDL 1
-#endif
 constexpr int kThreads = 256;  // threads per block of the element kernels
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxDeg = 8;     // same limit as the CPU op
+constexpr int kMaxDeg = kat::ops::GrkanShape::kMaxDegree;  // the shared limit
 constexpr int kChunk = 128;    // partial-table columns per pass of the block reduction
-constexpr int kFwdUnroll = KAT_GRKAN_FWD_UNROLL;  // row vectors in flight per thread and trip
-template <Storage S>
-constexpr int kBwdUnroll = S == Storage::BF16 ? KAT_GRKAN_BWD_UNROLL_BF16 : KAT_GRKAN_BWD_UNROLL_F32;
-template <Storage S>
-constexpr int kBwdBlocksPerSM = S == Storage::BF16 ? KAT_GRKAN_BWD_BPS_BF16 : KAT_GRKAN_BWD_BPS_F32;
+constexpr int kFwdUnroll = 2;  // row vectors in flight per thread and trip
+template <DType S>
+constexpr int kBwdUnroll = S == DType::BF16 ? 3 : 1;
+template <DType S>
+constexpr int kBwdBlocksPerSM = S == DType::BF16 ? 2 : 4;
 constexpr int kFwdMaxBlocksPerSM = 8;
 
 struct Params {
@@ -97,9 +75,9 @@ struct Params {
 
 // ---- element access -----------------------------------------------------------------------
 
-template <Storage S, int VEC>
+template <DType S, int VEC>
 __device__ __forceinline__ Raw<S, VEC> load_raw(const void* base, int64_t off) {
-  if constexpr (S == Storage::F32) {
+  if constexpr (S == DType::F32) {
     return __ldg(reinterpret_cast<const Raw<S, VEC>*>(static_cast<const float*>(base) + off));
   } else {
     return __ldg(
@@ -189,7 +167,7 @@ struct Coef {
 };
 
 // ---- programmatic dependent launch ----------------------------------------------------------
-// Every kernel here is launched with programmatic stream serialization (KAT_GRKAN_PDL), so its
+// Every kernel here is launched with programmatic stream serialization (launch.cuh), so its
 // launch overlaps the tail of the kernel before it in the stream. Each kernel executes
 // griddepcontrol.wait before its first global memory access: that waits until the preceding
 // grid has completed and its writes are visible, i.e. ordinary stream order for all data.
@@ -199,7 +177,7 @@ struct Coef {
 // Software pipeline: the U raw vectors of the next trip are loaded before the current U are
 // computed, so every warp keeps loads in flight while it computes.
 
-template <Storage S, int VEC, int M, int N>
+template <DType S, int VEC, int M, int N>
 __global__ void __launch_bounds__(kThreads)
     grkan_fwd_kernel(const void* __restrict__ x, void* __restrict__ y, const float* __restrict__ ga,
                      const float* __restrict__ gb, Params p) {
@@ -247,7 +225,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // CS: also the column sums of dx (the bias gradient of the linear layer that produced x), VEC
 // more accumulators per thread and D more columns in the partial table.
-template <Storage S, int VEC, int M, int N, bool CS>
+template <DType S, int VEC, int M, int N, bool CS>
 __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
     grkan_bwd_kernel(const void* x, const void* dy, void* dx, const float* __restrict__ ga,
                      const float* __restrict__ gb, float* __restrict__ partial, Params p) {
@@ -482,20 +460,6 @@ int current_device() {
   return dev;
 }
 
-int sm_count() {
-  static std::atomic<int> cache[64] = {};
-  const int dev = current_device();
-  if (dev < 64) {
-    const int c = cache[dev].load(std::memory_order_relaxed);
-    if (c > 0) return c;
-  }
-  int n = 0;
-  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  KAT_CHECK(n > 0, "grkan_cuda: device ", dev, " reports ", n, " multiprocessors");
-  if (dev < 64) cache[dev].store(n, std::memory_order_relaxed);
-  return n;
-}
-
 // Resident blocks per SM of a forward kernel (occupancy query, cached per device).
 template <typename Kernel>
 int fwd_blocks_per_sm(Kernel kernel, std::atomic<int> (&cache)[64]) {
@@ -534,23 +498,9 @@ Plan make_plan(int64_t rows, int dim, int vec, int max_blocks) {
   return pl;
 }
 
-void validate(const GrkanShape& s, const char* where) {
-  KAT_CHECK(s.rows >= 0, where, ": GR-KAN rows must be >= 0, got ", s.rows);
-  KAT_CHECK(s.dim > 0 && s.groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", s.dim,
-            ", groups ", s.groups, ")");
-  KAT_CHECK(s.dim % s.groups == 0, where, ": GR-KAN width ", s.dim,
-            " is not divisible by groups ", s.groups);
-  KAT_CHECK(s.num_rows == 1 || s.num_rows == s.groups, where, ": GR-KAN numerator must have 1 or ",
-            s.groups, " rows, got ", s.num_rows);
-  KAT_CHECK(s.m >= 0 && s.m <= kMaxDeg && s.n >= 0 && s.n <= kMaxDeg, where, ": GR-KAN degrees (",
-            s.m, ", ", s.n, ") out of range [0, ", kMaxDeg, "]");
-  KAT_CHECK(s.rows * static_cast<int64_t>(s.dim) / s.dim == s.rows, where,
-            ": GR-KAN size overflows");
-}
+int storage_vec(DType st) { return vec_width(st); }
 
-int storage_vec(Storage st) { return st == Storage::F32 ? 4 : 8; }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) { return al16(p); }
 
 bool specialised(const GrkanShape& s) { return s.m == 5 && s.n == 4; }
 
@@ -571,47 +521,31 @@ Params make_params(const GrkanShape& s, const Plan& pl) {
 
 // Vector width used for this call: 16-byte path when every channel group is a whole number of
 // vectors and the pointers are 16-byte aligned, else scalar.
-int choose_vec(const GrkanShape& s, Storage st, bool ptrs_aligned) {
+int choose_vec(const GrkanShape& s, DType st, bool ptrs_aligned) {
   const int vec = storage_vec(st);
   const int dg = s.dim / s.groups;
   return (dg % vec == 0 && ptrs_aligned) ? vec : 1;
 }
 
-// Launch with programmatic stream serialization (see griddep_wait).
-template <typename... KArgs, typename... Args>
-void launch(void (*kernel)(KArgs...), int grid, int block, cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid));
-  cfg.blockDim = dim3(static_cast<unsigned>(block));
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = KAT_GRKAN_PDL ? 1 : 0;
-  KAT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
-}
-
-template <Storage S, int VEC, int M, int N>
+template <DType S, int VEC, int M, int N>
 void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y,
                 cudaStream_t stream) {
   static std::atomic<int> occ_cache[64] = {};
   const auto kernel = grkan_fwd_kernel<S, VEC, M, N>;
   const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, occ_cache);
   const Plan pl = make_plan(s.rows, s.dim, VEC, max_blocks);
-  launch(kernel, pl.blocks, kThreads, stream, x, y, a, b, make_params(s, pl));
+  launch(kernel, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, y, a, b, make_params(s, pl));
 }
 
-int bwd_max_blocks(Storage st) {
+int bwd_max_blocks(DType st) {
   return sm_count() *
-         (st == Storage::BF16 ? kBwdBlocksPerSM<Storage::BF16> : kBwdBlocksPerSM<Storage::F32>);
+         (st == DType::BF16 ? kBwdBlocksPerSM<DType::BF16> : kBwdBlocksPerSM<DType::F32>);
 }
 
 // dsum (the dx column sums) is fused into the kernel for the model's case (degrees (5, 4), 16-byte
 // vectors: CS kernels); any other call with dsum runs the plain kernel and then the column-sum
-// kernel of gemm_cuda over dx.
-template <Storage S, int VEC, int M, int N>
+// kernel of gemm.cu over dx.
+template <DType S, int VEC, int M, int N>
 void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b, void* dx,
                 float* da, float* db, float* dsum, void* workspace, cudaStream_t stream) {
   const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
@@ -621,49 +555,48 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
   const bool fused = kFusable && dsum != nullptr;
   if constexpr (kFusable) {
     if (fused)
-      launch(grkan_bwd_kernel<S, VEC, M, N, true>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
+      launch(grkan_bwd_kernel<S, VEC, M, N, true>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b, partial, p);
   }
-  if (!fused) launch(grkan_bwd_kernel<S, VEC, M, N, false>, pl.blocks, kThreads, stream, x, dy, dx, a, b, partial, p);
-  if (KAT_GRKAN_BENCH_NO_STAGE2) return;
-  launch(grkan_bwd_stage2, p.ncols + (fused ? s.dim : 0), kStage2Threads, stream, static_cast<const float*>(partial),
+  if (!fused) launch(grkan_bwd_kernel<S, VEC, M, N, false>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b, partial, p);
+  launch(grkan_bwd_stage2, dim3(unsigned(p.ncols + (fused ? s.dim : 0))), kStage2Threads, 0, stream, static_cast<const float*>(partial),
          pl.blocks, s.num_rows * (s.m + 1), p.ncols, b, da, db, dsum);
   if (dsum != nullptr && !fused) column_sum_accumulate(s.rows, s.dim, S, dx, dsum, workspace, stream);
 }
 
 }  // namespace
 
-void grkan_forward(const GrkanShape& s, Storage st, const void* x, const float* a, const float* b,
+void grkan_forward(const GrkanShape& s, DType st, const void* x, const float* a, const float* b,
                    void* y, cudaStream_t stream) {
-  validate(s, "grkan_forward (cuda)");
+  s.validate("grkan_forward (cuda)");
   if (s.rows == 0) return;
   KAT_CHECK(x && y && a && (b || s.n == 0), "grkan_forward (cuda): null device pointer");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(y));
   const bool sp = specialised(s);
-  if (st == Storage::BF16) {
+  if (st == DType::BF16) {
     if (vec == 8) {
-      sp ? launch_fwd<Storage::BF16, 8, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+      sp ? launch_fwd<DType::BF16, 8, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<DType::BF16, 8, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
     } else {
-      sp ? launch_fwd<Storage::BF16, 1, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+      sp ? launch_fwd<DType::BF16, 1, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<DType::BF16, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
     }
   } else {
     if (vec == 4) {
-      sp ? launch_fwd<Storage::F32, 4, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+      sp ? launch_fwd<DType::F32, 4, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<DType::F32, 4, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
     } else {
-      sp ? launch_fwd<Storage::F32, 1, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
+      sp ? launch_fwd<DType::F32, 1, 5, 4>(s, x, a, b, y, stream)
+         : launch_fwd<DType::F32, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
     }
   }
 }
 
 std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
-  validate(s, "grkan_backward_workspace_bytes (cuda)");
+  s.validate("grkan_backward_workspace_bytes (cuda)");
   if (s.rows == 0) return 0;
   const int ncols = s.num_rows * (s.m + 1) + s.groups * s.n;
   int blocks = 0;
-  for (Storage st : {Storage::F32, Storage::BF16})
+  for (DType st : {DType::F32, DType::BF16})
     for (int vec : {1, storage_vec(st)}) {
       if ((s.dim / s.groups) % vec != 0) continue;
       blocks = std::max(blocks, make_plan(s.rows, s.dim, vec, bwd_max_blocks(st)).blocks);
@@ -674,10 +607,14 @@ std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
                   column_sum_workspace_bytes(s.rows, s.dim));
 }
 
-void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* dy, const float* a,
-                    const float* b, void* dx, float* da, float* db, void* workspace,
-                    cudaStream_t stream, float* dx_colsum) {
-  validate(s, "grkan_backward (cuda)");
+void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream) {
+  const GrkanShape& s = args.shape;
+  const DType st = args.dtype;
+  const void *x = args.x, *dy = args.dy;
+  const float *a = args.a, *b = args.b;
+  void *dx = args.dx, *workspace = args.workspace;
+  float *da = args.da, *db = args.db, *dx_colsum = args.dx_colsum;
+  s.validate("grkan_backward (cuda)");
   if (s.rows == 0) return;
   KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)),
             "grkan_backward (cuda): null device pointer");
@@ -687,27 +624,27 @@ void grkan_backward(const GrkanShape& s, Storage st, const void* x, const void* 
             "grkan_backward (cuda): workspace must be 4-byte aligned");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));
   const bool sp = specialised(s);
-  if (st == Storage::BF16) {
+  if (st == DType::BF16) {
     if (vec == 8) {
-      sp ? launch_bwd<Storage::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<Storage::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
+      sp ? launch_bwd<DType::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<DType::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     } else {
-      sp ? launch_bwd<Storage::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<Storage::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
+      sp ? launch_bwd<DType::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<DType::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     }
   } else {
     if (vec == 4) {
-      sp ? launch_bwd<Storage::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<Storage::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
+      sp ? launch_bwd<DType::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<DType::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     } else {
-      sp ? launch_bwd<Storage::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<Storage::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
+      sp ? launch_bwd<DType::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
+         : launch_bwd<DType::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
     }
   }
 }
 
-GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, Storage st, bool backward, bool aligned) {
-  validate(s, "grkan_launch_info (cuda)");
+GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, DType st, bool backward, bool aligned) {
+  s.validate("grkan_launch_info (cuda)");
   GrkanLaunchInfo info;
   info.vec = choose_vec(s, st, aligned);
   info.specialised = specialised(s);
@@ -718,12 +655,12 @@ GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, Storage st, bool backward
     static std::atomic<int> c1[64] = {}, c2[64] = {}, c3[64] = {}, c4[64] = {};
     int bps = 1;
     const bool v = info.vec != 1;
-    if (st == Storage::BF16)
-      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<Storage::BF16, 8, 5, 4>, c1)
-              : fwd_blocks_per_sm(grkan_fwd_kernel<Storage::BF16, 1, 5, 4>, c2);
+    if (st == DType::BF16)
+      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<DType::BF16, 8, 5, 4>, c1)
+              : fwd_blocks_per_sm(grkan_fwd_kernel<DType::BF16, 1, 5, 4>, c2);
     else
-      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<Storage::F32, 4, 5, 4>, c3)
-              : fwd_blocks_per_sm(grkan_fwd_kernel<Storage::F32, 1, 5, 4>, c4);
+      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<DType::F32, 4, 5, 4>, c3)
+              : fwd_blocks_per_sm(grkan_fwd_kernel<DType::F32, 1, 5, 4>, c4);
     max_blocks = sm_count() * bps;
   }
   const Plan pl = make_plan(s.rows, s.dim, info.vec, max_blocks);

@@ -9,13 +9,15 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/attention.h"
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/vec_math.h"
-#include "ops/cpu_ops.h"
 
 namespace kat::ops {
 
 template <typename T>
 void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, T* out, T* probs) {
+  check_attention_shape(B, N, D, H, "attention_forward");
   const int64_t hd = D / H, ld = 3 * D;
   const T scale = T(1) / std::sqrt(T(hd));
 #pragma omp parallel for schedule(static) collapse(2)
@@ -49,6 +51,7 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv,
 template <typename T>
 void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, const T* probs,
                         const T* dout, T* dqkv) {
+  check_attention_shape(B, N, D, H, "attention_backward");
   const int64_t hd = D / H, ld = 3 * D;
   const T scale = T(1) / std::sqrt(T(hd));
 #pragma omp parallel for schedule(static) collapse(2)

@@ -1,30 +1,19 @@
-// CPU reference (and CPU production path) of the GR-KAN op. See src/ops/grkan.h for the math.
+// GR-KAN on the CPU (reference and CPU production path). Contract and math: ops/grkan.h.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/error.h"
-#include "ops/grkan.h"
+#include "ops/cpu/grkan.h"
 
 namespace kat::ops {
 
 namespace {
-constexpr int kMaxDeg = 8;
+constexpr int kMaxDeg = GrkanShape::kMaxDegree;
 // Number of row chunks of the coefficient reduction. Fixed (not the thread count), so results are
 // bitwise identical whatever OMP_NUM_THREADS is.
 constexpr int64_t kChunks = 64;
 }  // namespace
-
-void GrkanShape::validate(const std::string& where) const {
-  KAT_CHECK(rows >= 0, where, ": GR-KAN rows must be >= 0, got ", rows);
-  KAT_CHECK(dim > 0 && groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", dim,
-            ", groups ", groups, ")");
-  KAT_CHECK(dim % groups == 0, where, ": GR-KAN width ", dim, " is not divisible by groups ", groups);
-  KAT_CHECK(num_rows == 1 || num_rows == groups, where, ": GR-KAN numerator must have 1 or ", groups,
-            " rows, got ", num_rows);
-  KAT_CHECK(m >= 0 && m <= kMaxDeg && n >= 0 && n <= kMaxDeg, where, ": GR-KAN degrees (", m, ", ",
-            n, ") out of range [0, ", kMaxDeg, "]");
-}
 
 
 // ---- Fast path for the checkpoint degrees (m, n) = (5, 4) ------------------------------------

@@ -1,5 +1,5 @@
 // Patch-embedding glue of the transformer on CUDA (the parts around the patch GEMM), same
-// contracts as the CPU model (model/kat_model.cpp):
+// contracts as the CPU (ops/cpu/embed.h, and the token assembly in model/kat_model.cpp):
 //   im2col:   img (B, C, H, W) fp32  ->  cols (B, (H/p)(W/p), C p p) storage st, column order
 //             (c, kh, kw) = Conv2d weight order (kat::ops::im2col_patches).
 //   tokens:   x (B, N, D) = [cls ; patches (B, N-1, D)] + pos (N, D)      (cls, pos fp32)
@@ -9,21 +9,21 @@
 #pragma once
 #include <cstdint>
 
-#include "ops/cuda/grkan_cuda.h"  // Storage, cudaStream_t
+#include "ops/cuda/stream.h"
 
 namespace kat::cuda {
 
 void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img,
-                    Storage st, void* cols, cudaStream_t stream);
+                    DType st, void* cols, cudaStream_t stream);
 // The same from images stored as img_st: fp32, or bf16 when st is bf16 (the model rounds its input
 // to bf16 anyway, so a bf16 upload moves half the bytes for bitwise the same columns).
-void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, Storage img_st,
-                    Storage st, void* cols, cudaStream_t stream);
+void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, DType img_st,
+                    DType st, void* cols, cudaStream_t stream);
 
-void tokens_forward(int64_t B, int64_t N, int64_t D, Storage st, const void* patches,
+void tokens_forward(int64_t B, int64_t N, int64_t D, DType st, const void* patches,
                     const float* cls, const float* pos, void* x, cudaStream_t stream);
 
-void tokens_backward(int64_t B, int64_t N, int64_t D, Storage st, const void* dx, float* dcls,
+void tokens_backward(int64_t B, int64_t N, int64_t D, DType st, const void* dx, float* dcls,
                      float* dpos, void* dpatches, cudaStream_t stream);
 
 // dst[i] = bf16(src[i]) (round to nearest even), n elements.

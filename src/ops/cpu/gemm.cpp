@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "ops/cpu_ops.h"
+#include "ops/cpu/gemm.h"
 
 namespace kat::ops {
 

@@ -1,11 +1,10 @@
-// Flash-style attention core for short sequences (see attention_cuda.h).
+// Flash-style attention core for short sequences (see attention.h).
 #include <cuda_bf16.h>
 
 #include <cmath>
-#include <cstdlib>
 
 #include "core/error.h"
-#include "ops/cuda/attention_cuda.h"
+#include "ops/cuda/attention.h"
 #include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/vec_io.cuh"
@@ -290,13 +289,8 @@ void launch_bwd(int64_t B, int N, int D, int H, float scale, const void* qkv, co
 
 bool g_force_simt = false;
 
-bool use_tc(Storage st, int hd) {
-  if (st != Storage::BF16 || !attention_mma_supported(hd) || g_force_simt) return false;
-  static const bool env_simt = [] {
-    const char* e = std::getenv("KAT_ATTN_SIMT");
-    return e && *e && *e != '0';
-  }();
-  return !env_simt;
+bool use_tc(DType st, int hd) {
+  return st == DType::BF16 && attention_mma_supported(hd) && !g_force_simt;
 }
 
 #define KAT_ATTN_DISPATCH(HDV, CALL)                                       \
@@ -314,15 +308,20 @@ bool use_tc(Storage st, int hd) {
 }  // namespace
 
 void attention_check_shape(int64_t N, int64_t D, int64_t H) {
-  KAT_CHECK(N >= 1 && N <= 256, "attention (CUDA): N = ", N, " tokens, supported 1..256");
-  KAT_CHECK(H >= 1 && D % H == 0, "attention (CUDA): D = ", D, " not divisible by H = ", H);
+  kat::ops::check_attention_shape(0, N, D, H, "attention (CUDA)");
+  KAT_CHECK(N <= 256, "attention (CUDA): N = ", N, " tokens, supported 1..256");
   const int64_t hd = D / H;
   KAT_CHECK(hd >= 16 && hd <= 64 && hd % 8 == 0, "attention (CUDA): head dim ", hd,
             " unsupported (16..64, multiple of 8)");
 }
 
-void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, const void* qkv,
-                       void* out, float* lse, cudaStream_t stream) {
+void attention_forward(const AttentionForwardArgs& a, cudaStream_t stream) {
+  const int64_t B = a.B, N = a.N, D = a.D, H = a.H;
+  const DType st = a.dtype;
+  const void* qkv = a.qkv;
+  void* out = a.out;
+  float* lse = a.lse;
+  KAT_CHECK(B >= 0, "attention_forward (CUDA): B must be >= 0, got ", B);
   attention_check_shape(N, D, H);
   if (B == 0) return;
   const int hd = int(D / H);
@@ -332,7 +331,7 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, c
     return;
   }
 #define KAT_FWD(DH)                                                                                   \
-  if (st == Storage::F32)                                                                             \
+  if (st == DType::F32)                                                                             \
     launch_fwd<float, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);                   \
   else                                                                                                \
     launch_fwd<__nv_bfloat16, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
@@ -349,9 +348,13 @@ std::size_t attention_backward_workspace_bytes(int64_t B, int64_t N, int64_t H) 
   return dvec_bytes_aligned(B, N, H) + attention_mma_ds_bytes(B, N, H);
 }
 
-void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, const void* qkv,
-                        const void* out, const float* lse, const void* dout, void* dqkv,
-                        void* workspace, cudaStream_t stream) {
+void attention_backward(const AttentionBackwardArgs& a, cudaStream_t stream) {
+  const int64_t B = a.B, N = a.N, D = a.D, H = a.H;
+  const DType st = a.dtype;
+  const void *qkv = a.qkv, *out = a.out, *dout = a.dout;
+  const float* lse = a.lse;
+  void *dqkv = a.dqkv, *workspace = a.workspace;
+  KAT_CHECK(B >= 0, "attention_backward (CUDA): B must be >= 0, got ", B);
   attention_check_shape(N, D, H);
   if (B == 0) return;
   const int hd = int(D / H);
@@ -363,7 +366,7 @@ void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, Storage st, 
     return;
   }
 #define KAT_BWD(DH)                                                                                       \
-  if (st == Storage::F32)                                                                                 \
+  if (st == DType::F32)                                                                                 \
     launch_bwd<float, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);     \
   else                                                                                                    \
     launch_bwd<__nv_bfloat16, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
