@@ -24,6 +24,49 @@ double activation_gain(const std::string& act) {
   if (act == "gelu") return 2.3568;
   return 1.0;  // identity
 }
+
+// The model's glue between the ops, named as the CUDA model's (ops/cuda/embed.h, elementwise.h)
+// so that the two forward/backward lists read side by side.
+
+// x (B, N, D) = [cls ; patches (B, N-1, D)] + pos (N, D).
+void tokens_forward(int64_t B, int64_t N, int64_t D, const float* patches, const float* cls, const float* pos,
+                    float* x) {
+  const int64_t P = N - 1;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t) {
+      float* dst = x + (b * N + t) * D;
+      const float* src = t == 0 ? cls : patches + (b * P + t - 1) * D;
+      const float* pt = pos + t * D;
+      for (int64_t c = 0; c < D; ++c) dst[c] = src[c] + pt[c];
+    }
+}
+
+// dcls (D) += sum_b dx[b, 0];  dpos (N, D) += sum_b dx[b];  dpatches (B, N-1, D) = dx[:, 1:].
+void tokens_backward(int64_t B, int64_t N, int64_t D, const float* dx, float* dcls, float* dpos, float* dpatches) {
+  const int64_t P = N - 1;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* dt = dx + b * N * D;
+    for (int64_t c = 0; c < D; ++c) dcls[c] += dt[c];
+  }
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t b = 0; b < B; ++b) {
+      const float* dt = dx + (b * N + t) * D;
+      float* gp = dpos + t * D;
+      for (int64_t c = 0; c < D; ++c) gp[c] += dt[c];
+    }
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) std::memcpy(dpatches + b * P * D, dx + (b * N + 1) * D, P * D * sizeof(float));
+}
+
+// y[b] = x[b] + scale[b] * f[b], per_sample values per sample (the drop-path residual).
+void residual_add(int64_t B, int64_t per_sample, const float* x, const float* f, const float* scale, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    const float s = scale[b];
+    for (int64_t j = b * per_sample; j < (b + 1) * per_sample; ++j) y[j] = x[j] + s * f[j];
+  }
+}
 }  // namespace
 
 KatModel::KatModel(const ModelConfig& cfg) : cfg_(cfg), layout_((cfg_.validate(), cfg_), ModelLayout::kCpuAlign) {
@@ -128,14 +171,7 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
   im2col_patches<float>(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, acts_.cols);
   linear_forward<float>(B * P, K, D, acts_.cols, W + L.patch_w, W + L.patch_b, acts_.tmp);
   float* x0 = acts_.blocks.empty() ? acts_.x_final : acts_.blocks[0].x_in;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < N; ++t) {
-      float* dst = x0 + (b * N + t) * D;
-      const float* src = t == 0 ? W + L.cls_token : acts_.tmp + (b * P + t - 1) * D;
-      const float* pos = W + L.pos_embed + t * D;
-      for (int64_t c = 0; c < D; ++c) dst[c] = src[c] + pos[c];
-    }
+  tokens_forward(B, N, D, acts_.tmp, W + L.cls_token, W + L.pos_embed, x0);
 
   // Drop-path scales (depth, 2, B), drawn in the order every backend draws them.
   drop_path_active_ = drop_path_active(cfg_, train);
@@ -149,18 +185,14 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
     const BlockParams& o = L.blocks[i];
     BlockActivations<float*>& a = acts_.blocks[i];
     float* x_out = (i + 1 < cfg_.depth) ? acts_.blocks[i + 1].x_in : acts_.x_final;
-    const float* dp_attn = acts_.drop_path + int64_t(i) * 2 * B;  // (B) 0 or 1/(1-rate); 1 in eval
-    const float* dp_ffn = dp_attn + B;
+    const float* sa = acts_.drop_path + int64_t(i) * 2 * B;  // (B) 0 or 1/(1-rate); 1 in eval
+    const float* sf = sa + B;
     // Attention branch.
     layernorm_forward<float>(BN, D, kLnEps, a.x_in, W + o.n1w, W + o.n1b, a.ln1, a.mean1, a.rstd1);
     linear_forward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, W + o.qkvb, a.qkv);
     attention_forward<float>(B, N, D, NH, a.qkv, a.att, a.softmax);
     linear_forward<float>(BN, D, D, a.att, W + o.projw, W + o.projb, acts_.tmp);
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < B; ++b) {
-      const float s = dp_attn[b];
-      for (int64_t j = b * N * D; j < (b + 1) * N * D; ++j) a.x_mid[j] = a.x_in[j] + s * acts_.tmp[j];
-    }
+    residual_add(B, N * D, a.x_in, acts_.tmp, sa, a.x_mid);
     // FFN branch.
     layernorm_forward<float>(BN, D, kLnEps, a.x_mid, W + o.n2w, W + o.n2b, a.ln2, a.mean2, a.rstd2);
     if (cfg_.is_kat()) {
@@ -174,11 +206,7 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
       gelu_forward<float>(BN * Hd, a.h, a.r2);
     }
     linear_forward<float>(BN, Hd, D, a.r2, W + o.fc2w, W + o.fc2b, acts_.tmp);
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < B; ++b) {
-      const float s = dp_ffn[b];
-      for (int64_t j = b * N * D; j < (b + 1) * N * D; ++j) x_out[j] = a.x_mid[j] + s * acts_.tmp[j];
-    }
+    residual_add(B, N * D, a.x_mid, acts_.tmp, sf, x_out);
   }
   layernorm_forward<float>(BN, D, kLnEps, acts_.x_final, W + L.norm_w, W + L.norm_b, acts_.feat, acts_.fmean, acts_.frstd);
   for (int64_t b = 0; b < B; ++b) std::memcpy(acts_.cls + b * D, acts_.feat + b * N * D, D * sizeof(float));
@@ -208,8 +236,10 @@ void KatModel::backward(const float* dlogits) {
   for (int i = cfg_.depth - 1; i >= 0; --i) {
     const BlockParams& o = L.blocks[i];
     const BlockActivations<float*>& a = acts_.blocks[i];
+    const float* sa = acts_.drop_path + int64_t(i) * 2 * B;  // drop-path scales of the forward
+    const float* sf = sa + B;
     // FFN branch: x_out = x_mid + s * fc2(...)  ->  d(fc2 out) = s * d_x
-    scale_rows<float>(B, N * D, acts_.drop_path + (int64_t(i) * 2 + 1) * B, acts_.d_x, acts_.d_tmp);
+    scale_rows<float>(B, N * D, sf, acts_.d_x, acts_.d_tmp);
     linear_backward<float>(BN, Hd, D, a.r2, W + o.fc2w, acts_.d_tmp, acts_.d_r, G + o.fc2w, G + o.fc2b);
     std::fill_n(acts_.d_ln, BN * D, 0.0f);
     if (cfg_.is_kat()) {
@@ -225,7 +255,7 @@ void KatModel::backward(const float* dlogits) {
     // d_x (now d x_mid) += LN2 backward
     layernorm_backward<float>(BN, D, a.x_mid, W + o.n2w, a.mean2, a.rstd2, acts_.d_ln, acts_.d_x, G + o.n2w, G + o.n2b);
     // Attention branch: x_mid = x_in + s * proj(att)
-    scale_rows<float>(B, N * D, acts_.drop_path + int64_t(i) * 2 * B, acts_.d_x, acts_.d_tmp);
+    scale_rows<float>(B, N * D, sa, acts_.d_x, acts_.d_tmp);
     linear_backward<float>(BN, D, D, a.att, W + o.projw, acts_.d_tmp, acts_.d_att, G + o.projw, G + o.projb);
     attention_backward<float>(B, N, D, NH, a.qkv, a.softmax, acts_.d_att, acts_.d_qkv);
     linear_backward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, acts_.d_qkv, acts_.d_ln, G + o.qkvw, G + o.qkvb);
@@ -233,19 +263,7 @@ void KatModel::backward(const float* dlogits) {
   }
 
   // Embedding: d_x = dL/d tokens.
-  for (int64_t b = 0; b < B; ++b) {
-    const float* dt = acts_.d_x + b * N * D;
-    for (int64_t c = 0; c < D; ++c) G[L.cls_token + c] += dt[c];
-  }
-  for (int64_t t = 0; t < N; ++t)
-    for (int64_t b = 0; b < B; ++b) {
-      const float* dt = acts_.d_x + (b * N + t) * D;
-      float* gp = G + L.pos_embed + t * D;
-      for (int64_t c = 0; c < D; ++c) gp[c] += dt[c];
-    }
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(acts_.tmp + b * P * D, acts_.d_x + (b * N + 1) * D, P * D * sizeof(float));
+  tokens_backward(B, N, D, acts_.d_x, G + L.cls_token, G + L.pos_embed, acts_.tmp);
   linear_backward<float>(B * P, K, D, acts_.cols, W + L.patch_w, acts_.tmp, nullptr, G + L.patch_w, G + L.patch_b);
 }
 
