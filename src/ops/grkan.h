@@ -14,6 +14,7 @@
 // does not depend on the thread count, each chunk sums in double, chunks are added in order.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,7 @@ struct GrkanShape {
               " rows, got ", num_rows);
     KAT_CHECK(m >= 0 && m <= kMaxDegree && n >= 0 && n <= kMaxDegree, where, ": GR-KAN degrees (", m,
               ", ", n, ") out of range [0, ", kMaxDegree, "]");
-    KAT_CHECK(rows * static_cast<int64_t>(dim) / dim == rows, where, ": GR-KAN size overflows");
+    KAT_CHECK(rows <= std::numeric_limits<int64_t>::max() / dim, where, ": GR-KAN size overflows");
   }
 };
 

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/embed.h"
+#include "ops/cuda/launch.cuh"
 #include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
@@ -14,7 +15,8 @@ namespace {
 using vecio::ld_f;
 using vecio::st_f;
 
-unsigned grid_for(int64_t n) { return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192))); }
+// Grid-stride kernels: 256 threads, at most 8192 blocks.
+unsigned grid_for(int64_t n) { return detail::grid_for(n, 256, 8192); }
 
 template <typename I, typename T>
 __global__ void im2col_kernel(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const I* img, T* cols) {
