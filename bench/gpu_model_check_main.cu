@@ -14,6 +14,9 @@
 #define KAT_MODEL_NO_GTEST 1
 #include "../tests/gpu/test_model_cuda.cu"
 
+#include "ops/cuda/attention.h"
+#include "ops/cuda/gemm.h"
+
 #include <cuda_bf16.h>
 
 #include <fstream>
@@ -76,7 +79,7 @@ int run_bench(const char* csv_path) {
   const int iters = std::getenv("KAT_BENCH_ITERS") ? std::atoi(std::getenv("KAT_BENCH_ITERS")) : 20;
   const char* ep = std::getenv("KAT_BENCH_PREC");
   const bool f32 = ep && std::string(ep) == "fp32";
-  const auto prec = f32 ? kat::KatModelCuda::Precision::F32 : kat::KatModelCuda::Precision::BF16;
+  const auto prec = f32 ? kat::DType::F32 : kat::DType::BF16;
   cudaDeviceProp prop{};
   KAT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("bench: %s, batch %d, %s, %d timed iterations (median)\n", prop.name, B, f32 ? "fp32" : "bf16", iters);
@@ -86,8 +89,8 @@ int run_bench(const char* csv_path) {
   KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   {  // components at the kat_tiny shape (B, 197, 192, 3 heads), bf16: where the step's time goes
     const int64_t N = 197, D = 192, H = 3, BN = int64_t(B) * N;
-    const auto st = f32 ? kat::cuda::Storage::F32 : kat::cuda::Storage::BF16;
-    const size_t es = kat::cuda::storage_bytes(st);
+    const auto st = f32 ? kat::DType::F32 : kat::DType::BF16;
+    const size_t es = kat::dtype_size(st);
     kat_model_test::DevBuf qkv(BN * 3 * D * es), out(BN * D * es), lse(B * H * N * 4), dout(BN * D * es),
         dqkv(BN * 3 * D * es), ws(kat::cuda::attention_backward_workspace_bytes(B, N, H)), w(4 * D * D * es),
         bias(4 * D * 4), biass(4 * D * es), h(BN * 4 * D * es), dw(4 * D * D * 4);
@@ -113,14 +116,14 @@ int run_bench(const char* csv_path) {
       }
       std::printf("  component %-34s %8.3f ms  (x12 blocks: %7.2f ms)\n", what, median(ms), 12 * median(ms));
     };
-    time_op("attention fwd (B,197,192,3)", [&] { kat::cuda::attention_forward(B, N, D, H, st, qkv.p, out.p, lse.as<float>(), s); });
+    time_op("attention fwd (B,197,192,3)", [&] { kat::cuda::attention_forward({.B = B, .N = N, .D = D, .H = H, .dtype = st, .qkv = qkv.p, .out = out.p, .lse = lse.as<float>()}, s); });
     time_op("attention bwd", [&] {
-      kat::cuda::attention_backward(B, N, D, H, st, qkv.p, out.p, lse.as<float>(), dout.p, dqkv.p, ws.p, s);
+      kat::cuda::attention_backward({.B = B, .N = N, .D = D, .H = H, .dtype = st, .qkv = qkv.p, .out = out.p, .lse = lse.as<float>(), .dout = dout.p, .dqkv = dqkv.p, .workspace = ws.p}, s);
     });
     kat::cuda::attention_force_simt(true);
-    time_op("attention fwd (SIMT kernels)", [&] { kat::cuda::attention_forward(B, N, D, H, st, qkv.p, out.p, lse.as<float>(), s); });
+    time_op("attention fwd (SIMT kernels)", [&] { kat::cuda::attention_forward({.B = B, .N = N, .D = D, .H = H, .dtype = st, .qkv = qkv.p, .out = out.p, .lse = lse.as<float>()}, s); });
     time_op("attention bwd (SIMT kernels)", [&] {
-      kat::cuda::attention_backward(B, N, D, H, st, qkv.p, out.p, lse.as<float>(), dout.p, dqkv.p, ws.p, s);
+      kat::cuda::attention_backward({.B = B, .N = N, .D = D, .H = H, .dtype = st, .qkv = qkv.p, .out = out.p, .lse = lse.as<float>(), .dout = dout.p, .dqkv = dqkv.p, .workspace = ws.p}, s);
     });
     kat::cuda::attention_force_simt(false);
     time_op("gemm fc1 fwd, no bias", [&] { gemm.forward(BN, D, 4 * D, st, out.p, w.p, nullptr, h.p, s); });
@@ -140,6 +143,7 @@ int run_bench(const char* csv_path) {
     kat::KatModel cpu(cfg);
     cpu.init_params(1);
     kat::KatModelCuda gpu(cfg, prec, s);
+    kat::DeviceOptimizer opt(gpu, kat::AdamWConfig{});  // AdamW state, before the plan as in GpuRunner
     gpu.upload_params(cpu.params.data());
     gpu.plan(B);
     const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
@@ -157,9 +161,13 @@ int run_bench(const char* csv_path) {
     KAT_CUDA_CHECK(cudaEventCreate(&e1));
     for (int mode = 0; mode < 2; ++mode) {
       auto step = [&] {
-        if (mode == 0)
-          gpu.train_step(img_.as<float>(), tgt_.as<float>(), B, 1e-4, 0.1f, &rng);
-        else
+        if (mode == 0) {  // one training step: zero_grad, forward(train), loss, backward, AdamW
+          gpu.zero_grad();
+          gpu.forward(img_.as<float>(), B, true, &rng);
+          gpu.loss_forward_backward(tgt_.as<float>(), 0.1f);
+          gpu.backward(gpu.dlogits());
+          opt.step(1e-4);
+        } else
           gpu.forward(img_.as<float>(), B, false);
       };
       for (int w = 0; w < 5; ++w) step();

@@ -23,12 +23,16 @@
 #include <vector>
 
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/gemm_cuda.h"
-#include "ops/cuda/grkan_cuda.h"
+#include "ops/cuda/device_memory.h"
+#include "ops/cuda/gemm.h"
+#include "ops/cuda/grkan.h"
 
 namespace {
 
-using kat::cuda::Storage;
+using kat::DType;
+using kat::cuda::CudaEvent;
+using kat::cuda::CudaStream;
+using kat::cuda::DeviceBuffer;
 
 constexpr int kMinSets = 4;
 constexpr int kBatch = 8;
@@ -61,8 +65,8 @@ __global__ void fill_normal(void* out, size_t n, bool bf16, float sigma, uint64_
 }
 
 struct Set {
-  void *x = nullptr, *dy = nullptr, *y = nullptr, *dx = nullptr;
-  void *cs = nullptr, *cd = nullptr;  // 1.5 n es bytes each: the same-size copy reference
+  DeviceBuffer<unsigned char> x, dy, y, dx;
+  DeviceBuffer<unsigned char> cs, cd;  // 1.5 n es bytes each: the same-size copy reference
 };
 
 float median(std::vector<float> v) {
@@ -73,9 +77,7 @@ float median(std::vector<float> v) {
 // Median per-call time (ms) of `body(i)` over batches of kBatch calls.
 template <typename F>
 float time_ms(cudaStream_t st, F&& body) {
-  cudaEvent_t e0, e1;
-  KAT_CUDA_CHECK(cudaEventCreate(&e0));
-  KAT_CUDA_CHECK(cudaEventCreate(&e1));
+  CudaEvent e0 = CudaEvent::create(), e1 = CudaEvent::create();
   for (int w = 0; w < kWarm; ++w)
     for (int i = 0; i < kBatch; ++i) body(i);
   KAT_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -90,23 +92,18 @@ float time_ms(cudaStream_t st, F&& body) {
     KAT_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     t.push_back(ms / kBatch);
   }
-  KAT_CUDA_CHECK(cudaEventDestroy(e0));
-  KAT_CUDA_CHECK(cudaEventDestroy(e1));
   return median(t);
 }
 
 // Device-to-device copy bandwidth (bytes read + written per second), 1 GiB buffers.
 double copy_bandwidth(cudaStream_t st) {
   const size_t bytes = size_t(1) << 30;
-  void *a, *b;
-  KAT_CUDA_CHECK(cudaMalloc(&a, bytes));
-  KAT_CUDA_CHECK(cudaMalloc(&b, bytes));
+  DeviceBuffer<unsigned char> da(bytes), db(bytes);
+  void *a = da.data(), *b = db.data();
   KAT_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, st));
   const float ms = time_ms(st, [&](int i) {
     KAT_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, st));
   });
-  KAT_CUDA_CHECK(cudaFree(a));
-  KAT_CUDA_CHECK(cudaFree(b));
   return 2.0 * bytes / (ms * 1e-3);
 }
 
@@ -118,8 +115,8 @@ int main(int argc, char** argv) {
     const std::string label = argc > 2 ? argv[2] : "default";
     cudaDeviceProp prop{};
     KAT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    cudaStream_t st;
-    KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const CudaStream stream = CudaStream::create(cudaStreamNonBlocking);
+    cudaStream_t st = stream.get();
     const double copy_bw = copy_bandwidth(st);
     std::printf("device: %s, %d SMs, L2 %d MB; D2D copy bandwidth %.0f GB/s (read+write); variant %s\n",
                 prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bw * 1e-9,
@@ -143,10 +140,10 @@ int main(int argc, char** argv) {
     const int64_t rows = 128 * 197;
     const int dims[] = {192, 768, 1536};
     uint64_t seed = 0x5eed1234abcdull;
-    for (Storage stor : {Storage::BF16, Storage::F32}) {
+    for (DType stor : {DType::BF16, DType::F32}) {
       for (int dim : dims) {
         if (!only.empty() &&
-            only.find(std::string(stor == Storage::BF16 ? "bf16:" : "fp32:") + std::to_string(dim)) ==
+            only.find(std::string(stor == DType::BF16 ? "bf16:" : "fp32:") + std::to_string(dim)) ==
                 std::string::npos)
           continue;
         kat::ops::GrkanShape s;
@@ -155,20 +152,20 @@ int main(int argc, char** argv) {
         s.groups = 8;
         s.num_rows = 1;
         const size_t n = static_cast<size_t>(rows) * dim;
-        const size_t es = kat::cuda::storage_bytes(stor);
-        const bool bf = stor == Storage::BF16;
+        const size_t es = kat::dtype_size(stor);
+        const bool bf = stor == DType::BF16;
         // Enough sets that the calls between two uses of a set touch >= 3x the L2.
         const double call_bytes = 2.0 * es * n;
         const int nsets = std::min(
             32, std::max(kMinSets, static_cast<int>(std::ceil(3.0 * prop.l2CacheSize / call_bytes)) + 1));
         std::vector<Set> sets(nsets);
         for (auto& set : sets) {
-          for (void** p : {&set.x, &set.dy, &set.y, &set.dx}) KAT_CUDA_CHECK(cudaMalloc(p, n * es));
-          for (void** p : {&set.cs, &set.cd}) KAT_CUDA_CHECK(cudaMalloc(p, n * es * 3 / 2));
-          KAT_CUDA_CHECK(cudaMemsetAsync(set.cs, 1, n * es * 3 / 2, st));
-          fill_normal<<<1024, 256, 0, st>>>(set.x, n, bf, 1.5f, seed++);
+          for (auto* p : {&set.x, &set.dy, &set.y, &set.dx}) p->allocate(n * es);
+          for (auto* p : {&set.cs, &set.cd}) p->allocate(n * es * 3 / 2);
+          KAT_CUDA_CHECK(cudaMemsetAsync(set.cs.data(), 1, n * es * 3 / 2, st));
+          fill_normal<<<1024, 256, 0, st>>>(set.x.data(), n, bf, 1.5f, seed++);
           KAT_CUDA_CHECK_LAUNCH();
-          fill_normal<<<1024, 256, 0, st>>>(set.dy, n, bf, 1.0f, seed++);
+          fill_normal<<<1024, 256, 0, st>>>(set.dy.data(), n, bf, 1.0f, seed++);
           KAT_CUDA_CHECK_LAUNCH();
         }
         // Coefficients: swish + noise; b signs mixed.
@@ -179,27 +176,24 @@ int main(int argc, char** argv) {
           b.insert(b.end(), {-4.1e-06f + jit, 0.1065290f + 0.1f * jit, -1.27e-06f - 0.01f * jit,
                              0.0005502f + 0.001f * jit});
         }
-        float *a_d, *b_d, *da_d, *db_d;
-        KAT_CUDA_CHECK(cudaMalloc(&a_d, a.size() * 4));
-        KAT_CUDA_CHECK(cudaMalloc(&b_d, b.size() * 4));
-        KAT_CUDA_CHECK(cudaMalloc(&da_d, a.size() * 4));
-        KAT_CUDA_CHECK(cudaMalloc(&db_d, b.size() * 4));
+        DeviceBuffer<float> a_buf(a.size()), b_buf(b.size()), da_buf(a.size()), db_buf(b.size());
+        float *a_d = a_buf.data(), *b_d = b_buf.data(), *da_d = da_buf.data(), *db_d = db_buf.data();
         KAT_CUDA_CHECK(cudaMemcpy(a_d, a.data(), a.size() * 4, cudaMemcpyHostToDevice));
         KAT_CUDA_CHECK(cudaMemcpy(b_d, b.data(), b.size() * 4, cudaMemcpyHostToDevice));
         KAT_CUDA_CHECK(cudaMemset(da_d, 0, a.size() * 4));
         KAT_CUDA_CHECK(cudaMemset(db_d, 0, b.size() * 4));
         const size_t ws_bytes = kat::cuda::grkan_backward_workspace_bytes(s);
-        void* ws;
-        KAT_CUDA_CHECK(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 4)));
+        DeviceBuffer<unsigned char> ws_buf(std::max<size_t>(ws_bytes, 4));
+        void* ws = ws_buf.data();
         KAT_CUDA_CHECK(cudaStreamSynchronize(st));
 
         auto fwd = [&](int i) {
-          const Set& z = sets[i % nsets];
-          kat::cuda::grkan_forward(s, stor, z.x, a_d, b_d, z.y, st);
+          Set& z = sets[i % nsets];
+          kat::cuda::grkan_forward(s, stor, z.x.data(), a_d, b_d, z.y.data(), st);
         };
         auto bwd = [&](int i) {
-          const Set& z = sets[i % nsets];
-          kat::cuda::grkan_backward(s, stor, z.x, z.dy, a_d, b_d, z.dx, da_d, db_d, ws, st);
+          Set& z = sets[i % nsets];
+          kat::cuda::grkan_backward({.shape = s, .dtype = stor, .x = z.x.data(), .dy = z.dy.data(), .a = a_d, .b = b_d, .dx = z.dx.data(), .da = da_d, .db = db_d, .workspace = ws}, st);
         };
         const float t_f = time_ms(st, fwd);
         const float t_b = time_ms(st, bwd);
@@ -212,8 +206,8 @@ int main(int argc, char** argv) {
         // (two calls, like forward + backward), with the same set rotation. At the small shapes
         // launch and ramp costs keep even a copy well below the 1 GiB copy bandwidth.
         auto copy = [&](int i, size_t bytes) {
-          const Set& z = sets[i % nsets];
-          KAT_CUDA_CHECK(cudaMemcpyAsync(z.cd, z.cs, bytes, cudaMemcpyDeviceToDevice, st));
+          Set& z = sets[i % nsets];
+          KAT_CUDA_CHECK(cudaMemcpyAsync(z.cd.data(), z.cs.data(), bytes, cudaMemcpyDeviceToDevice, st));
         };
         const float c_f = time_ms(st, [&](int i) { copy(i, n * es); });
         const float c_b = time_ms(st, [&](int i) { copy(i, n * es * 3 / 2); });
@@ -223,19 +217,18 @@ int main(int argc, char** argv) {
         });
         // The model's backward also needs fc1's bias gradient, the column sums of dx: fused into
         // the GR-KAN reduction (dx_colsum) vs the backward followed by the column-sum kernel.
-        float* dsum_d;
-        KAT_CUDA_CHECK(cudaMalloc(&dsum_d, size_t(dim) * 4));
+        DeviceBuffer<float> dsum_buf{size_t(dim)};
+        float* dsum_d = dsum_buf.data();
         KAT_CUDA_CHECK(cudaMemset(dsum_d, 0, size_t(dim) * 4));
         const float t_bcs = time_ms(st, [&](int i) {
-          const Set& z = sets[i % nsets];
-          kat::cuda::grkan_backward(s, stor, z.x, z.dy, a_d, b_d, z.dx, da_d, db_d, ws, st, dsum_d);
+          Set& z = sets[i % nsets];
+          kat::cuda::grkan_backward({.shape = s, .dtype = stor, .x = z.x.data(), .dy = z.dy.data(), .a = a_d, .b = b_d, .dx = z.dx.data(), .da = da_d, .db = db_d, .workspace = ws, .dx_colsum = dsum_d}, st);
         });
         const float t_bsep = time_ms(st, [&](int i) {
-          const Set& z = sets[i % nsets];
-          kat::cuda::grkan_backward(s, stor, z.x, z.dy, a_d, b_d, z.dx, da_d, db_d, ws, st);
-          kat::cuda::column_sum_accumulate(rows, dim, stor, z.dx, dsum_d, ws, st);
+          Set& z = sets[i % nsets];
+          kat::cuda::grkan_backward({.shape = s, .dtype = stor, .x = z.x.data(), .dy = z.dy.data(), .a = a_d, .b = b_d, .dx = z.dx.data(), .da = da_d, .db = db_d, .workspace = ws}, st);
+          kat::cuda::column_sum_accumulate(rows, dim, stor, z.dx.data(), dsum_d, ws, st);
         });
-        KAT_CUDA_CHECK(cudaFree(dsum_d));
         KAT_CUDA_CHECK(cudaStreamSynchronize(st));
         const auto fi = kat::cuda::grkan_launch_info(s, stor, false, true);
         const auto bi = kat::cuda::grkan_launch_info(s, stor, true, true);
@@ -265,16 +258,11 @@ int main(int argc, char** argv) {
                        gf / (copy_bw * 1e-9), gb / (copy_bw * 1e-9), gfb / (copy_bw * 1e-9), fi.blocks,
                        bi.blocks, c_f, c_b, c_fb);
 
-        for (auto& set : sets)
-          for (void* p : {set.x, set.dy, set.y, set.dx, set.cs, set.cd}) KAT_CUDA_CHECK(cudaFree(p));
-        for (void* p : {static_cast<void*>(a_d), static_cast<void*>(b_d), static_cast<void*>(da_d),
-                        static_cast<void*>(db_d), ws})
-          KAT_CUDA_CHECK(cudaFree(p));
+        KAT_CUDA_CHECK(cudaStreamSynchronize(st));  // before the buffers are freed
       }
     }
     if (csv) std::fclose(csv);
     std::printf("(floors = bytes / measured D2D copy bandwidth; %%cp = achieved GB/s / copy GB/s)\n");
-    KAT_CUDA_CHECK(cudaStreamDestroy(st));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "grkan_bench: %s\n", e.what());

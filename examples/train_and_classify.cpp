@@ -62,7 +62,7 @@ int main(int argc, char** argv) try {
   // 4. The same on a GPU when one is usable (bf16 compute, forward-only plan).
   std::string why;
   if (kat::cuda_available(&why)) {
-    kat::GpuRunner gpu(model.config(), 0, /*bf16=*/true, kat::AdamWConfig{}, batch.n, /*training=*/false);
+    kat::GpuRunner gpu(model.config(), 0, kat::DType::BF16, kat::AdamWConfig{}, batch.n, /*training=*/false);
     gpu.upload_params(model.params.data());
     std::vector<float> gz(size_t(batch.n) * K);
     gpu.forward(batch.images.data(), batch.n, gz.data());

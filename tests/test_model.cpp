@@ -13,9 +13,12 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/drop_path.h"
 #include "model/kat_model.h"
+#include "model/layout.h"
 #include "ops/cpu_ops.h"
 #include "test_util.h"
+#include "train/optim.h"
 #include "train/train_config.h"
 
 using namespace kat;
@@ -233,4 +236,80 @@ TEST(ModelInit, TimmMimeticAttention) {
   double v = 0;
   for (int i = 0; i < cfg.mlp_hidden * D; ++i) v += double(fc1[i]) * fc1[i];
   EXPECT_NEAR(std::sqrt(v / (cfg.mlp_hidden * D)), 0.02 * 0.88, 0.002);  // trunc_normal(0.02)
+}
+
+// The one model description (model/layout.h): the CPU layout is the flat table layout, the CUDA
+// layout pads every tensor to 128 elements with the same table; pack/unpack round-trip; the decay
+// mask follows ParamSpec::decay and agrees with the optimizer's, with and without the rational switch.
+TEST(ModelLayout, BackendAlignmentPackAndDecay) {
+  for (const char* name : {"kat_micro_patch4_28", "deit_micro_patch4_28"}) {
+    const ModelConfig cfg = ModelConfig::load(name);
+    const ModelLayout cpu(cfg, ModelLayout::kCpuAlign), gpu(cfg, ModelLayout::kCudaAlign);
+    const auto& specs = cpu.table().specs();
+    ASSERT_EQ(specs.size(), gpu.table().specs().size());
+    EXPECT_EQ(cpu.total(), cpu.table().total());
+    EXPECT_EQ(gpu.total() % 128, 0);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      EXPECT_EQ(cpu.offset(i), specs[i].offset) << specs[i].name;
+      EXPECT_EQ(gpu.offset(i) % 128, 0) << specs[i].name;
+      EXPECT_EQ(gpu.offset(specs[i].name), gpu.offset(i));
+      EXPECT_EQ(gpu.table().specs()[i].offset, specs[i].offset);  // the table itself is the flat layout
+    }
+    EXPECT_EQ(gpu.blocks.size(), size_t(cfg.depth));
+    EXPECT_EQ(gpu.blocks[1].fc2w, gpu.offset("blocks.1.mlp.fc2.weight"));
+    EXPECT_EQ(gpu.head_b, gpu.offset("head.bias"));
+    std::vector<float> flat(size_t(cpu.total())), padded(size_t(gpu.total()), 7.f), back(flat.size());
+    for (size_t i = 0; i < flat.size(); ++i) flat[i] = float(i) + 0.5f;
+    gpu.pack(flat.data(), padded.data());
+    gpu.unpack(padded.data(), back.data());
+    EXPECT_EQ(back, flat);
+    double pad_sum = 0;
+    for (float v : padded) pad_sum += v;
+    double flat_sum = 0;
+    for (float v : flat) flat_sum += v;
+    EXPECT_EQ(pad_sum, flat_sum);  // padding is zero
+    for (bool rational : {true, false}) {
+      AdamWConfig oc;
+      oc.decay_rational = rational;
+      const AdamW opt(cpu.table(), oc);
+      EXPECT_EQ(cpu.decay_mask(rational), opt.decay_mask()) << name << " decay_rational " << rational;
+      const auto gm = gpu.decay_mask(rational);
+      for (size_t i = 0; i < specs.size(); ++i)
+        EXPECT_EQ(gm[size_t(gpu.offset(i))], uint8_t(specs[i].decay(rational))) << specs[i].name;
+    }
+  }
+  auto spec = [](ParamKind k) {
+    ParamSpec s;
+    s.kind = k;
+    return s;
+  };
+  EXPECT_TRUE(spec(ParamKind::Weight).decay(false));
+  EXPECT_TRUE(spec(ParamKind::Rational).decay(true));
+  EXPECT_FALSE(spec(ParamKind::Rational).decay(false));
+  for (ParamKind k : {ParamKind::Bias, ParamKind::Norm, ParamKind::Embed}) EXPECT_FALSE(spec(k).decay(true));
+}
+
+// The drop-path draw shared by the CPU and GPU models: (depth, 2, B), block by block, sample by
+// sample, attention before FFN, no draw for a block at rate 0.
+TEST(ModelTrain, DropPathDrawOrder) {
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.drop_path_rate = 0.5;
+  const int B = 3;
+  std::vector<float> scales(size_t(drop_path_scale_count(cfg, B)));
+  Rng a(17), b(17);
+  draw_drop_path(cfg, B, a, scales.data());
+  for (int i = 0; i < cfg.depth; ++i) {
+    const double rate = cfg.depth > 1 ? cfg.drop_path_rate * i / (cfg.depth - 1) : cfg.drop_path_rate;
+    for (int s = 0; s < B; ++s) {
+      float at = 1.f, ff = 1.f;
+      if (rate > 0) {
+        const float keep = float(1.0 / (1.0 - rate));
+        at = b.uniform() < rate ? 0.f : keep;
+        ff = b.uniform() < rate ? 0.f : keep;
+      }
+      EXPECT_EQ(scales[size_t((i * 2) * B + s)], at) << i << " " << s;
+      EXPECT_EQ(scales[size_t((i * 2 + 1) * B + s)], ff) << i << " " << s;
+    }
+  }
+  EXPECT_EQ(a.next_u64(), b.next_u64());  // the same number of draws
 }

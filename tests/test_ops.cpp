@@ -211,6 +211,42 @@ TEST(Grkan, RejectsBadGrouping) {
   EXPECT_THROW(s2.validate("test"), kat::Error);
 }
 
+// The family contracts' shape checks (ops/<family>.h) run in the CPU ops too (the CUDA ops call the
+// same functions; their own limits are checked by the GPU tests).
+TEST(OpsShapes, SharedChecksRejectBadShapes) {
+  std::vector<float> buf(64, 1.0f);
+  float* f = buf.data();
+  EXPECT_THROW(layernorm_forward<float>(2, 0, 1e-6f, f, f, f, f, f, f), kat::Error);
+  EXPECT_THROW(layernorm_backward<float>(-1, 4, f, f, f, f, f, f, f, f), kat::Error);
+  EXPECT_THROW(attention_forward<float>(1, 2, 6, 4, f, f, f), kat::Error);  // D % H != 0
+  EXPECT_THROW(attention_backward<float>(1, 0, 8, 2, f, f, f, f), kat::Error);  // N = 0
+  EXPECT_THROW(softmax_xent<float>(2, 0, f, f, 0.1f, f), kat::Error);
+  EXPECT_THROW(softmax_xent<float>(2, 4, f, f, 1.0f, f), kat::Error);  // label smoothing 1
+  GrkanShape huge{int64_t(1) << 62, 16, 8, 1, 5, 4};                 // rows * dim overflows
+  EXPECT_THROW(huge.validate("test"), kat::Error);
+}
+
+// The flat-array optimizer ops: AdamW with the shared fp32 scalars (ops/optim.h), EMA, clipping.
+TEST(OpsOptim, FlatArrayOps) {
+  const auto s = adamw_scalars(1e-2, 0.9, 0.999, 1e-8, 0.1, 1);
+  EXPECT_FLOAT_EQ(s.step_size, float(1e-2 / 0.1));
+  std::vector<float> p = {1.0f, -2.0f}, g = {0.5f, 0.5f}, m = {0, 0}, v = {0, 0};
+  const uint8_t mask[2] = {1, 0};
+  adamw_step(2, s, p.data(), g.data(), m.data(), v.data(), mask);
+  // Step 1 of Adam moves each weight by ~lr against the gradient's sign; decay only on p[0].
+  EXPECT_NEAR(p[0], 1.0f - 1e-2f * 0.1f - 1e-2f, 1e-6);
+  EXPECT_NEAR(p[1], -2.0f - 1e-2f, 1e-6);
+  std::vector<float> ema = {0.0f, 1.0f}, q = {1.0f, 1.0f};
+  ema_update(2, ema.data(), q.data(), 0.75);
+  EXPECT_FLOAT_EQ(ema[0], 0.25f);
+  EXPECT_FLOAT_EQ(ema[1], 1.0f);
+  std::vector<float> gr = {3.0f, 4.0f};
+  EXPECT_DOUBLE_EQ(clip_grad_norm(2, gr.data(), 1.0), 5.0);
+  EXPECT_NEAR(gr[0], 0.6f, 1e-6);
+  EXPECT_NEAR(gr[1], 0.8f, 1e-6);
+  EXPECT_THROW(adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.0, 0), kat::Error);
+}
+
 TEST(Grkan, ForwardMatchesSpecFormula) {
   // F(x) = P/Q with Q = 1 + Σ|b_k||x|^k (A-form), evaluated directly.
   std::vector<double> a = {0.1, 0.9, -0.2, 0.05, 0.01, -0.003}, b = {-0.3, 0.2, 0.05, -0.01};

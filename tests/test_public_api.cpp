@@ -28,14 +28,14 @@ TEST(PublicApi, GpuRunnerOrClearError) {
   if (!kat::cuda_available(&why)) {
     EXPECT_FALSE(why.empty());
     try {
-      kat::GpuRunner gpu(m.config(), 0, true, kat::AdamWConfig{}, 2, false);
+      kat::GpuRunner gpu(m.config(), 0, kat::DType::BF16, kat::AdamWConfig{}, 2, false);
       FAIL() << "GpuRunner constructed without a usable GPU";
     } catch (const kat::Error& e) {
       EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
     }
     return;
   }
-  kat::GpuRunner gpu(m.config(), 0, true, kat::AdamWConfig{}, 2, false);
+  kat::GpuRunner gpu(m.config(), 0, kat::DType::BF16, kat::AdamWConfig{}, 2, false);
   gpu.upload_params(m.params.data());
   gpu.forward(images.data(), 2, logits.data());
   const float* ref = m.forward(images.data(), 2);

@@ -20,6 +20,7 @@
 #include "train/trainer.h"
 #include "test_util.h"
 #include "train_run_util.h"
+#include "../apps/kat/device_flag.h"
 
 using namespace kat;
 namespace fs = std::filesystem;
@@ -156,6 +157,9 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
 }
 
 TEST(TrainDevice, ParseAndClearErrors) {
+  // --device is parsed by the CLI (apps/kat/device_flag.h) into TrainConfig::devices.
+  using cli::parse_device;
+  using cli::parse_devices;
   EXPECT_EQ(parse_device("cpu"), -1);
   EXPECT_EQ(parse_device("cuda"), 0);
   EXPECT_EQ(parse_device("cuda:3"), 3);
@@ -170,14 +174,19 @@ TEST(TrainDevice, ParseAndClearErrors) {
   EXPECT_THROW(parse_devices("cuda:0,"), Error);    // empty entry
   EXPECT_THROW(parse_devices("cuda:0,x"), Error);
   EXPECT_THROW(parse_devices("cpu,cuda:0"), Error);
+  EXPECT_THROW(parse_devices("gpu:0"), Error);
   TrainConfig c;
   c.device = "cuda";
+  c.devices = {0};
   c.ema_decay = 0.999;  // the whole recipe runs on the GPU: accumulation, clipping and EMA validate
   c.accum_steps = 2;
   c.clip_grad = 1.0;
   EXPECT_NO_THROW(c.validate());
-  c.device = "gpu:0";
+  c.devices = {};  // a device named but no GPU index given: the config is inconsistent
   EXPECT_THROW(c.validate(), Error);
+  c.devices = {1, 1};
+  EXPECT_THROW(c.validate(), Error);
+  c.devices = {0};
   c.device = "cuda";
   if (!cuda_available()) {  // CI: no GPU -> a clear error, not a crash
     c.out_dir = kat::test::temp_path("kat_test_nogpu");
@@ -187,6 +196,7 @@ TEST(TrainDevice, ParseAndClearErrors) {
     kat::test::expect_error([&] { train(c); }, {"cuda"});
     // Several GPUs: without NCCL in the build, or without GPUs, a clear error before any work.
     c.device = "cuda:0,1";
+    c.devices = {0, 1};
     c.batch = 64;
     EXPECT_NO_THROW(c.validate());
     try {

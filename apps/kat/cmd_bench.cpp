@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "device_flag.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/kat_model.h"
@@ -130,7 +131,7 @@ void register_bench(CLI::App& app) {
     const int dev = parse_device(o->device);
     std::unique_ptr<GpuRunner> gpu;
     if (dev >= 0) {
-      gpu = std::make_unique<GpuRunner>(cfg, dev, !o->fp32, AdamWConfig{}, B, train);
+      gpu = std::make_unique<GpuRunner>(cfg, dev, o->fp32 ? DType::F32 : DType::BF16, AdamWConfig{}, B, train);
       gpu->upload_params(m.params.data());
     }
     KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input,

@@ -53,8 +53,8 @@ void register_eval(CLI::App& app) {
     std::tie(lc.aug.mean, lc.aug.std) = input_normalisation(lm.train, lm.model->config());
     lc.aug.out_size = lm.model->config().img_size;
     const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
-    const auto gpu = inference_runner(o->device, *lm.model, o->batch);
-    const EvalResult r = evaluate(*lm.model, ds, ec, !o->no_progress, "eval", gpu_forward(gpu.get()));
+    const auto engine = inference_engine(o->device, *lm.model, o->batch);
+    const EvalResult r = evaluate(*engine, ds, ec, !o->no_progress, "eval");
     const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
     std::printf("%s on %s (%s split, %lld images)%s [%s]\n", o->weights.c_str(), spec.c_str(), o->train_split ? "train" : "test",
                 (long long)r.count, o->ema ? " [EMA]" : "", o->device.c_str());

@@ -39,8 +39,7 @@ void register_predict(CLI::App& app) {
   registry().push_back({sub, [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
-    const auto gpu = inference_runner(o->device, *lm.model, 1);
-    if (!gpu) lm.model->plan(1);
+    const auto engine = inference_engine(o->device, *lm.model, 1);
     const double crop_pct = eval_crop_pct(o->crop_pct, lm.train);
     data::AugmentConfig aug;
     aug.train = false;
@@ -59,7 +58,7 @@ void register_predict(CLI::App& app) {
         h = w = cfg.img_size;
       }
       const std::vector<float> x = data::eval_transform(px.data(), h, w, c, cfg.in_chans, aug);
-      const float* z = gpu ? gpu->logits(x.data(), 1) : lm.model->forward(x.data(), 1);
+      const float* z = engine->logits(x.data(), 1);
       const int K = cfg.num_classes;
       const float mx = *std::max_element(z, z + K);
       std::vector<double> p(K);

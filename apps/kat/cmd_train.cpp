@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "device_flag.h"
 #include "train/trainer.h"
 
 namespace kat::cli {
@@ -81,6 +82,7 @@ void register_train(CLI::App& app) {
   sub->add_flag("--no-progress", *no_progress, "No progress bar (summary lines only)");
   registry().push_back({sub, [c, resume, no_progress] {
     c->progress = !*no_progress;
+    c->devices = parse_devices(c->device);  // a malformed --device is an error before any data is read
     install_sigint_handler();
     const TrainResult r = train(*c, *resume);
     if (r.interrupted) return 0;

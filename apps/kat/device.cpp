@@ -1,6 +1,7 @@
 #include "device.h"
 
 #include "core/error.h"
+#include "train/cpu_engine.h"
 #include "train/optim.h"
 
 namespace kat::cli {
@@ -8,9 +9,15 @@ namespace kat::cli {
 std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch) {
   const int dev = parse_device(device);
   if (dev < 0) return nullptr;
-  auto gpu = std::make_unique<GpuRunner>(m.config(), dev, true, AdamWConfig{}, max_batch, /*training=*/false);
+  auto gpu = std::make_unique<GpuRunner>(m.config(), dev, DType::BF16, AdamWConfig{}, max_batch, /*training=*/false);
   gpu->upload_params(m.params.data());
   return gpu;
+}
+
+std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch) {
+  if (auto gpu = inference_runner(device, m, max_batch)) return gpu;
+  m.plan(max_batch);
+  return std::make_unique<CpuEngine>(m);
 }
 
 double eval_crop_pct(double flag, const TrainConfig& checkpoint) {

@@ -4,7 +4,9 @@
 #include <memory>
 #include <string>
 
+#include "device_flag.h"
 #include "model/kat_model.h"
+#include "train/engine.h"
 #include "train/gpu_runner.h"
 #include "train/train_config.h"
 
@@ -13,6 +15,9 @@ namespace kat::cli {
 // "cpu" -> null (use the CPU model). "cuda[:N]" -> a GpuRunner planned for inference only (bf16
 // compute) for batches up to max_batch, holding m's weights. Errors name the flag.
 std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch);
+// The Engine that evaluates m where --device says: the CPU (computing on m itself; m must outlive
+// the engine) or inference_runner's GPU.
+std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch);
 
 inline const char* device_help() {
   return "cpu, cuda or cuda:N (GPU: bf16 compute)";

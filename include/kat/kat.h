@@ -7,18 +7,21 @@
 //   const float* logits = m.forward(images, batch);          // (batch, classes)
 //
 //   kat::TrainConfig c;  c.epochs = 3;  kat::train(c);      // what `kat train` runs
-//                                                            // (c.device = "cuda:0" for a GPU)
-//   // The same model on a GPU (CUDA build; bf16 compute, forward-only plan):
-//   kat::GpuRunner gpu(m.config(), /*device*/ 0, /*bf16*/ true, kat::AdamWConfig{}, batch,
-//                      /*training*/ false);
-//   gpu.upload_params(m.params.data());
-//   gpu.forward(images, batch, logits_out /* host (batch, classes) */);
+//                     // (GPUs: c.device = "cuda:0" and c.devices = {0}; `kat train` parses --device)
+//
+//   // One backend interface, kat::Engine, for training and evaluation on any device:
+//   //   kat::CpuEngine cpu(m);                               // the CPU, computing on m itself
+//   //   kat::GpuRunner gpu(m.config(), /*device*/ 0, kat::DType::BF16, kat::AdamWConfig{}, batch,
+//   //                      /*training*/ false);              // one GPU (CUDA build), bf16 compute
+//   //   gpu.upload_params(m.params.data());
+//   //   const float* z = gpu.logits(images, batch);          // host (batch, classes)
+//   //   kat::evaluate(gpu, dataset, eval_loader_cfg, true);  // top-1/top-5/loss with any Engine
 //   // kat::cuda_available(&why) says whether a GPU is usable (false in a CPU-only build).
-//   // Training your own loop on it, uploads overlapped with compute (what kat::train does):
-//   //   gpu.stage(x0, t0, B);
-//   //   for each micro-batch i: gpu.begin_step(); gpu.compute_staged(1, &rng);
-//   //                           gpu.stage(x_next, t_next, B);   // uploads while i computes
-//   //                           double loss = gpu.staged_loss(); gpu.finish_step(lr, clip);
+//   // Training your own loop on an Engine, uploads overlapped with compute (what kat::train does):
+//   //   e.stage(x0, t0, B);
+//   //   for each micro-batch i: e.begin_step(); e.compute_staged(1, &rng);
+//   //                           e.stage(x_next, t_next, B);   // uploads while i computes
+//   //                           double loss = e.staged_loss(); e.finish_step(lr, clip);
 //   // kat::GpuGroup: the same calls over several GPUs (data parallel, NCCL), as `--device cuda:0,1`.
 //
 //   kat::write_run_plots(run_dir, &m, "label");                // curves + learned rationals (SVG/PNG)
@@ -27,14 +30,18 @@
 // names the input at fault.
 #pragma once
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "data/data.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/kat_model.h"
+#include "model/layout.h"
 #include "model/pretrained.h"
 #include "ops/cpu_ops.h"
 #include "ops/grkan.h"
+#include "train/cpu_engine.h"
+#include "train/engine.h"
 #include "train/evaluate.h"
 #include "train/gpu_group.h"
 #include "train/gpu_runner.h"

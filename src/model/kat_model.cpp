@@ -1,4 +1,6 @@
 #include "model/kat_model.h"
+
+#include "model/drop_path.h"
 #include "model/mimetic_init.h"
 
 #include <algorithm>
@@ -22,48 +24,54 @@ double activation_gain(const std::string& act) {
   if (act == "gelu") return 2.3568;
   return 1.0;  // identity
 }
+
+// The model's glue between the ops, named as the CUDA model's (ops/cuda/embed.h, elementwise.h)
+// so that the two forward/backward lists read side by side.
+
+// x (B, N, D) = [cls ; patches (B, N-1, D)] + pos (N, D).
+void tokens_forward(int64_t B, int64_t N, int64_t D, const float* patches, const float* cls, const float* pos,
+                    float* x) {
+  const int64_t P = N - 1;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t) {
+      float* dst = x + (b * N + t) * D;
+      const float* src = t == 0 ? cls : patches + (b * P + t - 1) * D;
+      const float* pt = pos + t * D;
+      for (int64_t c = 0; c < D; ++c) dst[c] = src[c] + pt[c];
+    }
+}
+
+// dcls (D) += sum_b dx[b, 0];  dpos (N, D) += sum_b dx[b];  dpatches (B, N-1, D) = dx[:, 1:].
+void tokens_backward(int64_t B, int64_t N, int64_t D, const float* dx, float* dcls, float* dpos, float* dpatches) {
+  const int64_t P = N - 1;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* dt = dx + b * N * D;
+    for (int64_t c = 0; c < D; ++c) dcls[c] += dt[c];
+  }
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t b = 0; b < B; ++b) {
+      const float* dt = dx + (b * N + t) * D;
+      float* gp = dpos + t * D;
+      for (int64_t c = 0; c < D; ++c) gp[c] += dt[c];
+    }
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) std::memcpy(dpatches + b * P * D, dx + (b * N + 1) * D, P * D * sizeof(float));
+}
+
+// y[b] = x[b] + scale[b] * f[b], per_sample values per sample (the drop-path residual).
+void residual_add(int64_t B, int64_t per_sample, const float* x, const float* f, const float* scale, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    const float s = scale[b];
+    for (int64_t j = b * per_sample; j < (b + 1) * per_sample; ++j) y[j] = x[j] + s * f[j];
+  }
+}
 }  // namespace
 
-KatModel::KatModel(const ModelConfig& cfg) : cfg_(cfg) {
-  cfg_.validate();
-  const int64_t D = cfg.embed_dim, Hd = cfg.mlp_hidden, C = cfg.in_chans, p = cfg.patch_size;
-  const int64_t G = cfg.groups, An = cfg.shared_numerator ? 1 : G;
-  // Order = timm state_dict order.
-  off_cls_ = table_.add("cls_token", {1, 1, D}, ParamKind::Embed);
-  off_pos_ = table_.add("pos_embed", {1, cfg.tokens(), D}, ParamKind::Embed);
-  off_pew_ = table_.add("patch_embed.proj.weight", {D, C, p, p}, ParamKind::Weight);
-  off_peb_ = table_.add("patch_embed.proj.bias", {D}, ParamKind::Bias);
-  for (int i = 0; i < cfg.depth; ++i) {
-    const std::string b = "blocks." + std::to_string(i) + ".";
-    BlockOffsets o;
-    o.n1w = table_.add(b + "norm1.weight", {D}, ParamKind::Norm);
-    o.n1b = table_.add(b + "norm1.bias", {D}, ParamKind::Norm);
-    o.qkvw = table_.add(b + "attn.qkv.weight", {3 * D, D}, ParamKind::Weight);
-    o.qkvb = table_.add(b + "attn.qkv.bias", {3 * D}, ParamKind::Bias);
-    o.projw = table_.add(b + "attn.proj.weight", {D, D}, ParamKind::Weight);
-    o.projb = table_.add(b + "attn.proj.bias", {D}, ParamKind::Bias);
-    o.n2w = table_.add(b + "norm2.weight", {D}, ParamKind::Norm);
-    o.n2b = table_.add(b + "norm2.bias", {D}, ParamKind::Norm);
-    if (cfg.is_kat()) {
-      o.a1n = table_.add(b + "mlp.act1.weight_numerator", {An, 6}, ParamKind::Rational);
-      o.a1d = table_.add(b + "mlp.act1.weight_denominator", {G, 4}, ParamKind::Rational);
-    }
-    o.fc1w = table_.add(b + "mlp.fc1.weight", {Hd, D}, ParamKind::Weight);
-    o.fc1b = table_.add(b + "mlp.fc1.bias", {Hd}, ParamKind::Bias);
-    if (cfg.is_kat()) {
-      o.a2n = table_.add(b + "mlp.act2.weight_numerator", {An, 6}, ParamKind::Rational);
-      o.a2d = table_.add(b + "mlp.act2.weight_denominator", {G, 4}, ParamKind::Rational);
-    }
-    o.fc2w = table_.add(b + "mlp.fc2.weight", {D, Hd}, ParamKind::Weight);
-    o.fc2b = table_.add(b + "mlp.fc2.bias", {D}, ParamKind::Bias);
-    blk_.push_back(o);
-  }
-  off_nw_ = table_.add("norm.weight", {D}, ParamKind::Norm);
-  off_nb_ = table_.add("norm.bias", {D}, ParamKind::Norm);
-  off_hw_ = table_.add("head.weight", {cfg.num_classes, D}, ParamKind::Weight);
-  off_hb_ = table_.add("head.bias", {cfg.num_classes}, ParamKind::Bias);
-  params.assign(table_.total(), 0.0f);
-  grads.assign(table_.total(), 0.0f);
+KatModel::KatModel(const ModelConfig& cfg) : cfg_(cfg), layout_((cfg_.validate(), cfg_), ModelLayout::kCpuAlign) {
+  params.assign(layout_.total(), 0.0f);
+  grads.assign(layout_.total(), 0.0f);
 }
 
 void KatModel::init_params(uint64_t seed) {
@@ -75,13 +83,14 @@ void KatModel::init_params(uint64_t seed) {
     for (int64_t i = 0; i < n; ++i) params[off + i] = static_cast<float>(gen());
   };
   auto trunc02 = [&] { return rng.trunc_normal(0.02); };
-  fill(off_cls_, D, [&] { return rng.normal() * 1e-6; });
-  fill(off_pos_, cfg_.tokens() * D, trunc02);
+  const ModelLayout& L = layout_;
+  fill(L.cls_token, D, [&] { return rng.normal() * 1e-6; });
+  fill(L.pos_embed, cfg_.tokens() * D, trunc02);
   {  // PyTorch's Conv2d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
     const int64_t fan_in = int64_t(cfg_.in_chans) * cfg_.patch_size * cfg_.patch_size;
     const double bound = 1.0 / std::sqrt(double(fan_in));
-    fill(off_pew_, D * fan_in, [&] { return rng.uniform(-bound, bound); });
-    fill(off_peb_, D, [&] { return rng.uniform(-bound, bound); });
+    fill(L.patch_w, D * fan_in, [&] { return rng.uniform(-bound, bound); });
+    fill(L.patch_b, D, [&] { return rng.uniform(-bound, bound); });
   }
   std::vector<double> a1, b1, a2, b2;
   if (cfg_.is_kat()) {
@@ -89,7 +98,7 @@ void KatModel::init_params(uint64_t seed) {
     grkan_init_coefficients(cfg_.act2_init, a2, b2);
   }
   const int64_t An = cfg_.shared_numerator ? 1 : cfg_.groups;
-  for (const auto& o : blk_) {
+  for (const BlockParams& o : L.blocks) {
     std::fill_n(params.data() + o.n1w, D, 1.0f);
     std::fill_n(params.data() + o.n2w, D, 1.0f);
     fill(o.qkvw, 3 * D * D, trunc02);
@@ -119,63 +128,26 @@ void KatModel::init_params(uint64_t seed) {
       fill(o.fc2w, D * Hd, [&] { return rng.normal() * s2; });
     }
   }
-  std::fill_n(params.data() + off_nw_, D, 1.0f);
-  fill(off_hw_, int64_t(cfg_.num_classes) * D, trunc02);
+  std::fill_n(params.data() + L.norm_w, D, 1.0f);
+  fill(L.head_w, int64_t(cfg_.num_classes) * D, trunc02);
 }
 
 void KatModel::plan(int max_batch) {
   KAT_CHECK(max_batch > 0, "batch size must be > 0, got ", max_batch);
   if (max_batch == max_batch_) return;
   max_batch_ = max_batch;
-  const int64_t B = max_batch, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
-  const int64_t NH = cfg_.num_heads, P = cfg_.num_patches();
-  const int64_t K = int64_t(cfg_.in_chans) * cfg_.patch_size * cfg_.patch_size;
-  const int64_t BND = B * N * D, BNH = B * N * Hd;
   // Pass 1 counts, pass 2 carves: one arena, 64-byte aligned sub-buffers.
   int64_t cursor = 0;
   float* base = nullptr;
-  auto take = [&](int64_t n) {
+  auto take = [&](const char*, std::initializer_list<int64_t> shape, bool) -> void* {
     float* p = base ? base + cursor : nullptr;
-    cursor += (n + 15) / 16 * 16;
+    cursor += (shape_numel(shape) + 15) / 16 * 16;
     return p;
   };
+  const ActivationPlanOptions opts{/*training=*/true, SoftmaxSaved::Probabilities, /*device_loss=*/false};
   for (int pass = 0; pass < 2; ++pass) {
     cursor = 0;
-    acts_.assign(cfg_.depth, BlockActs{});
-    for (auto& a : acts_) {
-      a.x_in = take(BND);
-      a.ln1 = take(BND);
-      a.mean1 = take(B * N);
-      a.rstd1 = take(B * N);
-      a.qkv = take(3 * BND);
-      a.probs = take(B * NH * N * N);
-      a.att = take(BND);
-      a.x_mid = take(BND);
-      a.ln2 = take(BND);
-      a.mean2 = take(B * N);
-      a.rstd2 = take(B * N);
-      a.r1 = cfg_.is_kat() ? take(BND) : nullptr;
-      a.h = take(BNH);
-      a.r2 = take(BNH);
-      a.dp_attn = take(B);
-      a.dp_ffn = take(B);
-    }
-    cols_ = take(B * P * K);
-    x_final_ = take(BND);
-    feat_ = take(BND);
-    fmean_ = take(B * N);
-    frstd_ = take(B * N);
-    cls_ = take(B * D);
-    logits_ = take(B * cfg_.num_classes);
-    tmp_ = take(std::max(BND, B * P * D));
-    d_x_ = take(BND);
-    d_tmp_ = take(BND);
-    d_ln_ = take(BND);
-    d_qkv_ = take(3 * BND);
-    d_att_ = take(BND);
-    d_h_ = take(BNH);
-    d_r_ = take(BNH);
-    d_cls_ = take(B * D);
+    plan_activations(cfg_, max_batch, opts, acts_, take);
     if (pass == 0) {
       arena_.assign(cursor, 0.0f);
       base = arena_.data();
@@ -183,7 +155,7 @@ void KatModel::plan(int max_batch) {
   }
 }
 
-const float* KatModel::features() const { return feat_; }
+const float* KatModel::features() const { return acts_.feat; }
 
 const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng) {
   KAT_CHECK(max_batch_ > 0, "KatModel::forward: call plan(max_batch) first");
@@ -193,46 +165,34 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N;
   const float* W = params.data();
+  const ModelLayout& L = layout_;
 
   // Patch embedding: im2col + GEMM, then [cls ; patches] + pos_embed.
-  im2col_patches<float>(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, cols_);
-  linear_forward<float>(B * P, K, D, cols_, W + off_pew_, W + off_peb_, tmp_);
-  float* x0 = acts_.empty() ? x_final_ : acts_[0].x_in;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < N; ++t) {
-      float* dst = x0 + (b * N + t) * D;
-      const float* src = t == 0 ? W + off_cls_ : tmp_ + (b * P + t - 1) * D;
-      const float* pos = W + off_pos_ + t * D;
-      for (int64_t c = 0; c < D; ++c) dst[c] = src[c] + pos[c];
-    }
+  im2col_patches<float>(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, acts_.cols);
+  linear_forward<float>(B * P, K, D, acts_.cols, W + L.patch_w, W + L.patch_b, acts_.tmp);
+  float* x0 = acts_.blocks.empty() ? acts_.x_final : acts_.blocks[0].x_in;
+  tokens_forward(B, N, D, acts_.tmp, W + L.cls_token, W + L.pos_embed, x0);
 
-  drop_path_active_ = train && cfg_.drop_path_rate > 0;
+  // Drop-path scales (depth, 2, B), drawn in the order every backend draws them.
+  drop_path_active_ = drop_path_active(cfg_, train);
+  if (drop_path_active_) {
+    KAT_CHECK(rng != nullptr, "KatModel::forward: a training forward with drop-path needs an Rng");
+    draw_drop_path(cfg_, B, *rng, acts_.drop_path);
+  } else {
+    std::fill_n(acts_.drop_path, drop_path_scale_count(cfg_, B), 1.0f);
+  }
   for (int i = 0; i < cfg_.depth; ++i) {
-    const BlockOffsets& o = blk_[i];
-    BlockActs& a = acts_[i];
-    float* x_out = (i + 1 < cfg_.depth) ? acts_[i + 1].x_in : x_final_;
-    // Drop-path scales: rate grows linearly from 0 (block 0) to drop_path_rate (last block).
-    const double rate = cfg_.depth > 1 ? cfg_.drop_path_rate * i / (cfg_.depth - 1) : cfg_.drop_path_rate;
-    for (int64_t b = 0; b < B; ++b) {
-      a.dp_attn[b] = a.dp_ffn[b] = 1.0f;
-      if (drop_path_active_ && rate > 0) {
-        KAT_ASSERT(rng != nullptr);
-        const float keep = float(1.0 / (1.0 - rate));
-        a.dp_attn[b] = rng->uniform() < rate ? 0.0f : keep;
-        a.dp_ffn[b] = rng->uniform() < rate ? 0.0f : keep;
-      }
-    }
+    const BlockParams& o = L.blocks[i];
+    BlockActivations<float*>& a = acts_.blocks[i];
+    float* x_out = (i + 1 < cfg_.depth) ? acts_.blocks[i + 1].x_in : acts_.x_final;
+    const float* sa = acts_.drop_path + int64_t(i) * 2 * B;  // (B) 0 or 1/(1-rate); 1 in eval
+    const float* sf = sa + B;
     // Attention branch.
     layernorm_forward<float>(BN, D, kLnEps, a.x_in, W + o.n1w, W + o.n1b, a.ln1, a.mean1, a.rstd1);
     linear_forward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, W + o.qkvb, a.qkv);
-    attention_forward<float>(B, N, D, NH, a.qkv, a.att, a.probs);
-    linear_forward<float>(BN, D, D, a.att, W + o.projw, W + o.projb, tmp_);
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < B; ++b) {
-      const float s = a.dp_attn[b];
-      for (int64_t j = b * N * D; j < (b + 1) * N * D; ++j) a.x_mid[j] = a.x_in[j] + s * tmp_[j];
-    }
+    attention_forward<float>(B, N, D, NH, a.qkv, a.att, a.softmax);
+    linear_forward<float>(BN, D, D, a.att, W + o.projw, W + o.projb, acts_.tmp);
+    residual_add(B, N * D, a.x_in, acts_.tmp, sa, a.x_mid);
     // FFN branch.
     layernorm_forward<float>(BN, D, kLnEps, a.x_mid, W + o.n2w, W + o.n2b, a.ln2, a.mean2, a.rstd2);
     if (cfg_.is_kat()) {
@@ -245,17 +205,13 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
       linear_forward<float>(BN, D, Hd, a.ln2, W + o.fc1w, W + o.fc1b, a.h);
       gelu_forward<float>(BN * Hd, a.h, a.r2);
     }
-    linear_forward<float>(BN, Hd, D, a.r2, W + o.fc2w, W + o.fc2b, tmp_);
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < B; ++b) {
-      const float s = a.dp_ffn[b];
-      for (int64_t j = b * N * D; j < (b + 1) * N * D; ++j) x_out[j] = a.x_mid[j] + s * tmp_[j];
-    }
+    linear_forward<float>(BN, Hd, D, a.r2, W + o.fc2w, W + o.fc2b, acts_.tmp);
+    residual_add(B, N * D, a.x_mid, acts_.tmp, sf, x_out);
   }
-  layernorm_forward<float>(BN, D, kLnEps, x_final_, W + off_nw_, W + off_nb_, feat_, fmean_, frstd_);
-  for (int64_t b = 0; b < B; ++b) std::memcpy(cls_ + b * D, feat_ + b * N * D, D * sizeof(float));
-  linear_forward<float>(B, D, cfg_.num_classes, cls_, W + off_hw_, W + off_hb_, logits_);
-  return logits_;
+  layernorm_forward<float>(BN, D, kLnEps, acts_.x_final, W + L.norm_w, W + L.norm_b, acts_.feat, acts_.fmean, acts_.frstd);
+  for (int64_t b = 0; b < B; ++b) std::memcpy(acts_.cls + b * D, acts_.feat + b * N * D, D * sizeof(float));
+  linear_forward<float>(B, D, cfg_.num_classes, acts_.cls, W + L.head_w, W + L.head_b, acts_.logits);
+  return acts_.logits;
 }
 
 void KatModel::zero_grad() { std::fill(grads.begin(), grads.end(), 0.0f); }
@@ -266,62 +222,53 @@ void KatModel::backward(const float* dlogits) {
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N;
   const float* W = params.data();
+  const ModelLayout& L = layout_;
   float* G = grads.data();
 
   // Head and final norm: only token 0 receives a gradient from the head.
-  linear_backward<float>(B, D, cfg_.num_classes, cls_, W + off_hw_, dlogits, d_cls_, G + off_hw_, G + off_hb_);
-  std::fill_n(d_tmp_, BN * D, 0.0f);
-  for (int64_t b = 0; b < B; ++b) std::memcpy(d_tmp_ + b * N * D, d_cls_ + b * D, D * sizeof(float));
-  std::fill_n(d_x_, BN * D, 0.0f);
-  layernorm_backward<float>(BN, D, x_final_, W + off_nw_, fmean_, frstd_, d_tmp_, d_x_, G + off_nw_, G + off_nb_);
+  linear_backward<float>(B, D, cfg_.num_classes, acts_.cls, W + L.head_w, dlogits, acts_.d_cls, G + L.head_w, G + L.head_b);
+  std::fill_n(acts_.d_tmp, BN * D, 0.0f);
+  for (int64_t b = 0; b < B; ++b) std::memcpy(acts_.d_tmp + b * N * D, acts_.d_cls + b * D, D * sizeof(float));
+  std::fill_n(acts_.d_x, BN * D, 0.0f);
+  layernorm_backward<float>(BN, D, acts_.x_final, W + L.norm_w, acts_.fmean, acts_.frstd, acts_.d_tmp, acts_.d_x, G + L.norm_w, G + L.norm_b);
 
-  // d_x_ holds dL/d(residual stream) at the output of block i; walk the blocks backwards.
+  // d_x holds dL/d(residual stream) at the output of block i; walk the blocks backwards.
   for (int i = cfg_.depth - 1; i >= 0; --i) {
-    const BlockOffsets& o = blk_[i];
-    const BlockActs& a = acts_[i];
+    const BlockParams& o = L.blocks[i];
+    const BlockActivations<float*>& a = acts_.blocks[i];
+    const float* sa = acts_.drop_path + int64_t(i) * 2 * B;  // drop-path scales of the forward
+    const float* sf = sa + B;
     // FFN branch: x_out = x_mid + s * fc2(...)  ->  d(fc2 out) = s * d_x
-    scale_rows<float>(B, N * D, a.dp_ffn, d_x_, d_tmp_);
-    linear_backward<float>(BN, Hd, D, a.r2, W + o.fc2w, d_tmp_, d_r_, G + o.fc2w, G + o.fc2b);
-    std::fill_n(d_ln_, BN * D, 0.0f);
+    scale_rows<float>(B, N * D, sf, acts_.d_x, acts_.d_tmp);
+    linear_backward<float>(BN, Hd, D, a.r2, W + o.fc2w, acts_.d_tmp, acts_.d_r, G + o.fc2w, G + o.fc2b);
+    std::fill_n(acts_.d_ln, BN * D, 0.0f);
     if (cfg_.is_kat()) {
       GrkanShape s1{BN, int(D), cfg_.groups, cfg_.shared_numerator ? 1 : cfg_.groups, 5, 4};
       GrkanShape s2{BN, int(Hd), cfg_.groups, cfg_.shared_numerator ? 1 : cfg_.groups, 5, 4};
-      grkan_backward<float>(s2, a.h, d_r_, W + o.a2n, W + o.a2d, d_h_, G + o.a2n, G + o.a2d);
-      linear_backward<float>(BN, D, Hd, a.r1, W + o.fc1w, d_h_, d_att_, G + o.fc1w, G + o.fc1b);
-      grkan_backward<float>(s1, a.ln2, d_att_, W + o.a1n, W + o.a1d, d_ln_, G + o.a1n, G + o.a1d);
+      grkan_backward<float>(s2, a.h, acts_.d_r, W + o.a2n, W + o.a2d, acts_.d_h, G + o.a2n, G + o.a2d);
+      linear_backward<float>(BN, D, Hd, a.r1, W + o.fc1w, acts_.d_h, acts_.d_att, G + o.fc1w, G + o.fc1b);
+      grkan_backward<float>(s1, a.ln2, acts_.d_att, W + o.a1n, W + o.a1d, acts_.d_ln, G + o.a1n, G + o.a1d);
     } else {
-      gelu_backward<float>(BN * Hd, a.h, d_r_, d_h_);
-      linear_backward<float>(BN, D, Hd, a.ln2, W + o.fc1w, d_h_, d_ln_, G + o.fc1w, G + o.fc1b);
+      gelu_backward<float>(BN * Hd, a.h, acts_.d_r, acts_.d_h);
+      linear_backward<float>(BN, D, Hd, a.ln2, W + o.fc1w, acts_.d_h, acts_.d_ln, G + o.fc1w, G + o.fc1b);
     }
     // d_x (now d x_mid) += LN2 backward
-    layernorm_backward<float>(BN, D, a.x_mid, W + o.n2w, a.mean2, a.rstd2, d_ln_, d_x_, G + o.n2w, G + o.n2b);
+    layernorm_backward<float>(BN, D, a.x_mid, W + o.n2w, a.mean2, a.rstd2, acts_.d_ln, acts_.d_x, G + o.n2w, G + o.n2b);
     // Attention branch: x_mid = x_in + s * proj(att)
-    scale_rows<float>(B, N * D, a.dp_attn, d_x_, d_tmp_);
-    linear_backward<float>(BN, D, D, a.att, W + o.projw, d_tmp_, d_att_, G + o.projw, G + o.projb);
-    attention_backward<float>(B, N, D, NH, a.qkv, a.probs, d_att_, d_qkv_);
-    linear_backward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, d_qkv_, d_ln_, G + o.qkvw, G + o.qkvb);
-    layernorm_backward<float>(BN, D, a.x_in, W + o.n1w, a.mean1, a.rstd1, d_ln_, d_x_, G + o.n1w, G + o.n1b);
+    scale_rows<float>(B, N * D, sa, acts_.d_x, acts_.d_tmp);
+    linear_backward<float>(BN, D, D, a.att, W + o.projw, acts_.d_tmp, acts_.d_att, G + o.projw, G + o.projb);
+    attention_backward<float>(B, N, D, NH, a.qkv, a.softmax, acts_.d_att, acts_.d_qkv);
+    linear_backward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, acts_.d_qkv, acts_.d_ln, G + o.qkvw, G + o.qkvb);
+    layernorm_backward<float>(BN, D, a.x_in, W + o.n1w, a.mean1, a.rstd1, acts_.d_ln, acts_.d_x, G + o.n1w, G + o.n1b);
   }
 
-  // Embedding: d_x_ = dL/d tokens.
-  for (int64_t b = 0; b < B; ++b) {
-    const float* dt = d_x_ + b * N * D;
-    for (int64_t c = 0; c < D; ++c) G[off_cls_ + c] += dt[c];
-  }
-  for (int64_t t = 0; t < N; ++t)
-    for (int64_t b = 0; b < B; ++b) {
-      const float* dt = d_x_ + (b * N + t) * D;
-      float* gp = G + off_pos_ + t * D;
-      for (int64_t c = 0; c < D; ++c) gp[c] += dt[c];
-    }
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(tmp_ + b * P * D, d_x_ + (b * N + 1) * D, P * D * sizeof(float));
-  linear_backward<float>(B * P, K, D, cols_, W + off_pew_, tmp_, nullptr, G + off_pew_, G + off_peb_);
+  // Embedding: d_x = dL/d tokens.
+  tokens_backward(B, N, D, acts_.d_x, G + L.cls_token, G + L.pos_embed, acts_.tmp);
+  linear_backward<float>(B * P, K, D, acts_.cols, W + L.patch_w, acts_.tmp, nullptr, G + L.patch_w, G + L.patch_b);
 }
 
 std::string KatModel::first_nonfinite() const {
-  for (const auto& s : table_.specs())
+  for (const auto& s : table().specs())
     for (int64_t i = 0; i < s.numel; ++i)
       if (!std::isfinite(params[s.offset + i])) return "parameter " + s.name;
   const int64_t B = cur_batch_, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
@@ -330,9 +277,9 @@ std::string KatModel::first_nonfinite() const {
       if (!std::isfinite(p[i])) return true;
     return false;
   };
-  if (cfg_.depth > 0 && bad(acts_[0].x_in, B * N * D)) return "patch_embed output (tokens)";
+  if (cfg_.depth > 0 && bad(acts_.blocks[0].x_in, B * N * D)) return "patch_embed output (tokens)";
   for (int i = 0; i < cfg_.depth; ++i) {
-    const BlockActs& a = acts_[i];
+    const BlockActivations<float*>& a = acts_.blocks[i];
     const std::string b = "blocks." + std::to_string(i) + ".";
     const std::pair<const char*, std::pair<const float*, int64_t>> stages[] = {
         {"norm1 output", {a.ln1, B * N * D}},  {"attn.qkv output", {a.qkv, 3 * B * N * D}},
@@ -341,11 +288,11 @@ std::string KatModel::first_nonfinite() const {
         {"mlp.fc1 output", {a.h, B * N * Hd}},  {cfg_.is_kat() ? "mlp.act2 output" : "mlp.act output", {a.r2, B * N * Hd}}};
     for (const auto& [name, buf] : stages)
       if (buf.first && bad(buf.first, buf.second)) return b + name;
-    const float* out = (i + 1 < cfg_.depth) ? acts_[i + 1].x_in : x_final_;
+    const float* out = (i + 1 < cfg_.depth) ? acts_.blocks[i + 1].x_in : acts_.x_final;
     if (bad(out, B * N * D)) return b + "mlp.fc2 output (residual)";
   }
-  if (bad(feat_, B * N * D)) return "norm output";
-  if (bad(logits_, B * cfg_.num_classes)) return "head output (logits)";
+  if (bad(acts_.feat, B * N * D)) return "norm output";
+  if (bad(acts_.logits, B * cfg_.num_classes)) return "head output (logits)";
   return "";
 }
 

@@ -5,9 +5,11 @@
 //   KAT FFN: fc2(act2(fc1(act1(x))))    DeiT FFN: fc2(GELU(fc1(x)))
 //   features = LN(x) (B, N, D);  logits = head(features[:, 0])  (B, K)
 //
-// Memory: parameters and gradients are flat buffers carved by a ParamTable; activations are planned
-// once for a maximum batch size (plan()) and carved from one arena, so forward/backward allocate
-// nothing. Every saved activation is listed in struct BlockActs with its shape.
+// Memory: parameters and gradients are flat buffers carved by the model's ModelLayout (layout.h,
+// CPU alignment: the flat checkpoint layout); activations are planned once for a maximum batch
+// size (plan()) by the shared activation plan (activations.h) and carved from one arena, so
+// forward/backward allocate nothing. The CUDA model (kat_model_cuda.h) uses the same layout, plan
+// and drop-path draw; its forward/backward list the same ops in the same order.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -15,7 +17,9 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "model/activations.h"
 #include "model/config.h"
+#include "model/layout.h"
 #include "model/params.h"
 
 namespace kat {
@@ -30,8 +34,9 @@ class KatModel {
   explicit KatModel(const ModelConfig& cfg);
 
   const ModelConfig& config() const { return cfg_; }
-  const ParamTable& table() const { return table_; }
-  int64_t num_params() const { return table_.total(); }
+  const ParamTable& table() const { return layout_.table(); }
+  const ModelLayout& layout() const { return layout_; }
+  int64_t num_params() const { return table().total(); }
 
   std::vector<float> params;  // (num_params) fp32 master weights
   std::vector<float> grads;   // (num_params) accumulated by backward()
@@ -60,44 +65,17 @@ class KatModel {
   void add_weights(io::SafetensorsWriter& w, const std::string& prefix = "",
                    const float* values = nullptr) const;
 
-  float* param(const std::string& name) { return params.data() + table_.at(name).offset; }
-  float* grad(const std::string& name) { return grads.data() + table_.at(name).offset; }
+  float* param(const std::string& name) { return params.data() + table().at(name).offset; }
+  float* grad(const std::string& name) { return grads.data() + table().at(name).offset; }
 
  private:
-  struct BlockOffsets {  // parameter offsets of one block (same offsets index params and grads)
-    int64_t n1w, n1b, qkvw, qkvb, projw, projb, n2w, n2b, fc1w, fc1b, fc2w, fc2b;
-    int64_t a1n = -1, a1d = -1, a2n = -1, a2d = -1;  // rational coefficients (KAT only)
-  };
-  struct BlockActs {  // saved activations of one block (pointers into the arena)
-    float* x_in;    // (B, N, D) block input (residual stream)
-    float* ln1;     // (B, N, D)
-    float* mean1;   // (B*N)
-    float* rstd1;   // (B*N)
-    float* qkv;     // (B, N, 3D)
-    float* probs;   // (B, H, N, N)
-    float* att;     // (B, N, D) attention output before proj
-    float* x_mid;   // (B, N, D) residual stream after the attention branch
-    float* ln2;     // (B, N, D)
-    float* mean2;   // (B*N)
-    float* rstd2;   // (B*N)
-    float* r1;      // (B, N, D)  act1(ln2)             [KAT only]
-    float* h;       // (B, N, Hd) fc1 output
-    float* r2;      // (B, N, Hd) act2(h) or GELU(h)
-    float* dp_attn; // (B) drop-path scale of the attention branch (0 or 1/(1-p); 1 in eval)
-    float* dp_ffn;  // (B) drop-path scale of the FFN branch
-  };
-
   ModelConfig cfg_;
-  ParamTable table_;
-  int64_t off_cls_, off_pos_, off_pew_, off_peb_, off_nw_, off_nb_, off_hw_, off_hb_;
-  std::vector<BlockOffsets> blk_;
+  ModelLayout layout_;  // kCpuAlign: backend offsets = flat table offsets
 
   int max_batch_ = 0, cur_batch_ = 0;
   bool drop_path_active_ = false;
   std::vector<float> arena_;
-  std::vector<BlockActs> acts_;
-  float *cols_, *x_final_, *feat_, *fmean_, *frstd_, *cls_, *logits_;
-  float *d_x_, *d_tmp_, *d_ln_, *d_qkv_, *d_att_, *d_h_, *d_r_, *d_cls_, *tmp_;
+  Activations<float*> acts_;  // carved from arena_ (SoftmaxSaved::Probabilities, host loss)
 };
 
 // Shape and parameter-name checks shared by `kat infer` and the loaders.

@@ -46,7 +46,7 @@ void check_weight_names(const KatModel& m, const io::SafetensorsFile& f, const s
 void KatModel::load_weights(const io::SafetensorsFile& f, const std::string& prefix) {
   // Validate everything first, copy second: a bad file leaves the model untouched.
   std::vector<std::string> problems;
-  for (const auto& s : table_.specs()) {
+  for (const auto& s : table().specs()) {
     const std::string key = prefix + s.name;
     if (!f.has(key)) continue;  // reported by check_weight_names
     const auto& info = f.info(key);
@@ -59,12 +59,12 @@ void KatModel::load_weights(const io::SafetensorsFile& f, const std::string& pre
   KAT_CHECK(problems.empty(), f.source(), ": ", problems.front(),
             problems.size() > 1 ? detail::concat(" (and ", problems.size() - 1, " more mis-shaped tensors)") : "");
   check_weight_names(*this, f, prefix);
-  for (const auto& s : table_.specs()) f.read_f32(prefix + s.name, params.data() + s.offset, s.numel);
+  for (const auto& s : table().specs()) f.read_f32(prefix + s.name, params.data() + s.offset, s.numel);
 }
 
 void KatModel::add_weights(io::SafetensorsWriter& w, const std::string& prefix, const float* values) const {
   const float* src = values ? values : params.data();
-  for (const auto& s : table_.specs()) w.add_f32(prefix + s.name, s.shape, src + s.offset);
+  for (const auto& s : table().specs()) w.add_f32(prefix + s.name, s.shape, src + s.offset);
 }
 
 }  // namespace kat

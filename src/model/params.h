@@ -16,9 +16,12 @@ struct ParamSpec {
   std::vector<int64_t> shape;   // timm shape, e.g. (4D, D)
   int64_t offset = 0, numel = 0;
   ParamKind kind = ParamKind::Weight;
-  // DeiT parameter groups: weight decay on matrices only (not biases, norms, pos_embed, cls_token);
-  // rational coefficients are decayed unless the trainer's switch says otherwise (SPEC §4).
-  bool decay() const { return kind == ParamKind::Weight || kind == ParamKind::Rational; }
+  // The weight-decay rule, the only copy (SPEC §4, DeiT parameter groups): decay on matrices
+  // (linear and patch-embedding weights), not on biases, norms, pos_embed or cls_token; timm also
+  // decays the rational coefficients, switchable (TrainConfig::decay_rational, default on).
+  bool decay(bool decay_rational) const {
+    return kind == ParamKind::Weight || (kind == ParamKind::Rational && decay_rational);
+  }
 };
 
 class ParamTable {

@@ -1,4 +1,6 @@
-// GR-KAN: group-rational activation (SPEC.md §1), the op that replaces KAT's MLP activations.
+// GR-KAN: group-rational activation, the op that replaces KAT's MLP activations; the op family's
+// contract for both backends (CPU: ops/cpu/grkan.h, CUDA: ops/cuda/grkan.h; test: the OpHarness
+// cases "grkan_*" in tests/gpu/test_op_harness.cu, CPU gradients in tests/test_ops.cpp).
 //
 //   x: (rows, D) channels last; D split into G contiguous groups of D/G channels.
 //   P(x) = Σ_{k=0..m} a_k x^k                 a: (An, m+1), An = 1 (shared) or G (per group)
@@ -12,8 +14,11 @@
 // does not depend on the thread count, each chunk sums in double, chunks are added in order.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace kat::ops {
 
@@ -24,18 +29,21 @@ struct GrkanShape {
   int num_rows = 1;  // An: 1 (shared numerator) or G
   int m = 5;         // numerator degree (m+1 coefficients)
   int n = 4;         // denominator degree (n coefficients)
-  // Throws kat::Error naming the problem (D % G != 0, bad An, degrees out of range).
-  void validate(const std::string& where) const;
+  static constexpr int kMaxDegree = 8;  // both backends
+  // Throws kat::Error naming the problem (D % G != 0, bad An, degrees out of range, size overflow).
+  // The one shape check of the op, called by both backends.
+  void validate(const std::string& where) const {
+    KAT_CHECK(rows >= 0, where, ": GR-KAN rows must be >= 0, got ", rows);
+    KAT_CHECK(dim > 0 && groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", dim,
+              ", groups ", groups, ")");
+    KAT_CHECK(dim % groups == 0, where, ": GR-KAN width ", dim, " is not divisible by groups ", groups);
+    KAT_CHECK(num_rows == 1 || num_rows == groups, where, ": GR-KAN numerator must have 1 or ", groups,
+              " rows, got ", num_rows);
+    KAT_CHECK(m >= 0 && m <= kMaxDegree && n >= 0 && n <= kMaxDegree, where, ": GR-KAN degrees (", m,
+              ", ", n, ") out of range [0, ", kMaxDegree, "]");
+    KAT_CHECK(rows <= std::numeric_limits<int64_t>::max() / dim, where, ": GR-KAN size overflows");
+  }
 };
-
-// y = F(x). y may not alias x.
-template <typename T>
-void grkan_forward(const GrkanShape& s, const T* x, const T* a, const T* b, T* y);
-
-// dx = dL/dx (overwritten; may alias dy). da (An, m+1), db (G, n) are ACCUMULATED (+=).
-template <typename T>
-void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx,
-                    T* da, T* db);
 
 // Scalar evaluation of one group's rational, for plots and fitting (double precision).
 double grkan_eval(const double* a, int m, const double* b, int n, double x);

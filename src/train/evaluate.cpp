@@ -5,7 +5,6 @@
 
 #include "core/error.h"
 #include "ops/cpu_ops.h"
-#include "train/gpu_runner.h"
 #include "train/progress.h"
 
 namespace kat {
@@ -16,19 +15,14 @@ double EvalResult::class_accuracy(int c) const {
   return row ? 100.0 * confusion[c * classes + c] / row : 0.0;
 }
 
-ForwardFn gpu_forward(GpuRunner* gpu) {
-  if (!gpu) return {};
-  return [gpu](const float* images, int B) { return gpu->logits(images, B); };
-}
-
-EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
-                    bool show_progress, const char* label, const ForwardFn& forward) {
-  const int K = model.config().num_classes;
+EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
+                    bool show_progress, const char* label) {
+  const ModelConfig& mc = engine.config();
+  const int K = mc.num_classes;
   KAT_CHECK(ds.num_classes <= K, ds.source, ": dataset has ", ds.num_classes, " classes but model '",
-            model.config().name, "' has ", K, " outputs");
+            mc.name, "' has ", K, " outputs");
   data::Loader loader(ds, eval_cfg);
   loader.start_epoch(0, 0);
-  if (!forward) model.plan(std::max(model.planned_batch(), eval_cfg.batch_size));  // CPU activations only when used
   EvalResult r;
   r.classes = K;
   r.confusion.assign(size_t(K) * K, 0);
@@ -39,10 +33,9 @@ EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::Loader
   std::vector<float> onehot, rowloss;
   int64_t done = 0;
   while (loader.next(b)) {
-    KAT_CHECK(b.c == model.config().in_chans && b.h == model.config().img_size && b.w == model.config().img_size,
-              ds.source, ": images are ", b.c, "x", b.h, "x", b.w, " but model '", model.config().name,
-              "' expects ", model.config().in_chans, "x", model.config().img_size, "x", model.config().img_size);
-    const float* z = forward ? forward(b.images.data(), b.n) : model.forward(b.images.data(), b.n);
+    KAT_CHECK(b.c == mc.in_chans && b.h == mc.img_size && b.w == mc.img_size, ds.source, ": images are ", b.c, "x",
+              b.h, "x", b.w, " but model '", mc.name, "' expects ", mc.in_chans, "x", mc.img_size, "x", mc.img_size);
+    const float* z = engine.logits(b.images.data(), b.n);
     onehot.assign(size_t(b.n) * K, 0.0f);
     rowloss.resize(b.n);
     for (int i = 0; i < b.n; ++i) onehot[size_t(i) * K + b.labels[i]] = 1.0f;

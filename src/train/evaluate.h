@@ -2,12 +2,11 @@
 // confusion matrix. Used after every epoch by the trainer and by `kat eval`.
 #pragma once
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "model/kat_model.h"
+#include "train/engine.h"
 
 namespace kat {
 
@@ -19,15 +18,9 @@ struct EvalResult {
   double class_accuracy(int c) const;    // percent
 };
 
-// Optional replacement of the model's forward (e.g. the GPU): images (B,C,H,W) -> host logits.
-using ForwardFn = std::function<const float*(const float* images, int B)>;
-
-class GpuRunner;
-// The runner's logits() as a ForwardFn; null gpu gives an empty one (evaluate uses the CPU model).
-ForwardFn gpu_forward(GpuRunner* gpu);
-
-// Runs the model in eval mode over the whole dataset with the loader's eval transform.
-EvalResult evaluate(KatModel& model, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
-                    bool show_progress, const char* label = "eval", const ForwardFn& forward = {});
+// Runs the engine's model in eval mode (Engine::logits) over the whole dataset with the loader's
+// eval transform: CpuEngine, GpuRunner or GpuGroup alike.
+EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
+                    bool show_progress, const char* label = "eval");
 
 }  // namespace kat

@@ -36,6 +36,7 @@ GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, cons
             " GPUs of --device (each gets an equal shard)");
   std::string list;
   for (int d : devices) list += (list.empty() ? "" : ",") + std::to_string(d);
+  name_ = "cuda:" + list;
   std::string why;
   KAT_CHECK(cuda_available(&why), "--device cuda:", list, ": CUDA is not usable here (", why, ")");
 #ifndef KAT_HAVE_NCCL
@@ -48,7 +49,7 @@ GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, cons
   pool_ = std::make_unique<ReplicaPool>(n);
   // Built on their own threads too: each replica's plan, weights and pinned slots take a while.
   pool_->run([&](int r) {
-    replicas_[size_t(r)] = std::make_unique<GpuRunner>(cfg, devices[size_t(r)], true, opt, max_batch / n);
+    replicas_[size_t(r)] = std::make_unique<GpuRunner>(cfg, devices[size_t(r)], DType::BF16, opt, max_batch / n);
   });
   comms_ = std::make_unique<Comms>();
 #ifdef KAT_HAVE_NCCL

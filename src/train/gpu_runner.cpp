@@ -13,42 +13,11 @@
 
 #include "model/kat_model_cuda.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_memory.h"
+#include "train/device_optimizer.h"
 #endif
 
 namespace kat {
-
-int parse_device(const std::string& d) {
-  if (d == "cpu") return -1;
-  if (d == "cuda") return 0;
-  if (d.rfind("cuda:", 0) == 0) {
-    try {
-      size_t pos = 0;
-      const int n = std::stoi(d.substr(5), &pos);
-      if (pos == d.size() - 5 && n >= 0) return n;
-    } catch (...) {
-    }
-  }
-  throw Error("--device '" + d + "': expected cpu, cuda or cuda:N");
-}
-
-std::vector<int> parse_devices(const std::string& d) {
-  const size_t comma = d.find(',');
-  if (comma == std::string::npos) {
-    const int one = parse_device(d);
-    return one < 0 ? std::vector<int>{} : std::vector<int>{one};
-  }
-  KAT_CHECK(d.rfind("cuda:", 0) == 0, "--device '", d, "': a list of GPUs is written cuda:0,1,...");
-  std::vector<int> out;
-  size_t pos = 5;
-  while (pos <= d.size()) {
-    const size_t end = std::min(d.find(',', pos), d.size());
-    const int n = parse_device("cuda:" + d.substr(pos, end - pos));
-    KAT_CHECK(std::find(out.begin(), out.end(), n) == out.end(), "--device '", d, "': GPU ", n, " is listed twice");
-    out.push_back(n);
-    pos = end + 1;
-  }
-  return out;
-}
 
 #ifdef KAT_HAVE_CUDA
 
@@ -64,43 +33,47 @@ bool cuda_available(std::string* why) {
 }
 
 struct GpuRunner::Impl {
+  // Declaration order is destruction order reversed: the streams outlive everything enqueued on
+  // them (the destructor synchronises them first).
   int device = 0;
-  cudaStream_t stream = nullptr;  // compute
-  cudaStream_t copy = nullptr;    // input uploads
+  cuda::CudaStream stream;  // compute
+  cuda::CudaStream copy;    // input uploads
   std::unique_ptr<KatModelCuda> model;
+  std::unique_ptr<DeviceOptimizer> opt;  // training runners only
   // Device input slots: (max_batch, C, H, W) images and (max_batch, K) fp32 targets; two when
   // training (one is filled while the other is computed on), one otherwise. Images are held in
   // the model's storage type: the bf16 model rounds its input to bf16 in the patch embedding
   // anyway, so the host converts while it copies into the pinned slot and half the bytes move
   // (bitwise the same columns; 154 -> 77 MB per kat_tiny batch of 256 at 224^2).
   int nslots = 1;
-  cuda::Storage image_st = cuda::Storage::F32;
-  void* images[2] = {nullptr, nullptr};
-  float* targets[2] = {nullptr, nullptr};
+  DType image_dtype = DType::F32;
+  cuda::DeviceBuffer<char> images[2];  // image_dtype values
+  cuda::DeviceBuffer<float> targets[2];
   // Pinned host copies of the slots: pageable uploads run at ~5 GB/s on the H200 host (25 ms for a
   // 224^2 batch of 256), pinned ones at PCIe speed, asynchronously.
-  void* pinned_images[2] = {nullptr, nullptr};
-  float* pinned_targets[2] = {nullptr, nullptr};
-  cudaEvent_t copied[2] = {nullptr, nullptr};    // copy stream: the slot's upload is done
-  cudaEvent_t consumed[2] = {nullptr, nullptr};  // compute stream: the slot's last reader is done
+  cuda::PinnedBuffer<char> pinned_images[2];
+  cuda::PinnedBuffer<float> pinned_targets[2];
+  cuda::CudaEvent copied[2];    // copy stream: the slot's upload is done
+  cuda::CudaEvent consumed[2];  // compute stream: the slot's last reader is done
   int slot_B[2] = {0, 0};
   int next_stage = 0, next_compute = 0, pending = 0;  // staged and not yet computed
   int last = -1;                                      // slot of the last computed batch
   size_t image_elems = 0, target_elems = 0;
   int max_batch = 0;
   double ema_decay = 0;
+  std::string name;  // "cuda:N"
   std::size_t free_at_start = 0;
   std::vector<float> logits_host;  // (max_batch, K): logits()
 
   // dst (n values, fp32 or bf16 as st) = src (fp32), in parallel: a single thread moves ~10 GB/s.
-  static void parallel_copy(void* dst, cuda::Storage st, const float* src, size_t n) {
+  static void parallel_copy(void* dst, DType st, const float* src, size_t n) {
     constexpr size_t kChunk = size_t(1) << 20;  // values per task
     const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) \
     num_threads(std::max(1, std::min(8, omp_get_max_threads()))) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
       const size_t b = size_t(c) * kChunk, len = std::min(kChunk, n - b);
-      if (st == cuda::Storage::F32) {
+      if (st == DType::F32) {
         std::memcpy(static_cast<float*>(dst) + b, src + b, len * sizeof(float));
       } else {
         uint16_t* d = static_cast<uint16_t*>(dst) + b;
@@ -123,16 +96,16 @@ struct GpuRunner::Impl {
     KAT_CUDA_CHECK(cudaStreamWaitEvent(copy, consumed[s], 0));
     // Once the slot's previous upload has left its pinned buffer, copy in parallel (a single
     // thread moves ~10 GB/s) and let the DMA run while the caller goes on.
-    KAT_CUDA_CHECK(cudaEventSynchronize(copied[s]));
-    parallel_copy(pinned_images[s], image_st, host_images, ni);
-    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s], pinned_images[s], ni * cuda::storage_bytes(image_st),
+    copied[s].synchronize();
+    parallel_copy(pinned_images[s].data(), image_dtype, host_images, ni);
+    KAT_CUDA_CHECK(cudaMemcpyAsync(images[s].data(), pinned_images[s].data(), ni * dtype_size(image_dtype),
                                    cudaMemcpyHostToDevice, copy));
     if (host_targets) {
-      parallel_copy(pinned_targets[s], cuda::Storage::F32, host_targets, nt);
-      KAT_CUDA_CHECK(
-          cudaMemcpyAsync(targets[s], pinned_targets[s], nt * sizeof(float), cudaMemcpyHostToDevice, copy));
+      parallel_copy(pinned_targets[s].data(), DType::F32, host_targets, nt);
+      KAT_CUDA_CHECK(cudaMemcpyAsync(targets[s].data(), pinned_targets[s].data(), nt * sizeof(float),
+                                     cudaMemcpyHostToDevice, copy));
     }
-    KAT_CUDA_CHECK(cudaEventRecord(copied[s], copy));
+    copied[s].record(copy);
     slot_B[s] = B;
     next_stage = (s + 1) % nslots;
     ++pending;
@@ -154,9 +127,7 @@ struct GpuRunner::Impl {
     return s;
   }
   // The compute stream is done reading slot s once the work enqueued so far has run.
-  void release(int s) {
-    KAT_CUDA_CHECK(cudaEventRecord(consumed[s], stream));
-  }
+  void release(int s) { consumed[s].record(stream); }
   // Synchronous-API entry: nothing may be staged ahead of it.
   int take_now(const float* host_images, const float* host_targets, int B) {
     KAT_CHECK(pending == 0, "GpuRunner: a batch is staged; use compute_staged() for it first");
@@ -166,22 +137,26 @@ struct GpuRunner::Impl {
       KAT_CHECK(last >= 0, "GpuRunner: no batch on the device yet (the first call needs images)");
       const size_t nt = size_t(B) * model->config().num_classes;
       KAT_CUDA_CHECK(
-          cudaMemcpyAsync(targets[last], host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
+          cudaMemcpyAsync(targets[last].data(), host_targets, nt * sizeof(float), cudaMemcpyHostToDevice, stream));
     }
     return take(B);
   }
   void compute_train(int s, int accum_steps, Rng* rng) {
     KAT_CHECK(accum_steps >= 1, "GpuRunner: accum_steps must be >= 1, got ", accum_steps);
     KatModelCuda& m = *model;
-    m.forward(images[s], image_st, slot_B[s], true, rng);
-    m.loss_forward_backward(targets[s], 0.0f);  // smoothing/mixing are already in the targets
+    m.forward(images[s].data(), image_dtype, slot_B[s], true, rng);
+    m.loss_forward_backward(targets[s].data(), 0.0f);  // smoothing/mixing are already in the targets
     release(s);                                 // images and targets are read by now
     if (accum_steps > 1) m.divide_dlogits(float(accum_steps));
     m.backward(m.dlogits());
   }
+  DeviceOptimizer& optimizer() {
+    KAT_CHECK(opt != nullptr, "GpuRunner: this runner is for inference only (no optimizer)");
+    return *opt;
+  }
 };
 
-GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch,
+GpuRunner::GpuRunner(const ModelConfig& cfg, int device, DType dtype, const AdamWConfig& opt, int max_batch,
                      bool training)
     : impl_(std::make_unique<Impl>()) {
   std::string why;
@@ -190,30 +165,32 @@ GpuRunner::GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWC
   KAT_CUDA_CHECK(cudaGetDeviceCount(&n));
   KAT_CHECK(device < n, "--device cuda:", device, ": only ", n, " GPU(s) visible");
   KAT_CUDA_CHECK(cudaSetDevice(device));
-  impl_->device = device;
+  Impl& I = *impl_;
+  I.device = device;
+  I.name = "cuda:" + std::to_string(device);
   KAT_CUDA_CHECK(cudaFree(nullptr));  // create the context now, so it is not counted below
   std::size_t total = 0;
-  KAT_CUDA_CHECK(cudaMemGetInfo(&impl_->free_at_start, &total));
-  KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
-  impl_->model = std::make_unique<KatModelCuda>(cfg, bf16 ? KatModelCuda::Precision::BF16 : KatModelCuda::Precision::F32,
-                                                impl_->stream);
-  impl_->model->plan(max_batch, training);
-  impl_->model->set_optimizer(opt);
-  impl_->max_batch = max_batch;
-  impl_->image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
-  impl_->target_elems = size_t(max_batch) * cfg.num_classes;
-  impl_->logits_host.resize(impl_->target_elems);
-  KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->copy, cudaStreamNonBlocking));
-  impl_->nslots = training ? 2 : 1;
-  impl_->image_st = bf16 ? cuda::Storage::BF16 : cuda::Storage::F32;
-  const size_t image_bytes = impl_->image_elems * cuda::storage_bytes(impl_->image_st);
-  for (int s = 0; s < impl_->nslots; ++s) {
-    KAT_CUDA_CHECK(cudaMalloc(&impl_->images[s], image_bytes));
-    KAT_CUDA_CHECK(cudaMalloc(&impl_->targets[s], impl_->target_elems * sizeof(float)));
-    KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->copied[s], cudaEventDisableTiming));
-    KAT_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->consumed[s], cudaEventDisableTiming));
-    KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_images[s], image_bytes));
-    KAT_CUDA_CHECK(cudaMallocHost(&impl_->pinned_targets[s], impl_->target_elems * sizeof(float)));
+  KAT_CUDA_CHECK(cudaMemGetInfo(&I.free_at_start, &total));
+  I.stream = cuda::CudaStream::create(cudaStreamNonBlocking);
+  I.model = std::make_unique<KatModelCuda>(cfg, dtype, I.stream.get());
+  // The optimizer state before the activation plan, so that the plan's memory check sees it.
+  if (training) I.opt = std::make_unique<DeviceOptimizer>(*I.model, opt);
+  I.model->plan(max_batch, training);
+  I.max_batch = max_batch;
+  I.image_elems = size_t(max_batch) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  I.target_elems = size_t(max_batch) * cfg.num_classes;
+  I.logits_host.resize(I.target_elems);
+  I.copy = cuda::CudaStream::create(cudaStreamNonBlocking);
+  I.nslots = training ? 2 : 1;
+  I.image_dtype = dtype;
+  const size_t image_bytes = I.image_elems * dtype_size(I.image_dtype);
+  for (int s = 0; s < I.nslots; ++s) {
+    I.images[s].allocate(image_bytes);
+    I.targets[s].allocate(I.target_elems);
+    I.copied[s] = cuda::CudaEvent::create(cudaEventDisableTiming);
+    I.consumed[s] = cuda::CudaEvent::create(cudaEventDisableTiming);
+    I.pinned_images[s].allocate(image_bytes);
+    I.pinned_targets[s].allocate(I.target_elems);
   }
 }
 
@@ -222,23 +199,30 @@ GpuRunner::~GpuRunner() {
   cudaSetDevice(impl_->device);
   if (impl_->stream) cudaStreamSynchronize(impl_->stream);
   if (impl_->copy) cudaStreamSynchronize(impl_->copy);
-  impl_->model.reset();
-  for (int s = 0; s < 2; ++s) {
-    if (impl_->images[s]) cudaFree(impl_->images[s]);
-    if (impl_->targets[s]) cudaFree(impl_->targets[s]);
-    if (impl_->copied[s]) cudaEventDestroy(impl_->copied[s]);
-    if (impl_->consumed[s]) cudaEventDestroy(impl_->consumed[s]);
-    if (impl_->pinned_images[s]) cudaFreeHost(impl_->pinned_images[s]);
-    if (impl_->pinned_targets[s]) cudaFreeHost(impl_->pinned_targets[s]);
-  }
-  if (impl_->copy) cudaStreamDestroy(impl_->copy);
-  if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
-void GpuRunner::upload_params(const float* h) { impl_->use(); impl_->model->upload_params(h); }
-void GpuRunner::download_params(float* h) { impl_->use(); impl_->model->download_params(h); }
-void GpuRunner::download_moments(float* m, float* v) { impl_->use(); impl_->model->download_moments(m, v); }
-void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) { impl_->use(); impl_->model->upload_moments(m, v, steps); }
+const ModelConfig& GpuRunner::config() const { return impl_->model->config(); }
+std::string GpuRunner::device_name() const { return impl_->name; }
+
+void GpuRunner::upload_params(const float* h) {
+  impl_->use();
+  KAT_CHECK(!impl_->opt || !impl_->opt->ema_swapped(),
+            "GpuRunner::upload_params: the EMA weights are in use (use_ema_weights(false) first)");
+  impl_->model->upload_params(h);
+}
+void GpuRunner::download_params(float* h) {
+  impl_->use();
+  if (impl_->opt)
+    impl_->opt->download_params(h);  // the master weights, also while the EMA is swapped in
+  else
+    impl_->model->download_params(h);
+}
+void GpuRunner::download_moments(float* m, float* v) { impl_->use(); impl_->optimizer().download_moments(m, v); }
+void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) {
+  impl_->use();
+  impl_->optimizer().upload_moments(m, v, steps);
+}
+int64_t GpuRunner::optimizer_steps() const { return impl_->opt ? impl_->opt->steps() : 0; }
 void GpuRunner::synchronize() { impl_->use(); KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 std::size_t GpuRunner::device_bytes_in_use() const {
   impl_->use();
@@ -273,10 +257,10 @@ double GpuRunner::staged_loss() {
 
 void GpuRunner::finish_step(double lr, double clip_max_norm) {
   impl_->use();
-  KatModelCuda& m = *impl_->model;
-  if (clip_max_norm > 0) m.clip_grad_norm(clip_max_norm);
-  m.adamw_step(lr);
-  if (impl_->ema_decay > 0) m.ema_update(impl_->ema_decay);
+  DeviceOptimizer& o = impl_->optimizer();
+  if (clip_max_norm > 0) o.clip_grad_norm(clip_max_norm);
+  o.step(lr);
+  if (impl_->ema_decay > 0) o.ema_update(impl_->ema_decay);
 }
 
 double GpuRunner::train_step(const float* images, const float* targets, int B, double lr, Rng* rng) {
@@ -287,18 +271,19 @@ double GpuRunner::train_step(const float* images, const float* targets, int B, d
   return loss;
 }
 
-double GpuRunner::last_grad_norm() { impl_->use(); return impl_->model->last_grad_norm(); }
+double GpuRunner::last_grad_norm() { impl_->use(); return impl_->optimizer().last_grad_norm(); }
 
 void GpuRunner::ema_init(const float* host, double decay) {
   impl_->use();
   KAT_CHECK(decay > 0 && decay < 1, "GpuRunner: EMA decay must be in (0, 1), got ", decay);
-  impl_->model->ema_init(host);
+  impl_->optimizer().ema_init(host);
   impl_->ema_decay = decay;
 }
-void GpuRunner::download_ema(float* host) { impl_->use(); impl_->model->download_ema(host); }
+void GpuRunner::download_ema(float* host) { impl_->use(); impl_->optimizer().download_ema(host); }
 void GpuRunner::use_ema_weights(bool on) {
   impl_->use();
-  if (impl_->model->ema_swapped() != on) impl_->model->swap_ema();
+  DeviceOptimizer& o = impl_->optimizer();
+  if (o.ema_swapped() != on) o.swap_ema();
 }
 
 void GpuRunner::forward(const float* images, int B, float* logits, float* features) {
@@ -313,7 +298,7 @@ void GpuRunner::forward(const float* images, int B, float* logits, float* featur
     const int n = std::min(max_b, B - b0);
     const int s =
         impl_->take_now(images ? images + size_t(b0) * c.in_chans * c.img_size * c.img_size : nullptr, nullptr, n);
-    impl_->model->forward(impl_->images[s], impl_->image_st, n, false, nullptr);
+    impl_->model->forward(impl_->images[s].data(), impl_->image_dtype, n, false, nullptr);
     impl_->release(s);
     if (logits) impl_->model->download_logits(logits + size_t(b0) * c.num_classes);
     if (features) impl_->model->download_features(features + size_t(b0) * c.tokens() * c.embed_dim);
@@ -334,7 +319,7 @@ float* GpuRunner::device_grads() {
   return impl_->model->device_grads();
 }
 int64_t GpuRunner::device_grad_count() const { return impl_->model->device_total(); }
-void* GpuRunner::stream_handle() { return impl_->stream; }
+void* GpuRunner::stream_handle() { return impl_->stream.get(); }
 
 #else  // no CUDA backend in this build
 
@@ -343,12 +328,15 @@ bool cuda_available(std::string* why) {
   return false;
 }
 struct GpuRunner::Impl {};
-GpuRunner::GpuRunner(const ModelConfig&, int device, bool, const AdamWConfig&, int, bool) {
+GpuRunner::GpuRunner(const ModelConfig&, int device, DType, const AdamWConfig&, int, bool) {
   std::string why;
   cuda_available(&why);
   throw Error(detail::concat("--device cuda:", device, ": ", why));
 }
 GpuRunner::~GpuRunner() = default;
+const ModelConfig& GpuRunner::config() const { throw Error("no CUDA backend"); }
+std::string GpuRunner::device_name() const { return ""; }
+int64_t GpuRunner::optimizer_steps() const { return 0; }
 void GpuRunner::upload_params(const float*) {}
 void GpuRunner::download_params(float*) {}
 void GpuRunner::download_moments(float*, float*) {}

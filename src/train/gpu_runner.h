@@ -1,8 +1,9 @@
-// The CUDA path of the trainer and of `kat bench`, behind a header with no CUDA types so the CLI
-// and the trainer compile the same way with or without the CUDA backend. Host buffers in, host
-// numbers out: images and soft targets are uploaded to planned device buffers (no allocation per
-// step; two of them when training, so uploads can overlap compute), the step runs KatModelCuda
-// (bf16 compute, fp32 master weights and AdamW state).
+// GpuRunner: the Engine (train/engine.h) on one CUDA GPU, behind a header with no CUDA types so
+// the CLI and the trainer compile the same way with or without the CUDA backend. Host buffers in,
+// host numbers out: images and soft targets are uploaded to planned device buffers (no allocation
+// per step; two of them when training, so uploads can overlap compute), the step runs KatModelCuda
+// (bf16 compute, fp32 master weights) and the training layer's DeviceOptimizer (AdamW moments,
+// EMA, clipping).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -10,33 +11,34 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/rng.h"
 #include "model/config.h"
+#include "train/engine.h"
 #include "train/optim.h"
 
 namespace kat {
 
-// "cpu" -> -1; "cuda" -> 0; "cuda:N" -> N. Anything else is an error naming the flag.
-int parse_device(const std::string& device);
-// Training devices: "cpu" -> {}; "cuda" -> {0}; "cuda:N" -> {N}; "cuda:0,1,2,3" -> {0, 1, 2, 3}
-// (data parallel, see GpuGroup). Repeated or malformed indices are errors naming the flag.
-std::vector<int> parse_devices(const std::string& device);
 // True when this build has the CUDA backend and a GPU is visible.
 bool cuda_available(std::string* why = nullptr);
 
-class GpuRunner {
+class GpuRunner : public Engine {
  public:
-  // bf16: bf16 activations/weights for compute (default); false: fp32 everywhere (checking).
-  // training = false: forward only (eval/infer/predict), with a much smaller activation plan.
-  GpuRunner(const ModelConfig& cfg, int device, bool bf16, const AdamWConfig& opt, int max_batch,
+  // dtype: BF16 activations/weights for compute (default), F32 everywhere (checking).
+  // training = false: forward only (eval/infer/predict), with a much smaller activation plan and
+  // no optimizer state.
+  GpuRunner(const ModelConfig& cfg, int device, DType dtype, const AdamWConfig& opt, int max_batch,
             bool training = true);
-  ~GpuRunner();
-  void upload_params(const float* host);
-  void download_params(float* host);
-  void download_moments(float* m, float* v);
-  void upload_moments(const float* m, const float* v, int64_t steps);
+  ~GpuRunner() override;
+  const ModelConfig& config() const override;
+  std::string device_name() const override;
+  void upload_params(const float* host) override;
+  void download_params(float* host) override;
+  void download_moments(float* m, float* v) override;
+  void upload_moments(const float* m, const float* v, int64_t steps) override;
+  int64_t optimizer_steps() const override;
   // One optimizer step = begin_step(), accumulate() once per micro-batch, finish_step().
-  void begin_step();  // zero the gradients
+  void begin_step() override;  // zero the gradients
   // Forward (train mode, drop-path from rng) + soft-target loss + backward of one micro-batch,
   // its dlogits divided by accum_steps (gradients add up to the mean over the micro-batches).
   // Returns this micro-batch's loss (synchronises). images / targets null: reuse the batch
@@ -48,27 +50,27 @@ class GpuRunner {
   // forward + loss + backward of the oldest staged batch like accumulate() and returns at once;
   // staged_loss() waits for that batch and returns its loss. Training runners hold two device
   // input buffers, so stage(next) may come between compute_staged() and staged_loss().
-  void stage(const float* images, const float* targets, int B);
-  void compute_staged(int accum_steps, Rng* rng);
-  double staged_loss();
+  void stage(const float* images, const float* targets, int B) override;
+  void compute_staged(int accum_steps, Rng* rng) override;
+  double staged_loss() override;
   // clip_max_norm > 0: torch clip_grad_norm_ first. Then AdamW at lr, then the EMA update if on.
-  void finish_step(double lr, double clip_max_norm);
+  void finish_step(double lr, double clip_max_norm) override;
   // All three for one batch (no accumulation, no clipping). Returns the loss.
   double train_step(const float* images, const float* targets, int B, double lr, Rng* rng);
   double last_grad_norm();  // the norm before the last clip (synchronises)
 
   // EMA of the weights on the device, updated by every finish_step with `decay`.
-  void ema_init(const float* host, double decay);
-  void download_ema(float* host);
+  void ema_init(const float* host, double decay) override;
+  void download_ema(float* host) override;
   // true: forward() uses the EMA weights until use_ema_weights(false).
-  void use_ema_weights(bool on);
+  void use_ema_weights(bool on) override;
   // Eval-mode forward; logits (B, classes) and features (B, tokens, D; after the final norm)
   // written to host (each skipped when null). images null: reuse the batch already on the device.
   void forward(const float* images, int B, float* logits, float* features = nullptr);
   // forward() into a host buffer the runner owns: (B, classes) logits, valid until the next call
-  // (the contract of KatModel::forward, so either can serve kat::evaluate's ForwardFn).
-  const float* logits(const float* images, int B);
-  void synchronize();
+  // (the contract of KatModel::forward; Engine::logits).
+  const float* logits(const float* images, int B) override;
+  void synchronize() override;
   // For GpuGroup (multi-GPU): the device, the fp32 gradient buffer on it (device_grad_count()
   // floats, padded layout), and the compute stream (a cudaStream_t).
   int device() const;

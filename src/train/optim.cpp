@@ -3,34 +3,22 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/optim.h"
+
 namespace kat {
 
 AdamW::AdamW(const ParamTable& table, const AdamWConfig& cfg) : cfg_(cfg) {
   m.assign(table.total(), 0.0f);
   v.assign(table.total(), 0.0f);
   decay_.assign(table.total(), 0);
-  for (const auto& s : table.specs()) {
-    const bool d = s.kind == ParamKind::Weight || (s.kind == ParamKind::Rational && cfg.decay_rational);
-    std::fill_n(decay_.begin() + s.offset, s.numel, uint8_t(d));
-  }
+  for (const auto& s : table.specs())  // the one weight-decay rule: ParamSpec::decay (model/params.h)
+    std::fill_n(decay_.begin() + s.offset, s.numel, uint8_t(s.decay(cfg.decay_rational)));
 }
 
 void AdamW::step(float* p, const float* g, double lr) {
   ++t_;
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_)), bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
-  const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2);
-  const float step_size = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
-  const float eps = float(cfg_.eps), wd = float(lr * cfg_.weight_decay);
-  const int64_t n = int64_t(m.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float pi = p[i];
-    if (decay_[i]) pi -= wd * pi;
-    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-    pi -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-    p[i] = pi;
-  }
+  ops::adamw_step(int64_t(m.size()), ops::adamw_scalars(lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, t_),
+                  p, g, m.data(), v.data(), decay_.data());
 }
 
 double cosine_lr(int64_t step, int64_t total, int64_t warmup, double base_lr, double warmup_lr, double min_lr) {
@@ -41,21 +29,11 @@ double cosine_lr(int64_t step, int64_t total, int64_t warmup, double base_lr, do
 }
 
 void ema_update(std::vector<float>& ema, const std::vector<float>& params, double decay) {
-  const float d = float(decay), r = float(1.0 - decay);
-  const int64_t n = int64_t(ema.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) ema[i] = d * ema[i] + r * params[i];
+  ops::ema_update(int64_t(ema.size()), ema.data(), params.data(), decay);
 }
 
 double clip_grad_norm(std::vector<float>& grads, double max_norm) {
-  double s = 0;
-  for (float g : grads) s += double(g) * g;  // sequential: fixed order, deterministic
-  const double norm = std::sqrt(s);
-  if (max_norm > 0 && norm > max_norm) {
-    const float f = float(max_norm / (norm + 1e-6));
-    for (float& g : grads) g *= f;
-  }
-  return norm;
+  return ops::clip_grad_norm(int64_t(grads.size()), grads.data(), max_norm);
 }
 
 }  // namespace kat

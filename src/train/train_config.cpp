@@ -1,10 +1,10 @@
 #include "train/train_config.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "model/config.h"
-#include "train/gpu_runner.h"
 
 namespace kat {
 
@@ -51,7 +51,11 @@ void TrainConfig::validate() const {
   KAT_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--smoothing must be in [0, 1)");
   KAT_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema must be in [0, 1) (0 = off)");
   KAT_CHECK(crop == "none" || crop == "pad" || crop == "rrc", "--crop must be none, pad or rrc, got '", crop, "'");
-  parse_devices(device);  // a malformed --device is an error here, before any data is read
+  KAT_CHECK(devices.empty() == (device == "cpu"), "device '", device, "' but ", devices.size(),
+            " GPU(s) in TrainConfig::devices: set both (the CLI parses --device into devices)");
+  for (size_t i = 0; i < devices.size(); ++i)
+    KAT_CHECK(devices[i] >= 0 && std::count(devices.begin(), devices.end(), devices[i]) == 1, "device '", device,
+              "': GPU ", devices[i], devices[i] < 0 ? " is not a GPU index" : " is listed twice");
   KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
   KAT_CHECK(eval_crop_pct > 0 && eval_crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", eval_crop_pct);

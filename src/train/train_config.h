@@ -14,7 +14,10 @@ struct TrainConfig {
   std::vector<std::string> model_overrides;  // "key=value"
   std::string data = "fashion-mnist";       // see data::load_dataset
   std::string out_dir;                      // "" -> runs/<model>-<YYYYmmdd-HHMMSS>
-  std::string device = "cpu";
+  std::string device = "cpu";  // as given to --device: recorded in config.json and checkpoints
+  // The GPUs to train on (data parallel when several); empty: the CPU. Parsed from --device by the
+  // CLI (apps/kat/device_flag.h); not saved (a resumed run trains where it is told to).
+  std::vector<int> devices;
   std::string init;  // fine-tuning: initialise the weights from this checkpoint (see load_pretrained)
   // schedule
   int epochs = 10;

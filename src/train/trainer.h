@@ -3,6 +3,12 @@
 // after every epoch; atomic checkpoints with bit-exact resume; progress bar, metrics.jsonl,
 // config.json.
 //
+// Structure (trainer.cpp): resume_run (the config and step a run continues from), load_run_data
+// (datasets, loaders, step counts), init_host_state + make_engine (the host model and training
+// state, and the Engine that computes on it: CpuEngine, or GpuGroup over TrainConfig::devices),
+// then one loop, Run::train_epoch (the optimizer steps through the Engine interface, the same
+// sequence on every backend) and Run::end_epoch (evaluation, log, checkpoint, plots).
+//
 // Determinism: every random choice is a pure function of (seed, position): data order and
 // augmentation of (seed, epoch, index) in the loader, drop-path of (seed, optimizer step). A
 // checkpoint therefore only needs the step counter besides weights, moments and EMA, and a resumed

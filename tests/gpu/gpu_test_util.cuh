@@ -1,17 +1,14 @@
-// Support code shared by the GPU tests (tests/gpu/test_grkan_cuda.cu, test_ops_cuda.cu,
-// test_model_cuda.cu): the test framework (GoogleTest, or a minimal gtest-compatible layer where
-// gtest is missing) and host helpers (device buffers, bf16 conversion, uploads/downloads between
-// host fp32 vectors and device fp32/bf16 storage, NaN poisoning, finiteness and error norms).
+// Support code of the GPU tests written against a test framework (tests/gpu/test_model_cuda.cu,
+// test_op_harness.cu): the framework (GoogleTest, or a minimal gtest-compatible layer where gtest
+// is missing) and the host helpers of gpu_host_util.cuh.
 //
 // Test framework:
 //  - default: GoogleTest (the CMake target kat_gpu_tests, which links gtest_main);
-//  - with KAT_GPU_TEST_NO_GTEST defined (or one of the older per-file names KAT_GRKAN_NO_GTEST,
-//    KAT_OPS_NO_GTEST, KAT_MODEL_NO_GTEST, still used by bench/*_main.cu and bench/run_*_h200.sh),
-//    for the GPU machine, which has no gtest: a minimal macro layer provides TEST, EXPECT_*,
-//    ASSERT_TRUE, GTEST_SKIP and kat_gpu_test::mini::run_tests(). It defines no main(): the
-//    including program does (bench/gpu_{ops,model}_check_main.cu; test_grkan_cuda.cu, which is
-//    built stand-alone by bench/run_grkan_h200.sh, defines one itself).
-// Every helper is inline: kat_gpu_tests compiles the three test files into one binary.
+//  - with KAT_GPU_TEST_NO_GTEST defined (or KAT_MODEL_NO_GTEST, used by
+//    bench/gpu_model_check_main.cu): a minimal macro layer provides TEST, EXPECT_*, ASSERT_TRUE,
+//    GTEST_SKIP and kat_gpu_test::mini::run_tests(). It defines no main(): the including program
+//    does. (The op checks need no framework: bench/op_bench.cu runs them stand-alone.)
+// Every helper is inline: kat_gpu_tests compiles the test files into one binary.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,11 +25,12 @@
 #include <vector>
 
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/grkan_cuda.h"  // Storage, storage_bytes
+
+#include "gpu_host_util.cuh"
 
 namespace kat_gpu_test {
 // Whether `name` contains one of the comma-separated parts of `filter` (true when filter is
-// null/empty). The KAT_TEST_FILTER of the mini runner; also KAT_BENCH_ONLY of gpu_ops_check_main.
+// null/empty). The KAT_TEST_FILTER of the mini runner; 
 inline bool matches_filter(const std::string& name, const char* filter) {
   if (!filter || !*filter) return true;
   std::stringstream ss(filter);
@@ -43,8 +41,7 @@ inline bool matches_filter(const std::string& name, const char* filter) {
 }
 }  // namespace kat_gpu_test
 
-#if !defined(KAT_GPU_TEST_NO_GTEST) && \
-    (defined(KAT_GRKAN_NO_GTEST) || defined(KAT_OPS_NO_GTEST) || defined(KAT_MODEL_NO_GTEST))
+#if !defined(KAT_GPU_TEST_NO_GTEST) && defined(KAT_MODEL_NO_GTEST)
 #define KAT_GPU_TEST_NO_GTEST 1
 #endif
 
@@ -168,135 +165,6 @@ inline int run_tests(const char* filter, bool print_seconds = false) {
   } while (0)
 #define GTEST_SKIP() return (void)(::kat_gpu_test::mini::skipped() = true)
 #endif
-
-namespace kat_gpu_test {
-
-using kat::cuda::Storage;
-
-inline bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-// ---- host helpers ------------------------------------------------------------------------------
-inline uint16_t f32_to_bf16_bits(float f) {  // round to nearest even (finite inputs)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float bf16_bits_to_f32(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline float round_bf16(float f) {
-  return bf16_bits_to_f32(f32_to_bf16_bits(f));
-}
-
-inline uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-inline bool all_finite(const std::vector<float>& v) {
-  for (float f : v)
-    if (!std::isfinite(f)) return false;
-  return true;
-}
-
-// Norm-wise relative error ||got - ref|| / ||ref|| (||got - ref|| when ref is all zeros), summed
-// in double over n elements.
-template <typename A, typename B>
-double rel_err(const A* got, const B* ref, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    num += d * d;
-    den += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-// The same over ref.size() elements.
-template <typename A, typename B>
-double rel_err(const std::vector<A>& got, const std::vector<B>& ref) {
-  return rel_err(got.data(), ref.data(), ref.size());
-}
-
-// ---- device memory -----------------------------------------------------------------------------
-// Always a real allocation (at least 1 byte, so never null); `bytes` is the size asked for.
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t n) : bytes(n) { KAT_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1))); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <typename T>
-  T* as(size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(p) + byte_offset);
-  }
-};
-
-// Device (storage st) -> host float. A zero-size copy is skipped.
-inline std::vector<float> download_storage(const void* d, size_t n, Storage st) {
-  std::vector<float> out(n);
-  if (n == 0) return out;
-  if (st == Storage::F32) {
-    KAT_CUDA_CHECK(cudaMemcpy(out.data(), d, n * 4, cudaMemcpyDeviceToHost));
-  } else {
-    std::vector<uint16_t> h(n);
-    KAT_CUDA_CHECK(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; ++i) out[i] = bf16_bits_to_f32(h[i]);
-  }
-  return out;
-}
-// Host float (n values) -> device storage st (bf16: each value rounded to nearest even; the host
-// values are left as they are). A zero-size copy is skipped.
-inline void upload_storage(void* d, const float* v, size_t n, Storage st) {
-  if (n == 0) return;
-  if (st == Storage::F32) {
-    KAT_CUDA_CHECK(cudaMemcpy(d, v, n * 4, cudaMemcpyHostToDevice));
-  } else {
-    std::vector<uint16_t> h(n);
-    for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16_bits(v[i]);
-    KAT_CUDA_CHECK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
-  }
-}
-// Host float -> device storage st (bf16: rounded; `values` is rounded in place so the CPU sees the
-// same). Rounding first and then converting uploads the same bits as converting once: the bf16
-// conversion of a rounded value returns its bits unchanged (its low 16 bits are zero, so adding
-// at most 0x8000 carries nothing into the kept half).
-inline void upload_rounded(void* d, std::vector<float>& values, Storage st) {
-  if (st == Storage::BF16)
-    for (auto& v : values) v = round_bf16(v);
-  upload_storage(d, values.data(), values.size(), st);
-}
-
-inline std::vector<float> download_f32(const void* d, size_t n) {
-  return download_storage(d, n, Storage::F32);
-}
-inline void upload_f32(void* d, const std::vector<float>& v) {
-  upload_storage(d, v.data(), v.size(), Storage::F32);
-}
-
-// Storage-typed device tensor at an optional element offset (misalignment tests).
-struct DevTensor {
-  Storage st;
-  size_t n, offset;
-  DevBuf buf;
-  DevTensor(Storage s, size_t count, size_t off = 0)
-      : st(s), n(count), offset(off), buf((count + off) * kat::cuda::storage_bytes(s) + 16) {}
-  void* ptr() const { return buf.as<char>(offset * kat::cuda::storage_bytes(st)); }
-  void upload(const std::vector<float>& v) const { upload_storage(ptr(), v.data(), n, st); }
-  std::vector<float> download() const { return download_storage(ptr(), n, st); }
-  void poison() const {  // all-ones bytes: NaN in fp32 and in bf16
-    KAT_CUDA_CHECK(cudaMemset(ptr(), 0xff, n * kat::cuda::storage_bytes(st)));
-  }
-};
-
-}  // namespace kat_gpu_test
 
 #define REQUIRE_GPU() \
   if (!::kat_gpu_test::have_gpu()) GTEST_SKIP()

@@ -1,8 +1,8 @@
-// Whole-model check of the CUDA backend: cuBLASLt GEMMs (ops/cuda/gemm_cuda.h), the flash-style
-// attention core (ops/cuda/attention_cuda.h) and KatModelCuda (model/kat_model_cuda.h) against
-// the CPU reference (kat::ops, kat::KatModel, kat::AdamW).
+// Whole-model check of the CUDA backend: KatModelCuda (model/kat_model_cuda.h) against the CPU
+// reference (kat::KatModel, kat::AdamW). The single ops (GEMM, attention, ...) are checked by the
+// op harness (tests/gpu/test_op_harness.cu).
 //
-// Builds two ways (as tests/gpu/test_ops_cuda.cu):
+// Builds two ways:
 //  - in the CMake project (kat_gpu_tests, label gpu) with GoogleTest;
 //  - without gtest: bench/gpu_model_check_main.cu defines KAT_MODEL_NO_GTEST and includes this
 //    file; the minimal macro layer of gpu_test_util.cuh then provides TEST/EXPECT_*/ASSERT_* and
@@ -53,18 +53,18 @@
 #include "model/kat_model.h"
 #include "model/kat_model_cuda.h"
 #include "ops/cpu_ops.h"
-#include "ops/cuda/attention_cuda.h"
-#include "ops/cuda/ops_cuda.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/gemm_cuda.h"
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/optim.h"
+#include "train/device_optimizer.h"
 #include "train/optim.h"
 
 #include "gpu_test_util.cuh"
 
 namespace kat_model_test {
 
-using kat::cuda::Storage;
-using Prec = kat::KatModelCuda::Precision;
+using kat::DType;
+using Prec = kat::DType;
 using kat_gpu_test::all_finite;
 using kat_gpu_test::DevBuf;
 using kat_gpu_test::download_storage;
@@ -90,135 +90,6 @@ inline std::vector<float> randn(size_t n, std::mt19937_64& g, float scale = 1.f,
     if (x == 0.f) x = 1e-3f * scale;
   }
   return v;
-}
-
-// ---- GEMM + column sum --------------------------------------------------------------------------
-void check_gemm(Storage st, int64_t M, int64_t K, int64_t N, kat::cuda::Gemm& gemm) {
-  std::mt19937_64 g(1000 + M * 7 + K * 3 + N + (st == Storage::BF16));
-  auto x = randn(M * K, g), W = randn(N * K, g, 0.1f), b = randn(N, g), dy = randn(M * N, g);
-  auto dW0 = randn(N * K, g, 0.01f), db0 = randn(N, g, 0.01f);
-  const size_t es = kat::cuda::storage_bytes(st);
-  DevBuf dx_(M * K * es), dW_(N * K * es), db_(N * 4), dy_(M * N * es), y_(M * N * es), dxo(M * K * es),
-      dWo(N * K * 4), dbo(N * 4), ws(kat::cuda::column_sum_workspace_bytes(M, N));
-  upload_rounded(dx_.p, x, st);
-  upload_rounded(dW_.p, W, st);
-  upload_rounded(dy_.p, dy, st);
-  KAT_CUDA_CHECK(cudaMemcpy(db_.p, b.data(), N * 4, cudaMemcpyHostToDevice));
-  KAT_CUDA_CHECK(cudaMemcpy(dWo.p, dW0.data(), N * K * 4, cudaMemcpyHostToDevice));
-  KAT_CUDA_CHECK(cudaMemcpy(dbo.p, db0.data(), N * 4, cudaMemcpyHostToDevice));
-  KAT_CUDA_CHECK(cudaMemset(y_.p, 0xff, M * N * es));
-  KAT_CUDA_CHECK(cudaMemset(dxo.p, 0xff, M * K * es));
-  gemm.forward(M, K, N, st, dx_.p, dW_.p, db_.as<float>(), y_.p, nullptr);
-  gemm.backward_data(M, K, N, st, dy_.p, dW_.p, dxo.p, nullptr);
-  gemm.backward_weight(M, K, N, st, dy_.p, dx_.p, dWo.as<float>(), nullptr);
-  kat::cuda::column_sum_accumulate(M, N, st, dy_.p, dbo.as<float>(), ws.p, nullptr);
-  KAT_CUDA_CHECK(cudaDeviceSynchronize());
-  // float64 truth on the values the GPU saw
-  std::vector<double> xd(x.begin(), x.end()), Wd(W.begin(), W.end()), bd(b.begin(), b.end()), dyd(dy.begin(), dy.end());
-  std::vector<double> y(M * N), dx(M * K), dW(dW0.begin(), dW0.end()), db(db0.begin(), db0.end());
-  kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bd.data(), y.data());
-  kat::ops::linear_backward<double>(M, K, N, xd.data(), Wd.data(), dyd.data(), dx.data(), dW.data(), db.data());
-  const auto yg = download_storage(y_.p, M * N, st), dxg = download_storage(dxo.p, M * K, st);
-  const auto dWg = download_storage(dWo.p, N * K, Storage::F32), dbg = download_storage(dbo.p, N, Storage::F32);
-  const double e_y = rel_err(yg.data(), y.data(), y.size()), e_dx = rel_err(dxg.data(), dx.data(), dx.size());
-  const double e_dW = rel_err(dWg.data(), dW.data(), dW.size()), e_db = rel_err(dbg.data(), db.data(), db.size());
-  std::printf("    gemm %s (M,K,N)=(%lld,%lld,%lld): y %.2e dx %.2e dW %.2e db %.2e\n", st == Storage::F32 ? "f32 " : "bf16",
-              (long long)M, (long long)K, (long long)N, e_y, e_dx, e_dW, e_db);
-  // fp32: K-term fp32 sums (~sqrt(K) u); bf16: one output rounding (2^-9) dominates.
-  const double tol = st == Storage::F32 ? 1e-5 : 8e-3, tolw = st == Storage::F32 ? 1e-5 : 1e-5;
-  EXPECT_TRUE(all_finite(yg) && all_finite(dxg) && all_finite(dWg) && all_finite(dbg));
-  EXPECT_LE(e_y, tol);
-  EXPECT_LE(e_dx, tol);
-  EXPECT_LE(e_dW, tolw);  // fp32 accumulation of exactly-representable bf16 products
-  EXPECT_LE(e_db, 1e-5);
-  if (st == Storage::BF16) {  // bias from its bf16 copy in the cuBLASLt epilogue (what the model uses)
-    DevBuf bq_(N * 2), y2_(M * N * es);
-    upload_rounded(bq_.p, b, Storage::BF16);
-    KAT_CUDA_CHECK(cudaMemset(y2_.p, 0xff, M * N * es));
-    gemm.forward(M, K, N, st, dx_.p, dW_.p, db_.as<float>(), y2_.p, nullptr, bq_.p);
-    KAT_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto bq = download_storage(bq_.p, N, Storage::BF16);  // the bias values the epilogue saw
-    std::vector<double> bqd(bq.begin(), bq.end()), y2(M * N);
-    kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bqd.data(), y2.data());
-    const auto y2g = download_storage(y2_.p, M * N, st);
-    const double e_y2 = rel_err(y2g.data(), y2.data(), y2.size());
-    std::printf("    gemm bf16 (M,K,N)=(%lld,%lld,%lld): y with the bf16 bias in the epilogue %.2e\n", (long long)M,
-                (long long)K, (long long)N, e_y2);
-    EXPECT_TRUE(all_finite(y2g));
-    EXPECT_LE(e_y2, tol);
-  }
-}
-
-TEST(ModelCuda, GemmColumnSum) {
-  if (!have_gpu()) GTEST_SKIP();
-  kat::cuda::Gemm gemm;
-  for (Storage st : {Storage::F32, Storage::BF16}) {
-    check_gemm(st, 100, 72, 40, gemm);
-    check_gemm(st, 394, 192, 576, gemm);
-    check_gemm(st, 1576, 768, 192, gemm);
-    check_gemm(st, 7, 33, 1000, gemm);  // odd sizes: low-alignment paths
-    check_gemm(st, 1030, 24, 13, gemm);  // N % 8 != 0: scalar column sums over 5 row chunks
-  }
-}
-
-// ---- attention --------------------------------------------------------------------------------
-void check_attention(Storage st, int64_t B, int64_t N, int64_t D, int64_t H, bool simt = false) {
-  kat::cuda::attention_force_simt(simt);
-  std::mt19937_64 g(77 + B * 13 + N * 5 + D + H + (st == Storage::BF16));
-  auto qkv = randn(B * N * 3 * D, g), dout = randn(B * N * D, g);
-  const size_t es = kat::cuda::storage_bytes(st);
-  DevBuf qkv_(qkv.size() * es), out_(B * N * D * es), lse_(B * H * N * 4), dout_(dout.size() * es),
-      dqkv_(qkv.size() * es), ws(kat::cuda::attention_backward_workspace_bytes(B, N, H));
-  upload_rounded(qkv_.p, qkv, st);
-  upload_rounded(dout_.p, dout, st);
-  std::vector<float> out_first, dqkv_first;
-  for (int rep = 0; rep < 2; ++rep) {
-    KAT_CUDA_CHECK(cudaMemset(out_.p, 0xff, out_.bytes));
-    KAT_CUDA_CHECK(cudaMemset(dqkv_.p, 0xff, dqkv_.bytes));
-    kat::cuda::attention_forward(B, N, D, H, st, qkv_.p, out_.p, lse_.as<float>(), nullptr);
-    kat::cuda::attention_backward(B, N, D, H, st, qkv_.p, out_.p, lse_.as<float>(), dout_.p, dqkv_.p, ws.p, nullptr);
-    KAT_CUDA_CHECK(cudaDeviceSynchronize());
-    auto o = download_storage(out_.p, B * N * D, st), dq = download_storage(dqkv_.p, qkv.size(), st);
-    if (rep == 0) {
-      out_first = o;
-      dqkv_first = dq;
-    } else {
-      EXPECT_TRUE(std::memcmp(o.data(), out_first.data(), o.size() * 4) == 0 &&
-                  std::memcmp(dq.data(), dqkv_first.data(), dq.size() * 4) == 0);  // bitwise reproducible
-    }
-  }
-  std::vector<double> qd(qkv.begin(), qkv.end()), gd(dout.begin(), dout.end()), out(B * N * D),
-      probs(B * H * N * N), dqkv(qkv.size());
-  kat::ops::attention_forward<double>(B, N, D, H, qd.data(), out.data(), probs.data());
-  kat::ops::attention_backward<double>(B, N, D, H, qd.data(), probs.data(), gd.data(), dqkv.data());
-  const double e_o = rel_err(out_first.data(), out.data(), out.size());
-  const double e_d = rel_err(dqkv_first.data(), dqkv.data(), dqkv.size());
-  kat::cuda::attention_force_simt(false);
-  std::printf("    attention %s B=%lld N=%lld D=%lld H=%lld: out %.2e dqkv %.2e\n",
-              st == Storage::F32 ? "f32 " : (simt || (D / H) % 16 ? "bf16 simt" : "bf16 tensor-core"),
-              (long long)B, (long long)N, (long long)D, (long long)H, e_o, e_d);
-  EXPECT_TRUE(all_finite(out_first) && all_finite(dqkv_first));
-  // fp32: N-term fp32 sums and expf (<= 2 ulp) -> 1e-5; bf16: one rounding of the output (2^-9)
-  // plus the bf16 rounding of `out` used in Dv_i, and on the tensor-core path the bf16 rounding
-  // of P, P^T and dS before their second GEMM (each 2^-9 relative, averaged over N terms) -> 1e-2.
-  const double tol = st == Storage::F32 ? 1e-5 : 1e-2;
-  EXPECT_LE(e_o, tol);
-  EXPECT_LE(e_d, tol);
-}
-
-TEST(ModelCuda, Attention) {
-  if (!have_gpu()) GTEST_SKIP();
-  for (int path = 0; path < 3; ++path) {  // fp32; bf16 SIMT; bf16 tensor-core
-    const Storage st = path == 0 ? Storage::F32 : Storage::BF16;
-    const bool simt = path == 1;
-    check_attention(st, 2, 197, 192, 3, simt);  // kat_tiny: hd 64
-    check_attention(st, 3, 50, 64, 4, simt);    // kat_micro: hd 16
-    check_attention(st, 2, 65, 96, 3, simt);    // hd 32, N just over one tile
-    check_attention(st, 1, 256, 384, 8, simt);  // hd 48, N at the limit
-    check_attention(st, 2, 7, 96, 4, simt);     // hd 24 (SIMT only), tiny N
-    check_attention(st, 3, 1, 128, 2, simt);    // hd 64, a single token
-    check_attention(st, 2, 128, 256, 4, simt);  // hd 64, N a whole number of 64-row tiles
-  }
 }
 
 // ---- whole model --------------------------------------------------------------------------------
@@ -300,8 +171,8 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
     gpu.loss_forward_backward(tgt_.as<float>(), ls);
     gpu.backward(gpu.dlogits());
     KAT_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto logits = download_storage(lg, logits_cpu.size(), gpu.storage());
-    const auto feat = download_storage(gpu.features(), size_t(nfeat), gpu.storage());
+    const auto logits = download_storage(lg, logits_cpu.size(), gpu.dtype());
+    const auto feat = download_storage(gpu.features(), size_t(nfeat), gpu.dtype());
     std::vector<float> grads(cpu.grads.size());
     gpu.download_grads(grads.data());
     const double loss_gpu = gpu.loss_value();
@@ -393,7 +264,7 @@ TEST(ModelCuda, TrainingTrajectory) {
   gpu.upload_params(cpu.params.data());
   kat::AdamWConfig oc;
   kat::AdamW opt(cpu.table(), oc);
-  gpu.set_optimizer(oc);
+  kat::DeviceOptimizer dopt(gpu, oc);  // the training layer's AdamW on the model's device buffers
   cpu.plan(B);
   gpu.plan(B);
   const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
@@ -413,7 +284,11 @@ TEST(ModelCuda, TrainingTrajectory) {
     opt.step(cpu.params.data(), cpu.grads.data(), lr);
     KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
     KAT_CUDA_CHECK(cudaMemcpy(tgt_.p, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice));
-    gpu.train_step(img_.as<float>(), tgt_.as<float>(), B, lr, ls, &rg);
+    gpu.zero_grad();
+    gpu.forward(img_.as<float>(), B, true, &rg);
+    gpu.loss_forward_backward(tgt_.as<float>(), ls);
+    gpu.backward(gpu.dlogits());
+    dopt.step(lr);
     const double loss_g = gpu.loss_value();
     const double rel = std::fabs(loss_g - loss_c) / std::fabs(loss_c);
     worst = std::max(worst, std::isfinite(rel) ? rel : 1e30);
@@ -446,11 +321,11 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   gpu.upload_params(cpu.params.data());
   kat::AdamWConfig oc;
   kat::AdamW opt(cpu.table(), oc);
-  gpu.set_optimizer(oc);
+  kat::DeviceOptimizer dopt(gpu, oc);  // AdamW, clipping and EMA of the training layer
   cpu.plan(B);
   gpu.plan(B);
   std::vector<float> ema = cpu.params;
-  gpu.ema_init(ema.data());
+  dopt.ema_init(ema.data());
   const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
   DevBuf img_(img * 4), tgt_(size_t(B) * cfg.num_classes * 4);
   kat::Rng rc(5), rg(5);
@@ -479,32 +354,32 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
       worst_loss = std::max(worst_loss, std::isfinite(rel) ? rel : 1e30);
     }
     const double norm_c = kat::clip_grad_norm(cpu.grads, clip);
-    gpu.clip_grad_norm(clip);
-    const double norm_g = gpu.last_grad_norm();
+    dopt.clip_grad_norm(clip);
+    const double norm_g = dopt.last_grad_norm();
     clipped += norm_c > clip;
     const double reln = std::fabs(norm_g - norm_c) / norm_c;
     worst_norm = std::max(worst_norm, std::isfinite(reln) ? reln : 1e30);
     opt.step(cpu.params.data(), cpu.grads.data(), lr);
-    gpu.adamw_step(lr);
+    dopt.step(lr);
     kat::ema_update(ema, cpu.params, decay);
-    gpu.ema_update(decay);
+    dopt.ema_update(decay);
   }
   std::vector<float> pg(cpu.params.size()), eg(cpu.params.size());
-  gpu.download_params(pg.data());
-  gpu.download_ema(eg.data());
+  dopt.download_params(pg.data());
+  dopt.download_ema(eg.data());
   const double ep = rel_err(pg.data(), cpu.params.data(), pg.size());
   const double ee = rel_err(eg.data(), ema.data(), eg.size());
   // EMA weights swapped in: an eval forward must match the CPU model holding the EMA.
-  gpu.swap_ema();
+  dopt.swap_ema();
   std::vector<float> still_master(cpu.params.size());
-  gpu.download_params(still_master.data());
+  dopt.download_params(still_master.data());
   const bool master_kept = std::memcmp(still_master.data(), pg.data(), pg.size() * 4) == 0;
   auto images = randn(img, g);
   KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
   gpu.forward(img_.as<float>(), B, false);
   std::vector<float> zg(size_t(B) * cfg.num_classes);
   gpu.download_logits(zg.data());
-  gpu.swap_ema();
+  dopt.swap_ema();
   cpu.params = ema;
   const float* zc = cpu.forward(images.data(), B, false);
   const double ez = rel_err(zg.data(), zc, zg.size());
@@ -518,7 +393,7 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   EXPECT_LE(ee, kTrajParams);
   EXPECT_LE(ez, 1e-4);
   EXPECT_TRUE(master_kept);
-  EXPECT_FALSE(gpu.ema_swapped());
+  EXPECT_FALSE(dopt.ema_swapped());
 }
 
 }  // namespace kat_model_test
@@ -558,12 +433,12 @@ TEST(ModelCuda, ClipGradNormAndDivide) {
   }
   // divide: fp32 is the same IEEE division as the CPU trainer's dz /= accum.
   KAT_CUDA_CHECK(cudaMemcpy(d.p, h.data(), n * 4, cudaMemcpyHostToDevice));
-  kat::cuda::divide_inplace(n, kat::cuda::Storage::F32, d.p, 3.0f, nullptr);
+  kat::cuda::divide_inplace(n, kat::DType::F32, d.p, 3.0f, nullptr);
   std::vector<float> out(n), ref = h;
   for (auto& v : ref) v /= 3.0f;
   KAT_CUDA_CHECK(cudaMemcpy(out.data(), d.p, n * 4, cudaMemcpyDeviceToHost));
   EXPECT_EQ(std::memcmp(out.data(), ref.data(), n * 4), 0);
-  EXPECT_THROW(kat::cuda::divide_inplace(n, kat::cuda::Storage::F32, d.p, 0.0f, nullptr), kat::Error);
+  EXPECT_THROW(kat::cuda::divide_inplace(n, kat::DType::F32, d.p, 0.0f, nullptr), kat::Error);
   std::printf("    clip_grad_norm n = %lld: norm rel vs CPU %.2e; divide bitwise\n", (long long)n, worst);
 }
 

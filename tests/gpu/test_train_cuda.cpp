@@ -41,6 +41,7 @@ TrainConfig tiny_gpu_run(const std::string& dir) {
   TrainConfig c = kat::test::tiny_run(dir);
   c.data = "fashion-mnist:" + fmnist_dir();
   c.device = "cuda";
+  c.devices = {0};
   return c;
 }
 }  // namespace
@@ -79,7 +80,7 @@ TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {
     for (int b = 0; b < B; ++b) ts[i][size_t(b) * K + (b + i) % K] = 1.f;
   }
   auto run = [&](bool staged) {
-    GpuRunner g(cfg, 0, true, AdamWConfig{}, B, true);
+    GpuRunner g(cfg, 0, DType::BF16, AdamWConfig{}, B, true);
     g.upload_params(m.params.data());
     std::vector<double> losses;
     if (staged) g.stage(xs[0].data(), ts[0].data(), B);
@@ -126,7 +127,7 @@ TEST(TrainCuda, ForwardAbovePlanRunsInChunks) {
   Rng r(12);
   for (auto& v : x) v = float(r.normal());
   auto logits = [&](int plan, bool training) {
-    GpuRunner g(cfg, 0, false, AdamWConfig{}, plan, training);
+    GpuRunner g(cfg, 0, DType::F32, AdamWConfig{}, plan, training);
     g.upload_params(m.params.data());
     const float* z = g.logits(x.data(), B);
     if (plan < B) EXPECT_THROW(g.forward(nullptr, B, nullptr), Error);  // cannot reuse a chunked batch
@@ -156,12 +157,12 @@ TEST(TrainCuda, Bf16UploadEqualsF32Input) {
   Rng r(31);
   for (auto& v : x) v = float(r.normal());
   for (int b = 0; b < B; ++b) x[b * per] = 1.0f + 1.0f / 256;  // halfway between two bf16 values: ties to even
-  GpuRunner g(cfg, 0, true, AdamWConfig{}, B, false);
+  GpuRunner g(cfg, 0, DType::BF16, AdamWConfig{}, B, false);
   g.upload_params(m.params.data());
   const float* z = g.logits(x.data(), B);
   const std::vector<float> via_bf16(z, z + size_t(B) * K);
 
-  KatModelCuda km(cfg, KatModelCuda::Precision::BF16, nullptr);
+  KatModelCuda km(cfg, DType::BF16, nullptr);
   km.plan(B, false);
   km.upload_params(m.params.data());
   float* dimg = nullptr;
@@ -179,7 +180,7 @@ TEST(TrainCuda, Bf16UploadEqualsF32Input) {
 TEST(TrainCuda, OversizedBatchNamesTheFix) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
   const ModelConfig cfg = ModelConfig::load("kat_base_patch16_224");
-  kat::test::expect_error([&] { GpuRunner g(cfg, 0, true, AdamWConfig{}, 200000, true); },  // ~100 TB
+  kat::test::expect_error([&] { GpuRunner g(cfg, 0, DType::BF16, AdamWConfig{}, 200000, true); },  // ~100 TB
                           {"kat_base_patch16_224 at batch 200000", "MiB free", "lower --batch"});
 }
 
@@ -240,6 +241,7 @@ TEST(TrainCuda, DataParallelTwoGpus) {
   fs::remove_all(b);
   TrainConfig c = tiny_gpu_run(a);
   c.device = "cuda:0,1";
+  c.devices = {0, 1};
   kat::test::check_resume_bitwise(c, a, b);
   fs::remove_all(a);
   fs::remove_all(b);

@@ -1,8 +1,8 @@
 // Tensor-core attention core (bf16 storage, head dim 16/32/48/64, N <= 256), FlashAttention-2
 // style with mma.sync m16n8k16 (see mma_bf16.cuh for the fragment layouts). Same contract as
-// attention_cuda.h; called from there.
+// attention.h; called from attention.cu.
 //
-// Blocks of W = 8 warps (4 with KAT_ATTN_WARPS=4); a warp owns 16 rows (queries in the forward
+// Blocks of W = 8 warps; a warp owns 16 rows (queries in the forward
 // and dq kernels, keys in the dk/dv kernel) and keeps everything of those rows in registers: its
 // A fragments (Q, dout or K, V), the fp32 accumulators (O, dq or dk, dv) and one 16 x 64 chunk of
 // scores. The other operand of the
@@ -44,17 +44,11 @@ using mma::mma_bf16;
 using mma::smem_addr;
 using mma::to_a;
 
-// Warps per block (W, 16 rows each): a template parameter of every kernel. Default 8 (128 rows
-// per block: half the blocks restaging the same K/V); KAT_ATTN_WARPS=4 selects 64-row blocks.
+// Warps per block (W, 16 rows each): a template parameter of every kernel, launched with W = 8
+// (128 rows per block: half the blocks restaging the same K/V compared with W = 4).
 // H200, kat_tiny b256 (2026-11-30, same call): W = 8 train 15,784 / infer 57,811 img/s,
 // W = 4 14,670 / 49,584; both pass the attention and model tests.
-int warps_per_block() {
-  static const int w = [] {
-    const char* e = std::getenv("KAT_ATTN_WARPS");
-    return e && std::atoi(e) == 4 ? 4 : 8;
-  }();
-  return w;
-}
+constexpr int kWarpsPerBlock = 8;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 __host__ __device__ constexpr int pad16(int n) {
@@ -535,10 +529,7 @@ void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* 
 template <int HD>
 void launch_forward(int64_t B, int N, int D, int H, float scale, const void* qkv, void* out, float* lse,
                     cudaStream_t s) {
-  if (warps_per_block() == 8)
-    launch_forward_w<HD, 8>(B, N, D, H, scale, qkv, out, lse, s);
-  else
-    launch_forward_w<HD, 4>(B, N, D, H, scale, qkv, out, lse, s);
+  launch_forward_w<HD, kWarpsPerBlock>(B, N, D, H, scale, qkv, out, lse, s);
 }
 
 template <int HD>
@@ -547,10 +538,7 @@ void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qk
   // dk/dv at 64-query steps and 210 registers (1 block of 8 warps per SM). Measured alternatives
   // (H200, kat_tiny b256): 32-query steps (164 registers, still 1 block) no faster; held to 128
   // registers (176 B of spills) within noise.
-  if (warps_per_block() == 8)
-    launch_backward_w<HD, 8, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, s);
-  else
-    launch_backward_w<HD, 4, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, s);
+  launch_backward_w<HD, kWarpsPerBlock, 4, 1>(B, N, D, H, scale, qkv, out, lse, dout, dqkv, dvec, ds_buf, s);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Tensor-core (mma.sync) attention core for bf16 storage; internal to attention_cuda.cu, which
+// Tensor-core (mma.sync) attention core for bf16 storage; internal to attention.cu, which
 // checks shapes and dispatches. See attention_mma.cu for the design.
 #pragma once
 #include <cuda_runtime.h>

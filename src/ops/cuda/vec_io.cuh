@@ -1,8 +1,9 @@
-// Device helpers shared by the CUDA kernels (grkan, ops, attention, embed, clipping): bf16
-// packing, scalar fp32 loads/stores of either storage type, 16-byte vector types per storage (8 bf16 or 4
-// fp32 per thread), unpack to fp32, vector stores, and programmatic-dependent-launch (PDL) waits. Loads stay
-// in each kernel file: GR-KAN reads through the read-only cache (__ldg), the other ops use plain loads
-// because some of them write in place (dlogits over logits).
+// Device helpers shared by the CUDA kernels (grkan, layernorm, elementwise, cross_entropy, optim,
+// attention, embed): bf16 packing, scalar fp32 loads/stores of either element type, 16-byte vector
+// types per DType (8 bf16 or 4 fp32 per thread), unpack to fp32, vector stores, and
+// programmatic-dependent-launch (PDL) waits. Vector loads live with their kernels: GR-KAN reads
+// through the read-only cache (__ldg, grkan.cu), the row and elementwise ops use plain loads
+// (row_ops.cuh) because some of them write in place (dlogits over logits).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -10,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "ops/cuda/grkan_cuda.h"  // Storage
+#include "core/dtype.h"
 
 namespace kat::cuda::vecio {
 
@@ -55,22 +56,22 @@ __device__ __forceinline__ void st_f(__nv_bfloat16* p, float v) {
 
 // Raw 16-byte (or scalar) vector as loaded; unpacked to fp32 right before use, so that prefetched
 // vectors cost 4 registers each, not 8.
-template <Storage S, int VEC>
+template <DType S, int VEC>
 struct RawT;
 template <>
-struct RawT<Storage::F32, 4> { using type = float4; };
+struct RawT<DType::F32, 4> { using type = float4; };
 template <>
-struct RawT<Storage::F32, 1> { using type = float; };
+struct RawT<DType::F32, 1> { using type = float; };
 template <>
-struct RawT<Storage::BF16, 8> { using type = uint4; };
+struct RawT<DType::BF16, 8> { using type = uint4; };
 template <>
-struct RawT<Storage::BF16, 1> { using type = unsigned short; };
-template <Storage S, int VEC>
+struct RawT<DType::BF16, 1> { using type = unsigned short; };
+template <DType S, int VEC>
 using Raw = typename RawT<S, VEC>::type;
 
-template <Storage S, int VEC>
+template <DType S, int VEC>
 __device__ __forceinline__ void unpack(const Raw<S, VEC>& t, float (&v)[VEC]) {
-  if constexpr (S == Storage::F32) {
+  if constexpr (S == DType::F32) {
     if constexpr (VEC == 4) {
       v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
     } else {
@@ -87,9 +88,9 @@ __device__ __forceinline__ void unpack(const Raw<S, VEC>& t, float (&v)[VEC]) {
 }
 
 // Element offset `off` of a storage-typed tensor; (off * bytes) must be 16-byte aligned for VEC > 1.
-template <Storage S, int VEC>
+template <DType S, int VEC>
 __device__ __forceinline__ void store_vec(void* base, int64_t off, const float (&v)[VEC]) {
-  if constexpr (S == Storage::F32) {
+  if constexpr (S == DType::F32) {
     float* p = static_cast<float*>(base) + off;
     if constexpr (VEC == 4)
       *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);

@@ -1,0 +1,68 @@
+// Engine: the one backend interface of training and inference. The trainer (train/trainer.h),
+// evaluation (train/evaluate.h), `kat bench` and the inference commands drive a model through it,
+// whatever runs it:
+//
+//   CpuEngine  (train/cpu_engine.h)  KatModel + kat::AdamW / EMA / clipping on the host
+//   GpuRunner  (train/gpu_runner.h)  KatModelCuda + DeviceOptimizer on one GPU
+//   GpuGroup   (train/gpu_group.h)   GpuRunner replicas on several GPUs, NCCL all-reduce
+//
+// One optimizer step:
+//   begin_step();                                   zero the gradients
+//   per micro-batch: stage(images, targets, B);     hand over a batch (GPU: upload, overlapped)
+//                    compute_staged(accum, &rng);   forward (train mode, drop-path from rng) +
+//                                                   loss + backward, dlogits / accum
+//                    staged_loss();                 that micro-batch's loss
+//   finish_step(lr, clip);                          clip (clip > 0), AdamW at lr, EMA (if on)
+// stage(next) may come between compute_staged() and staged_loss(), so the next upload overlaps
+// this compute. Host buffers passed to stage() may be reused once it returns.
+//
+// Host state is in KatModel's flat table layout (num_params floats): upload/download of weights,
+// AdamW moments and EMA are how checkpoints are written and resumed, on every backend the same.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/rng.h"
+#include "model/config.h"
+
+namespace kat {
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  // "cpu", "cuda:0", "cuda:0,1": where the engine runs, for messages.
+  virtual std::string device_name() const = 0;
+
+  // Weights and optimizer state, host side in the flat table layout. Synchronous.
+  virtual void upload_params(const float* host) = 0;
+  virtual void download_params(float* host) = 0;  // the master weights, also with the EMA in use
+  virtual void upload_moments(const float* m, const float* v, int64_t steps) = 0;
+  virtual void download_moments(float* m, float* v) = 0;
+  virtual int64_t optimizer_steps() const = 0;
+
+  // EMA of the weights, updated by every finish_step with `decay`.
+  virtual void ema_init(const float* host, double decay) = 0;
+  virtual void download_ema(float* host) = 0;
+  // true: logits() uses the EMA weights until use_ema_weights(false).
+  virtual void use_ema_weights(bool on) = 0;
+
+  // The training step (see above).
+  virtual void begin_step() = 0;
+  virtual void stage(const float* images, const float* targets, int B) = 0;
+  virtual void compute_staged(int accum_steps, Rng* rng) = 0;
+  virtual double staged_loss() = 0;
+  virtual void finish_step(double lr, double clip_max_norm) = 0;
+  // Where the last training forward first went non-finite ("blocks.3.mlp.act2 output"), when the
+  // backend can tell (the CPU); "" otherwise.
+  virtual std::string first_nonfinite() { return ""; }
+
+  // Eval-mode forward of images (B, C, H, W) fp32 on the host -> logits (B, classes) fp32 in a
+  // host buffer the engine owns, valid until the next call. Any B (chunked or re-planned).
+  virtual const float* logits(const float* images, int B) = 0;
+  // Wait for everything enqueued.
+  virtual void synchronize() {}
+};
+
+}  // namespace kat
