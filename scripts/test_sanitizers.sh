@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DKAT_CUDA=OFF -DKAT_BENCHES=OFF \
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DKAT_CUDA=OFF -DKAT_BENCHES=OFF -DKAT_SLOW_TEST_TIMEOUT=1800 \
   -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -g $SAN" \
   -DCMAKE_EXE_LINKER_FLAGS_SANITIZE="$SAN" -DCMAKE_SHARED_LINKER_FLAGS_SANITIZE="$SAN"
 cmake --build build-asan -j"$(nproc)"
