@@ -49,10 +49,13 @@ void ModelConfig::validate() const {
   for (float s : std) KAT_CHECK(s > 0, "config '", name, "': std values must be > 0");
 }
 
+// An X-macro list: clang-format lays it out differently on every pass, so it is left as written.
+// clang-format off
 #define KAT_CONFIG_FIELDS(X)                                                                    \
   X(name) X(img_size) X(patch_size) X(in_chans) X(num_classes) X(embed_dim) X(depth) X(num_heads) \
   X(mlp_hidden) X(ffn) X(groups) X(shared_numerator) X(act1_init) X(act2_init) X(drop_path_rate) X(init) \
   X(mean) X(std)
+// clang-format on
 
 std::string ModelConfig::to_json(int indent) const {
   json j;
