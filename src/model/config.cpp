@@ -5,7 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
 #include "core/error.h"
 
@@ -46,10 +49,13 @@ void ModelConfig::validate() const {
   for (float s : std) KAT_CHECK(s > 0, "config '", name, "': std values must be > 0");
 }
 
+// An X-macro list: clang-format lays it out differently on every pass, so it is left as written.
+// clang-format off
 #define KAT_CONFIG_FIELDS(X)                                                                    \
   X(name) X(img_size) X(patch_size) X(in_chans) X(num_classes) X(embed_dim) X(depth) X(num_heads) \
   X(mlp_hidden) X(ffn) X(groups) X(shared_numerator) X(act1_init) X(act2_init) X(drop_path_rate) X(init) \
   X(mean) X(std)
+// clang-format on
 
 std::string ModelConfig::to_json(int indent) const {
   json j;
@@ -95,29 +101,54 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   return c;
 }
 
+namespace detail {
+// (name, JSON text) of every configs/*.json, sorted by name: generated at build time by
+// cmake/embed_configs.cmake, so built-in models need no file at run time.
+std::span<const std::pair<std::string_view, std::string_view>> builtin_config_table();
+}  // namespace detail
+
+namespace {
+std::string_view builtin_config_text(const std::string& name) {
+  for (const auto& [n, text] : detail::builtin_config_table())
+    if (n == name) return text;
+  return {};
+}
+}  // namespace
+
 std::string config_dir() {
-  if (const char* e = std::getenv("KAT_CONFIG_DIR")) return e;
-  return std::string(KAT_SOURCE_DIR) + "/configs";
+  const char* e = std::getenv("KAT_CONFIG_DIR");
+  return e ? e : "";
 }
 
 std::vector<std::string> builtin_config_names() {
   std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(config_dir(), ec))
-    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
+  for (const auto& entry : detail::builtin_config_table()) names.emplace_back(entry.first);
+  if (const std::string dir = config_dir(); !dir.empty()) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+      if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
+  }
   std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
   return names;
 }
 
 ModelConfig ModelConfig::load(const std::string& name_or_path) {
+  // 1. a JSON file; 2. <$KAT_CONFIG_DIR>/<name>.json; 3. a built-in model.
   std::string path = name_or_path;
-  if (!std::filesystem::exists(path)) path = config_dir() + "/" + name_or_path + ".json";
+  const std::string dir = config_dir();
+  if (!std::filesystem::exists(path) && !dir.empty()) path = dir + "/" + name_or_path + ".json";
+  if (!std::filesystem::exists(path)) {
+    const std::string_view text = builtin_config_text(name_or_path);
+    if (!text.empty()) return from_json(std::string(text), "built-in config '" + name_or_path + "'");
+  }
   std::ifstream f(path);
   if (!f) {
     std::string known;
     for (const auto& n : builtin_config_names()) known += " " + n;
-    throw Error(detail::concat("unknown model '", name_or_path, "': no such file and no ", path,
-                               " (built-in models:", known, ")"));
+    throw Error(detail::concat("unknown model '", name_or_path, "': no such file",
+                               dir.empty() ? std::string() : ", no " + path + ",",
+                               " and not a built-in model (built-in models:", known, ")"));
   }
   std::stringstream ss;
   ss << f.rdbuf();

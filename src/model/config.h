@@ -1,5 +1,5 @@
-// Model configuration (data, not code): read from JSON (configs/<name>.json or a path), with
-// command-line overrides "key=value". See docs/FORMATS.md.
+// Model configuration (data, not code): read from JSON (a built-in model, compiled in from
+// configs/<name>.json, or a path), with command-line overrides "key=value". See docs/FORMATS.md.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -31,14 +31,16 @@ struct ModelConfig {
   void validate() const;
   std::string to_json(int indent = 2) const;
   static ModelConfig from_json(const std::string& text, const std::string& source);
-  // name_or_path: a JSON file path, or a built-in name looked up in the config directory
-  // ($KAT_CONFIG_DIR, else <source tree>/configs).
+  // name_or_path, first match wins: a JSON file path; <name>.json in $KAT_CONFIG_DIR (when set);
+  // a built-in model (configs/*.json, compiled into the library: no file needed at run time).
   static ModelConfig load(const std::string& name_or_path);
   // "key=value" overrides (same keys as the JSON). Unknown key -> error listing the keys.
   void apply_override(const std::string& kv);
 };
 
+// $KAT_CONFIG_DIR, or "" when unset (the built-in models need no directory).
 std::string config_dir();
+// The built-in models plus the *.json in $KAT_CONFIG_DIR, sorted, without duplicates.
 std::vector<std::string> builtin_config_names();
 
 }  // namespace kat
