@@ -13,7 +13,7 @@ namespace kat::cli {
 
 void register_train(CLI::App& app) {
   auto* sub = app.add_subcommand("train",
-      "Train a model. Defaults: kat_micro_patch4_28 on Fashion-MNIST, 10 epochs, AdamW + cosine,\n"
+      "Train a model. Defaults: kat_micro_patch4_28 on Fashion-MNIST, 6 epochs, AdamW + cosine,\n"
       "evaluating on the test split after every epoch. Writes DIR/metrics.jsonl, DIR/config.json and\n"
       "atomic checkpoints DIR/ckpt-step*.safetensors (+ best.safetensors). Ctrl-C saves and exits;\n"
       "`kat train --resume DIR` continues bit-exactly.");

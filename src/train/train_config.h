@@ -20,7 +20,7 @@ struct TrainConfig {
   std::vector<int> devices;
   std::string init;  // fine-tuning: initialise the weights from this checkpoint (see load_pretrained)
   // schedule
-  int epochs = 10;
+  int epochs = 6;
   int batch = 128;            // images per micro-batch
   int accum_steps = 1;        // micro-batches per optimizer step
   double lr = 3e-3, min_lr = 1e-5, warmup_lr = 1e-5;
