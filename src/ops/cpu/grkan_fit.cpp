@@ -101,7 +101,7 @@ double grkan_fit(double (*f)(double), double lo, double hi, int m, int n, std::v
       double P = 0, Q = 1, xp = 1;
       for (int k = 0; k <= std::max(m, n); ++k, xp *= x) {
         if (k <= m) P += a[k] * xp;
-        if (k >= 1) Q += std::abs(b[k - 1]) * std::abs(xp);
+        if (k >= 1 && k <= n) Q += std::abs(b[k - 1]) * std::abs(xp);
       }
       xp = 1;
       for (int k = 0; k <= m; ++k, xp *= x) J[i * cols + k] = xp / Q;
