@@ -26,7 +26,8 @@
 //
 //   kat::write_run_plots(run_dir, &m, "label");                // curves + learned rationals (SVG/PNG)
 //
-// Link against the `katlib` CMake target. Errors are thrown as kat::Error with a message that
+// Link against the `kat::kat` CMake target (find_package(kat) or add_subdirectory). Only include/ is
+// public: the ops, the CUDA model and the kernels are internal. Errors are thrown as kat::Error with a message that
 // names the input at fault.
 #pragma once
 
@@ -38,7 +39,6 @@
 #include "model/kat_model.h"
 #include "model/layout.h"
 #include "model/pretrained.h"
-#include "ops/cpu_ops.h"
 #include "ops/grkan.h"
 #include "train/cpu_engine.h"
 #include "train/engine.h"
