@@ -121,6 +121,7 @@ TEST(OpArgs, RejectsBadArguments) {
   EXPECT_THROW(xent(10, 0.f, nullptr), kat::Error);  // row_loss required
   EXPECT_THROW(kat::cuda::scale_rows(4, 10, DType::F32, nullptr, f, f, nullptr), kat::Error);
   EXPECT_THROW(kat::cuda::gelu_forward(-1, DType::F32, f, f, nullptr), kat::Error);
+  EXPECT_THROW(kat::cuda::divide_inplace(16, DType::F32, f, 0.0f, nullptr), kat::Error);
   EXPECT_THROW(kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 0), kat::Error);
   EXPECT_THROW(kat::cuda::attention_check_shape(300, 192, 3), kat::Error);   // N > 256
   EXPECT_THROW(kat::cuda::attention_check_shape(197, 192, 5), kat::Error);   // D % H != 0
