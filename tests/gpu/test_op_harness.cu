@@ -173,8 +173,13 @@ TEST(OpArgs, ZeroSizeIsANoOp) {
                           nullptr);
   kat::cuda::residual_add(0, 10, DType::F32, f, f, f, f, nullptr);
   kat::cuda::scale_rows(3, 0, DType::F32, f, f, f, nullptr);
-  kat::cuda::adamw_step(0, kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1), f, f, f, f, nullptr,
-                        nullptr, nullptr);
+  kat::cuda::adamw_step({.n = 0,
+                         .scalars = kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1),
+                         .params = f,
+                         .grads = f,
+                         .m = f,
+                         .v = f},
+                        nullptr);
   kat::cuda::ema_update(0, f, f, 0.999, nullptr);
   KAT_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(kat_gpu_test::download_f32(f, 16) == ones);

@@ -176,9 +176,16 @@ const double* clip_grad_norm_result(const void* workspace) {
 
 // ==== AdamW / EMA ==================================================================================
 
-void adamw_step(int64_t n, const AdamWScalars& s, float* params, const float* grads, float* m,
-                float* v, const uint8_t* decay_mask, void* params_bf16, cudaStream_t stream) {
+void adamw_step(const AdamWStepArgs& a, cudaStream_t stream) {
   constexpr const char* where = "adamw_step (cuda)";
+  const int64_t n = a.n;
+  const AdamWScalars& s = a.scalars;
+  float* params = a.params;
+  const float* grads = a.grads;
+  float* m = a.m;
+  float* v = a.v;
+  const uint8_t* decay_mask = a.decay_mask;
+  void* params_bf16 = a.params_bf16;
   KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
   if (n == 0) return;
   KAT_CHECK(params && grads && m && v, where, ": null pointer");

@@ -96,7 +96,14 @@ class AdamWEmaCase : public OpInstance {
     upload_f32(ep_, ema0_);
   }
   void run(cudaStream_t s) override {
-    kat::cuda::adamw_step(n_, sc_, pp_, gp_, mp_, vp_, no_decay_ ? nullptr : kp_, with_bf16_ ? bp_ : nullptr,
+    kat::cuda::adamw_step({.n = n_,
+                           .scalars = sc_,
+                           .params = pp_,
+                           .grads = gp_,
+                           .m = mp_,
+                           .v = vp_,
+                           .decay_mask = no_decay_ ? nullptr : kp_,
+                           .params_bf16 = with_bf16_ ? bp_ : nullptr},
                           s);
     kat::cuda::ema_update(n_, ep_, pp_, kDecay, s);
   }
