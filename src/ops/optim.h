@@ -27,6 +27,11 @@ struct AdamWScalars {
   float wd = 0;                      // float(lr * weight_decay)
 };
 
+// Shape check shared by both backends (every op of the family works on n flat values).
+inline void check_optim_count(int64_t n, const char* where) {
+  KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
+}
+
 inline AdamWScalars adamw_scalars(double lr, double beta1, double beta2, double eps, double weight_decay,
                                   int64_t t) {
   KAT_CHECK(t >= 1, "adamw_scalars: step number must be >= 1, got ", t);

@@ -75,7 +75,7 @@ void im2col_patches(const Im2colArgs& a, cudaStream_t stream) {
   const void* img = a.img;
   const DType img_st = a.img_dtype, st = a.dtype;
   void* cols = a.cols;
-  KAT_CHECK(p > 0 && H % p == 0 && W % p == 0, "im2col_patches: image ", H, "x", W, " not divisible by patch ", p);
+  kat::ops::check_patch_shape(B, C, H, W, p, "im2col_patches (cuda)");
   KAT_CHECK(img_st == st || img_st == DType::F32, "im2col_patches: bf16 images need bf16 columns");
   const int64_t total = B * (H / p) * (W / p) * C * p * p;
   if (total == 0) return;
@@ -96,6 +96,7 @@ void tokens_forward(const TokensForwardArgs& a, cudaStream_t stream) {
   const void* patches = a.patches;
   const float *cls = a.cls, *pos = a.pos;
   void* x = a.x;
+  kat::ops::check_tokens_shape(B, N, D, "tokens_forward (cuda)");
   const int64_t total = B * N * D;
   if (total == 0) return;
   if (st == DType::F32)
@@ -111,6 +112,7 @@ void tokens_backward(const TokensBackwardArgs& a, cudaStream_t stream) {
   const void* dx = a.dx;
   float *dcls = a.dcls, *dpos = a.dpos;
   void* dpatches = a.dpatches;
+  kat::ops::check_tokens_shape(B, N, D, "tokens_backward (cuda)");
   const int64_t total = N * D;
   if (total == 0 || B == 0) return;
   if (st == DType::F32)

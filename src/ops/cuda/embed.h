@@ -1,5 +1,6 @@
-// Patch-embedding glue of the transformer on CUDA (the parts around the patch GEMM), same
-// contracts as the CPU (ops/cpu/embed.h, and the token assembly in model/kat_model.cpp):
+// Patch-embedding glue of the transformer on CUDA (the parts around the patch GEMM). Contract and
+// shared shape checks: ops/embed.h; CPU: ops/cpu/embed.h and the token assembly in
+// model/kat_model.cpp:
 //   im2col:   img (B, C, H, W) fp32  ->  cols (B, (H/p)(W/p), C p p) storage st, column order
 //             (c, kh, kw) = Conv2d weight order (kat::ops::im2col_patches).
 //   tokens:   x (B, N, D) = [cls ; patches (B, N-1, D)] + pos (N, D)      (cls, pos fp32)
@@ -10,6 +11,7 @@
 #include <cstdint>
 
 #include "ops/cuda/stream.h"
+#include "ops/embed.h"
 
 namespace kat::cuda {
 
