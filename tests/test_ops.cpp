@@ -224,6 +224,20 @@ TEST(OpsShapes, SharedChecksRejectBadShapes) {
   EXPECT_THROW(softmax_xent<float>(2, 4, f, f, 1.0f, f), kat::Error);  // label smoothing 1
   GrkanShape huge{int64_t(1) << 62, 16, 8, 1, 5, 4};                 // rows * dim overflows
   EXPECT_THROW(huge.validate("test"), kat::Error);
+  EXPECT_THROW(gelu_forward<float>(-1, f, f), kat::Error);
+  EXPECT_THROW(gelu_backward<float>(-1, f, f, f), kat::Error);
+  EXPECT_THROW(scale_rows<float>(2, -1, f, f, f), kat::Error);
+  EXPECT_THROW(linear_forward<float>(2, 0, 3, f, f, f, f), kat::Error);                // in = 0
+  EXPECT_THROW(linear_backward<float>(2, 3, 0, f, f, f, f, f, f, false), kat::Error);  // out = 0
+  EXPECT_THROW(im2col_patches<float>(1, 1, 6, 6, 4, f, f), kat::Error);                // 6 not divisible by 4
+  EXPECT_THROW(adamw_step(-1, adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1), f, f, f, f, nullptr),
+               kat::Error);
+  EXPECT_THROW(ema_update(-1, f, f, 0.9), kat::Error);
+  EXPECT_THROW(clip_grad_norm(int64_t(-1), f, 1.0), kat::Error);
+  // Empty shapes are no-ops, not errors.
+  gelu_forward<float>(0, f, f);
+  linear_forward<float>(0, 3, 2, f, f, f, f);
+  scale_rows<float>(0, 4, f, f, f);
 }
 
 // The flat-array optimizer ops: AdamW with the shared fp32 scalars (ops/optim.h), EMA, clipping.

@@ -1,6 +1,8 @@
 // kat bench train|infer: throughput (img/s) of a model on synthetic data (random normal images),
 // median of --iters timed runs after one warm-up. A training step = forward + loss + backward +
-// AdamW update. Prints a human line and, with --csv, one CSV line.
+// AdamW update, driven through the Engine interface (train/engine.h) as `kat train` drives it:
+// CpuEngine on the host, GpuRunner / GpuGroup on GPUs. Prints a human line and, with --csv, one CSV
+// line.
 #include <omp.h>
 
 #include <algorithm>
@@ -10,11 +12,12 @@
 #include <vector>
 
 #include "commands.h"
-#include "device_flag.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "device_flag.h"
 #include "model/kat_model.h"
-#include "ops/cpu_ops.h"
+#include "train/cpu_engine.h"
+#include "train/engine.h"
 #include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/optim.h"
@@ -25,6 +28,20 @@ namespace {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// The one timing loop: seconds of each of the `iters` calls step(1..iters), after the warm-up call
+// step(0).
+template <class Step>
+std::vector<double> time_steps(int iters, Step&& step) {
+  std::vector<double> times;
+  for (int i = 0; i <= iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step(i);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) times.push_back(dt);
+  }
+  return times;
 }
 }  // namespace
 
@@ -64,26 +81,24 @@ void register_bench(CLI::App& app) {
     m.plan(o->batch);
     const int B = o->batch, K = cfg.num_classes;
     Rng r(1);
-    std::vector<float> x(size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size), t(size_t(B) * K, 0.0f), dz(t.size());
+    std::vector<float> x(size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size), t(size_t(B) * K, 0.0f);
     for (auto& v : x) v = float(r.normal());
     for (int b = 0; b < B; ++b) t[size_t(b) * K + b % K] = 1.0f;
-    AdamW opt(m.table(), AdamWConfig{});
     const bool train = o->mode == "train";
-    // Training steps fed from the host (as `kat train`): a host batch staged every step, alternating
-    // between two copies; with overlap the next batch uploads while this step computes. g: a
-    // GpuRunner or a GpuGroup. Returns the per-step times after one warm-up step.
-    auto host_input_times = [&](auto& g, bool overlap) {
+    // Training steps fed from the host through the Engine interface (as `kat train`): a host batch
+    // staged every step, alternating between two copies; with overlap the next batch is staged
+    // while this step computes (GPU: its upload overlaps the compute; CPU: a copy). Returns the
+    // per-step times after one warm-up step.
+    auto engine_step_times = [&](Engine& g, bool overlap) {
       const std::vector<float> x2 = x;
-      std::vector<double> times;
       // --phases: host time in each call (a call that returns at once only enqueued work; the
       // waits are where the host is ahead of the GPU).
       const char* names[] = {"begin_step", "compute_staged (enqueue)", "stage next batch", "staged_loss (wait)",
                              "finish_step", "synchronize (wait)"};
       std::vector<std::vector<double>> ph(6);
       g.stage(x.data(), t.data(), B);
-      for (int i = 0; i <= o->iters; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        auto tp = t0;
+      const std::vector<double> times = time_steps(o->iters, [&](int i) {
+        auto tp = std::chrono::steady_clock::now();
         auto mark = [&](int k) {
           const auto now = std::chrono::steady_clock::now();
           if (i > 0) ph[size_t(k)].push_back(std::chrono::duration<double>(now - tp).count());
@@ -104,11 +119,10 @@ void register_bench(CLI::App& app) {
         mark(4);
         g.synchronize();
         mark(5);
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (i > 0) times.push_back(dt);
-      }
+      });
       if (o->phases)
-        for (size_t k = 0; k < ph.size(); ++k) std::fprintf(stderr, "  host %-26s %7.3f ms\n", names[k], median(ph[k]) * 1e3);
+        for (size_t k = 0; k < ph.size(); ++k)
+          std::fprintf(stderr, "  host %-26s %7.3f ms\n", names[k], median(ph[k]) * 1e3);
       return times;
     };
     if (const auto devs = parse_devices(o->device); devs.size() > 1) {
@@ -117,7 +131,7 @@ void register_bench(CLI::App& app) {
       KAT_CHECK(train, "kat bench: several GPUs are for training (infer runs on one)");
       GpuGroup g(cfg, devs, AdamWConfig{}, B);
       g.upload_params(m.params.data());
-      const std::vector<double> times = host_input_times(g, true);
+      const std::vector<double> times = engine_step_times(g, true);
       const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
       if (o->csv)
         std::printf("%s,%s,%d,%s bf16 x%zu,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, o->device.c_str(),
@@ -130,19 +144,25 @@ void register_bench(CLI::App& app) {
     }
     const int dev = parse_device(o->device);
     std::unique_ptr<GpuRunner> gpu;
+    std::unique_ptr<CpuEngine> cpu;
     if (dev >= 0) {
       gpu = std::make_unique<GpuRunner>(cfg, dev, o->fp32 ? DType::F32 : DType::BF16, AdamWConfig{}, B, train);
       gpu->upload_params(m.params.data());
+    } else {
+      cpu = std::make_unique<CpuEngine>(m, AdamWConfig{}, train);  // computes on m (its params)
     }
     KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input,
               " needs train --device cuda");
     std::vector<double> times;
     const bool host_input = gpu && o->input != "device";
-    if (host_input) times = host_input_times(*gpu, o->input == "host");
-    for (int i = 0; !host_input && i <= o->iters; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      if (gpu) {  // the synthetic batch is uploaded once (warm-up) and stays on the GPU, as in
-                  // timm's benchmark; `kat train` uploads every real batch (--input host)
+    if (train && !gpu) {
+      times = engine_step_times(*cpu, true);
+    } else if (host_input) {
+      times = engine_step_times(*gpu, o->input == "host");
+    } else if (gpu) {
+      // The synthetic batch is uploaded once (warm-up) and stays on the GPU, as in timm's
+      // benchmark; `kat train` uploads every real batch (--input host).
+      times = time_steps(o->iters, [&](int i) {
         Rng dp(i);
         const float* xi = i == 0 ? x.data() : nullptr;
         if (train)
@@ -150,18 +170,9 @@ void register_bench(CLI::App& app) {
         else
           gpu->forward(xi, B, nullptr);
         gpu->synchronize();
-      } else if (train) {
-        Rng dp(i);
-        const float* z = m.forward(x.data(), B, true, &dp);
-        ops::softmax_xent<float>(B, K, z, t.data(), 0.1f, dz.data());
-        m.zero_grad();
-        m.backward(dz.data());
-        opt.step(m.params.data(), m.grads.data(), 1e-4);
-      } else {
-        m.forward(x.data(), B);
-      }
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (i > 0) times.push_back(dt);  // iteration 0 is the warm-up
+      });
+    } else {
+      times = time_steps(o->iters, [&](int) { cpu->logits(x.data(), B); });
     }
     const double med = median(times);
     const std::string where =

@@ -31,6 +31,7 @@ double activation_gain(const std::string& act) {
 // x (B, N, D) = [cls ; patches (B, N-1, D)] + pos (N, D).
 void tokens_forward(int64_t B, int64_t N, int64_t D, const float* patches, const float* cls, const float* pos,
                     float* x) {
+  ops::check_tokens_shape(B, N, D, "tokens_forward");
   const int64_t P = N - 1;
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; ++b)
@@ -44,6 +45,7 @@ void tokens_forward(int64_t B, int64_t N, int64_t D, const float* patches, const
 
 // dcls (D) += sum_b dx[b, 0];  dpos (N, D) += sum_b dx[b];  dpatches (B, N-1, D) = dx[:, 1:].
 void tokens_backward(int64_t B, int64_t N, int64_t D, const float* dx, float* dcls, float* dpos, float* dpatches) {
+  ops::check_tokens_shape(B, N, D, "tokens_backward");
   const int64_t P = N - 1;
   for (int64_t b = 0; b < B; ++b) {
     const float* dt = dx + b * N * D;

@@ -211,10 +211,27 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
   cudaStream_t s = stream_;
   const ModelLayout& L = layout_;
 
-  cuda::im2col_patches(B, cfg_.in_chans, cfg_.img_size, cfg_.img_size, p, images, image_dtype, dtype_, acts_.cols, s);
+  cuda::im2col_patches({.B = B,
+                        .C = cfg_.in_chans,
+                        .H = cfg_.img_size,
+                        .W = cfg_.img_size,
+                        .patch = p,
+                        .img = images,
+                        .img_dtype = image_dtype,
+                        .dtype = dtype_,
+                        .cols = acts_.cols},
+                       s);
   gemm_->forward(B * P, K, D, dtype_, acts_.cols, w(L.patch_w), p32(L.patch_b), acts_.tmp, s, bias_copy(L.patch_b));
   void* x0 = acts_.blocks.empty() ? acts_.x_final : acts_.blocks[0].x_in;
-  cuda::tokens_forward(B, N, D, dtype_, acts_.tmp, p32(L.cls_token), p32(L.pos_embed), x0, s);
+  cuda::tokens_forward({.B = B,
+                        .N = N,
+                        .D = D,
+                        .dtype = dtype_,
+                        .patches = acts_.tmp,
+                        .cls = p32(L.cls_token),
+                        .pos = p32(L.pos_embed),
+                        .x = x0},
+                       s);
 
   // Drop-path scales (depth, 2, B), drawn on the host by the CPU model's draw_drop_path.
   dp_active_ = drop_path_active(cfg_, train);
@@ -430,7 +447,15 @@ void KatModelCuda::backward(const void* dlogits) {
   }
 
   // Embedding: d_x = dL/d tokens.
-  cuda::tokens_backward(B, N, D, dtype_, acts_.d_x, g32(L.cls_token), g32(L.pos_embed), acts_.tmp, s);
+  cuda::tokens_backward({.B = B,
+                         .N = N,
+                         .D = D,
+                         .dtype = dtype_,
+                         .dx = acts_.d_x,
+                         .dcls = g32(L.cls_token),
+                         .dpos = g32(L.pos_embed),
+                         .dpatches = acts_.tmp},
+                        s);
   gemm_->backward_weight(B * P, K, D, dtype_, acts_.tmp, acts_.cols, g32(L.patch_w), s);
   cuda::column_sum_accumulate(B * P, D, dtype_, acts_.tmp, g32(L.patch_b), ws_.data(), s);
 }

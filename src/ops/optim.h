@@ -1,6 +1,7 @@
 // Optimizer arithmetic over flat fp32 arrays, the op family's contract for both backends (CPU:
 // ops/cpu/optim.h, CUDA: ops/cuda/optim.h; the training layer's classes in train/optim.h call
-// them; test: the OpHarness cases "adamw_*", "ema_*", "clip_*" in tests/gpu/test_op_harness.cu):
+// them; test: the OpHarness cases "optim adamw+ema" and "optim clip_grad_norm",
+// tests/gpu/op_cases/optim.cuh):
 //   AdamW (torch.optim.AdamW):  p -= wd * p (decayed elements);  m = b1 m + (1-b1) g;
 //                               v = b2 v + (1-b2) g^2;  p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps)
 //   EMA:                        ema = float(decay) * ema + float(1 - decay) * p
@@ -25,6 +26,11 @@ struct AdamWScalars {
   float eps = 0;                     // float(eps)
   float wd = 0;                      // float(lr * weight_decay)
 };
+
+// Shape check shared by both backends (every op of the family works on n flat values).
+inline void check_optim_count(int64_t n, const char* where) {
+  KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
+}
 
 inline AdamWScalars adamw_scalars(double lr, double beta1, double beta2, double eps, double weight_decay,
                                   int64_t t) {

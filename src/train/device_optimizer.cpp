@@ -28,8 +28,15 @@ void DeviceOptimizer::step(double lr) {
   KAT_CHECK(!ema_swapped_, "DeviceOptimizer::step: the EMA weights are swapped in (call swap_ema first)");
   ++t_;
   const auto sc = cuda::adamw_scalars(lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, t_);
-  cuda::adamw_step(model_.device_total(), sc, model_.device_params(), model_.device_grads(), m_.data(), v_.data(),
-                   decay_.data(), model_.working_weights(), model_.stream());
+  cuda::adamw_step({.n = model_.device_total(),
+                    .scalars = sc,
+                    .params = model_.device_params(),
+                    .grads = model_.device_grads(),
+                    .m = m_.data(),
+                    .v = v_.data(),
+                    .decay_mask = decay_.data(),
+                    .params_bf16 = model_.working_weights()},
+                   model_.stream());
 }
 
 void DeviceOptimizer::download_moments(float* m_host, float* v_host) const {

@@ -1,12 +1,7 @@
 // Whole-model check of the CUDA backend: KatModelCuda (model/kat_model_cuda.h) against the CPU
 // reference (kat::KatModel, kat::AdamW). The single ops (GEMM, attention, ...) are checked by the
-// op harness (tests/gpu/test_op_harness.cu).
-//
-// Builds two ways:
-//  - in the CMake project (kat_gpu_tests, label gpu) with GoogleTest;
-//  - without gtest: bench/gpu_model_check_main.cu defines KAT_MODEL_NO_GTEST and includes this
-//    file; the minimal macro layer of gpu_test_util.cuh then provides TEST/EXPECT_*/ASSERT_* and
-//    kat_gpu_test::mini::run_tests.
+// op harness (tests/gpu/test_op_harness.cu). Part of kat_gpu_tests (GoogleTest, label gpu):
+// kat_gpu_tests --gtest_filter='ModelCuda.*'.
 //
 // Every case: random parameters (the model's init, then every tensor perturbed multiplicatively and
 // additively so that no norm weight is 1 and no bias 0) and random inputs (normal images, dense
@@ -54,8 +49,6 @@
 #include "model/kat_model_cuda.h"
 #include "ops/cpu_ops.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/elementwise.h"
-#include "ops/cuda/optim.h"
 #include "train/device_optimizer.h"
 #include "train/optim.h"
 
@@ -68,7 +61,6 @@ using Prec = kat::DType;
 using kat_gpu_test::all_finite;
 using kat_gpu_test::DevBuf;
 using kat_gpu_test::download_storage;
-using kat_gpu_test::have_gpu;
 using kat_gpu_test::rel_err;
 using kat_gpu_test::upload_rounded;
 
@@ -229,7 +221,7 @@ kat::ModelConfig config(const std::string& name, int depth = -1, double drop_pat
 }
 
 TEST(ModelCuda, MicroVsCpu) {
-  if (!have_gpu()) GTEST_SKIP();
+  REQUIRE_GPU();
   for (Prec p : {Prec::F32, Prec::BF16}) {
     expect_model(run_model_check(config("kat_micro_patch4_28", -1, 0.2), 4, p, true), p);
     expect_model(run_model_check(config("deit_micro_patch4_28", -1, 0.0), 4, p, false), p);
@@ -237,7 +229,7 @@ TEST(ModelCuda, MicroVsCpu) {
 }
 
 TEST(ModelCuda, TinyDepth2VsCpu) {
-  if (!have_gpu()) GTEST_SKIP();
+  REQUIRE_GPU();
   for (Prec p : {Prec::F32, Prec::BF16}) {
     expect_model(run_model_check(config("kat_tiny_patch16_224", 2, 0.1), 4, p, true), p);
     expect_model(run_model_check(config("deit_tiny_patch16_224", 2, 0.1), 4, p, false), p);
@@ -245,7 +237,7 @@ TEST(ModelCuda, TinyDepth2VsCpu) {
 }
 
 TEST(ModelCuda, TinyFullVsCpu) {
-  if (!have_gpu()) GTEST_SKIP();
+  REQUIRE_GPU();
   if (env_on("KAT_MODEL_QUICK")) GTEST_SKIP();
   for (Prec p : {Prec::F32, Prec::BF16})
     expect_model(run_model_check(config("kat_tiny_patch16_224", -1, 0.0), 8, p, false), p);
@@ -253,7 +245,7 @@ TEST(ModelCuda, TinyFullVsCpu) {
 
 // 20 AdamW steps, fp32, same batches and drop-path masks: loss trajectories must agree.
 TEST(ModelCuda, TrainingTrajectory) {
-  if (!have_gpu()) GTEST_SKIP();
+  REQUIRE_GPU();
   kat::ModelConfig cfg = config("kat_micro_patch4_28", -1, 0.1);
   const int B = 8, steps = 20;
   const float ls = 0.1f;
@@ -302,15 +294,12 @@ TEST(ModelCuda, TrainingTrajectory) {
   EXPECT_LE(ep, kTrajParams);
 }
 
-}  // namespace kat_model_test
-
-namespace kat_model_test {
 
 // The rest of the training recipe on the device, against the CPU trainer's sequence: gradient
 // accumulation (2 micro-batches, dlogits / 2), global-norm clipping (max norm small enough that
 // every step clips), AdamW, EMA; then the EMA weights swapped in for an eval forward. fp32.
 TEST(ModelCuda, AccumClipEmaTrajectory) {
-  if (!have_gpu()) GTEST_SKIP();
+  REQUIRE_GPU();
   kat::ModelConfig cfg = config("kat_micro_patch4_28", -1, 0.1);
   const int B = 4, accum = 2, steps = 8;
   const float ls = 0.1f;
@@ -396,61 +385,12 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   EXPECT_FALSE(dopt.ema_swapped());
 }
 
-}  // namespace kat_model_test
-
-namespace kat_model_test {
-
-// clip_grad_norm / divide_inplace on their own: large n (many partial blocks), vs the CPU function;
-// a norm under the threshold leaves the values bitwise unchanged; two runs are bitwise equal.
-TEST(ModelCuda, ClipGradNormAndDivide) {
-  if (!have_gpu()) GTEST_SKIP();
-  std::mt19937_64 g(123);
-  const int64_t n = 5'717'416 + 3;  // ~kat_tiny's parameter count, not a multiple of anything
-  std::vector<float> h = randn(n, g);
-  DevBuf d(n * 4), ws(kat::cuda::clip_grad_norm_workspace_bytes());
-  double worst = 0;
-  for (double max_norm : {1.0, 1e9}) {
-    KAT_CUDA_CHECK(cudaMemcpy(d.p, h.data(), n * 4, cudaMemcpyHostToDevice));
-    kat::cuda::clip_grad_norm(n, d.as<float>(), max_norm, ws.p, nullptr);
-    double norm_g = 0;
-    KAT_CUDA_CHECK(cudaMemcpy(&norm_g, kat::cuda::clip_grad_norm_result(ws.p), 8, cudaMemcpyDeviceToHost));
-    std::vector<float> out(n), ref = h;
-    KAT_CUDA_CHECK(cudaMemcpy(out.data(), d.p, n * 4, cudaMemcpyDeviceToHost));
-    const double norm_c = kat::clip_grad_norm(ref, max_norm);
-    const double rel = std::fabs(norm_g - norm_c) / norm_c;
-    worst = std::max(worst, rel);
-    EXPECT_LE(rel, 1e-12) << "max_norm " << max_norm;
-    if (max_norm > norm_c)
-      EXPECT_EQ(std::memcmp(out.data(), h.data(), n * 4), 0);
-    else
-      EXPECT_LE(rel_err(out.data(), ref.data(), n), 1e-6);
-    // Determinism: the same input gives the same bits.
-    KAT_CUDA_CHECK(cudaMemcpy(d.p, h.data(), n * 4, cudaMemcpyHostToDevice));
-    kat::cuda::clip_grad_norm(n, d.as<float>(), max_norm, ws.p, nullptr);
-    std::vector<float> out2(n);
-    KAT_CUDA_CHECK(cudaMemcpy(out2.data(), d.p, n * 4, cudaMemcpyDeviceToHost));
-    EXPECT_EQ(std::memcmp(out.data(), out2.data(), n * 4), 0);
-  }
-  // divide: fp32 is the same IEEE division as the CPU trainer's dz /= accum.
-  KAT_CUDA_CHECK(cudaMemcpy(d.p, h.data(), n * 4, cudaMemcpyHostToDevice));
-  kat::cuda::divide_inplace(n, kat::DType::F32, d.p, 3.0f, nullptr);
-  std::vector<float> out(n), ref = h;
-  for (auto& v : ref) v /= 3.0f;
-  KAT_CUDA_CHECK(cudaMemcpy(out.data(), d.p, n * 4, cudaMemcpyDeviceToHost));
-  EXPECT_EQ(std::memcmp(out.data(), ref.data(), n * 4), 0);
-  EXPECT_THROW(kat::cuda::divide_inplace(n, kat::DType::F32, d.p, 0.0f, nullptr), kat::Error);
-  std::printf("    clip_grad_norm n = %lld: norm rel vs CPU %.2e; divide bitwise\n", (long long)n, worst);
-}
-
-}  // namespace kat_model_test
-
-namespace kat_model_test {
 
 // plan(B, training = false): one set of block activations reused by every block. The eval forward
 // must give bitwise the logits and features of the training plan (same kernels, same order), and
 // the training-only calls must refuse with a clear error.
 TEST(ModelCuda, InferencePlanMatchesTrainingPlan) {
-  if (!have_gpu()) GTEST_SKIP();
+  REQUIRE_GPU();
   for (const char* name : {"kat_micro_patch4_28", "deit_micro_patch4_28"}) {
     for (Prec p : {Prec::F32, Prec::BF16}) {
       kat::ModelConfig cfg = config(name, -1, 0.1);

@@ -121,6 +121,7 @@ TEST(OpArgs, RejectsBadArguments) {
   EXPECT_THROW(xent(10, 0.f, nullptr), kat::Error);  // row_loss required
   EXPECT_THROW(kat::cuda::scale_rows(4, 10, DType::F32, nullptr, f, f, nullptr), kat::Error);
   EXPECT_THROW(kat::cuda::gelu_forward(-1, DType::F32, f, f, nullptr), kat::Error);
+  EXPECT_THROW(kat::cuda::divide_inplace(16, DType::F32, f, 0.0f, nullptr), kat::Error);
   EXPECT_THROW(kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 0), kat::Error);
   EXPECT_THROW(kat::cuda::attention_check_shape(300, 192, 3), kat::Error);   // N > 256
   EXPECT_THROW(kat::cuda::attention_check_shape(197, 192, 5), kat::Error);   // D % H != 0
@@ -172,8 +173,13 @@ TEST(OpArgs, ZeroSizeIsANoOp) {
                           nullptr);
   kat::cuda::residual_add(0, 10, DType::F32, f, f, f, f, nullptr);
   kat::cuda::scale_rows(3, 0, DType::F32, f, f, f, nullptr);
-  kat::cuda::adamw_step(0, kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1), f, f, f, f, nullptr,
-                        nullptr, nullptr);
+  kat::cuda::adamw_step({.n = 0,
+                         .scalars = kat::cuda::adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1),
+                         .params = f,
+                         .grads = f,
+                         .m = f,
+                         .v = f},
+                        nullptr);
   kat::cuda::ema_update(0, f, f, 0.999, nullptr);
   KAT_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(kat_gpu_test::download_f32(f, 16) == ones);

@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "model/kat_model.h"
 #include "model/kat_model_cuda.h"
+#include "ops/cuda/device_memory.h"
 #include "train/gpu_group.h"
 #include "train/gpu_runner.h"
 #include "train/trainer.h"
@@ -165,13 +166,11 @@ TEST(TrainCuda, Bf16UploadEqualsF32Input) {
   KatModelCuda km(cfg, DType::BF16, nullptr);
   km.plan(B, false);
   km.upload_params(m.params.data());
-  float* dimg = nullptr;
-  ASSERT_EQ(cudaMalloc(&dimg, x.size() * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dimg, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
-  km.forward(dimg, B, false);
+  cuda::DeviceBuffer<float> dimg(x.size());
+  ASSERT_EQ(cudaMemcpy(dimg.data(), x.data(), dimg.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  km.forward(dimg.data(), B, false);
   std::vector<float> via_f32(size_t(B) * K);
   km.download_logits(via_f32.data());
-  cudaFree(dimg);
   for (float v : via_bf16) ASSERT_TRUE(std::isfinite(v));
   EXPECT_TRUE(via_bf16 == via_f32) << "bf16 upload changed the logits";
 }

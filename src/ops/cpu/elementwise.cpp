@@ -10,6 +10,7 @@ namespace kat::ops {
 // GELU(x) = x Φ(x) = 0.5 x (1 + erf(x/√2));  GELU'(x) = Φ(x) + x φ(x).
 template <typename T>
 void gelu_forward(int64_t n, const T* x, T* y) {
+  check_elementwise_count(n, "gelu_forward");
   const T r2 = T(0.70710678118654752440);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + vmath::erf(x[i] * r2));
@@ -17,6 +18,7 @@ void gelu_forward(int64_t n, const T* x, T* y) {
 
 template <typename T>
 void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
+  check_elementwise_count(n, "gelu_backward");
   const T r2 = T(0.70710678118654752440), inv_sqrt_2pi = T(0.39894228040143267794);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -29,6 +31,7 @@ void gelu_backward(int64_t n, const T* x, const T* dy, T* dx) {
 
 template <typename T>
 void scale_rows(int64_t B, int64_t per_sample, const T* scale, const T* x, T* y) {
+  check_rows_shape(B, per_sample, "scale_rows");
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     const T s = scale[b];

@@ -1,7 +1,10 @@
-// Elementwise ops on the CPU: exact GELU and per-sample scaling (drop-path). CUDA (plus the
-// residual add and the in-place division the CUDA trainer uses): ops/cuda/elementwise.h.
+// Elementwise ops on the CPU: exact GELU and per-sample scaling (drop-path). Contract and shared
+// shape checks: ops/elementwise.h; CUDA (plus the residual add and the in-place division the CUDA
+// trainer uses): ops/cuda/elementwise.h.
 #pragma once
 #include <cstdint>
+
+#include "ops/elementwise.h"
 
 namespace kat::ops {
 

@@ -7,6 +7,7 @@ namespace kat::ops {
 
 template <typename T>
 void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const T* img, T* cols) {
+  check_patch_shape(B, C, H, W, p, "im2col_patches");
   const int64_t ph = H / p, pw = W / p, P = ph * pw, K = C * p * p;
 #pragma omp parallel for schedule(static) collapse(2)
   for (int64_t b = 0; b < B; ++b)

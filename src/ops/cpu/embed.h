@@ -1,7 +1,9 @@
-// Patch embedding glue on the CPU. CUDA (plus the token assembly and the bf16 weight copy):
-// ops/cuda/embed.h.
+// Patch embedding glue on the CPU. Contract and shared shape checks: ops/embed.h; CUDA (plus the
+// token assembly and the bf16 weight copy): ops/cuda/embed.h.
 #pragma once
 #include <cstdint>
+
+#include "ops/embed.h"
 
 namespace kat::ops {
 

@@ -25,6 +25,7 @@ void gemm<double>(bool tA, bool tB, int64_t M, int64_t N, int64_t K, double alph
 
 template <typename T>
 void linear_forward(int64_t rows, int64_t in, int64_t out, const T* x, const T* W, const T* b, T* y) {
+  check_linear_shape(rows, in, out, "linear_forward");
   if (!b) {
     gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(0), y, out);
     return;
@@ -58,6 +59,7 @@ static void column_sum_acc(int64_t rows, int64_t cols, const T* dy, T* db) {
 template <typename T>
 void linear_backward(int64_t rows, int64_t in, int64_t out, const T* x, const T* W, const T* dy,
                      T* dx, T* dW, T* db, bool accumulate_dx) {
+  check_linear_shape(rows, in, out, "linear_backward");
   if (dx) gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, accumulate_dx ? T(1) : T(0), dx, in);
   if (dW) gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
   if (db) column_sum_acc(rows, out, dy, db);

@@ -1,4 +1,5 @@
-// GEMM and the linear layer on the CPU (OpenBLAS sgemm/dgemm). CUDA: ops/cuda/gemm.h.
+// GEMM and the linear layer on the CPU (OpenBLAS sgemm/dgemm). Contract and shared shape check:
+// ops/gemm.h; CUDA: ops/cuda/gemm.h.
 // Conventions of every CPU op (ops/cpu/*.h): free functions over raw row-major buffers, templated on
 // the scalar type so the same code runs in float (production) and double (finite-difference
 // gradient checks); input gradients (dx) are OVERWRITTEN unless the argument is named `dx_acc`
@@ -7,6 +8,8 @@
 // of the thread count: bitwise deterministic results for a given binary. "rows" = batch * tokens.
 #pragma once
 #include <cstdint>
+
+#include "ops/gemm.h"
 
 namespace kat::ops {
 

@@ -8,6 +8,7 @@ namespace kat::ops {
 
 void adamw_step(int64_t n, const AdamWScalars& s, float* p, const float* g, float* m, float* v,
                 const uint8_t* decay_mask) {
+  check_optim_count(n, "adamw_step");
   const float b1 = s.b1, b2 = s.b2;
   const float step_size = s.step_size, inv_sqrt_bc2 = s.inv_sqrt_bc2;
   const float eps = s.eps, wd = s.wd;
@@ -23,12 +24,14 @@ void adamw_step(int64_t n, const AdamWScalars& s, float* p, const float* g, floa
 }
 
 void ema_update(int64_t n, float* ema, const float* params, double decay) {
+  check_optim_count(n, "ema_update");
   const float d = float(decay), r = float(1.0 - decay);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) ema[i] = d * ema[i] + r * params[i];
 }
 
 double clip_grad_norm(int64_t n, float* grads, double max_norm) {
+  check_optim_count(n, "clip_grad_norm");
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += double(grads[i]) * grads[i];  // sequential: fixed order
   const double norm = std::sqrt(s);

@@ -129,7 +129,7 @@ void gelu_launch(bool bwd, int64_t n, DType st, const void* x, const void* dy, v
                  cudaStream_t stream) {
   const char* where = bwd ? "gelu_backward (cuda)" : "gelu_forward (cuda)";
   check_dtype(st, where);
-  KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
+  kat::ops::check_elementwise_count(n, where);
   if (n == 0) return;
   KAT_CHECK(x && out && (!bwd || dy), where, ": null pointer");
   const bool vec = al16(x) && al16(out) && (!bwd || al16(dy));
@@ -165,7 +165,7 @@ void residual_launch(bool resid, int64_t B, int64_t per_sample, DType st, const 
                      const void* f, const float* scale, void* y, cudaStream_t stream) {
   const char* where = resid ? "residual_add (cuda)" : "scale_rows (cuda)";
   check_dtype(st, where);
-  KAT_CHECK(B >= 0 && per_sample >= 0, where, ": B and per_sample must be >= 0");
+  kat::ops::check_rows_shape(B, per_sample, where);
   if (B == 0 || per_sample == 0) return;
   KAT_CHECK(x && y && (!resid || f) && (resid || scale), where, ": null pointer");
   const bool vec = per_sample % vec_width(st) == 0 && al16(x) && al16(y) && (!resid || al16(f));
@@ -197,7 +197,7 @@ void scale_rows(int64_t B, int64_t per_sample, DType st, const float* scale, con
 // ==== divide ========================================================================================
 
 void divide_inplace(int64_t n, DType st, void* x, float divisor, cudaStream_t stream) {
-  KAT_CHECK(n >= 0, "divide_inplace (cuda): n must be >= 0, got ", n);
+  kat::ops::check_elementwise_count(n, "divide_inplace (cuda)");
   KAT_CHECK(divisor != 0.0f && std::isfinite(divisor),
             "divide_inplace (cuda): divisor must be finite and non-zero");
   if (n == 0) return;

@@ -1,9 +1,11 @@
 // Elementwise ops on CUDA: exact GELU, residual add with drop-path, per-sample scaling, in-place
-// division. CPU: ops/cpu/elementwise.h (GELU, scale_rows); conventions: ops/cuda/stream.h.
+// division. Contract and shared shape checks: ops/elementwise.h; CPU: ops/cpu/elementwise.h (GELU,
+// scale_rows); conventions: ops/cuda/stream.h.
 #pragma once
 #include <cstdint>
 
 #include "ops/cuda/stream.h"
+#include "ops/elementwise.h"
 
 namespace kat::cuda {
 

@@ -70,9 +70,12 @@ __global__ void f2bf_kernel(int64_t n, const float* src, __nv_bfloat16* dst) {
 
 }  // namespace
 
-void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const void* img, DType img_st,
-                    DType st, void* cols, cudaStream_t stream) {
-  KAT_CHECK(p > 0 && H % p == 0 && W % p == 0, "im2col_patches: image ", H, "x", W, " not divisible by patch ", p);
+void im2col_patches(const Im2colArgs& a, cudaStream_t stream) {
+  const int64_t B = a.B, C = a.C, H = a.H, W = a.W, p = a.patch;
+  const void* img = a.img;
+  const DType img_st = a.img_dtype, st = a.dtype;
+  void* cols = a.cols;
+  kat::ops::check_patch_shape(B, C, H, W, p, "im2col_patches (cuda)");
   KAT_CHECK(img_st == st || img_st == DType::F32, "im2col_patches: bf16 images need bf16 columns");
   const int64_t total = B * (H / p) * (W / p) * C * p * p;
   if (total == 0) return;
@@ -87,13 +90,13 @@ void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-void im2col_patches(int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, const float* img, DType st, void* cols,
-                    cudaStream_t stream) {
-  im2col_patches(B, C, H, W, p, img, DType::F32, st, cols, stream);
-}
-
-void tokens_forward(int64_t B, int64_t N, int64_t D, DType st, const void* patches,
-                    const float* cls, const float* pos, void* x, cudaStream_t stream) {
+void tokens_forward(const TokensForwardArgs& a, cudaStream_t stream) {
+  const int64_t B = a.B, N = a.N, D = a.D;
+  const DType st = a.dtype;
+  const void* patches = a.patches;
+  const float *cls = a.cls, *pos = a.pos;
+  void* x = a.x;
+  kat::ops::check_tokens_shape(B, N, D, "tokens_forward (cuda)");
   const int64_t total = B * N * D;
   if (total == 0) return;
   if (st == DType::F32)
@@ -103,8 +106,13 @@ void tokens_forward(int64_t B, int64_t N, int64_t D, DType st, const void* patch
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-void tokens_backward(int64_t B, int64_t N, int64_t D, DType st, const void* dx, float* dcls,
-                     float* dpos, void* dpatches, cudaStream_t stream) {
+void tokens_backward(const TokensBackwardArgs& a, cudaStream_t stream) {
+  const int64_t B = a.B, N = a.N, D = a.D;
+  const DType st = a.dtype;
+  const void* dx = a.dx;
+  float *dcls = a.dcls, *dpos = a.dpos;
+  void* dpatches = a.dpatches;
+  kat::ops::check_tokens_shape(B, N, D, "tokens_backward (cuda)");
   const int64_t total = N * D;
   if (total == 0 || B == 0) return;
   if (st == DType::F32)

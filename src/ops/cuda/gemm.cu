@@ -232,7 +232,7 @@ Gemm::~Gemm() = default;
 
 void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, const void* W,
                    const float* b, void* y, cudaStream_t stream, const void* b_storage) {
-  KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::forward: bad shape (", M, ", ", K, ", ", N, ")");
+  kat::ops::check_linear_shape(M, K, N, "Gemm::forward");
   if (M == 0) return;
   // fp32: the fp32 bias in the epilogue. bf16: the epilogue with an fp32 bias and bf16 output
   // selects a 3.6x slower kernel on the H200 (0.153 vs 0.042 ms at (50432, 192, 768)), so either
@@ -261,7 +261,7 @@ void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, con
 
 void Gemm::backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
                          const void* W, void* dx, cudaStream_t stream) {
-  KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::backward_data: bad shape");
+  kat::ops::check_linear_shape(M, K, N, "Gemm::backward_data");
   if (M == 0) return;
   const Problem p{K, M, N, false, false, dtype(st), dtype(st), K, N, K, -1, false,
                   ptr_alignment(W), ptr_alignment(dy), ptr_alignment(dx)};
@@ -270,7 +270,7 @@ void Gemm::backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* 
 
 void Gemm::backward_weight(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
                            const void* x, float* dW, cudaStream_t stream) {
-  KAT_CHECK(M >= 0 && K > 0 && N > 0, "Gemm::backward_weight: bad shape");
+  kat::ops::check_linear_shape(M, K, N, "Gemm::backward_weight");
   if (M == 0) return;
   const Problem p{K, N, M, false, true, dtype(st), CUDA_R_32F, K, N, K, -1, true,
                   ptr_alignment(x), ptr_alignment(dy), ptr_alignment(dW)};
@@ -283,7 +283,7 @@ std::size_t column_sum_workspace_bytes(int64_t M, int64_t N) {
 
 void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db,
                            void* workspace, cudaStream_t stream) {
-  KAT_CHECK(M >= 0 && N >= 0, "column_sum_accumulate: bad shape");
+  kat::ops::check_column_sum_shape(M, N, "column_sum_accumulate");
   if (M == 0 || N == 0) return;
   const int64_t chunks = colsum_chunks(M);
   KAT_CHECK(chunks < 65536, "column_sum_accumulate: too many rows (", M, ")");

@@ -1,5 +1,5 @@
-// Linear-layer GEMMs on CUDA through cuBLASLt (row-major, same contract as kat::ops::linear_* in
-// ops/cpu/gemm.h):
+// Linear-layer GEMMs on CUDA through cuBLASLt (row-major; contract and shared shape check:
+// ops/gemm.h; CPU: kat::ops::linear_* in ops/cpu/gemm.h):
 //   forward:          y (M, N)  = x (M, K) W^T + b      W: (N, K) (PyTorch nn.Linear layout)
 //   backward data:    dx (M, K) = dy (M, N) W           (overwritten)
 //   backward weight:  dW (N, K) += dy^T x               (fp32 accumulation into fp32 grads)
@@ -25,6 +25,7 @@
 #include <memory>
 
 #include "ops/cuda/stream.h"
+#include "ops/gemm.h"
 
 namespace kat::cuda {
 

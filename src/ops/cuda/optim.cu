@@ -155,7 +155,7 @@ std::size_t clip_grad_norm_workspace_bytes() {
 }
 
 void clip_grad_norm(int64_t n, float* grads, double max_norm, void* workspace, cudaStream_t stream) {
-  KAT_CHECK(n >= 0, "clip_grad_norm (cuda): n must be >= 0, got ", n);
+  kat::ops::check_optim_count(n, "clip_grad_norm (cuda)");
   KAT_CHECK(workspace != nullptr && (n == 0 || grads != nullptr), "clip_grad_norm (cuda): null pointer");
   auto* partials = static_cast<double*>(workspace);
   double* norm = partials + kMaxPartials;
@@ -176,10 +176,17 @@ const double* clip_grad_norm_result(const void* workspace) {
 
 // ==== AdamW / EMA ==================================================================================
 
-void adamw_step(int64_t n, const AdamWScalars& s, float* params, const float* grads, float* m,
-                float* v, const uint8_t* decay_mask, void* params_bf16, cudaStream_t stream) {
+void adamw_step(const AdamWStepArgs& a, cudaStream_t stream) {
   constexpr const char* where = "adamw_step (cuda)";
-  KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
+  const int64_t n = a.n;
+  const AdamWScalars& s = a.scalars;
+  float* params = a.params;
+  const float* grads = a.grads;
+  float* m = a.m;
+  float* v = a.v;
+  const uint8_t* decay_mask = a.decay_mask;
+  void* params_bf16 = a.params_bf16;
+  kat::ops::check_optim_count(n, where);
   if (n == 0) return;
   KAT_CHECK(params && grads && m && v, where, ": null pointer");
   const bool vec = al16(params) && al16(grads) && al16(m) && al16(v) && al(decay_mask, 4) &&
@@ -198,7 +205,7 @@ void adamw_step(int64_t n, const AdamWScalars& s, float* params, const float* gr
 
 void ema_update(int64_t n, float* ema, const float* params, double decay, cudaStream_t stream) {
   constexpr const char* where = "ema_update (cuda)";
-  KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
+  kat::ops::check_optim_count(n, where);
   if (n == 0) return;
   KAT_CHECK(ema && params, where, ": null pointer");
   const float d = float(decay), r = float(1.0 - decay);

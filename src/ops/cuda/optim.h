@@ -14,10 +14,18 @@ using kat::ops::adamw_scalars;
 using kat::ops::AdamWScalars;
 
 // One AdamW step over n fp32 master weights (same fp32 formula and operation order as
-// kat::ops::adamw_step, no FMA contraction). decay_mask: (n) uint8, null = no decay anywhere.
-// params_bf16: optional (n) bf16 copy of the updated weights (null = none).
-void adamw_step(int64_t n, const AdamWScalars& s, float* params, const float* grads, float* m, float* v,
-                const uint8_t* decay_mask, void* params_bf16, cudaStream_t stream);
+// kat::ops::adamw_step, no FMA contraction).
+struct AdamWStepArgs {
+  int64_t n = 0;
+  AdamWScalars scalars;                 // adamw_scalars(lr, betas, eps, weight decay, step)
+  float* params = nullptr;              // (n) fp32 master weights, updated
+  const float* grads = nullptr;         // (n)
+  float* m = nullptr;                   // (n) first moments, updated
+  float* v = nullptr;                   // (n) second moments, updated
+  const uint8_t* decay_mask = nullptr;  // (n) uint8, 1 = weight decay applies; null = no decay anywhere
+  void* params_bf16 = nullptr;          // (n) bf16 copy of the updated weights; optional
+};
+void adamw_step(const AdamWStepArgs& a, cudaStream_t stream);
 
 // ema = float(decay) * ema + float(1 - decay) * params (as kat::ops::ema_update).
 void ema_update(int64_t n, float* ema, const float* params, double decay, cudaStream_t stream);

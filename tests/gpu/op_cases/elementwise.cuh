@@ -1,5 +1,6 @@
 // OpHarness cases of the elementwise family (CPU ops/cpu/elementwise.cpp; CUDA
-// ops/cuda/elementwise.cu): GELU forward + backward; residual add with drop-path and scale_rows.
+// ops/cuda/elementwise.cu): GELU forward + backward; residual add with drop-path and scale_rows;
+// in-place division.
 #pragma once
 
 #include "../op_harness.cuh"
@@ -121,6 +122,45 @@ class ResidualCase : public OpInstance {
   std::vector<float> x_;
 };
 
+// x /= divisor in place (divide_inplace: the dlogits of one micro-batch divided by the number of
+// accumulation steps), bitwise equal to the CPU trainer's `dz /= accum`: fp32, one IEEE division
+// on both sides (no fast math on either); bf16, the fp32 quotient of the bf16 value rounded once
+// to nearest even (round_bf16 on the host, __float2bfloat16_rn on the device).
+class DivideCase : public OpInstance {
+ public:
+  DivideCase(uint64_t seed, int64_t n, DType st, float divisor)
+      : n_(n), st_(st), divisor_(divisor), x_t_(st, size_t(n)) {
+    Rng rng(seed);
+    x_.resize(size_t(n));
+    for (auto& v : x_) v = rng.nz_normal(1.0);
+    if (st == DType::BF16) x_ = round_vec(x_);
+    std::vector<double> ref(x_.size());
+    for (size_t i = 0; i < x_.size(); ++i) {
+      const float q = x_[i] / divisor;
+      ref[i] = st == DType::BF16 ? round_bf16(q) : q;
+    }
+    Output o;
+    o.name = "x";
+    o.dev = x_t_.ptr();
+    o.n = size_t(n);
+    o.dtype = st;
+    o.ref = std::move(ref);
+    o.tol.bitwise = true;
+    o.tol.reason = "the same IEEE fp32 division (and one round-to-nearest-even for bf16) as the CPU";
+    outputs.push_back(std::move(o));
+    bytes = double(n) * kat::dtype_size(st) * 2;
+  }
+  void reset() override { x_t_.upload(x_); }  // in place: the input is the output
+  void run(cudaStream_t s) override { kat::cuda::divide_inplace(n_, st_, x_t_.ptr(), divisor_, s); }
+
+ private:
+  int64_t n_;
+  DType st_;
+  float divisor_;
+  DevTensor x_t_;
+  std::vector<float> x_;
+};
+
 inline std::vector<OpCase> elementwise_cases() {
   std::vector<OpCase> v;
   auto gelu = [&](int64_t n, DType st, size_t misalign = 0, bool alias = false) {
@@ -160,6 +200,17 @@ inline std::vector<OpCase> elementwise_cases() {
     resid(4, 1000, st, false, true);     // no drop-path (scale null)
     resid(6, 800, st, false, false, 1);  // misaligned
   }
+  auto divide = [&](int64_t n, DType st, float divisor) {
+    OpCase c;
+    c.family = "elementwise";
+    c.name = "divide n " + std::to_string(n) + " " + dname(st) + " by " + std::to_string(divisor);
+    c.elements = size_t(n);
+    c.make = [=](uint64_t seed) { return std::make_unique<DivideCase>(seed, n, st, divisor); };
+    v.push_back(std::move(c));
+  };
+  divide(5717416 + 3, DType::F32, 3.0f);  // ~kat_tiny's parameter count: many grid-stride rounds
+  divide(1000 * 1000 + 3, DType::BF16, 3.0f);
+  divide(7, DType::F32, 2.0f);
   return v;
 }
 

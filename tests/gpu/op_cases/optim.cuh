@@ -1,7 +1,8 @@
 // OpHarness cases of the optim family (contract and shared scalars ops/optim.h; CPU
 // ops/cpu/optim.cpp; CUDA ops/cuda/optim.cu): one AdamW step (with its optional bf16 weight
-// copy) followed by an EMA update, against the CPU ops.
-// Tolerance: params, m, v, ema vs the CPU fp32 op itself, err <= 1e-6. Same formula, same
+// copy) followed by an EMA update, against the CPU ops; global-norm clipping (ClipGradNormCase,
+// tolerances there).
+// Tolerance of AdamW + EMA: params, m, v, ema vs the CPU fp32 op itself, err <= 1e-6. Same formula, same
 // operation order, fp32 both sides, no FMA on the GPU side; differences can only come from FMA
 // contraction the host compiler applies (GCC contracts under -march=x86-64-v3), <= 1 ulp per
 // affected operation, i.e. ~1e-7. The fraction of bitwise-identical elements is printed (1.0 when
@@ -95,7 +96,14 @@ class AdamWEmaCase : public OpInstance {
     upload_f32(ep_, ema0_);
   }
   void run(cudaStream_t s) override {
-    kat::cuda::adamw_step(n_, sc_, pp_, gp_, mp_, vp_, no_decay_ ? nullptr : kp_, with_bf16_ ? bp_ : nullptr,
+    kat::cuda::adamw_step({.n = n_,
+                           .scalars = sc_,
+                           .params = pp_,
+                           .grads = gp_,
+                           .m = mp_,
+                           .v = vp_,
+                           .decay_mask = no_decay_ ? nullptr : kp_,
+                           .params_bf16 = with_bf16_ ? bp_ : nullptr},
                           s);
     kat::cuda::ema_update(n_, ep_, pp_, kDecay, s);
   }
@@ -113,6 +121,79 @@ class AdamWEmaCase : public OpInstance {
   void* bp_ = nullptr;
   kat::ops::AdamWScalars sc_;
   std::vector<float> p0_, m0_, v0_, ema0_;
+};
+
+// Global-norm clipping (torch clip_grad_norm_) in place on n fp32 gradients, against the CPU op.
+// clipped: max_norm = a quarter of the norm (every element scaled); unclipped: max_norm = 1e9 (the
+// norm is below it: the gradients must come back bitwise unchanged).
+// Tolerances: the norm (a double left in the workspace) vs the CPU's sequential double sum,
+// relative <= 1e-12: two summation orders of n double squares differ by ~sqrt(n) * 1.1e-16
+// (< 3e-13 for n <= 6 M); a lost element or block shows as >= 1e-7. The clipped gradients,
+// norm-wise <= 1e-6: the fp32 factor float(max_norm / (norm + 1e-6)) comes from norms that agree to
+// ~1e-15, so it may differ from the CPU's by one ulp (6e-8 relative); each product is one
+// rounding on both sides.
+// The workspace (norm included) is poisoned with NaN before every run; the norm must be bitwise
+// the same when the op runs again on the same inputs.
+// Perf mode: after the first timed run the gradients are within max_norm, so the timed runs are
+// the norm pass alone (bytes = 4 n).
+class ClipGradNormCase : public OpInstance {
+ public:
+  ClipGradNormCase(uint64_t seed, int64_t n, bool clip)
+      : n_(n), g_(size_t(n) * 4), ws_(kat::cuda::clip_grad_norm_workspace_bytes()) {
+    Rng rng(seed);
+    g0_.resize(size_t(n));
+    for (auto& x : g0_) x = rng.nz_normal(1.0);
+    double ss = 0;
+    for (float x : g0_) ss += double(x) * x;
+    max_norm_ = clip ? 0.25 * std::sqrt(ss) : 1e9;
+    std::vector<float> ref = g0_;
+    norm_cpu_ = kat::ops::clip_grad_norm(n, ref.data(), max_norm_);
+    Output o;
+    o.name = "grads";
+    o.dev = g_.p;
+    o.n = size_t(n);
+    o.ref = to_d(ref);
+    if (clip) {
+      o.tol.norm = 1e-6;
+      o.tol.reason = "fp32 clip factor from norms equal to ~1e-15: at most 1 ulp apart (6e-8)";
+    } else {
+      o.tol.bitwise = true;
+      o.tol.reason = "norm below max_norm: the gradients are left as they are";
+    }
+    outputs.push_back(std::move(o));
+    bytes = double(n) * 4;
+  }
+  void reset() override {
+    upload_f32(g_.p, g0_);
+    KAT_CUDA_CHECK(cudaMemset(ws_.p, 0xff, ws_.bytes));  // partials and norm: NaN doubles
+  }
+  void run(cudaStream_t s) override { kat::cuda::clip_grad_norm(n_, g_.as<float>(), max_norm_, ws_.p, s); }
+  void extra_checks(const std::vector<std::vector<float>>&, Report& r, cudaStream_t s) override {
+    const double first = norm_gpu();
+    const double rel = std::fabs(first - norm_cpu_) / norm_cpu_;
+    std::printf("      %-10s rel %.3e vs the CPU's sequential sum (norm %.6g, max_norm %.6g)\n", "norm", rel,
+                norm_cpu_, max_norm_);
+    r.check(std::isfinite(first) && rel <= 1e-12,
+            "norm " + std::to_string(first) + " vs CPU " + std::to_string(norm_cpu_) +
+                ": relative error above 1e-12 (two double summation orders)");
+    reset();  // the same inputs again: the norm must have the same bits
+    KAT_CUDA_CHECK(cudaDeviceSynchronize());
+    run(s);
+    KAT_CUDA_CHECK(cudaStreamSynchronize(s));
+    const double second = norm_gpu();
+    r.check(std::memcmp(&first, &second, sizeof first) == 0, "norm not bitwise reproducible");
+  }
+
+ private:
+  double norm_gpu() const {
+    double v = 0;
+    KAT_CUDA_CHECK(cudaMemcpy(&v, kat::cuda::clip_grad_norm_result(ws_.p), sizeof v, cudaMemcpyDeviceToHost));
+    return v;
+  }
+  int64_t n_;
+  DevBuf g_, ws_;
+  std::vector<float> g0_;
+  double max_norm_ = 0, norm_cpu_ = 0;
 };
 
 inline std::vector<OpCase> optim_cases() {
@@ -133,6 +214,19 @@ inline std::vector<OpCase> optim_cases() {
   add(5717411, false);         // ~ kat_tiny's parameter count
   add(4099, true, true);       // no decay mask
   add(10001, true, false, 1);  // misaligned: scalar path
+  auto clip = [&](int64_t n, bool clipped) {
+    OpCase c;
+    c.family = "optim";
+    c.name = "clip_grad_norm n " + std::to_string(n) + (clipped ? " clipped" : " unclipped");
+    c.elements = size_t(n);
+    c.make = [=](uint64_t seed) { return std::make_unique<ClipGradNormCase>(seed, n, clipped); };
+    v.push_back(std::move(c));
+  };
+  for (bool clipped : {true, false}) {
+    clip(3, clipped);
+    clip(1000003, clipped);
+    clip(5717416 + 3, clipped);  // ~kat_tiny's parameter count, not a multiple of anything: many blocks
+  }
   return v;
 }
 
