@@ -5,7 +5,7 @@
 #
 # usage: bench/ab_gpu.sh DIR_A DIR_B        each DIR holds a `kat` executable (and lib/ from
 #                                           bench/stage_gpu_carry.sh); A is the baseline
-#   env: OUT (default out/ab_gpu), ROUNDS=3, ITERS=20, DATA=fashion-mnist or mnist:DIR
+#   env: OUT (default out/ab_gpu), ROUNDS=3, ITERS=20, DATA=fashion-mnist or mnist:DIR, QUICK=1
 # Output: $OUT/bench.csv (every run), $OUT/table.md (median img/s per case, B/A), $OUT/train_*.jsonl
 set -uo pipefail
 A=$(cd "$1" && pwd); B=$(cd "$2" && pwd)
@@ -22,6 +22,8 @@ CASES=(
   "train -m kat_small_patch16_224 -b 256 --input device"
   "infer -m kat_small_patch16_224 -b 256"
 )
+# QUICK=1: the kat_tiny cases and kat_small training only (a short device lease).
+[ "${QUICK:-0}" = 1 ] && CASES=("${CASES[@]:0:3}" "${CASES[4]}")
 echo "case,build,img_per_s" > "$OUT/bench.csv"
 for c in "${CASES[@]}"; do
   for r in $(seq "$ROUNDS"); do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # KAT vs its DeiT twin on Fashion-MNIST with the default recipe (`kat train` defaults), 3 seeds
-# each, same budget (10 epochs). Prints one line per run and a summary (mean ± std of final test
+# each, same budget (the default 6 epochs). Prints one line per run and a summary (mean ± std of final test
 # top-1).   bench/kat_vs_deit.sh [OUTDIR] [SEEDS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

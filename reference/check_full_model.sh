@@ -4,7 +4,7 @@
 # Needs /usr/bin/python3 with torch (Debian python3-torch) and a built build/kat.
 # Pass criterion (issue #2): logits and features within 1e-5 norm-wise relative error.
 # env: KAT_BIN (default build/kat); DEVICE=cuda runs `kat infer --device cuda` (bf16 compute) with
-# the bf16 criterion TOL=5e-2 (bench/MODEL_CUDA.md: bf16 rounding of ~10 tensors per block adds
+# the bf16 criterion TOL=5e-2 (bench/records/MODEL_CUDA.md: bf16 rounding of ~10 tensors per block adds
 # up to ~1.4e-2 at 12 blocks); TOL overrides either default.
 set -euo pipefail
 cd "$(dirname "$0")/.."

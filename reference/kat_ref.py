@@ -1,14 +1,14 @@
 """Independent PyTorch reference of KAT (Kolmogorov-Arnold Transformer) and its DeiT twin,
-written from /work/shared/SPEC.md with plain autograd-able torch ops.
+written from docs/MODEL.md with plain autograd-able torch ops.
 
-Module attribute names reproduce timm's state_dict names exactly (SPEC.md §2), e.g.
+Module attribute names reproduce timm's state_dict names exactly (docs/MODEL.md §2), e.g.
 blocks.{i}.mlp.act1.weight_numerator. Every model is meant to run in float64 (see README.md).
 
-Note on |.| at zero: SPEC.md takes sign(0) = +1 in the gradients (for sign(x) and sign(b_k)), while
+Note on |.| at zero: docs/MODEL.md takes sign(0) = +1 in the gradients (for sign(x) and sign(b_k)), while
 torch.abs has gradient 0 at exactly 0. The two therefore differ only when an input element or a
 denominator coefficient is exactly 0. The golden data never contains exact zeros there (random
 inputs, and N(0, 0.05) noise on every rational coefficient, including the identity init's all-zero
-denominator), so autograd here equals SPEC's closed-form gradients on all golden files.
+denominator), so autograd here equals docs/MODEL.md's closed-form gradients on all golden files.
 """
 import math
 
@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------------------------
-# Initial rational coefficients (SPEC.md §1)
+# Initial rational coefficients (docs/MODEL.md §1)
 
 SWISH_A = [3.054879741161051e-07, 0.5000007853744493, 0.24999783422824703, 0.05326628273219478,
            0.005803034571292244, 0.0002751961022402342]
@@ -38,7 +38,7 @@ def rational_eval_np(a, b, x):
 def fit_rational(f, lo=-3.0, hi=3.0, m=5, n=4, npts=1201, iters=200):
     """A-form least-squares fit of f on [lo, hi]: linearised fit of P - f*Q, then Levenberg-
     Marquardt on the true residual P/Q - f. Returns (a, b, max_abs_err). Only used for the
-    'gelu' init mode (SPEC.md says the public gelu table is B-form and must be refitted)."""
+    'gelu' init mode (docs/MODEL.md says the public gelu table is B-form and must be refitted)."""
     xs = np.linspace(lo, hi, npts)
     fx = f(xs)
     ax = np.abs(xs)
@@ -103,7 +103,7 @@ def init_coefficients(mode: str):
 class GroupRational(nn.Module):
     """F(x) = P(x) / Q(x) applied channel-wise on the last dim, D channels in G contiguous groups.
 
-    A-form (SPEC.md, what all public kernels compute):
+    A-form (docs/MODEL.md, what all public kernels compute):
         P(x) = sum_k a_k x^k (k = 0..m),  Q(x) = 1 + sum_k |b_k| |x|^k (k = 1..n)
     B-form (paper, optional): Q(x) = 1 + |sum_k b_k x^k|.
     weight_numerator: (1, m+1) shared by all groups, or (G, m+1) per group.
@@ -158,7 +158,7 @@ class GroupRational(nn.Module):
 
 
 def rational_grads_closed_form(x, g, a, b, groups):
-    """SPEC.md §1's closed-form gradients (A-form), sign(0) := +1. x, g: (..., D).
+    """docs/MODEL.md §1's closed-form gradients (A-form), sign(0) := +1. x, g: (..., D).
     a: (An, m+1), b: (G, n). Returns (dx, da, db)."""
     D = x.shape[-1]
     G = groups

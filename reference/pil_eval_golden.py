@@ -2,7 +2,7 @@
 resize_bicubic_pil, eval_resize_center_crop).
 
 timm evaluates at img_size with torchvision's Compose([Resize(floor(img_size / crop_pct),
-interpolation=BICUBIC), CenterCrop(img_size), ...]) on PIL images (SPEC.md §4: 224 / 0.875,
+interpolation=BICUBIC), CenterCrop(img_size), ...]) on PIL images (docs/MODEL.md §4: 224 / 0.875,
 bicubic). This script builds a few deterministic 8-bit images (RGB and gray, landscape, portrait,
 odd sizes), runs PIL's Image.resize(BICUBIC) on them (shrinking, enlarging, one axis only) and the
 torchvision Resize + CenterCrop pair, and stores inputs and outputs as U8 tensors (H, W, C):

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Self-checks of the PyTorch reference. Run: /usr/bin/python3 reference/test_ref.py
 
-1. state_dict names/shapes equal SPEC.md §2's timm names for the six full-size models; parameter
-   counts equal SPEC.md's table (kat 5,718,328 / 22,051,576 / 86,568,568; deit 912 fewer).
-2. GroupRational: autograd gradients == SPEC.md §1 closed-form gradients (float64, random data,
+1. state_dict names/shapes equal docs/MODEL.md §2's timm names for the six full-size models; parameter
+   counts equal docs/MODEL.md's table (kat 5,718,328 / 22,051,576 / 86,568,568; deit 912 fewer).
+2. GroupRational: autograd gradients == docs/MODEL.md §1 closed-form gradients (float64, random data,
    shared and per-group numerators); D % G != 0 raises ValueError; init tables.
 3. Attention == torch's multi_head_attention_forward; loss == F.cross_entropy(label_smoothing).
 4. Whole-model backward == central finite differences along random directions (float64).
@@ -39,7 +39,7 @@ def check(cond, msg):
 
 
 def spec_names(cfg):
-    """SPEC.md §2's timm names and shapes, written out independently of kat_ref."""
+    """docs/MODEL.md §2's timm names and shapes, written out independently of kat_ref."""
     D, T, C = cfg["embed_dim"], 1 + (cfg["img_size"] // cfg["patch_size"]) ** 2, cfg["num_classes"]
     p, ch, H, G = cfg["patch_size"], cfg["in_chans"], cfg["mlp_hidden"], cfg["groups"]
     an = 1 if cfg["shared_numerator"] else G
@@ -70,7 +70,7 @@ def test_names_and_counts():
         model = KAT(cfg, dtype=torch.float32)
         sd = model.state_dict()
         got = {k: tuple(v.shape) for k, v in sd.items()}
-        check(got == spec_names(cfg), f"{name}: state_dict names/shapes == SPEC §2")
+        check(got == spec_names(cfg), f"{name}: state_dict names/shapes == docs/MODEL.md §2")
         n = sum(p.numel() for p in model.parameters())
         check(n == count and expected_param_count(cfg) == count, f"{name}: {n:,} params == {count:,}")
         check(len(list(model.parameters())) == len(sd), f"{name}: no buffers in state_dict")

@@ -73,7 +73,7 @@ TEST(ModelGolden, KatPerGroupNumerator) { check_golden("golden_kat_pergroup.safe
 TEST(ModelGolden, DeitSmall) { check_golden("golden_deit_small.safetensors"); }
 
 TEST(ModelConfigs, ParameterCountsMatchSpec) {
-  // SPEC.md §2 table; DeiT twins have 912 = 12 blocks x 2 activations x 38 fewer.
+  // docs/MODEL.md §2 table; DeiT twins have 912 = 12 blocks x 2 activations x 38 fewer.
   const std::pair<const char*, int64_t> want[] = {
       {"kat_tiny_patch16_224", 5718328},       {"kat_small_patch16_224", 22051576},
       {"kat_base_patch16_224", 86568568},      {"deit_tiny_patch16_224", 5718328 - 912},
@@ -96,7 +96,7 @@ TEST(ModelConfigs, ErrorsNameTheField) {
   EXPECT_THROW(ModelConfig::from_json("{\"depth\": \"x\"}", "t"), Error);
 }
 
-// The weights' input normalisation travels with the model config (timm's pretrained cfg, SPEC.md
+// The weights' input normalisation travels with the model config (timm's pretrained cfg, docs/MODEL.md
 // §4): ImageNet statistics for the 224 models, 0.5 for the small ones; --mean/--std win; a new
 // channel count drops it; a wrong count is an error naming the field.
 TEST(ModelConfigs, InputNormalisation) {

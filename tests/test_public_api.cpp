@@ -44,5 +44,5 @@ TEST(PublicApi, GpuRunnerOrClearError) {
     num += (logits[i] - ref[i]) * (logits[i] - ref[i]);
     den += ref[i] * ref[i];
   }
-  EXPECT_LE(std::sqrt(num / den), 5e-2);  // bf16 compute (bench/MODEL_CUDA.md)
+  EXPECT_LE(std::sqrt(num / den), 5e-2);  // bf16 compute (bench/records/MODEL_CUDA.md)
 }

@@ -2,7 +2,7 @@
 // one process must not drive the replicas one after another from a single thread: enqueueing a
 // kat_tiny step costs milliseconds of host time (kernel launches, the parallel copy of a 224^2
 // batch into pinned memory), so with two GPUs the second one starts late and the host, not the
-// GPUs, sets the pace (measured on 2x H200: 78 % scaling before, see bench/NOTES.md).
+// GPUs, sets the pace (measured on 2x H200: 78 % scaling before, see bench/records/NOTES.md).
 //
 // run(f) calls f(r) for every replica r at once, on worker r (replica 0 on the calling thread),
 // and returns when all are done; the first exception is rethrown on the calling thread after all

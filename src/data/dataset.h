@@ -63,7 +63,7 @@ Dataset load_cifar(const std::vector<std::string>& batch_files, int num_classes)
 // refused). Eager loading refuses a folder whose decoded images would take more than half of the
 // machine's memory, naming the size and --lazy-data.
 // eval_crop_pct > 0 (with resize_to > 0): fit each image with timm's evaluation transform instead
-// (SPEC.md §4: full decode, PIL bicubic resize of the shorter side to floor(resize_to /
+// (docs/MODEL.md §4: full decode, PIL bicubic resize of the shorter side to floor(resize_to /
 // eval_crop_pct), center crop; eval_resize_center_crop), as for evaluating published checkpoints;
 // images already resize_to x resize_to are kept as they are.
 Dataset load_image_folder(const std::string& root, int resize_to = 0, bool skip_bad = false,

@@ -38,7 +38,7 @@ void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int s
 // (What torchvision's Resize does to a PIL image, hence timm's eval transform.) Checked against
 // PIL on golden images (tests/golden/pil_eval.safetensors, reference/pil_eval_golden.py).
 void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int oh, int ow);
-// timm's evaluation transform (SPEC.md §4 "Eval"): torchvision Resize(floor(size / crop_pct),
+// timm's evaluation transform (docs/MODEL.md §4): torchvision Resize(floor(size / crop_pct),
 // bicubic) of the shorter side (the longer one int(short' * long / short)) then CenterCrop(size)
 // (offsets rounded half to even, as Python's round). dst: size x size x c. crop_pct in (0, 1].
 void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size, double crop_pct, uint8_t* dst);

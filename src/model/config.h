@@ -18,7 +18,7 @@ struct ModelConfig {
   double drop_path_rate = 0.0;
   std::string init = "paper";  // "paper" | "timm"
   // Input normalisation the weights expect, one value per input channel (timm's pretrained cfg:
-  // ImageNet mean/std for the 224 models, SPEC.md §4); empty: 0.5 / 0.5. Used by training and
+  // ImageNet mean/std for the 224 models, docs/MODEL.md §4); empty: 0.5 / 0.5. Used by training and
   // evaluation unless --mean / --std are given (kat::input_normalisation).
   std::vector<float> mean, std;
 

@@ -1,4 +1,4 @@
-// Drop-path (stochastic depth, SPEC §2): the per-block, per-sample scales of the two residual
+// Drop-path (stochastic depth, docs/MODEL.md §2): the per-block, per-sample scales of the two residual
 // branches, drawn on the host for every backend so that the CPU and the GPU drop the same samples
 // for the same Rng state.
 #pragma once

@@ -18,7 +18,7 @@ using namespace ops;
 namespace {
 constexpr float kLnEps = 1e-6f;
 
-// α = Var[x] / E[F(x)^2] for x ~ N(0,1) (SPEC.md §3): the variance-preserving gain of an activation.
+// α = Var[x] / E[F(x)^2] for x ~ N(0,1) (docs/MODEL.md §3): the variance-preserving gain of an activation.
 double activation_gain(const std::string& act) {
   if (act == "swish") return 2.8178;
   if (act == "gelu") return 2.3568;

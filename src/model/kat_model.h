@@ -1,4 +1,4 @@
-// The KAT / DeiT vision transformer (SPEC.md §2) on the CPU with explicit forward and backward.
+// The KAT / DeiT vision transformer (docs/MODEL.md §2) on the CPU with explicit forward and backward.
 //
 //   tokens = [cls ; PatchEmbed(img)] + pos_embed            (B, N, D), N = 1 + (img/p)^2
 //   per block:  x = x + DropPath(Attn(LN1(x)));  x = x + DropPath(FFN(LN2(x)))
@@ -41,7 +41,7 @@ class KatModel {
   std::vector<float> params;  // (num_params) fp32 master weights
   std::vector<float> grads;   // (num_params) accumulated by backward()
 
-  // Initialise every parameter (SPEC.md §3; cfg.init = "paper" or "timm").
+  // Initialise every parameter (docs/MODEL.md §3; cfg.init = "paper" or "timm").
   void init_params(uint64_t seed);
   // Plan the activation arena for batches of up to max_batch images.
   void plan(int max_batch);

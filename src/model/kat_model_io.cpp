@@ -1,4 +1,4 @@
-// Loading and saving model weights as safetensors with timm names (SPEC.md §2).
+// Loading and saving model weights as safetensors with timm names (docs/MODEL.md §2).
 #include <algorithm>
 #include <set>
 

@@ -9,7 +9,7 @@
 //   named   offsets (backend layout) of the embedding, head and every block's tensors, which the
 //           hand-written forward/backward of each backend index with.
 //
-// The weight-decay rule (SPEC §4) is ParamSpec::decay(decay_rational); decay_mask() expands it over
+// The weight-decay rule (docs/MODEL.md §4) is ParamSpec::decay(decay_rational); decay_mask() expands it over
 // the backend layout for the optimizer.
 #pragma once
 #include <cstdint>

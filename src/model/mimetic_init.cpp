@@ -1,7 +1,7 @@
 // "Mimetic" attention initialisation used by the public KAT code (init = "timm"), after Trockman &
 // Kolter (2023): per head h, choose W_q, W_k so that W_q^T W_k ≈ α1·Z + β1·I and W_v, W_proj so
 // that W_v^T W_proj^T ≈ α2·Z + β2·I, with Z ~ N(0, 1/D) and (α1, β1) = (0.7, 0.7),
-// (α2, β2) = (0.4, -0.4) (SPEC.md §3). Each target M (D x D) is factorised by an SVD
+// (α2, β2) = (0.4, -0.4) (docs/MODEL.md §3). Each target M (D x D) is factorised by an SVD
 // M = U S V^T and its best rank-hd part split evenly: W_q = sqrt(S_hd) U_hd^T, W_k = sqrt(S_hd) V_hd^T.
 #include <cmath>
 #include <vector>

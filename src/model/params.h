@@ -16,7 +16,7 @@ struct ParamSpec {
   std::vector<int64_t> shape;   // timm shape, e.g. (4D, D)
   int64_t offset = 0, numel = 0;
   ParamKind kind = ParamKind::Weight;
-  // The weight-decay rule, the only copy (SPEC §4, DeiT parameter groups): decay on matrices
+  // The weight-decay rule, the only copy (docs/MODEL.md §4, DeiT parameter groups): decay on matrices
   // (linear and patch-embedding weights), not on biases, norms, pos_embed or cls_token; timm also
   // decays the rational coefficients, switchable (TrainConfig::decay_rational, default on).
   bool decay(bool decay_rational) const {

@@ -48,7 +48,7 @@ struct GrkanShape {
 // Scalar evaluation of one group's rational, for plots and fitting (double precision).
 double grkan_eval(const double* a, int m, const double* b, int n, double x);
 
-// Initial coefficients. mode: "identity", "swish" (SPEC.md values) or "gelu" (least-squares fit,
+// Initial coefficients. mode: "identity", "swish" (docs/MODEL.md values) or "gelu" (least-squares fit,
 // computed once). Writes a (m+1 = 6 values) and b (n = 4 values) for degrees (5, 4).
 void grkan_init_coefficients(const std::string& mode, std::vector<double>& a, std::vector<double>& b);
 

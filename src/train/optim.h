@@ -11,7 +11,7 @@ namespace kat {
 
 struct AdamWConfig {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.05;
-  bool decay_rational = true;  // timm decays the rational coefficients (SPEC §4); switchable
+  bool decay_rational = true;  // timm decays the rational coefficients (docs/MODEL.md §4); switchable
 };
 
 class AdamW {

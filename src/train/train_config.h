@@ -33,9 +33,9 @@ struct TrainConfig {
   // regularisation / augmentation
   double label_smoothing = 0.1;
   double mixup = 0.0, cutmix = 0.0, mix_prob = 1.0, switch_prob = 0.5;
-  // Defaults fit the built-in Fashion-MNIST run (10 short epochs on 2 cores): the model underfits
+  // Defaults fit the built-in Fashion-MNIST run (6 short epochs on 2 cores): the model underfits
   // in that budget, so no crop/flip by default (measured: pad-crop + flip cost 5.7 points of test
-  // top-1 after 2 epochs, bench/NOTES.md). Longer runs should turn augmentation on.
+  // top-1 after 2 epochs, bench/records/NOTES.md). Longer runs should turn augmentation on.
   std::string crop = "none";   // none | pad | rrc
   int padding = 2;
   bool hflip = false;
@@ -56,7 +56,7 @@ struct TrainConfig {
   bool lazy_data = false;  // folder datasets: decode images in the loader workers, not up front
   bool progress = true;
   int eval_batch = 256;
-  // folder: datasets' test split is fitted with timm's evaluation transform (SPEC.md §4): bicubic
+  // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic
   // resize of the shorter side to floor(img_size / eval_crop_pct), center crop img_size.
   double eval_crop_pct = 0.875;
 

@@ -1,4 +1,4 @@
-// The training loop (SPEC.md §4 recipe, scaled to the data at hand): AdamW + cosine/warm-up,
+// The training loop (docs/MODEL.md §4 recipe, scaled to the data at hand): AdamW + cosine/warm-up,
 // label smoothing, mixup/cutmix, augmentation, drop-path, EMA, clipping, accumulation; evaluation
 // after every epoch; atomic checkpoints with bit-exact resume; progress bar, metrics.jsonl,
 // config.json.

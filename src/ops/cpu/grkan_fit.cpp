@@ -1,4 +1,4 @@
-// Initial GR-KAN coefficients: SPEC.md's identity and swish tables, and an A-form least-squares
+// Initial GR-KAN coefficients: docs/MODEL.md's identity and swish tables, and an A-form least-squares
 // fitter for any other activation (the public "gelu" table was fitted in B-form and is wrong under
 // the A-form, so GELU is fitted here).
 #include <cmath>

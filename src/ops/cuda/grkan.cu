@@ -13,7 +13,7 @@
 //            shared memory and writes one row of the column-major partial table ws[col][block];
 //   stage 2: one block per column sums the blocks' partials in a fixed order (in double) and adds
 //            the result to da/db.
-// (Measured alternatives, bench/GRKAN_CUDA.md: one table row per warp instead of per block cost
+// (Measured alternatives, bench/records/GRKAN_CUDA.md: one table row per warp instead of per block cost
 // 2-4 us per backward in stores and stage-2 reads; the final sums done by the last block of stage
 // 1 (atomic ticket) instead of stage 2 cost 4 us more, the PDL-overlapped stage 2 only 0.4 us.)
 // All kernels are launched with programmatic dependent launch, so a launch's latency hides behind
@@ -42,7 +42,7 @@ using namespace vecio;
 
 using kat::ops::GrkanShape;
 
-// Tunables (the measured best, bench/GRKAN_CUDA.md; variants are benchmarked by editing these).
+// Tunables (the measured best, bench/records/GRKAN_CUDA.md; variants are benchmarked by editing these).
 // Forward: row vectors in flight per thread and trip.
 // Backward: rows in flight per thread and trip (U), stage-1 blocks per SM (launch bounds), per
 // element type. bf16 is issue-bound (~46 instructions per element against 6 bytes; ncu: IPC 0.72

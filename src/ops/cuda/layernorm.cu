@@ -1,5 +1,5 @@
 // LayerNorm on CUDA. Contract in ops/cuda/layernorm.h (shapes: ops/layernorm.h); teams and plain
-// loads in row_ops.cuh; measurements and tolerances in bench/OPS_CUDA.md.
+// loads in row_ops.cuh; measurements and tolerances in bench/records/OPS_CUDA.md.
 //
 // Forward: one team per row, the row register-resident; two-pass mean / biased variance.
 // Backward, dgamma/dbeta (deterministic, no atomics):
@@ -28,7 +28,7 @@ using namespace detail;
 using namespace rowops;
 namespace {
 
-// LayerNorm backward, stage 1 (measured best, bench/OPS_CUDA.md): resident threads per SM (sets
+// LayerNorm backward, stage 1 (measured best, bench/records/OPS_CUDA.md): resident threads per SM (sets
 // the register cap and the persistent grid) and vectors per thread on the 16-byte path. Rows are
 // loaded one at a time (a software-pipelined variant that loads the next row first was no faster).
 constexpr int kBwdThreadsPerSM = 768;

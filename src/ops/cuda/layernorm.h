@@ -1,5 +1,5 @@
 // LayerNorm on CUDA. Contract and shared shape check: ops/layernorm.h; CPU: ops/cpu/layernorm.h;
-// conventions: ops/cuda/stream.h; measurements: bench/OPS_CUDA.md.
+// conventions: ops/cuda/stream.h; measurements: bench/records/OPS_CUDA.md.
 #pragma once
 #include <cstddef>
 #include <cstdint>

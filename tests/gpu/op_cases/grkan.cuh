@@ -31,7 +31,7 @@ namespace kat_op_harness {
 
 using kat::ops::GrkanShape;
 
-// SPEC swish initial coefficients.
+// docs/MODEL.md swish initial coefficients.
 constexpr double kSwishA[6] = {3.054879741161051e-07, 0.5000007853744493,   0.24999783422824703,
                                0.05326628273219478,   0.005803034571292244, 0.0002751961022402342};
 constexpr double kSwishB[4] = {-4.111554955950634e-06, 0.10652899335007572, -1.2690007399796238e-06,
