@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "core/rng.h"
-#include "data/data.h"
-#include "data/image_io.h"
+#include "kat/core/rng.h"
+#include "kat/data/data.h"
+#include "kat/data/image_io.h"
 
 namespace fs = std::filesystem;
 using namespace kat;

@@ -9,10 +9,10 @@
 #include <memory>
 #include <string>
 
-#include "core/rng.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
-#include "train/gpu_runner.h"
+#include "kat/core/rng.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/gpu_runner.h"
 #include "viz/raster.h"
 
 namespace fs = std::filesystem;

@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "test_util.h"
-#include "core/rng.h"
-#include "data/data.h"
-#include "io/safetensors.h"
+#include "kat/core/rng.h"
+#include "kat/data/data.h"
+#include "kat/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace kat;

@@ -11,15 +11,15 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "io/safetensors.h"
-#include "model/drop_path.h"
-#include "model/kat_model.h"
-#include "model/layout.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/drop_path.h"
+#include "kat/model/kat_model.h"
+#include "kat/model/layout.h"
 #include "ops/cpu_ops.h"
 #include "test_util.h"
-#include "train/optim.h"
-#include "train/train_config.h"
+#include "kat/train/optim.h"
+#include "kat/train/train_config.h"
 
 using namespace kat;
 

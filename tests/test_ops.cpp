@@ -13,10 +13,10 @@
 #include <tuple>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
 #include "ops/cpu_ops.h"
-#include "ops/grkan.h"
+#include "kat/ops/grkan.h"
 
 using namespace kat;
 using namespace kat::ops;

@@ -7,9 +7,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/error.h"
-#include "data/image_io.h"
-#include "viz/plot.h"
+#include "kat/core/error.h"
+#include "kat/data/image_io.h"
+#include "kat/viz/plot.h"
 #include "viz/raster.h"
 
 using namespace kat::viz;

@@ -10,11 +10,11 @@
 #include <sstream>
 #include <tuple>
 
-#include "core/error.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
-#include "model/pretrained.h"
-#include "train/trainer.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
+#include "kat/model/pretrained.h"
+#include "kat/train/trainer.h"
 #include "test_util.h"
 #include "train_run_util.h"
 

@@ -10,9 +10,9 @@
 #include <limits>
 #include <optional>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "io/safetensors.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
+#include "kat/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace kat::io;

@@ -10,14 +10,14 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/replica_pool.h"
-#include "data/image_io.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
-#include "train/gpu_runner.h"
-#include "train/optim.h"
-#include "train/trainer.h"
+#include "kat/core/error.h"
+#include "kat/core/replica_pool.h"
+#include "kat/data/image_io.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/gpu_runner.h"
+#include "kat/train/optim.h"
+#include "kat/train/trainer.h"
 #include "test_util.h"
 #include "train_run_util.h"
 #include "../apps/kat/device_flag.h"

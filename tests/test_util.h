@@ -8,7 +8,7 @@
 #include <initializer_list>
 #include <string>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::test {
 

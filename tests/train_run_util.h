@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.h"
-#include "train/trainer.h"
+#include "kat/io/safetensors.h"
+#include "kat/train/trainer.h"
 
 namespace kat::test {
 

@@ -12,15 +12,15 @@
 #include <vector>
 
 #include "commands.h"
-#include "core/error.h"
-#include "core/rng.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
 #include "device_flag.h"
-#include "model/kat_model.h"
-#include "train/cpu_engine.h"
-#include "train/engine.h"
-#include "train/gpu_group.h"
-#include "train/gpu_runner.h"
-#include "train/optim.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/cpu_engine.h"
+#include "kat/train/engine.h"
+#include "kat/train/gpu_group.h"
+#include "kat/train/gpu_runner.h"
+#include "kat/train/optim.h"
 
 namespace kat::cli {
 

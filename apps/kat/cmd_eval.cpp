@@ -7,10 +7,10 @@
 
 #include "commands.h"
 #include "device.h"
-#include "core/error.h"
-#include "data/data.h"
-#include "train/evaluate.h"
-#include "train/inference.h"
+#include "kat/core/error.h"
+#include "kat/data/data.h"
+#include "kat/train/evaluate.h"
+#include "kat/train/inference.h"
 
 namespace kat::cli {
 

@@ -4,9 +4,9 @@
 
 #include "commands.h"
 #include "device.h"
-#include "core/error.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
 
 namespace kat::cli {
 

@@ -3,7 +3,7 @@
 #include <memory>
 
 #include "commands.h"
-#include "model/kat_model.h"
+#include "kat/model/kat_model.h"
 
 namespace kat::cli {
 

@@ -6,10 +6,10 @@
 #include <memory>
 
 #include "commands.h"
-#include "core/error.h"
-#include "train/inference.h"
-#include "train/run_plots.h"
-#include "train/trainer.h"
+#include "kat/core/error.h"
+#include "kat/train/inference.h"
+#include "kat/train/run_plots.h"
+#include "kat/train/trainer.h"
 #include "viz/raster.h"
 
 namespace kat::cli {

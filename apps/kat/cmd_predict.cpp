@@ -8,9 +8,9 @@
 
 #include "commands.h"
 #include "device.h"
-#include "core/error.h"
-#include "data/data.h"
-#include "train/inference.h"
+#include "kat/core/error.h"
+#include "kat/data/data.h"
+#include "kat/train/inference.h"
 
 namespace kat::cli {
 

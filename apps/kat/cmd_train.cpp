@@ -5,9 +5,9 @@
 #include <memory>
 
 #include "commands.h"
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "device_flag.h"
-#include "train/trainer.h"
+#include "kat/train/trainer.h"
 
 namespace kat::cli {
 

@@ -1,8 +1,8 @@
 #include "device.h"
 
-#include "core/error.h"
-#include "train/cpu_engine.h"
-#include "train/optim.h"
+#include "kat/core/error.h"
+#include "kat/train/cpu_engine.h"
+#include "kat/train/optim.h"
 
 namespace kat::cli {
 

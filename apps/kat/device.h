@@ -5,10 +5,10 @@
 #include <string>
 
 #include "device_flag.h"
-#include "model/kat_model.h"
-#include "train/engine.h"
-#include "train/gpu_runner.h"
-#include "train/train_config.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/engine.h"
+#include "kat/train/gpu_runner.h"
+#include "kat/train/train_config.h"
 
 namespace kat::cli {
 

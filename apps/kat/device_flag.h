@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::cli {
 

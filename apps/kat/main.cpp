@@ -8,7 +8,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "core/error.h"
+#include "kat/core/error.h"
 
 int main(int argc, char** argv) {
   // libgomp's idle threads spin for a long time before sleeping; on a 2-core machine with a data

@@ -1,12 +1,12 @@
-#include "data/augment.h"
+#include "kat/data/augment.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 
-#include "core/error.h"
-#include "data/image_io.h"
+#include "kat/core/error.h"
+#include "kat/data/image_io.h"
 
 namespace kat::data {
 

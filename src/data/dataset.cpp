@@ -1,4 +1,4 @@
-#include "data/dataset.h"
+#include "kat/data/dataset.h"
 
 #include <unistd.h>
 #include <zlib.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace fs = std::filesystem;
 

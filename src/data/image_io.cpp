@@ -1,4 +1,4 @@
-#include "data/image_io.h"
+#include "kat/data/image_io.h"
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -13,7 +13,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::data {
 

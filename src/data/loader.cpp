@@ -1,8 +1,8 @@
-#include "data/loader.h"
+#include "kat/data/loader.h"
 
 #include <algorithm>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::data {
 

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <limits>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::dist {
 

@@ -17,7 +17,7 @@
 #include <fstream>
 #include <thread>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::dist {
 

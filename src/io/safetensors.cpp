@@ -1,4 +1,4 @@
-#include "io/safetensors.h"
+#include "kat/io/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 // Tensor bytes are read with memcpy into native integers: only correct on little-endian hosts.
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");

@@ -1,4 +1,4 @@
-#include "model/config.h"
+#include "kat/model/config.h"
 
 #include <cstdlib>
 #include <algorithm>
@@ -10,7 +10,7 @@
 #include <string_view>
 #include <utility>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat {
 

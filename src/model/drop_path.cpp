@@ -1,4 +1,4 @@
-#include "model/drop_path.h"
+#include "kat/model/drop_path.h"
 
 namespace kat {
 

@@ -1,15 +1,15 @@
-#include "model/kat_model.h"
+#include "kat/model/kat_model.h"
 
-#include "model/drop_path.h"
+#include "kat/model/drop_path.h"
 #include "model/mimetic_init.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cpu_ops.h"
-#include "ops/grkan.h"
+#include "kat/ops/grkan.h"
 
 namespace kat {
 

@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/error.h"
-#include "model/drop_path.h"
+#include "kat/core/error.h"
+#include "kat/model/drop_path.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/cuda_check.h"
@@ -117,14 +117,8 @@ void KatModelCuda::download_features(float* host) const {
 }
 
 // The bias operand of the GEMM epilogue in bf16 mode (its bf16 working copy; see ops/cuda/gemm.h), or
-// null to add the fp32 bias with the separate kernel (KAT_GEMM_BIAS_KERNEL=1, for comparison).
-const void* KatModelCuda::bias_copy(int64_t off) const {
-  static const bool separate = [] {
-    const char* e = std::getenv("KAT_GEMM_BIAS_KERNEL");
-    return e && *e && *e != '0';
-  }();
-  return wbf16_ && !separate ? w(off) : nullptr;
-}
+// null in fp32 mode, where the fp32 bias is added by the separate bias kernel.
+const void* KatModelCuda::bias_copy(int64_t off) const { return wbf16_ ? w(off) : nullptr; }
 
 const void* KatModelCuda::w(int64_t off) const {
   if (wbf16_) return wbf16_.data() + off;

@@ -33,12 +33,12 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
-#include "core/rng.h"
-#include "model/activations.h"
-#include "model/config.h"
-#include "model/layout.h"
-#include "model/params.h"
+#include "kat/core/dtype.h"
+#include "kat/core/rng.h"
+#include "kat/model/activations.h"
+#include "kat/model/config.h"
+#include "kat/model/layout.h"
+#include "kat/model/params.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/stream.h"  // cudaStream_t
 

@@ -2,9 +2,9 @@
 #include <algorithm>
 #include <set>
 
-#include "core/error.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
 
 namespace kat {
 

@@ -1,8 +1,8 @@
-#include "model/layout.h"
+#include "kat/model/layout.h"
 
 #include <cstring>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat {
 

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
 #include "model/mimetic_init.h"
 
 extern "C" void dgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, double* a,

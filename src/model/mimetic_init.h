@@ -1,6 +1,6 @@
 // Mimetic attention init of the public KAT code (init = "timm"). See mimetic_init.cpp.
 #pragma once
-#include "core/rng.h"
+#include "kat/core/rng.h"
 
 namespace kat {
 

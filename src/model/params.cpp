@@ -1,6 +1,6 @@
-#include "model/params.h"
+#include "kat/model/params.h"
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat {
 

@@ -1,11 +1,11 @@
-#include "model/pretrained.h"
+#include "kat/model/pretrained.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
 
 namespace kat {
 

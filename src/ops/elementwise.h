@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::ops {
 

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::ops {
 

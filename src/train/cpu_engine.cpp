@@ -1,9 +1,9 @@
-#include "train/cpu_engine.h"
+#include "kat/train/cpu_engine.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cpu_ops.h"
 
 namespace kat {

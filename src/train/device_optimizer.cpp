@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/optim.h"
 
 namespace kat {

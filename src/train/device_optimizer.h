@@ -14,7 +14,7 @@
 
 #include "model/kat_model_cuda.h"
 #include "ops/cuda/device_memory.h"
-#include "train/optim.h"  // AdamWConfig
+#include "kat/train/optim.h"  // AdamWConfig
 
 namespace kat {
 

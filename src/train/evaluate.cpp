@@ -1,9 +1,9 @@
-#include "train/evaluate.h"
+#include "kat/train/evaluate.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cpu_ops.h"
 #include "train/progress.h"
 

@@ -1,9 +1,9 @@
-#include "train/gpu_group.h"
+#include "kat/train/gpu_group.h"
 
 #include <algorithm>
 
-#include "core/error.h"
-#include "data/augment.h"  // seed_hash
+#include "kat/core/error.h"
+#include "kat/data/augment.h"  // seed_hash
 
 #ifdef KAT_HAVE_NCCL
 #include <cuda_runtime.h>

@@ -1,9 +1,9 @@
-#include "train/gpu_runner.h"
+#include "kat/train/gpu_runner.h"
 
 #include <algorithm>
 
-#include "core/bf16.h"
-#include "core/error.h"
+#include "kat/core/bf16.h"
+#include "kat/core/error.h"
 
 #ifdef KAT_HAVE_CUDA
 #include <cuda_runtime.h>

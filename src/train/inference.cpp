@@ -1,9 +1,9 @@
-#include "train/inference.h"
+#include "kat/train/inference.h"
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "io/safetensors.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
 
 namespace kat {
 

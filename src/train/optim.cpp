@@ -1,4 +1,4 @@
-#include "train/optim.h"
+#include "kat/train/optim.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,11 +1,11 @@
-#include "train/run_plots.h"
+#include "kat/train/run_plots.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "model/kat_model.h"
-#include "ops/grkan.h"
+#include "kat/core/error.h"
+#include "kat/model/kat_model.h"
+#include "kat/ops/grkan.h"
 #include "viz/raster.h"
 
 namespace kat {

@@ -1,24 +1,26 @@
-#include "train/train_config.h"
+#include "kat/train/train_config.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "model/config.h"
+#include "kat/core/error.h"
+#include "kat/model/config.h"
 
 namespace kat {
 
 using nlohmann::json;
 
-#define KAT_TRAIN_FIELDS(X)                                                                                  \
-  X(model)                                                                                                   \
-  X(model_overrides) X(data) X(out_dir) X(device) X(init) X(epochs) X(batch) X(accum_steps) X(lr) X(min_lr)          \
-      X(warmup_lr) X(warmup_epochs) X(weight_decay) X(decay_rational) X(clip_grad) X(ema_decay) X(drop_path) \
-          X(label_smoothing) X(mixup) X(cutmix) X(mix_prob) X(switch_prob) X(crop) X(padding) X(hflip)       \
-              X(randaug_n) X(randaug_m) X(randaug_mstd) X(random_erase) X(mean) X(std) X(seed) X(workers)    \
-                  X(threads) X(keep_last) X(save_every) X(max_steps) X(log_every) X(train_subset)            \
-                      X(test_subset) X(skip_bad) X(lazy_data) X(progress) X(eval_batch) \
-                          X(eval_crop_pct)
+// An X-macro list: clang-format lays it out differently on every pass, so it is left as written.
+// clang-format off
+#define KAT_TRAIN_FIELDS(X) \
+  X(model) X(model_overrides) X(data) X(out_dir) X(device) X(init) X(epochs) X(batch) \
+  X(accum_steps) X(lr) X(min_lr) X(warmup_lr) X(warmup_epochs) X(weight_decay) X(decay_rational) \
+  X(clip_grad) X(ema_decay) X(drop_path) X(label_smoothing) X(mixup) X(cutmix) X(mix_prob) \
+  X(switch_prob) X(crop) X(padding) X(hflip) X(randaug_n) X(randaug_m) X(randaug_mstd) \
+  X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
+  X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
+  X(eval_batch) X(eval_crop_pct)
+// clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
   json j;

@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "kat/train/trainer.h"
 
 #include <omp.h>
 
@@ -15,18 +15,18 @@
 #include <thread>
 #include <tuple>
 
-#include "core/error.h"
-#include "data/data.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
-#include "model/pretrained.h"
-#include "train/cpu_engine.h"
-#include "train/engine.h"
-#include "train/evaluate.h"
-#include "train/gpu_group.h"
-#include "train/optim.h"
+#include "kat/core/error.h"
+#include "kat/data/data.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
+#include "kat/model/pretrained.h"
+#include "kat/train/cpu_engine.h"
+#include "kat/train/engine.h"
+#include "kat/train/evaluate.h"
+#include "kat/train/gpu_group.h"
+#include "kat/train/optim.h"
 #include "train/progress.h"
-#include "train/run_plots.h"
+#include "kat/train/run_plots.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -1,4 +1,4 @@
-#include "viz/plot.h"
+#include "kat/viz/plot.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -6,7 +6,7 @@
 #include <fstream>
 #include <limits>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 namespace kat::viz {
 

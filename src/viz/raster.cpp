@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <system_error>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 
 #ifdef KAT_HAVE_RSVG
 #include <cairo.h>

@@ -14,8 +14,8 @@
 #include <cstring>
 #include <vector>
 
-#include "core/error.h"
-#include "io/safetensors.h"
+#include "kat/core/error.h"
+#include "kat/io/safetensors.h"
 
 using namespace kat::io;
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
+#include "kat/core/dtype.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 

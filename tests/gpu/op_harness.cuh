@@ -35,7 +35,7 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
+#include "kat/core/dtype.h"
 #include "gpu_host_util.cuh"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"

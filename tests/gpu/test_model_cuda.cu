@@ -42,15 +42,15 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "model/config.h"
-#include "model/kat_model.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
+#include "kat/model/config.h"
+#include "kat/model/kat_model.h"
 #include "model/kat_model_cuda.h"
 #include "ops/cpu_ops.h"
 #include "ops/cuda/cuda_check.h"
 #include "train/device_optimizer.h"
-#include "train/optim.h"
+#include "kat/train/optim.h"
 
 #include "gpu_test_util.cuh"
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "gpu_test_util.cuh"
 #include "op_cases/attention.cuh"
 #include "op_cases/cross_entropy.cuh"

@@ -17,16 +17,16 @@
 
 #include "../test_util.h"
 #include "../train_run_util.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "data/dataset.h"
-#include "io/safetensors.h"
-#include "model/kat_model.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
+#include "kat/data/dataset.h"
+#include "kat/io/safetensors.h"
+#include "kat/model/kat_model.h"
 #include "model/kat_model_cuda.h"
 #include "ops/cuda/device_memory.h"
-#include "train/gpu_group.h"
-#include "train/gpu_runner.h"
-#include "train/trainer.h"
+#include "kat/train/gpu_group.h"
+#include "kat/train/gpu_runner.h"
+#include "kat/train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace kat;

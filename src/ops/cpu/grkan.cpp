@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cpu/grkan.h"
 
 namespace kat::ops {

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "ops/grkan.h"
+#include "kat/ops/grkan.h"
 
 namespace kat::ops {
 

@@ -5,8 +5,8 @@
 #include <mutex>
 #include <vector>
 
-#include "core/error.h"
-#include "ops/grkan.h"
+#include "kat/core/error.h"
+#include "kat/ops/grkan.h"
 
 namespace kat::ops {
 

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"

@@ -28,7 +28,7 @@
 #include <cstdlib>
 #include <utility>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/mma_bf16.cuh"

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/launch.cuh"

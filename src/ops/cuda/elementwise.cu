@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/launch.cuh"

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/embed.h"
 #include "ops/cuda/launch.cuh"

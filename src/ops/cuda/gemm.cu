@@ -9,7 +9,7 @@
 #include <string>
 #include <tuple>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/gemm.h"

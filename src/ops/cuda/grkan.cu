@@ -28,7 +28,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/vec_io.cuh"
 #include "ops/cuda/gemm.h"  // column_sum_accumulate (dx_colsum outside the fused cases)

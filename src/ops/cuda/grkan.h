@@ -18,7 +18,7 @@
 #include <cstddef>
 
 #include "ops/cuda/stream.h"
-#include "ops/grkan.h"
+#include "kat/ops/grkan.h"
 
 namespace kat::cuda {
 

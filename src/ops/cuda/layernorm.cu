@@ -17,7 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/layernorm.h"

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/error.h"
+#include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/optim.h"

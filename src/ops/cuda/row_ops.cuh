@@ -15,8 +15,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "core/dtype.h"
-#include "core/error.h"
+#include "kat/core/dtype.h"
+#include "kat/core/error.h"
 #include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda::rowops {

@@ -19,7 +19,7 @@
 //  - Bad arguments throw kat::Error; CUDA failures std::runtime_error (KAT_CUDA_CHECK).
 //    Zero rows / zero elements is a no-op.
 #pragma once
-#include "core/dtype.h"
+#include "kat/core/dtype.h"
 
 // Same declaration as CUDA's driver_types.h, so includers need no CUDA header.
 struct CUstream_st;

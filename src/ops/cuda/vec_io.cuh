@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "core/dtype.h"
+#include "kat/core/dtype.h"
 
 namespace kat::cuda::vecio {
 

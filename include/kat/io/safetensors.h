@@ -8,7 +8,7 @@
 // (every byte of the data section belongs to exactly one tensor, sizes match dtype x shape, ...) plus
 // duplicate keys, and reports any problem as kat::Error naming the file and the tensor/bytes at fault.
 #pragma once
-#include "core/bf16.h"
+#include "kat/core/bf16.h"
 #include <cstddef>
 #include <cstdint>
 #include <map>

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
-#include "core/rng.h"
-#include "model/config.h"
-#include "train/engine.h"
-#include "train/optim.h"
+#include "kat/core/dtype.h"
+#include "kat/core/rng.h"
+#include "kat/model/config.h"
+#include "kat/train/engine.h"
+#include "kat/train/optim.h"
 
 namespace kat {
 

@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "data/augment.h"
-#include "data/dataset.h"
+#include "kat/data/augment.h"
+#include "kat/data/dataset.h"
 
 namespace kat::data {
 

@@ -22,8 +22,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/rng.h"
-#include "model/config.h"
+#include "kat/core/rng.h"
+#include "kat/model/config.h"
 
 namespace kat {
 

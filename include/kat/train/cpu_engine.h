@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "model/kat_model.h"
-#include "train/engine.h"
-#include "train/optim.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/engine.h"
+#include "kat/train/optim.h"
 
 namespace kat {
 

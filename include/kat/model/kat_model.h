@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "core/rng.h"
-#include "model/activations.h"
-#include "model/config.h"
-#include "model/layout.h"
-#include "model/params.h"
+#include "kat/core/rng.h"
+#include "kat/model/activations.h"
+#include "kat/model/config.h"
+#include "kat/model/layout.h"
+#include "kat/model/params.h"
 
 namespace kat {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/rng.h"
+#include "kat/core/rng.h"
 
 namespace kat::data {
 

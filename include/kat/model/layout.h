@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
-#include "model/params.h"
+#include "kat/model/config.h"
+#include "kat/model/params.h"
 
 namespace kat {
 

@@ -18,8 +18,8 @@
 #include <initializer_list>
 #include <vector>
 
-#include "model/config.h"
-#include "model/drop_path.h"
+#include "kat/model/config.h"
+#include "kat/model/drop_path.h"
 
 namespace kat {
 

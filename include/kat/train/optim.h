@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/params.h"
+#include "kat/model/params.h"
 
 namespace kat {
 

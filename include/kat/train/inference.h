@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "model/kat_model.h"
-#include "train/train_config.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/train_config.h"
 
 namespace kat {
 

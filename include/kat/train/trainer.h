@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
-#include "train/train_config.h"
+#include "kat/model/config.h"
+#include "kat/train/train_config.h"
 
 namespace kat {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "data/image_io.h"
+#include "kat/data/image_io.h"
 
 namespace kat::data {
 

@@ -15,12 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "core/replica_pool.h"
-#include "core/rng.h"
-#include "model/config.h"
-#include "train/engine.h"
-#include "train/gpu_runner.h"
-#include "train/optim.h"
+#include "kat/core/replica_pool.h"
+#include "kat/core/rng.h"
+#include "kat/model/config.h"
+#include "kat/train/engine.h"
+#include "kat/train/gpu_runner.h"
+#include "kat/train/optim.h"
 
 namespace kat {
 

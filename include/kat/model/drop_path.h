@@ -4,8 +4,8 @@
 #pragma once
 #include <cstdint>
 
-#include "core/rng.h"
-#include "model/config.h"
+#include "kat/core/rng.h"
+#include "kat/model/config.h"
 
 namespace kat {
 

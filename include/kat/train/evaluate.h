@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "data/dataset.h"
-#include "data/loader.h"
-#include "train/engine.h"
+#include "kat/data/dataset.h"
+#include "kat/data/loader.h"
+#include "kat/train/engine.h"
 
 namespace kat {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "viz/plot.h"
+#include "kat/viz/plot.h"
 
 namespace kat {
 
