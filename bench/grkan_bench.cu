@@ -16,8 +16,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -118,9 +118,8 @@ int main(int argc, char** argv) {
     const CudaStream stream = CudaStream::create(cudaStreamNonBlocking);
     cudaStream_t st = stream.get();
     const double copy_bw = copy_bandwidth(st);
-    std::printf("device: %s, %d SMs, L2 %d MB; D2D copy bandwidth %.0f GB/s (read+write); variant %s\n",
-                prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bw * 1e-9,
-                label.c_str());
+    std::printf("device: %s, %d SMs, L2 %d MB; D2D copy bandwidth %.0f GB/s (read+write); variant %s\n", prop.name,
+                prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_bw * 1e-9, label.c_str());
 
     FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
     if (csv_path && !csv) std::fprintf(stderr, "cannot open %s\n", csv_path);
@@ -130,9 +129,9 @@ int main(int argc, char** argv) {
                    "bwd_floor_ms,fwdbwd_floor_ms,fwd_GBs,bwd_GBs,fwdbwd_GBs,copy_GBs,fwd_frac,"
                    "bwd_frac,fwdbwd_frac,fwd_blocks,bwd_blocks,copy_fwd_ms,copy_bwd_ms,copy_fwdbwd_ms\n");
 
-    std::printf("\n%-5s %-16s %8s %8s %9s | %7s %7s %7s | %6s %6s %6s | %5s %5s %5s\n", "stor",
-                "shape", "fwd ms", "bwd ms", "f+b ms", "fwd GB/s", "bwd", "f+b", "flr f", "flr b",
-                "flr fb", "%cp f", "%cp b", "%cp fb");
+    std::printf("\n%-5s %-16s %8s %8s %9s | %7s %7s %7s | %6s %6s %6s | %5s %5s %5s\n", "stor", "shape", "fwd ms",
+                "bwd ms", "f+b ms", "fwd GB/s", "bwd", "f+b", "flr f", "flr b", "flr fb", "%cp f", "%cp b",
+                "%cp fb");
 
     // GRKAN_BENCH_ONLY="bf16:768,fp32:192": run only those (storage:dim) rows (for profilers).
     const char* only_env = std::getenv("GRKAN_BENCH_ONLY");
@@ -142,9 +141,8 @@ int main(int argc, char** argv) {
     uint64_t seed = 0x5eed1234abcdull;
     for (DType stor : {DType::BF16, DType::F32}) {
       for (int dim : dims) {
-        if (!only.empty() &&
-            only.find(std::string(stor == DType::BF16 ? "bf16:" : "fp32:") + std::to_string(dim)) ==
-                std::string::npos)
+        if (!only.empty() && only.find(std::string(stor == DType::BF16 ? "bf16:" : "fp32:") +
+                                       std::to_string(dim)) == std::string::npos)
           continue;
         kat::ops::GrkanShape s;
         s.rows = rows;
@@ -156,8 +154,8 @@ int main(int argc, char** argv) {
         const bool bf = stor == DType::BF16;
         // Enough sets that the calls between two uses of a set touch >= 3x the L2.
         const double call_bytes = 2.0 * es * n;
-        const int nsets = std::min(
-            32, std::max(kMinSets, static_cast<int>(std::ceil(3.0 * prop.l2CacheSize / call_bytes)) + 1));
+        const int nsets =
+            std::min(32, std::max(kMinSets, static_cast<int>(std::ceil(3.0 * prop.l2CacheSize / call_bytes)) + 1));
         std::vector<Set> sets(nsets);
         for (auto& set : sets) {
           for (auto* p : {&set.x, &set.dy, &set.y, &set.dx}) p->allocate(n * es);
@@ -193,7 +191,17 @@ int main(int argc, char** argv) {
         };
         auto bwd = [&](int i) {
           Set& z = sets[i % nsets];
-          kat::cuda::grkan_backward({.shape = s, .dtype = stor, .x = z.x.data(), .dy = z.dy.data(), .a = a_d, .b = b_d, .dx = z.dx.data(), .da = da_d, .db = db_d, .workspace = ws}, st);
+          kat::cuda::grkan_backward({.shape = s,
+                                     .dtype = stor,
+                                     .x = z.x.data(),
+                                     .dy = z.dy.data(),
+                                     .a = a_d,
+                                     .b = b_d,
+                                     .dx = z.dx.data(),
+                                     .da = da_d,
+                                     .db = db_d,
+                                     .workspace = ws},
+                                    st);
         };
         const float t_f = time_ms(st, fwd);
         const float t_b = time_ms(st, bwd);
@@ -222,11 +230,32 @@ int main(int argc, char** argv) {
         KAT_CUDA_CHECK(cudaMemset(dsum_d, 0, size_t(dim) * 4));
         const float t_bcs = time_ms(st, [&](int i) {
           Set& z = sets[i % nsets];
-          kat::cuda::grkan_backward({.shape = s, .dtype = stor, .x = z.x.data(), .dy = z.dy.data(), .a = a_d, .b = b_d, .dx = z.dx.data(), .da = da_d, .db = db_d, .workspace = ws, .dx_colsum = dsum_d}, st);
+          kat::cuda::grkan_backward({.shape = s,
+                                     .dtype = stor,
+                                     .x = z.x.data(),
+                                     .dy = z.dy.data(),
+                                     .a = a_d,
+                                     .b = b_d,
+                                     .dx = z.dx.data(),
+                                     .da = da_d,
+                                     .db = db_d,
+                                     .workspace = ws,
+                                     .dx_colsum = dsum_d},
+                                    st);
         });
         const float t_bsep = time_ms(st, [&](int i) {
           Set& z = sets[i % nsets];
-          kat::cuda::grkan_backward({.shape = s, .dtype = stor, .x = z.x.data(), .dy = z.dy.data(), .a = a_d, .b = b_d, .dx = z.dx.data(), .da = da_d, .db = db_d, .workspace = ws}, st);
+          kat::cuda::grkan_backward({.shape = s,
+                                     .dtype = stor,
+                                     .x = z.x.data(),
+                                     .dy = z.dy.data(),
+                                     .a = a_d,
+                                     .b = b_d,
+                                     .dx = z.dx.data(),
+                                     .da = da_d,
+                                     .db = db_d,
+                                     .workspace = ws},
+                                    st);
           kat::cuda::column_sum_accumulate(rows, dim, stor, z.dx.data(), dsum_d, ws, st);
         });
         KAT_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -241,11 +270,10 @@ int main(int argc, char** argv) {
         std::snprintf(shape, sizeof shape, "(128,197,%d)", dim);
         std::printf("%-5s %-16s %8.4f %8.4f %9.4f | %8.0f %7.0f %7.0f | %6.4f %6.4f %6.4f | %5.1f %5.1f %5.1f\n",
                     bf ? "bf16" : "fp32", shape, t_f, t_b, t_fb, gf, gb, gfb, ff, fb, ffb,
-                    100.0 * gf / (copy_bw * 1e-9), 100.0 * gb / (copy_bw * 1e-9),
-                    100.0 * gfb / (copy_bw * 1e-9));
+                    100.0 * gf / (copy_bw * 1e-9), 100.0 * gb / (copy_bw * 1e-9), 100.0 * gfb / (copy_bw * 1e-9));
         std::printf(
-            "      same-size copies %.4f %8.4f %9.4f ms -> GR-KAN at %.0f / %.0f / %.0f %% of their speed\n",
-            c_f, c_b, c_fb, 100.0 * c_f / t_f, 100.0 * c_b / t_b, 100.0 * c_fb / t_fb);
+            "      same-size copies %.4f %8.4f %9.4f ms -> GR-KAN at %.0f / %.0f / %.0f %% of their speed\n", c_f,
+            c_b, c_fb, 100.0 * c_f / t_f, 100.0 * c_b / t_b, 100.0 * c_fb / t_fb);
         std::printf("      backward + dx column sums (fc1 bias grad): fused %.4f ms, separate kernel %.4f ms\n",
                     t_bcs, t_bsep);
         std::fflush(stdout);
@@ -253,10 +281,9 @@ int main(int argc, char** argv) {
           std::fprintf(csv,
                        "%s,%s,%s,%lld,%d,%d,%.5f,%.5f,%.5f,%.5f,%.5f,%.5f,%.1f,%.1f,%.1f,%.1f,%.4f,"
                        "%.4f,%.4f,%d,%d,%.5f,%.5f,%.5f\n",
-                       label.c_str(), prop.name, bf ? "bf16" : "fp32", static_cast<long long>(rows), dim,
-                       s.groups, t_f, t_b, t_fb, ff, fb, ffb, gf, gb, gfb, copy_bw * 1e-9,
-                       gf / (copy_bw * 1e-9), gb / (copy_bw * 1e-9), gfb / (copy_bw * 1e-9), fi.blocks,
-                       bi.blocks, c_f, c_b, c_fb);
+                       label.c_str(), prop.name, bf ? "bf16" : "fp32", static_cast<long long>(rows), dim, s.groups,
+                       t_f, t_b, t_fb, ff, fb, ffb, gf, gb, gfb, copy_bw * 1e-9, gf / (copy_bw * 1e-9),
+                       gb / (copy_bw * 1e-9), gfb / (copy_bw * 1e-9), fi.blocks, bi.blocks, c_f, c_b, c_fb);
 
         KAT_CUDA_CHECK(cudaStreamSynchronize(st));  // before the buffers are freed
       }

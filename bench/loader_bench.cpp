@@ -40,8 +40,10 @@ int main(int argc, char** argv) try {
         for (int y = 0; y < h; ++y)
           for (int x = 0; x < w; ++x)
             for (int k = 0; k < 3; ++k)
-              px[(size_t(y) * w + x) * 3 + k] = uint8_t((a + y * (k + 1) / 3 + x * (3 - k) / 4 + b * k + r.below(24)) & 255);
-        data::write_jpeg((tr / ("c" + std::to_string(c)) / (std::to_string(i) + ".jpg")).string(), h, w, 3, px.data(), 90);
+              px[(size_t(y) * w + x) * 3 + k] =
+                  uint8_t((a + y * (k + 1) / 3 + x * (3 - k) / 4 + b * k + r.below(24)) & 255);
+        data::write_jpeg((tr / ("c" + std::to_string(c)) / (std::to_string(i) + ".jpg")).string(), h, w, 3,
+                         px.data(), 90);
       }
     }
   }

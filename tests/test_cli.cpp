@@ -72,7 +72,8 @@ TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {
   io::SafetensorsWriter in;
   in.add_f32("input", {3, 1, 28, 28}, x.data());
   in.write_atomic(d + "/in.safetensors");
-  CmdResult res = run("infer -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d + "/in.safetensors -o " + d + "/out.safetensors");
+  CmdResult res = run("infer -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d + "/in.safetensors -o " +
+                      d + "/out.safetensors");
   ASSERT_EQ(res.code, 0) << res.out;
   const auto out = io::SafetensorsFile::load(d + "/out.safetensors");
   EXPECT_EQ(out.info("logits").shape, (std::vector<int64_t>{3, 10}));
@@ -84,12 +85,14 @@ TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {
   io::SafetensorsWriter bad;
   bad.add_f32("input", {1, 3, 28, 28}, std::vector<float>(3 * 784, 0.5f).data());
   bad.write_atomic(d + "/bad.safetensors");
-  res = run("infer -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d + "/bad.safetensors -o " + d + "/o2.safetensors");
+  res = run("infer -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d + "/bad.safetensors -o " + d +
+            "/o2.safetensors");
   EXPECT_EQ(res.code, 1);
   EXPECT_NE(res.out.find("expects (N, 1, 28, 28)"), std::string::npos) << res.out;
   EXPECT_FALSE(fs::exists(d + "/o2.safetensors"));
   // weights for another model
-  res = run("infer -m kat_mini_patch4_28 -w " + d + "/w.safetensors -i " + d + "/in.safetensors -o " + d + "/o3.safetensors");
+  res = run("infer -m kat_mini_patch4_28 -w " + d + "/w.safetensors -i " + d + "/in.safetensors -o " + d +
+            "/o3.safetensors");
   EXPECT_EQ(res.code, 1);
   EXPECT_NE(res.out.find("shape"), std::string::npos) << res.out;
   // truncated weights file
@@ -98,7 +101,8 @@ TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {
     std::string bytes((std::istreambuf_iterator<char>(f)), {});
     std::ofstream(d + "/trunc.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   }
-  res = run("infer -m kat_micro_patch4_28 -w " + d + "/trunc.safetensors -i " + d + "/in.safetensors -o " + d + "/o4.safetensors");
+  res = run("infer -m kat_micro_patch4_28 -w " + d + "/trunc.safetensors -i " + d + "/in.safetensors -o " + d +
+            "/o4.safetensors");
   EXPECT_EQ(res.code, 1);
   EXPECT_NE(res.out.find("trunc.safetensors"), std::string::npos) << res.out;
   res = run("infer -m kat_micro_patch4_28 -w /nonexistent.safetensors -i x -o y");
@@ -109,8 +113,10 @@ TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {
 
 TEST(Cli, TrainEvalPredictPlot) {
   const std::string d = tmpdir("kat_cli_train");
-  CmdResult r = run("train --set depth=1 --set embed_dim=32 --set num_heads=2 --set mlp_hidden=64 --epochs 1 "
-              "--train-subset 512 --test-subset 128 --batch 64 --no-progress --out " + d);
+  CmdResult r =
+      run("train --set depth=1 --set embed_dim=32 --set num_heads=2 --set mlp_hidden=64 --epochs 1 "
+          "--train-subset 512 --test-subset 128 --batch 64 --no-progress --out " +
+          d);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("final test top-1"), std::string::npos) << r.out;
   // The trainer leaves the plots of the run in its directory (refreshed every epoch).

@@ -1,14 +1,14 @@
 #include <gtest/gtest.h>
 
-#include <array>
 #include <png.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <array>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "kat/core/error.h"
-#include "test_util.h"
 #include "kat/core/rng.h"
 #include "kat/data/data.h"
 #include "kat/io/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace kat;
@@ -254,7 +254,7 @@ TEST(DataCifar, BinaryRoundTrip) {
     for (int j = 0; j < 3072; ++j) chw[i][j] = uint8_t((i * 31 + j * 13) & 255);
     f10.push_back(uint8_t(i * 3));  // labels 0, 3, 6
     f10.insert(f10.end(), chw[i].begin(), chw[i].end());
-    f100.push_back(uint8_t(i + 5));    // coarse
+    f100.push_back(uint8_t(i + 5));   // coarse
     f100.push_back(uint8_t(i * 40));  // fine: 0, 40, 80
     f100.insert(f100.end(), chw[i].begin(), chw[i].end());
   }
@@ -270,8 +270,7 @@ TEST(DataCifar, BinaryRoundTrip) {
   for (int i = 0; i < n; ++i)
     for (int y : {0, 7, 31})
       for (int x : {0, 19, 31})
-        for (int c = 0; c < 3; ++c)
-          ASSERT_EQ(d.image(i)[(y * 32 + x) * 3 + c], chw[i][c * 1024 + y * 32 + x]);
+        for (int c = 0; c < 3; ++c) ASSERT_EQ(d.image(i)[(y * 32 + x) * 3 + c], chw[i][c * 1024 + y * 32 + x]);
   // class names from batches.meta.txt
   {
     std::ofstream m(t / "batches.meta.txt");
@@ -367,7 +366,7 @@ TEST(DataImageFolder, PngJpegGrayRgbAndCorrupt) {
   EXPECT_TRUE(std::equal(c1.begin(), c1.end(), ds.image(1)));  // RGB PNG exact
   int maxdiff = 0;
   for (int i = 0; i < H * W * 3; ++i) maxdiff = std::max(maxdiff, std::abs(int(ds.image(2)[i]) - int(j0[i])));
-  EXPECT_LE(maxdiff, 12);  // JPEG q100 of a smooth ramp is near-lossless
+  EXPECT_LE(maxdiff, 12);          // JPEG q100 of a smooth ramp is near-lossless
   for (int p = 0; p < H * W; ++p)  // RGBA: alpha dropped
     for (int k = 0; k < 3; ++k) ASSERT_EQ(ds.image(4)[p * 3 + k], rgba[p * 4 + k]);
 
@@ -726,7 +725,8 @@ TEST(DataMix, TargetsSumToOneAndLambda) {
         EXPECT_NEAR(b.targets[i * b.classes + b.labels[j]], expect_yj, 1e-5);
         if (mode == 0) {  // mixup: x_i = lam * a_i + (1 - lam) * a_j
           for (size_t o = 0; o < img; o += 17)
-            ASSERT_NEAR(b.images[i * img + o], lam * r.images[i * img + o] + (1 - lam) * r.images[j * img + o], 1e-5);
+            ASSERT_NEAR(b.images[i * img + o], lam * r.images[i * img + o] + (1 - lam) * r.images[j * img + o],
+                        1e-5);
         } else {  // cutmix: inside the box from j, outside from i; lam = 1 - box area / image area
           const auto& m = b.mix;
           EXPECT_NEAR(lam, 1.0 - double(m.y1 - m.y0) * (m.x1 - m.x0) / 144.0, 1e-12);
@@ -767,7 +767,8 @@ TEST(DataMix, TargetsSumToOneAndLambda) {
   EXPECT_NEAR(s / 4000, 0.5, 0.03);
 }
 
-// ---- loader determinism -----------------------------------------------------------------------------------------
+// ---- loader determinism
+// -----------------------------------------------------------------------------------------
 TEST(DataLoader, SameBatchesForAnyWorkerCount) {
   const Dataset ds = synthetic(203, 16, 16, 1, 10, 21);
   Loader l0(ds, heavy_config(0));
@@ -820,7 +821,8 @@ TEST(DataLoader, ResumeMidEpochIsBitExact) {
     Loader R(ds, cfg);
     const auto part = run_epoch(R, 2, k);
     ASSERT_EQ(part.size(), full.size() - k);
-    for (size_t i = 0; i < part.size(); ++i) EXPECT_TRUE(same_batch(part[i], full[k + i])) << "k=" << k << " i=" << i;
+    for (size_t i = 0; i < part.size(); ++i)
+      EXPECT_TRUE(same_batch(part[i], full[k + i])) << "k=" << k << " i=" << i;
   }
   // restarting while workers are busy (abandoning an epoch) is clean
   Batch b;
@@ -917,7 +919,8 @@ TEST(DataLoader, LazyRrcCropsFromTheOriginal) {
   resample_bilinear(px.data(), 40, 60, 3, 0, 0, 40, 60, want.data(), 8, 8);
   for (int ch = 0; ch < 3; ++ch)
     for (int i = 0; i < 64; ++i)
-      ASSERT_EQ(b[0].images[size_t(ch) * 64 + i], (want[size_t(i) * 3 + ch] / 255.f - 0.5f) / 0.5f) << ch << " " << i;
+      ASSERT_EQ(b[0].images[size_t(ch) * 64 + i], (want[size_t(i) * 3 + ch] / 255.f - 0.5f) / 0.5f)
+          << ch << " " << i;
   // The fitted image (what an eager dataset holds) is a different picture.
   std::vector<uint8_t> fitted(8 * 8 * 3);
   lazy.read_image(0, fitted.data());
@@ -1029,8 +1032,8 @@ TEST(DataImageIo, JpegScaledDecode) {
   std::vector<uint8_t> out;
   int h = 0, w = 0, c = 0;
   std::string err;
-  const std::vector<std::array<int, 3>> cases = {{0, 48, 64}, {5, 6, 8}, {6, 6, 8}, {7, 12, 16}, {12, 12, 16},
-                                                 {13, 24, 32}, {25, 48, 64}, {100, 48, 64}};
+  const std::vector<std::array<int, 3>> cases = {{0, 48, 64},  {5, 6, 8},    {6, 6, 8},    {7, 12, 16},
+                                                 {12, 12, 16}, {13, 24, 32}, {25, 48, 64}, {100, 48, 64}};
   for (const auto& [min_side, eh, ew] : cases) {
     ASSERT_TRUE(decode_image_file(jp, h, w, c, out, &err, min_side)) << err;
     EXPECT_EQ(h, eh) << "min_side " << min_side;
@@ -1049,9 +1052,10 @@ TEST(DataImageIo, JpegScaledDecode) {
   for (int y = 0; y < 24; ++y)
     for (int x = 0; x < 32; ++x)
       for (int k = 0; k < 3; ++k) {
-        const double avg = (full[((2 * y) * 64 + 2 * x) * 3 + k] + full[((2 * y) * 64 + 2 * x + 1) * 3 + k] +
-                            full[((2 * y + 1) * 64 + 2 * x) * 3 + k] + full[((2 * y + 1) * 64 + 2 * x + 1) * 3 + k]) /
-                           4.0;
+        const double avg =
+            (full[((2 * y) * 64 + 2 * x) * 3 + k] + full[((2 * y) * 64 + 2 * x + 1) * 3 + k] +
+             full[((2 * y + 1) * 64 + 2 * x) * 3 + k] + full[((2 * y + 1) * 64 + 2 * x + 1) * 3 + k]) /
+            4.0;
         diff += std::abs(avg - half[(y * 32 + x) * 3 + k]);
       }
   EXPECT_LT(diff / (24 * 32 * 3), 2.0);  // mean |difference| in grey levels

@@ -38,8 +38,11 @@ TEST(LaunchEnv, SingleProcessWithoutLauncher) {
 }
 
 TEST(LaunchEnv, Torchrun) {
-  const LaunchEnv e = read_launch_env(env_of({{"RANK", "5"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"},
-                                              {"LOCAL_WORLD_SIZE", "8"}, {"MASTER_ADDR", "node07"},
+  const LaunchEnv e = read_launch_env(env_of({{"RANK", "5"},
+                                              {"WORLD_SIZE", "16"},
+                                              {"LOCAL_RANK", "1"},
+                                              {"LOCAL_WORLD_SIZE", "8"},
+                                              {"MASTER_ADDR", "node07"},
                                               {"MASTER_PORT", "29500"}}));
   EXPECT_EQ(e.launcher, "torchrun");
   EXPECT_EQ(e.rank, 5);
@@ -53,14 +56,16 @@ TEST(LaunchEnv, Torchrun) {
 }
 
 TEST(LaunchEnv, TorchrunWinsOverSlurmJobVariables) {
-  const LaunchEnv e = read_launch_env(env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"},
-                                              {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}));
+  const LaunchEnv e = read_launch_env(env_of(
+      {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}));
   EXPECT_EQ(e.launcher, "torchrun");
   EXPECT_EQ(e.rank, 1);
 }
 
 TEST(LaunchEnv, Slurm) {
-  const LaunchEnv e = read_launch_env(env_of({{"SLURM_PROCID", "6"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "2"},
+  const LaunchEnv e = read_launch_env(env_of({{"SLURM_PROCID", "6"},
+                                              {"SLURM_NTASKS", "8"},
+                                              {"SLURM_LOCALID", "2"},
                                               {"SLURM_STEP_TASKS_PER_NODE", "4(x2)"},
                                               {"SLURM_STEP_NODELIST", "gpu[07-08]"}}));
   EXPECT_EQ(e.launcher, "slurm");
@@ -73,8 +78,11 @@ TEST(LaunchEnv, Slurm) {
 }
 
 TEST(LaunchEnv, SlurmMasterAddrOverridesNodeList) {
-  const LaunchEnv e = read_launch_env(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"MASTER_ADDR", "10.0.0.5"},
-                                              {"MASTER_PORT", "12000"}, {"SLURM_JOB_NODELIST", "x[1-2]"}}));
+  const LaunchEnv e = read_launch_env(env_of({{"SLURM_PROCID", "0"},
+                                              {"SLURM_NTASKS", "2"},
+                                              {"MASTER_ADDR", "10.0.0.5"},
+                                              {"MASTER_PORT", "12000"},
+                                              {"SLURM_JOB_NODELIST", "x[1-2]"}}));
   EXPECT_EQ(e.master_addr, "10.0.0.5");
   EXPECT_EQ(e.rendezvous_port(), 12001);
 }
@@ -93,16 +101,25 @@ TEST(LaunchEnv, SlurmHostLists) {
 
 TEST(LaunchEnv, BadValuesNameTheVariable) {
   test::expect_error([] { read_launch_env(env_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}})); }, {"RANK", "'x'"});
-  test::expect_error([] { read_launch_env(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}})); },
-                     {"RANK=2", "outside", "WORLD_SIZE=2"});
-  test::expect_error([] { read_launch_env(env_of({{"RANK", "0"}})); }, {"WORLD_SIZE", "not set"});
-  test::expect_error([] { read_launch_env(env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}})); }, {"MASTER_ADDR"});
-  test::expect_error([] { read_launch_env(env_of({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}})); },
-                     {"MASTER_ADDR", "SLURM_STEP_NODELIST"});
   test::expect_error(
       [] {
-        read_launch_env(env_of({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "3"}, {"LOCAL_WORLD_SIZE", "2"},
-                                {"MASTER_ADDR", "a"}}));
+    read_launch_env(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}}));
+      },
+      {"RANK=2", "outside", "WORLD_SIZE=2"});
+  test::expect_error([] { read_launch_env(env_of({{"RANK", "0"}})); }, {"WORLD_SIZE", "not set"});
+  test::expect_error([] { read_launch_env(env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}})); }, {"MASTER_ADDR"});
+  test::expect_error(
+      [] {
+    read_launch_env(env_of({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}}));
+      },
+      {"MASTER_ADDR", "SLURM_STEP_NODELIST"});
+  test::expect_error(
+      [] {
+    read_launch_env(env_of({{"RANK", "0"},
+                            {"WORLD_SIZE", "4"},
+                            {"LOCAL_RANK", "3"},
+                            {"LOCAL_WORLD_SIZE", "2"},
+                            {"MASTER_ADDR", "a"}}));
       },
       {"LOCAL_RANK=3"});
 }
@@ -197,8 +214,8 @@ TEST(Rendezvous, TcpFourProcessesWithLatePeer) {
   for (int r = 1; r < world; ++r)
     kids.push_back(spawn(
         [&, r] {
-          if (r == 3) std::this_thread::sleep_for(std::chrono::milliseconds(700));  // the late one
-          return share_from_rank0(spec, r, world, {}) == kBlob;
+      if (r == 3) std::this_thread::sleep_for(std::chrono::milliseconds(700));  // the late one
+      return share_from_rank0(spec, r, world, {}) == kBlob;
         },
         msg + std::to_string(r)));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // peers are already retrying
@@ -223,7 +240,8 @@ TEST(Rendezvous, TcpMissingPeerTimesOutNamingIt) {
 // No rank 0 at all: the peer retries, then names the address it could not reach.
 TEST(Rendezvous, TcpNoRankZeroTimesOut) {
   const RendezvousSpec spec = tcp_spec(free_port(), 1.0);
-  test::expect_error([&] { share_from_rank0(spec, 1, 2, {}); }, {"could not reach rank 0 at 127.0.0.1:", "MASTER_ADDR"});
+  test::expect_error([&] { share_from_rank0(spec, 1, 2, {}); },
+                     {"could not reach rank 0 at 127.0.0.1:", "MASTER_ADDR"});
 }
 
 // A peer launched with another world size is a configuration error, reported on both sides.
@@ -253,7 +271,8 @@ TEST(Rendezvous, SharedFile) {
   const std::string msg = test::temp_path("kat_rdv_filemsg");
   std::vector<pid_t> kids;
   for (int r = 1; r < world; ++r)
-    kids.push_back(spawn([&, r] { return share_from_rank0(spec, r, world, {}) == kBlob; }, msg + std::to_string(r)));
+    kids.push_back(
+        spawn([&, r] { return share_from_rank0(spec, r, world, {}) == kBlob; }, msg + std::to_string(r)));
   EXPECT_EQ(share_from_rank0(spec, 0, world, kBlob), kBlob);
   for (int r = 1; r < world; ++r) EXPECT_EQ(wait_exit(kids[size_t(r - 1)]), 0) << slurp(msg + std::to_string(r));
   EXPECT_FALSE(std::filesystem::exists(spec.path + ".rank1"));

@@ -16,10 +16,10 @@
 #include "kat/model/drop_path.h"
 #include "kat/model/kat_model.h"
 #include "kat/model/layout.h"
-#include "ops/cpu_ops.h"
-#include "test_util.h"
 #include "kat/train/optim.h"
 #include "kat/train/train_config.h"
+#include "ops/cpu_ops.h"
+#include "test_util.h"
 
 using namespace kat;
 
@@ -75,8 +75,8 @@ TEST(ModelGolden, DeitSmall) { check_golden("golden_deit_small.safetensors"); }
 TEST(ModelConfigs, ParameterCountsMatchSpec) {
   // docs/MODEL.md §2 table; DeiT twins have 912 = 12 blocks x 2 activations x 38 fewer.
   const std::pair<const char*, int64_t> want[] = {
-      {"kat_tiny_patch16_224", 5718328},       {"kat_small_patch16_224", 22051576},
-      {"kat_base_patch16_224", 86568568},      {"deit_tiny_patch16_224", 5718328 - 912},
+      {"kat_tiny_patch16_224", 5718328},          {"kat_small_patch16_224", 22051576},
+      {"kat_base_patch16_224", 86568568},         {"deit_tiny_patch16_224", 5718328 - 912},
       {"deit_small_patch16_224", 22051576 - 912}, {"deit_base_patch16_224", 86568568 - 912}};
   for (const auto& [name, n] : want) EXPECT_EQ(KatModel(ModelConfig::load(name)).num_params(), n) << name;
 }
@@ -113,8 +113,18 @@ TEST(ModelConfigs, InputNormalisation) {
   gray.apply_override("in_chans=1");
   EXPECT_TRUE(gray.mean.empty() && gray.std.empty());
   EXPECT_EQ(ModelConfig::from_json(tiny.to_json(), "round trip").mean, tiny.mean);
-  kat::test::expect_error([&] { ModelConfig c = tiny; c.apply_override("mean=[0.5, 0.5]"); }, {"mean and std", "3"});
-  kat::test::expect_error([&] { ModelConfig c = tiny; c.apply_override("std=[1, 0, 1]"); }, {"std", "> 0"});
+  kat::test::expect_error(
+      [&] {
+    ModelConfig c = tiny;
+    c.apply_override("mean=[0.5, 0.5]");
+      },
+      {"mean and std", "3"});
+  kat::test::expect_error(
+      [&] {
+    ModelConfig c = tiny;
+    c.apply_override("std=[1, 0, 1]");
+      },
+      {"std", "> 0"});
 }
 
 TEST(ModelWeights, RejectsMissingUnexpectedAndMisshaped) {
@@ -188,8 +198,8 @@ TEST(ModelInit, PaperInitVariance) {
     for (int64_t i = 0; i < s.numel; ++i) v += double(m.params[s.offset + i]) * m.params[s.offset + i];
     return v / s.numel;
   };
-  EXPECT_NEAR(var("blocks.0.mlp.fc1.weight") * 192, 1.0, 0.02);           // identity act1
-  EXPECT_NEAR(var("blocks.0.mlp.fc2.weight") * 768, 2.8178, 0.06);        // swish act2
+  EXPECT_NEAR(var("blocks.0.mlp.fc1.weight") * 192, 1.0, 0.02);                 // identity act1
+  EXPECT_NEAR(var("blocks.0.mlp.fc2.weight") * 768, 2.8178, 0.06);              // swish act2
   EXPECT_NEAR(std::sqrt(var("blocks.0.attn.qkv.weight")), 0.02 * 0.88, 0.002);  // trunc_normal(.02)
   EXPECT_FLOAT_EQ(m.param("blocks.0.mlp.act2.weight_denominator")[1], 0.10652899335007572f);
 }
@@ -226,8 +236,8 @@ TEST(ModelInit, TimmMimeticAttention) {
     double tqk = 0, tvp = 0;
     for (int c = 0; c < D; ++c)
       for (int r = 0; r < hd; ++r) {
-        tqk += double(W[(h * hd + r) * D + c]) * W[(D + h * hd + r) * D + c];          // (W_q^T W_k)_cc
-        tvp += double(W[(2 * D + h * hd + r) * D + c]) * P[c * D + h * hd + r];        // (W_v^T W_p^T)_cc
+        tqk += double(W[(h * hd + r) * D + c]) * W[(D + h * hd + r) * D + c];    // (W_q^T W_k)_cc
+        tvp += double(W[(2 * D + h * hd + r) * D + c]) * P[c * D + h * hd + r];  // (W_v^T W_p^T)_cc
       }
     EXPECT_GT(tqk, 0.35 * hd) << "head " << h;
     EXPECT_LT(tvp, -0.2 * hd) << "head " << h;

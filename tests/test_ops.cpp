@@ -15,8 +15,8 @@
 
 #include "kat/core/error.h"
 #include "kat/core/rng.h"
-#include "ops/cpu_ops.h"
 #include "kat/ops/grkan.h"
+#include "ops/cpu_ops.h"
 
 using namespace kat;
 using namespace kat::ops;
@@ -84,7 +84,8 @@ TEST(OpsGrad, LayerNorm) {
     return dot(y, w);
   };
   loss();
-  layernorm_backward<double>(M, C, x.data(), g.data(), mean.data(), rstd.data(), w.data(), dx.data(), dg.data(), db.data());
+  layernorm_backward<double>(M, C, x.data(), g.data(), mean.data(), rstd.data(), w.data(), dx.data(), dg.data(),
+                             db.data());
   check_fd("layernorm dx", x, dx, loss);
   check_fd("layernorm dgamma", g, dg, loss);
   check_fd("layernorm dbeta", b, db, loss);
@@ -218,11 +219,11 @@ TEST(OpsShapes, SharedChecksRejectBadShapes) {
   float* f = buf.data();
   EXPECT_THROW(layernorm_forward<float>(2, 0, 1e-6f, f, f, f, f, f, f), kat::Error);
   EXPECT_THROW(layernorm_backward<float>(-1, 4, f, f, f, f, f, f, f, f), kat::Error);
-  EXPECT_THROW(attention_forward<float>(1, 2, 6, 4, f, f, f), kat::Error);  // D % H != 0
+  EXPECT_THROW(attention_forward<float>(1, 2, 6, 4, f, f, f), kat::Error);      // D % H != 0
   EXPECT_THROW(attention_backward<float>(1, 0, 8, 2, f, f, f, f), kat::Error);  // N = 0
   EXPECT_THROW(softmax_xent<float>(2, 0, f, f, 0.1f, f), kat::Error);
   EXPECT_THROW(softmax_xent<float>(2, 4, f, f, 1.0f, f), kat::Error);  // label smoothing 1
-  GrkanShape huge{int64_t(1) << 62, 16, 8, 1, 5, 4};                 // rows * dim overflows
+  GrkanShape huge{int64_t(1) << 62, 16, 8, 1, 5, 4};                   // rows * dim overflows
   EXPECT_THROW(huge.validate("test"), kat::Error);
   EXPECT_THROW(gelu_forward<float>(-1, f, f), kat::Error);
   EXPECT_THROW(gelu_backward<float>(-1, f, f, f), kat::Error);
@@ -230,8 +231,7 @@ TEST(OpsShapes, SharedChecksRejectBadShapes) {
   EXPECT_THROW(linear_forward<float>(2, 0, 3, f, f, f, f), kat::Error);                // in = 0
   EXPECT_THROW(linear_backward<float>(2, 3, 0, f, f, f, f, f, f, false), kat::Error);  // out = 0
   EXPECT_THROW(im2col_patches<float>(1, 1, 6, 6, 4, f, f), kat::Error);                // 6 not divisible by 4
-  EXPECT_THROW(adamw_step(-1, adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1), f, f, f, f, nullptr),
-               kat::Error);
+  EXPECT_THROW(adamw_step(-1, adamw_scalars(1e-3, 0.9, 0.999, 1e-8, 0.05, 1), f, f, f, f, nullptr), kat::Error);
   EXPECT_THROW(ema_update(-1, f, f, 0.9), kat::Error);
   EXPECT_THROW(clip_grad_norm(int64_t(-1), f, 1.0), kat::Error);
   // Empty shapes are no-ops, not errors.
@@ -291,8 +291,8 @@ TEST(Grkan, GeluFitWithin1e2) {
   grkan_init_coefficients("gelu", a, b);
   double mx = 0;
   for (double x = -3; x <= 3; x += 0.001)
-    mx = std::max(mx, std::abs(grkan_eval(a.data(), 5, b.data(), 4, x) -
-                               0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))));
+    mx = std::max(
+        mx, std::abs(grkan_eval(a.data(), 5, b.data(), 4, x) - 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))));
   EXPECT_LT(mx, 1e-2);
   // F(3) must be ~3 (the public B-form table gives 1.53 under the A-form).
   EXPECT_NEAR(grkan_eval(a.data(), 5, b.data(), 4, 3.0), 3.0 * 0.99865, 1e-2);

@@ -90,8 +90,8 @@ Series ramp(const std::string& label, int n, double scale) {
 }  // namespace
 
 TEST(Plot, NiceTicksCoverRangeWith125Steps) {
-  const double cases[][2] = {{0, 1},      {0.013, 0.97}, {-3, 3},       {1, 1000},
-                             {-0.5, 1.2e5}, {5, 5},       {2.3e-7, 9.1e-6}, {7, -2}};
+  const double cases[][2] = {{0, 1},        {0.013, 0.97}, {-3, 3},          {1, 1000},
+                             {-0.5, 1.2e5}, {5, 5},        {2.3e-7, 9.1e-6}, {7, -2}};
   for (auto& c : cases) {
     auto t = nice_ticks(c[0], c[1], 5);
     double lo = std::min(c[0], c[1]), hi = std::max(c[0], c[1]);
@@ -154,15 +154,14 @@ TEST(Plot, TrainingCurvesSvgWellFormed) {
 }
 
 TEST(Plot, NaNAndInfBreakTheLine) {
-  Panel p = panel("broken", "x", "y",
-                  {series("s", {0, 1, 2, 3, 4, 5, 6}, {1, 2, NAN, 4, 5, INFINITY, 7})});
+  Panel p = panel("broken", "x", "y", {series("s", {0, 1, 2, 3, 4, 5, 6}, {1, 2, NAN, 4, 5, INFINITY, 7})});
   p.series[0].color = "#123456";
   std::string svg = render_svg({p}, 1, "");
   EXPECT_EQ(xml_problem(svg), "");
   size_t at = svg.rfind("<path", svg.find("stroke=\"#123456\""));  // series path precedes legend
   ASSERT_NE(at, std::string::npos);
   std::string d = svg.substr(at, svg.find('>', at) - at);
-  EXPECT_EQ(count(d, "M"), 2u) << d;  // segments [1,2] and [4,5]
+  EXPECT_EQ(count(d, "M"), 2u) << d;     // segments [1,2] and [4,5]
   EXPECT_EQ(count(svg, "<circle"), 1u);  // the isolated 7
   EXPECT_EQ(svg.find("nan"), std::string::npos);
   EXPECT_EQ(svg.find("inf"), std::string::npos);

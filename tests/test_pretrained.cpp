@@ -122,7 +122,7 @@ TEST(Pretrained, RefusesWhatCannotBeAdapted) {
   wide.init_params(2);
   const auto before = wide.params;
   kat::test::expect_error([&] { load_pretrained(wide, f); }, {"expects"});  // 64-wide file, 96-wide model
-  EXPECT_EQ(wide.params, before);  // untouched
+  EXPECT_EQ(wide.params, before);                                           // untouched
   KatModel rgb(micro({"in_chans=3"}));  // gray checkpoint, RGB model: not adapted
   rgb.init_params(4);
   kat::test::expect_error([&] { load_pretrained(rgb, f); }, {"1 -> 3 input channels"});

@@ -38,7 +38,8 @@ void expect_parse_error(const std::vector<uint8_t>& bytes, std::initializer_list
   } catch (const kat::Error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("bad.safetensors"), std::string::npos) << msg;
-    for (const char* f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "missing '" << f << "' in: " << msg;
+    for (const char* f : fragments)
+      EXPECT_NE(msg.find(f), std::string::npos) << "missing '" << f << "' in: " << msg;
   }
 }
 
@@ -200,9 +201,9 @@ TEST(Safetensors, HalfConversion) {
   EXPECT_EQ(half_to_float(0x3C00), 1.0f);
   EXPECT_EQ(half_to_float(0xC000), -2.0f);
   EXPECT_EQ(half_to_float(0x7BFF), 65504.0f);
-  EXPECT_EQ(half_to_float(0x0001), std::ldexp(1.0f, -24));    // smallest subnormal
+  EXPECT_EQ(half_to_float(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(half_to_float(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal
-  EXPECT_EQ(half_to_float(0x0400), std::ldexp(1.0f, -14));    // smallest normal
+  EXPECT_EQ(half_to_float(0x0400), std::ldexp(1.0f, -14));     // smallest normal
   EXPECT_EQ(std::bit_cast<uint32_t>(half_to_float(0x8000)), 0x80000000u);
   EXPECT_EQ(half_to_float(0x7C00), std::numeric_limits<float>::infinity());
   EXPECT_EQ(half_to_float(0xFC00), -std::numeric_limits<float>::infinity());
@@ -222,8 +223,8 @@ TEST(Safetensors, HalfConversion) {
   EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.1f, -11)), 0x3C01);      // above tie
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);             // tie at the bottom -> 0
   EXPECT_EQ(float_to_half(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(float_to_half(std::ldexp(3.0f, -25)), 0x0002);             // 1.5 ulp tie -> even
-  EXPECT_EQ(float_to_half(std::ldexp(1023.5f, -24)), 0x0400);          // rounds up into the normals
+  EXPECT_EQ(float_to_half(std::ldexp(3.0f, -25)), 0x0002);     // 1.5 ulp tie -> even
+  EXPECT_EQ(float_to_half(std::ldexp(1023.5f, -24)), 0x0400);  // rounds up into the normals
   EXPECT_EQ(float_to_half(std::ldexp(1.0f, -30)), 0x0000);
   EXPECT_EQ(float_to_half(std::numeric_limits<float>::denorm_min()), 0x0000);
 
@@ -257,7 +258,7 @@ TEST(Safetensors, Bf16Conversion) {
   EXPECT_EQ(float_to_bf16(std::numeric_limits<float>::max()), 0x7F80);  // rounds to inf
   EXPECT_EQ(float_to_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
   EXPECT_EQ(float_to_bf16(std::nanf("")), 0x7FC0);
-  EXPECT_EQ(float_to_bf16(-std::nanf("")), 0x7FC0);  // like PyTorch: canonical NaN
+  EXPECT_EQ(float_to_bf16(-std::nanf("")), 0x7FC0);                     // like PyTorch: canonical NaN
   EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x00008000u)), 0x0000);  // subnormal tie -> even
   EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x00018000u)), 0x0002);
   EXPECT_EQ(float_to_bf16(-0.0f), 0x8000);
@@ -284,9 +285,12 @@ TEST(Safetensors, RejectsBadJson) {
   expect_parse_error(make_file("[1,2]"), {"must be a JSON object"});
   expect_parse_error(make_file("\"s\""), {"must be a JSON object"});
   expect_parse_error(make_file("{\"x\":[1]}"), {"tensor 'x'", "must be an object"});
-  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"shape\":[]}}"), {"tensor 'x'", "missing 'data_offsets'"});
-  expect_parse_error(make_file("{\"x\":{\"shape\":[],\"data_offsets\":[0,4]}}"), {"tensor 'x'", "missing 'dtype'"});
-  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}"), {"tensor 'x'", "missing 'shape'"});
+  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"shape\":[]}}"),
+                     {"tensor 'x'", "missing 'data_offsets'"});
+  expect_parse_error(make_file("{\"x\":{\"shape\":[],\"data_offsets\":[0,4]}}"),
+                     {"tensor 'x'", "missing 'dtype'"});
+  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}"),
+                     {"tensor 'x'", "missing 'shape'"});
   expect_parse_error(make_file("{\"x\":{\"dtype\":5}}"), {"tensor 'x'", "dtype must be a string"});
   expect_parse_error(make_file("{\"x\":{\"dtype\":\"F8\"}}"), {"tensor 'x'", "unknown dtype 'F8'"});
   expect_parse_error(make_file("{\"x\":{\"shape\":{}}}"), {"tensor 'x'", "shape must be an array"});
@@ -303,17 +307,22 @@ TEST(Safetensors, RejectsBadJson) {
   expect_parse_error(make_file("{\"x\":{\"data_offsets\":[0]}}"), {"tensor 'x'", "exactly 2"});
   expect_parse_error(make_file("{\"x\":{\"data_offsets\":[0,1,2]}}"), {"tensor 'x'", "exactly 2"});
   expect_parse_error(make_file("{\"x\":{\"data_offsets\":null}}"), {"tensor 'x'", "data_offsets must be"});
-  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"extra\":1}}"), {"tensor 'x'", "unknown field 'extra'"});
+  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"extra\":1}}"),
+                     {"tensor 'x'", "unknown field 'extra'"});
   expect_parse_error(make_file("{\"__metadata__\":{\"k\":1}}"), {"__metadata__", "'k'", "must be a string"});
   expect_parse_error(make_file("{\"__metadata__\":[]}"), {"__metadata__ must be an object"});
 }
 
 TEST(Safetensors, RejectsDuplicates) {
   const std::vector<uint8_t> data(4);
-  expect_parse_error(make_file("{" + tensor_json("x", "F32", "[1]", 0, 4) + "," + tensor_json("x", "F32", "[1]", 0, 4) + "}", data),
-                     {"duplicate entry 'x'"});
-  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"dtype\":\"F32\"}}"), {"tensor 'x'", "duplicate field 'dtype'"});
-  expect_parse_error(make_file("{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}"), {"duplicate __metadata__ key 'k'"});
+  expect_parse_error(
+      make_file("{" + tensor_json("x", "F32", "[1]", 0, 4) + "," + tensor_json("x", "F32", "[1]", 0, 4) + "}",
+                data),
+      {"duplicate entry 'x'"});
+  expect_parse_error(make_file("{\"x\":{\"dtype\":\"F32\",\"dtype\":\"F32\"}}"),
+                     {"tensor 'x'", "duplicate field 'dtype'"});
+  expect_parse_error(make_file("{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}"),
+                     {"duplicate __metadata__ key 'k'"});
   expect_parse_error(make_file("{\"__metadata__\":{},\"__metadata__\":{}}"), {"duplicate entry '__metadata__'"});
 }
 
@@ -323,7 +332,8 @@ TEST(Safetensors, RejectsBadOffsets) {
     return make_file("{" + tensor_json("x", dtype, shape, b, e) + "}", d8);
   };
   expect_parse_error(one("F32", "[1]", 8, 4), {"tensor 'x'", "data_offsets [8, 4]"});
-  expect_parse_error(one("F32", "[4]", 0, 16), {"tensor 'x': data_offsets [0, 16] exceed the data section of 8 bytes"});
+  expect_parse_error(one("F32", "[4]", 0, 16),
+                     {"tensor 'x': data_offsets [0, 16] exceed the data section of 8 bytes"});
   expect_parse_error(one("F32", "[1]", 0, 18446744073709551615ull), {"tensor 'x'", "exceed the data section"});
   expect_parse_error(one("F32", "[3]", 0, 8), {"tensor 'x'", "needs 12"});
   expect_parse_error(one("F64", "[4294967296,4294967296]", 0, 8), {"tensor 'x'", "too many elements"});
@@ -334,7 +344,8 @@ TEST(Safetensors, RejectsBadOffsets) {
 TEST(Safetensors, RejectsOverlapsAndGaps) {
   const std::vector<uint8_t> d12(12);
   auto two = [&](uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1) {
-    return make_file("{" + tensor_json("a", "F32", "[1]", a0, a1) + "," + tensor_json("b", "F32", "[1]", b0, b1) + "}", d12);
+    return make_file(
+        "{" + tensor_json("a", "F32", "[1]", a0, a1) + "," + tensor_json("b", "F32", "[1]", b0, b1) + "}", d12);
   };
   expect_parse_error(two(0, 4, 0, 4), {"'a' and 'b' overlap"});
   expect_parse_error(two(0, 4, 8, 12), {"bytes [4, 8)", "not covered"});
@@ -342,9 +353,11 @@ TEST(Safetensors, RejectsOverlapsAndGaps) {
   // Zero-size tensors may sit at any boundary, but not inside another tensor.
   const std::vector<uint8_t> d4(4);
   EXPECT_NO_THROW(SafetensorsFile::parse(
-      make_file("{" + tensor_json("a", "F32", "[1]", 0, 4) + "," + tensor_json("z", "F32", "[0]", 4, 4) + "}", d4), "ok"));
-  expect_parse_error(make_file("{" + tensor_json("a", "I16", "[2]", 0, 4) + "," + tensor_json("z", "F32", "[0]", 2, 2) + "}", d4),
-                     {"'a' and 'z' overlap"});
+      make_file("{" + tensor_json("a", "F32", "[1]", 0, 4) + "," + tensor_json("z", "F32", "[0]", 4, 4) + "}", d4),
+      "ok"));
+  expect_parse_error(
+      make_file("{" + tensor_json("a", "I16", "[2]", 0, 4) + "," + tensor_json("z", "F32", "[0]", 2, 2) + "}", d4),
+      {"'a' and 'z' overlap"});
 }
 
 // ---- files ------------------------------------------------------------------------------------
@@ -400,10 +413,27 @@ TEST(Safetensors, FuzzMutations) {
   uint64_t hlen;
   std::memcpy(&hlen, base.data(), 8);
   const std::string header(base.begin() + 8, base.begin() + 8 + static_cast<long>(hlen));
-  const char* snippets[] = {"-1", "1.5", "[]", "{}", "[0,0]", "null", "true", "\"F16\"", "\"BOOL\"",
-                            "\"__metadata__\"", "18446744073709551615", "99999999999999999999", "1e400",
-                            "\"", "\\u0000", "\xff\xfe", "{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
-                            ",", ":", "[[[[[[[[[[[[", "0"};
+  const char* snippets[] = {"-1",
+                            "1.5",
+                            "[]",
+                            "{}",
+                            "[0,0]",
+                            "null",
+                            "true",
+                            "\"F16\"",
+                            "\"BOOL\"",
+                            "\"__metadata__\"",
+                            "18446744073709551615",
+                            "99999999999999999999",
+                            "1e400",
+                            "\"",
+                            "\\u0000",
+                            "\xff\xfe",
+                            "{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                            ",",
+                            ":",
+                            "[[[[[[[[[[[[",
+                            "0"};
   kat::Rng rng(12345);
   int ok = 0, rejected = 0;
   for (int it = 0; it < 2000; ++it) {
@@ -462,19 +492,21 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> corpus_seeds() {
   seeds.emplace_back("valid_empty.safetensors", SafetensorsWriter().serialize());
   SafetensorsWriter all;
   const uint8_t zeros[8] = {};
-  for (DType d : {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16,
-                  DType::I8, DType::U8, DType::BOOL})
+  for (DType d : {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16, DType::I8,
+                  DType::U8, DType::BOOL})
     all.add(std::string("t") + dtype_name(d), d, {1}, zeros);
   all.set_metadata("format", "pt");
   seeds.emplace_back("valid_all_dtypes.safetensors", all.serialize());
   seeds.emplace_back("bad_header_length.safetensors", make_file("{}", {}, 4096));
   seeds.emplace_back("bad_json.safetensors", make_file("{\"x\":{\"dtype\":\"F32\",", d8));
   seeds.emplace_back("bad_dtype.safetensors", make_file("{" + tensor_json("x", "F8_E4M3", "[8]", 0, 8) + "}", d8));
-  seeds.emplace_back("bad_overlap.safetensors",
-                     make_file("{" + tensor_json("a", "F32", "[2]", 0, 8) + "," + tensor_json("b", "F32", "[1]", 4, 8) + "}", d8));
+  seeds.emplace_back("bad_overlap.safetensors", make_file("{" + tensor_json("a", "F32", "[2]", 0, 8) + "," +
+                                                              tensor_json("b", "F32", "[1]", 4, 8) + "}",
+                                                          d8));
   seeds.emplace_back("bad_gap.safetensors", make_file("{" + tensor_json("a", "F32", "[1]", 4, 8) + "}", d8));
-  seeds.emplace_back("bad_duplicate.safetensors",
-                     make_file("{" + tensor_json("a", "F64", "[1]", 0, 8) + "," + tensor_json("a", "F64", "[1]", 0, 8) + "}", d8));
+  seeds.emplace_back("bad_duplicate.safetensors", make_file("{" + tensor_json("a", "F64", "[1]", 0, 8) + "," +
+                                                                tensor_json("a", "F64", "[1]", 0, 8) + "}",
+                                                            d8));
   auto truncated = sample_file();
   truncated.resize(truncated.size() - 3);
   seeds.emplace_back("bad_truncated.safetensors", truncated);
@@ -488,8 +520,8 @@ TEST(SafetensorsCorpus, DISABLED_Regenerate) {
   const fs::path dir = fs::path(KAT_TEST_DATA) / "fuzz_corpus" / "safetensors";
   fs::create_directories(dir);
   for (const auto& [name, bytes] : corpus_seeds()) {
-    std::ofstream(dir / name, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                                      static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(dir / name, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   }
 }
 

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../apps/kat/device_flag.h"
 #include "kat/core/error.h"
 #include "kat/core/replica_pool.h"
 #include "kat/data/image_io.h"
@@ -20,7 +21,6 @@
 #include "kat/train/trainer.h"
 #include "test_util.h"
 #include "train_run_util.h"
-#include "../apps/kat/device_flag.h"
 
 using namespace kat;
 namespace fs = std::filesystem;
@@ -170,8 +170,8 @@ TEST(TrainDevice, ParseAndClearErrors) {
   EXPECT_EQ(parse_devices("cuda"), std::vector<int>{0});
   EXPECT_EQ(parse_devices("cuda:2"), std::vector<int>{2});
   EXPECT_EQ(parse_devices("cuda:0,1,3"), (std::vector<int>{0, 1, 3}));
-  EXPECT_THROW(parse_devices("cuda:0,0"), Error);   // listed twice
-  EXPECT_THROW(parse_devices("cuda:0,"), Error);    // empty entry
+  EXPECT_THROW(parse_devices("cuda:0,0"), Error);  // listed twice
+  EXPECT_THROW(parse_devices("cuda:0,"), Error);   // empty entry
   EXPECT_THROW(parse_devices("cuda:0,x"), Error);
   EXPECT_THROW(parse_devices("cpu,cuda:0"), Error);
   EXPECT_THROW(parse_devices("gpu:0"), Error);
@@ -225,17 +225,18 @@ TEST(TrainDevice, ReplicaPoolRunsAllAtOnce) {
       hits[size_t(r)]++;
       arrived++;
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-      while (arrived.load() < 3) ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "replicas not concurrent";
+      while (arrived.load() < 3)
+        ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "replicas not concurrent";
     });
   }
   EXPECT_EQ(hits, (std::vector<int>{200, 200, 200}));
   std::atomic<int> finished{0};
   kat::test::expect_error(
       [&] {
-        pool.run([&](int r) {
-          if (r == 2) throw Error("replica 2 failed");
-          finished++;
-        });
+    pool.run([&](int r) {
+      if (r == 2) throw Error("replica 2 failed");
+      finished++;
+    });
       },
       {"replica 2 failed"});
   EXPECT_EQ(finished.load(), 2);

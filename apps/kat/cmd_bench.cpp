@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "commands.h"
+#include "device_flag.h"
 #include "kat/core/error.h"
 #include "kat/core/rng.h"
-#include "device_flag.h"
 #include "kat/model/kat_model.h"
 #include "kat/train/cpu_engine.h"
 #include "kat/train/engine.h"
@@ -60,7 +60,8 @@ void register_bench(CLI::App& app) {
   sub->add_option("--set", o->overrides, "Model config override key=value");
   sub->add_option("--batch,-b", o->batch, "Batch size")->capture_default_str();
   sub->add_option("--iters", o->iters, "Timed iterations (median reported)")->capture_default_str();
-  sub->add_option("--device", o->device, "cpu, cuda, cuda:N, or cuda:0,1,... (train: data parallel)")->capture_default_str();
+  sub->add_option("--device", o->device, "cpu, cuda, cuda:N, or cuda:0,1,... (train: data parallel)")
+      ->capture_default_str();
   sub->add_flag("--fp32", o->fp32, "GPU: fp32 storage instead of bf16 (for checking)");
   sub->add_option("--input", o->input,
                   "GPU training input: device (one synthetic batch uploaded once, as timm's benchmark), host "
@@ -72,7 +73,8 @@ void register_bench(CLI::App& app) {
                 "GPU training from the host: also print the host's median milliseconds per step in each call "
                 "(enqueue, staging, waiting), to see whether the host or the GPU sets the pace");
   sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,where,img_per_s,ms_per_iter,device_mib");
-  registry().push_back({sub, [o] {
+  registry().push_back({sub,
+                        [o] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
@@ -93,7 +95,7 @@ void register_bench(CLI::App& app) {
       const std::vector<float> x2 = x;
       // --phases: host time in each call (a call that returns at once only enqueued work; the
       // waits are where the host is ahead of the GPU).
-      const char* names[] = {"begin_step", "compute_staged (enqueue)", "stage next batch", "staged_loss (wait)",
+      const char* names[] = {"begin_step",  "compute_staged (enqueue)", "stage next batch", "staged_loss (wait)",
                              "finish_step", "synchronize (wait)"};
       std::vector<std::vector<double>> ph(6);
       g.stage(x.data(), t.data(), B);
@@ -134,12 +136,13 @@ void register_bench(CLI::App& app) {
       const std::vector<double> times = engine_step_times(g, true);
       const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
       if (o->csv)
-        std::printf("%s,%s,%d,%s bf16 x%zu,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, o->device.c_str(),
-                    devs.size(), B / med, med * 1e3, mib);
+        std::printf("%s,%s,%d,%s bf16 x%zu,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B,
+                    o->device.c_str(), devs.size(), B / med, med * 1e3, mib);
       else
-        std::printf("%s train batch %d over %zu GPUs (%s, bf16, host input): %.1f img/s (%.2f ms per step), device "
-                    "memory %.0f MiB in all\n",
-                    cfg.name.c_str(), B, devs.size(), o->device.c_str(), B / med, med * 1e3, mib);
+        std::printf(
+            "%s train batch %d over %zu GPUs (%s, bf16, host input): %.1f img/s (%.2f ms per step), device "
+            "memory %.0f MiB in all\n",
+            cfg.name.c_str(), B, devs.size(), o->device.c_str(), B / med, med * 1e3, mib);
       return 0;
     }
     const int dev = parse_device(o->device);
@@ -181,13 +184,14 @@ void register_bench(CLI::App& app) {
     // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
     const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
     if (o->csv)
-      std::printf("%s,%s,%d,%s,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, where.c_str(), B / med, med * 1e3, mib);
+      std::printf("%s,%s,%d,%s,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B, where.c_str(), B / med,
+                  med * 1e3, mib);
     else
       std::printf("%s %s batch %d, %s: %.1f img/s (%.2f ms per %s)%s\n", cfg.name.c_str(), o->mode.c_str(), B,
                   where.c_str(), B / med, med * 1e3, train ? "step" : "batch",
                   gpu ? (", device memory " + std::to_string(int(mib + 0.5)) + " MiB").c_str() : "");
     return 0;
-  }});
+                        }});
 }
 
 }  // namespace kat::cli

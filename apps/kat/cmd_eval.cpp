@@ -2,8 +2,8 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <tuple>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "commands.h"
 #include "device.h"
@@ -27,7 +27,8 @@ void register_eval(CLI::App& app) {
   sub->add_option("--weights,-w", o->weights, "Training checkpoint or plain weights (.safetensors)")->required();
   sub->add_option("--model,-m", o->model, "Model name, needed for plain weights files");
   sub->add_option("--set", o->overrides, "Model config override key=value");
-  sub->add_option("--data,-d", o->data, "Dataset spec (default: the one the checkpoint was trained on, else fashion-mnist)");
+  sub->add_option("--data,-d", o->data,
+                  "Dataset spec (default: the one the checkpoint was trained on, else fashion-mnist)");
   sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
   sub->add_flag("--train-split", o->train_split, "Evaluate on the training split instead of test");
   sub->add_flag("--skip-bad", o->skip_bad, "Skip corrupt images");
@@ -40,7 +41,8 @@ void register_eval(CLI::App& app) {
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
   sub->add_option("--device", o->device, device_help())->capture_default_str();
-  registry().push_back({sub, [o] {
+  registry().push_back({sub,
+                        [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     int skipped = 0;
@@ -56,8 +58,8 @@ void register_eval(CLI::App& app) {
     const auto engine = inference_engine(o->device, *lm.model, o->batch);
     const EvalResult r = evaluate(*engine, ds, ec, !o->no_progress, "eval");
     const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
-    std::printf("%s on %s (%s split, %lld images)%s [%s]\n", o->weights.c_str(), spec.c_str(), o->train_split ? "train" : "test",
-                (long long)r.count, o->ema ? " [EMA]" : "", o->device.c_str());
+    std::printf("%s on %s (%s split, %lld images)%s [%s]\n", o->weights.c_str(), spec.c_str(),
+                o->train_split ? "train" : "test", (long long)r.count, o->ema ? " [EMA]" : "", o->device.c_str());
     std::printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n\nper-class accuracy:\n", r.top1, r.top5, r.loss);
     for (int c = 0; c < ds.num_classes; ++c)
       std::printf("  %2d %-16s %6.2f%%\n", c, c < int(names.size()) ? names[c].c_str() : "", r.class_accuracy(c));
@@ -66,16 +68,18 @@ void register_eval(CLI::App& app) {
     std::printf("\n");
     for (int t = 0; t < ds.num_classes; ++t) {
       std::printf("  %2d ", t);
-      for (int p = 0; p < ds.num_classes; ++p) std::printf("%6lld", (long long)r.confusion[size_t(t) * r.classes + p]);
+      for (int p = 0; p < ds.num_classes; ++p)
+        std::printf("%6lld", (long long)r.confusion[size_t(t) * r.classes + p]);
       std::printf("\n");
     }
     if (!o->json_out.empty()) {
-      nlohmann::json j = {{"weights", o->weights}, {"data", spec}, {"count", r.count}, {"top1", r.top1},
-                          {"top5", r.top5},        {"loss", r.loss}, {"confusion", r.confusion}, {"classes", r.classes}};
+      nlohmann::json j = {{"weights", o->weights},    {"data", spec},        {"count", r.count},
+                          {"top1", r.top1},           {"top5", r.top5},      {"loss", r.loss},
+                          {"confusion", r.confusion}, {"classes", r.classes}};
       std::ofstream(o->json_out) << j.dump(2) << "\n";
     }
     return 0;
-  }});
+                        }});
 }
 
 }  // namespace kat::cli

@@ -11,7 +11,8 @@
 namespace kat::cli {
 
 void register_infer(CLI::App& app) {
-  auto* sub = app.add_subcommand("infer",
+  auto* sub = app.add_subcommand(
+      "infer",
       "Run a model on a batch of images stored as a safetensors tensor.\n"
       "  --input holds 'input': float32 (N, C, H, W), already normalized.\n"
       "  --output gets 'logits' (N, classes) and 'features' (N, tokens, D) (after the final norm).");
@@ -21,24 +22,29 @@ void register_infer(CLI::App& app) {
     int batch = 64;
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("--model,-m", o->model, "Model name (configs/<name>.json) or path to a config JSON")->capture_default_str();
+  sub->add_option("--model,-m", o->model, "Model name (configs/<name>.json) or path to a config JSON")
+      ->capture_default_str();
   sub->add_option("--weights,-w", o->weights, "Weights (.safetensors, timm names; F32/F16/BF16)")->required();
   sub->add_option("--input,-i", o->input, "Input .safetensors with tensor 'input' (N,C,H,W)")->required();
   sub->add_option("--output,-o", o->output, "Output .safetensors (written atomically)")->required();
   sub->add_option("--set", o->overrides, "Config override key=value (repeatable), e.g. --set num_classes=10");
   sub->add_option("--batch", o->batch, "Images per forward pass")->capture_default_str();
   sub->add_option("--device", o->device, device_help())->capture_default_str();
-  registry().push_back({sub, [o] {
+  registry().push_back({sub,
+                        [o] {
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
     KatModel model(cfg);
     model.load_weights(io::SafetensorsFile::load(o->weights));
     const auto in = io::SafetensorsFile::load(o->input);
-    KAT_CHECK(in.has("input"), o->input, ": no tensor named 'input' (found: ", [&] {
+    KAT_CHECK(
+        in.has("input"), o->input, ": no tensor named 'input' (found: ",
+        [&] {
       std::string s;
       for (const auto& n : in.names()) s += n + " ";
       return s;
-    }(), ")");
+        }(),
+        ")");
     const auto& info = in.info("input");
     check_input_shape(cfg, info.shape, o->input + ": tensor 'input'");
     const std::vector<float> x = in.to_f32("input");
@@ -64,10 +70,10 @@ void register_infer(CLI::App& app) {
     w.set_metadata("model", cfg.name);
     w.set_metadata("device", o->device);
     w.write_atomic(o->output);
-    std::printf("wrote %s: logits (%lld, %lld), features (%lld, %lld, %lld)\n", o->output.c_str(),
-                (long long)N, (long long)K, (long long)N, (long long)T, (long long)D);
+    std::printf("wrote %s: logits (%lld, %lld), features (%lld, %lld, %lld)\n", o->output.c_str(), (long long)N,
+                (long long)K, (long long)N, (long long)T, (long long)D);
     return 0;
-  }});
+                        }});
 }
 
 }  // namespace kat::cli

@@ -13,13 +13,14 @@ void register_info(CLI::App& app) {
   auto verbose = std::make_shared<bool>(false);
   sub->add_option("--model,-m", *model, "Model name or config path (omit to list built-in models)");
   sub->add_flag("--params,-p", *verbose, "Print every parameter with its shape");
-  registry().push_back({sub, [model, verbose] {
+  registry().push_back({sub,
+                        [model, verbose] {
     if (model->empty()) {
       std::printf("%-26s %6s %5s %5s %5s %12s\n", "model", "img", "D", "depth", "ffn", "params");
       for (const auto& n : builtin_config_names()) {
         const ModelConfig c = ModelConfig::load(n);
-        std::printf("%-26s %6d %5d %5d %5s %12lld\n", n.c_str(), c.img_size, c.embed_dim, c.depth,
-                    c.ffn.c_str(), (long long)KatModel(c).num_params());
+        std::printf("%-26s %6d %5d %5d %5s %12lld\n", n.c_str(), c.img_size, c.embed_dim, c.depth, c.ffn.c_str(),
+                    (long long)KatModel(c).num_params());
       }
       return 0;
     }
@@ -30,7 +31,7 @@ void register_info(CLI::App& app) {
       for (const auto& s : m.table().specs())
         std::printf("  %-45s %-18s %lld\n", s.name.c_str(), shape_str(s.shape).c_str(), (long long)s.numel);
     return 0;
-  }});
+                        }});
 }
 
 }  // namespace kat::cli

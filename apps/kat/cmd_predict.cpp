@@ -36,7 +36,8 @@ void register_predict(CLI::App& app) {
                   "is used as is")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("images", o->images, "Image files")->required();
-  registry().push_back({sub, [o] {
+  registry().push_back({sub,
+                        [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
     const auto engine = inference_engine(o->device, *lm.model, 1);
@@ -49,7 +50,8 @@ void register_predict(CLI::App& app) {
       int h, w, c;
       std::vector<uint8_t> px;
       std::string err;
-      KAT_CHECK(data::decode_image_file(path, h, w, c, px, &err), err.empty() ? path + ": cannot decode image" : err);
+      KAT_CHECK(data::decode_image_file(path, h, w, c, px, &err),
+                err.empty() ? path + ": cannot decode image" : err);
       // As `kat eval` fits a test image: as is at the model's size, else timm's evaluation fit.
       if (h != cfg.img_size || w != cfg.img_size) {
         std::vector<uint8_t> fitted(size_t(cfg.img_size) * cfg.img_size * c);
@@ -75,7 +77,7 @@ void register_predict(CLI::App& app) {
       }
     }
     return 0;
-  }});
+                        }});
 }
 
 }  // namespace kat::cli

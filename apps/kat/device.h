@@ -19,9 +19,7 @@ std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const Kat
 // the engine) or inference_runner's GPU.
 std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch);
 
-inline const char* device_help() {
-  return "cpu, cuda or cuda:N (GPU: bf16 compute)";
-}
+inline const char* device_help() { return "cpu, cuda or cuda:N (GPU: bf16 compute)"; }
 
 // --eval-crop-pct as given (CLI11 checks the range [0, 1] when parsing; 0 = not given), else the
 // checkpoint's training config (0.875 for plain weights). Errors name the flag.

@@ -38,7 +38,8 @@ inline std::vector<int> parse_devices(const std::string& d) {
   while (pos <= d.size()) {
     const size_t end = std::min(d.find(',', pos), d.size());
     const int n = parse_device("cuda:" + d.substr(pos, end - pos));
-    KAT_CHECK(std::find(out.begin(), out.end(), n) == out.end(), "--device '", d, "': GPU ", n, " is listed twice");
+    KAT_CHECK(std::find(out.begin(), out.end(), n) == out.end(), "--device '", d, "': GPU ", n,
+              " is listed twice");
     out.push_back(n);
     pos = end + 1;
   }

@@ -1,7 +1,7 @@
 // `kat`: the command-line tool. Thin: parses flags (CLI11), calls the library, turns kat::Error
 // into "error: ..." on stderr and exit code 1 (2 for bad flags).
-#include <CLI/CLI.hpp>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <cstdlib>

@@ -27,8 +27,8 @@
 //   kat::write_run_plots(run_dir, &m, "label");                // curves + learned rationals (SVG/PNG)
 //
 // Link against the `kat::kat` CMake target (find_package(kat) or add_subdirectory). Only include/ is
-// public: the ops, the CUDA model and the kernels are internal. Errors are thrown as kat::Error with a message that
-// names the input at fault.
+// public: the ops, the CUDA model and the kernels are internal. Errors are thrown as kat::Error with a message
+// that names the input at fault.
 #pragma once
 
 #include "kat/core/dtype.h"

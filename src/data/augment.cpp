@@ -25,22 +25,25 @@ uint64_t seed_hash(std::initializer_list<uint64_t> words) {
 void validate(const AugmentConfig& cfg, int height, int width, int channels) {
   KAT_CHECK(cfg.crop == "none" || cfg.crop == "pad" || cfg.crop == "rrc",
             "augment: crop must be none, pad or rrc, got '", cfg.crop, "'");
-  KAT_CHECK(cfg.pad_mode == "zero" || cfg.pad_mode == "reflect", "augment: pad_mode must be zero or reflect, got '",
-            cfg.pad_mode, "'");
-  KAT_CHECK(cfg.out_size >= 0 && cfg.out_size <= 4096, "augment: out_size must be in [0, 4096], got ", cfg.out_size);
+  KAT_CHECK(cfg.pad_mode == "zero" || cfg.pad_mode == "reflect",
+            "augment: pad_mode must be zero or reflect, got '", cfg.pad_mode, "'");
+  KAT_CHECK(cfg.out_size >= 0 && cfg.out_size <= 4096, "augment: out_size must be in [0, 4096], got ",
+            cfg.out_size);
   KAT_CHECK(cfg.padding >= 0 && cfg.padding <= 1024, "augment: padding must be in [0, 1024], got ", cfg.padding);
   if (cfg.crop == "pad" && cfg.pad_mode == "reflect")
     KAT_CHECK(cfg.padding < std::min(height, width), "augment: reflect padding ", cfg.padding,
               " must be smaller than the image size ", height, "x", width);
   KAT_CHECK(cfg.rrc_scale_min > 0 && cfg.rrc_scale_min <= cfg.rrc_scale_max && cfg.rrc_scale_max <= 1.0,
-            "augment: rrc scale must satisfy 0 < min <= max <= 1, got [", cfg.rrc_scale_min, ", ", cfg.rrc_scale_max,
-            "]");
+            "augment: rrc scale must satisfy 0 < min <= max <= 1, got [", cfg.rrc_scale_min, ", ",
+            cfg.rrc_scale_max, "]");
   KAT_CHECK(cfg.rrc_ratio_min > 0 && cfg.rrc_ratio_min <= cfg.rrc_ratio_max, "augment: bad rrc ratio [",
             cfg.rrc_ratio_min, ", ", cfg.rrc_ratio_max, "]");
   KAT_CHECK(cfg.eval_crop_pct > 0 && cfg.eval_crop_pct <= 1.0, "augment: eval_crop_pct must be in (0, 1], got ",
             cfg.eval_crop_pct);
-  KAT_CHECK(cfg.randaug_n >= 0 && cfg.randaug_n <= 16, "augment: randaug_n must be in [0, 16], got ", cfg.randaug_n);
-  KAT_CHECK(cfg.randaug_m >= 0 && cfg.randaug_m <= 30, "augment: randaug_m must be in [0, 30], got ", cfg.randaug_m);
+  KAT_CHECK(cfg.randaug_n >= 0 && cfg.randaug_n <= 16, "augment: randaug_n must be in [0, 16], got ",
+            cfg.randaug_n);
+  KAT_CHECK(cfg.randaug_m >= 0 && cfg.randaug_m <= 30, "augment: randaug_m must be in [0, 30], got ",
+            cfg.randaug_m);
   KAT_CHECK(cfg.randaug_mstd >= 0, "augment: randaug_mstd must be >= 0, got ", cfg.randaug_mstd);
   KAT_CHECK(cfg.randaug_p >= 0 && cfg.randaug_p <= 1, "augment: randaug_p must be in [0, 1], got ", cfg.randaug_p);
   KAT_CHECK(cfg.fill >= 0 && cfg.fill <= 255, "augment: fill must be in [0, 255], got ", cfg.fill);
@@ -224,8 +227,8 @@ void augment_image(const uint8_t* src, int h, int w, int c, const AugmentConfig&
   if (cfg.train && cfg.random_erase > 0) random_erase(out, c, oh, ow, cfg.random_erase, rng);
 }
 
-std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int out_channels, const AugmentConfig& cfg,
-                                  int* out_h, int* out_w) {
+std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int out_channels,
+                                  const AugmentConfig& cfg, int* out_h, int* out_w) {
   KAT_CHECK(c == 1 || c == 3, "eval_transform: image channels must be 1 or 3, got ", c);
   KAT_CHECK(out_channels == 1 || out_channels == 3, "eval_transform: output channels must be 1 or 3, got ",
             out_channels);
@@ -241,7 +244,8 @@ std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int o
       for (size_t p = 0; p < np; ++p) conv[p * 3] = conv[p * 3 + 1] = conv[p * 3 + 2] = src[p];
     } else {
       for (size_t p = 0; p < np; ++p)
-        conv[p] = static_cast<uint8_t>((src[p * 3] * 299 + src[p * 3 + 1] * 587 + src[p * 3 + 2] * 114 + 500) / 1000);
+        conv[p] =
+            static_cast<uint8_t>((src[p * 3] * 299 + src[p * 3 + 1] * 587 + src[p * 3 + 2] * 114 + 500) / 1000);
     }
     img = conv.data();
   }
@@ -280,9 +284,9 @@ const char* randaug_op_name(RandAugOp op) {
 
 const std::vector<RandAugOp>& randaug_ops(int channels) {
   using O = RandAugOp;
-  static const std::vector<O> gray = {O::Identity,     O::Rotate,   O::ShearX,   O::ShearY,    O::TranslateX,
-                                      O::TranslateY,   O::AutoContrast, O::Equalize, O::Solarize, O::Posterize,
-                                      O::Contrast,     O::Brightness, O::Sharpness};
+  static const std::vector<O> gray = {O::Identity,   O::Rotate,       O::ShearX,   O::ShearY,   O::TranslateX,
+                                      O::TranslateY, O::AutoContrast, O::Equalize, O::Solarize, O::Posterize,
+                                      O::Contrast,   O::Brightness,   O::Sharpness};
   static const std::vector<O> color = [] {
     std::vector<O> v = gray;
     v.push_back(O::Color);
@@ -360,7 +364,9 @@ void blend_with(uint8_t* img, const uint8_t* degenerate, size_t count, double fa
   }
 }
 
-uint8_t luma(const uint8_t* p) { return static_cast<uint8_t>((p[0] * 299 + p[1] * 587 + p[2] * 114 + 500) / 1000); }
+uint8_t luma(const uint8_t* p) {
+  return static_cast<uint8_t>((p[0] * 299 + p[1] * 587 + p[2] * 114 + 500) / 1000);
+}
 
 }  // namespace
 
@@ -480,7 +486,8 @@ void apply_randaug_op(RandAugOp op, double magnitude, Rng& rng, uint8_t* img, in
               int acc = 0;
               for (int dy = -1; dy <= 1; ++dy)
                 for (int dx = -1; dx <= 1; ++dx)
-                  acc += img[(static_cast<size_t>(y + dy) * w + (x + dx)) * c + k] * ((dx == 0 && dy == 0) ? 5 : 1);
+                  acc +=
+                      img[(static_cast<size_t>(y + dy) * w + (x + dx)) * c + k] * ((dx == 0 && dy == 0) ? 5 : 1);
               scratch[(static_cast<size_t>(y) * w + x) * c + k] = static_cast<uint8_t>((acc + 6) / 13);
             }
       }
@@ -543,8 +550,8 @@ void random_erase(float* img, int c, int h, int w, double probability, Rng& rng)
 }
 
 // ---- mixup / cutmix -----------------------------------------------------------------------------------
-MixResult mix_batch(const MixConfig& cfg, Rng& rng, float* images, int n, int c, int h, int w, const int32_t* labels,
-                    int classes, float* targets) {
+MixResult mix_batch(const MixConfig& cfg, Rng& rng, float* images, int n, int c, int h, int w,
+                    const int32_t* labels, int classes, float* targets) {
   MixResult r;
   if (cfg.enabled() && n > 0 && rng.uniform() < cfg.prob) {
     double lam;
@@ -573,7 +580,8 @@ MixResult mix_batch(const MixConfig& cfg, Rng& rng, float* images, int n, int c,
         r.y1 = std::clamp(cy + cut_h / 2, 0, h);
         r.x0 = std::clamp(cx - cut_w / 2, 0, w);
         r.x1 = std::clamp(cx + cut_w / 2, 0, w);
-        if (cfg.correct_lam) lam = 1.0 - static_cast<double>(r.y1 - r.y0) * (r.x1 - r.x0) / (static_cast<double>(h) * w);
+        if (cfg.correct_lam)
+          lam = 1.0 - static_cast<double>(r.y1 - r.y0) * (r.x1 - r.x0) / (static_cast<double>(h) * w);
         for (int i = 0; i < n / 2; ++i) {
           float* a = images + static_cast<size_t>(i) * img;
           float* b = images + static_cast<size_t>(n - 1 - i) * img;

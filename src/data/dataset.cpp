@@ -112,8 +112,8 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
               ", expected 0x00000803 (IDX uint8 images)");
     const uint32_t cnt = f.read_be32("image count"), rows = f.read_be32("rows"), cols = f.read_be32("cols");
     KAT_CHECK(cnt > 0 && cnt <= (1u << 28), "file ", images_path, ": bad image count ", cnt);
-    KAT_CHECK(rows > 0 && rows <= 4096 && cols > 0 && cols <= 4096, "file ", images_path,
-              ": bad image size ", rows, "x", cols);
+    KAT_CHECK(rows > 0 && rows <= 4096 && cols > 0 && cols <= 4096, "file ", images_path, ": bad image size ",
+              rows, "x", cols);
     n = cnt;
     ds.height = static_cast<int>(rows);
     ds.width = static_cast<int>(cols);
@@ -123,8 +123,8 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
     const size_t got = f.read(ds.pixels.data(), ds.pixels.size());
     KAT_CHECK(got == ds.pixels.size(), "file ", images_path, ": truncated at image ", got / per, " (header says ",
               n, " images of ", rows, "x", cols, ")");
-    KAT_CHECK(f.at_end(), "file ", images_path, ": unexpected data after image ", n - 1,
-              " (header says ", n, " images)");
+    KAT_CHECK(f.at_end(), "file ", images_path, ": unexpected data after image ", n - 1, " (header says ", n,
+              " images)");
   }
   {
     GzFile f(labels_path);
@@ -132,8 +132,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path,
     KAT_CHECK(magic == 0x00000801u, "file ", labels_path, ": bad magic ", hex32(magic),
               ", expected 0x00000801 (IDX uint8 labels)");
     const uint32_t cnt = f.read_be32("label count");
-    KAT_CHECK(cnt == n, "file ", labels_path, ": has ", cnt, " labels but ", images_path, " has ", n,
-              " images");
+    KAT_CHECK(cnt == n, "file ", labels_path, ": has ", cnt, " labels but ", images_path, " has ", n, " images");
     std::vector<uint8_t> raw(n);
     const size_t got = f.read(raw.data(), n);
     KAT_CHECK(got == n, "file ", labels_path, ": truncated at label ", got, " (header says ", n, " labels)");
@@ -202,7 +201,8 @@ Dataset load_cifar(const std::vector<std::string>& batch_files, int num_classes)
     for (size_t i = 0; i < n; ++i) {
       const uint8_t* r = bytes.data() + i * rec;
       if (num_classes == 100)
-        KAT_CHECK(r[0] < 20, "file ", path, ": coarse label ", int(r[0]), " at index ", i, " out of range [0, 20)");
+        KAT_CHECK(r[0] < 20, "file ", path, ": coarse label ", int(r[0]), " at index ", i,
+                  " out of range [0, 20)");
       const int lab = r[label_bytes - 1];
       KAT_CHECK(lab < num_classes, "file ", path, ": label ", lab, " at index ", i, " out of range [0, ",
                 num_classes, ")");
@@ -247,8 +247,7 @@ void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t
     for (size_t p = 0; p < np; ++p) dst[p * 3] = dst[p * 3 + 1] = dst[p * 3 + 2] = px[p];
   } else {
     for (size_t p = 0; p < np; ++p)
-      dst[p] =
-          static_cast<uint8_t>((px[p * 3] * 299 + px[p * 3 + 1] * 587 + px[p * 3 + 2] * 114 + 500) / 1000);
+      dst[p] = static_cast<uint8_t>((px[p * 3] * 299 + px[p * 3 + 1] * 587 + px[p * 3 + 2] * 114 + 500) / 1000);
   }
 }
 
@@ -318,8 +317,8 @@ void Dataset::read_original(size_t i, std::vector<uint8_t>& out, int& h, int& w)
 Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad, int* skipped, int channels,
                           const std::vector<std::string>* classes, bool lazy, double eval_crop_pct) {
   KAT_CHECK(resize_to >= 0 && resize_to <= 4096, "load_image_folder: bad resize size ", resize_to);
-  KAT_CHECK(eval_crop_pct >= 0 && eval_crop_pct <= 1.0, "load_image_folder: eval crop_pct must be in (0, 1] (0: off), got ",
-            eval_crop_pct);
+  KAT_CHECK(eval_crop_pct >= 0 && eval_crop_pct <= 1.0,
+            "load_image_folder: eval crop_pct must be in (0, 1] (0: off), got ", eval_crop_pct);
   KAT_CHECK(channels == 0 || channels == 1 || channels == 3, "load_image_folder: channels must be 0, 1 or 3, got ",
             channels);
   KAT_CHECK(fs::is_directory(root), "folder ", root, ": not found or not a directory");
@@ -336,12 +335,13 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   if (classes) {
     ds.class_names = *classes;
     for (const auto& d : dirs)
-      KAT_CHECK(std::find(classes->begin(), classes->end(), d) != classes->end(), "folder ", root, ": class folder '",
-                d, "' is not one of the ", classes->size(), " training classes");
+      KAT_CHECK(std::find(classes->begin(), classes->end(), d) != classes->end(), "folder ", root,
+                ": class folder '", d, "' is not one of the ", classes->size(), " training classes");
   } else {
     ds.class_names = dirs;
   }
-  KAT_CHECK(!ds.class_names.empty(), "folder ", root, ": no class sub-folders (expected ", root, "/<class>/*.png)");
+  KAT_CHECK(!ds.class_names.empty(), "folder ", root, ": no class sub-folders (expected ", root,
+            "/<class>/*.png)");
   ds.num_classes = static_cast<int>(ds.class_names.size());
 
   // All files first (sorted per class), so the size of an eager load is known before decoding.
@@ -375,10 +375,9 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
   if (resize_to > 0) {
     const double bytes = double(listing.size()) * resize_to * resize_to * (channels == 1 ? 1 : 3);
     const double mem = double(physical_memory_bytes());
-    KAT_CHECK(mem == 0 || bytes <= 0.5 * mem, "folder ", root, ": ", listing.size(), " images at ", resize_to,
-              "x", resize_to, " would take ", bytes / 1e9,
-              " GB decoded in memory (more than half of this machine's ", mem / 1e9,
-              " GB); pass --lazy-data to decode them on the fly in the loader");
+    KAT_CHECK(mem == 0 || bytes <= 0.5 * mem, "folder ", root, ": ", listing.size(), " images at ", resize_to, "x",
+              resize_to, " would take ", bytes / 1e9, " GB decoded in memory (more than half of this machine's ",
+              mem / 1e9, " GB); pass --lazy-data to decode them on the fly in the loader");
   }
 
   struct Img {
@@ -397,7 +396,8 @@ Dataset load_image_folder(const std::string& root, int resize_to, bool skip_bad,
     Img& im = decoded[size_t(i)];
     im = Img{listing[size_t(i)].first, 0, 0, 0, listing[size_t(i)].second.string(), {}};
     try {
-      ok[size_t(i)] = decode_fitted(im.path, resize_to, ds.eval_crop_pct, im.h, im.w, im.c, im.px, &errors[size_t(i)]);
+      ok[size_t(i)] =
+          decode_fitted(im.path, resize_to, ds.eval_crop_pct, im.h, im.w, im.c, im.px, &errors[size_t(i)]);
     } catch (const std::exception& e) {  // no exception may leave an OpenMP region
       errors[size_t(i)] = e.what();
     }
@@ -502,10 +502,11 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
   // folder
   const fs::path root = dir;
   const fs::path tr = root / "train";
-  KAT_CHECK(fs::is_directory(tr), "dataset '", spec, "': missing ", tr.string(), " (expected DIR/train and DIR/val)");
+  KAT_CHECK(fs::is_directory(tr), "dataset '", spec, "': missing ", tr.string(),
+            " (expected DIR/train and DIR/val)");
   if (train)
-    return load_image_folder(tr.string(), folder_resize, skip_bad, skipped, folder_channels, nullptr,
-                             folder_lazy, folder_eval_crop_pct);
+    return load_image_folder(tr.string(), folder_resize, skip_bad, skipped, folder_channels, nullptr, folder_lazy,
+                             folder_eval_crop_pct);
   fs::path ev = root / "val";
   if (!fs::is_directory(ev)) ev = root / "test";
   KAT_CHECK(fs::is_directory(ev), "dataset '", spec, "': missing ", (root / "val").string(), " or ",
@@ -516,8 +517,8 @@ Dataset load_dataset(const std::string& spec, bool train, bool skip_bad, int fol
     if (e.is_directory() && !name.empty() && name[0] != '.') classes.push_back(name);
   }
   std::sort(classes.begin(), classes.end());
-  return load_image_folder(ev.string(), folder_resize, skip_bad, skipped, folder_channels, &classes,
-                           folder_lazy, folder_eval_crop_pct);
+  return load_image_folder(ev.string(), folder_resize, skip_bad, skipped, folder_channels, &classes, folder_lazy,
+                           folder_eval_crop_pct);
 }
 
 Dataset subset(const Dataset& ds, size_t n) {
@@ -535,8 +536,7 @@ Dataset subset(const Dataset& ds, size_t n) {
   if (ds.lazy())
     out.files.assign(ds.files.begin(), ds.files.begin() + static_cast<std::ptrdiff_t>(n));
   else
-    out.pixels.assign(ds.pixels.begin(),
-                      ds.pixels.begin() + static_cast<std::ptrdiff_t>(n * ds.image_bytes()));
+    out.pixels.assign(ds.pixels.begin(), ds.pixels.begin() + static_cast<std::ptrdiff_t>(n * ds.image_bytes()));
   return out;
 }
 

@@ -1,15 +1,15 @@
 #include "kat/data/image_io.h"
 
-#include <jpeglib.h>
 #include <jerror.h>
+#include <jpeglib.h>
 #include <png.h>
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -92,8 +92,8 @@ void jpeg_emit_message_cb(j_common_ptr cinfo, int level) {
 }
 
 // Only POD locals between setjmp and longjmp; `out` belongs to the caller.
-bool decode_jpeg_raw(const uint8_t* data, size_t size, int& h, int& w, int& c,
-                     std::vector<uint8_t>& out, char* msg_out, int min_side) {
+bool decode_jpeg_raw(const uint8_t* data, size_t size, int& h, int& w, int& c, std::vector<uint8_t>& out,
+                     char* msg_out, int min_side) {
   jpeg_decompress_struct cinfo;
   JpegErr jerr;
   std::memset(&jerr, 0, sizeof(jerr));
@@ -122,8 +122,7 @@ bool decode_jpeg_raw(const uint8_t* data, size_t size, int& h, int& w, int& c,
     cinfo.out_color_space = JCS_GRAYSCALE;
   } else {
     cinfo.out_color_space = JCS_RGB;  // CMYK/YCCK are decoded as CMYK and converted below
-    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)
-      cinfo.out_color_space = JCS_CMYK;
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) cinfo.out_color_space = JCS_CMYK;
   }
   jpeg_start_decompress(&cinfo);
   w = static_cast<int>(cinfo.output_width);
@@ -154,8 +153,8 @@ bool decode_jpeg_raw(const uint8_t* data, size_t size, int& h, int& w, int& c,
 
 }  // namespace
 
-bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w,
-                         int& c, std::vector<uint8_t>& out, std::string* err, int min_side) {
+bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
+                         std::vector<uint8_t>& out, std::string* err, int min_side) {
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (size >= 8 && std::memcmp(data, png_sig, 8) == 0) return decode_png(data, size, name, h, w, c, out, err);
   if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
@@ -298,8 +297,8 @@ void make_taps(double in0, double in_len, int in_size, int out_size, Taps& t) {
 }
 }  // namespace
 
-void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh,
-                       double bw, uint8_t* dst, int oh, int ow) {
+void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh, double bw,
+                       uint8_t* dst, int oh, int ow) {
   // Separable: horizontal pass into fp32 rows (only the source rows the vertical taps touch), then
   // the vertical pass row by row. Every output sums its taps in ascending order with explicit fused
   // multiply-adds, so the result depends neither on how the loops below are arranged nor on the
@@ -411,7 +410,8 @@ void pil_taps(int in_size, int out_size, PilTaps& t) {
     int32_t* kk = &t.k[static_cast<size_t>(xx) * t.ksize];
     for (int x = 0; x < xmax; ++x) {
       const double v = ww != 0.0 ? w[x] / ww : w[x];
-      kk[x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPilPrecisionBits) : 0.5 + v * (1 << kPilPrecisionBits));
+      kk[x] =
+          static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPilPrecisionBits) : 0.5 + v * (1 << kPilPrecisionBits));
     }
     t.first[xx] = xmin;
     t.count[xx] = xmax;
@@ -419,9 +419,7 @@ void pil_taps(int in_size, int out_size, PilTaps& t) {
 }
 
 // floor(ss / 2^22) clamped to [0, 255] (PIL's clip8; >> of a negative int is arithmetic).
-inline uint8_t pil_clip8(int32_t ss) {
-  return static_cast<uint8_t>(std::clamp(ss >> kPilPrecisionBits, 0, 255));
-}
+inline uint8_t pil_clip8(int32_t ss) { return static_cast<uint8_t>(std::clamp(ss >> kPilPrecisionBits, 0, 255)); }
 }  // namespace
 
 void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int oh, int ow) {
@@ -478,7 +476,8 @@ void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst,
 }
 
 void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size, double crop_pct, uint8_t* dst) {
-  KAT_CHECK(size > 0 && crop_pct > 0 && crop_pct <= 1.0, "eval transform: bad size ", size, " or crop_pct ", crop_pct);
+  KAT_CHECK(size > 0 && crop_pct > 0 && crop_pct <= 1.0, "eval transform: bad size ", size, " or crop_pct ",
+            crop_pct);
   const int scale = static_cast<int>(std::floor(size / crop_pct));  // timm: math.floor(img_size / crop_pct)
   // torchvision _compute_resized_output_size: the shorter side (the width on ties) becomes scale.
   const bool w_short = sw <= sh;

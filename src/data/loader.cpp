@@ -90,22 +90,23 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
   MixConfig mc = cfg.mix;
   if (!cfg.aug.train) mc.mixup_alpha = mc.cutmix_alpha = 0;  // eval: never mix
   Rng mrng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(b), seed_tag("mix")}));
-  out.mix = mix_batch(mc, mrng, out.images.data(), n, c, h, w, out.labels.data(), ds.num_classes,
-                      out.targets.data());
+  out.mix =
+      mix_batch(mc, mrng, out.images.data(), n, c, h, w, out.labels.data(), ds.num_classes, out.targets.data());
 }
 
 Loader::Loader(const Dataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(std::move(cfg)) {
   const std::string who = "loader for " + (ds.source.empty() ? std::string("dataset") : ds.source);
   KAT_CHECK(ds.size() > 0, who, ": dataset is empty");
   KAT_CHECK(ds.channels >= 1 && ds.height >= 1 && ds.width >= 1 && ds.num_classes >= 1, who,
-            ": bad dataset geometry ", ds.height, "x", ds.width, "x", ds.channels, ", ", ds.num_classes, " classes");
+            ": bad dataset geometry ", ds.height, "x", ds.width, "x", ds.channels, ", ", ds.num_classes,
+            " classes");
   if (ds.lazy())
     KAT_CHECK(ds.files.size() == ds.size() && ds.decode_size == ds.height && ds.height == ds.width, who,
               ": lazy dataset with ", ds.files.size(), " files for ", ds.size(), " labels, decode size ",
               ds.decode_size, " for ", ds.height, "x", ds.width, " images");
   else
-    KAT_CHECK(ds.pixels.size() == ds.size() * ds.image_bytes(), who, ": pixel buffer holds ",
-              ds.pixels.size(), " bytes, expected ", ds.size() * ds.image_bytes());
+    KAT_CHECK(ds.pixels.size() == ds.size() * ds.image_bytes(), who, ": pixel buffer holds ", ds.pixels.size(),
+              " bytes, expected ", ds.size() * ds.image_bytes());
   KAT_CHECK(cfg_.batch_size >= 1, who, ": batch_size must be >= 1, got ", cfg_.batch_size);
   KAT_CHECK(cfg_.num_workers >= 0 && cfg_.num_workers <= 256, who, ": num_workers must be in [0, 256], got ",
             cfg_.num_workers);
@@ -145,7 +146,8 @@ void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   KAT_CHECK(epoch >= 0, "loader: epoch must be >= 0, got ", epoch);
   KAT_CHECK(first_batch >= 0 && first_batch <= batches_per_epoch_, "loader: first batch ", first_batch,
             " out of range [0, ", batches_per_epoch_, "]");
-  auto order = std::make_shared<const std::vector<int64_t>>(epoch_order(ds_.size(), cfg_.seed, epoch, cfg_.shuffle));
+  auto order =
+      std::make_shared<const std::vector<int64_t>>(epoch_order(ds_.size(), cfg_.seed, epoch, cfg_.shuffle));
   {
     std::lock_guard<std::mutex> lk(mu_);
     ++generation_;

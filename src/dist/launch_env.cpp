@@ -16,8 +16,8 @@ int parse_count(const std::string& name, const std::string& value) {
   char* end = nullptr;
   errno = 0;
   const long v = std::strtol(value.c_str(), &end, 10);
-  KAT_CHECK(errno == 0 && end && *end == '\0' && v >= 0 && v <= std::numeric_limits<int>::max(), "environment variable ",
-            name, "='", value, "' is not a non-negative integer");
+  KAT_CHECK(errno == 0 && end && *end == '\0' && v >= 0 && v <= std::numeric_limits<int>::max(),
+            "environment variable ", name, "='", value, "' is not a non-negative integer");
   return int(v);
 }
 
@@ -37,11 +37,12 @@ int require_int(const EnvLookup& env, const std::string& name, const std::string
 void check_place(const LaunchEnv& e, const std::string& rank_var, const std::string& world_var,
                  const std::string& local_var) {
   KAT_CHECK(e.world_size >= 1, world_var, "=", e.world_size, ": a job has at least one process");
-  KAT_CHECK(e.rank < e.world_size, rank_var, "=", e.rank, " is outside the job (", world_var, "=", e.world_size, ")");
-  KAT_CHECK(e.local_world_size >= 1 && e.local_world_size <= e.world_size, "local process count ", e.local_world_size,
-            " must be between 1 and the world size ", e.world_size);
-  KAT_CHECK(e.local_rank < e.local_world_size, local_var, "=", e.local_rank,
-            " is outside this node's processes (", e.local_world_size, ")");
+  KAT_CHECK(e.rank < e.world_size, rank_var, "=", e.rank, " is outside the job (", world_var, "=", e.world_size,
+            ")");
+  KAT_CHECK(e.local_world_size >= 1 && e.local_world_size <= e.world_size, "local process count ",
+            e.local_world_size, " must be between 1 and the world size ", e.world_size);
+  KAT_CHECK(e.local_rank < e.local_world_size, local_var, "=", e.local_rank, " is outside this node's processes (",
+            e.local_world_size, ")");
 }
 
 }  // namespace
@@ -62,7 +63,8 @@ std::string first_slurm_host(const std::string& nodelist) {
     if (c == '[') {
       // The first range's first number: up to ',', '-' or ']'.
       size_t j = i + 1;
-      while (j < nodelist.size() && nodelist[j] != ',' && nodelist[j] != '-' && nodelist[j] != ']') host += nodelist[j++];
+      while (j < nodelist.size() && nodelist[j] != ',' && nodelist[j] != '-' && nodelist[j] != ']')
+        host += nodelist[j++];
       // Skip to the closing bracket.
       while (j < nodelist.size() && nodelist[j] != ']') ++j;
       KAT_CHECK(j < nodelist.size(), "Slurm node list '", nodelist, "' has an unclosed '['");

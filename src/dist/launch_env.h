@@ -20,13 +20,13 @@
 namespace kat::dist {
 
 struct LaunchEnv {
-  std::string launcher;       // "torchrun", "slurm" or "single" (no launcher: one process)
-  int rank = 0;               // this process, 0 .. world_size-1
-  int world_size = 1;         // processes in the job
-  int local_rank = 0;         // this process on its node: the GPU it takes
-  int local_world_size = 1;   // processes on this node
-  std::string master_addr;    // the host of rank 0 ("" for a single process)
-  int master_port = 0;        // the launcher's port (MASTER_PORT; 0 when unknown)
+  std::string launcher;      // "torchrun", "slurm" or "single" (no launcher: one process)
+  int rank = 0;              // this process, 0 .. world_size-1
+  int world_size = 1;        // processes in the job
+  int local_rank = 0;        // this process on its node: the GPU it takes
+  int local_world_size = 1;  // processes on this node
+  std::string master_addr;   // the host of rank 0 ("" for a single process)
+  int master_port = 0;       // the launcher's port (MASTER_PORT; 0 when unknown)
 
   bool distributed() const { return world_size > 1; }
   // The port kat's own rendezvous listens on: `override_port` if > 0, else MASTER_PORT + 1, else

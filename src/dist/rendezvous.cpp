@@ -26,7 +26,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint32_t kMagic = 0x5254414b;  // "KATR"
 constexpr uint32_t kVersion = 1;
-constexpr uint32_t kMaxBlob = 1 << 20;   // the blob is an NCCL id (128 bytes); anything near 1 MiB is garbage
+constexpr uint32_t kMaxBlob = 1 << 20;  // the blob is an NCCL id (128 bytes); anything near 1 MiB is garbage
 
 double seconds_left(Clock::time_point deadline) {
   return std::chrono::duration<double>(deadline - Clock::now()).count();
@@ -96,7 +96,9 @@ std::string write_all(int fd, const void* buf, size_t n, Clock::time_point deadl
 void put_u32(std::vector<uint8_t>& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(uint8_t(v >> (8 * i)));
 }
-uint32_t get_u32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+uint32_t get_u32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
 
 // Hello (peer -> rank 0): magic, version, world size, rank, tag length, tag.
 std::vector<uint8_t> hello(int world, int rank, const std::string& tag) {
@@ -151,9 +153,11 @@ std::vector<uint8_t> tcp_rank0(const RendezvousSpec& spec, int world, const std:
   }
   KAT_CHECK(rc == 0, "rendezvous: rank 0 cannot listen on port ", spec.port, ": ", std::strerror(errno),
             " (another job on this port? choose one with --rendezvous tcp::PORT)");
-  KAT_CHECK(::listen(ls.fd, std::max(world, 16)) == 0, "rendezvous: listen on port ", spec.port, ": ", std::strerror(errno));
+  KAT_CHECK(::listen(ls.fd, std::max(world, 16)) == 0, "rendezvous: listen on port ", spec.port, ": ",
+            std::strerror(errno));
 
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
   std::vector<Fd> peers(static_cast<size_t>(world));  // by rank; peers[0] unused
   int joined = 1;
   while (joined < world) {
@@ -161,9 +165,10 @@ std::vector<uint8_t> tcp_rank0(const RendezvousSpec& spec, int world, const std:
       std::vector<int> missing;
       for (int r = 1; r < world; ++r)
         if (peers[size_t(r)].fd < 0) missing.push_back(r);
-      throw Error(detail::concat("rendezvous: rank", missing.size() > 1 ? "s " : " ", rank_list(missing),
-                                 " of ", world, " never joined rank 0 on port ", spec.port, " within ", spec.timeout_s,
-                                 " s (did they start? can they reach this host? check MASTER_ADDR and the firewall)"));
+      throw Error(
+          detail::concat("rendezvous: rank", missing.size() > 1 ? "s " : " ", rank_list(missing), " of ", world,
+                         " never joined rank 0 on port ", spec.port, " within ", spec.timeout_s,
+                         " s (did they start? can they reach this host? check MASTER_ADDR and the firewall)"));
     }
     Fd c(::accept(ls.fd, nullptr, nullptr));
     if (c.fd < 0) continue;
@@ -179,7 +184,8 @@ std::vector<uint8_t> tcp_rank0(const RendezvousSpec& spec, int world, const std:
     if (version != kVersion)
       problem = detail::concat("protocol version ", version, ", rank 0 speaks ", kVersion, " (mixed kat builds?)");
     else if (tag != spec.job_tag)
-      problem = detail::concat("job tag '", tag, "' differs from rank 0's '", spec.job_tag, "' (another job on this port?)");
+      problem = detail::concat("job tag '", tag, "' differs from rank 0's '", spec.job_tag,
+                               "' (another job on this port?)");
     else if (int(pworld) != world)
       problem = detail::concat("world size ", pworld, " differs from rank 0's ", world);
     else if (prank == 0 || prank >= uint32_t(world))
@@ -206,7 +212,8 @@ std::vector<uint8_t> tcp_rank0(const RendezvousSpec& spec, int world, const std:
 }
 
 std::vector<uint8_t> tcp_peer(const RendezvousSpec& spec, int rank, int world) {
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
   const std::string where = detail::concat(spec.host, ":", spec.port);
   std::string last_error = "no attempt";
   for (int attempt = 0;; ++attempt) {
@@ -243,11 +250,12 @@ std::vector<uint8_t> tcp_peer(const RendezvousSpec& spec, int rank, int world) {
     if (err.empty()) err = read_exact(c.fd, head, sizeof head, deadline);
     if (!err.empty()) {
       // Rank 0 closing on us before replying means it gave up (a rank missing) or died.
-      throw Error(detail::concat("rendezvous: rank ", rank, " joined rank 0 at ", where,
-                                 " but got no id: ", err, " (rank 0 gave up waiting for another rank, or exited)"));
+      throw Error(detail::concat("rendezvous: rank ", rank, " joined rank 0 at ", where, " but got no id: ", err,
+                                 " (rank 0 gave up waiting for another rank, or exited)"));
     }
     const uint32_t status = get_u32(head), len = get_u32(head + 4);
-    KAT_CHECK(len <= kMaxBlob, "rendezvous: rank 0 at ", where, " sent a reply of ", len, " bytes (not a kat rendezvous?)");
+    KAT_CHECK(len <= kMaxBlob, "rendezvous: rank 0 at ", where, " sent a reply of ", len,
+              " bytes (not a kat rendezvous?)");
     std::vector<uint8_t> body(len);
     err = read_exact(c.fd, body.data(), len, deadline);
     KAT_CHECK(err.empty(), "rendezvous: reading the id from rank 0 at ", where, ": ", err);
@@ -255,22 +263,24 @@ std::vector<uint8_t> tcp_peer(const RendezvousSpec& spec, int rank, int world) {
               std::string(body.begin(), body.end()));
     return body;
   }
-  throw Error(detail::concat("rendezvous: rank ", rank, " could not reach rank 0 at ", where, " within ", spec.timeout_s,
-                             " s (", last_error, "; is rank 0 running, and is MASTER_ADDR right?)"));
+  throw Error(detail::concat("rendezvous: rank ", rank, " could not reach rank 0 at ", where, " within ",
+                             spec.timeout_s, " s (", last_error,
+                             "; is rank 0 running, and is MASTER_ADDR right?)"));
 }
 
 // File format: magic, tag length, tag, blob length, blob.
 std::vector<uint8_t> file_rank0(const RendezvousSpec& spec, int world, const std::vector<uint8_t>& blob) {
   namespace fs = std::filesystem;
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
   std::vector<int> missing;
   for (;;) {
     missing.clear();
     for (int r = 1; r < world; ++r)
       if (!fs::exists(spec.path + ".rank" + std::to_string(r))) missing.push_back(r);
     if (missing.empty()) break;
-    KAT_CHECK(seconds_left(deadline) > 0, "rendezvous: rank", missing.size() > 1 ? "s " : " ", rank_list(missing), " of ",
-              world, " never checked in at ", spec.path, ".rank<N> within ", spec.timeout_s,
+    KAT_CHECK(seconds_left(deadline) > 0, "rendezvous: rank", missing.size() > 1 ? "s " : " ", rank_list(missing),
+              " of ", world, " never checked in at ", spec.path, ".rank<N> within ", spec.timeout_s,
               " s (did they start? do all nodes see this filesystem?)");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -296,12 +306,14 @@ std::vector<uint8_t> file_rank0(const RendezvousSpec& spec, int world, const std
 
 std::vector<uint8_t> file_peer(const RendezvousSpec& spec, int rank) {
   namespace fs = std::filesystem;
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
   {
     const std::string mine = spec.path + ".rank" + std::to_string(rank);
     std::ofstream o(mine, std::ios::trunc);
     o << ::getpid() << "\n";
-    KAT_CHECK(o.good(), "rendezvous: rank ", rank, " cannot create ", mine, " (is the directory shared and writable?)");
+    KAT_CHECK(o.good(), "rendezvous: rank ", rank, " cannot create ", mine,
+              " (is the directory shared and writable?)");
   }
   for (;;) {
     std::ifstream in(spec.path, std::ios::binary);
@@ -317,8 +329,8 @@ std::vector<uint8_t> file_peer(const RendezvousSpec& spec, int rank) {
         }
       }
     }
-    KAT_CHECK(seconds_left(deadline) > 0, "rendezvous: rank ", rank, " waited ", spec.timeout_s, " s for rank 0 to write ",
-              spec.path, " (is rank 0 running? does it see the same filesystem?)");
+    KAT_CHECK(seconds_left(deadline) > 0, "rendezvous: rank ", rank, " waited ", spec.timeout_s,
+              " s for rank 0 to write ", spec.path, " (is rank 0 running? does it see the same filesystem?)");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
@@ -352,13 +364,17 @@ RendezvousSpec parse_rendezvous(const std::string& flag, const LaunchEnv& env, d
     port = int(v);
   }
   s.port = env.rendezvous_port(port);
-  KAT_CHECK(s.port > 0 && s.port < 65536, "rendezvous port ", s.port, " (MASTER_PORT + 1) is out of range; set one with --rendezvous tcp::PORT");
-  KAT_CHECK(!s.host.empty() || !env.distributed(), "--rendezvous: rank 0's host is unknown (set MASTER_ADDR or use tcp:HOST:PORT)");
+  KAT_CHECK(s.port > 0 && s.port < 65536, "rendezvous port ", s.port,
+            " (MASTER_PORT + 1) is out of range; set one with --rendezvous tcp::PORT");
+  KAT_CHECK(!s.host.empty() || !env.distributed(),
+            "--rendezvous: rank 0's host is unknown (set MASTER_ADDR or use tcp:HOST:PORT)");
   return s;
 }
 
-std::vector<uint8_t> share_from_rank0(const RendezvousSpec& spec, int rank, int world_size, const std::vector<uint8_t>& blob) {
-  KAT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rendezvous: rank ", rank, " is outside a job of ", world_size);
+std::vector<uint8_t> share_from_rank0(const RendezvousSpec& spec, int rank, int world_size,
+                                      const std::vector<uint8_t>& blob) {
+  KAT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rendezvous: rank ", rank, " is outside a job of ",
+            world_size);
   KAT_CHECK(blob.size() <= kMaxBlob, "rendezvous: blob of ", blob.size(), " bytes is too large");
   if (world_size == 1) return blob;
   if (spec.kind == RendezvousSpec::Kind::File)

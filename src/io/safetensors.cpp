@@ -20,8 +20,8 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 namespace kat::io {
 namespace {
 
-using nlohmann::json;
 using detail::concat;
+using nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
 constexpr size_t kMaxRank = 64;                    // bounds memory per shape array in hostile headers
@@ -73,7 +73,8 @@ class HeaderParser {
   bool number_unsigned(json::number_unsigned_t v) {
     if (depth_ != 3) unexpected("a number");
     if (field_ == kShape) {
-      if (array_.size() == kMaxRank) fail("tensor '", cur_->name, "': shape has more than ", kMaxRank, " dimensions");
+      if (array_.size() == kMaxRank)
+        fail("tensor '", cur_->name, "': shape has more than ", kMaxRank, " dimensions");
       if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
         fail("tensor '", cur_->name, "': shape dimension ", v, " is too large");
     } else if (array_.size() == 2) {
@@ -89,8 +90,8 @@ class HeaderParser {
       return true;
     }
     if (depth_ == 2 && field_ == kDtype) {
-      const auto* it = std::find_if(std::begin(kAllDTypes), std::end(kAllDTypes),
-                                    [&](DType d) { return s == dtype_name(d); });
+      const auto* it =
+          std::find_if(std::begin(kAllDTypes), std::end(kAllDTypes), [&](DType d) { return s == dtype_name(d); });
       if (it == std::end(kAllDTypes)) fail("tensor '", cur_->name, "': unknown dtype '", s, "'");
       cur_->dtype = *it;
       return true;
@@ -116,7 +117,8 @@ class HeaderParser {
 
   bool key(std::string& k) {
     if (depth_ == 1) {
-      if (k == "__metadata__" ? seen_meta_ : tensors_.count(k) != 0) fail("duplicate entry '", k, "' in the header");
+      if (k == "__metadata__" ? seen_meta_ : tensors_.count(k) != 0)
+        fail("duplicate entry '", k, "' in the header");
       seen_meta_ |= k == "__metadata__";
       key_ = std::move(k);
     } else if (in_meta_) {
@@ -183,7 +185,8 @@ class HeaderParser {
     }
     if (in_meta_) fail("__metadata__ value for key '", meta_key_, "' must be a string, got ", got);
     if (field_ == kDtype) fail("tensor '", cur_->name, "': dtype must be a string, got ", got);
-    if (field_ == kShape) fail("tensor '", cur_->name, "': shape must be an array of non-negative integers, got ", got);
+    if (field_ == kShape)
+      fail("tensor '", cur_->name, "': shape must be an array of non-negative integers, got ", got);
     fail("tensor '", cur_->name, "': data_offsets must be an array of 2 non-negative integers, got ", got);
   }
 
@@ -191,8 +194,8 @@ class HeaderParser {
   std::map<std::string, TensorInfo>& tensors_;
   std::map<std::string, std::string>& meta_;
   int depth_ = 0;
-  std::string key_;           // current root-level key
-  std::string meta_key_;      // current __metadata__ key
+  std::string key_;       // current root-level key
+  std::string meta_key_;  // current __metadata__ key
   bool in_meta_ = false, seen_meta_ = false;
   TensorInfo* cur_ = nullptr;  // entry being filled (map nodes are stable)
   Field field_ = kNone;
@@ -230,10 +233,16 @@ const char* dtype_name(DType d) {
 
 size_t dtype_size(DType d) {
   switch (d) {
-    case DType::F64: case DType::I64: return 8;
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
-    case DType::I8: case DType::U8: case DType::BOOL: return 1;
+    case DType::F64:
+    case DType::I64: return 8;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16:
+    case DType::I16: return 2;
+    case DType::I8:
+    case DType::U8:
+    case DType::BOOL: return 1;
   }
   throw Error(concat("internal error: invalid DType ", static_cast<int>(d)));
 }
@@ -257,19 +266,18 @@ float half_to_float(uint16_t h) {
   return std::bit_cast<float>(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-
 // Integer-only so the result does not depend on the FP environment. Matches PyTorch (c10's
 // fp16_ieee_from_fp32_value): round to nearest even, overflow to inf, NaN -> sign | 0x7E00.
 uint16_t float_to_half(float f) {
   const uint32_t x = std::bit_cast<uint32_t>(f), ax = x & 0x7FFFFFFF;
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
-  if (ax > 0x7F800000) return sign | 0x7E00;    // nan
-  if (ax >= 0x477FF000) return sign | 0x7C00;   // >= 65520 (halfway past 65504) rounds to inf
-  if (ax < 0x38800000) {                        // below 2^-14: half subnormal (or zero)
+  if (ax > 0x7F800000) return sign | 0x7E00;   // nan
+  if (ax >= 0x477FF000) return sign | 0x7C00;  // >= 65520 (halfway past 65504) rounds to inf
+  if (ax < 0x38800000) {                       // below 2^-14: half subnormal (or zero)
     const uint32_t e = ax >> 23;
     const uint32_t m = (ax & 0x7FFFFF) | (e ? 0x800000 : 0);
-    const uint32_t shift = 126 - (e ? e : 1);   // |f| / 2^-24 = m >> shift
-    if (shift >= 25) return sign;               // m < 2^24 <= half ulp: rounds to zero
+    const uint32_t shift = 126 - (e ? e : 1);  // |f| / 2^-24 = m >> shift
+    if (shift >= 25) return sign;              // m < 2^24 <= half ulp: rounds to zero
     uint32_t q = m >> shift;
     const uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
     if (rem > halfway || (rem == halfway && (q & 1))) ++q;  // may carry into the smallest normal: fine
@@ -333,8 +341,8 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::st
     KAT_CHECK(checked_size(t.shape, t.dtype, &numel, &nbytes), src, ": tensor '", name, "': shape ",
               shape_str(t.shape), " has too many elements");
     KAT_CHECK(t.begin <= t.end, src, ": tensor '", name, "': ", range, " has begin > end");
-    KAT_CHECK(t.end <= data_size, src, ": tensor '", name, "': ", range, " exceed the data section of ",
-              data_size, " bytes");
+    KAT_CHECK(t.end <= data_size, src, ": tensor '", name, "': ", range, " exceed the data section of ", data_size,
+              " bytes");
     KAT_CHECK(t.end - t.begin == nbytes, src, ": tensor '", name, "': ", range, " span ", t.end - t.begin,
               " bytes but ", dtype_name(t.dtype), " ", shape_str(t.shape), " needs ", nbytes);
     by_offset.push_back(&t);
@@ -393,7 +401,9 @@ void SafetensorsFile::read_f32(const std::string& name, float* dst, int64_t coun
     for (size_t i = 0; i < n; ++i) dst[i] = convert(p + i * es);
   };
   switch (t.dtype) {
-    case DType::F32: if (n) std::memcpy(dst, p, n * 4); break;
+    case DType::F32:
+      if (n) std::memcpy(dst, p, n * 4);
+      break;
     case DType::F64: each([](const uint8_t* q) { return static_cast<float>(load_le<double>(q)); }); break;
     case DType::F16: each([](const uint8_t* q) { return half_to_float(load_le<uint16_t>(q)); }); break;
     case DType::BF16: each([](const uint8_t* q) { return bf16_to_float(load_le<uint16_t>(q)); }); break;
@@ -433,12 +443,12 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
   KAT_CHECK(name != "__metadata__", "safetensors writer: '__metadata__' is reserved and cannot name a tensor");
   KAT_CHECK(!tensors_.count(name), "safetensors writer: duplicate tensor name '", name, "'");
   uint64_t numel = 0, nbytes = 0;
-  KAT_CHECK(checked_size(shape, dtype, &numel, &nbytes), "safetensors writer: tensor '", name,
-            "': invalid shape ", shape_str(shape), " (negative or too many elements)");
+  KAT_CHECK(checked_size(shape, dtype, &numel, &nbytes), "safetensors writer: tensor '", name, "': invalid shape ",
+            shape_str(shape), " (negative or too many elements)");
   KAT_CHECK(data || nbytes == 0, "safetensors writer: tensor '", name, "': null data");
   const auto* p = static_cast<const uint8_t*>(data);
-  tensors_.emplace(name, Entry{dtype, std::move(shape), nbytes ? std::vector<uint8_t>(p, p + nbytes)
-                                                               : std::vector<uint8_t>{}});
+  tensors_.emplace(
+      name, Entry{dtype, std::move(shape), nbytes ? std::vector<uint8_t>(p, p + nbytes) : std::vector<uint8_t>{}});
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, std::vector<int64_t> shape, const float* data) {

@@ -1,7 +1,7 @@
 #include "kat/model/config.h"
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -31,7 +31,8 @@ void ModelConfig::validate() const {
             " is not a multiple of patch_size ", patch_size);
   KAT_CHECK(embed_dim % num_heads == 0, "config '", name, "': embed_dim ", embed_dim,
             " is not divisible by num_heads ", num_heads);
-  KAT_CHECK(ffn == "kat" || ffn == "mlp", "config '", name, "': ffn must be \"kat\" or \"mlp\", got \"", ffn, "\"");
+  KAT_CHECK(ffn == "kat" || ffn == "mlp", "config '", name, "': ffn must be \"kat\" or \"mlp\", got \"", ffn,
+            "\"");
   if (is_kat()) {
     KAT_CHECK(embed_dim % groups == 0, "config '", name, "': embed_dim ", embed_dim,
               " is not divisible by groups ", groups, " (GR-KAN act1)");
@@ -41,7 +42,8 @@ void ModelConfig::validate() const {
   for (const auto* m : {&act1_init, &act2_init})
     KAT_CHECK(*m == "identity" || *m == "swish" || *m == "gelu", "config '", name,
               "': activation init must be identity, swish or gelu, got \"", *m, "\"");
-  KAT_CHECK(init == "paper" || init == "timm", "config '", name, "': init must be \"paper\" or \"timm\", got \"", init, "\"");
+  KAT_CHECK(init == "paper" || init == "timm", "config '", name, "': init must be \"paper\" or \"timm\", got \"",
+            init, "\"");
   KAT_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "config '", name, "': drop_path_rate must be in [0, 1)");
   KAT_CHECK(mean.size() == std.size() && (mean.empty() || int(mean.size()) == in_chans), "config '", name,
             "': mean and std need one value per input channel (", in_chans, "), got ", mean.size(), " and ",
@@ -91,8 +93,8 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
 #undef X
   };
   for (auto it = j.begin(); it != j.end(); ++it)
-    KAT_CHECK(std::find(keys.begin(), keys.end(), it.key()) != keys.end(), source,
-              ": unknown config field '", it.key(), "'");
+    KAT_CHECK(std::find(keys.begin(), keys.end(), it.key()) != keys.end(), source, ": unknown config field '",
+              it.key(), "'");
   ModelConfig c;
 #define X(f) read_field(j, #f, c.f, source);
   KAT_CONFIG_FIELDS(X)
@@ -160,11 +162,14 @@ void ModelConfig::apply_override(const std::string& kv) {
   KAT_CHECK(eq != std::string::npos && eq > 0, "model override '", kv, "' must look like key=value");
   const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
   json j = json::parse(to_json());
-  KAT_CHECK(j.contains(key), "model override: unknown field '", key, "' (fields: ", [&] {
+  KAT_CHECK(
+      j.contains(key), "model override: unknown field '", key, "' (fields: ",
+      [&] {
     std::string s;
     for (auto it = j.begin(); it != j.end(); ++it) s += it.key() + " ";
     return s;
-  }(), ")");
+      }(),
+      ")");
   json v;
   try {
     v = json::parse(val);

@@ -8,8 +8,8 @@
 #include <cstring>
 
 #include "kat/core/error.h"
-#include "ops/cpu_ops.h"
 #include "kat/ops/grkan.h"
+#include "ops/cpu_ops.h"
 
 namespace kat {
 
@@ -161,7 +161,8 @@ const float* KatModel::features() const { return acts_.feat; }
 
 const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng) {
   KAT_CHECK(max_batch_ > 0, "KatModel::forward: call plan(max_batch) first");
-  KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModel::forward: batch ", Bi, " exceeds the planned maximum ", max_batch_);
+  KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModel::forward: batch ", Bi, " exceeds the planned maximum ",
+            max_batch_);
   cur_batch_ = Bi;
   const int64_t B = Bi, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
@@ -210,7 +211,8 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
     linear_forward<float>(BN, Hd, D, a.r2, W + o.fc2w, W + o.fc2b, acts_.tmp);
     residual_add(B, N * D, a.x_mid, acts_.tmp, sf, x_out);
   }
-  layernorm_forward<float>(BN, D, kLnEps, acts_.x_final, W + L.norm_w, W + L.norm_b, acts_.feat, acts_.fmean, acts_.frstd);
+  layernorm_forward<float>(BN, D, kLnEps, acts_.x_final, W + L.norm_w, W + L.norm_b, acts_.feat, acts_.fmean,
+                           acts_.frstd);
   for (int64_t b = 0; b < B; ++b) std::memcpy(acts_.cls + b * D, acts_.feat + b * N * D, D * sizeof(float));
   linear_forward<float>(B, D, cfg_.num_classes, acts_.cls, W + L.head_w, W + L.head_b, acts_.logits);
   return acts_.logits;
@@ -228,11 +230,13 @@ void KatModel::backward(const float* dlogits) {
   float* G = grads.data();
 
   // Head and final norm: only token 0 receives a gradient from the head.
-  linear_backward<float>(B, D, cfg_.num_classes, acts_.cls, W + L.head_w, dlogits, acts_.d_cls, G + L.head_w, G + L.head_b);
+  linear_backward<float>(B, D, cfg_.num_classes, acts_.cls, W + L.head_w, dlogits, acts_.d_cls, G + L.head_w,
+                         G + L.head_b);
   std::fill_n(acts_.d_tmp, BN * D, 0.0f);
   for (int64_t b = 0; b < B; ++b) std::memcpy(acts_.d_tmp + b * N * D, acts_.d_cls + b * D, D * sizeof(float));
   std::fill_n(acts_.d_x, BN * D, 0.0f);
-  layernorm_backward<float>(BN, D, acts_.x_final, W + L.norm_w, acts_.fmean, acts_.frstd, acts_.d_tmp, acts_.d_x, G + L.norm_w, G + L.norm_b);
+  layernorm_backward<float>(BN, D, acts_.x_final, W + L.norm_w, acts_.fmean, acts_.frstd, acts_.d_tmp, acts_.d_x,
+                            G + L.norm_w, G + L.norm_b);
 
   // d_x holds dL/d(residual stream) at the output of block i; walk the blocks backwards.
   for (int i = cfg_.depth - 1; i >= 0; --i) {
@@ -255,13 +259,15 @@ void KatModel::backward(const float* dlogits) {
       linear_backward<float>(BN, D, Hd, a.ln2, W + o.fc1w, acts_.d_h, acts_.d_ln, G + o.fc1w, G + o.fc1b);
     }
     // d_x (now d x_mid) += LN2 backward
-    layernorm_backward<float>(BN, D, a.x_mid, W + o.n2w, a.mean2, a.rstd2, acts_.d_ln, acts_.d_x, G + o.n2w, G + o.n2b);
+    layernorm_backward<float>(BN, D, a.x_mid, W + o.n2w, a.mean2, a.rstd2, acts_.d_ln, acts_.d_x, G + o.n2w,
+                              G + o.n2b);
     // Attention branch: x_mid = x_in + s * proj(att)
     scale_rows<float>(B, N * D, sa, acts_.d_x, acts_.d_tmp);
     linear_backward<float>(BN, D, D, a.att, W + o.projw, acts_.d_tmp, acts_.d_att, G + o.projw, G + o.projb);
     attention_backward<float>(B, N, D, NH, a.qkv, a.softmax, acts_.d_att, acts_.d_qkv);
     linear_backward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, acts_.d_qkv, acts_.d_ln, G + o.qkvw, G + o.qkvb);
-    layernorm_backward<float>(BN, D, a.x_in, W + o.n1w, a.mean1, a.rstd1, acts_.d_ln, acts_.d_x, G + o.n1w, G + o.n1b);
+    layernorm_backward<float>(BN, D, a.x_in, W + o.n1w, a.mean1, a.rstd1, acts_.d_ln, acts_.d_x, G + o.n1w,
+                              G + o.n1b);
   }
 
   // Embedding: d_x = dL/d tokens.
@@ -284,10 +290,14 @@ std::string KatModel::first_nonfinite() const {
     const BlockActivations<float*>& a = acts_.blocks[i];
     const std::string b = "blocks." + std::to_string(i) + ".";
     const std::pair<const char*, std::pair<const float*, int64_t>> stages[] = {
-        {"norm1 output", {a.ln1, B * N * D}},  {"attn.qkv output", {a.qkv, 3 * B * N * D}},
-        {"attn output", {a.att, B * N * D}},    {"attention residual", {a.x_mid, B * N * D}},
-        {"norm2 output", {a.ln2, B * N * D}},   {"mlp.act1 output", {a.r1, a.r1 ? B * N * D : 0}},
-        {"mlp.fc1 output", {a.h, B * N * Hd}},  {cfg_.is_kat() ? "mlp.act2 output" : "mlp.act output", {a.r2, B * N * Hd}}};
+        {"norm1 output", {a.ln1, B * N * D}},
+        {"attn.qkv output", {a.qkv, 3 * B * N * D}},
+        {"attn output", {a.att, B * N * D}},
+        {"attention residual", {a.x_mid, B * N * D}},
+        {"norm2 output", {a.ln2, B * N * D}},
+        {"mlp.act1 output", {a.r1, a.r1 ? B * N * D : 0}},
+        {"mlp.fc1 output", {a.h, B * N * Hd}},
+        {cfg_.is_kat() ? "mlp.act2 output" : "mlp.act output", {a.r2, B * N * Hd}}};
     for (const auto& [name, buf] : stages)
       if (buf.first && bad(buf.first, buf.second)) return b + name;
     const float* out = (i + 1 < cfg_.depth) ? acts_.blocks[i + 1].x_in : acts_.x_final;
@@ -302,8 +312,8 @@ void check_input_shape(const ModelConfig& cfg, const std::vector<int64_t>& shape
   const std::vector<int64_t> want = {-1, cfg.in_chans, cfg.img_size, cfg.img_size};
   bool ok = shape.size() == 4 && shape[0] > 0;
   for (size_t i = 1; ok && i < 4; ++i) ok = shape[i] == want[i];
-  KAT_CHECK(ok, what, " has shape ", shape_str(shape), " but model '", cfg.name, "' expects (N, ",
-            cfg.in_chans, ", ", cfg.img_size, ", ", cfg.img_size, ")");
+  KAT_CHECK(ok, what, " has shape ", shape_str(shape), " but model '", cfg.name, "' expects (N, ", cfg.in_chans,
+            ", ", cfg.img_size, ", ", cfg.img_size, ")");
 }
 
 }  // namespace kat

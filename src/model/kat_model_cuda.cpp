@@ -29,10 +29,7 @@ int64_t round_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 }  // namespace
 
 KatModelCuda::KatModelCuda(const ModelConfig& cfg, DType dtype, cudaStream_t stream)
-    : cfg_(cfg),
-      dtype_(dtype),
-      stream_(stream),
-      layout_((cfg_.validate(), cfg_), ModelLayout::kCudaAlign) {
+    : cfg_(cfg), dtype_(dtype), stream_(stream), layout_((cfg_.validate(), cfg_), ModelLayout::kCudaAlign) {
   cuda::attention_check_shape(cfg.tokens(), cfg.embed_dim, cfg.num_heads);
   gemm_ = std::make_unique<cuda::Gemm>();
   const size_t n = size_t(layout_.total());
@@ -161,11 +158,11 @@ void KatModelCuda::plan(int max_batch, bool training) {
       if (size_t(cursor) > free_b) {
         int dev = 0;
         KAT_CUDA_CHECK(cudaGetDevice(&dev));
-        throw Error(detail::concat(cfg_.name, " at batch ", B, ": the ", training ? "training" : "inference",
-                                   " plan needs ", size_t(cursor) >> 20, " MiB of activations on cuda:", dev,
-                                   ", which has ", free_b >> 20, " MiB free of ", total_b >> 20,
-                                   " MiB; lower --batch", training ? " (and raise --accum to keep the batch per step)" : "",
-                                   " or free the GPU"));
+        throw Error(
+            detail::concat(cfg_.name, " at batch ", B, ": the ", training ? "training" : "inference",
+                           " plan needs ", size_t(cursor) >> 20, " MiB of activations on cuda:", dev,
+                           ", which has ", free_b >> 20, " MiB free of ", total_b >> 20, " MiB; lower --batch",
+                           training ? " (and raise --accum to keep the batch per step)" : "", " or free the GPU"));
       }
       arena_.allocate(size_t(cursor));
       base = arena_.data();
@@ -196,8 +193,10 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
   KAT_CHECK(image_dtype == DType::F32 || image_dtype == dtype_,
             "KatModelCuda::forward: bf16 images need the bf16 model");
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
-  KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ", max_batch_);
-  KAT_CHECK(!train || training_plan_, "KatModelCuda::forward: a training forward needs plan(max_batch, training = true)");
+  KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ",
+            max_batch_);
+  KAT_CHECK(!train || training_plan_,
+            "KatModelCuda::forward: a training forward needs plan(max_batch, training = true)");
   cur_batch_ = Bi;
   const int64_t B = Bi, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
@@ -215,7 +214,8 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
                         .dtype = dtype_,
                         .cols = acts_.cols},
                        s);
-  gemm_->forward(B * P, K, D, dtype_, acts_.cols, w(L.patch_w), p32(L.patch_b), acts_.tmp, s, bias_copy(L.patch_b));
+  gemm_->forward(B * P, K, D, dtype_, acts_.cols, w(L.patch_w), p32(L.patch_b), acts_.tmp, s,
+                 bias_copy(L.patch_b));
   void* x0 = acts_.blocks.empty() ? acts_.x_final : acts_.blocks[0].x_in;
   cuda::tokens_forward({.B = B,
                         .N = N,
@@ -233,8 +233,9 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
     KAT_CHECK(rng != nullptr, "KatModelCuda::forward: a training forward with drop-path needs an Rng");
     dp_event_.synchronize();  // the previous upload has left dp_host_
     draw_drop_path(cfg_, B, *rng, dp_host_.data());
-    KAT_CUDA_CHECK(cudaMemcpyAsync(acts_.drop_path, dp_host_.data(), size_t(drop_path_scale_count(cfg_, B)) * sizeof(float),
-                                   cudaMemcpyHostToDevice, s));
+    KAT_CUDA_CHECK(cudaMemcpyAsync(acts_.drop_path, dp_host_.data(),
+                                   size_t(drop_path_scale_count(cfg_, B)) * sizeof(float), cudaMemcpyHostToDevice,
+                                   s));
     dp_event_.record(s);
   }
 
@@ -296,8 +297,10 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
                            .rstd = acts_.frstd},
                           s);
   const size_t es = dtype_size(dtype_);
-  KAT_CUDA_CHECK(cudaMemcpy2DAsync(acts_.cls, D * es, acts_.feat, N * D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
-  gemm_->forward(B, D, cfg_.num_classes, dtype_, acts_.cls, w(L.head_w), p32(L.head_b), acts_.logits, s, bias_copy(L.head_b));
+  KAT_CUDA_CHECK(
+      cudaMemcpy2DAsync(acts_.cls, D * es, acts_.feat, N * D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
+  gemm_->forward(B, D, cfg_.num_classes, dtype_, acts_.cls, w(L.head_w), p32(L.head_b), acts_.logits, s,
+                 bias_copy(L.head_b));
   return acts_.logits;
 }
 
@@ -323,7 +326,8 @@ void KatModelCuda::backward(const void* dlogits) {
   gemm_->backward_weight(B, D, Kc, dtype_, dlogits, acts_.cls, g32(L.head_w), s);
   cuda::column_sum_accumulate(B, Kc, dtype_, dlogits, g32(L.head_b), ws_.data(), s);
   KAT_CUDA_CHECK(cudaMemsetAsync(acts_.d_tmp, 0, size_t(BN * D) * es, s));
-  KAT_CUDA_CHECK(cudaMemcpy2DAsync(acts_.d_tmp, N * D * es, acts_.d_cls, D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
+  KAT_CUDA_CHECK(
+      cudaMemcpy2DAsync(acts_.d_tmp, N * D * es, acts_.d_cls, D * es, D * es, B, cudaMemcpyDeviceToDevice, s));
   KAT_CUDA_CHECK(cudaMemsetAsync(acts_.d_x, 0, size_t(BN * D) * es, s));
   cuda::layernorm_backward({.rows = BN,
                             .C = int(D),

@@ -140,10 +140,10 @@ class KatModelCuda {
   bool training_plan_ = true;
   bool dp_active_ = false;
   cuda::DeviceBuffer<char> arena_;
-  Acts acts_{};                         // carved from arena_ (SoftmaxSaved::LogSumExp, device loss)
-  cuda::DeviceBuffer<char> ws_;         // reduction workspace of the step
-  cuda::PinnedBuffer<float> dp_host_;   // (depth, 2, max_batch) staging of the drop-path scales
-  cuda::CudaEvent dp_event_;            // the last upload of dp_host_ finished
+  Acts acts_{};                        // carved from arena_ (SoftmaxSaved::LogSumExp, device loss)
+  cuda::DeviceBuffer<char> ws_;        // reduction workspace of the step
+  cuda::PinnedBuffer<float> dp_host_;  // (depth, 2, max_batch) staging of the drop-path scales
+  cuda::CudaEvent dp_event_;           // the last upload of dp_host_ finished
 };
 
 }  // namespace kat

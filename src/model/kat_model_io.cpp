@@ -51,8 +51,8 @@ void KatModel::load_weights(const io::SafetensorsFile& f, const std::string& pre
     if (!f.has(key)) continue;  // reported by check_weight_names
     const auto& info = f.info(key);
     if (info.shape != s.shape)
-      problems.push_back(detail::concat("tensor '", key, "' has shape ", shape_str(info.shape),
-                                        ", model '", cfg_.name, "' expects ", shape_str(s.shape)));
+      problems.push_back(detail::concat("tensor '", key, "' has shape ", shape_str(info.shape), ", model '",
+                                        cfg_.name, "' expects ", shape_str(s.shape)));
     else if (std::string d = weight_dtype_problem(f, key); !d.empty())
       problems.push_back(d);
   }

@@ -10,16 +10,17 @@
 #include "kat/core/rng.h"
 #include "model/mimetic_init.h"
 
-extern "C" void dgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, double* a,
-                        const int* lda, double* s, double* u, const int* ldu, double* vt, const int* ldvt,
-                        double* work, const int* lwork, int* info);
+extern "C" void dgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, double* a, const int* lda,
+                        double* s, double* u, const int* ldu, double* vt, const int* ldvt, double* work,
+                        const int* lwork, int* info);
 
 namespace kat {
 
 namespace {
 
 // M (D x D, row-major) = U diag(S) V^T; returns U and V row-major (D x D) and S descending.
-void svd(int D, const std::vector<double>& M, std::vector<double>& U, std::vector<double>& S, std::vector<double>& V) {
+void svd(int D, const std::vector<double>& M, std::vector<double>& U, std::vector<double>& S,
+         std::vector<double>& V) {
   // LAPACK is column-major: it sees A = M^T = U' S V'^T, hence M = V' S U'^T: U = V', V = U'.
   std::vector<double> a = M, uc(size_t(D) * D), vt(size_t(D) * D);
   S.assign(D, 0.0);
@@ -68,7 +69,7 @@ void mimetic_attention_init(int D, int heads, float* qkv_w, float* proj_w, Rng& 
       const double sr = std::sqrt(S[r]);
       float* wv = qkv_w + size_t(2 * D + h * hd + r) * D;
       for (int c = 0; c < D; ++c) {
-        wv[c] = float(sr * U[size_t(c) * D + r]);                          // W_v = sqrt(S) U^T
+        wv[c] = float(sr * U[size_t(c) * D + r]);                               // W_v = sqrt(S) U^T
         proj_w[size_t(c) * D + h * hd + r] = float(sr * V[size_t(c) * D + r]);  // W_proj[:, head] = V sqrt(S)
       }
     }

@@ -107,7 +107,8 @@ std::vector<std::string> load_pretrained(KatModel& m, const io::SafetensorsFile&
         if (s.name == "head.weight" && (fs.size() != 2 || fs[1] != s.shape[1]))
           throw mismatch(" (a different class count is re-initialised, a different width is not)");
         how = How::KeepInit;
-        notes.push_back(detail::concat(s.name, " ", shape_str(fs), " -> ", shape_str(s.shape), ": re-initialised"));
+        notes.push_back(
+            detail::concat(s.name, " ", shape_str(fs), " -> ", shape_str(s.shape), ": re-initialised"));
       } else if (s.name == "pos_embed") {
         const int prefix = 1;  // the class token
         const bool ok = fs.size() == 3 && fs[0] == 1 && fs[2] == s.shape[2] && fs[1] > prefix &&
@@ -121,11 +122,14 @@ std::vector<std::string> load_pretrained(KatModel& m, const io::SafetensorsFile&
                  s.shape[1] == 1 && fs[0] == s.shape[0] && fs[2] == s.shape[2] && fs[3] == s.shape[3]) {
         how = How::SumChannels;
         notes.push_back("patch_embed.proj.weight: 3 input channels summed for a 1-channel model (as timm)");
-      } else if (s.name == "patch_embed.proj.weight" && fs.size() == 4 && s.shape.size() == 4 && fs[1] != s.shape[1]) {
-        throw mismatch(detail::concat(" (", fs[1], " -> ", s.shape[1], " input channels: only 3 -> 1 is adapted; set ",
+      } else if (s.name == "patch_embed.proj.weight" && fs.size() == 4 && s.shape.size() == 4 &&
+                 fs[1] != s.shape[1]) {
+        throw mismatch(detail::concat(" (", fs[1], " -> ", s.shape[1],
+                                      " input channels: only 3 -> 1 is adapted; set ",
                                       "in_chans to match the data or the checkpoint)"));
       } else {
-        throw mismatch(s.name == "patch_embed.proj.weight" ? " (different patch size or width?)" : " (wrong --model?)");
+        throw mismatch(s.name == "patch_embed.proj.weight" ? " (different patch size or width?)"
+                                                           : " (wrong --model?)");
       }
     }
     plans.push_back({&s, how, fs});
@@ -138,11 +142,8 @@ std::vector<std::string> load_pretrained(KatModel& m, const io::SafetensorsFile&
     int64_t n = 1;
     for (int64_t d : p.file_shape) n *= d;
     switch (p.how) {
-      case How::Copy:
-        f.read_f32(s.name, dst, s.numel);
-        break;
-      case How::KeepInit:
-        break;
+      case How::Copy: f.read_f32(s.name, dst, s.numel); break;
+      case How::KeepInit: break;
       case How::ResamplePos: {
         std::vector<float> src(size_t(n), 0.f);
         f.read_f32(s.name, src.data(), n);

@@ -17,8 +17,7 @@ inline void check_elementwise_count(int64_t n, const char* where) {
   KAT_CHECK(n >= 0, where, ": n must be >= 0, got ", n);
 }
 inline void check_rows_shape(int64_t B, int64_t per_sample, const char* where) {
-  KAT_CHECK(B >= 0 && per_sample >= 0, where, ": B and per_sample must be >= 0, got ", B, " and ",
-            per_sample);
+  KAT_CHECK(B >= 0 && per_sample >= 0, where, ": B and per_sample must be >= 0, got ", B, " and ", per_sample);
 }
 
 }  // namespace kat::ops

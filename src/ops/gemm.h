@@ -15,8 +15,8 @@ namespace kat::ops {
 
 // Shape check shared by both backends: rows >= 0 (0 is a no-op), in >= 1, out >= 1.
 inline void check_linear_shape(int64_t rows, int64_t in, int64_t out, const char* where) {
-  KAT_CHECK(rows >= 0 && in >= 1 && out >= 1, where, ": bad shape (rows, in, out) = (", rows, ", ", in, ", ",
-            out, ")");
+  KAT_CHECK(rows >= 0 && in >= 1 && out >= 1, where, ": bad shape (rows, in, out) = (", rows, ", ", in, ", ", out,
+            ")");
 }
 // The bias gradient's column sum over (rows, cols): both may be 0 (a no-op).
 inline void check_column_sum_shape(int64_t rows, int64_t cols, const char* where) {

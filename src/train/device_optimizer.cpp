@@ -56,8 +56,8 @@ void DeviceOptimizer::clip_grad_norm(double max_norm) {
 
 double DeviceOptimizer::last_grad_norm() const {
   double v = 0;
-  KAT_CUDA_CHECK(cudaMemcpyAsync(&v, cuda::clip_grad_norm_result(clip_ws_.data()), sizeof v, cudaMemcpyDeviceToHost,
-                                 model_.stream()));
+  KAT_CUDA_CHECK(cudaMemcpyAsync(&v, cuda::clip_grad_norm_result(clip_ws_.data()), sizeof v,
+                                 cudaMemcpyDeviceToHost, model_.stream()));
   KAT_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
   return v;
 }
@@ -69,8 +69,8 @@ void DeviceOptimizer::ema_init(const float* host) {
 }
 
 void DeviceOptimizer::ema_update(double decay) {
-  KAT_CHECK(ema_ && !ema_swapped_, "DeviceOptimizer::ema_update: ",
-            ema_ ? "the EMA weights are swapped in" : "call ema_init first");
+  KAT_CHECK(ema_ && !ema_swapped_,
+            "DeviceOptimizer::ema_update: ", ema_ ? "the EMA weights are swapped in" : "call ema_init first");
   cuda::ema_update(model_.device_total(), ema_.data(), model_.device_params(), decay, model_.stream());
 }
 

@@ -12,9 +12,9 @@
 #ifdef KAT_HAVE_CUDA
 #include <cstdint>
 
+#include "kat/train/optim.h"  // AdamWConfig
 #include "model/kat_model_cuda.h"
 #include "ops/cuda/device_memory.h"
-#include "kat/train/optim.h"  // AdamWConfig
 
 namespace kat {
 

@@ -19,8 +19,8 @@ EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderC
                     bool show_progress, const char* label) {
   const ModelConfig& mc = engine.config();
   const int K = mc.num_classes;
-  KAT_CHECK(ds.num_classes <= K, ds.source, ": dataset has ", ds.num_classes, " classes but model '",
-            mc.name, "' has ", K, " outputs");
+  KAT_CHECK(ds.num_classes <= K, ds.source, ": dataset has ", ds.num_classes, " classes but model '", mc.name,
+            "' has ", K, " outputs");
   data::Loader loader(ds, eval_cfg);
   loader.start_epoch(0, 0);
   EvalResult r;
@@ -34,7 +34,8 @@ EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderC
   int64_t done = 0;
   while (loader.next(b)) {
     KAT_CHECK(b.c == mc.in_chans && b.h == mc.img_size && b.w == mc.img_size, ds.source, ": images are ", b.c, "x",
-              b.h, "x", b.w, " but model '", mc.name, "' expects ", mc.in_chans, "x", mc.img_size, "x", mc.img_size);
+              b.h, "x", b.w, " but model '", mc.name, "' expects ", mc.in_chans, "x", mc.img_size, "x",
+              mc.img_size);
     const float* z = engine.logits(b.images.data(), b.n);
     onehot.assign(size_t(b.n) * K, 0.0f);
     rowloss.resize(b.n);

@@ -20,16 +20,17 @@ struct GpuGroup::Comms {
       if (c) ncclCommDestroy(c);
   }
 };
-#define KAT_NCCL_CHECK(call)                                                                                  \
-  do {                                                                                                       \
-    const ncclResult_t r_ = (call);                                                                          \
-    KAT_CHECK(r_ == ncclSuccess, "NCCL: ", #call, " failed: ", ncclGetErrorString(r_));                   \
+#define KAT_NCCL_CHECK(call)                                                            \
+  do {                                                                                  \
+    const ncclResult_t r_ = (call);                                                     \
+    KAT_CHECK(r_ == ncclSuccess, "NCCL: ", #call, " failed: ", ncclGetErrorString(r_)); \
   } while (0)
 #else
 struct GpuGroup::Comms {};
 #endif
 
-GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt, int max_batch) {
+GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, const AdamWConfig& opt,
+                   int max_batch) {
   const int n = int(devices.size());
   KAT_CHECK(n >= 1, "GpuGroup: no GPU given");
   KAT_CHECK(max_batch % n == 0, "--batch ", max_batch, " must be divisible by the ", n,
@@ -40,7 +41,8 @@ GpuGroup::GpuGroup(const ModelConfig& cfg, const std::vector<int>& devices, cons
   std::string why;
   KAT_CHECK(cuda_available(&why), "--device cuda:", list, ": CUDA is not usable here (", why, ")");
 #ifndef KAT_HAVE_NCCL
-  KAT_CHECK(n == 1, "--device cuda:", list, ": ", n, " GPUs need a build with NCCL (configure with -DKAT_NCCL=ON; NCCL comes ",
+  KAT_CHECK(n == 1, "--device cuda:", list, ": ", n,
+            " GPUs need a build with NCCL (configure with -DKAT_NCCL=ON; NCCL comes ",
             "with PyTorch's nvidia-nccl-cu* wheel or NVIDIA's libnccl-dev)");
 #endif
   image_elems_per_sample_ = cfg.in_chans * cfg.img_size * cfg.img_size;

@@ -115,8 +115,8 @@ struct GpuRunner::Impl {
   int take(int B) {
     if (pending == 0) {
       KAT_CHECK(last >= 0, "GpuRunner: no batch on the device yet (the first call needs images)");
-      KAT_CHECK(B == slot_B[last], "GpuRunner: batch ", B, " differs from the batch on the device (",
-                slot_B[last], ")");
+      KAT_CHECK(B == slot_B[last], "GpuRunner: batch ", B, " differs from the batch on the device (", slot_B[last],
+                ")");
       return last;
     }
     const int s = next_compute;
@@ -146,7 +146,7 @@ struct GpuRunner::Impl {
     KatModelCuda& m = *model;
     m.forward(images[s].data(), image_dtype, slot_B[s], true, rng);
     m.loss_forward_backward(targets[s].data(), 0.0f);  // smoothing/mixing are already in the targets
-    release(s);                                 // images and targets are read by now
+    release(s);                                        // images and targets are read by now
     if (accum_steps > 1) m.divide_dlogits(float(accum_steps));
     m.backward(m.dlogits());
   }
@@ -217,13 +217,19 @@ void GpuRunner::download_params(float* h) {
   else
     impl_->model->download_params(h);
 }
-void GpuRunner::download_moments(float* m, float* v) { impl_->use(); impl_->optimizer().download_moments(m, v); }
+void GpuRunner::download_moments(float* m, float* v) {
+  impl_->use();
+  impl_->optimizer().download_moments(m, v);
+}
 void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) {
   impl_->use();
   impl_->optimizer().upload_moments(m, v, steps);
 }
 int64_t GpuRunner::optimizer_steps() const { return impl_->opt ? impl_->opt->steps() : 0; }
-void GpuRunner::synchronize() { impl_->use(); KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+void GpuRunner::synchronize() {
+  impl_->use();
+  KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
 std::size_t GpuRunner::device_bytes_in_use() const {
   impl_->use();
   std::size_t free = 0, total = 0;
@@ -231,7 +237,10 @@ std::size_t GpuRunner::device_bytes_in_use() const {
   return impl_->free_at_start > free ? impl_->free_at_start - free : 0;
 }
 
-void GpuRunner::begin_step() { impl_->use(); impl_->model->zero_grad(); }
+void GpuRunner::begin_step() {
+  impl_->use();
+  impl_->model->zero_grad();
+}
 
 double GpuRunner::accumulate(const float* images, const float* targets, int B, int accum_steps, Rng* rng) {
   impl_->use();
@@ -271,7 +280,10 @@ double GpuRunner::train_step(const float* images, const float* targets, int B, d
   return loss;
 }
 
-double GpuRunner::last_grad_norm() { impl_->use(); return impl_->optimizer().last_grad_norm(); }
+double GpuRunner::last_grad_norm() {
+  impl_->use();
+  return impl_->optimizer().last_grad_norm();
+}
 
 void GpuRunner::ema_init(const float* host, double decay) {
   impl_->use();
@@ -279,7 +291,10 @@ void GpuRunner::ema_init(const float* host, double decay) {
   impl_->optimizer().ema_init(host);
   impl_->ema_decay = decay;
 }
-void GpuRunner::download_ema(float* host) { impl_->use(); impl_->optimizer().download_ema(host); }
+void GpuRunner::download_ema(float* host) {
+  impl_->use();
+  impl_->optimizer().download_ema(host);
+}
 void GpuRunner::use_ema_weights(bool on) {
   impl_->use();
   DeviceOptimizer& o = impl_->optimizer();
@@ -347,9 +362,7 @@ void GpuRunner::begin_step() {}
 double GpuRunner::accumulate(const float*, const float*, int, int, Rng*) { return 0; }
 void GpuRunner::stage(const float*, const float*, int) {}
 void GpuRunner::compute_staged(int, Rng*) {}
-double GpuRunner::staged_loss() {
-  return 0;
-}
+double GpuRunner::staged_loss() { return 0; }
 void GpuRunner::finish_step(double, double) {}
 double GpuRunner::train_step(const float*, const float*, int, double, Rng*) { return 0; }
 double GpuRunner::last_grad_norm() { return 0; }

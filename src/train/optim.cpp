@@ -17,8 +17,9 @@ AdamW::AdamW(const ParamTable& table, const AdamWConfig& cfg) : cfg_(cfg) {
 
 void AdamW::step(float* p, const float* g, double lr) {
   ++t_;
-  ops::adamw_step(int64_t(m.size()), ops::adamw_scalars(lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, t_),
-                  p, g, m.data(), v.data(), decay_.data());
+  ops::adamw_step(int64_t(m.size()),
+                  ops::adamw_scalars(lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, t_), p, g, m.data(),
+                  v.data(), decay_.data());
 }
 
 double cosine_lr(int64_t step, int64_t total, int64_t warmup, double base_lr, double warmup_lr, double min_lr) {

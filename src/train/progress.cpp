@@ -56,9 +56,9 @@ void Progress::draw(int64_t done, const std::string& info, double items_per_unit
   std::string bar(fill, '#');
   bar += std::string(W - fill, '.');
   char line[512];
-  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld %s | %.0f img/s | %s elapsed, ETA %s",
-                label_.c_str(), bar.c_str(), (long long)done, (long long)total_, info.c_str(),
-                rate * items_per_unit, format_duration(el).c_str(), format_duration(eta).c_str());
+  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld %s | %.0f img/s | %s elapsed, ETA %s", label_.c_str(),
+                bar.c_str(), (long long)done, (long long)total_, info.c_str(), rate * items_per_unit,
+                format_duration(el).c_str(), format_duration(eta).c_str());
   if (tty_)
     std::fprintf(stderr, "\r\033[K%s", line);
   else

@@ -52,8 +52,7 @@ std::vector<viz::Panel> curve_panels(const std::string& path) {
 
 std::vector<viz::Panel> rational_panels(KatModel& model) {
   const ModelConfig& cfg = model.config();
-  KAT_CHECK(cfg.is_kat(), "model '", cfg.name,
-            "' has no GR-KAN activations (DeiT); no rational-function plot");
+  KAT_CHECK(cfg.is_kat(), "model '", cfg.name, "' has no GR-KAN activations (DeiT); no rational-function plot");
   std::vector<viz::Panel> panels;
   const int G = cfg.groups, npts = 121;
   for (int i = 0; i < cfg.depth; ++i)

@@ -25,8 +25,8 @@
 #include "kat/train/evaluate.h"
 #include "kat/train/gpu_group.h"
 #include "kat/train/optim.h"
-#include "train/progress.h"
 #include "kat/train/run_plots.h"
+#include "train/progress.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -134,7 +134,7 @@ struct State {
 struct HostState {
   std::vector<float> m, v;  // AdamW moments (num_params)
   int64_t optim_steps = 0;
-  std::vector<float> ema;   // (num_params) or empty: no EMA
+  std::vector<float> ema;  // (num_params) or empty: no EMA
 };
 
 void save_checkpoint(const std::string& path, const KatModel& m, const HostState& hs, const TrainConfig& tc,
@@ -224,17 +224,21 @@ RunData load_run_data(const TrainConfig& tc, const ModelConfig& mc) {
   int skipped_train = 0, skipped_test = 0;
   // Lazy folders decode to the model's channel count (an eager load decides from the images).
   const int folder_channels = tc.lazy_data ? mc.in_chans : 0;
-  d.train = data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train, tc.lazy_data, folder_channels);
-  d.test = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test, tc.lazy_data, folder_channels,
-                              tc.eval_crop_pct);
+  d.train =
+      data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train, tc.lazy_data, folder_channels);
+  d.test = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test, tc.lazy_data,
+                              folder_channels, tc.eval_crop_pct);
   if (skipped_train + skipped_test > 0)
-    std::fprintf(stderr, "--skip-bad: skipped %d corrupt training and %d corrupt test images\n", skipped_train, skipped_test);
+    std::fprintf(stderr, "--skip-bad: skipped %d corrupt training and %d corrupt test images\n", skipped_train,
+                 skipped_test);
   if (tc.train_subset > 0) d.train = data::subset(d.train, size_t(tc.train_subset));
   if (tc.test_subset > 0) d.test = data::subset(d.test, size_t(tc.test_subset));
-  KAT_CHECK(d.train.channels == mc.in_chans, tc.data, ": images have ", d.train.channels, " channel(s) but model '",
-            mc.name, "' expects in_chans=", mc.in_chans, " (use --set in_chans=", d.train.channels, ")");
+  KAT_CHECK(d.train.channels == mc.in_chans, tc.data, ": images have ", d.train.channels,
+            " channel(s) but model '", mc.name, "' expects in_chans=", mc.in_chans,
+            " (use --set in_chans=", d.train.channels, ")");
   KAT_CHECK(d.train.num_classes <= mc.num_classes, tc.data, ": ", d.train.num_classes,
-            " classes but the model has num_classes=", mc.num_classes, " (use --set num_classes=", d.train.num_classes, ")");
+            " classes but the model has num_classes=", mc.num_classes,
+            " (use --set num_classes=", d.train.num_classes, ")");
   d.train_cfg = make_loader_config(tc, mc);
   d.eval_cfg = data::LoaderConfig::eval(d.train_cfg, tc.eval_batch);
   return d;
@@ -258,7 +262,8 @@ void init_host_state(const TrainConfig& tc, const ModelConfig& mc, const io::Saf
     if (!tc.init.empty()) {  // fine-tuning: pretrained weights over the fresh initialisation
       const auto f = io::SafetensorsFile::load(tc.init);
       const auto notes = load_pretrained(model, f);
-      std::fprintf(stderr, "initialised from %s%s\n", tc.init.c_str(), notes.empty() ? " (every tensor as saved)" : ":");
+      std::fprintf(stderr, "initialised from %s%s\n", tc.init.c_str(),
+                   notes.empty() ? " (every tensor as saved)" : ":");
       for (const auto& n : notes) std::fprintf(stderr, "  %s\n", n.c_str());
     }
   }
@@ -298,7 +303,14 @@ class Run {
  public:
   Run(const TrainConfig& tc, RunData& d, data::Loader& loader, KatModel& model, HostState& hs, Engine& engine,
       State& st, MetricsLog& log, std::string last_ckpt)
-      : tc_(tc), d_(d), loader_(loader), model_(model), hs_(hs), engine_(engine), st_(st), log_(log),
+      : tc_(tc),
+        d_(d),
+        loader_(loader),
+        model_(model),
+        hs_(hs),
+        engine_(engine),
+        st_(st),
+        log_(log),
         last_ckpt_(std::move(last_ckpt)) {}
 
   // Trains epochs [st.step / steps_per_epoch, tc.epochs); stops early (res.interrupted) on Ctrl-C or
@@ -370,7 +382,10 @@ class Run {
       bar.update(s + 1 - first_step, info, double(tc_.batch * tc_.accum_steps));
       if (st_.step % tc_.log_every == 0 || s + 1 == spe) {
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
-        log_.write({{"step", st_.step}, {"epoch", double(st_.step) / spe}, {"loss", loss}, {"lr", lr},
+        log_.write({{"step", st_.step},
+                    {"epoch", double(st_.step) / spe},
+                    {"loss", loss},
+                    {"lr", lr},
                     {"img_per_s", epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(el, 1e-9)}});
       }
       const bool stop = g_stop_requested.load() || (tc_.max_steps > 0 && st_.step >= tc_.max_steps);
@@ -391,20 +406,23 @@ class Run {
   Error nonfinite_loss(double l, int64_t epoch) {
     const std::string ckpt = last_ckpt_.empty() ? "(none yet)" : last_ckpt_;
     if (!tc_.devices.empty())
-      return Error(detail::concat("loss became ", l, " at step ", st_.step + 1, " (epoch ", epoch + 1, ") on ", tc_.device,
-                                  ". The last good checkpoint is ", ckpt,
-                                  "; resume it with --device cpu to locate the first non-finite layer, or lower --lr / use --clip-grad."));
+      return Error(detail::concat(
+          "loss became ", l, " at step ", st_.step + 1, " (epoch ", epoch + 1, ") on ", tc_.device,
+          ". The last good checkpoint is ", ckpt,
+          "; resume it with --device cpu to locate the first non-finite layer, or lower --lr / use --clip-grad."));
     const std::string where = engine_.first_nonfinite();
-    return Error(detail::concat("loss became ", l, " at step ", st_.step + 1, " (epoch ", epoch + 1,
-                                "); first non-finite value: ", where.empty() ? "the loss itself (logits finite)" : where,
-                                ". The last good checkpoint is ", ckpt, "; try a lower --lr or --clip-grad."));
+    return Error(
+        detail::concat("loss became ", l, " at step ", st_.step + 1, " (epoch ", epoch + 1,
+                       "); first non-finite value: ", where.empty() ? "the loss itself (logits finite)" : where,
+                       ". The last good checkpoint is ", ckpt, "; try a lower --lr or --clip-grad."));
   }
 
   // Evaluation (raw weights, then EMA weights if any), the epoch's log line, checkpoint and plots.
   void end_epoch(int64_t epoch, int64_t first_epoch) {
     const double train_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
     const EvalResult ev = evaluate(engine_, d_.test, d_.eval_cfg, tc_.progress, "  test");
-    json line = {{"step", st_.step}, {"epoch", epoch + 1}, {"test_top1", ev.top1}, {"test_top5", ev.top5},
+    json line = {{"step", st_.step},     {"epoch", epoch + 1},
+                 {"test_top1", ev.top1}, {"test_top5", ev.top5},
                  {"test_loss", ev.loss}, {"train_loss", epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0}};
     char ema_txt[64] = "";
     if (!hs_.ema.empty()) {
@@ -422,12 +440,16 @@ class Run {
     // Whole-run ETA from this session's epochs so far (training + evaluation), not the first epoch alone.
     const double session_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_session_).count();
     const int64_t epochs_left = tc_.epochs - (epoch + 1), epochs_done = epoch + 1 - first_epoch;
-    const std::string eta = epochs_left > 0 && epochs_done > 0
-                                ? " | run ETA " + format_duration(session_s / double(epochs_done) * double(epochs_left))
-                                : "";
-    std::fprintf(stderr, "epoch %lld/%d | train loss %.4f | test loss %.4f | test top-1 %.2f%% top-5 %.2f%%%s | %.0f img/s | %s%s\n",
-                 (long long)epoch + 1, tc_.epochs, epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0, ev.loss, ev.top1,
-                 ev.top5, ema_txt, epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(train_time, 1e-9),
+    const std::string eta =
+        epochs_left > 0 && epochs_done > 0
+            ? " | run ETA " + format_duration(session_s / double(epochs_done) * double(epochs_left))
+            : "";
+    std::fprintf(stderr,
+                 "epoch %lld/%d | train loss %.4f | test loss %.4f | test top-1 %.2f%% top-5 %.2f%%%s | %.0f "
+                 "img/s | %s%s\n",
+                 (long long)epoch + 1, tc_.epochs, epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0, ev.loss,
+                 ev.top1, ev.top5, ema_txt,
+                 epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(train_time, 1e-9),
                  format_duration(train_time).c_str(), eta.c_str());
     checkpoint(best);
     // Plots of the run so far (curves, learned rationals): a failure here only warns.
@@ -489,8 +511,8 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
             " already holds checkpoints of another run: continue it with `kat train --resume ", tc.out_dir,
             "` or choose a new --out");
 
-  ModelConfig mc = ck ? ModelConfig::from_json(ck->metadata().at("model_config"), "checkpoint")
-                      : ModelConfig::load(tc.model);
+  ModelConfig mc =
+      ck ? ModelConfig::from_json(ck->metadata().at("model_config"), "checkpoint") : ModelConfig::load(tc.model);
   if (!ck)
     for (const auto& kv : tc.model_overrides) mc.apply_override(kv);
   if (tc.drop_path >= 0) mc.drop_path_rate = tc.drop_path;
@@ -520,10 +542,12 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     std::ofstream(tc.out_dir + "/config.json") << j.dump(2) << "\n";
   }
   MetricsLog log(tc.out_dir + "/metrics.jsonl", ck ? rs.st.step : -1);
-  std::fprintf(stderr, "%s %s: %lld parameters, %zu train / %zu test images, %lld steps/epoch x %d epochs, batch %d%s -> %s\n",
-               ck ? "resuming" : "training", mc.name.c_str(), (long long)model.num_params(), d.train.size(),
-               d.test.size(), (long long)d.steps_per_epoch, tc.epochs, tc.batch * tc.accum_steps,
-               ck ? (" from step " + std::to_string(rs.st.step)).c_str() : "", tc.out_dir.c_str());
+  std::fprintf(
+      stderr,
+      "%s %s: %lld parameters, %zu train / %zu test images, %lld steps/epoch x %d epochs, batch %d%s -> %s\n",
+      ck ? "resuming" : "training", mc.name.c_str(), (long long)model.num_params(), d.train.size(), d.test.size(),
+      (long long)d.steps_per_epoch, tc.epochs, tc.batch * tc.accum_steps,
+      ck ? (" from step " + std::to_string(rs.st.step)).c_str() : "", tc.out_dir.c_str());
 
   Run run(tc, d, loader, model, hs, *engine, rs.st, log, ck ? latest_checkpoint(resume_dir) : "");
   return run.run();

@@ -20,9 +20,15 @@ constexpr double kLegendRow = 14, kLegendPad = 6, kCharW = 6.2;
 void put(std::string& o, double v) {
   v = std::clamp(v, -1e6, 1e6);  // points far outside fixed bounds: clipped anyway
   long t = std::lround(v * 10);
-  if (t < 0) { o += '-'; t = -t; }
+  if (t < 0) {
+    o += '-';
+    t = -t;
+  }
   o += std::to_string(t / 10);
-  if (t % 10) { o += '.'; o += char('0' + t % 10); }
+  if (t % 10) {
+    o += '.';
+    o += char('0' + t % 10);
+  }
 }
 
 std::string fmt(const char* f, double v, int prec) {
@@ -44,8 +50,7 @@ struct Axis {
 
 // Axis over the data range [dlo, dhi] (axis space), optional fixed value bounds, `pad` fraction
 // of the range added on automatic sides.
-Axis make_axis(double dlo, double dhi, double fix_lo, double fix_hi, bool log, double pad,
-               int target) {
+Axis make_axis(double dlo, double dhi, double fix_lo, double fix_hi, bool log, double pad, int target) {
   Axis a;
   a.log = log;
   auto to_axis = [&](double v) { return log ? std::log10(v) : v; };
@@ -53,9 +58,12 @@ Axis make_axis(double dlo, double dhi, double fix_lo, double fix_hi, bool log, d
   bool fhi = std::isfinite(fix_hi) && (!log || fix_hi > 0);
   double lo = flo ? to_axis(fix_lo) : dlo, hi = fhi ? to_axis(fix_hi) : dhi;
   if (lo > hi) {
-    if (flo && !fhi) hi = lo;
-    else if (fhi && !flo) lo = hi;
-    else std::swap(lo, hi);
+    if (flo && !fhi)
+      hi = lo;
+    else if (fhi && !flo)
+      lo = hi;
+    else
+      std::swap(lo, hi);
   }
   if (!(hi - lo > 1e-12 * std::max(std::abs(lo), std::abs(hi)))) {  // degenerate: widen
     double d = log ? 0.5 : (lo == 0 ? 1.0 : std::abs(lo) * 0.1);
@@ -69,10 +77,13 @@ Axis make_axis(double dlo, double dhi, double fix_lo, double fix_hi, bool log, d
   a.lo = lo;
   a.hi = hi;
   const double eps = 1e-9 * (hi - lo);
-  auto inside = [&](double v) { double t = to_axis(v); return t >= lo - eps && t <= hi + eps; };
-  std::vector<double> cand = log ? log_ticks(std::pow(10.0, lo), std::pow(10.0, hi))
-                                 : nice_ticks(lo, hi, target);
-  for (double v : cand) if (inside(v)) a.ticks.push_back(v);
+  auto inside = [&](double v) {
+    double t = to_axis(v);
+    return t >= lo - eps && t <= hi + eps;
+  };
+  std::vector<double> cand = log ? log_ticks(std::pow(10.0, lo), std::pow(10.0, hi)) : nice_ticks(lo, hi, target);
+  for (double v : cand)
+    if (inside(v)) a.ticks.push_back(v);
   if (log && a.ticks.size() < 2) {  // less than a decade: linear ticks on the log axis
     a.ticks.clear();
     for (double v : nice_ticks(std::pow(10.0, lo), std::pow(10.0, hi), 4))
@@ -82,7 +93,8 @@ Axis make_axis(double dlo, double dhi, double fix_lo, double fix_hi, bool log, d
   double step = a.ticks.size() >= 2 ? a.ticks[1] - a.ticks[0] : 1.0, big = 0;
   for (double v : a.ticks) big = std::max(big, std::abs(v));
   for (double v : a.ticks) {
-    if (log) a.labels.push_back(fmt("%.*g", v, 4));
+    if (log)
+      a.labels.push_back(fmt("%.*g", v, 4));
     else if (big >= 1e6 || step < 1e-4)
       a.labels.push_back(fmt("%.*g", v, std::clamp(int(std::ceil(std::log10(big / step))) + 1, 1, 15)));
     else
@@ -91,7 +103,10 @@ Axis make_axis(double dlo, double dhi, double fix_lo, double fix_hi, bool log, d
   return a;
 }
 
-struct Pt { double x, y; bool ok; };
+struct Pt {
+  double x, y;
+  bool ok;
+};
 
 void text(std::string& o, double x, double y, const std::string& s, const char* attrs) {
   o += "<text x=\"";
@@ -99,16 +114,17 @@ void text(std::string& o, double x, double y, const std::string& s, const char* 
   o += "\" y=\"";
   put(o, y);
   o += "\"";
-  if (*attrs) { o += ' '; o += attrs; }
+  if (*attrs) {
+    o += ' ';
+    o += attrs;
+  }
   o += '>';
   o += xml_escape(s);
   o += "</text>\n";
 }
 
-void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double oy, double w,
-                  double h) {
-  const double px = kMarginL, py = kMarginT, pw = w - kMarginL - kMarginR,
-               ph = h - kMarginT - kMarginB;
+void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double oy, double w, double h) {
+  const double px = kMarginL, py = kMarginT, pw = w - kMarginL - kMarginR, ph = h - kMarginT - kMarginB;
   o += "<g transform=\"translate(";
   put(o, ox);
   o += ',';
@@ -119,8 +135,7 @@ void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double 
   if (!p.ylabel.empty()) {
     o += "<text transform=\"translate(14,";
     put(o, py + ph / 2);
-    o += ") rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">" + xml_escape(p.ylabel) +
-         "</text>\n";
+    o += ") rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">" + xml_escape(p.ylabel) + "</text>\n";
   }
 
   // Points in axis space; ok = drawable.
@@ -128,22 +143,24 @@ void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double 
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   for (size_t s = 0; s < p.series.size(); ++s) {
     const Series& se = p.series[s];
-    KAT_CHECK(se.x.empty() || se.x.size() == se.y.size(), "plot panel '", p.title, "' series '",
-              se.label, "': x has ", se.x.size(), " values, y has ", se.y.size());
+    KAT_CHECK(se.x.empty() || se.x.size() == se.y.size(), "plot panel '", p.title, "' series '", se.label,
+              "': x has ", se.x.size(), " values, y has ", se.y.size());
     for (size_t i = 0; i < se.y.size(); ++i) {
       double x = se.x.empty() ? double(i) : se.x[i], y = se.y[i];
       bool ok = std::isfinite(x) && std::isfinite(y) && (!p.log_y || y > 0);
       if (ok) {
         if (p.log_y) y = std::log10(y);
-        xlo = std::min(xlo, x); xhi = std::max(xhi, x);
-        ylo = std::min(ylo, y); yhi = std::max(yhi, y);
+        xlo = std::min(xlo, x);
+        xhi = std::max(xhi, x);
+        ylo = std::min(ylo, y);
+        yhi = std::max(yhi, y);
       }
       pts[s].push_back({x, y, ok});
     }
   }
-  const std::string frame = "<rect x=\"" + fmt("%.*f", px, 0) + "\" y=\"" + fmt("%.*f", py, 0) +
-                            "\" width=\"" + fmt("%.*f", pw, 0) + "\" height=\"" +
-                            fmt("%.*f", ph, 0) + "\" fill=\"none\" stroke=\"#333\"/>\n";
+  const std::string frame = "<rect x=\"" + fmt("%.*f", px, 0) + "\" y=\"" + fmt("%.*f", py, 0) + "\" width=\"" +
+                            fmt("%.*f", pw, 0) + "\" height=\"" + fmt("%.*f", ph, 0) +
+                            "\" fill=\"none\" stroke=\"#333\"/>\n";
   if (!(xlo <= xhi)) {  // nothing drawable
     o += frame;
     text(o, px + pw / 2, py + ph / 2 + 5, "no data", "text-anchor=\"middle\" fill=\"#999\" font-size=\"14\"");
@@ -159,21 +176,39 @@ void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double 
   std::string grid, marks;
   for (size_t i = 0; i < ax.ticks.size(); ++i) {
     double x = X(ax.ticks[i]);
-    grid += 'M'; put(grid, x); grid += ' '; put(grid, py); grid += 'V'; put(grid, py + ph);
-    marks += 'M'; put(marks, x); marks += ' '; put(marks, py + ph); marks += "v4";
+    grid += 'M';
+    put(grid, x);
+    grid += ' ';
+    put(grid, py);
+    grid += 'V';
+    put(grid, py + ph);
+    marks += 'M';
+    put(marks, x);
+    marks += ' ';
+    put(marks, py + ph);
+    marks += "v4";
     text(o, x, py + ph + 15, ax.labels[i], "text-anchor=\"middle\"");
   }
   for (size_t i = 0; i < ay.ticks.size(); ++i) {
     double y = Y(ay.log ? std::log10(ay.ticks[i]) : ay.ticks[i]);
-    grid += 'M'; put(grid, px); grid += ' '; put(grid, y); grid += 'H'; put(grid, px + pw);
-    marks += 'M'; put(marks, px); marks += ' '; put(marks, y); marks += "h-4";
+    grid += 'M';
+    put(grid, px);
+    grid += ' ';
+    put(grid, y);
+    grid += 'H';
+    put(grid, px + pw);
+    marks += 'M';
+    put(marks, px);
+    marks += ' ';
+    put(marks, y);
+    marks += "h-4";
     text(o, px - 6, y + 4, ay.labels[i], "text-anchor=\"end\"");
   }
   o += "<path d=\"" + grid + "\" stroke=\"#e4e4e4\" fill=\"none\"/>\n";
   o += "<path d=\"" + marks + "\" stroke=\"#333\" fill=\"none\"/>\n";
-  o += "<clipPath id=\"kp" + std::to_string(idx) + "\"><rect x=\"" + fmt("%.*f", px, 0) +
-       "\" y=\"" + fmt("%.*f", py, 0) + "\" width=\"" + fmt("%.*f", pw, 0) + "\" height=\"" +
-       fmt("%.*f", ph, 0) + "\"/></clipPath>\n";
+  o += "<clipPath id=\"kp" + std::to_string(idx) + "\"><rect x=\"" + fmt("%.*f", px, 0) + "\" y=\"" +
+       fmt("%.*f", py, 0) + "\" width=\"" + fmt("%.*f", pw, 0) + "\" height=\"" + fmt("%.*f", ph, 0) +
+       "\"/></clipPath>\n";
 
   // Series: one path each, broken at undrawable points; isolated points become dots.
   o += "<g clip-path=\"url(#kp" + std::to_string(idx) +
@@ -189,12 +224,17 @@ void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double 
       bool prev = i > 0 && v[i - 1].ok, next = i + 1 < v.size() && v[i + 1].ok;
       double x = X(v[i].x), y = Y(v[i].y);
       if (!prev && !next) {
-        dots += "<circle cx=\""; put(dots, x); dots += "\" cy=\""; put(dots, y);
+        dots += "<circle cx=\"";
+        put(dots, x);
+        dots += "\" cy=\"";
+        put(dots, y);
         dots += "\" r=\"2\" fill=\"" + color(s) + "\" stroke=\"none\"/>\n";
         continue;
       }
       d += !prev ? 'M' : (i > 0 && !(i > 1 && v[i - 2].ok) ? 'L' : ' ');
-      put(d, x); d += ' '; put(d, y);
+      put(d, x);
+      d += ' ';
+      put(d, y);
     }
     if (!d.empty()) {
       o += "<path d=\"" + d + "\" stroke=\"" + color(s) + "\"";
@@ -213,7 +253,10 @@ void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double 
       entries.push_back(s);
       maxlen = std::max(maxlen, p.series[s].label.size());
     }
-  if (!p.legend || entries.empty()) { o += "</g>\n"; return; }
+  if (!p.legend || entries.empty()) {
+    o += "</g>\n";
+    return;
+  }
   const double lw = 34 + kCharW * double(maxlen), lh = kLegendRow * double(entries.size()) + 8;
   const double cx[2] = {px + pw - lw - kLegendPad, px + kLegendPad},
                cy[2] = {py + kLegendPad, py + ph - lh - kLegendPad};
@@ -228,17 +271,29 @@ void render_panel(std::string& o, const Panel& p, size_t idx, double ox, double 
           double x = X(q.x), y = Y(q.y);
           n += x >= x0 && x <= x0 + lw && y >= y0 && y <= y0 + lh;
         }
-    if (n < best) { best = n; bx = x0; by = y0; }
+    if (n < best) {
+      best = n;
+      bx = x0;
+      by = y0;
+    }
   }
   o += "<g font-size=\"11\"><rect x=\"";
-  put(o, bx); o += "\" y=\""; put(o, by); o += "\" width=\""; put(o, lw); o += "\" height=\"";
+  put(o, bx);
+  o += "\" y=\"";
+  put(o, by);
+  o += "\" width=\"";
+  put(o, lw);
+  o += "\" height=\"";
   put(o, lh);
   o += "\" fill=\"#fff\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n";
   for (size_t k = 0; k < entries.size(); ++k) {
     size_t s = entries[k];
     double y = by + 4 + kLegendRow * (double(k) + 0.5);
-    o += "<path d=\"M"; put(o, bx + 6); o += ' '; put(o, y); o += "h20\" stroke=\"" + color(s) +
-         "\" stroke-width=\"2\"";
+    o += "<path d=\"M";
+    put(o, bx + 6);
+    o += ' ';
+    put(o, y);
+    o += "h20\" stroke=\"" + color(s) + "\" stroke-width=\"2\"";
     if (p.series[s].dashed) o += " stroke-dasharray=\"5 3\"";
     o += "/>\n";
     text(o, bx + 30, y + 4, p.series[s].label, "");
@@ -277,7 +332,10 @@ std::vector<double> log_ticks(double lo, double hi) {
   for (int e = e0; e <= e1 + stride - 1; e += stride) {
     double p = std::pow(10.0, e);
     c.push_back(p);
-    if (e1 - e0 <= 2) { c.push_back(2 * p); c.push_back(5 * p); }
+    if (e1 - e0 <= 2) {
+      c.push_back(2 * p);
+      c.push_back(5 * p);
+    }
   }
   std::sort(c.begin(), c.end());
   // Trim to the largest tick <= lo ... the smallest tick >= hi.
@@ -297,8 +355,7 @@ std::string xml_escape(const std::string& s) {
       case '>': o += "&gt;"; break;
       case '"': o += "&quot;"; break;
       case '\'': o += "&apos;"; break;
-      default:
-        o += (static_cast<unsigned char>(ch) < 0x20 && ch != '\t' && ch != '\n') ? '?' : ch;
+      default: o += (static_cast<unsigned char>(ch) < 0x20 && ch != '\t' && ch != '\n') ? '?' : ch;
     }
   }
   return o;
@@ -310,11 +367,11 @@ const char* palette_color(size_t i) {
   return kPalette[i % 10];
 }
 
-std::string render_svg(const std::vector<Panel>& panels, int cols, const std::string& title,
-                       int panel_w, int panel_h) {
+std::string render_svg(const std::vector<Panel>& panels, int cols, const std::string& title, int panel_w,
+                       int panel_h) {
   KAT_CHECK(cols >= 1, "plot '", title, "': cols must be >= 1, got ", cols);
-  KAT_CHECK(panel_w >= 120 && panel_h >= 90, "plot '", title, "': panel size ", panel_w, "x",
-            panel_h, " is below 120x90 px");
+  KAT_CHECK(panel_w >= 120 && panel_h >= 90, "plot '", title, "': panel size ", panel_w, "x", panel_h,
+            " is below 120x90 px");
   const int n = int(panels.size()), ncol = std::max(1, std::min(cols, n)),
             rows = std::max(1, (n + cols - 1) / cols);
   const double top = title.empty() ? 6 : 34;
@@ -322,21 +379,25 @@ std::string render_svg(const std::vector<Panel>& panels, int cols, const std::st
   std::string o;
   o.reserve(4096);
   o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"";
-  put(o, W); o += "\" height=\""; put(o, H); o += "\" viewBox=\"0 0 ";
-  put(o, W); o += ' '; put(o, H);
+  put(o, W);
+  o += "\" height=\"";
+  put(o, H);
+  o += "\" viewBox=\"0 0 ";
+  put(o, W);
+  o += ' ';
+  put(o, H);
   o += "\" font-family=\"Helvetica,Arial,sans-serif\" font-size=\"11\" fill=\"#222\">\n";
   o += "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n";
-  if (!title.empty())
-    text(o, W / 2, 24, title, "text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\"");
+  if (!title.empty()) text(o, W / 2, 24, title, "text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\"");
   for (int i = 0; i < n; ++i)
-    render_panel(o, panels[size_t(i)], size_t(i), double(i % cols) * panel_w,
-                 top + double(i / cols) * panel_h, panel_w, panel_h);
+    render_panel(o, panels[size_t(i)], size_t(i), double(i % cols) * panel_w, top + double(i / cols) * panel_h,
+                 panel_w, panel_h);
   o += "</svg>\n";
   return o;
 }
 
-void write_svg(const std::string& path, const std::vector<Panel>& panels, int cols,
-               const std::string& title, int panel_w, int panel_h) {
+void write_svg(const std::string& path, const std::vector<Panel>& panels, int cols, const std::string& title,
+               int panel_w, int panel_h) {
   write_svg_text(path, render_svg(panels, cols, title, panel_w, panel_h));
 }
 

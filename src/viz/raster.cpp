@@ -15,15 +15,12 @@ namespace kat::viz {
 
 #ifdef KAT_HAVE_RSVG
 
-bool png_supported() {
-  return true;
-}
+bool png_supported() { return true; }
 
 void svg_to_png(const std::string& svg, const std::string& path, double scale) {
   KAT_CHECK(scale > 0 && scale <= 8, "cannot write plot '", path, "': scale ", scale, " outside (0, 8]");
   GError* err = nullptr;
-  RsvgHandle* h =
-      rsvg_handle_new_from_data(reinterpret_cast<const guint8*>(svg.data()), gsize(svg.size()), &err);
+  RsvgHandle* h = rsvg_handle_new_from_data(reinterpret_cast<const guint8*>(svg.data()), gsize(svg.size()), &err);
   if (!h) {
     const std::string msg = err ? err->message : "unknown error";
     if (err) g_error_free(err);
@@ -68,9 +65,7 @@ void svg_to_png(const std::string& svg, const std::string& path, double scale) {
 
 #else
 
-bool png_supported() {
-  return false;
-}
+bool png_supported() { return false; }
 
 void svg_to_png(const std::string&, const std::string& path, double) {
   throw Error("cannot write plot '" + path +

@@ -41,9 +41,7 @@ inline float bf16_bits_to_f32(uint16_t h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline float round_bf16(float f) {
-  return bf16_bits_to_f32(f32_to_bf16_bits(f));
-}
+inline float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
 
 inline uint64_t fresh_seed() {
   std::random_device rd;
@@ -123,12 +121,8 @@ inline void upload_rounded(void* d, std::vector<float>& values, DType st) {
   upload_storage(d, values.data(), values.size(), st);
 }
 
-inline std::vector<float> download_f32(const void* d, size_t n) {
-  return download_storage(d, n, DType::F32);
-}
-inline void upload_f32(void* d, const std::vector<float>& v) {
-  upload_storage(d, v.data(), v.size(), DType::F32);
-}
+inline std::vector<float> download_f32(const void* d, size_t n) { return download_storage(d, n, DType::F32); }
+inline void upload_f32(void* d, const std::vector<float>& v) { upload_storage(d, v.data(), v.size(), DType::F32); }
 
 // DType-typed device tensor at an optional element offset (misalignment tests).
 struct DevTensor {

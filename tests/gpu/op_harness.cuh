@@ -35,8 +35,8 @@
 #include <string>
 #include <vector>
 
-#include "kat/core/dtype.h"
 #include "gpu_host_util.cuh"
+#include "kat/core/dtype.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 
@@ -54,17 +54,13 @@ using kat_gpu_test::upload_f32;
 
 constexpr int kReps = 3;  // CUDA runs per case (bitwise determinism)
 
-inline const char* dname(DType t) {
-  return t == DType::F32 ? "f32" : "bf16";
-}
+inline const char* dname(DType t) { return t == DType::F32 ? "f32" : "bf16"; }
 inline std::vector<float> round_vec(const std::vector<float>& v) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = round_bf16(v[i]);
   return r;
 }
-inline std::vector<double> to_d(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
+inline std::vector<double> to_d(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
@@ -169,9 +165,7 @@ struct Stream {
   void sync() const { s.synchronize(); }
 };
 
-inline std::vector<float> download(const Output& o) {
-  return download_storage(o.dev, o.n, o.dtype);
-}
+inline std::vector<float> download(const Output& o) { return download_storage(o.dev, o.n, o.dtype); }
 
 inline void poison(const Output& o) {
   if (o.n) KAT_CUDA_CHECK(cudaMemset(o.dev, 0xff, o.n * kat::dtype_size(o.dtype)));
@@ -203,8 +197,8 @@ inline void compare(const Output& o, const std::vector<float>& got, const std::s
   std::snprintf(buf, sizeof buf, "      %-10s err %.3e", o.name.c_str(), err);
   line << buf;
   if (t.norm >= 0)
-    r.check(err <= t.norm, o.name + " norm-wise error " + std::to_string(err) + " > " +
-                               std::to_string(t.norm) + " (" + t.reason + "): " + what);
+    r.check(err <= t.norm, o.name + " norm-wise error " + std::to_string(err) + " > " + std::to_string(t.norm) +
+                               " (" + t.reason + "): " + what);
   if (!o.baseline.empty()) {
     const double base = rel_err(o.baseline, o.ref);
     std::snprintf(buf, sizeof buf, "  baseline(cpu fp32%s) %.3e  ratio %.3f",

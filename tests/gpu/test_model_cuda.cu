@@ -46,11 +46,11 @@
 #include "kat/core/rng.h"
 #include "kat/model/config.h"
 #include "kat/model/kat_model.h"
+#include "kat/train/optim.h"
 #include "model/kat_model_cuda.h"
 #include "ops/cpu_ops.h"
 #include "ops/cuda/cuda_check.h"
 #include "train/device_optimizer.h"
-#include "kat/train/optim.h"
 
 #include "gpu_test_util.cuh"
 
@@ -123,7 +123,8 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
   const auto& b = gpu.table().specs();
   r.table_ok = a.size() == b.size();
   for (size_t i = 0; r.table_ok && i < a.size(); ++i)
-    r.table_ok = a[i].name == b[i].name && a[i].shape == b[i].shape && a[i].offset == b[i].offset && a[i].kind == b[i].kind;
+    r.table_ok =
+        a[i].name == b[i].name && a[i].shape == b[i].shape && a[i].offset == b[i].offset && a[i].kind == b[i].kind;
   gpu.upload_params(cpu.params.data());
   {  // round trip
     std::vector<float> back(cpu.params.size());
@@ -144,7 +145,8 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
   const int64_t nfeat = int64_t(B) * cfg.tokens() * cfg.embed_dim;
   std::vector<float> feat_cpu(cpu.features(), cpu.features() + nfeat);
   std::vector<float> dlogits(logits_cpu.size());
-  const double loss_cpu = kat::ops::softmax_xent<float>(B, cfg.num_classes, logits_cpu.data(), targets.data(), ls, dlogits.data());
+  const double loss_cpu =
+      kat::ops::softmax_xent<float>(B, cfg.num_classes, logits_cpu.data(), targets.data(), ls, dlogits.data());
   cpu.zero_grad();
   cpu.backward(dlogits.data());
 
@@ -188,11 +190,13 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
       r.deterministic = std::memcmp(grads.data(), grads_first.data(), grads.size() * 4) == 0;
     }
   }
-  std::printf("    %s B=%d %s%s: loss rel %.2e logits %.2e features %.2e grads(all) %.2e grad max %.2e (%s) rational max %.2e (%s)%s%s\n",
-              cfg.name.c_str(), B, prec == Prec::F32 ? "fp32" : "bf16", train ? " train+drop-path" : "",
-              r.loss_rel, r.logits, r.features, r.grads_all, r.grad_max, r.grad_max_name.c_str(), r.grad_max_rat,
-              r.grad_max_rat_name.c_str(),
-              r.finite ? "" : " NON-FINITE", check_determinism ? (r.deterministic ? " bitwise-reproducible" : " NOT REPRODUCIBLE") : "");
+  std::printf(
+      "    %s B=%d %s%s: loss rel %.2e logits %.2e features %.2e grads(all) %.2e grad max %.2e (%s) rational max "
+      "%.2e (%s)%s%s\n",
+      cfg.name.c_str(), B, prec == Prec::F32 ? "fp32" : "bf16", train ? " train+drop-path" : "", r.loss_rel,
+      r.logits, r.features, r.grads_all, r.grad_max, r.grad_max_name.c_str(), r.grad_max_rat,
+      r.grad_max_rat_name.c_str(), r.finite ? "" : " NON-FINITE",
+      check_determinism ? (r.deterministic ? " bitwise-reproducible" : " NOT REPRODUCIBLE") : "");
   std::fflush(stdout);
   return r;
 }
@@ -294,7 +298,6 @@ TEST(ModelCuda, TrainingTrajectory) {
   EXPECT_LE(ep, kTrajParams);
 }
 
-
 // The rest of the training recipe on the device, against the CPU trainer's sequence: gradient
 // accumulation (2 micro-batches, dlogits / 2), global-norm clipping (max norm small enough that
 // every step clips), AdamW, EMA; then the EMA weights swapped in for an eval forward. fp32.
@@ -372,9 +375,10 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   cpu.params = ema;
   const float* zc = cpu.forward(images.data(), B, false);
   const double ez = rel_err(zg.data(), zc, zg.size());
-  std::printf("    accum %d x %d, clip %.2f (clipped %d of %d steps), ema %.2f: worst loss rel %.2e, grad norm rel %.2e,\n"
-              "    params rel %.2e, ema rel %.2e, ema-weights logits rel %.2e, master kept while swapped: %d\n",
-              accum, B, clip, clipped, steps, decay, worst_loss, worst_norm, ep, ee, ez, int(master_kept));
+  std::printf(
+      "    accum %d x %d, clip %.2f (clipped %d of %d steps), ema %.2f: worst loss rel %.2e, grad norm rel %.2e,\n"
+      "    params rel %.2e, ema rel %.2e, ema-weights logits rel %.2e, master kept while swapped: %d\n",
+      accum, B, clip, clipped, steps, decay, worst_loss, worst_norm, ep, ee, ez, int(master_kept));
   EXPECT_EQ(clipped, steps);  // the test exercises the clipping branch
   EXPECT_LE(worst_loss, kTrajLoss);
   EXPECT_LE(worst_norm, 1e-5);  // fp32 gradients agree to ~1e-6 (see the whole-model table)
@@ -384,7 +388,6 @@ TEST(ModelCuda, AccumClipEmaTrajectory) {
   EXPECT_TRUE(master_kept);
   EXPECT_FALSE(dopt.ema_swapped());
 }
-
 
 // plan(B, training = false): one set of block activations reused by every block. The eval forward
 // must give bitwise the logits and features of the training plan (same kernels, same order), and

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "kat/core/error.h"
 #include "gpu_test_util.cuh"
+#include "kat/core/error.h"
 #include "op_cases/attention.cuh"
 #include "op_cases/cross_entropy.cuh"
 #include "op_cases/elementwise.cuh"

@@ -22,11 +22,11 @@
 #include "kat/data/dataset.h"
 #include "kat/io/safetensors.h"
 #include "kat/model/kat_model.h"
-#include "model/kat_model_cuda.h"
-#include "ops/cuda/device_memory.h"
 #include "kat/train/gpu_group.h"
 #include "kat/train/gpu_runner.h"
 #include "kat/train/trainer.h"
+#include "model/kat_model_cuda.h"
+#include "ops/cuda/device_memory.h"
 
 namespace fs = std::filesystem;
 using namespace kat;
@@ -73,8 +73,7 @@ TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {
   m.init_params(3);
   const int B = 8, K = cfg.num_classes;
   const size_t ni = size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
-  std::vector<std::vector<float>> xs(3, std::vector<float>(ni)),
-      ts(3, std::vector<float>(size_t(B) * K, 0.f));
+  std::vector<std::vector<float>> xs(3, std::vector<float>(ni)), ts(3, std::vector<float>(size_t(B) * K, 0.f));
   Rng r(9);
   for (int i = 0; i < 3; ++i) {
     for (auto& v : xs[i]) v = float(r.normal());
@@ -197,7 +196,8 @@ TEST(TrainCuda, DataParallelTwoGpus) {
   m.init_params(5);
   const int B = 16, K = cfg.num_classes, steps = 4;
   const size_t ni = size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
-  std::vector<std::vector<float>> xs(steps, std::vector<float>(ni)), ts(steps, std::vector<float>(size_t(B) * K, 0.f));
+  std::vector<std::vector<float>> xs(steps, std::vector<float>(ni)),
+      ts(steps, std::vector<float>(size_t(B) * K, 0.f));
   Rng r(21);
   for (int i = 0; i < steps; ++i) {
     for (auto& v : xs[size_t(i)]) v = float(r.normal());
@@ -232,7 +232,8 @@ TEST(TrainCuda, DataParallelTwoGpus) {
   }
   EXPECT_LE(std::sqrt(num / den), 1e-2);
 
-  if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") && !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
+  if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") &&
+      !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
     GTEST_SKIP() << "Fashion-MNIST not found in " << fmnist_dir() << " (set KAT_TEST_FMNIST)";
   const std::string a = kat::test::temp_path("kat_gpu2_resume_a");
   const std::string b = kat::test::temp_path("kat_gpu2_resume_b");

@@ -12,14 +12,10 @@ namespace kat {
 enum class DType { F32, BF16 };
 
 // Bytes per element.
-inline constexpr std::size_t dtype_size(DType t) {
-  return t == DType::F32 ? 4 : 2;
-}
+inline constexpr std::size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 // Lower-case name as printed in logs and accepted on the command line ("f32", "bf16").
-inline constexpr std::string_view dtype_name(DType t) {
-  return t == DType::F32 ? "f32" : "bf16";
-}
+inline constexpr std::string_view dtype_name(DType t) { return t == DType::F32 ? "f32" : "bf16"; }
 
 // Inverse of dtype_name; false (t unchanged) for an unknown name. Also accepts "fp32".
 inline constexpr bool parse_dtype(std::string_view s, DType& t) {

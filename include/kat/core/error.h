@@ -26,14 +26,14 @@ std::string concat(Args&&... args) {
 }  // namespace kat
 
 // KAT_CHECK(cond, parts...): throw kat::Error built from the streamed parts when cond is false.
-#define KAT_CHECK(cond, ...)                                          \
-  do {                                                                \
+#define KAT_CHECK(cond, ...)                                             \
+  do {                                                                   \
     if (!(cond)) throw ::kat::Error(::kat::detail::concat(__VA_ARGS__)); \
   } while (0)
 
-#define KAT_ASSERT(cond)                                                                       \
-  do {                                                                                         \
-    if (!(cond))                                                                               \
-      throw ::kat::Error(::kat::detail::concat("internal error: assertion '", #cond, "' failed at ", \
-                                               __FILE__, ":", __LINE__));                      \
+#define KAT_ASSERT(cond)                                                                                         \
+  do {                                                                                                           \
+    if (!(cond))                                                                                                 \
+      throw ::kat::Error(                                                                                        \
+          ::kat::detail::concat("internal error: assertion '", #cond, "' failed at ", __FILE__, ":", __LINE__)); \
   } while (0)

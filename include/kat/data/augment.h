@@ -22,10 +22,10 @@ constexpr uint64_t seed_tag(const char* s) {
 }
 
 struct AugmentConfig {
-  bool train = true;           // false: deterministic eval transform (resize + normalize only)
-  int out_size = 0;            // output H = W (0 = dataset size; non-square datasets need 0)
-  std::string crop = "none";   // "none" | "pad" | "rrc"
-  int padding = 4;             // "pad": pad by this much then random crop back to the input size
+  bool train = true;              // false: deterministic eval transform (resize + normalize only)
+  int out_size = 0;               // output H = W (0 = dataset size; non-square datasets need 0)
+  std::string crop = "none";      // "none" | "pad" | "rrc"
+  int padding = 4;                // "pad": pad by this much then random crop back to the input size
   std::string pad_mode = "zero";  // "zero" (fill value `fill`) | "reflect"
   double rrc_scale_min = 0.08, rrc_scale_max = 1.0;
   double rrc_ratio_min = 3.0 / 4.0, rrc_ratio_max = 4.0 / 3.0;
@@ -33,9 +33,9 @@ struct AugmentConfig {
   bool hflip = false;          // random horizontal flip, p = 0.5
   int randaug_n = 0;           // RandAugment: number of ops (0 = off)
   double randaug_m = 9, randaug_mstd = 0.5;  // magnitude ~ N(m, mstd) clipped to [0, 10]
-  double randaug_p = 0.5;      // each chosen op is applied with this probability (timm default 0.5)
-  int fill = 0;                // fill value for pad "zero" and RandAugment warps
-  double random_erase = 0.0;   // probability of erasing one rectangle with N(0,1) noise after normalize
+  double randaug_p = 0.5;                    // each chosen op is applied with this probability (timm default 0.5)
+  int fill = 0;                              // fill value for pad "zero" and RandAugment warps
+  double random_erase = 0.0;     // probability of erasing one rectangle with N(0,1) noise after normalize
   std::vector<float> mean, std;  // per channel (or one value for all), after /255; default 0.5 / 0.5
 };
 
@@ -69,13 +69,26 @@ void augment_image(const uint8_t* src, int h, int w, int c, const AugmentConfig&
 // Eval preprocessing of one decoded image (e.g. from decode_image_file, for `kat predict`): convert
 // channels c -> out_channels (gray <-> RGB, ITU-R 601 luma), then the eval transform of `cfg`
 // (train forced off; cfg.out_size = 0 keeps the size). Returns CHW floats; sets out_h / out_w.
-std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int out_channels, const AugmentConfig& cfg,
-                                  int* out_h = nullptr, int* out_w = nullptr);
+std::vector<float> eval_transform(const uint8_t* src, int h, int w, int c, int out_channels,
+                                  const AugmentConfig& cfg, int* out_h = nullptr, int* out_w = nullptr);
 
 // ---- RandAugment ops (uint8 HWC, in place) -----------------------------------------------------
 enum class RandAugOp {
-  Identity, Rotate, ShearX, ShearY, TranslateX, TranslateY, AutoContrast, Equalize, Solarize, Posterize,
-  Contrast, Brightness, Sharpness, Color, SolarizeAdd
+  Identity,
+  Rotate,
+  ShearX,
+  ShearY,
+  TranslateX,
+  TranslateY,
+  AutoContrast,
+  Equalize,
+  Solarize,
+  Posterize,
+  Contrast,
+  Brightness,
+  Sharpness,
+  Color,
+  SolarizeAdd
 };
 const char* randaug_op_name(RandAugOp op);
 // The op list used for an image with `channels` channels (gray: no Color / SolarizeAdd).

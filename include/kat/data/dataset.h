@@ -44,8 +44,8 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 
 // IDX pair (gzip or raw; zlib reads both). `names`: "auto" (Fashion-MNIST names when either path
 // contains "fashion", else digits), "fashion", "digits"/"mnist" or "none" (class names "0".."K-1").
-Dataset load_idx(const std::string& images_path, const std::string& labels_path,
-                 const std::string& names = "auto", int num_classes = 10);
+Dataset load_idx(const std::string& images_path, const std::string& labels_path, const std::string& names = "auto",
+                 int num_classes = 10);
 
 // CIFAR binary batches. num_classes 10: records <label><3072 CHW>; 100: <coarse><fine><3072 CHW>
 // (the fine label is used). Class names from batches.meta.txt (10) / fine_label_names.txt (100)

@@ -17,8 +17,8 @@ namespace kat::data {
 bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vector<uint8_t>& out,
                        std::string* err = nullptr, int min_side = 0);
 // Same on an in-memory encoded buffer (`name` is only used in the error message).
-bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w,
-                         int& c, std::vector<uint8_t>& out, std::string* err = nullptr, int min_side = 0);
+bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
+                         std::vector<uint8_t>& out, std::string* err = nullptr, int min_side = 0);
 
 // Writers (for tests, `kat` tools and visualisation). Throw kat::Error on failure. c = 1 or 3.
 void write_png(const std::string& path, int h, int w, int c, const uint8_t* pixels);
@@ -27,8 +27,8 @@ void write_jpeg(const std::string& path, int h, int w, int c, const uint8_t* pix
 // Antialiased bilinear (triangle filter, support scaled when downsampling - PIL's BILINEAR with
 // reducing) resampling of the source box [x0, x0+bw) x [y0, y0+bh) (float coordinates in source
 // pixels) to an oh x ow image. src is sh x sw x c, dst is oh x ow x c.
-void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh,
-                       double bw, uint8_t* dst, int oh, int ow);
+void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh, double bw,
+                       uint8_t* dst, int oh, int ow);
 // Resize so the shorter side is `size` then center-crop to size x size.
 void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int size, uint8_t* dst);
 

@@ -54,7 +54,7 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
 class Loader {
  public:
   Loader(const Dataset& ds, LoaderConfig cfg);  // keeps a reference to ds
-  ~Loader();                                     // joins threads cleanly
+  ~Loader();                                    // joins threads cleanly
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 

@@ -8,19 +8,19 @@
 // (every byte of the data section belongs to exactly one tensor, sizes match dtype x shape, ...) plus
 // duplicate keys, and reports any problem as kat::Error naming the file and the tensor/bytes at fault.
 #pragma once
-#include "kat/core/bf16.h"
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
+#include "kat/core/bf16.h"
 
 namespace kat::io {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 const char* dtype_name(DType);  // safetensors spelling: "F32", "BF16", "BOOL", ...
 size_t dtype_size(DType);
-bool dtype_is_integer(DType);   // I*, U8 and BOOL
+bool dtype_is_integer(DType);  // I*, U8 and BOOL
 
 struct TensorInfo {
   std::string name;

@@ -45,15 +45,15 @@ struct BlockActivations {
 template <class A>
 struct Activations {
   std::vector<BlockActivations<A>> blocks;  // depth sets (training) or one shared set
-  A cols;        // (B, P, C*p*p) im2col of the images
-  A x_final;     // (B, N, D) residual stream after the last block
-  A feat;        // (B, N, D) after the final norm
-  float* fmean;  // (B*N)
-  float* frstd;  // (B*N)
-  A cls;         // (B, D) feat[:, 0]
-  A logits;      // (B, K)
-  A dlogits;     // (B, K) loss gradient                 [device loss only]
-  A tmp;         // (B, max(N, P), D) branch outputs, patch embedding
+  A cols;                                   // (B, P, C*p*p) im2col of the images
+  A x_final;                                // (B, N, D) residual stream after the last block
+  A feat;                                   // (B, N, D) after the final norm
+  float* fmean;                             // (B*N)
+  float* frstd;                             // (B*N)
+  A cls;                                    // (B, D) feat[:, 0]
+  A logits;                                 // (B, K)
+  A dlogits;                                // (B, K) loss gradient                 [device loss only]
+  A tmp;                                    // (B, max(N, P), D) branch outputs, patch embedding
   // Backward scratch (training plans only, else null).
   A d_x, d_tmp, d_ln;  // (B, N, D)
   A d_qkv;             // (B, N, 3D)
@@ -68,9 +68,9 @@ struct Activations {
 enum class SoftmaxSaved { Probabilities, LogSumExp };
 
 struct ActivationPlanOptions {
-  bool training = true;             // keep every block's activations and the backward scratch
+  bool training = true;  // keep every block's activations and the backward scratch
   SoftmaxSaved softmax = SoftmaxSaved::Probabilities;
-  bool device_loss = false;         // dlogits, row_loss, loss buffers
+  bool device_loss = false;  // dlogits, row_loss, loss buffers
 };
 
 template <class A, class Take>
@@ -79,7 +79,9 @@ void plan_activations(const ModelConfig& cfg, int64_t B, const ActivationPlanOpt
   const int64_t N = cfg.tokens(), D = cfg.embed_dim, Hd = cfg.mlp_hidden, H = cfg.num_heads;
   const int64_t P = cfg.num_patches(), K = cfg.num_classes;
   const int64_t Kp = int64_t(cfg.in_chans) * cfg.patch_size * cfg.patch_size;
-  auto act = [&](const char* name, std::initializer_list<int64_t> shape) { return static_cast<A>(take(name, shape, false)); };
+  auto act = [&](const char* name, std::initializer_list<int64_t> shape) {
+    return static_cast<A>(take(name, shape, false));
+  };
   auto f32 = [&](const char* name, std::initializer_list<int64_t> shape) {
     return static_cast<float*>(take(name, shape, true));
   };
@@ -90,7 +92,8 @@ void plan_activations(const ModelConfig& cfg, int64_t B, const ActivationPlanOpt
     b.mean1 = f32("mean1", {B * N});
     b.rstd1 = f32("rstd1", {B * N});
     b.qkv = act("qkv", {B, N, 3 * D});
-    b.softmax = o.softmax == SoftmaxSaved::Probabilities ? f32("softmax_probs", {B, H, N, N}) : f32("softmax_lse", {B, H, N});
+    b.softmax = o.softmax == SoftmaxSaved::Probabilities ? f32("softmax_probs", {B, H, N, N})
+                                                         : f32("softmax_lse", {B, H, N});
     b.att = act("att", {B, N, D});
     b.x_mid = act("x_mid", {B, N, D});
     b.ln2 = act("ln2", {B, N, D});

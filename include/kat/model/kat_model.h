@@ -62,8 +62,7 @@ class KatModel {
   // Checkpoint I/O with timm names. load_weights rejects missing, unexpected or mis-shaped tensors
   // with a message naming the tensor; prefix selects e.g. "ema." inside a training checkpoint.
   void load_weights(const io::SafetensorsFile& f, const std::string& prefix = "");
-  void add_weights(io::SafetensorsWriter& w, const std::string& prefix = "",
-                   const float* values = nullptr) const;
+  void add_weights(io::SafetensorsWriter& w, const std::string& prefix = "", const float* values = nullptr) const;
 
   float* param(const std::string& name) { return params.data() + table().at(name).offset; }
   float* grad(const std::string& name) { return grads.data() + table().at(name).offset; }

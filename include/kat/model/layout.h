@@ -29,8 +29,8 @@ struct BlockParams {
 
 class ModelLayout {
  public:
-  static constexpr int64_t kCpuAlign = 1;    // elements
-  static constexpr int64_t kCudaAlign = 128; // elements: 512 bytes of fp32, 256 of bf16
+  static constexpr int64_t kCpuAlign = 1;     // elements
+  static constexpr int64_t kCudaAlign = 128;  // elements: 512 bytes of fp32, 256 of bf16
 
   ModelLayout(const ModelConfig& cfg, int64_t align);
 

@@ -12,8 +12,8 @@ namespace kat {
 enum class ParamKind { Weight, Bias, Norm, Embed, Rational };
 
 struct ParamSpec {
-  std::string name;             // timm state_dict name, e.g. "blocks.3.mlp.fc1.weight"
-  std::vector<int64_t> shape;   // timm shape, e.g. (4D, D)
+  std::string name;            // timm state_dict name, e.g. "blocks.3.mlp.fc1.weight"
+  std::vector<int64_t> shape;  // timm shape, e.g. (4D, D)
   int64_t offset = 0, numel = 0;
   ParamKind kind = ParamKind::Weight;
   // The weight-decay rule, the only copy (docs/MODEL.md §4, DeiT parameter groups): decay on matrices

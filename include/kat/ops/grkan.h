@@ -23,24 +23,24 @@
 namespace kat::ops {
 
 struct GrkanShape {
-  int64_t rows = 0;  // product of all leading dims (batch * tokens)
-  int dim = 0;       // D, channels
-  int groups = 8;    // G
-  int num_rows = 1;  // An: 1 (shared numerator) or G
-  int m = 5;         // numerator degree (m+1 coefficients)
-  int n = 4;         // denominator degree (n coefficients)
+  int64_t rows = 0;                     // product of all leading dims (batch * tokens)
+  int dim = 0;                          // D, channels
+  int groups = 8;                       // G
+  int num_rows = 1;                     // An: 1 (shared numerator) or G
+  int m = 5;                            // numerator degree (m+1 coefficients)
+  int n = 4;                            // denominator degree (n coefficients)
   static constexpr int kMaxDegree = 8;  // both backends
   // Throws kat::Error naming the problem (D % G != 0, bad An, degrees out of range, size overflow).
   // The one shape check of the op, called by both backends.
   void validate(const std::string& where) const {
     KAT_CHECK(rows >= 0, where, ": GR-KAN rows must be >= 0, got ", rows);
-    KAT_CHECK(dim > 0 && groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", dim,
-              ", groups ", groups, ")");
+    KAT_CHECK(dim > 0 && groups > 0, where, ": GR-KAN needs dim > 0 and groups > 0 (dim ", dim, ", groups ",
+              groups, ")");
     KAT_CHECK(dim % groups == 0, where, ": GR-KAN width ", dim, " is not divisible by groups ", groups);
     KAT_CHECK(num_rows == 1 || num_rows == groups, where, ": GR-KAN numerator must have 1 or ", groups,
               " rows, got ", num_rows);
-    KAT_CHECK(m >= 0 && m <= kMaxDegree && n >= 0 && n <= kMaxDegree, where, ": GR-KAN degrees (", m,
-              ", ", n, ") out of range [0, ", kMaxDegree, "]");
+    KAT_CHECK(m >= 0 && m <= kMaxDegree && n >= 0 && n <= kMaxDegree, where, ": GR-KAN degrees (", m, ", ", n,
+              ") out of range [0, ", kMaxDegree, "]");
     KAT_CHECK(rows <= std::numeric_limits<int64_t>::max() / dim, where, ": GR-KAN size overflows");
   }
 };

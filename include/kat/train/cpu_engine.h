@@ -48,7 +48,7 @@ class CpuEngine : public Engine {
   AdamW& optimizer();  // throws for an inference-only engine
   KatModel& model_;
   std::unique_ptr<AdamW> opt_;
-  std::vector<float> ema_;    // (num_params) EMA, or the master weights while the EMA is in use
+  std::vector<float> ema_;  // (num_params) EMA, or the master weights while the EMA is in use
   double ema_decay_ = 0;
   bool ema_in_use_ = false;
   std::vector<float> images_, targets_, dz_;  // the staged batch; dlogits (B, K)

@@ -12,10 +12,10 @@ namespace kat {
 
 struct EvalResult {
   int64_t count = 0;
-  double top1 = 0, top5 = 0, loss = 0;   // percent, percent, mean cross-entropy (no smoothing)
-  std::vector<int64_t> confusion;        // (classes, classes): row = true label, column = prediction
+  double top1 = 0, top5 = 0, loss = 0;  // percent, percent, mean cross-entropy (no smoothing)
+  std::vector<int64_t> confusion;       // (classes, classes): row = true label, column = prediction
   int classes = 0;
-  double class_accuracy(int c) const;    // percent
+  double class_accuracy(int c) const;  // percent
 };
 
 // Runs the engine's model in eval mode (Engine::logits) over the whole dataset with the loader's

@@ -60,8 +60,8 @@ class GpuGroup : public Engine {
   void compute_staged(int accum_steps, Rng* rng) override;
   double staged_loss() override;  // mean over the replicas' shards
   void finish_step(double lr, double clip_max_norm) override;
-  void synchronize() override;           // every replica's stream
-  std::size_t device_bytes_in_use();     // summed over the replicas
+  void synchronize() override;        // every replica's stream
+  std::size_t device_bytes_in_use();  // summed over the replicas
 
  private:
   struct Comms;

@@ -13,7 +13,7 @@ namespace kat {
 
 struct LoadedModel {
   std::unique_ptr<KatModel> model;
-  TrainConfig train;                     // defaults when the file is not a training checkpoint
+  TrainConfig train;  // defaults when the file is not a training checkpoint
   bool from_checkpoint = false;
   std::vector<std::string> class_names;  // may be empty
 };

@@ -12,17 +12,17 @@ struct TrainConfig {
   // what
   std::string model = "kat_micro_patch4_28";
   std::vector<std::string> model_overrides;  // "key=value"
-  std::string data = "fashion-mnist";       // see data::load_dataset
-  std::string out_dir;                      // "" -> runs/<model>-<YYYYmmdd-HHMMSS>
-  std::string device = "cpu";  // as given to --device: recorded in config.json and checkpoints
+  std::string data = "fashion-mnist";        // see data::load_dataset
+  std::string out_dir;                       // "" -> runs/<model>-<YYYYmmdd-HHMMSS>
+  std::string device = "cpu";                // as given to --device: recorded in config.json and checkpoints
   // The GPUs to train on (data parallel when several); empty: the CPU. Parsed from --device by the
   // CLI (apps/kat/device_flag.h); not saved (a resumed run trains where it is told to).
   std::vector<int> devices;
   std::string init;  // fine-tuning: initialise the weights from this checkpoint (see load_pretrained)
   // schedule
   int epochs = 6;
-  int batch = 128;            // images per micro-batch
-  int accum_steps = 1;        // micro-batches per optimizer step
+  int batch = 128;      // images per micro-batch
+  int accum_steps = 1;  // micro-batches per optimizer step
   double lr = 3e-3, min_lr = 1e-5, warmup_lr = 1e-5;
   double warmup_epochs = 0.3;
   double weight_decay = 0.05;
@@ -36,7 +36,7 @@ struct TrainConfig {
   // Defaults fit the built-in Fashion-MNIST run (6 short epochs on 2 cores): the model underfits
   // in that budget, so no crop/flip by default (measured: pad-crop + flip cost 5.7 points of test
   // top-1 after 2 epochs, bench/records/NOTES.md). Longer runs should turn augmentation on.
-  std::string crop = "none";   // none | pad | rrc
+  std::string crop = "none";  // none | pad | rrc
   int padding = 2;
   bool hflip = false;
   int randaug_n = 0;
@@ -45,12 +45,12 @@ struct TrainConfig {
   std::vector<float> mean, std;  // empty: 0.5 / 0.5 for every channel
   // mechanics
   uint64_t seed = 0;
-  int workers = -1;          // loader threads; -1: 1 on the CPU, all cores but one on a GPU
-  int threads = 0;           // 0: OpenMP default (all cores)
-  int keep_last = 2;         // checkpoints kept besides best
-  int64_t save_every = 0;    // also save every N optimizer steps (0: epoch ends only)
-  int64_t max_steps = 0;     // stop (with a checkpoint) after this many steps in total (0: off)
-  int log_every = 20;        // metrics.jsonl line every N steps
+  int workers = -1;                           // loader threads; -1: 1 on the CPU, all cores but one on a GPU
+  int threads = 0;                            // 0: OpenMP default (all cores)
+  int keep_last = 2;                          // checkpoints kept besides best
+  int64_t save_every = 0;                     // also save every N optimizer steps (0: epoch ends only)
+  int64_t max_steps = 0;                      // stop (with a checkpoint) after this many steps in total (0: off)
+  int log_every = 20;                         // metrics.jsonl line every N steps
   int64_t train_subset = 0, test_subset = 0;  // use the first N samples (0: all)
   bool skip_bad = false;
   bool lazy_data = false;  // folder datasets: decode images in the loader workers, not up front

@@ -29,7 +29,7 @@ struct TrainResult {
   int epochs_done = 0;
   double final_top1 = 0, final_loss = 0, best_top1 = 0;
   double final_ema_top1 = -1;
-  bool interrupted = false;         // stopped by Ctrl-C or max_steps, checkpoint written
+  bool interrupted = false;  // stopped by Ctrl-C or max_steps, checkpoint written
   std::string last_checkpoint;
   std::vector<double> step_losses;  // loss of every optimizer step run in this call
 };

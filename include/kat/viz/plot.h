@@ -16,9 +16,9 @@
 namespace kat::viz {
 
 struct Series {
-  std::string label;          // shown in the legend; empty = not listed
-  std::vector<double> x, y;   // x empty = 0, 1, 2, ...; otherwise x.size() must equal y.size()
-  std::string color;          // any SVG color; empty = palette color by series index
+  std::string label;         // shown in the legend; empty = not listed
+  std::vector<double> x, y;  // x empty = 0, 1, 2, ...; otherwise x.size() must equal y.size()
+  std::string color;         // any SVG color; empty = palette color by series index
   bool dashed = false;
 };
 
@@ -32,12 +32,12 @@ struct Panel {
 
 // Renders the figure as an SVG document. Throws kat::Error on cols < 1, panel sizes below
 // 120x90 px or a series whose x and y sizes differ.
-std::string render_svg(const std::vector<Panel>& panels, int cols, const std::string& title,
-                       int panel_w = 420, int panel_h = 300);
+std::string render_svg(const std::vector<Panel>& panels, int cols, const std::string& title, int panel_w = 420,
+                       int panel_h = 300);
 
 // render_svg, written to `path` through a temporary file and a rename. Errors name the path.
-void write_svg(const std::string& path, const std::vector<Panel>& panels, int cols,
-               const std::string& title, int panel_w = 420, int panel_h = 300);
+void write_svg(const std::string& path, const std::vector<Panel>& panels, int cols, const std::string& title,
+               int panel_w = 420, int panel_h = 300);
 // An SVG document (e.g. from render_svg) written the same way.
 void write_svg_text(const std::string& path, const std::string& svg);
 

@@ -33,8 +33,8 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv,
         T mx = Pi[0];
 #pragma omp simd reduction(max : mx)
         for (int64_t j = 1; j < N; ++j) mx = std::max(mx, Pi[j]);
-        // libmvec's 8-wide expf (vec_math.h); with std::exp this loop called expf per element:
-        // ~10 % of a kat_micro training step.
+          // libmvec's 8-wide expf (vec_math.h); with std::exp this loop called expf per element:
+          // ~10 % of a kat_micro training step.
 #pragma omp simd
         for (int64_t j = 0; j < N; ++j) Pi[j] = vmath::exp(Pi[j] - mx);
         T sum = 0;
@@ -49,8 +49,8 @@ void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv,
 }
 
 template <typename T>
-void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, const T* probs,
-                        const T* dout, T* dqkv) {
+void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, const T* probs, const T* dout,
+                        T* dqkv) {
   check_attention_shape(B, N, D, H, "attention_backward");
   const int64_t hd = D / H, ld = 3 * D;
   const T scale = T(1) / std::sqrt(T(hd));
@@ -83,7 +83,9 @@ void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv
 
 template void attention_forward<float>(int64_t, int64_t, int64_t, int64_t, const float*, float*, float*);
 template void attention_forward<double>(int64_t, int64_t, int64_t, int64_t, const double*, double*, double*);
-template void attention_backward<float>(int64_t, int64_t, int64_t, int64_t, const float*, const float*, const float*, float*);
-template void attention_backward<double>(int64_t, int64_t, int64_t, int64_t, const double*, const double*, const double*, double*);
+template void attention_backward<float>(int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                                        const float*, float*);
+template void attention_backward<double>(int64_t, int64_t, int64_t, int64_t, const double*, const double*,
+                                         const double*, double*);
 
 }  // namespace kat::ops

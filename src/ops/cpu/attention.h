@@ -13,7 +13,7 @@ template <typename T>
 void attention_forward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, T* out, T* probs);
 // dqkv (B, N, 3D) overwritten.
 template <typename T>
-void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, const T* probs,
-                        const T* dout, T* dqkv);
+void attention_backward(int64_t B, int64_t N, int64_t D, int64_t H, const T* qkv, const T* probs, const T* dout,
+                        T* dqkv);
 
 }  // namespace kat::ops

@@ -31,7 +31,6 @@ double softmax_xent(int64_t B, int64_t K, const T* logits, const T* target, T ls
 }
 
 template double softmax_xent<float>(int64_t, int64_t, const float*, const float*, float, float*, float*);
-template double softmax_xent<double>(int64_t, int64_t, const double*, const double*, double, double*,
-                                     double*);
+template double softmax_xent<double>(int64_t, int64_t, const double*, const double*, double, double*, double*);
 
 }  // namespace kat::ops

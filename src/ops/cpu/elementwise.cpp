@@ -2,8 +2,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "ops/cpu/vec_math.h"
 #include "ops/cpu/elementwise.h"
+#include "ops/cpu/vec_math.h"
 
 namespace kat::ops {
 
@@ -39,9 +39,9 @@ void scale_rows(int64_t B, int64_t per_sample, const T* scale, const T* x, T* y)
   }
 }
 
-#define KAT_INSTANTIATE(T)                                                                     \
-  template void gelu_forward<T>(int64_t, const T*, T*);                                        \
-  template void gelu_backward<T>(int64_t, const T*, const T*, T*);                             \
+#define KAT_INSTANTIATE(T)                                         \
+  template void gelu_forward<T>(int64_t, const T*, T*);            \
+  template void gelu_backward<T>(int64_t, const T*, const T*, T*); \
   template void scale_rows<T>(int64_t, int64_t, const T*, const T*, T*);
 KAT_INSTANTIATE(float)
 KAT_INSTANTIATE(double)

@@ -9,18 +9,18 @@
 namespace kat::ops {
 
 template <>
-void gemm<float>(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+void gemm<float>(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K,
-              alpha, A, lda, B, ldb, beta, C, ldc);
+  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+              lda, B, ldb, beta, C, ldc);
 }
 template <>
-void gemm<double>(bool tA, bool tB, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-                  int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+void gemm<double>(bool tA, bool tB, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                  const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K,
-              alpha, A, lda, B, ldb, beta, C, ldc);
+  cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+              lda, B, ldb, beta, C, ldc);
 }
 
 template <typename T>
@@ -57,8 +57,8 @@ static void column_sum_acc(int64_t rows, int64_t cols, const T* dy, T* db) {
 }
 
 template <typename T>
-void linear_backward(int64_t rows, int64_t in, int64_t out, const T* x, const T* W, const T* dy,
-                     T* dx, T* dW, T* db, bool accumulate_dx) {
+void linear_backward(int64_t rows, int64_t in, int64_t out, const T* x, const T* W, const T* dy, T* dx, T* dW,
+                     T* db, bool accumulate_dx) {
   check_linear_shape(rows, in, out, "linear_backward");
   if (dx) gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, accumulate_dx ? T(1) : T(0), dx, in);
   if (dW) gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
@@ -66,8 +66,11 @@ void linear_backward(int64_t rows, int64_t in, int64_t out, const T* x, const T*
 }
 
 template void linear_forward<float>(int64_t, int64_t, int64_t, const float*, const float*, const float*, float*);
-template void linear_forward<double>(int64_t, int64_t, int64_t, const double*, const double*, const double*, double*);
-template void linear_backward<float>(int64_t, int64_t, int64_t, const float*, const float*, const float*, float*, float*, float*, bool);
-template void linear_backward<double>(int64_t, int64_t, int64_t, const double*, const double*, const double*, double*, double*, double*, bool);
+template void linear_forward<double>(int64_t, int64_t, int64_t, const double*, const double*, const double*,
+                                     double*);
+template void linear_backward<float>(int64_t, int64_t, int64_t, const float*, const float*, const float*, float*,
+                                     float*, float*, bool);
+template void linear_backward<double>(int64_t, int64_t, int64_t, const double*, const double*, const double*,
+                                      double*, double*, double*, bool);
 
 }  // namespace kat::ops

@@ -15,8 +15,8 @@ namespace kat::ops {
 
 // C(M,N) = alpha * op(A) op(B) + beta * C; op = transpose when the flag is set. Row-major.
 template <typename T>
-void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc);
 
 // Linear: y (rows, out) = x (rows, in) · W^T (W: (out, in)) + b (out; may be null).
 template <typename T>

@@ -15,7 +15,6 @@ constexpr int kMaxDeg = GrkanShape::kMaxDegree;
 constexpr int64_t kChunks = 64;
 }  // namespace
 
-
 // ---- Fast path for the checkpoint degrees (m, n) = (5, 4) ------------------------------------
 // Coefficients are expanded per channel (ca[k][c], cb[k][c] = |b_k| of c's group) so the inner loop
 // runs over the D contiguous channels of a row and vectorizes (AVX2/AVX-512) with no reductions.
@@ -26,8 +25,8 @@ namespace {
 // Second stage of the coefficient reduction: add the per-chunk partials (layout [chunk][na + nb],
 // d|b| for the denominator) in a fixed order, apply d|b|/db = sign(b) (sign(0) = +1), accumulate.
 template <typename T>
-void add_chunk_partials(const std::vector<double>& part, int64_t chunks, int64_t na, int64_t nb, const T* b,
-                        T* da, T* db) {
+void add_chunk_partials(const std::vector<double>& part, int64_t chunks, int64_t na, int64_t nb, const T* b, T* da,
+                        T* db) {
   for (int64_t i = 0; i < na; ++i) {
     double t = 0;
     for (int64_t ch = 0; ch < chunks; ++ch) t += part[ch * (na + nb) + i];
@@ -161,7 +160,7 @@ void grkan_forward(const GrkanShape& s, const T* x, const T* a, const T* b, T* y
         const T v = xr[c], av = std::abs(v);
         T P = ag[m];
         for (int k = m - 1; k >= 0; --k) P = P * v + ag[k];  // Horner
-        T Qm = n > 0 ? babs[n - 1] : T(0);                    // Q = 1 + |x| (|b1| + |x|(|b2| + ...))
+        T Qm = n > 0 ? babs[n - 1] : T(0);                   // Q = 1 + |x| (|b1| + |x|(|b2| + ...))
         for (int k = n - 2; k >= 0; --k) Qm = Qm * av + babs[k];
         const T Q = T(1) + (n > 0 ? Qm * av : T(0));
         yr[c] = P / Q;
@@ -171,8 +170,7 @@ void grkan_forward(const GrkanShape& s, const T* x, const T* a, const T* b, T* y
 }
 
 template <typename T>
-void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx,
-                    T* da, T* db) {
+void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx, T* da, T* db) {
   s.validate("grkan_backward");
   if (s.m == 5 && s.n == 4) return backward_54(s, x, dy, a, b, dx, da, db);
   const int D = s.dim, G = s.groups, Dg = D / G, m = s.m, n = s.n;
@@ -219,7 +217,7 @@ void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, co
           S *= sx;
           const T invQ = T(1) / Q;
           dxr[c] = gy * (R * Q - S * P) * invQ * invQ;
-          const T gq = gy * invQ;            // g / Q
+          const T gq = gy * invQ;                // g / Q
           const T gpq2 = -gy * P * invQ * invQ;  // g * (-P/Q^2)
           for (int k = 0; k <= m; ++k) acc_a[k] += static_cast<double>(gq * xp[k]);
           for (int k = 1; k <= n; ++k) acc_b[k - 1] += static_cast<double>(gpq2 * std::abs(xp[k]));
@@ -243,11 +241,10 @@ double grkan_eval(const double* a, int m, const double* b, int n, double x) {
 }
 
 template void grkan_forward<float>(const GrkanShape&, const float*, const float*, const float*, float*);
-template void grkan_forward<double>(const GrkanShape&, const double*, const double*, const double*,
-                                    double*);
-template void grkan_backward<float>(const GrkanShape&, const float*, const float*, const float*,
-                                    const float*, float*, float*, float*);
-template void grkan_backward<double>(const GrkanShape&, const double*, const double*, const double*,
-                                     const double*, double*, double*, double*);
+template void grkan_forward<double>(const GrkanShape&, const double*, const double*, const double*, double*);
+template void grkan_backward<float>(const GrkanShape&, const float*, const float*, const float*, const float*,
+                                    float*, float*, float*);
+template void grkan_backward<double>(const GrkanShape&, const double*, const double*, const double*, const double*,
+                                     double*, double*, double*);
 
 }  // namespace kat::ops

@@ -13,7 +13,6 @@ void grkan_forward(const GrkanShape& s, const T* x, const T* a, const T* b, T* y
 
 // dx = dL/dx (overwritten; may alias dy). da (An, m+1), db (G, n) are ACCUMULATED (+=).
 template <typename T>
-void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx, T* da,
-                    T* db);
+void grkan_backward(const GrkanShape& s, const T* x, const T* dy, const T* a, const T* b, T* dx, T* da, T* db);
 
 }  // namespace kat::ops

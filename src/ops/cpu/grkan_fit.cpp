@@ -39,8 +39,8 @@ bool solve(std::vector<double> A, std::vector<double> y, int n, std::vector<doub
 }
 
 // Least squares min ||J p - r||^2 + lambda ||p||^2 via the normal equations.
-bool least_squares(const std::vector<double>& J, const std::vector<double>& r, int rows, int cols,
-                   double lambda, std::vector<double>& p) {
+bool least_squares(const std::vector<double>& J, const std::vector<double>& r, int rows, int cols, double lambda,
+                   std::vector<double>& p) {
   std::vector<double> A(cols * cols, 0.0), y(cols, 0.0);
   for (int i = 0; i < rows; ++i)
     for (int a = 0; a < cols; ++a) {
@@ -51,15 +51,15 @@ bool least_squares(const std::vector<double>& J, const std::vector<double>& r, i
   return solve(A, y, cols, p);
 }
 
-double max_err(double (*f)(double), const std::vector<double>& xs, const std::vector<double>& a,
-               int m, const std::vector<double>& b, int n) {
+double max_err(double (*f)(double), const std::vector<double>& xs, const std::vector<double>& a, int m,
+               const std::vector<double>& b, int n) {
   double e = 0;
   for (double x : xs) e = std::max(e, std::abs(grkan_eval(a.data(), m, b.data(), n, x) - f(x)));
   return e;
 }
 
-double sq_err(double (*f)(double), const std::vector<double>& xs, const std::vector<double>& a,
-              int m, const std::vector<double>& b, int n) {
+double sq_err(double (*f)(double), const std::vector<double>& xs, const std::vector<double>& a, int m,
+              const std::vector<double>& b, int n) {
   double e = 0;
   for (double x : xs) {
     const double d = grkan_eval(a.data(), m, b.data(), n, x) - f(x);
@@ -135,10 +135,9 @@ void grkan_init_coefficients(const std::string& mode, std::vector<double>& a, st
     a = {0, 1, 0, 0, 0, 0};
     b = {0, 0, 0, 0};
   } else if (mode == "swish") {
-    a = {3.054879741161051e-07, 0.5000007853744493, 0.24999783422824703, 0.05326628273219478,
-         0.005803034571292244, 0.0002751961022402342};
-    b = {-4.111554955950634e-06, 0.10652899335007572, -1.2690007399796238e-06,
-         0.0005502331264140556};
+    a = {3.054879741161051e-07, 0.5000007853744493,   0.24999783422824703,
+         0.05326628273219478,   0.005803034571292244, 0.0002751961022402342};
+    b = {-4.111554955950634e-06, 0.10652899335007572, -1.2690007399796238e-06, 0.0005502331264140556};
   } else if (mode == "gelu") {
     static std::once_flag once;
     static std::vector<double> ga, gb;

@@ -8,8 +8,8 @@
 namespace kat::ops {
 
 template <typename T>
-void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamma, const T* beta,
-                       T* y, T* mean, T* rstd) {
+void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamma, const T* beta, T* y, T* mean,
+                       T* rstd) {
   check_layernorm_shape(rows, C, "layernorm_forward");
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
@@ -31,8 +31,8 @@ void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamm
 }
 
 template <typename T>
-void layernorm_backward(int64_t rows, int64_t C, const T* x, const T* gamma, const T* mean,
-                        const T* rstd, const T* dy, T* dx_acc, T* dgamma, T* dbeta) {
+void layernorm_backward(int64_t rows, int64_t C, const T* x, const T* gamma, const T* mean, const T* rstd,
+                        const T* dy, T* dx_acc, T* dgamma, T* dbeta) {
   check_layernorm_shape(rows, C, "layernorm_backward");
   // dgamma/dbeta partials over a fixed number of row chunks (deterministic), summed in order.
   constexpr int64_t kChunks = 32;
@@ -77,9 +77,13 @@ void layernorm_backward(int64_t rows, int64_t C, const T* x, const T* gamma, con
   }
 }
 
-template void layernorm_forward<float>(int64_t, int64_t, float, const float*, const float*, const float*, float*, float*, float*);
-template void layernorm_forward<double>(int64_t, int64_t, double, const double*, const double*, const double*, double*, double*, double*);
-template void layernorm_backward<float>(int64_t, int64_t, const float*, const float*, const float*, const float*, const float*, float*, float*, float*);
-template void layernorm_backward<double>(int64_t, int64_t, const double*, const double*, const double*, const double*, const double*, double*, double*, double*);
+template void layernorm_forward<float>(int64_t, int64_t, float, const float*, const float*, const float*, float*,
+                                       float*, float*);
+template void layernorm_forward<double>(int64_t, int64_t, double, const double*, const double*, const double*,
+                                        double*, double*, double*);
+template void layernorm_backward<float>(int64_t, int64_t, const float*, const float*, const float*, const float*,
+                                        const float*, float*, float*, float*);
+template void layernorm_backward<double>(int64_t, int64_t, const double*, const double*, const double*,
+                                         const double*, const double*, double*, double*, double*);
 
 }  // namespace kat::ops

@@ -9,8 +9,8 @@ namespace kat::ops {
 
 // LayerNorm over the last dim C: y = (x - mean) * rstd * gamma + beta. mean, rstd: (rows), saved.
 template <typename T>
-void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamma, const T* beta, T* y,
-                       T* mean, T* rstd);
+void layernorm_forward(int64_t rows, int64_t C, T eps, const T* x, const T* gamma, const T* beta, T* y, T* mean,
+                       T* rstd);
 // dx_acc (rows, C) += dL/dx; dgamma, dbeta (C) +=.
 template <typename T>
 void layernorm_backward(int64_t rows, int64_t C, const T* x, const T* gamma, const T* mean, const T* rstd,

@@ -14,16 +14,8 @@ __attribute__((simd("notinbranch"))) float erff(float) noexcept;
 }
 
 namespace kat::ops::vmath {
-inline float exp(float x) {
-  return ::expf(x);
-}
-inline double exp(double x) {
-  return std::exp(x);
-}
-inline float erf(float x) {
-  return ::erff(x);
-}
-inline double erf(double x) {
-  return std::erf(x);
-}
+inline float exp(float x) { return ::expf(x); }
+inline double exp(double x) { return std::exp(x); }
+inline float erf(float x) { return ::erff(x); }
+inline double erf(double x) { return std::erf(x); }
 }  // namespace kat::ops::vmath

@@ -100,9 +100,9 @@ __device__ __forceinline__ const T* stage_kv(const T* __restrict__ qkv, int N, i
 }
 
 template <typename T, int DH, int VEC>
-__global__ void __launch_bounds__(kThreads) attn_fwd_kernel(int N, int D, int H, float scale,
-                                                            const T* __restrict__ qkv, T* __restrict__ out,
-                                                            float* __restrict__ lse) {
+__global__ void __launch_bounds__(kThreads)
+    attn_fwd_kernel(int N, int D, int H, float scale, const T* __restrict__ qkv, T* __restrict__ out,
+                    float* __restrict__ lse) {
   constexpr int HD = DH * kTpr;
   extern __shared__ __align__(16) float smem[];
   float *Ks, *Vs;
@@ -154,11 +154,10 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(int N, int D, int H,
 
 // dq and the row terms Dv_i = dout_i . out_i.
 template <typename T, int DH, int VEC>
-__global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(int N, int D, int H, float scale,
-                                                               const T* __restrict__ qkv, const T* __restrict__ out,
-                                                               const float* __restrict__ lse,
-                                                               const T* __restrict__ dout, T* __restrict__ dqkv,
-                                                               float* __restrict__ dvec) {
+__global__ void __launch_bounds__(kThreads)
+    attn_bwd_dq_kernel(int N, int D, int H, float scale, const T* __restrict__ qkv, const T* __restrict__ out,
+                       const float* __restrict__ lse, const T* __restrict__ dout, T* __restrict__ dqkv,
+                       float* __restrict__ dvec) {
   constexpr int HD = DH * kTpr;
   extern __shared__ __align__(16) float smem[];
   float *Ks, *Vs;
@@ -196,12 +195,9 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(int N, int D, int
 
 // dk, dv: one thread group per key j, Q and dout of the (image, head) in smem.
 template <typename T, int DH, int VEC>
-__global__ void __launch_bounds__(kThreads) attn_bwd_dkv_kernel(int N, int D, int H, float scale,
-                                                                const T* __restrict__ qkv,
-                                                                const float* __restrict__ lse,
-                                                                const T* __restrict__ dout,
-                                                                const float* __restrict__ dvec,
-                                                                T* __restrict__ dqkv) {
+__global__ void __launch_bounds__(kThreads)
+    attn_bwd_dkv_kernel(int N, int D, int H, float scale, const T* __restrict__ qkv, const float* __restrict__ lse,
+                        const T* __restrict__ dout, const float* __restrict__ dvec, T* __restrict__ dqkv) {
   constexpr int HD = DH * kTpr;
   extern __shared__ __align__(16) float smem[];
   float* Qs = smem;
@@ -262,47 +258,43 @@ void launch_fwd(int64_t B, int N, int D, int H, float scale, const void* qkv, vo
   const std::size_t smem = std::size_t(2) * N * HD * sizeof(float);
   set_smem(attn_fwd_kernel<T, DH, VEC>, smem);
   const dim3 grid((N + kRows - 1) / kRows, H, unsigned(B));
-  attn_fwd_kernel<T, DH, VEC><<<grid, kThreads, smem, s>>>(N, D, H, scale, static_cast<const T*>(qkv),
-                                                      static_cast<T*>(out), lse);
+  attn_fwd_kernel<T, DH, VEC>
+      <<<grid, kThreads, smem, s>>>(N, D, H, scale, static_cast<const T*>(qkv), static_cast<T*>(out), lse);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T, int DH, int VEC = (DH % 4 == 0 ? 4 : 1)>
-void launch_bwd(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out,
-                const float* lse, const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
+void launch_bwd(int64_t B, int N, int D, int H, float scale, const void* qkv, const void* out, const float* lse,
+                const void* dout, void* dqkv, float* dvec, cudaStream_t s) {
   constexpr int HD = DH * kTpr;
   const dim3 grid((N + kRows - 1) / kRows, H, unsigned(B));
   const std::size_t smem1 = std::size_t(2) * N * HD * sizeof(float);
   set_smem(attn_bwd_dq_kernel<T, DH, VEC>, smem1);
-  attn_bwd_dq_kernel<T, DH, VEC><<<grid, kThreads, smem1, s>>>(
-      N, D, H, scale, static_cast<const T*>(qkv), static_cast<const T*>(out), lse,
-      static_cast<const T*>(dout), static_cast<T*>(dqkv), dvec);
+  attn_bwd_dq_kernel<T, DH, VEC>
+      <<<grid, kThreads, smem1, s>>>(N, D, H, scale, static_cast<const T*>(qkv), static_cast<const T*>(out), lse,
+                                     static_cast<const T*>(dout), static_cast<T*>(dqkv), dvec);
   KAT_CUDA_CHECK_LAUNCH();
   const std::size_t smem2 = (std::size_t(2) * N * HD + 2 * N) * sizeof(float);
   set_smem(attn_bwd_dkv_kernel<T, DH, VEC>, smem2);
   attn_bwd_dkv_kernel<T, DH, VEC><<<grid, kThreads, smem2, s>>>(
-      N, D, H, scale, static_cast<const T*>(qkv), lse, static_cast<const T*>(dout), dvec,
-      static_cast<T*>(dqkv));
+      N, D, H, scale, static_cast<const T*>(qkv), lse, static_cast<const T*>(dout), dvec, static_cast<T*>(dqkv));
   KAT_CUDA_CHECK_LAUNCH();
 }
 
-
 bool g_force_simt = false;
 
-bool use_tc(DType st, int hd) {
-  return st == DType::BF16 && attention_mma_supported(hd) && !g_force_simt;
-}
+bool use_tc(DType st, int hd) { return st == DType::BF16 && attention_mma_supported(hd) && !g_force_simt; }
 
-#define KAT_ATTN_DISPATCH(HDV, CALL)                                       \
-  switch (HDV) {                                                           \
-    case 16: CALL(4); break;                                               \
-    case 24: CALL(6); break;                                               \
-    case 32: CALL(8); break;                                               \
-    case 40: CALL(10); break;                                              \
-    case 48: CALL(12); break;                                              \
-    case 56: CALL(14); break;                                              \
-    case 64: CALL(16); break;                                              \
-    default: KAT_CHECK(false, "attention: unsupported head dim ", HDV);   \
+#define KAT_ATTN_DISPATCH(HDV, CALL)                                    \
+  switch (HDV) {                                                        \
+    case 16: CALL(4); break;                                            \
+    case 24: CALL(6); break;                                            \
+    case 32: CALL(8); break;                                            \
+    case 40: CALL(10); break;                                           \
+    case 48: CALL(12); break;                                           \
+    case 56: CALL(14); break;                                           \
+    case 64: CALL(16); break;                                           \
+    default: KAT_CHECK(false, "attention: unsupported head dim ", HDV); \
   }
 
 }  // namespace
@@ -330,10 +322,10 @@ void attention_forward(const AttentionForwardArgs& a, cudaStream_t stream) {
     attention_mma_forward(B, N, D, H, qkv, out, lse, stream);
     return;
   }
-#define KAT_FWD(DH)                                                                                   \
-  if (st == DType::F32)                                                                             \
-    launch_fwd<float, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);                   \
-  else                                                                                                \
+#define KAT_FWD(DH)                                                                 \
+  if (st == DType::F32)                                                             \
+    launch_fwd<float, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); \
+  else                                                                              \
     launch_fwd<__nv_bfloat16, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
   KAT_ATTN_DISPATCH(hd, KAT_FWD)
 #undef KAT_FWD
@@ -365,10 +357,10 @@ void attention_backward(const AttentionBackwardArgs& a, cudaStream_t stream) {
     attention_mma_backward(B, N, D, H, qkv, out, lse, dout, dqkv, dvec, ds_buf, stream);
     return;
   }
-#define KAT_BWD(DH)                                                                                       \
-  if (st == DType::F32)                                                                                 \
-    launch_bwd<float, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);     \
-  else                                                                                                    \
+#define KAT_BWD(DH)                                                                                   \
+  if (st == DType::F32)                                                                               \
+    launch_bwd<float, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream); \
+  else                                                                                                \
     launch_bwd<__nv_bfloat16, DH>(B, int(N), int(D), int(H), scale, qkv, out, lse, dout, dqkv, dvec, stream);
   KAT_ATTN_DISPATCH(hd, KAT_BWD)
 #undef KAT_BWD

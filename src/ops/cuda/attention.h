@@ -29,10 +29,10 @@ void attention_check_shape(int64_t N, int64_t D, int64_t H);
 
 struct AttentionForwardArgs {
   int64_t B = 0, N = 0, D = 0, H = 0;
-  DType dtype = DType::F32;    // of qkv and out
-  const void* qkv = nullptr;   // (B, N, 3D)
-  void* out = nullptr;         // (B, N, D)
-  float* lse = nullptr;        // (B, H, N) fp32, saved for the backward
+  DType dtype = DType::F32;   // of qkv and out
+  const void* qkv = nullptr;  // (B, N, 3D)
+  void* out = nullptr;        // (B, N, D)
+  float* lse = nullptr;       // (B, H, N) fp32, saved for the backward
 };
 void attention_forward(const AttentionForwardArgs& a, cudaStream_t stream);
 
@@ -42,13 +42,13 @@ std::size_t attention_backward_workspace_bytes(int64_t B, int64_t N, int64_t H);
 // dqkv must not alias qkv, out or dout.
 struct AttentionBackwardArgs {
   int64_t B = 0, N = 0, D = 0, H = 0;
-  DType dtype = DType::F32;      // of qkv, out, dout, dqkv
-  const void* qkv = nullptr;     // (B, N, 3D), the forward's input
-  const void* out = nullptr;     // (B, N, D), the forward's output (used for Dv_i)
-  const float* lse = nullptr;    // (B, H, N), saved by the forward
-  const void* dout = nullptr;    // (B, N, D)
-  void* dqkv = nullptr;          // (B, N, 3D), overwritten
-  void* workspace = nullptr;     // attention_backward_workspace_bytes(B, N, H)
+  DType dtype = DType::F32;    // of qkv, out, dout, dqkv
+  const void* qkv = nullptr;   // (B, N, 3D), the forward's input
+  const void* out = nullptr;   // (B, N, D), the forward's output (used for Dv_i)
+  const float* lse = nullptr;  // (B, H, N), saved by the forward
+  const void* dout = nullptr;  // (B, N, D)
+  void* dqkv = nullptr;        // (B, N, 3D), overwritten
+  void* workspace = nullptr;   // attention_backward_workspace_bytes(B, N, H)
 };
 void attention_backward(const AttentionBackwardArgs& a, cudaStream_t stream);
 

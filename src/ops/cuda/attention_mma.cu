@@ -51,9 +51,7 @@ using mma::to_a;
 constexpr int kWarpsPerBlock = 8;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
-__host__ __device__ constexpr int pad16(int n) {
-  return (n + 15) / 16 * 16;
-}
+__host__ __device__ constexpr int pad16(int n) { return (n + 15) / 16 * 16; }
 template <int HD>
 __host__ __device__ constexpr int ld_smem() {
   return HD + 8;
@@ -62,8 +60,8 @@ __host__ __device__ constexpr int ld_smem() {
 // cp.async copies of rows [r_begin, r_end) of a strided bf16 matrix (HD columns) into shared
 // memory (ld HD + 8); rows >= n are zero-filled. Nothing waits here: see wait_chunk.
 template <int HD>
-__device__ __forceinline__ void stage_rows_async(const bf16* __restrict__ src, int64_t ld_row, int n,
-                                                 int r_begin, int r_end, bf16* dst) {
+__device__ __forceinline__ void stage_rows_async(const bf16* __restrict__ src, int64_t ld_row, int n, int r_begin,
+                                                 int r_end, bf16* dst) {
   constexpr int V = HD / 8;  // 16-byte chunks per row
   for (int idx = r_begin * V + threadIdx.x; idx < r_end * V; idx += blockDim.x) {
     const int r = idx / V, c = idx - r * V;
@@ -102,9 +100,7 @@ __device__ __forceinline__ void stage_two_async(const bf16* a, int64_t lda, cons
   }
 }
 
-__device__ __forceinline__ uint32_t ld32(const bf16* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
+__device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 // A fragments of rows [r0, r0 + 16) x cols [0, HD) of a row-major bf16 matrix in global memory;
 // rows >= n read as zero.
@@ -127,8 +123,8 @@ __device__ __forceinline__ void load_a_global(uint32_t (&a)[HD / 16][4], const b
 // acc (16 x 16 NS: tiles of 8 columns) = A (16 x HD) . R^T, R = 16 NS consecutive rows of a staged
 // smem matrix starting at R0; only the first nsub 16-row subtiles of R (the rest stay zero).
 template <int HD, int NS>
-__device__ __forceinline__ void mma_abt(float (&acc)[2 * NS][4], const uint32_t (&a)[HD / 16][4],
-                                        const bf16* R0, int nsub) {
+__device__ __forceinline__ void mma_abt(float (&acc)[2 * NS][4], const uint32_t (&a)[HD / 16][4], const bf16* R0,
+                                        int nsub) {
   constexpr int LD = ld_smem<HD>();
   const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
 #pragma unroll
@@ -202,8 +198,8 @@ __device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], float 
 // blockIdx.y) into dynamic shared memory (Ks, Vs: pad16(N) x (HD + 8) each), chunked cp.async (see
 // wait_chunk). Returns the (image, head) base pointer into qkv (its q columns; k at + D, v at + 2 D).
 template <int HD>
-__device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, int N, int D,
-                                                unsigned char* smem, bf16*& Ks, bf16*& Vs) {
+__device__ __forceinline__ const bf16* stage_kv(const bf16* __restrict__ qkv, int N, int D, unsigned char* smem,
+                                                bf16*& Ks, bf16*& Vs) {
   const int NP = pad16(N);
   Ks = reinterpret_cast<bf16*>(smem);
   Vs = Ks + NP * ld_smem<HD>();
@@ -365,7 +361,8 @@ __global__ void __launch_bounds__(32 * W, MINB)
     }
     {  // the A fragments of dS^T as they are: (key g / g + 8, queries 2t, 2t + 1 (+8))
       const int lane = threadIdx.x & 31, g = lane >> 2;
-      bf16* rowa = dst + (int64_t(blockIdx.z) * H + blockIdx.y) * int64_t(N) * NP + int64_t(r0 + g) * NP + c + 2 * t;
+      bf16* rowa =
+          dst + (int64_t(blockIdx.z) * H + blockIdx.y) * int64_t(N) * NP + int64_t(r0 + g) * NP + c + 2 * t;
       bf16* rowb = rowa + 8 * NP;
       const bool oka = r0 + g < N, okb = r0 + g + 8 < N;
 #pragma unroll
@@ -496,8 +493,8 @@ void launch_forward_w(int64_t B, int N, int D, int H, float scale, const void* q
   const auto [grid, threads] = row_blocks<W>(B, N, H);
   const std::size_t smem = two_operand_smem<HD>(N);
   set_smem(attn_fwd_mma_kernel<HD, W>, smem);
-  attn_fwd_mma_kernel<HD, W><<<grid, threads, smem, s>>>(
-      N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv), static_cast<bf16*>(out), lse);
+  attn_fwd_mma_kernel<HD, W><<<grid, threads, smem, s>>>(N, D, H, scale * kLog2e, static_cast<const bf16*>(qkv),
+                                                         static_cast<bf16*>(out), lse);
   KAT_CUDA_CHECK_LAUNCH();
 }
 
@@ -511,8 +508,8 @@ void launch_backward_w(int64_t B, int N, int D, int H, float scale, const void* 
   auto* dq = static_cast<bf16*>(dqkv);
   auto* dst = static_cast<bf16*>(ds_buf);
   const int64_t n_terms = B * N * H;
-  attn_bwd_dvec_kernel<HD><<<unsigned((n_terms + 255) / 256), 256, 0, s>>>(B * N, N, D, H,
-                                                                           static_cast<const bf16*>(out), g, dvec);
+  attn_bwd_dvec_kernel<HD>
+      <<<unsigned((n_terms + 255) / 256), 256, 0, s>>>(B * N, N, D, H, static_cast<const bf16*>(out), g, dvec);
   KAT_CUDA_CHECK_LAUNCH();
   const std::size_t smem2 = two_operand_smem<HD>(N) + std::size_t(2) * ((N + 63) / 64 * 64) * sizeof(float);
   const auto dkv_kernel = attn_bwd_dkv_mma_kernel<HD, W, DKV_NS, DKV_MINB>;
@@ -543,9 +540,7 @@ void launch_backward(int64_t B, int N, int D, int H, float scale, const void* qk
 
 }  // namespace
 
-bool attention_mma_supported(int64_t hd) {
-  return hd == 16 || hd == 32 || hd == 48 || hd == 64;
-}
+bool attention_mma_supported(int64_t hd) { return hd == 16 || hd == 32 || hd == 48 || hd == 64; }
 
 void attention_mma_forward(int64_t B, int64_t N, int64_t D, int64_t H, const void* qkv, void* out, float* lse,
                            cudaStream_t stream) {
@@ -555,18 +550,10 @@ void attention_mma_forward(int64_t B, int64_t N, int64_t D, int64_t H, const voi
             "attention: tensor-core path needs 16-byte rows");
   const float scale = 1.0f / std::sqrt(float(hd));
   switch (hd) {
-    case 16:
-      launch_forward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
-      break;
-    case 32:
-      launch_forward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
-      break;
-    case 48:
-      launch_forward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
-      break;
-    default:
-      launch_forward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream);
-      break;
+    case 16: launch_forward<16>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    case 32: launch_forward<32>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    case 48: launch_forward<48>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
+    default: launch_forward<64>(B, int(N), int(D), int(H), scale, qkv, out, lse, stream); break;
   }
 }
 

@@ -21,8 +21,8 @@ namespace {
 // Register-resident rows (team per row).
 template <DType S, int VEC, int TPR>
 __global__ void __launch_bounds__(block_threads<TPR>())
-    xent_kernel(int64_t B, int K, const void* logits, const float* __restrict__ target, float ls,
-                void* dlogits, float* __restrict__ row_loss) {
+    xent_kernel(int64_t B, int K, const void* logits, const float* __restrict__ target, float ls, void* dlogits,
+                float* __restrict__ row_loss) {
   constexpr int BT = block_threads<TPR>();
   constexpr int VPT = kFwdVPT;
   __shared__ float red[BT / 32];
@@ -79,8 +79,8 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 // Rows too wide for registers: one block of 1024 per row, three passes over global memory.
 template <DType S>
 __global__ void __launch_bounds__(kMaxTPR)
-    xent_loop_kernel(int64_t B, int K, const void* logits, const float* __restrict__ target,
-                     float ls, void* dlogits, float* __restrict__ row_loss) {
+    xent_loop_kernel(int64_t B, int K, const void* logits, const float* __restrict__ target, float ls,
+                     void* dlogits, float* __restrict__ row_loss) {
   __shared__ float red[kMaxTPR / 32];
   griddep_wait();
   griddep_launch_dependents();
@@ -148,8 +148,7 @@ void softmax_xent(const SoftmaxXentArgs& a, cudaStream_t stream) {
   if (B == 0) return;
   KAT_CHECK(B < (int64_t(1) << 31), where, ": B too large");
   KAT_CHECK(logits && target && row_loss, where, ": null pointer");
-  const bool vec = K % vec_width(st) == 0 && al16(logits) && al16(target) &&
-                   (dlogits == nullptr || al16(dlogits));
+  const bool vec = K % vec_width(st) == 0 && al16(logits) && al16(target) && (dlogits == nullptr || al16(dlogits));
   bool done = false;
   dispatch_dtype_vec(st, vec, [&](auto S, auto V) {
     constexpr DType s = decltype(S)::value;
@@ -160,21 +159,20 @@ void softmax_xent(const SoftmaxXentArgs& a, cudaStream_t stream) {
       constexpr int TPR = decltype(T)::value;
       constexpr int BT = block_threads<TPR>();
       const int64_t teams = BT / TPR;
-      launch(xent_kernel<s, VEC, TPR>, dim3(static_cast<unsigned>((B + teams - 1) / teams)), BT, 0,
-             stream, B, K, logits, target, label_smoothing, dlogits, row_loss);
+      launch(xent_kernel<s, VEC, TPR>, dim3(static_cast<unsigned>((B + teams - 1) / teams)), BT, 0, stream, B, K,
+             logits, target, label_smoothing, dlogits, row_loss);
     });
     done = true;
   });
   if (!done) {
     if (st == DType::F32)
-      launch(xent_loop_kernel<DType::F32>, dim3(static_cast<unsigned>(B)), kMaxTPR, 0, stream, B,
-             K, logits, target, label_smoothing, dlogits, row_loss);
+      launch(xent_loop_kernel<DType::F32>, dim3(static_cast<unsigned>(B)), kMaxTPR, 0, stream, B, K, logits,
+             target, label_smoothing, dlogits, row_loss);
     else
-      launch(xent_loop_kernel<DType::BF16>, dim3(static_cast<unsigned>(B)), kMaxTPR, 0, stream,
-             B, K, logits, target, label_smoothing, dlogits, row_loss);
+      launch(xent_loop_kernel<DType::BF16>, dim3(static_cast<unsigned>(B)), kMaxTPR, 0, stream, B, K, logits,
+             target, label_smoothing, dlogits, row_loss);
   }
-  if (loss)
-    launch(mean_kernel, dim3(1), kMaxTPR, 0, stream, B, static_cast<const float*>(row_loss), loss);
+  if (loss) launch(mean_kernel, dim3(1), kMaxTPR, 0, stream, B, static_cast<const float*>(row_loss), loss);
 }
 
 }  // namespace kat::cuda

@@ -18,8 +18,7 @@ struct SoftmaxXentArgs {
   float label_smoothing = 0;      // in [0, 1)
   void* dlogits = nullptr;        // (B, K) = (softmax(z) - t) / B, overwritten; may be null; may alias logits
   float* row_loss = nullptr;      // (B) fp32, required
-  float* loss =
-      nullptr;  // one fp32, the mean of the row losses summed in a fixed order in double; may be null
+  float* loss = nullptr;  // one fp32, the mean of the row losses summed in a fixed order in double; may be null
 };
 void softmax_xent(const SoftmaxXentArgs& a, cudaStream_t stream);
 

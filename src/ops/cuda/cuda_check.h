@@ -10,18 +10,16 @@
 #include <string>
 
 namespace kat::cuda::detail {
-[[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* expr, const char* file,
-                                          int line) {
-  throw std::runtime_error(std::string("CUDA error at ") + file + ":" + std::to_string(line) +
-                           ": " + expr + " -> " + cudaGetErrorName(err) + ": " +
-                           cudaGetErrorString(err));
+[[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int line) {
+  throw std::runtime_error(std::string("CUDA error at ") + file + ":" + std::to_string(line) + ": " + expr +
+                           " -> " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
 }
 }  // namespace kat::cuda::detail
 
-#define KAT_CUDA_CHECK(expr)                                                         \
-  do {                                                                               \
-    const cudaError_t kat_cuda_err_ = (expr);                                        \
-    if (kat_cuda_err_ != cudaSuccess)                                                \
+#define KAT_CUDA_CHECK(expr)                                                           \
+  do {                                                                                 \
+    const cudaError_t kat_cuda_err_ = (expr);                                          \
+    if (kat_cuda_err_ != cudaSuccess)                                                  \
       ::kat::cuda::detail::throw_cuda_error(kat_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 

@@ -33,8 +33,7 @@ constexpr int kEwUnroll = 2;  // vectors per thread (all loaded before use)
 
 // Elementwise over n values: vectors [0, n/VEC) by the grid, the tail (n % VEC) by block 0.
 template <DType S, int VEC, bool BWD>
-__global__ void __launch_bounds__(kThreads)
-    gelu_kernel(int64_t n, const void* x, const void* dy, void* out) {
+__global__ void __launch_bounds__(kThreads) gelu_kernel(int64_t n, const void* x, const void* dy, void* out) {
   griddep_wait();
   griddep_launch_dependents();
   const int64_t nvec = n / VEC;
@@ -86,8 +85,8 @@ __global__ void __launch_bounds__(kThreads)
 // grid.y walks the samples, grid.x the vectors of a sample. RESID: y = x + s f; else y = s x.
 template <DType S, int VEC, bool RESID>
 __global__ void __launch_bounds__(kThreads)
-    residual_kernel(int64_t B, int64_t per_sample, const void* x, const void* f,
-                    const float* __restrict__ scale, void* y) {
+    residual_kernel(int64_t B, int64_t per_sample, const void* x, const void* f, const float* __restrict__ scale,
+                    void* y) {
   griddep_wait();
   griddep_launch_dependents();
   const int64_t nvec = per_sample / VEC;
@@ -125,8 +124,7 @@ __global__ void __launch_bounds__(kThreads) divide_kernel(int64_t n, T* __restri
 // ==== GELU ==========================================================================================
 
 namespace {
-void gelu_launch(bool bwd, int64_t n, DType st, const void* x, const void* dy, void* out,
-                 cudaStream_t stream) {
+void gelu_launch(bool bwd, int64_t n, DType st, const void* x, const void* dy, void* out, cudaStream_t stream) {
   const char* where = bwd ? "gelu_backward (cuda)" : "gelu_forward (cuda)";
   check_dtype(st, where);
   kat::ops::check_elementwise_count(n, where);
@@ -141,11 +139,10 @@ void gelu_launch(bool bwd, int64_t n, DType st, const void* x, const void* dy, v
     const int64_t blocks = std::max<int64_t>(1, (nvec + per_block - 1) / per_block);
     KAT_CHECK(blocks < (int64_t(1) << 31), where, ": n too large");
     if (bwd)
-      launch(gelu_kernel<s, VEC, true>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream,
-             n, x, dy, out);
+      launch(gelu_kernel<s, VEC, true>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, x, dy, out);
     else
-      launch(gelu_kernel<s, VEC, false>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream,
-             n, x, static_cast<const void*>(nullptr), out);
+      launch(gelu_kernel<s, VEC, false>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, x,
+             static_cast<const void*>(nullptr), out);
   });
 }
 }  // namespace
@@ -153,16 +150,15 @@ void gelu_launch(bool bwd, int64_t n, DType st, const void* x, const void* dy, v
 void gelu_forward(int64_t n, DType st, const void* x, void* y, cudaStream_t stream) {
   gelu_launch(false, n, st, x, nullptr, y, stream);
 }
-void gelu_backward(int64_t n, DType st, const void* x, const void* dy, void* dx,
-                   cudaStream_t stream) {
+void gelu_backward(int64_t n, DType st, const void* x, const void* dy, void* dx, cudaStream_t stream) {
   gelu_launch(true, n, st, x, dy, dx, stream);
 }
 
 // ==== residual / scale_rows =========================================================================
 
 namespace {
-void residual_launch(bool resid, int64_t B, int64_t per_sample, DType st, const void* x,
-                     const void* f, const float* scale, void* y, cudaStream_t stream) {
+void residual_launch(bool resid, int64_t B, int64_t per_sample, DType st, const void* x, const void* f,
+                     const float* scale, void* y, cudaStream_t stream) {
   const char* where = resid ? "residual_add (cuda)" : "scale_rows (cuda)";
   check_dtype(st, where);
   kat::ops::check_rows_shape(B, per_sample, where);
@@ -185,12 +181,12 @@ void residual_launch(bool resid, int64_t B, int64_t per_sample, DType st, const 
 }
 }  // namespace
 
-void residual_add(int64_t B, int64_t per_sample, DType st, const void* x, const void* f,
-                  const float* scale, void* y, cudaStream_t stream) {
+void residual_add(int64_t B, int64_t per_sample, DType st, const void* x, const void* f, const float* scale,
+                  void* y, cudaStream_t stream) {
   residual_launch(true, B, per_sample, st, x, f, scale, y, stream);
 }
-void scale_rows(int64_t B, int64_t per_sample, DType st, const float* scale, const void* x,
-                void* y, cudaStream_t stream) {
+void scale_rows(int64_t B, int64_t per_sample, DType st, const float* scale, const void* x, void* y,
+                cudaStream_t stream) {
   residual_launch(false, B, per_sample, st, x, nullptr, scale, y, stream);
 }
 

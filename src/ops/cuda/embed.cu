@@ -100,9 +100,11 @@ void tokens_forward(const TokensForwardArgs& a, cudaStream_t stream) {
   const int64_t total = B * N * D;
   if (total == 0) return;
   if (st == DType::F32)
-    tokens_fwd_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const float*>(patches), cls, pos, static_cast<float*>(x));
+    tokens_fwd_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const float*>(patches), cls,
+                                                                  pos, static_cast<float*>(x));
   else
-    tokens_fwd_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const __nv_bfloat16*>(patches), cls, pos, static_cast<__nv_bfloat16*>(x));
+    tokens_fwd_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(
+        B, N, D, static_cast<const __nv_bfloat16*>(patches), cls, pos, static_cast<__nv_bfloat16*>(x));
   KAT_CUDA_CHECK_LAUNCH();
 }
 
@@ -116,9 +118,11 @@ void tokens_backward(const TokensBackwardArgs& a, cudaStream_t stream) {
   const int64_t total = N * D;
   if (total == 0 || B == 0) return;
   if (st == DType::F32)
-    tokens_bwd_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const float*>(dx), dcls, dpos, static_cast<float*>(dpatches));
+    tokens_bwd_kernel<float><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const float*>(dx), dcls,
+                                                                  dpos, static_cast<float*>(dpatches));
   else
-    tokens_bwd_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(B, N, D, static_cast<const __nv_bfloat16*>(dx), dcls, dpos, static_cast<__nv_bfloat16*>(dpatches));
+    tokens_bwd_kernel<__nv_bfloat16><<<grid_for(total), 256, 0, stream>>>(
+        B, N, D, static_cast<const __nv_bfloat16*>(dx), dcls, dpos, static_cast<__nv_bfloat16*>(dpatches));
   KAT_CUDA_CHECK_LAUNCH();
 }
 

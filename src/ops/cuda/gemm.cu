@@ -14,13 +14,12 @@
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/gemm.h"
 
-#define KAT_CUBLAS_CHECK(expr)                                                                \
-  do {                                                                                        \
-    const cublasStatus_t kat_st_ = (expr);                                                    \
-    if (kat_st_ != CUBLAS_STATUS_SUCCESS)                                                     \
-      throw std::runtime_error(std::string("cuBLASLt error at ") + __FILE__ + ":" +          \
-                               std::to_string(__LINE__) + ": " + #expr + " -> status " +      \
-                               std::to_string(static_cast<int>(kat_st_)));                    \
+#define KAT_CUBLAS_CHECK(expr)                                                                                 \
+  do {                                                                                                         \
+    const cublasStatus_t kat_st_ = (expr);                                                                     \
+    if (kat_st_ != CUBLAS_STATUS_SUCCESS)                                                                      \
+      throw std::runtime_error(std::string("cuBLASLt error at ") + __FILE__ + ":" + std::to_string(__LINE__) + \
+                               ": " + #expr + " -> status " + std::to_string(static_cast<int>(kat_st_)));      \
   } while (0)
 
 namespace kat::cuda {
@@ -43,11 +42,11 @@ struct Problem {
   cudaDataType_t ab_type, cd_type;
   int64_t lda, ldb, ldd;
   int bias_type;  // -1: no bias; else the cudaDataType_t of the epilogue's bias (length m)
-  bool beta1;  // accumulate into D
+  bool beta1;     // accumulate into D
   uint32_t al_a, al_b, al_d;
   auto key() const {
-    return std::make_tuple(m, n, k, ta, tb, int(ab_type), int(cd_type), lda, ldb, ldd, bias_type, beta1,
-                           al_a, al_b, al_d);
+    return std::make_tuple(m, n, k, ta, tb, int(ab_type), int(cd_type), lda, ldb, ldd, bias_type, beta1, al_a,
+                           al_b, al_d);
   }
 };
 
@@ -167,7 +166,8 @@ struct Gemm::Impl {
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
       const int32_t bt = p.bias_type;
-      KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+      KAT_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     }
     // Stored shapes: A is (m x k) or, transposed, (k x m); B is (k x n) or (n x k).
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.a, p.ab_type, p.ta ? p.k : p.m, p.ta ? p.m : p.k, p.lda));
@@ -177,20 +177,27 @@ struct Gemm::Impl {
       cublasLtMatmulPreference_t pref;
       KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
       const uint64_t wsb = ws_bytes;
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &p.al_a, sizeof(uint32_t)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &p.al_b, sizeof(uint32_t)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &p.al_d, sizeof(uint32_t)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &p.al_d, sizeof(uint32_t)));
+      KAT_CUBLAS_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
+      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                            &p.al_a, sizeof(uint32_t)));
+      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                            &p.al_b, sizeof(uint32_t)));
+      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                            &p.al_d, sizeof(uint32_t)));
+      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                            &p.al_d, sizeof(uint32_t)));
       if (attempt == 0) {
         // Deterministic reductions only: no in-place (atomic) split-K reduction.
         const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
                               CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
-        KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof(mask)));
+        KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                              &mask, sizeof(mask)));
       }
       cublasLtMatmulHeuristicResult_t res{};
       int returned = 0;
-      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, pl.desc, pl.a, pl.b, pl.d, pl.d, pref, 1, &res, &returned);
+      const cublasStatus_t st =
+          cublasLtMatmulAlgoGetHeuristic(handle, pl.desc, pl.a, pl.b, pl.d, pl.d, pref, 1, &res, &returned);
       cublasLtMatmulPreferenceDestroy(pref);
       if (st == CUBLAS_STATUS_SUCCESS && returned > 0 && res.state == CUBLAS_STATUS_SUCCESS) {
         pl.algo = res.algo;
@@ -205,10 +212,11 @@ struct Gemm::Impl {
     Plan& pl = plan(p);
     if (!pl.ok) return false;
     if (p.bias_type >= 0)
-      KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+      KAT_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     const float alpha = 1.f, beta = p.beta1 ? 1.f : 0.f;
-    KAT_CUBLAS_CHECK(cublasLtMatmul(handle, pl.desc, &alpha, A, pl.a, B, pl.b, &beta, D, pl.d, D, pl.d,
-                                    &pl.algo, workspace.data(), ws_bytes, s));
+    KAT_CUBLAS_CHECK(cublasLtMatmul(handle, pl.desc, &alpha, A, pl.a, B, pl.b, &beta, D, pl.d, D, pl.d, &pl.algo,
+                                    workspace.data(), ws_bytes, s));
     return true;
   }
 
@@ -230,8 +238,8 @@ Gemm::Gemm(std::size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
 }
 Gemm::~Gemm() = default;
 
-void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, const void* W,
-                   const float* b, void* y, cudaStream_t stream, const void* b_storage) {
+void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, const void* W, const float* b,
+                   void* y, cudaStream_t stream, const void* b_storage) {
   kat::ops::check_linear_shape(M, K, N, "Gemm::forward");
   if (M == 0) return;
   // fp32: the fp32 bias in the epilogue. bf16: the epilogue with an fp32 bias and bf16 output
@@ -247,8 +255,21 @@ void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, con
     bias_type = CUDA_R_16BF;
     bias_ptr = b_storage;
   }
-  Problem p{N, M, K, true, false, dtype(st), dtype(st), K, K, N, bias_type, false,
-            ptr_alignment(W), ptr_alignment(x), ptr_alignment(y)};
+  Problem p{N,
+            M,
+            K,
+            true,
+            false,
+            dtype(st),
+            dtype(st),
+            K,
+            K,
+            N,
+            bias_type,
+            false,
+            ptr_alignment(W),
+            ptr_alignment(x),
+            ptr_alignment(y)};
   if (impl_->run(p, W, x, y, bias_ptr, stream)) {
     if (b != nullptr && bias_type < 0) add_bias(M, N, st, y, b, stream);
     return;
@@ -259,21 +280,47 @@ void Gemm::forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, con
   add_bias(M, N, st, y, b, stream);
 }
 
-void Gemm::backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
-                         const void* W, void* dx, cudaStream_t stream) {
+void Gemm::backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* dy, const void* W, void* dx,
+                         cudaStream_t stream) {
   kat::ops::check_linear_shape(M, K, N, "Gemm::backward_data");
   if (M == 0) return;
-  const Problem p{K, M, N, false, false, dtype(st), dtype(st), K, N, K, -1, false,
-                  ptr_alignment(W), ptr_alignment(dy), ptr_alignment(dx)};
+  const Problem p{K,
+                  M,
+                  N,
+                  false,
+                  false,
+                  dtype(st),
+                  dtype(st),
+                  K,
+                  N,
+                  K,
+                  -1,
+                  false,
+                  ptr_alignment(W),
+                  ptr_alignment(dy),
+                  ptr_alignment(dx)};
   KAT_CHECK(impl_->run(p, W, dy, dx, nullptr, stream), "Gemm::backward_data: cuBLASLt found no algorithm");
 }
 
-void Gemm::backward_weight(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
-                           const void* x, float* dW, cudaStream_t stream) {
+void Gemm::backward_weight(int64_t M, int64_t K, int64_t N, DType st, const void* dy, const void* x, float* dW,
+                           cudaStream_t stream) {
   kat::ops::check_linear_shape(M, K, N, "Gemm::backward_weight");
   if (M == 0) return;
-  const Problem p{K, N, M, false, true, dtype(st), CUDA_R_32F, K, N, K, -1, true,
-                  ptr_alignment(x), ptr_alignment(dy), ptr_alignment(dW)};
+  const Problem p{K,
+                  N,
+                  M,
+                  false,
+                  true,
+                  dtype(st),
+                  CUDA_R_32F,
+                  K,
+                  N,
+                  K,
+                  -1,
+                  true,
+                  ptr_alignment(x),
+                  ptr_alignment(dy),
+                  ptr_alignment(dW)};
   KAT_CHECK(impl_->run(p, x, dy, dW, nullptr, stream), "Gemm::backward_weight: cuBLASLt found no algorithm");
 }
 
@@ -281,8 +328,8 @@ std::size_t column_sum_workspace_bytes(int64_t M, int64_t N) {
   return std::size_t(std::max<int64_t>(colsum_chunks(M), 1) * std::max<int64_t>(N, 1)) * sizeof(float);
 }
 
-void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db,
-                           void* workspace, cudaStream_t stream) {
+void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db, void* workspace,
+                           cudaStream_t stream) {
   kat::ops::check_column_sum_shape(M, N, "column_sum_accumulate");
   if (M == 0 || N == 0) return;
   const int64_t chunks = colsum_chunks(M);
@@ -290,8 +337,7 @@ void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float
   float* partial = static_cast<float*>(workspace);
   const dim3 block(kColLanes, kRowLanes);
   // 16-byte loads when every row start is 16-byte aligned.
-  const bool vec_ok =
-      (reinterpret_cast<uintptr_t>(dy) % 16 == 0) && (N * int64_t(dtype_size(st))) % 16 == 0;
+  const bool vec_ok = (reinterpret_cast<uintptr_t>(dy) % 16 == 0) && (N * int64_t(dtype_size(st))) % 16 == 0;
   auto grid1 = [&](int vec) {
     return dim3(unsigned((N + int64_t(kColLanes) * vec - 1) / (int64_t(kColLanes) * vec)), unsigned(chunks));
   };

@@ -38,14 +38,14 @@ class Gemm {
 
   // y = x W^T + b (b fp32, may be null). y must not alias x or W. b_storage: optional copy of b
   // in storage st (bf16 mode: used by the epilogue instead of the separate bias kernel).
-  void forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, const void* W,
-               const float* b, void* y, cudaStream_t stream, const void* b_storage = nullptr);
+  void forward(int64_t M, int64_t K, int64_t N, DType st, const void* x, const void* W, const float* b, void* y,
+               cudaStream_t stream, const void* b_storage = nullptr);
   // dx = dy W (overwritten).
-  void backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* dy, const void* W,
-                     void* dx, cudaStream_t stream);
+  void backward_data(int64_t M, int64_t K, int64_t N, DType st, const void* dy, const void* W, void* dx,
+                     cudaStream_t stream);
   // dW (fp32) += dy^T x.
-  void backward_weight(int64_t M, int64_t K, int64_t N, DType st, const void* dy,
-                       const void* x, float* dW, cudaStream_t stream);
+  void backward_weight(int64_t M, int64_t K, int64_t N, DType st, const void* dy, const void* x, float* dW,
+                       cudaStream_t stream);
 
   struct Impl;
 
@@ -57,8 +57,8 @@ class Gemm {
 std::size_t column_sum_workspace_bytes(int64_t M, int64_t N);
 // db (N, fp32) += sum over the M rows of dy (M, N, storage st). Fixed summation order that depends
 // only on (M, N): bitwise reproducible.
-void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db,
-                           void* workspace, cudaStream_t stream);
+void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db, void* workspace,
+                           cudaStream_t stream);
 
 // y (M, N, storage st) += b (N, fp32), in place (the fallback when the epilogue is unavailable).
 void add_bias(int64_t M, int64_t N, DType st, void* y, const float* b, cudaStream_t stream);

@@ -30,10 +30,10 @@
 
 #include "kat/core/error.h"
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/vec_io.cuh"
 #include "ops/cuda/gemm.h"  // column_sum_accumulate (dx_colsum outside the fused cases)
 #include "ops/cuda/grkan.h"
 #include "ops/cuda/launch.cuh"
+#include "ops/cuda/vec_io.cuh"
 
 namespace kat::cuda {
 using namespace detail;
@@ -52,8 +52,8 @@ using kat::ops::GrkanShape;
 constexpr int kThreads = 256;  // threads per block of the element kernels
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDeg = kat::ops::GrkanShape::kMaxDegree;  // the shared limit
-constexpr int kChunk = 128;    // partial-table columns per pass of the block reduction
-constexpr int kFwdUnroll = 2;  // row vectors in flight per thread and trip
+constexpr int kChunk = 128;                                // partial-table columns per pass of the block reduction
+constexpr int kFwdUnroll = 2;                              // row vectors in flight per thread and trip
 template <DType S>
 constexpr int kBwdUnroll = S == DType::BF16 ? 3 : 1;
 template <DType S>
@@ -80,11 +80,9 @@ __device__ __forceinline__ Raw<S, VEC> load_raw(const void* base, int64_t off) {
   if constexpr (S == DType::F32) {
     return __ldg(reinterpret_cast<const Raw<S, VEC>*>(static_cast<const float*>(base) + off));
   } else {
-    return __ldg(
-        reinterpret_cast<const Raw<S, VEC>*>(static_cast<const unsigned short*>(base) + off));
+    return __ldg(reinterpret_cast<const Raw<S, VEC>*>(static_cast<const unsigned short*>(base) + off));
   }
 }
-
 
 // 1/q for q >= 1: MUFU.RCP, within 1 ulp.
 __device__ __forceinline__ float rcp_approx(float q) {
@@ -98,8 +96,8 @@ __device__ __forceinline__ float rcp_approx(float q) {
 // unchanged for finite x.
 template <int M, int N>
 struct Coef {
-  float a[M + 1];  // a_k
-  float bb[N + 1]; // |b_{k+1}|  (bb[N] unused)
+  float a[M + 1];   // a_k
+  float bb[N + 1];  // |b_{k+1}|  (bb[N] unused)
 
   __device__ __forceinline__ void load(const float* ga, const float* gb, const Params& p, int g) {
     const int arow = p.an == 1 ? 0 : g;
@@ -288,10 +286,10 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
             cf.PdP(xv, P, Rd);
             cf.QS(av, Q, Sm);
             const float iq = rcp_approx(Q);
-            const float F = P * iq;                // P / Q
-            const float gq = gy[e] * iq;           // g / Q
-            const float sF = xv >= 0.f ? F : -F;   // sign(x) F, sign(0) = +1
-            o[e] = gq * fmaf(-Sm, sF, Rd);         // g (R Q - S P) / Q^2 = g/Q (R - S F)
+            const float F = P * iq;               // P / Q
+            const float gq = gy[e] * iq;          // g / Q
+            const float sF = xv >= 0.f ? F : -F;  // sign(x) F, sign(0) = +1
+            o[e] = gq * fmaf(-Sm, sF, Rd);        // g (R Q - S P) / Q^2 = g/Q (R - S F)
             if constexpr (CS) csum[e] += o[e];
             // Powers x^k by squaring; |x|^(2j) = x^(2j), |x|^(2j+1) = |x| x^(2j).
             constexpr int K = M > N ? M : N;
@@ -408,9 +406,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM<S>)
 constexpr int kStage2Threads = 1024;
 // Columns j >= ncoef (CS kernels): the dx column sums, added to dsum[j - ncoef].
 __global__ void __launch_bounds__(kStage2Threads)
-    grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na, int ncoef,
-                     const float* __restrict__ gb, float* __restrict__ da, float* __restrict__ db,
-                     float* __restrict__ dsum) {
+    grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na, int ncoef, const float* __restrict__ gb,
+                     float* __restrict__ da, float* __restrict__ db, float* __restrict__ dsum) {
   const int j = blockIdx.x;
   // Coefficient sign and the old da/db value: no kernel between stage 1 and this one writes them,
   // and stage 1 started only after everything before it completed, so they can be read before
@@ -528,8 +525,7 @@ int choose_vec(const GrkanShape& s, DType st, bool ptrs_aligned) {
 }
 
 template <DType S, int VEC, int M, int N>
-void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y,
-                cudaStream_t stream) {
+void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y, cudaStream_t stream) {
   static std::atomic<int> occ_cache[64] = {};
   const auto kernel = grkan_fwd_kernel<S, VEC, M, N>;
   const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, occ_cache);
@@ -538,8 +534,7 @@ void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float*
 }
 
 int bwd_max_blocks(DType st) {
-  return sm_count() *
-         (st == DType::BF16 ? kBwdBlocksPerSM<DType::BF16> : kBwdBlocksPerSM<DType::F32>);
+  return sm_count() * (st == DType::BF16 ? kBwdBlocksPerSM<DType::BF16> : kBwdBlocksPerSM<DType::F32>);
 }
 
 // dsum (the dx column sums) is fused into the kernel for the model's case (degrees (5, 4), 16-byte
@@ -555,18 +550,21 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
   const bool fused = kFusable && dsum != nullptr;
   if constexpr (kFusable) {
     if (fused)
-      launch(grkan_bwd_kernel<S, VEC, M, N, true>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b, partial, p);
+      launch(grkan_bwd_kernel<S, VEC, M, N, true>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b,
+             partial, p);
   }
-  if (!fused) launch(grkan_bwd_kernel<S, VEC, M, N, false>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b, partial, p);
-  launch(grkan_bwd_stage2, dim3(unsigned(p.ncols + (fused ? s.dim : 0))), kStage2Threads, 0, stream, static_cast<const float*>(partial),
-         pl.blocks, s.num_rows * (s.m + 1), p.ncols, b, da, db, dsum);
+  if (!fused)
+    launch(grkan_bwd_kernel<S, VEC, M, N, false>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b,
+           partial, p);
+  launch(grkan_bwd_stage2, dim3(unsigned(p.ncols + (fused ? s.dim : 0))), kStage2Threads, 0, stream,
+         static_cast<const float*>(partial), pl.blocks, s.num_rows * (s.m + 1), p.ncols, b, da, db, dsum);
   if (dsum != nullptr && !fused) column_sum_accumulate(s.rows, s.dim, S, dx, dsum, workspace, stream);
 }
 
 }  // namespace
 
-void grkan_forward(const GrkanShape& s, DType st, const void* x, const float* a, const float* b,
-                   void* y, cudaStream_t stream) {
+void grkan_forward(const GrkanShape& s, DType st, const void* x, const float* a, const float* b, void* y,
+                   cudaStream_t stream) {
   s.validate("grkan_forward (cuda)");
   if (s.rows == 0) return;
   KAT_CHECK(x && y && a && (b || s.n == 0), "grkan_forward (cuda): null device pointer");
@@ -616,10 +614,10 @@ void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream) {
   float *da = args.da, *db = args.db, *dx_colsum = args.dx_colsum;
   s.validate("grkan_backward (cuda)");
   if (s.rows == 0) return;
-  KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)),
-            "grkan_backward (cuda): null device pointer");
-  KAT_CHECK(workspace != nullptr, "grkan_backward (cuda): workspace is null (size it with "
-                                  "grkan_backward_workspace_bytes)");
+  KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)), "grkan_backward (cuda): null device pointer");
+  KAT_CHECK(workspace != nullptr,
+            "grkan_backward (cuda): workspace is null (size it with "
+            "grkan_backward_workspace_bytes)");
   KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 3u) == 0,
             "grkan_backward (cuda): workspace must be 4-byte aligned");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));

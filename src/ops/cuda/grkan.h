@@ -17,14 +17,14 @@
 #pragma once
 #include <cstddef>
 
-#include "ops/cuda/stream.h"
 #include "kat/ops/grkan.h"
+#include "ops/cuda/stream.h"
 
 namespace kat::cuda {
 
 // y = F(x).
-void grkan_forward(const kat::ops::GrkanShape& s, DType st, const void* x, const float* a,
-                   const float* b, void* y, cudaStream_t stream);
+void grkan_forward(const kat::ops::GrkanShape& s, DType st, const void* x, const float* a, const float* b, void* y,
+                   cudaStream_t stream);
 
 // Bytes of device workspace grkan_backward needs for this shape (any dtype, any alignment).
 // Depends on the current device's multiprocessor count. Scratch: its content does not matter.
@@ -37,16 +37,16 @@ std::size_t grkan_backward_workspace_bytes(const kat::ops::GrkanShape& s);
 // separate column-sum pass over the stored dx.
 struct GrkanBackwardArgs {
   kat::ops::GrkanShape shape;
-  DType dtype = DType::F32;      // of x, dy, dx
-  const void* x = nullptr;       // (rows, D), the forward's input
-  const void* dy = nullptr;      // (rows, D)
-  const float* a = nullptr;      // (An, m+1)
-  const float* b = nullptr;      // (G, n)
-  void* dx = nullptr;            // (rows, D), overwritten; may alias dy
-  float* da = nullptr;           // (An, m+1), +=
-  float* db = nullptr;           // (G, n), +=
-  void* workspace = nullptr;     // grkan_backward_workspace_bytes(shape)
-  float* dx_colsum = nullptr;    // (D), +=; optional
+  DType dtype = DType::F32;    // of x, dy, dx
+  const void* x = nullptr;     // (rows, D), the forward's input
+  const void* dy = nullptr;    // (rows, D)
+  const float* a = nullptr;    // (An, m+1)
+  const float* b = nullptr;    // (G, n)
+  void* dx = nullptr;          // (rows, D), overwritten; may alias dy
+  float* da = nullptr;         // (An, m+1), +=
+  float* db = nullptr;         // (G, n), +=
+  void* workspace = nullptr;   // grkan_backward_workspace_bytes(shape)
+  float* dx_colsum = nullptr;  // (D), +=; optional
 };
 void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream);
 
@@ -59,7 +59,6 @@ struct GrkanLaunchInfo {
   long long row_slots = 0;
   bool specialised = false;  // degrees (5, 4) kernel
 };
-GrkanLaunchInfo grkan_launch_info(const kat::ops::GrkanShape& s, DType st, bool backward,
-                                  bool aligned16);
+GrkanLaunchInfo grkan_launch_info(const kat::ops::GrkanShape& s, DType st, bool backward, bool aligned16);
 
 }  // namespace kat::cuda

@@ -40,8 +40,7 @@ inline int sm_count() {
 
 // Launch with programmatic stream serialization (see the top of this file).
 template <typename... KArgs, typename... Args>
-void launch(void (*kernel)(KArgs...), dim3 grid, int block, std::size_t smem, cudaStream_t stream,
-            Args... args) {
+void launch(void (*kernel)(KArgs...), dim3 grid, int block, std::size_t smem, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(static_cast<unsigned>(block));
@@ -56,18 +55,14 @@ void launch(void (*kernel)(KArgs...), dim3 grid, int block, std::size_t smem, cu
 }
 
 // Whether p is 16-byte aligned (the vector paths' requirement).
-inline bool al16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-}
+inline bool al16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 // Whether p is null or a-byte aligned (optional pointers).
 inline bool al(const void* p, uintptr_t a) {
   return p == nullptr || (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0;
 }
 
 // Elements of one 16-byte vector: 4 fp32 or 8 bf16.
-inline constexpr int vec_width(DType t) {
-  return t == DType::F32 ? 4 : 8;
-}
+inline constexpr int vec_width(DType t) { return t == DType::F32 ? 4 : 8; }
 
 inline void check_dtype(DType t, const char* where) {
   KAT_CHECK(t == DType::F32 || t == DType::BF16, where, ": unknown element type");

@@ -46,8 +46,7 @@ constexpr int bwd_min_blocks() {
 template <DType S, int VEC, int TPR>
 __global__ void __launch_bounds__(block_threads<TPR>())
     ln_fwd_kernel(int64_t rows, int C, float eps, const void* x, const float* __restrict__ gamma,
-                  const float* __restrict__ beta, void* y, float* __restrict__ mean,
-                  float* __restrict__ rstd) {
+                  const float* __restrict__ beta, void* y, float* __restrict__ mean, float* __restrict__ rstd) {
   constexpr int BT = block_threads<TPR>();
   constexpr int VPT = kFwdVPT;
   __shared__ float red[BT / 32];
@@ -105,10 +104,9 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 // ---- LayerNorm backward, stage 1 -----------------------------------------------------------------
 // Loads one row's vectors of x, dy, dx_acc and its statistics (zeros past the rows / the row).
 template <DType S, int VEC, int TPR, int VPT>
-__device__ __forceinline__ void ln_bwd_load(int64_t row, int64_t rows, int C, int lane,
-                                            const void* x, const void* dy, const void* dx_acc,
-                                            const float* mean, const float* rstd,
-                                            Raw<S, VEC> (&rx)[VPT], Raw<S, VEC> (&rg)[VPT],
+__device__ __forceinline__ void ln_bwd_load(int64_t row, int64_t rows, int C, int lane, const void* x,
+                                            const void* dy, const void* dx_acc, const float* mean,
+                                            const float* rstd, Raw<S, VEC> (&rx)[VPT], Raw<S, VEC> (&rg)[VPT],
                                             Raw<S, VEC> (&ra)[VPT], float& mu, float& rs) {
   const bool valid = row < rows;
   const int nvec = C / VEC;
@@ -131,8 +129,8 @@ __device__ __forceinline__ void ln_bwd_load(int64_t row, int64_t rows, int C, in
 template <DType S, int VEC, int TPR>
 __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
     ln_bwd_kernel(int64_t rows, int C, const void* x, const float* __restrict__ gamma,
-                  const float* __restrict__ mean, const float* __restrict__ rstd, const void* dy,
-                  void* dx_acc, float* __restrict__ partial) {
+                  const float* __restrict__ mean, const float* __restrict__ rstd, const void* dy, void* dx_acc,
+                  float* __restrict__ partial) {
   constexpr int BT = block_threads<TPR>();
   constexpr int TEAMS = BT / TPR;
   constexpr int VPT = kBwdVPT<VEC>;
@@ -243,8 +241,7 @@ __global__ void __launch_bounds__(block_threads<TPR>(), bwd_min_blocks<TPR>())
 
 // ---- LayerNorm backward, stage 2 -----------------------------------------------------------------
 __global__ void __launch_bounds__(kS2Warps * 32)
-    ln_bwd_stage2(const float* __restrict__ partial, int nblocks, int C, float* dgamma,
-                  float* dbeta) {
+    ln_bwd_stage2(const float* __restrict__ partial, int nblocks, int C, float* dgamma, float* dbeta) {
   __shared__ float sm[kS2Warps][33];
   griddep_wait();
   griddep_launch_dependents();
@@ -274,8 +271,7 @@ int64_t ln_bwd_blocks(int64_t rows, int tpr) {
   return std::min<int64_t>((rows + teams - 1) / teams, static_cast<int64_t>(sm_count()) * per_sm);
 }
 int64_t ln_bwd_max_blocks(int64_t rows) {
-  return std::min<int64_t>(rows,
-                           static_cast<int64_t>(sm_count()) * std::max(1, kBwdThreadsPerSM / kThreads));
+  return std::min<int64_t>(rows, static_cast<int64_t>(sm_count()) * std::max(1, kBwdThreadsPerSM / kThreads));
 }
 
 }  // namespace
@@ -286,7 +282,7 @@ void layernorm_forward(const LayerNormForwardArgs& a, cudaStream_t stream) {
   const int C = a.C;
   const float eps = a.eps;
   const DType st = a.dtype;
-  const void *x = a.x;
+  const void* x = a.x;
   void* y = a.y;
   const float *gamma = a.gamma, *beta = a.beta;
   float *mean = a.mean, *rstd = a.rstd;
@@ -310,8 +306,8 @@ void layernorm_forward(const LayerNormForwardArgs& a, cudaStream_t stream) {
         const int64_t teams = BT / TPR;
         const int64_t blocks = (rows + teams - 1) / teams;
         KAT_CHECK(blocks < (int64_t(1) << 31), where, ": too many rows");
-        launch(ln_fwd_kernel<s, VEC, TPR>, dim3(static_cast<unsigned>(blocks)), BT, 0, stream,
-               rows, C, eps, x, gamma, beta, y, mean, rstd);
+        launch(ln_fwd_kernel<s, VEC, TPR>, dim3(static_cast<unsigned>(blocks)), BT, 0, stream, rows, C, eps, x,
+               gamma, beta, y, mean, rstd);
       }
     });
   });
@@ -322,8 +318,7 @@ std::size_t layernorm_backward_workspace_bytes(int64_t rows, int C) {
   kat::ops::check_layernorm_shape(rows, C, where);
   KAT_CHECK(C <= kLnMaxC, where, ": C must be in [1, ", kLnMaxC, "], got ", C);
   if (rows == 0) return 0;
-  return static_cast<std::size_t>(ln_bwd_max_blocks(rows)) * 2 * static_cast<std::size_t>(C) *
-         sizeof(float);
+  return static_cast<std::size_t>(ln_bwd_max_blocks(rows)) * 2 * static_cast<std::size_t>(C) * sizeof(float);
 }
 
 void layernorm_backward(const LayerNormBackwardArgs& a, cudaStream_t stream) {
@@ -340,8 +335,7 @@ void layernorm_backward(const LayerNormBackwardArgs& a, cudaStream_t stream) {
   KAT_CHECK(C <= kLnMaxC, where, ": C must be in [1, ", kLnMaxC, "], got ", C);
   if (rows == 0) return;
   KAT_CHECK(x && gamma && mean && rstd && dy && dx_acc && dgamma && dbeta, where, ": null pointer");
-  KAT_CHECK(workspace != nullptr, where,
-            ": workspace is null (size it with layernorm_backward_workspace_bytes)");
+  KAT_CHECK(workspace != nullptr, where, ": workspace is null (size it with layernorm_backward_workspace_bytes)");
   KAT_CHECK(al(workspace, 4), where, ": workspace must be 4-byte aligned");
   const bool vec = C % vec_width(st) == 0 && al16(x) && al16(dy) && al16(dx_acc) && al16(gamma);
   float* partial = static_cast<float*>(workspace);
@@ -360,8 +354,8 @@ void layernorm_backward(const LayerNormBackwardArgs& a, cudaStream_t stream) {
         blocks = ln_bwd_blocks(rows, TPR);
         KAT_ASSERT(blocks <= ln_bwd_max_blocks(rows));
         const size_t smem = BT / TPR > 1 ? 2 * static_cast<size_t>(C) * sizeof(float) : 0;
-        launch(ln_bwd_kernel<s, VEC, TPR>, dim3(static_cast<unsigned>(blocks)), BT, smem, stream,
-               rows, C, x, gamma, mean, rstd, dy, dx_acc, partial);
+        launch(ln_bwd_kernel<s, VEC, TPR>, dim3(static_cast<unsigned>(blocks)), BT, smem, stream, rows, C, x,
+               gamma, mean, rstd, dy, dx_acc, partial);
       }
     });
   });

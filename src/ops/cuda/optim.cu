@@ -51,8 +51,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // factor = max_norm / (norm + 1e-6) when 0 < max_norm < norm, else 1 (torch.nn.utils.clip_grad_norm_).
 __global__ void __launch_bounds__(kThreads)
-    clip_factor_kernel(int nparts, const double* __restrict__ partials, double max_norm,
-                       double* __restrict__ norm, float* __restrict__ factor) {
+    clip_factor_kernel(int nparts, const double* __restrict__ partials, double max_norm, double* __restrict__ norm,
+                       float* __restrict__ factor) {
   __shared__ double sh[kThreads];
   double s = 0;
   for (int i = threadIdx.x; i < nparts; i += kThreads) s += partials[i];
@@ -74,8 +74,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- AdamW / EMA ---------------------------------------------------------------------------------
 // Explicitly rounded operations (no FMA contraction), in kat::AdamW::step's order.
-__device__ __forceinline__ float adamw_elem(const AdamWScalars& s, float p, float g, float& m,
-                                            float& v, bool decay) {
+__device__ __forceinline__ float adamw_elem(const AdamWScalars& s, float p, float g, float& m, float& v,
+                                            bool decay) {
   if (decay) p = __fsub_rn(p, __fmul_rn(s.wd, p));
   m = __fadd_rn(__fmul_rn(s.b1, m), __fmul_rn(s.one_m_b1, g));
   v = __fadd_rn(__fmul_rn(s.b2, v), __fmul_rn(__fmul_rn(s.one_m_b2, g), g));
@@ -85,8 +85,8 @@ __device__ __forceinline__ float adamw_elem(const AdamWScalars& s, float p, floa
 
 template <int VEC>
 __global__ void __launch_bounds__(kThreads)
-    adamw_kernel(int64_t n, AdamWScalars s, float* p, const float* __restrict__ g, float* m,
-                 float* v, const uint8_t* __restrict__ mask, unsigned short* pbf) {
+    adamw_kernel(int64_t n, AdamWScalars s, float* p, const float* __restrict__ g, float* m, float* v,
+                 const uint8_t* __restrict__ mask, unsigned short* pbf) {
   griddep_wait();
   griddep_launch_dependents();
   const int64_t nvec = n / VEC;
@@ -106,8 +106,7 @@ __global__ void __launch_bounds__(kThreads)
       reinterpret_cast<float4*>(p)[i] = pv;
       reinterpret_cast<float4*>(m)[i] = mv;
       reinterpret_cast<float4*>(v)[i] = vv;
-      if (pbf)
-        reinterpret_cast<uint2*>(pbf)[i] = make_uint2(pack_bf16x2(pv.x, pv.y), pack_bf16x2(pv.z, pv.w));
+      if (pbf) reinterpret_cast<uint2*>(pbf)[i] = make_uint2(pack_bf16x2(pv.x, pv.y), pack_bf16x2(pv.z, pv.w));
     }
   }
   // Scalars: every element (VEC == 1) or the tail (block 0).
@@ -189,17 +188,16 @@ void adamw_step(const AdamWStepArgs& a, cudaStream_t stream) {
   kat::ops::check_optim_count(n, where);
   if (n == 0) return;
   KAT_CHECK(params && grads && m && v, where, ": null pointer");
-  const bool vec = al16(params) && al16(grads) && al16(m) && al16(v) && al(decay_mask, 4) &&
-                   al(params_bf16, 8);
+  const bool vec = al16(params) && al16(grads) && al16(m) && al16(v) && al(decay_mask, 4) && al(params_bf16, 8);
   auto* pbf = static_cast<unsigned short*>(params_bf16);
   if (vec) {
     const int64_t blocks = std::max<int64_t>(1, (n / 4 + kThreads - 1) / kThreads);
-    launch(adamw_kernel<4>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, s, params,
-           grads, m, v, decay_mask, pbf);
+    launch(adamw_kernel<4>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, s, params, grads, m, v,
+           decay_mask, pbf);
   } else {
     const int64_t blocks = (n + kThreads - 1) / kThreads;
-    launch(adamw_kernel<1>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, s, params,
-           grads, m, v, decay_mask, pbf);
+    launch(adamw_kernel<1>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, s, params, grads, m, v,
+           decay_mask, pbf);
   }
 }
 
@@ -211,11 +209,10 @@ void ema_update(int64_t n, float* ema, const float* params, double decay, cudaSt
   const float d = float(decay), r = float(1.0 - decay);
   if (al16(ema) && al16(params)) {
     const int64_t blocks = std::max<int64_t>(1, (n / 4 + kThreads - 1) / kThreads);
-    launch(ema_kernel<4>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, d, r, ema,
-           params);
+    launch(ema_kernel<4>, dim3(static_cast<unsigned>(blocks)), kThreads, 0, stream, n, d, r, ema, params);
   } else {
-    launch(ema_kernel<1>, dim3(static_cast<unsigned>((n + kThreads - 1) / kThreads)), kThreads, 0,
-           stream, n, d, r, ema, params);
+    launch(ema_kernel<1>, dim3(static_cast<unsigned>((n + kThreads - 1) / kThreads)), kThreads, 0, stream, n, d, r,
+           ema, params);
   }
 }
 

@@ -120,8 +120,8 @@ __device__ __forceinline__ TeamRow team_row(int64_t rows, int C, int vec) {
 // Register-resident row of a team-per-row kernel: vectors lane, lane + TPR, ... of the row at
 // `base` (zeros past the row's nvec vectors and for invalid rows).
 template <DType S, int VEC, int TPR, int VPT>
-__device__ __forceinline__ void load_team_row(Raw<S, VEC> (&raw)[VPT], const void* src, int64_t base,
-                                              int lane, int nvec, bool valid) {
+__device__ __forceinline__ void load_team_row(Raw<S, VEC> (&raw)[VPT], const void* src, int64_t base, int lane,
+                                              int nvec, bool valid) {
 #pragma unroll
   for (int k = 0; k < VPT; ++k) {
     raw[k] = Raw<S, VEC>{};
@@ -170,35 +170,16 @@ inline int choose_tpr(int64_t nvec, int vpt) {
 template <typename Fn>
 void dispatch_tpr(int tpr, Fn&& fn) {
   switch (tpr) {
-    case 4:
-      fn(std::integral_constant<int, 4>{});
-      break;
-    case 8:
-      fn(std::integral_constant<int, 8>{});
-      break;
-    case 16:
-      fn(std::integral_constant<int, 16>{});
-      break;
-    case 32:
-      fn(std::integral_constant<int, 32>{});
-      break;
-    case 64:
-      fn(std::integral_constant<int, 64>{});
-      break;
-    case 128:
-      fn(std::integral_constant<int, 128>{});
-      break;
-    case 256:
-      fn(std::integral_constant<int, 256>{});
-      break;
-    case 512:
-      fn(std::integral_constant<int, 512>{});
-      break;
-    case 1024:
-      fn(std::integral_constant<int, 1024>{});
-      break;
-    default:
-      KAT_ASSERT(false);
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 8: fn(std::integral_constant<int, 8>{}); break;
+    case 16: fn(std::integral_constant<int, 16>{}); break;
+    case 32: fn(std::integral_constant<int, 32>{}); break;
+    case 64: fn(std::integral_constant<int, 64>{}); break;
+    case 128: fn(std::integral_constant<int, 128>{}); break;
+    case 256: fn(std::integral_constant<int, 256>{}); break;
+    case 512: fn(std::integral_constant<int, 512>{}); break;
+    case 1024: fn(std::integral_constant<int, 1024>{}); break;
+    default: KAT_ASSERT(false);
   }
 }
 

@@ -41,31 +41,31 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ unsigned short to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
 
 // Scalar element access in fp32 for either storage type (round to nearest even on store).
-__device__ __forceinline__ float ld_f(const float* p) {
-  return *p;
-}
-__device__ __forceinline__ float ld_f(const __nv_bfloat16* p) {
-  return __bfloat162float(*p);
-}
-__device__ __forceinline__ void st_f(float* p, float v) {
-  *p = v;
-}
-__device__ __forceinline__ void st_f(__nv_bfloat16* p, float v) {
-  *p = __float2bfloat16_rn(v);
-}
+__device__ __forceinline__ float ld_f(const float* p) { return *p; }
+__device__ __forceinline__ float ld_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st_f(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // Raw 16-byte (or scalar) vector as loaded; unpacked to fp32 right before use, so that prefetched
 // vectors cost 4 registers each, not 8.
 template <DType S, int VEC>
 struct RawT;
 template <>
-struct RawT<DType::F32, 4> { using type = float4; };
+struct RawT<DType::F32, 4> {
+  using type = float4;
+};
 template <>
-struct RawT<DType::F32, 1> { using type = float; };
+struct RawT<DType::F32, 1> {
+  using type = float;
+};
 template <>
-struct RawT<DType::BF16, 8> { using type = uint4; };
+struct RawT<DType::BF16, 8> {
+  using type = uint4;
+};
 template <>
-struct RawT<DType::BF16, 1> { using type = unsigned short; };
+struct RawT<DType::BF16, 1> {
+  using type = unsigned short;
+};
 template <DType S, int VEC>
 using Raw = typename RawT<S, VEC>::type;
 

@@ -37,8 +37,7 @@ class AttentionCase : public OpInstance {
     auto qkv = randn_mt(B * N * 3 * D, g), dout = randn_mt(B * N * D, g);
     kat_gpu_test::upload_rounded(qkv_.p, qkv, st);
     kat_gpu_test::upload_rounded(dout_.p, dout, st);
-    std::vector<double> qd = to_d(qkv), gd = to_d(dout), out(B * N * D), probs(B * H * N * N),
-                        dqkv(qkv.size());
+    std::vector<double> qd = to_d(qkv), gd = to_d(dout), out(B * N * D), probs(B * H * N * N), dqkv(qkv.size());
     kat::ops::attention_forward<double>(B, N, D, H, qd.data(), out.data(), probs.data());
     kat::ops::attention_backward<double>(B, N, D, H, qd.data(), probs.data(), gd.data(), dqkv.data());
     Tolerance tol;
@@ -69,15 +68,9 @@ class AttentionCase : public OpInstance {
   void reset() override {}
   void run(cudaStream_t s) override {
     kat::cuda::attention_force_simt(simt_);
-    kat::cuda::attention_forward({.B = B_,
-                                  .N = N_,
-                                  .D = D_,
-                                  .H = H_,
-                                  .dtype = st_,
-                                  .qkv = qkv_.p,
-                                  .out = out_.p,
-                                  .lse = lse_.as<float>()},
-                                 s);
+    kat::cuda::attention_forward(
+        {.B = B_, .N = N_, .D = D_, .H = H_, .dtype = st_, .qkv = qkv_.p, .out = out_.p, .lse = lse_.as<float>()},
+        s);
     kat::cuda::attention_backward({.B = B_,
                                    .N = N_,
                                    .D = D_,

@@ -72,11 +72,10 @@ class XentCase : public OpInstance {
       o.tol.reason = "dlogits is null";
       outputs.push_back(std::move(o));
     } else {
-      outputs.push_back(small_op_output("dlogits", mode == XentOut::AliasLogits ? z_t_.ptr() : dz_t_.ptr(),
-                                        st, std::move(dzd), dzf));
+      outputs.push_back(small_op_output("dlogits", mode == XentOut::AliasLogits ? z_t_.ptr() : dz_t_.ptr(), st,
+                                        std::move(dzd), dzf));
     }
-    bytes =
-        double(N_) * (kat::dtype_size(st) * (mode == XentOut::Null ? 1 : 2) + 4);  // logits, dlogits, target
+    bytes = double(N_) * (kat::dtype_size(st) * (mode == XentOut::Null ? 1 : 2) + 4);  // logits, dlogits, target
   }
   void reset() override { z_t_.upload(z_); }  // dlogits may overwrite the logits
   void run(cudaStream_t s) override {

@@ -57,8 +57,7 @@ class GeluCase : public OpInstance {
 // same inputs; reference composed of the CPU ops as the CPU model does: y = x + scale_rows(f).
 class ResidualCase : public OpInstance {
  public:
-  ResidualCase(uint64_t seed, int64_t B, int64_t per, DType st, bool in_place, bool null_scale,
-               size_t misalign)
+  ResidualCase(uint64_t seed, int64_t B, int64_t per, DType st, bool in_place, bool null_scale, size_t misalign)
       : B_(B),
         per_(per),
         st_(st),
@@ -172,8 +171,8 @@ inline std::vector<OpCase> elementwise_cases() {
     c.make = [=](uint64_t seed) { return std::make_unique<GeluCase>(seed, n, st, misalign, alias); };
     v.push_back(std::move(c));
   };
-  auto resid = [&](int64_t B, int64_t per, DType st, bool in_place = false, bool null_scale = false,
-                   size_t misalign = 0) {
+  auto resid =
+      [&](int64_t B, int64_t per, DType st, bool in_place = false, bool null_scale = false, size_t misalign = 0) {
     OpCase c;
     c.family = "elementwise";
     c.name = "residual/scale_rows B " + std::to_string(B) + " per_sample " + std::to_string(per) + " " +

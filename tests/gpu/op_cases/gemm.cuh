@@ -57,8 +57,7 @@ class GemmCase : public OpInstance {
     std::vector<double> xd = to_d(x), Wd = to_d(W), bd = to_d(b), dyd = to_d(dy), bqd = to_d(bq);
     std::vector<double> y(M * N), dx(M * K), dW = to_d(dW0_), db = to_d(db0_), y2(M * N);
     kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bd.data(), y.data());
-    kat::ops::linear_backward<double>(M, K, N, xd.data(), Wd.data(), dyd.data(), dx.data(), dW.data(),
-                                      db.data());
+    kat::ops::linear_backward<double>(M, K, N, xd.data(), Wd.data(), dyd.data(), dx.data(), dW.data(), db.data());
     kat::ops::linear_forward<double>(M, K, N, xd.data(), Wd.data(), bqd.data(), y2.data());
     Tolerance t_out, t_acc;
     t_out.norm = st == DType::F32 ? 1e-5 : 8e-3;
@@ -116,8 +115,8 @@ inline std::vector<OpCase> gemm_cases() {
       const int64_t M = sh[0], K = sh[1], N = sh[2];
       OpCase c;
       c.family = "gemm";
-      c.name = "(M,K,N) = (" + std::to_string(M) + "," + std::to_string(K) + "," + std::to_string(N) + ") " +
-               dname(st);
+      c.name =
+          "(M,K,N) = (" + std::to_string(M) + "," + std::to_string(K) + "," + std::to_string(N) + ") " + dname(st);
       c.elements = size_t(std::max({M * K, N * K, M * N}));
       c.make = [=](uint64_t seed) { return std::make_unique<GemmCase>(seed, st, M, K, N); };
       v.push_back(std::move(c));

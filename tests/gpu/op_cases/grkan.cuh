@@ -111,8 +111,8 @@ class GrkanCase : public OpInstance {
     for (size_t i = 0; i < a.size(); ++i) da_init_[i] = 0.5f * da0[(i + 1) % a.size()] + 0.25f;
     for (size_t i = 0; i < b.size(); ++i) db_init_[i] = 0.5f * db0[(i + 1) % b.size()] - 0.25f;
     std::vector<float> da_ref = da_init_, db_ref = db_init_, dx_tmp(N_);
-    kat::ops::grkan_backward<float>(s_, x.data(), dy_.data(), a.data(), b.data(), dx_tmp.data(),
-                                    da_ref.data(), db_ref.data());
+    kat::ops::grkan_backward<float>(s_, x.data(), dy_.data(), a.data(), b.data(), dx_tmp.data(), da_ref.data(),
+                                    db_ref.data());
     // dx column sums accumulated onto a non-zero start; scale = sum |dx| per column.
     cs_init_.resize(size_t(c.dim));
     std::vector<double> cs_ref(cs_init_.size()), cs_scale(cs_init_.size(), 0.0);
@@ -141,8 +141,7 @@ class GrkanCase : public OpInstance {
     Tolerance tc;
     tc.norm = 1e-4;
     tc.reason = "coefficient sums of up to millions of fp32 terms, ~1e-6; 1e-4 catches a lost block";
-    auto add = [&](const char* name, void* dev, DType t, const std::vector<float>& ref,
-                   const Tolerance& tol) {
+    auto add = [&](const char* name, void* dev, DType t, const std::vector<float>& ref, const Tolerance& tol) {
       Output o;
       o.name = name;
       o.dev = dev;
@@ -225,10 +224,9 @@ inline std::vector<OpCase> grkan_cases() {
   auto add = [&](const GrkanCaseSpec& c) {
     OpCase oc;
     oc.family = "grkan";
-    oc.name = "rows " + std::to_string(c.rows) + " D " + std::to_string(c.dim) + " G " +
-              std::to_string(c.groups) + " An " + std::to_string(c.num_rows) + " deg (" +
-              std::to_string(c.m) + "," + std::to_string(c.n) + ") " + dname(c.st) +
-              (c.misalign ? " misaligned" : "") + (c.alias_dx_dy ? " dx=dy" : "");
+    oc.name = "rows " + std::to_string(c.rows) + " D " + std::to_string(c.dim) + " G " + std::to_string(c.groups) +
+              " An " + std::to_string(c.num_rows) + " deg (" + std::to_string(c.m) + "," + std::to_string(c.n) +
+              ") " + dname(c.st) + (c.misalign ? " misaligned" : "") + (c.alias_dx_dy ? " dx=dy" : "");
     oc.elements = size_t(c.rows) * c.dim;
     oc.make = [=](uint64_t seed) { return std::make_unique<GrkanCase>(seed, c); };
     v.push_back(std::move(oc));

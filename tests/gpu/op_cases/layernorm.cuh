@@ -61,8 +61,8 @@ class LayerNormCase : public OpInstance {
     std::vector<float> yf(N_), mf(rows), rf(rows), dxf = dx0_, dgf = dg0_, dbf = db0_;
     kat::ops::layernorm_forward<float>(rows, C, kLnEps, x.data(), g.data(), b.data(), yf.data(), mf.data(),
                                        rf.data());
-    kat::ops::layernorm_backward<float>(rows, C, x.data(), g.data(), mf.data(), rf.data(), dy.data(),
-                                        dxf.data(), dgf.data(), dbf.data());
+    kat::ops::layernorm_backward<float>(rows, C, x.data(), g.data(), mf.data(), rf.data(), dy.data(), dxf.data(),
+                                        dgf.data(), dbf.data());
     x_t_.upload(x);
     dy_t_.upload(dy);
     upload_f32(gam_.p, g);
@@ -119,8 +119,7 @@ class LayerNormCase : public OpInstance {
   std::vector<float> dx0_, dg0_, db0_;
 };
 
-inline void add_layernorm_case(std::vector<OpCase>& cases, int64_t rows, int C, DType st,
-                               size_t misalign = 0) {
+inline void add_layernorm_case(std::vector<OpCase>& cases, int64_t rows, int C, DType st, size_t misalign = 0) {
   OpCase c;
   c.family = "layernorm";
   c.name = "rows " + std::to_string(rows) + " C " + std::to_string(C) + " " + dname(st) +

@@ -204,9 +204,7 @@ inline std::vector<OpCase> optim_cases() {
     c.name = "adamw+ema n " + std::to_string(n) + (with_bf16 ? " +bf16 copy" : "") +
              (no_decay ? " mask=null" : "") + (misalign ? " misaligned" : "");
     c.elements = size_t(n);
-    c.make = [=](uint64_t seed) {
-      return std::make_unique<AdamWEmaCase>(seed, n, with_bf16, no_decay, misalign);
-    };
+    c.make = [=](uint64_t seed) { return std::make_unique<AdamWEmaCase>(seed, n, with_bf16, no_decay, misalign); };
     v.push_back(std::move(c));
   };
   add(3, true);
