@@ -25,8 +25,9 @@ struct CmdResult {
   std::string out;
 };
 
-CmdResult run(const std::string& args) {
-  const std::string cmd = std::string(KAT_BINARY) + " " + args + " 2>&1";
+// env: "NAME=value ..." set for this command only.
+CmdResult run(const std::string& args, const std::string& env = "") {
+  const std::string cmd = (env.empty() ? "" : "env " + env + " ") + std::string(KAT_BINARY) + " " + args + " 2>&1";
   CmdResult r{-1, ""};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -56,6 +57,28 @@ TEST(Cli, HelpAndInfo) {
   EXPECT_NE(r.out.find("5718328"), std::string::npos) << r.out;  // kat_tiny parameter count
   r = run("train --epochs");
   EXPECT_NE(r.code, 0);
+}
+
+// Under torchrun / srun with several processes, kat train and kat bench refuse (each process would
+// train the whole model on one GPU and write the same run directory) and say what to do instead.
+TEST(Cli, RefusesMultiProcessLaunchWithAdvice) {
+  const std::string out = tmpdir("kat_cli_multiproc");
+  CmdResult r = run("train --epochs 1 --max-steps 1 --out " + out + " --no-progress",
+                    "RANK=1 WORLD_SIZE=2 MASTER_ADDR=localhost");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("rank 1 of 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--device cuda:0,1"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out + "/metrics.jsonl"));
+  r = run("bench train -m kat_micro_patch4_28 -b 2 --iters 1",
+          "SLURM_PROCID=0 SLURM_NTASKS=4 SLURM_JOB_NODELIST=gpu[1-2]");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("rank 0 of 4"), std::string::npos) << r.out;
+  r = run("train --epochs 1", "RANK=x WORLD_SIZE=2");  // a malformed variable is named
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("RANK='x'"), std::string::npos) << r.out;
+  // One process under a launcher is an ordinary run.
+  r = run("bench train -m kat_micro_patch4_28 -b 2 --iters 1", "RANK=0 WORLD_SIZE=1");
+  EXPECT_EQ(r.code, 0) << r.out;
 }
 
 TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {

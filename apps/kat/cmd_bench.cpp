@@ -76,6 +76,7 @@ void register_bench(CLI::App& app) {
   registry().push_back({sub,
                         [o] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
+    refuse_multi_process_launch("bench");
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
     KatModel m(cfg);

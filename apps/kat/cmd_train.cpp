@@ -106,6 +106,7 @@ void register_train(CLI::App& app) {
   registry().push_back({sub,
                         [c, resume, no_progress] {
     c->progress = !*no_progress;
+    refuse_multi_process_launch("train");
     c->devices = parse_devices(c->device);  // a malformed --device is an error before any data is read
     install_sigint_handler();
     const TrainResult r = train(*c, *resume);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/launch_env.h"
 #include "kat/core/error.h"
 
 namespace kat::cli {
@@ -44,6 +45,21 @@ inline std::vector<int> parse_devices(const std::string& d) {
     pos = end + 1;
   }
   return out;
+}
+
+// Started as one of several processes by torchrun or srun (WORLD_SIZE / SLURM_NTASKS > 1)? Every
+// process would train the whole model on the same GPU and write the same run directory, so refuse
+// with what to do instead until one-process-per-GPU jobs exist (issue #14). A single process (no
+// launcher, or a launcher with one process) goes on. Malformed launcher variables are errors
+// naming the variable.
+inline void refuse_multi_process_launch(const char* command, const dist::EnvLookup& env = dist::process_env()) {
+  const dist::LaunchEnv e = dist::read_launch_env(env);
+  KAT_CHECK(!e.distributed(), command, ": started as ", e.describe(),
+            ", but kat does not run one process per GPU yet. Start one process and give it all the GPUs of "
+            "the node instead: `kat ",
+            command,
+            " --device cuda:0,1,...` (data parallel over NCCL); jobs "
+            "across several nodes are not supported yet.");
 }
 
 }  // namespace kat::cli
