@@ -17,16 +17,29 @@
 
 namespace kat::cuda {
 
-template <class T>
-class DeviceBuffer {
+// Where an owned array lives: how to allocate and free it, and whether the host may touch it.
+struct DeviceMemory {
+  static cudaError_t allocate(void** p, std::size_t bytes) { return cudaMalloc(p, bytes); }
+  static void free(void* p) noexcept { cudaFree(p); }
+  static constexpr bool host_accessible = false;
+};
+struct PinnedMemory {
+  static cudaError_t allocate(void** p, std::size_t bytes) { return cudaMallocHost(p, bytes); }
+  static void free(void* p) noexcept { cudaFreeHost(p); }
+  static constexpr bool host_accessible = true;
+};
+
+// n elements of T in Memory, owned: freed by the destructor, by release() and by allocate().
+template <class T, class Memory>
+class OwnedArray {
  public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(std::size_t n) { allocate(n); }
-  ~DeviceBuffer() { release(); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  OwnedArray() = default;
+  explicit OwnedArray(std::size_t n) { allocate(n); }
+  ~OwnedArray() { release(); }
+  OwnedArray(const OwnedArray&) = delete;
+  OwnedArray& operator=(const OwnedArray&) = delete;
+  OwnedArray(OwnedArray&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  OwnedArray& operator=(OwnedArray&& o) noexcept {
     if (this != &o) {
       release();
       ptr_ = std::exchange(o.ptr_, nullptr);
@@ -40,21 +53,14 @@ class DeviceBuffer {
     release();
     if (n == 0) return;
     void* p = nullptr;
-    KAT_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+    KAT_CUDA_CHECK(Memory::allocate(&p, n * sizeof(T)));
     ptr_ = static_cast<T*>(p);
     n_ = n;
   }
   void release() noexcept {
-    if (ptr_) cudaFree(ptr_);
+    if (ptr_) Memory::free(ptr_);
     ptr_ = nullptr;
     n_ = 0;
-  }
-  // All bytes to zero (synchronous w.r.t. the host for pageable semantics: cudaMemset).
-  void zero() {
-    if (ptr_) KAT_CUDA_CHECK(cudaMemset(ptr_, 0, bytes()));
-  }
-  void zero_async(cudaStream_t stream) {
-    if (ptr_) KAT_CUDA_CHECK(cudaMemsetAsync(ptr_, 0, bytes(), stream));
   }
 
   T* data() noexcept { return ptr_; }
@@ -64,57 +70,45 @@ class DeviceBuffer {
   bool empty() const noexcept { return n_ == 0; }
   explicit operator bool() const noexcept { return ptr_ != nullptr; }
 
+  // Device memory only: all bytes to zero (cudaMemset: ordered with the legacy stream), or on
+  // `stream`. (Member functions of a class template are compiled only when called, so the
+  // static_asserts reject a call on the wrong kind of memory and nothing else.)
+  void zero() {
+    static_assert(!Memory::host_accessible, "zero() is for device memory");
+    if (ptr_) KAT_CUDA_CHECK(cudaMemset(ptr_, 0, bytes()));
+  }
+  void zero_async(cudaStream_t stream) {
+    static_assert(!Memory::host_accessible, "zero_async() is for device memory");
+    if (ptr_) KAT_CUDA_CHECK(cudaMemsetAsync(ptr_, 0, bytes(), stream));
+  }
+
+  // Pinned host memory only: element access from the host.
+  T& operator[](std::size_t i) noexcept {
+    static_assert(Memory::host_accessible, "the host cannot index device memory");
+    return ptr_[i];
+  }
+  const T& operator[](std::size_t i) const noexcept {
+    static_assert(Memory::host_accessible, "the host cannot index device memory");
+    return ptr_[i];
+  }
+  T* begin() noexcept {
+    static_assert(Memory::host_accessible, "the host cannot iterate device memory");
+    return ptr_;
+  }
+  T* end() noexcept {
+    static_assert(Memory::host_accessible, "the host cannot iterate device memory");
+    return ptr_ + n_;
+  }
+
  private:
   T* ptr_ = nullptr;
   std::size_t n_ = 0;
 };
 
 template <class T>
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(std::size_t n) { allocate(n); }
-  ~PinnedBuffer() { release(); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      ptr_ = std::exchange(o.ptr_, nullptr);
-      n_ = std::exchange(o.n_, 0);
-    }
-    return *this;
-  }
-
-  void allocate(std::size_t n) {
-    release();
-    if (n == 0) return;
-    void* p = nullptr;
-    KAT_CUDA_CHECK(cudaMallocHost(&p, n * sizeof(T)));
-    ptr_ = static_cast<T*>(p);
-    n_ = n;
-  }
-  void release() noexcept {
-    if (ptr_) cudaFreeHost(ptr_);
-    ptr_ = nullptr;
-    n_ = 0;
-  }
-
-  T* data() noexcept { return ptr_; }
-  const T* data() const noexcept { return ptr_; }
-  T& operator[](std::size_t i) noexcept { return ptr_[i]; }
-  const T& operator[](std::size_t i) const noexcept { return ptr_[i]; }
-  T* begin() noexcept { return ptr_; }
-  T* end() noexcept { return ptr_ + n_; }
-  std::size_t size() const noexcept { return n_; }
-  std::size_t bytes() const noexcept { return n_ * sizeof(T); }
-  bool empty() const noexcept { return n_ == 0; }
-
- private:
-  T* ptr_ = nullptr;
-  std::size_t n_ = 0;
-};
+using DeviceBuffer = OwnedArray<T, DeviceMemory>;
+template <class T>
+using PinnedBuffer = OwnedArray<T, PinnedMemory>;
 
 // A CUDA stream; default flags cudaStreamNonBlocking (no implicit sync with the legacy stream).
 class CudaStream {
