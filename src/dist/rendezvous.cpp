@@ -28,6 +28,10 @@ constexpr uint32_t kMagic = 0x5254414b;  // "KATR"
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kMaxBlob = 1 << 20;  // the blob is an NCCL id (128 bytes); anything near 1 MiB is garbage
 
+Clock::time_point deadline_after(double seconds) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
 double seconds_left(Clock::time_point deadline) {
   return std::chrono::duration<double>(deadline - Clock::now()).count();
 }
@@ -156,8 +160,7 @@ std::vector<uint8_t> tcp_rank0(const RendezvousSpec& spec, int world, const std:
   KAT_CHECK(::listen(ls.fd, std::max(world, 16)) == 0, "rendezvous: listen on port ", spec.port, ": ",
             std::strerror(errno));
 
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline = deadline_after(spec.timeout_s);
   std::vector<Fd> peers(static_cast<size_t>(world));  // by rank; peers[0] unused
   int joined = 1;
   while (joined < world) {
@@ -212,8 +215,7 @@ std::vector<uint8_t> tcp_rank0(const RendezvousSpec& spec, int world, const std:
 }
 
 std::vector<uint8_t> tcp_peer(const RendezvousSpec& spec, int rank, int world) {
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline = deadline_after(spec.timeout_s);
   const std::string where = detail::concat(spec.host, ":", spec.port);
   std::string last_error = "no attempt";
   for (int attempt = 0;; ++attempt) {
@@ -271,8 +273,7 @@ std::vector<uint8_t> tcp_peer(const RendezvousSpec& spec, int rank, int world) {
 // File format: magic, tag length, tag, blob length, blob.
 std::vector<uint8_t> file_rank0(const RendezvousSpec& spec, int world, const std::vector<uint8_t>& blob) {
   namespace fs = std::filesystem;
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline = deadline_after(spec.timeout_s);
   std::vector<int> missing;
   for (;;) {
     missing.clear();
@@ -306,8 +307,7 @@ std::vector<uint8_t> file_rank0(const RendezvousSpec& spec, int world, const std
 
 std::vector<uint8_t> file_peer(const RendezvousSpec& spec, int rank) {
   namespace fs = std::filesystem;
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.timeout_s));
+  const auto deadline = deadline_after(spec.timeout_s);
   {
     const std::string mine = spec.path + ".rank" + std::to_string(rank);
     std::ofstream o(mine, std::ios::trunc);
