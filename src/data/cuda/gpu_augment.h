@@ -1,0 +1,71 @@
+// GPU augmentation of decoded images: the training and eval transforms of the CPU loader
+// (data/augment.h) run as CUDA kernels on images already on the device (decoded by nvJPEG, or
+// decoded on the CPU and uploaded). CUDA builds only.
+//
+// Contract between the two halves of the GPU data pipeline (issue #11):
+//   - the host side (a loader worker thread) reads the file header (height x width), then draws
+//     every random decision of the sample with plan_sample(): the same per-sample Rng stream and the
+//     same draw order as the CPU loader's augment_image(), so the decisions are identical;
+//   - the device side decodes the file to HWC uint8 and runs GpuAugmenter::run() on a whole batch:
+//     fit / crop / resize / flip / RandAugment / normalize / random erasing per sample, then
+//     Mixup / CutMix over the batch (its decision drawn from the batch's "mix" stream, as
+//     make_batch() does), writing the engine's input (n, c, oh, ow) fp32 and soft targets
+//     (n, classes) fp32, both in device memory.
+// Pixels differ from the CPU's only by resampling rounding (bound and reason in the .cu file and
+// tested on identical decisions); random-erasing noise is drawn on the device from the sample's
+// seed, so its values (not its rectangle) differ from the CPU's.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "data/augment_plan.h"
+#include "kat/data/augment.h"
+#include "kat/data/dataset.h"
+#include "kat/data/loader.h"
+
+typedef struct CUstream_st* cudaStream_t;
+
+namespace kat::data {
+
+// SamplePlan (data/augment_plan.h): every random decision of one sample. The pipeline treats it as
+// an opaque value it passes from plan_sample() to GpuAugmenter::run().
+
+// Decisions for dataset sample `index` of `epoch` whose decoded source image is src_h x src_w x
+// channels (the full file, as the lazy loader's read_original gives it). `ds` supplies the fitting
+// the CPU loader applies before augmenting (decode_size, eval_crop_pct). Thread-safe.
+SamplePlan plan_sample(const LoaderConfig& cfg, const Dataset& ds, int64_t epoch, int64_t index, int src_h,
+                       int src_w, int channels);
+
+namespace cuda {
+
+// One decoded image in device memory: HWC uint8, rows `row_bytes` apart (>= w * c).
+struct DeviceImage {
+  const uint8_t* pixels = nullptr;
+  int h = 0, w = 0, c = 0;
+  int64_t row_bytes = 0;
+};
+
+class GpuAugmenter {
+ public:
+  // out_c x out_h x out_w: the engine's input geometry (Loader::out_*), classes: target width.
+  // max_batch: the largest n passed to run() (scratch is planned for it once).
+  GpuAugmenter(const LoaderConfig& cfg, int out_c, int out_h, int out_w, int classes, int max_batch);
+  ~GpuAugmenter();
+  GpuAugmenter(const GpuAugmenter&) = delete;
+  GpuAugmenter& operator=(const GpuAugmenter&) = delete;
+
+  // Augment batch `batch` of `epoch`: images[i] with plans[i] (host arrays of n), labels (host, n,
+  // in [0, classes)). Writes d_images (n, out_c, out_h, out_w) and d_targets (n, classes) on
+  // `stream`; returns what mixing did (decided on the host, as the CPU loader does). Enqueues only:
+  // the caller synchronises `stream` before reusing the source images.
+  MixResult run(const DeviceImage* images, const SamplePlan* plans, const int32_t* labels, int n, int64_t epoch,
+                int64_t batch, float* d_images, float* d_targets, cudaStream_t stream);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace cuda
+}  // namespace kat::data
