@@ -242,6 +242,17 @@ void write_jpeg(const std::string& path, int h, int w, int c, const uint8_t* pix
   KAT_CHECK(closed, "file ", path, ": write failed");
 }
 
+void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t* dst) {
+  if (c_in == c_out) {
+    std::copy(px, px + np * size_t(c_in), dst);
+  } else if (c_in == 1) {
+    for (size_t p = 0; p < np; ++p) dst[p * 3] = dst[p * 3 + 1] = dst[p * 3 + 2] = px[p];
+  } else {
+    for (size_t p = 0; p < np; ++p)
+      dst[p] = static_cast<uint8_t>((px[p * 3] * 299 + px[p * 3 + 1] * 587 + px[p * 3 + 2] * 114 + 500) / 1000);
+  }
+}
+
 // ---- resampling ------------------------------------------------------------------------------
 namespace {
 struct Taps {

@@ -131,6 +131,13 @@ JpegHeader parse_jpeg_header(const uint8_t* d, size_t n, const std::string& name
   return h;
 }
 
+bool jpeg_tail_has_eoi(const uint8_t* d, size_t n) {
+  const size_t from = n > 1024 ? n - 1024 : 0;
+  for (size_t i = n; i-- > from + 1;)
+    if (d[i] == 0xD9 && d[i - 1] == 0xFF) return true;
+  return false;
+}
+
 ImageHeader parse_image_header(const uint8_t* d, size_t n, const std::string& name) {
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   ImageHeader ih;

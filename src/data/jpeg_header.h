@@ -47,6 +47,11 @@ struct JpegHeader {
 // the data is not a JPEG, is cut before the first scan, or has a malformed header segment.
 JpegHeader parse_jpeg_header(const uint8_t* data, size_t size, const std::string& name);
 
+// True when an end-of-image marker (FF D9) lies in the last 1 KiB of the file (FF D9 cannot occur
+// inside entropy-coded data, where a data byte FF is stuffed as FF 00). A file cut short has none;
+// such files are left to libjpeg-turbo, which tells a truncation from trailing padding.
+bool jpeg_tail_has_eoi(const uint8_t* data, size_t size);
+
 enum class ImageFormat { Jpeg, Png };
 
 // Any image file the loaders read (JPEG or PNG, told by the magic bytes as decode_image_memory does).

@@ -1,0 +1,477 @@
+#include "data/cuda/gpu_loader.h"
+
+#include <cuda_runtime.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "data/augment_plan.h"
+#include "data/cuda/gpu_augment.h"
+#include "kat/core/error.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_memory.h"
+
+namespace kat::data::cuda {
+
+namespace {
+
+constexpr size_t kAlign = 256;  // offsets of files and decoded images: aligned for any access width
+size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+constexpr size_t kInitialFileBytes = 128 << 10;  // per sample, for the first pinned arena
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+struct GpuLoader::Impl {
+  struct Sample {
+    const uint8_t* data = nullptr;  // the file: in the slot's pinned arena, or in `spill`
+    size_t size = 0;
+    std::vector<uint8_t> spill;       // the file when the arena was full
+    ImageHeader header;               // height / width: the decoded image's (also for CPU-decoded files)
+    std::vector<uint8_t> cpu_pixels;  // decoded on the CPU (a file nvJPEG does not take), else empty
+    SamplePlan plan;
+    int32_t label = 0;
+    int64_t index = 0;
+    std::string error;  // why the file cannot be used ("" when fine)
+  };
+  // The files of one batch being read (batch b lives in host slot b % host_slots).
+  struct HostSlot {
+    int64_t batch = -1;  // -1: free
+    int n = 0, next_sample = 0, remaining = 0;
+    std::vector<Sample> samples;
+    kat::cuda::PinnedBuffer<uint8_t> arena;
+    std::atomic<size_t> used{0}, need{0};  // bytes handed out / asked for (need > capacity: grow)
+    bool ready() const { return batch >= 0 && next_sample == n && remaining == 0; }
+  };
+  // One augmented batch on the device (batch b lives in out slot b % out_slots).
+  struct OutSlot {
+    int64_t batch = -1;  // -1: free
+    bool ready = false;
+    kat::cuda::DeviceBuffer<float> images, targets;
+    kat::cuda::CudaEvent done;  // the batch's decode and augmentation have run
+    GpuBatch meta;
+    std::exception_ptr err;
+  };
+
+  const Dataset& ds;
+  const LoaderConfig cfg;
+  GpuLoaderOptions opt;
+  int64_t batches = 0;
+  int out_c = 0, out_h = 0, out_w = 0;
+
+  // CUDA objects (destroyed after the threads are joined, in ~GpuLoader).
+  kat::cuda::CudaStream stream;
+  std::unique_ptr<NvjpegDecoder> decoder;
+  std::unique_ptr<GpuAugmenter> augmenter;
+  kat::cuda::DeviceBuffer<uint8_t> decoded[2];  // decoded images of batches of even / odd index
+  std::vector<std::unique_ptr<HostSlot>> host;
+  std::vector<std::unique_ptr<OutSlot>> out;
+
+  // Shared state, under mu.
+  std::mutex mu;
+  std::condition_variable cv;  // one condition for all: few waiters, rare changes
+  bool stop = false, started = false;
+  uint64_t gen = 0;
+  int64_t epoch = 0;
+  std::shared_ptr<const std::vector<int64_t>> order;
+  int64_t fill_batch = 0;   // lowest batch with samples not yet claimed by a reader
+  int64_t device_next = 0;  // next batch the device thread builds
+  int64_t deliver = 0;      // next batch next() returns
+  int64_t held = -1;        // the batch the caller holds (returned by next())
+  int readers_active = 0;
+  bool device_active = false;
+  int64_t release_pending = -1;  // batch whose host slot is freed once its out slot's event has run
+  std::exception_ptr fatal;      // the device thread failed outside any batch
+  int64_t bad = 0;
+  DecodeStats stats;  // the decoder's counts after the last batch built
+
+  std::vector<std::thread> threads;
+
+  Impl(const Dataset& d, const LoaderConfig& c, const GpuLoaderOptions& o) : ds(d), cfg(c), opt(o) {}
+
+  HostSlot& host_slot(int64_t b) { return *host[size_t(b % int64_t(host.size()))]; }
+  OutSlot& out_slot(int64_t b) { return *out[size_t(b % int64_t(out.size()))]; }
+
+  // ---- readers ---------------------------------------------------------------------------------
+  // The reader's claim: a free host slot is given the batch fill_batch; then its samples are claimed
+  // one by one. Called under mu.
+  bool can_claim() {
+    if (!started || fill_batch >= batches) return false;
+    HostSlot& hs = host_slot(fill_batch);
+    if (hs.batch == fill_batch) return hs.next_sample < hs.n;
+    return hs.batch == -1;
+  }
+
+  void read_file(const std::string& path, HostSlot& hs, Sample& s) {
+    Fd f;
+    f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    KAT_CHECK(f.fd >= 0, "file ", path, ": cannot open (", std::strerror(errno), ")");
+    struct stat st;
+    KAT_CHECK(::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode), "file ", path, ": not a regular file");
+    KAT_CHECK(st.st_size > 0 && st.st_size <= (off_t(1) << 31), "file ", path, ": size ", st.st_size,
+              " bytes (empty, or larger than 2 GiB)");
+    const size_t size = size_t(st.st_size);
+    hs.need.fetch_add(align_up(size));
+    const size_t off = hs.used.fetch_add(align_up(size));
+    uint8_t* dst = nullptr;
+    if (off + size <= hs.arena.size()) {
+      dst = hs.arena.data() + off;
+    } else {  // the arena is full: pageable memory this time, a larger arena next time
+      s.spill.resize(size);
+      dst = s.spill.data();
+    }
+    size_t got = 0;
+    while (got < size) {
+      const ssize_t r = ::pread(f.fd, dst + got, size - got, off_t(got));
+      if (r < 0 && errno == EINTR) continue;
+      KAT_CHECK(r > 0, "file ", path, ": read failed after ", got, " of ", size, " bytes",
+                r < 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string(" (file shrank)"));
+      got += size_t(r);
+    }
+    s.data = dst;
+    s.size = size;
+  }
+
+  // Everything about sample i of a batch that the host does: read, header, CPU decode when needed,
+  // the random decisions.
+  void prepare(HostSlot& hs, Sample& s, int64_t ep) {
+    const std::string& path = ds.files[size_t(s.index)];
+    read_file(path, hs, s);
+    s.header = parse_image_header(s.data, s.size, path);
+    if (needs_cpu_decode(s.header, s.data, s.size) || s.header.height <= 0) {
+      int h = 0, w = 0;
+      std::string err;
+      KAT_CHECK(cpu_decode(s.data, s.size, path, ds.channels, h, w, s.cpu_pixels, &err),
+                err.empty() ? "file " + path + ": cannot decode" : err);
+      s.header.height = h;
+      s.header.width = w;
+    }
+    s.header.channels = ds.channels;
+    s.plan = plan_sample(cfg, ds, ep, s.index, s.header.height, s.header.width, ds.channels);
+  }
+
+  void reader_loop() {
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      cv.wait(lk, [&] { return stop || can_claim(); });
+      if (stop) return;
+      HostSlot& hs = host_slot(fill_batch);
+      if (hs.batch != fill_batch) {  // a free slot: give it the batch
+        const int64_t begin = fill_batch * cfg.batch_size;
+        hs.batch = fill_batch;
+        hs.n = int(std::min<int64_t>(cfg.batch_size, int64_t(ds.size()) - begin));
+        hs.next_sample = 0;
+        hs.remaining = hs.n;
+        hs.samples.resize(size_t(hs.n));
+        hs.used = 0;
+        hs.need = 0;
+        for (int i = 0; i < hs.n; ++i) {
+          Sample& s = hs.samples[size_t(i)];
+          s.index = (*order)[size_t(begin + i)];
+          s.label = ds.labels[size_t(s.index)];
+          s.spill.clear();
+          s.cpu_pixels.clear();
+          s.error.clear();
+        }
+      }
+      const int i = hs.next_sample++;
+      if (hs.next_sample == hs.n) ++fill_batch;
+      const uint64_t my_gen = gen;
+      const int64_t ep = epoch;
+      ++readers_active;
+      lk.unlock();
+      Sample& s = hs.samples[size_t(i)];
+      try {
+        KAT_CHECK(s.label >= 0 && s.label < ds.num_classes, ds.source, ": label ", s.label, " at index ", s.index,
+                  " out of range [0, ", ds.num_classes, ")");
+        prepare(hs, s, ep);
+      } catch (const std::exception& e) {
+        s.error = e.what();
+      }
+      lk.lock();
+      --readers_active;
+      if (my_gen == gen) --hs.remaining;
+      cv.notify_all();
+    }
+  }
+
+  // ---- device thread ---------------------------------------------------------------------------
+  bool device_can_run() {
+    if (!started || device_next >= batches) return false;
+    return host_slot(device_next).batch == device_next && host_slot(device_next).ready() &&
+           out_slot(device_next).batch == -1;
+  }
+
+  // Decode and augment batch b (its files are in host slot b) into out slot b, on the stream.
+  void build(int64_t ep, int64_t b, HostSlot& hs, OutSlot& os) {
+    const int c = ds.channels;
+    std::vector<int> keep;
+    keep.reserve(size_t(hs.n));
+    for (int i = 0; i < hs.n; ++i) {
+      const Sample& s = hs.samples[size_t(i)];
+      if (s.error.empty()) {
+        keep.push_back(i);
+      } else if (opt.skip_bad) {
+        std::lock_guard<std::mutex> g(mu);
+        ++bad;
+      } else {
+        throw Error(s.error + " (batch " + std::to_string(b) + " of epoch " + std::to_string(ep) + ")");
+      }
+    }
+    // Decoded images, back to back in this batch's device arena.
+    std::vector<size_t> offset(keep.size());
+    size_t total = 0;
+    for (size_t j = 0; j < keep.size(); ++j) {
+      const ImageHeader& h = hs.samples[size_t(keep[j])].header;
+      offset[j] = total;
+      total += align_up(size_t(h.height) * h.width * c);
+    }
+    kat::cuda::DeviceBuffer<uint8_t>& arena = decoded[b % 2];
+    if (arena.size() < total) arena.allocate(total + total / 4);  // (cudaFree waits for its last reader)
+    std::vector<EncodedImage> enc(keep.size());
+    std::vector<uint8_t*> dst(keep.size());
+    for (size_t j = 0; j < keep.size(); ++j) {
+      const Sample& s = hs.samples[size_t(keep[j])];
+      enc[j].data = s.data;
+      enc[j].size = s.size;
+      enc[j].name = &ds.files[size_t(s.index)];
+      enc[j].header = s.header;
+      enc[j].host_pixels = s.cpu_pixels.empty() ? nullptr : s.cpu_pixels.data();
+      dst[j] = arena.data() + offset[j];
+    }
+    std::vector<char> ok;
+    std::vector<std::string> errors;
+    decoder->decode(enc.data(), int(enc.size()), dst.data(), stream, ok, errors);
+    std::vector<DeviceImage> images;
+    std::vector<SamplePlan> plans;
+    GpuBatch& m = os.meta;
+    m.labels.clear();
+    m.indices.clear();
+    for (size_t j = 0; j < keep.size(); ++j) {
+      const Sample& s = hs.samples[size_t(keep[j])];
+      if (!ok[j]) {
+        KAT_CHECK(opt.skip_bad, errors[j], " (batch ", b, " of epoch ", ep, ")");
+        std::lock_guard<std::mutex> g(mu);
+        ++bad;
+        continue;
+      }
+      DeviceImage im;
+      im.pixels = dst[j];
+      im.h = s.header.height;
+      im.w = s.header.width;
+      im.c = c;
+      im.row_bytes = int64_t(s.header.width) * c;
+      images.push_back(im);
+      plans.push_back(s.plan);
+      m.labels.push_back(s.label);
+      m.indices.push_back(s.index);
+    }
+    const int n = int(images.size());
+    KAT_CHECK(n > 0, ds.source, ": every file of batch ", b, " of epoch ", ep, " is unreadable (--skip-bad)");
+    m.mix = augmenter->run(images.data(), plans.data(), m.labels.data(), n, ep, b, os.images.data(),
+                           os.targets.data(), stream);
+    os.done.record(stream);
+    m.n = n;
+    m.c = out_c;
+    m.h = out_h;
+    m.w = out_w;
+    m.classes = ds.num_classes;
+    m.images = os.images.data();
+    m.targets = os.targets.data();
+    m.epoch = ep;
+    m.batch = b;
+  }
+
+  // Frees the host slot of `release_pending` once the GPU is past its batch (its files may be read
+  // by nvJPEG's copies until then), growing its pinned arena when the batch did not fit. Called
+  // without mu by the device thread.
+  void release_host(int64_t b) {
+    out_slot(b).done.synchronize();
+    HostSlot& hs = host_slot(b);
+    const size_t need = hs.need.load();
+    if (need > hs.arena.size()) hs.arena.allocate(need + need / 4);
+    std::lock_guard<std::mutex> g(mu);
+    if (hs.batch == b) hs.batch = -1;
+    cv.notify_all();
+  }
+
+  void device_loop() {
+    try {
+      KAT_CUDA_CHECK(cudaSetDevice(opt.device));
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mu);
+      fatal = std::current_exception();
+      cv.notify_all();
+      return;
+    }
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      cv.wait(lk, [&] { return stop || device_can_run(); });
+      if (stop) return;
+      const int64_t b = device_next, ep = epoch;
+      const uint64_t my_gen = gen;
+      HostSlot& hs = host_slot(b);
+      OutSlot& os = out_slot(b);
+      os.batch = b;
+      os.ready = false;
+      os.err = nullptr;
+      const int64_t previous = release_pending;
+      device_active = true;
+      lk.unlock();
+      try {
+        build(ep, b, hs, os);
+      } catch (...) {
+        os.err = std::current_exception();
+      }
+      std::exception_ptr release_err;
+      try {
+        if (previous >= 0) release_host(previous);
+      } catch (...) {
+        release_err = std::current_exception();
+      }
+      lk.lock();
+      device_active = false;
+      stats = decoder->stats();
+      if (release_err && !fatal) fatal = release_err;
+      if (my_gen == gen) {
+        os.ready = true;
+        ++device_next;
+        release_pending = b;
+      }
+      cv.notify_all();
+    }
+  }
+};
+
+GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) : ds_(ds), cfg_(std::move(cfg)) {
+  const std::string who = "GPU loader for " + (ds.source.empty() ? std::string("dataset") : ds.source);
+  KAT_CHECK(ds.lazy() && ds.files.size() == ds.size() && ds.size() > 0, who,
+            ": needs a lazy folder dataset (files decoded when read: --lazy-data / a folder: dataset)");
+  KAT_CHECK(ds.channels == 1 || ds.channels == 3, who, ": channels must be 1 or 3, got ", ds.channels);
+  KAT_CHECK(cfg_.batch_size >= 1, who, ": batch_size must be >= 1, got ", cfg_.batch_size);
+  KAT_CHECK(opt.host_slots >= 2 && opt.out_slots >= 2, who, ": host_slots and out_slots must be >= 2");
+  KAT_CHECK(opt.read_threads >= 0 && opt.read_threads <= 256, who, ": read_threads must be in [0, 256]");
+  validate(cfg_.aug, ds.height, ds.width, ds.channels);
+  const int64_t N = int64_t(ds.size()), B = cfg_.batch_size;
+  batches_per_epoch_ = cfg_.drop_last ? N / B : (N + B - 1) / B;
+  KAT_CHECK(batches_per_epoch_ > 0, who, ": ", N, " samples is fewer than one batch of ", B, " with drop_last");
+  if (opt.read_threads == 0) opt.read_threads = std::clamp(int(std::thread::hardware_concurrency()) - 1, 1, 32);
+
+  impl_ = std::make_unique<Impl>(ds_, cfg_, opt);
+  Impl& I = *impl_;
+  I.batches = batches_per_epoch_;
+  I.out_c = out_channels();
+  I.out_h = out_height();
+  I.out_w = out_width();
+  KAT_CUDA_CHECK(cudaSetDevice(opt.device));
+  I.stream = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
+  I.decoder = std::make_unique<NvjpegDecoder>(ds.channels, cfg_.batch_size);
+  I.augmenter = std::make_unique<GpuAugmenter>(cfg_, I.out_c, I.out_h, I.out_w, ds.num_classes, cfg_.batch_size);
+  for (int s = 0; s < opt.host_slots; ++s) {
+    I.host.push_back(std::make_unique<Impl::HostSlot>());
+    I.host.back()->arena.allocate(size_t(B) * kInitialFileBytes);
+  }
+  for (int s = 0; s < opt.out_slots; ++s) {
+    auto o = std::make_unique<Impl::OutSlot>();
+    o->images.allocate(size_t(B) * I.out_c * I.out_h * I.out_w);
+    o->targets.allocate(size_t(B) * ds.num_classes);
+    o->done = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+    I.out.push_back(std::move(o));
+  }
+  I.threads.emplace_back([&I] { I.device_loop(); });
+  for (int t = 0; t < opt.read_threads; ++t) I.threads.emplace_back([&I] { I.reader_loop(); });
+}
+
+GpuLoader::~GpuLoader() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> g(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  for (auto& t : impl_->threads)
+    if (t.joinable()) t.join();
+  if (impl_->stream) cudaStreamSynchronize(impl_->stream);  // nothing enqueued may outlive its buffers
+}
+
+void GpuLoader::start_epoch(int64_t epoch, int64_t first_batch) {
+  KAT_CHECK(epoch >= 0, "GPU loader: epoch must be >= 0, got ", epoch);
+  KAT_CHECK(first_batch >= 0 && first_batch <= batches_per_epoch_, "GPU loader: first batch ", first_batch,
+            " out of range [0, ", batches_per_epoch_, "]");
+  Impl& I = *impl_;
+  auto order =
+      std::make_shared<const std::vector<int64_t>>(epoch_order(ds_.size(), cfg_.seed, epoch, cfg_.shuffle));
+  std::unique_lock<std::mutex> lk(I.mu);
+  // Stop handing out work, let what runs finish (it is dropped), then wait for the GPU to leave the
+  // buffers before anything is reused.
+  ++I.gen;
+  I.started = false;
+  I.cv.wait(lk, [&] { return I.readers_active == 0 && !I.device_active; });
+  KAT_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+  for (auto& h : I.host) h->batch = -1;
+  for (auto& o : I.out) {
+    o->batch = -1;
+    o->ready = false;
+    o->err = nullptr;
+  }
+  I.order = std::move(order);
+  I.epoch = epoch_ = epoch;
+  I.fill_batch = I.device_next = I.deliver = next_deliver_ = first_batch;
+  I.held = -1;
+  I.release_pending = -1;
+  I.started = true;
+  lk.unlock();
+  I.cv.notify_all();
+}
+
+bool GpuLoader::next(GpuBatch& out) {
+  Impl& I = *impl_;
+  std::unique_lock<std::mutex> lk(I.mu);
+  KAT_CHECK(I.started, "GPU loader: next() called before start_epoch()");
+  if (I.held >= 0) {  // the caller is done with the batch it holds
+    I.out_slot(I.held).batch = -1;
+    I.held = -1;
+    I.cv.notify_all();
+  }
+  if (I.deliver >= I.batches) return false;
+  const int64_t b = I.deliver;
+  Impl::OutSlot& os = I.out_slot(b);
+  I.cv.wait(lk, [&] { return I.fatal || (os.batch == b && os.ready); });
+  if (I.fatal) std::rethrow_exception(I.fatal);
+  ++I.deliver;
+  next_deliver_ = I.deliver;
+  I.held = b;
+  std::exception_ptr err = os.err;
+  lk.unlock();
+  if (err) std::rethrow_exception(err);
+  os.done.synchronize();
+  out = os.meta;
+  return true;
+}
+
+DecodeStats GpuLoader::decode_stats() const {
+  std::lock_guard<std::mutex> g(impl_->mu);
+  return impl_->stats;
+}
+std::string GpuLoader::decode_backend() const { return impl_->decoder->backend(); }
+int64_t GpuLoader::bad_files() const {
+  std::lock_guard<std::mutex> g(impl_->mu);
+  return impl_->bad;
+}
+
+}  // namespace kat::data::cuda

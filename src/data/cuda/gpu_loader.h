@@ -1,0 +1,92 @@
+// The GPU data pipeline of a lazy folder dataset (issue #11): files read by a thread pool, decoded by
+// nvJPEG (data/cuda/nvjpeg_decoder.h), augmented by GpuAugmenter (data/cuda/gpu_augment.h), handed
+// out as device pointers. Same batches as data::Loader decides them (kat/data/loader.h): batch b of
+// epoch e holds epoch_order(...)[b*B, (b+1)*B), every sample's random decisions come from
+// plan_sample() on the sample's own stream, mixing from the batch's "mix" stream; so the output is a
+// pure function of (seed, epoch, batch) whatever the thread count or timing, and
+// start_epoch(e, first_batch) resumes bit-exactly.
+//
+// Pipeline and memory (bounded whatever the dataset size):
+//   readers (read_threads)  claim samples of the next `host_slots` batches, read each file into the
+//                           batch's pinned arena, parse its header (data/jpeg_header.h), draw its
+//                           plan; files nvJPEG will not take (PNG, CMYK, ...) are decoded here on
+//                           the CPU.
+//   device thread           in batch order: nvJPEG decode into a device arena (two, alternating),
+//                           GpuAugmenter::run into one of `out_slots` output slots, an event; all on
+//                           the loader's own stream, so batch b+1 is decoded and augmented while the
+//                           caller trains on batch b.
+//   next()                  waits for the batch's event; the batch stays valid until the next call
+//                           of next() or start_epoch().
+// Memory: host_slots x (files of a batch) pinned, 2 x (decoded images of a batch) + out_slots x
+// (B x C x H x W + B x classes) fp32 on the device.
+//
+// A file that cannot be read or decoded: next() throws kat::Error naming it (in batch order), or,
+// with skip_bad, the sample is left out of its batch (n < B) and counted in bad_files().
+// CUDA builds with nvJPEG only (KAT_HAVE_NVJPEG).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/cuda/nvjpeg_decoder.h"
+#include "kat/data/augment.h"
+#include "kat/data/dataset.h"
+#include "kat/data/loader.h"
+
+namespace kat::data::cuda {
+
+struct GpuBatch {
+  int n = 0, c = 0, h = 0, w = 0, classes = 0;
+  const float* images = nullptr;   // device, (n, c, h, w), normalised
+  const float* targets = nullptr;  // device, (n, classes) soft targets (smoothing / mixing applied)
+  std::vector<int32_t> labels;     // (n) host, before mixing
+  std::vector<int64_t> indices;    // (n) dataset indices
+  int64_t epoch = 0, batch = 0;
+  MixResult mix;
+};
+
+struct GpuLoaderOptions {
+  int device = 0;         // CUDA device
+  int read_threads = 0;   // file readers (0: all cores but one, at most 32)
+  int host_slots = 3;     // batches read ahead
+  int out_slots = 3;      // augmented batches on the device (the caller holds one)
+  bool skip_bad = false;  // leave unreadable files out of their batch instead of failing
+};
+
+class GpuLoader {
+ public:
+  // ds: a lazy folder dataset (files, decode_size), kept by reference. Throws kat::Error naming
+  // what does not fit (an eager dataset, bad config).
+  GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt = {});
+  ~GpuLoader();  // stops and joins the threads
+  GpuLoader(const GpuLoader&) = delete;
+  GpuLoader& operator=(const GpuLoader&) = delete;
+
+  int64_t batches_per_epoch() const { return batches_per_epoch_; }
+  const LoaderConfig& config() const { return cfg_; }
+  int out_channels() const { return ds_.channels; }
+  int out_height() const { return aug_out_h(cfg_.aug, ds_.height); }
+  int out_width() const { return aug_out_w(cfg_.aug, ds_.width); }
+
+  // Begin `epoch` at batch `first_batch` (bit-exact resume); drops anything read ahead.
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // The next batch in order (false at the end of the epoch); errors of its files are thrown here.
+  bool next(GpuBatch& out);
+  int64_t position() const { return next_deliver_; }
+  int64_t epoch() const { return epoch_; }
+
+  DecodeStats decode_stats() const;  // where the images went so far
+  std::string decode_backend() const;
+  int64_t bad_files() const;  // skipped with skip_bad
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  const Dataset& ds_;
+  LoaderConfig cfg_;
+  int64_t batches_per_epoch_ = 0;
+  int64_t epoch_ = 0, next_deliver_ = 0;
+};
+
+}  // namespace kat::data::cuda

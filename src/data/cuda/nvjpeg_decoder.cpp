@@ -1,0 +1,311 @@
+#include "data/cuda/nvjpeg_decoder.h"
+
+#include <cuda_runtime.h>
+#include <nvjpeg.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+#include "kat/core/error.h"
+#include "kat/data/image_io.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_memory.h"
+
+namespace kat::data::cuda {
+
+namespace {
+
+const char* status_name(nvjpegStatus_t s) {
+  switch (s) {
+    case NVJPEG_STATUS_SUCCESS: return "success";
+    case NVJPEG_STATUS_NOT_INITIALIZED: return "not initialized";
+    case NVJPEG_STATUS_INVALID_PARAMETER: return "invalid parameter";
+    case NVJPEG_STATUS_BAD_JPEG: return "bad JPEG";
+    case NVJPEG_STATUS_JPEG_NOT_SUPPORTED: return "JPEG not supported";
+    case NVJPEG_STATUS_ALLOCATOR_FAILURE: return "allocator failure";
+    case NVJPEG_STATUS_EXECUTION_FAILED: return "execution failed";
+    case NVJPEG_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case NVJPEG_STATUS_INTERNAL_ERROR: return "internal error";
+    case NVJPEG_STATUS_IMPLEMENTATION_NOT_SUPPORTED: return "implementation not supported";
+    case NVJPEG_STATUS_INCOMPLETE_BITSTREAM: return "incomplete bitstream";
+  }
+  return "unknown status";
+}
+
+// nvJPEG calls that must succeed (set-up): a failure is not the input's fault.
+#define KAT_NVJPEG_CHECK(call)                                                                              \
+  do {                                                                                                      \
+    const nvjpegStatus_t kat_nvjpeg_s_ = (call);                                                            \
+    if (kat_nvjpeg_s_ != NVJPEG_STATUS_SUCCESS)                                                             \
+      throw std::runtime_error(std::string("nvJPEG: ") + #call + " failed: " + status_name(kat_nvjpeg_s_)); \
+  } while (0)
+
+// Move-only owner of an nvJPEG object, destroyed with Destroy.
+template <class T, auto Destroy>
+class Owned {
+ public:
+  Owned() = default;
+  ~Owned() {
+    if (h_) Destroy(h_);
+  }
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  Owned(Owned&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Owned& operator=(Owned&& o) noexcept {
+    if (this != &o) {
+      if (h_) Destroy(h_);
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  T get() const { return h_; }
+  T* out() { return &h_; }  // for the create call (only on an empty owner)
+  explicit operator bool() const { return h_ != nullptr; }
+
+ private:
+  T h_ = nullptr;
+};
+using Handle = Owned<nvjpegHandle_t, nvjpegDestroy>;
+using State = Owned<nvjpegJpegState_t, nvjpegJpegStateDestroy>;
+using JpegStream = Owned<nvjpegJpegStream_t, nvjpegJpegStreamDestroy>;
+using Decoder = Owned<nvjpegJpegDecoder_t, nvjpegDecoderDestroy>;
+using Params = Owned<nvjpegDecodeParams_t, nvjpegDecodeParamsDestroy>;
+using PinnedBuf = Owned<nvjpegBufferPinned_t, nvjpegBufferPinnedDestroy>;
+using DeviceBuf = Owned<nvjpegBufferDevice_t, nvjpegBufferDeviceDestroy>;
+
+// A handle of `backend`, with strict bitstream checks (a corrupt stream is an error, not garbage)
+// and, when the library takes it, chroma upsampling by interpolation (as libjpeg's default
+// "fancy" upsampling) instead of replication. Empty when the backend cannot start (no hardware
+// decoder on this GPU).
+Handle make_handle(nvjpegBackend_t backend, bool* interpolated) {
+  for (const bool interp : {true, false}) {
+    Handle h;
+    const unsigned flags =
+        NVJPEG_FLAGS_BITSTREAM_STRICT | (interp ? NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION : 0);
+    if (nvjpegCreateEx(backend, nullptr, nullptr, flags, h.out()) == NVJPEG_STATUS_SUCCESS) {
+      *interpolated = interp;
+      return h;
+    }
+  }
+  *interpolated = false;
+  return Handle();
+}
+
+}  // namespace
+
+bool needs_cpu_decode(const ImageHeader& h, const uint8_t* data, size_t size) {
+  return h.format != ImageFormat::Jpeg || !h.jpeg.gpu_candidate() || !jpeg_tail_has_eoi(data, size);
+}
+
+bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int channels, int& h, int& w,
+                std::vector<uint8_t>& out, std::string* err) {
+  thread_local std::vector<uint8_t> decoded;
+  int c = 0;
+  if (!decode_image_memory(data, size, name, h, w, c, decoded, err)) return false;
+  out.resize(size_t(h) * w * channels);
+  convert_channels(decoded.data(), size_t(h) * w, c, channels, out.data());
+  return true;
+}
+
+struct NvjpegDecoder::Impl {
+  // Handles first: destroyed last, after every object made from them.
+  Handle hw, sw;  // hardware backend (empty without a JPEG engine); default backend (decoupled API)
+  bool hw_interp = false, sw_interp = false;
+  int channels = 3, max_batch = 0;
+  nvjpegOutputFormat_t format = NVJPEG_OUTPUT_RGBI;
+  State hw_state;
+  std::vector<JpegStream> hw_streams;  // one per image of a batch: the header, for the support check
+  // Decoupled decoding, one image at a time: GPU_HYBRID (Huffman on the GPU) where it takes the
+  // file, HYBRID (Huffman on the CPU; progressive files) otherwise.
+  Decoder dec_gpu, dec_hybrid;
+  State st_gpu, st_hybrid;
+  Params params;
+  JpegStream sw_stream;
+  DeviceBuf device_buf;
+  // Two pinned buffers in turn: image i + 1's host stage fills one while image i's copy to the
+  // device still reads the other (the nvJPEG samples' pattern); an event says when a buffer is free.
+  PinnedBuf pinned[2];
+  kat::cuda::CudaEvent pinned_free[2];
+  bool pinned_used[2] = {false, false};
+  int next_pinned = 0;
+  // CPU-decoded images go through this pinned staging area to the device.
+  kat::cuda::PinnedBuffer<uint8_t> staging;
+  kat::cuda::CudaEvent staging_free;
+  bool staging_used = false;
+  DecodeStats stats;
+
+  // One image through the decoupled API; false when nvJPEG rejects it (the CPU then tries).
+  bool decode_one(const EncodedImage& im, uint8_t* dst, cudaStream_t stream) {
+    if (nvjpegJpegStreamParse(sw.get(), im.data, im.size, 0, 0, sw_stream.get()) != NVJPEG_STATUS_SUCCESS)
+      return false;
+    int unsupported = 1;
+    const bool gpu = nvjpegDecoderJpegSupported(dec_gpu.get(), sw_stream.get(), params.get(), &unsupported) ==
+                         NVJPEG_STATUS_SUCCESS &&
+                     unsupported == 0;
+    nvjpegJpegDecoder_t dec = gpu ? dec_gpu.get() : dec_hybrid.get();
+    nvjpegJpegState_t st = gpu ? st_gpu.get() : st_hybrid.get();
+    const int k = next_pinned;
+    if (pinned_used[k]) pinned_free[k].synchronize();
+    next_pinned ^= 1;
+    if (nvjpegStateAttachPinnedBuffer(st, pinned[k].get()) != NVJPEG_STATUS_SUCCESS) return false;
+    if (nvjpegDecodeJpegHost(sw.get(), dec, st, params.get(), sw_stream.get()) != NVJPEG_STATUS_SUCCESS)
+      return false;
+    if (nvjpegDecodeJpegTransferToDevice(sw.get(), dec, st, sw_stream.get(), stream) != NVJPEG_STATUS_SUCCESS)
+      return false;
+    nvjpegImage_t out{};
+    out.channel[0] = dst;
+    out.pitch[0] = size_t(im.header.width) * channels;
+    const bool ok = nvjpegDecodeJpegDevice(sw.get(), dec, st, &out, stream) == NVJPEG_STATUS_SUCCESS;
+    pinned_free[k].record(stream);
+    pinned_used[k] = true;
+    return ok;
+  }
+};
+
+NvjpegDecoder::NvjpegDecoder(int channels, int max_batch) : impl_(std::make_unique<Impl>()) {
+  KAT_CHECK(channels == 1 || channels == 3, "NvjpegDecoder: channels must be 1 or 3, got ", channels);
+  KAT_CHECK(max_batch >= 1, "NvjpegDecoder: max_batch must be >= 1, got ", max_batch);
+  Impl& I = *impl_;
+  I.channels = channels;
+  I.max_batch = max_batch;
+  I.format = channels == 3 ? NVJPEG_OUTPUT_RGBI : NVJPEG_OUTPUT_Y;
+  I.sw = make_handle(NVJPEG_BACKEND_DEFAULT, &I.sw_interp);
+  KAT_CHECK(I.sw,
+            "nvJPEG cannot start on this GPU (nvjpegCreateEx with the default backend failed); decode on "
+            "the CPU with --decode cpu");
+  I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_interp);
+  if (I.hw) {
+    KAT_NVJPEG_CHECK(nvjpegJpegStateCreate(I.hw.get(), I.hw_state.out()));
+    I.hw_streams.resize(size_t(max_batch));
+    for (auto& s : I.hw_streams) KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.hw.get(), s.out()));
+  }
+  KAT_NVJPEG_CHECK(nvjpegDecoderCreate(I.sw.get(), NVJPEG_BACKEND_GPU_HYBRID, I.dec_gpu.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecoderCreate(I.sw.get(), NVJPEG_BACKEND_HYBRID, I.dec_hybrid.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecoderStateCreate(I.sw.get(), I.dec_gpu.get(), I.st_gpu.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecoderStateCreate(I.sw.get(), I.dec_hybrid.get(), I.st_hybrid.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecodeParamsCreate(I.sw.get(), I.params.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params.get(), I.format));
+  KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.sw.get(), I.sw_stream.out()));
+  KAT_NVJPEG_CHECK(nvjpegBufferDeviceCreate(I.sw.get(), nullptr, I.device_buf.out()));
+  KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_gpu.get(), I.device_buf.get()));
+  KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_hybrid.get(), I.device_buf.get()));
+  for (int k = 0; k < 2; ++k) {
+    KAT_NVJPEG_CHECK(nvjpegBufferPinnedCreate(I.sw.get(), nullptr, I.pinned[k].out()));
+    I.pinned_free[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+  }
+  I.staging_free = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+}
+
+NvjpegDecoder::~NvjpegDecoder() {
+  // Work still enqueued may read the pinned buffers: let it finish before they go.
+  if (!impl_) return;
+  for (int k = 0; k < 2; ++k)
+    if (impl_->pinned_used[k]) cudaEventSynchronize(impl_->pinned_free[k]);
+  if (impl_->staging_used) cudaEventSynchronize(impl_->staging_free);
+}
+
+int NvjpegDecoder::channels() const { return impl_->channels; }
+std::string NvjpegDecoder::backend() const { return impl_->hw ? "hardware" : "cuda"; }
+const DecodeStats& NvjpegDecoder::stats() const { return impl_->stats; }
+
+void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream,
+                           std::vector<char>& ok, std::vector<std::string>& errors) {
+  Impl& I = *impl_;
+  KAT_CHECK(n >= 0 && n <= I.max_batch, "NvjpegDecoder: batch of ", n, " images, planned for at most ",
+            I.max_batch);
+  ok.assign(size_t(n), 1);
+  errors.assign(size_t(n), std::string());
+  const int c = I.channels;
+  std::vector<int> hw_list, gpu_list, cpu_list, upload_list;
+  for (int i = 0; i < n; ++i) {
+    const EncodedImage& im = images[i];
+    if (im.host_pixels) {
+      upload_list.push_back(i);
+    } else if (needs_cpu_decode(im.header, im.data, im.size)) {
+      cpu_list.push_back(i);
+    } else if (I.hw) {
+      nvjpegJpegStream_t s = I.hw_streams[hw_list.size()].get();
+      int unsupported = 1;
+      if (nvjpegJpegStreamParseHeader(I.hw.get(), im.data, im.size, s) == NVJPEG_STATUS_SUCCESS &&
+          nvjpegDecodeBatchedSupported(I.hw.get(), s, &unsupported) == NVJPEG_STATUS_SUCCESS && unsupported == 0)
+        hw_list.push_back(i);
+      else
+        gpu_list.push_back(i);
+    } else {
+      gpu_list.push_back(i);
+    }
+  }
+  // 1. The hardware decoder, one batched call. A failure of the call fails the whole batch without
+  // saying which file: those images are decoded again one by one below, where each is judged alone.
+  if (!hw_list.empty()) {
+    const int m = int(hw_list.size());
+    std::vector<const unsigned char*> data(static_cast<size_t>(m));
+    std::vector<size_t> lengths(static_cast<size_t>(m));
+    std::vector<nvjpegImage_t> out(static_cast<size_t>(m));
+    for (int j = 0; j < m; ++j) {
+      const EncodedImage& im = images[hw_list[size_t(j)]];
+      data[size_t(j)] = im.data;
+      lengths[size_t(j)] = im.size;
+      out[size_t(j)] = nvjpegImage_t{};
+      out[size_t(j)].channel[0] = dst[hw_list[size_t(j)]];
+      out[size_t(j)].pitch[0] = size_t(im.header.width) * c;
+    }
+    const bool done =
+        nvjpegDecodeBatchedInitialize(I.hw.get(), I.hw_state.get(), m, 1, I.format) == NVJPEG_STATUS_SUCCESS &&
+        nvjpegDecodeBatched(I.hw.get(), I.hw_state.get(), data.data(), lengths.data(), out.data(), stream) ==
+            NVJPEG_STATUS_SUCCESS;
+    if (done)
+      I.stats.hardware += m;
+    else
+      gpu_list.insert(gpu_list.end(), hw_list.begin(), hw_list.end());
+  }
+  // 2. nvJPEG on the CUDA cores, one image at a time.
+  for (int i : gpu_list) {
+    if (I.decode_one(images[i], dst[i], stream))
+      ++I.stats.cuda;
+    else
+      cpu_list.push_back(i);
+  }
+  // 3. The CPU, then an upload through pinned staging (with the images given already decoded).
+  std::vector<std::vector<uint8_t>> decoded(static_cast<size_t>(n));
+  for (int i : cpu_list) {
+    const EncodedImage& im = images[i];
+    const std::string name = im.name ? *im.name : std::string("(image ") + std::to_string(i) + ")";
+    int h = 0, w = 0;
+    std::string err;
+    if (!cpu_decode(im.data, im.size, name, c, h, w, decoded[size_t(i)], &err)) {
+      ok[size_t(i)] = 0;
+      errors[size_t(i)] = err.empty() ? "file " + name + ": cannot decode" : err;
+      ++I.stats.bad;
+      continue;
+    }
+    if (h != im.header.height || w != im.header.width) {  // the header lied (e.g. a DNL height)
+      ok[size_t(i)] = 0;
+      errors[size_t(i)] = detail::concat("file ", name, ": decodes to ", h, "x", w, " but its header says ",
+                                         im.header.height, "x", im.header.width);
+      ++I.stats.bad;
+      continue;
+    }
+    upload_list.push_back(i);
+  }
+  size_t total = 0;
+  for (int i : upload_list) total += size_t(images[i].header.height) * images[i].header.width * c;
+  if (total == 0) return;
+  if (I.staging_used) I.staging_free.synchronize();  // the previous batch's uploads have left it
+  if (I.staging.size() < total) I.staging.allocate(total + total / 2);
+  size_t off = 0;
+  for (int i : upload_list) {
+    const EncodedImage& im = images[i];
+    const size_t bytes = size_t(im.header.height) * im.header.width * c;
+    const uint8_t* src = im.host_pixels ? im.host_pixels : decoded[size_t(i)].data();
+    std::memcpy(I.staging.data() + off, src, bytes);
+    KAT_CUDA_CHECK(cudaMemcpyAsync(dst[i], I.staging.data() + off, bytes, cudaMemcpyHostToDevice, stream));
+    off += bytes;
+    ++I.stats.cpu;
+  }
+  I.staging_free.record(stream);
+  I.staging_used = true;
+}
+
+}  // namespace kat::data::cuda

@@ -1,0 +1,89 @@
+// Batched JPEG decoding on the GPU with nvJPEG, to interleaved RGB (or gray) HWC uint8 in device
+// memory, the input of the GPU augmenter (data/cuda/gpu_augment.h). Builds with nvJPEG only
+// (KAT_HAVE_NVJPEG); no CUDA or nvJPEG type appears here.
+//
+// Each image of a batch goes to the first of these that takes it:
+//   1. the hardware JPEG decoder (NVJPEG_BACKEND_HARDWARE: A100, H100, H200), one batched call for
+//      every image nvjpegDecodeBatchedSupported accepts (baseline, single scan, not 4:1:0 / 4:1:1);
+//   2. nvJPEG on the CUDA cores, one image at a time through the decoupled API (GPU_HYBRID for what
+//      it supports, else HYBRID: Huffman on the CPU, the rest on the GPU; progressive files);
+//   3. the CPU (libjpeg-turbo / libpng, data/image_io.h, exactly the CPU loader's decode), then an
+//      upload: PNG, CMYK / YCCK, 12-bit, arithmetic-coded files, a JPEG whose last bytes hold no
+//      end-of-image marker (probably truncated: libjpeg tells), and any file nvJPEG rejects.
+// A file no decoder reads is reported by name (kat::Error) and counted in stats().bad.
+//
+// Pixel agreement with libjpeg-turbo (the CPU loader's decode): both run an IDCT and colour
+// conversion in integer arithmetic of their own, and upsample chroma their own way (the handles
+// ask nvJPEG for interpolated upsampling, which libjpeg's "fancy" upsampling also is), so a
+// decoded pixel may differ by a few levels; the bound measured and tested is in
+// tests/gpu/test_nvjpeg_decoder.cpp. One-channel output of a colour file is nvJPEG's luma (Y) plane
+// where the CPU converts decoded RGB with ITU-R 601 weights: within the same bound.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/jpeg_header.h"
+
+typedef struct CUstream_st* cudaStream_t;
+
+namespace kat::data::cuda {
+
+// One image to decode. `data` is the whole file (host memory; pinned memory lets nvJPEG copy it
+// asynchronously), valid until the stream passed to decode() has finished the batch. `header` is
+// parse_image_header's result for it. host_pixels (optional): the image already decoded on the CPU
+// (h x w x channels of the decoder), only uploaded.
+struct EncodedImage {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  const std::string* name = nullptr;  // the file, for messages
+  ImageHeader header;
+  const uint8_t* host_pixels = nullptr;
+};
+
+// Where the images of a batch went.
+struct DecodeStats {
+  int64_t hardware = 0;  // nvJPEG's hardware decoder
+  int64_t cuda = 0;      // nvJPEG on the CUDA cores (decoupled API)
+  int64_t cpu = 0;       // libjpeg-turbo / libpng, uploaded
+  int64_t bad = 0;       // no decoder could read the file
+};
+
+// True when the CPU decoder, not nvJPEG, should take this file (see the list above).
+bool needs_cpu_decode(const ImageHeader& h, const uint8_t* data, size_t size);
+
+class NvjpegDecoder {
+ public:
+  // channels: 3 (interleaved RGB) or 1 (gray). max_batch: the most images one decode() takes.
+  // The current CUDA device is used. Throws kat::Error when nvJPEG cannot start.
+  NvjpegDecoder(int channels, int max_batch);
+  ~NvjpegDecoder();
+  NvjpegDecoder(const NvjpegDecoder&) = delete;
+  NvjpegDecoder& operator=(const NvjpegDecoder&) = delete;
+
+  int channels() const;
+  // "hardware" when the GPU has a JPEG engine nvJPEG uses, else "cuda".
+  std::string backend() const;
+
+  // Decodes images[0..n) into dst[i] (device, header.height x header.width x channels() bytes,
+  // rows width * channels() apart), enqueued on `stream`. ok[i] = false (and errors[i] the reason,
+  // naming the file) for a file no decoder reads; dst[i] is then left as it was. Returns once the
+  // host's part is done; the caller synchronises `stream` before reusing the input data.
+  void decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream, std::vector<char>& ok,
+              std::vector<std::string>& errors);
+
+  const DecodeStats& stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// libjpeg-turbo / libpng decode of one file to `channels` channels (the CPU loader's decode and
+// channel conversion): false with err set when the file cannot be read.
+bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int channels, int& h, int& w,
+                std::vector<uint8_t>& out, std::string* err);
+
+}  // namespace kat::data::cuda
