@@ -30,7 +30,7 @@ void register_train(CLI::App& app) {
   sub->add_option("--out,-o", c->out_dir, "Run directory (default: runs/<model>-<date>-<time>)");
   sub->add_option("--resume", *resume,
                   "Resume the newest checkpoint in this run directory (its saved config is used; only --device, "
-                  "--max-steps and --no-progress apply)");
+                  "--decode, --max-steps and --no-progress apply)");
   sub->add_option("--device", c->device,
                   "cpu, cuda, cuda:N or cuda:0,1,... (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping "
                   "on the device; several GPUs: data parallel through NCCL, --batch split evenly)")
@@ -98,6 +98,14 @@ void register_train(CLI::App& app) {
   sub->add_flag("--lazy-data", c->lazy_data,
                 "folder: datasets: decode each image when a batch needs it (in the --workers threads) instead of "
                 "holding the whole decoded dataset in memory (ImageNet-size folders)");
+  sub->add_option("--decode", c->decode,
+                  "Where training images are decoded and augmented: cpu (the --workers threads), gpu (nvJPEG on "
+                  "the GPU's JPEG engine or CUDA cores, augmentation as CUDA kernels; a folder: dataset read "
+                  "per batch, --device cuda on one GPU, a build with nvJPEG), auto (gpu when --lazy-data, "
+                  "a folder: dataset and one GPU allow it, else cpu). The same random decisions either way; "
+                  "pixels differ by resampling rounding. Bad files with --skip-bad are skipped and counted")
+      ->check(CLI::IsMember({"auto", "cpu", "gpu"}))
+      ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
                   "shorter side to img_size / crop_pct, center crop img_size)")

@@ -91,6 +91,12 @@ void GpuGroup::stage(const float* images, const float* targets, int B) {
   });
 }
 
+void GpuGroup::stage_device(const float* d_images, const float* d_targets, int B) {
+  KAT_CHECK(size() == 1, name_, ": a batch in device memory (--decode gpu) feeds one GPU; with ", size(),
+            " GPUs use --decode cpu");
+  primary().stage_device(d_images, d_targets, B);
+}
+
 void GpuGroup::compute_staged(int accum_steps, Rng* rng) {
   const int n = size();
   // Replica r > 0 draws drop-path from its own Rng, seeded before any replica runs (they run at

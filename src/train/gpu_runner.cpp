@@ -14,6 +14,7 @@
 #include "model/kat_model_cuda.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
+#include "ops/cuda/embed.h"
 #include "train/device_optimizer.h"
 #endif
 
@@ -106,6 +107,30 @@ struct GpuRunner::Impl {
                                      cudaMemcpyHostToDevice, copy));
     }
     copied[s].record(copy);
+    slot_B[s] = B;
+    next_stage = (s + 1) % nslots;
+    ++pending;
+  }
+  // stage() from device memory: fp32 images converted (or copied) into the next slot, targets
+  // copied, on the copy stream; waits for the copy so the caller may reuse its buffers at once.
+  void stage_device(const float* d_images, const float* d_targets, int B) {
+    KAT_CHECK(d_images && d_targets, "GpuRunner::stage_device: images or targets are null");
+    KAT_CHECK(pending < nslots, "GpuRunner::stage_device: ", pending,
+              " batch(es) already staged and not computed");
+    const ModelConfig& c = model->config();
+    const size_t ni = size_t(B) * c.in_chans * c.img_size * c.img_size, nt = size_t(B) * c.num_classes;
+    KAT_CHECK(B > 0 && ni <= image_elems, "GpuRunner: batch ", B, " exceeds the planned maximum");
+    const int s = next_stage;
+    KAT_CUDA_CHECK(cudaStreamWaitEvent(copy, consumed[s], 0));
+    if (image_dtype == DType::F32)
+      KAT_CUDA_CHECK(
+          cudaMemcpyAsync(images[s].data(), d_images, ni * sizeof(float), cudaMemcpyDeviceToDevice, copy));
+    else
+      cuda::convert_f32_to_bf16(int64_t(ni), d_images, images[s].data(), copy);
+    KAT_CUDA_CHECK(
+        cudaMemcpyAsync(targets[s].data(), d_targets, nt * sizeof(float), cudaMemcpyDeviceToDevice, copy));
+    copied[s].record(copy);
+    copied[s].synchronize();
     slot_B[s] = B;
     next_stage = (s + 1) % nslots;
     ++pending;
@@ -253,6 +278,11 @@ void GpuRunner::stage(const float* images, const float* targets, int B) {
   impl_->stage(images, targets, B);
 }
 
+void GpuRunner::stage_device(const float* d_images, const float* d_targets, int B) {
+  impl_->use();
+  impl_->stage_device(d_images, d_targets, B);
+}
+
 void GpuRunner::compute_staged(int accum_steps, Rng* rng) {
   impl_->use();
   KAT_CHECK(impl_->pending > 0, "GpuRunner::compute_staged: nothing staged");
@@ -361,6 +391,7 @@ std::size_t GpuRunner::device_bytes_in_use() const { return 0; }
 void GpuRunner::begin_step() {}
 double GpuRunner::accumulate(const float*, const float*, int, int, Rng*) { return 0; }
 void GpuRunner::stage(const float*, const float*, int) {}
+void GpuRunner::stage_device(const float*, const float*, int) {}
 void GpuRunner::compute_staged(int, Rng*) {}
 double GpuRunner::staged_loss() { return 0; }
 void GpuRunner::finish_step(double, double) {}

@@ -19,7 +19,7 @@ using nlohmann::json;
   X(switch_prob) X(crop) X(padding) X(hflip) X(randaug_n) X(randaug_m) X(randaug_mstd) \
   X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
   X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
-  X(eval_batch) X(eval_crop_pct)
+  X(eval_batch) X(eval_crop_pct) X(decode)
 // clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
@@ -61,6 +61,32 @@ void TrainConfig::validate() const {
   KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
   KAT_CHECK(eval_crop_pct > 0 && eval_crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", eval_crop_pct);
+  KAT_CHECK(decode == "auto" || decode == "cpu" || decode == "gpu", "--decode must be auto, cpu or gpu, got '",
+            decode, "'");
+}
+
+std::string TrainConfig::resolve_decode(std::string* why) const {
+  if (decode == "cpu") {
+    if (why) *why = "--decode cpu";
+    return "cpu";
+  }
+  // Why the GPU pipeline cannot feed this run ("" when it can).
+  std::string no;
+  const bool folder = data.rfind("folder:", 0) == 0;
+#ifndef KAT_HAVE_NVJPEG
+  no = "this build has no nvJPEG (a CUDA build finds it in the CUDA toolkit or in pip's nvidia-nvjpeg wheel; "
+       "see KAT_NVJPEG in CMakeLists.txt)";
+#endif
+  if (no.empty() && devices.empty()) no = "--device cpu (GPU decoding needs --device cuda)";
+  if (no.empty() && devices.size() > 1)
+    no = "--device " + device + " has " + std::to_string(devices.size()) +
+         " GPUs (the GPU data pipeline feeds one GPU)";
+  if (no.empty() && !folder) no = "--data " + data + " is not a folder: dataset (GPU decoding reads image files)";
+  if (no.empty() && decode == "auto" && !lazy_data)
+    no = "the folder is loaded into memory (--lazy-data or --decode gpu reads the files per batch)";
+  if (decode == "gpu") KAT_CHECK(no.empty(), "--decode gpu is not possible here: ", no, "; use --decode cpu");
+  if (why) *why = no;
+  return no.empty() ? "gpu" : "cpu";
 }
 
 std::pair<std::vector<float>, std::vector<float>> input_normalisation(const TrainConfig& t, const ModelConfig& m) {

@@ -28,6 +28,10 @@
 #include "kat/train/run_plots.h"
 #include "train/progress.h"
 
+#ifdef KAT_HAVE_NVJPEG
+#include "data/cuda/gpu_loader.h"
+#endif
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -201,6 +205,7 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
   const TrainConfig saved = TrainConfig::from_json(md.at("train_config"), path);
   TrainConfig next = saved;
   next.device = tc.device;  // checkpoints move between backends
+  next.decode = tc.decode;  // and between data paths (the same decisions, pixels within rounding)
   next.devices = tc.devices;
   next.out_dir = resume_dir;
   next.max_steps = tc.max_steps;
@@ -216,16 +221,24 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
 struct RunData {
   data::Dataset train, test;
   data::LoaderConfig train_cfg, eval_cfg;
+  std::string decode;  // "cpu" or "gpu" (TrainConfig::resolve_decode)
   int64_t steps_per_epoch = 0, total_steps = 0, warmup_steps = 0;
 };
 
 RunData load_run_data(const TrainConfig& tc, const ModelConfig& mc) {
   RunData d;
+  std::string why_cpu;
+  d.decode = tc.resolve_decode(&why_cpu);
+  if (!tc.devices.empty() && tc.data.rfind("folder:", 0) == 0)
+    std::fprintf(stderr, "decode: %s%s\n", d.decode.c_str(),
+                 d.decode == "gpu" ? " (nvJPEG + GPU augmentation)" : (" (" + why_cpu + ")").c_str());
   int skipped_train = 0, skipped_test = 0;
+  // The GPU pipeline reads the train split's files per batch (lazily) and skips bad files itself.
+  const bool gpu = d.decode == "gpu", train_lazy = tc.lazy_data || gpu;
   // Lazy folders decode to the model's channel count (an eager load decides from the images).
   const int folder_channels = tc.lazy_data ? mc.in_chans : 0;
-  d.train =
-      data::load_dataset(tc.data, true, tc.skip_bad, mc.img_size, &skipped_train, tc.lazy_data, folder_channels);
+  d.train = data::load_dataset(tc.data, true, gpu ? false : tc.skip_bad, mc.img_size, &skipped_train, train_lazy,
+                               train_lazy ? mc.in_chans : 0);
   d.test = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test, tc.lazy_data,
                               folder_channels, tc.eval_crop_pct);
   if (skipped_train + skipped_test > 0)
@@ -297,11 +310,80 @@ std::unique_ptr<Engine> make_engine(const TrainConfig& tc, const ModelConfig& mc
   return e;
 }
 
+// ---- where training batches come from -----------------------------------------------------------
+
+// The CPU loader (host batches the engine uploads) or the GPU pipeline (batches already on the
+// device); the same batches by (seed, epoch, batch) either way, up to resampling rounding.
+class BatchFeed {
+ public:
+  virtual ~BatchFeed() = default;
+  virtual int64_t batches_per_epoch() const = 0;
+  virtual void start_epoch(int64_t epoch, int64_t first_batch) = 0;
+  virtual void stage_next(Engine& engine) = 0;  // the next batch of the epoch into engine.stage*
+  virtual std::string summary() const { return ""; }
+};
+
+class CpuFeed : public BatchFeed {
+ public:
+  CpuFeed(const data::Dataset& ds, const data::LoaderConfig& cfg) : loader_(ds, cfg) {}
+  int64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_batch) override { loader_.start_epoch(epoch, first_batch); }
+  void stage_next(Engine& engine) override {
+    KAT_CHECK(loader_.next(batch_), "internal error: loader ran out of batches");
+    engine.stage(batch_.images.data(), batch_.targets.data(), batch_.n);
+  }
+
+ private:
+  data::Loader loader_;
+  data::Batch batch_;
+};
+
+#ifdef KAT_HAVE_NVJPEG
+class GpuFeed : public BatchFeed {
+ public:
+  GpuFeed(const data::Dataset& ds, const data::LoaderConfig& cfg, const TrainConfig& tc)
+      : loader_(ds, cfg, options(tc)) {}
+  int64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_batch) override { loader_.start_epoch(epoch, first_batch); }
+  void stage_next(Engine& engine) override {
+    KAT_CHECK(loader_.next(batch_), "internal error: GPU loader ran out of batches");
+    engine.stage_device(batch_.images, batch_.targets, batch_.n);
+  }
+  std::string summary() const override {
+    const data::cuda::DecodeStats s = loader_.decode_stats();
+    return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
+                          " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
+                          s.bad + loader_.bad_files(), " unreadable",
+                          loader_.bad_files() ? " (skipped, --skip-bad)" : "");
+  }
+
+ private:
+  static data::cuda::GpuLoaderOptions options(const TrainConfig& tc) {
+    data::cuda::GpuLoaderOptions o;
+    o.device = tc.devices.at(0);
+    o.read_threads = tc.workers > 0 ? tc.workers : 0;
+    o.skip_bad = tc.skip_bad;
+    return o;
+  }
+  data::cuda::GpuLoader loader_;
+  data::cuda::GpuBatch batch_;
+};
+#endif
+
+std::unique_ptr<BatchFeed> make_feed(const RunData& d, const TrainConfig& tc) {
+#ifdef KAT_HAVE_NVJPEG
+  if (d.decode == "gpu") return std::make_unique<GpuFeed>(d.train, d.train_cfg, tc);
+#endif
+  KAT_CHECK(d.decode == "cpu", "internal error: decode '", d.decode, "' in a build without nvJPEG");
+  (void)tc;
+  return std::make_unique<CpuFeed>(d.train, d.train_cfg);
+}
+
 // ---- the run: one loop over epochs, each a loop over optimizer steps ---------------------------
 
 class Run {
  public:
-  Run(const TrainConfig& tc, RunData& d, data::Loader& loader, KatModel& model, HostState& hs, Engine& engine,
+  Run(const TrainConfig& tc, RunData& d, BatchFeed& loader, KatModel& model, HostState& hs, Engine& engine,
       State& st, MetricsLog& log, std::string last_ckpt)
       : tc_(tc),
         d_(d),
@@ -349,11 +431,7 @@ class Run {
     double loss_ema = -1;
     t_epoch_ = std::chrono::steady_clock::now();
     const uint64_t dp_tag = data::seed_tag("drop-path");
-    data::Batch batch;
-    auto stage_next = [&] {
-      KAT_CHECK(loader_.next(batch), "internal error: loader ran out of batches");
-      engine_.stage(batch.images.data(), batch.targets.data(), batch.n);
-    };
+    auto stage_next = [&] { loader_.stage_next(engine_); };
     bool staged = false;  // the next micro-batch is already staged (uploading on a GPU)
     for (int64_t s = first_step; s < spe; ++s) {
       const double lr = cosine_lr(st_.step, d_.total_steps, d_.warmup_steps, tc_.lr, tc_.warmup_lr, tc_.min_lr);
@@ -479,7 +557,7 @@ class Run {
 
   const TrainConfig& tc_;
   RunData& d_;
-  data::Loader& loader_;  // training batches
+  BatchFeed& loader_;  // training batches
   KatModel& model_;
   HostState& hs_;
   Engine& engine_;
@@ -518,8 +596,8 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   if (tc.drop_path >= 0) mc.drop_path_rate = tc.drop_path;
 
   RunData d = load_run_data(tc, mc);
-  data::Loader loader(d.train, d.train_cfg);
-  d.steps_per_epoch = loader.batches_per_epoch() / tc.accum_steps;
+  const std::unique_ptr<BatchFeed> loader = make_feed(d, tc);
+  d.steps_per_epoch = loader->batches_per_epoch() / tc.accum_steps;
   KAT_CHECK(d.steps_per_epoch > 0, tc.data, ": ", d.train.size(), " training images are fewer than one step of ",
             tc.batch * tc.accum_steps, " (batch x accum)");
   d.total_steps = d.steps_per_epoch * tc.epochs;
@@ -549,8 +627,11 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
       (long long)d.steps_per_epoch, tc.epochs, tc.batch * tc.accum_steps,
       ck ? (" from step " + std::to_string(rs.st.step)).c_str() : "", tc.out_dir.c_str());
 
-  Run run(tc, d, loader, model, hs, *engine, rs.st, log, ck ? latest_checkpoint(resume_dir) : "");
-  return run.run();
+  Run run(tc, d, *loader, model, hs, *engine, rs.st, log, ck ? latest_checkpoint(resume_dir) : "");
+  TrainResult result = run.run();
+  const std::string feed = loader->summary();
+  if (!feed.empty()) std::fprintf(stderr, "%s\n", feed.c_str());
+  return result;
 }
 
 }  // namespace kat

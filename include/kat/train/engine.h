@@ -8,7 +8,8 @@
 //
 // One optimizer step:
 //   begin_step();                                   zero the gradients
-//   per micro-batch: stage(images, targets, B);     hand over a batch (GPU: upload, overlapped)
+//   per micro-batch: stage(images, targets, B);     hand over a batch (GPU: upload, overlapped;
+//                                                   stage_device: a batch already on the GPU)
 //                    compute_staged(accum, &rng);   forward (train mode, drop-path from rng) +
 //                                                   loss + backward, dlogits / accum
 //                    staged_loss();                 that micro-batch's loss
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kat/core/error.h"
 #include "kat/core/rng.h"
 #include "kat/model/config.h"
 
@@ -51,6 +53,13 @@ class Engine {
   // The training step (see above).
   virtual void begin_step() = 0;
   virtual void stage(const float* images, const float* targets, int B) = 0;
+  // stage() of a micro-batch already in this engine's device memory (the GPU data pipeline,
+  // data/cuda/gpu_loader.h): images (B, C, H, W) and targets (B, classes), both fp32. The device
+  // buffers may be reused once it returns. Engines that take host memory only refuse.
+  virtual void stage_device(const float* d_images, const float* d_targets, int B) {
+    (void)d_images, (void)d_targets, (void)B;
+    throw Error(device_name() + ": this engine takes batches from host memory only (stage_device)");
+  }
   virtual void compute_staged(int accum_steps, Rng* rng) = 0;
   virtual double staged_loss() = 0;
   virtual void finish_step(double lr, double clip_max_norm) = 0;

@@ -57,6 +57,9 @@ class GpuGroup : public Engine {
   // by size()) / compute_staged() / staged_loss(), then finish_step(). As GpuRunner's.
   void begin_step() override;
   void stage(const float* images, const float* targets, int B) override;
+  // One GPU: GpuRunner::stage_device. Several: refused (the batch would have to be split across
+  // devices; the GPU data pipeline feeds one device).
+  void stage_device(const float* d_images, const float* d_targets, int B) override;
   void compute_staged(int accum_steps, Rng* rng) override;
   double staged_loss() override;  // mean over the replicas' shards
   void finish_step(double lr, double clip_max_norm) override;

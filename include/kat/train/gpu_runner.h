@@ -51,6 +51,10 @@ class GpuRunner : public Engine {
   // staged_loss() waits for that batch and returns its loss. Training runners hold two device
   // input buffers, so stage(next) may come between compute_staged() and staged_loss().
   void stage(const float* images, const float* targets, int B) override;
+  // stage() of a batch already on this runner's device (fp32 images and targets): converted / copied
+  // into the next input slot on the copy stream; returns once the copy is done (the source buffers
+  // may then be reused).
+  void stage_device(const float* d_images, const float* d_targets, int B) override;
   void compute_staged(int accum_steps, Rng* rng) override;
   double staged_loss() override;
   // clip_max_norm > 0: torch clip_grad_norm_ first. Then AdamW at lr, then the EMA update if on.

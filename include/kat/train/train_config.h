@@ -54,11 +54,20 @@ struct TrainConfig {
   int64_t train_subset = 0, test_subset = 0;  // use the first N samples (0: all)
   bool skip_bad = false;
   bool lazy_data = false;  // folder datasets: decode images in the loader workers, not up front
+  // Training batches of folder datasets: "cpu" (the loader's worker threads), "gpu" (nvJPEG +
+  // GPU augmentation, data/cuda/gpu_loader.h; implies lazy reading of the train split), "auto"
+  // (gpu when possible: see resolve_decode). Taken from the command line on resume, like device.
+  std::string decode = "auto";
   bool progress = true;
   int eval_batch = 256;
   // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic
   // resize of the shorter side to floor(img_size / eval_crop_pct), center crop img_size.
   double eval_crop_pct = 0.875;
+
+  // "gpu" or "cpu": where this run decodes and augments its training images. "auto" gives gpu for a
+  // lazy folder dataset on one GPU in a build with nvJPEG, else cpu; "gpu" where that is impossible
+  // is a kat::Error saying why. why (optional): the reason auto chose cpu.
+  std::string resolve_decode(std::string* why = nullptr) const;
 
   std::string to_json(int indent = 2) const;
   static TrainConfig from_json(const std::string& text, const std::string& source);
