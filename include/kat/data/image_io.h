@@ -2,7 +2,6 @@
 // Images are uint8, HWC, channels 1 (gray) or 3 (RGB); alpha channels are dropped (like PIL's
 // convert('RGB')).
 #pragma once
-#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,9 +20,8 @@ bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vec
 bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
                          std::vector<uint8_t>& out, std::string* err = nullptr, int min_side = 0);
 
-// px (np pixels, c_in channels) -> dst (c_out channels, c_in, c_out in {1, 3}): copy, gray -> RGB,
-// or RGB -> gray (ITU-R 601-2 luma, as PIL's convert('L')). What the folder loaders do to a file's
-// pixels to give the dataset's channel count.
+// px (np pixels, c_in channels) -> dst (c_out channels; 1 or 3 each): copy, gray -> RGB, or RGB ->
+// gray (ITU-R 601-2 luma, as PIL's convert('L')).
 void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t* dst);
 
 // Writers (for tests, `kat` tools and visualisation). Throw kat::Error on failure. c = 1 or 3.
