@@ -2,9 +2,10 @@
 # Stage binaries for the lent GPU machine (the device tool's `run`, which copies the working tree
 # plus the ignored paths named in `carry`, 64 MiB in all). That machine has nvcc, CUDA, torch and
 # timm but none of our Debian packages, so we build here and carry the executables with the
-# shared libraries they need from Debian (OpenBLAS gzipped: 36 -> 12 MB).
+# shared libraries they need from Debian (OpenBLAS gzipped: 36 -> 12 MB) and libnvjpeg.so.13 from
+# pip's nvidia-nvjpeg wheel (the GPU pipeline, `kat train --decode gpu`; gzipped).
 #
-#   bench/stage_gpu_carry.sh [TARGET ...]     default: kat kat_gpu_tests
+#   bench/stage_gpu_carry.sh [TARGET ...]     default: kat kat_gpu_tests data_bench
 #     -> .carry/gpurun/{TARGET...,lib/,run_env.sh}   (.carry/ is git-ignored)
 #   then:  run(command="source .carry/gpurun/run_env.sh && kat_gpu_tests && kat bench train ...
 #               --device cuda", carry=[".carry/gpurun"])
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(kat kat_gpu_tests)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(kat kat_gpu_tests data_bench)
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DKAT_CUDA=ON -DKAT_PNG=OFF > /dev/null
 ninja -C build-cuda "${TARGETS[@]}"
 D=.carry/gpurun
@@ -27,6 +28,7 @@ for t in "${TARGETS[@]}"; do ldd "build-cuda/$t"; done | awk '/=> \// {print $3}
     linux-vdso*|ld-linux*|libc.so*|libm.so*|libmvec.so*|libstdc++*|libgcc_s*|libdl.so*|librt.so*|libpthread*|libz.so*) ;;
     libcuda.so*|libcudart*|libcublas*|libcublasLt*|libnvrtc*|libnccl*) ;;  # NCCL: ~340 MB, torch's is there
     libopenblas*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;
+    libnvjpeg*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;  # pip's nvidia-nvjpeg (6 -> ~3 MB)
     *) cp -L "$lib" "$D/lib/" ;;
   esac
 done

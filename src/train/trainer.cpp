@@ -235,10 +235,11 @@ RunData load_run_data(const TrainConfig& tc, const ModelConfig& mc) {
   int skipped_train = 0, skipped_test = 0;
   // The GPU pipeline reads the train split's files per batch (lazily) and skips bad files itself.
   const bool gpu = d.decode == "gpu", train_lazy = tc.lazy_data || gpu;
-  // Lazy folders decode to the model's channel count (an eager load decides from the images).
-  const int folder_channels = tc.lazy_data ? mc.in_chans : 0;
+  // Lazy folders decode to the model's channel count (an eager load decides from the images); the
+  // test split follows the train split.
+  const int folder_channels = train_lazy ? mc.in_chans : 0;
   d.train = data::load_dataset(tc.data, true, gpu ? false : tc.skip_bad, mc.img_size, &skipped_train, train_lazy,
-                               train_lazy ? mc.in_chans : 0);
+                               folder_channels);
   d.test = data::load_dataset(tc.data, false, tc.skip_bad, mc.img_size, &skipped_test, tc.lazy_data,
                               folder_channels, tc.eval_crop_pct);
   if (skipped_train + skipped_test > 0)

@@ -1,0 +1,422 @@
+// The decode / loader half of the GPU data pipeline (issue #11):
+//  - NvjpegDecoder against libjpeg-turbo (the CPU loader's decode) on every kind of JPEG written at
+//    test time (tests/jpeg_variants.h), output poisoned twice; truncated files named and counted;
+//  - GpuLoader: the CPU loader's batch order, labels and mixing decisions; bitwise the same batches
+//    from run to run, across reader counts and across a mid-epoch start (resume); images near the
+//    CPU loader's; a corrupt file named, or skipped with skip_bad;
+//  - GpuRunner::stage_device equals stage() of the same batch bitwise;
+//  - `kat train --decode gpu` on a folder stopped and resumed bitwise.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "../jpeg_variants.h"
+#include "../test_util.h"
+#include "../train_run_util.h"
+#include "kat/core/error.h"
+#include "kat/core/rng.h"
+#include "kat/data/data.h"
+#include "kat/data/image_io.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/gpu_runner.h"
+#include "kat/train/trainer.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_memory.h"
+
+#ifdef KAT_HAVE_NVJPEG
+#include "data/cuda/gpu_loader.h"
+#include "data/cuda/nvjpeg_decoder.h"
+#include "data/jpeg_header.h"
+#endif
+
+namespace fs = std::filesystem;
+using namespace kat;
+
+namespace {
+
+template <class T>
+std::vector<T> download(const T* d, size_t n) {
+  std::vector<T> h(n);
+  KAT_CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+}  // namespace
+
+// stage_device() of a batch already on the GPU trains exactly like stage() of the same batch from
+// the host (the bf16 conversion is the same round-to-nearest-even on either side).
+TEST(GpuData, StageDeviceEqualsStage) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  ModelConfig cfg = ModelConfig::load("kat_micro_patch4_28");
+  cfg.apply_override("depth=2");
+  KatModel m(cfg);
+  m.init_params(5);
+  const int B = 8, K = cfg.num_classes;
+  const size_t ni = size_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size, nt = size_t(B) * K;
+  std::vector<std::vector<float>> xs(3, std::vector<float>(ni)), ts(3, std::vector<float>(nt, 0.f));
+  Rng r(11);
+  for (int i = 0; i < 3; ++i) {
+    for (auto& v : xs[i]) v = float(r.normal());
+    for (int b = 0; b < B; ++b) ts[i][size_t(b) * K + (b * 3 + i) % K] = 1.f;
+  }
+  cuda::DeviceBuffer<float> dx(ni), dt(nt);
+  auto run = [&](bool device) {
+    GpuRunner g(cfg, 0, DType::BF16, AdamWConfig{}, B, true);
+    g.upload_params(m.params.data());
+    std::vector<double> losses;
+    for (int i = 0; i < 3; ++i) {
+      Rng dp(40 + i);
+      g.begin_step();
+      if (device) {
+        KAT_CUDA_CHECK(cudaMemcpy(dx.data(), xs[i].data(), ni * sizeof(float), cudaMemcpyHostToDevice));
+        KAT_CUDA_CHECK(cudaMemcpy(dt.data(), ts[i].data(), nt * sizeof(float), cudaMemcpyHostToDevice));
+        g.stage_device(dx.data(), dt.data(), B);
+        // The source may be overwritten as soon as stage_device returns.
+        KAT_CUDA_CHECK(cudaMemset(dx.data(), 0xFF, ni * sizeof(float)));
+      } else {
+        g.stage(xs[i].data(), ts[i].data(), B);
+      }
+      g.compute_staged(1, &dp);
+      losses.push_back(g.staged_loss());
+      g.finish_step(1e-3, 0.0);
+    }
+    std::vector<float> p(m.params.size());
+    g.download_params(p.data());
+    return std::make_pair(losses, p);
+  };
+  const auto host = run(false), dev = run(true);
+  EXPECT_EQ(host.first, dev.first);
+  EXPECT_TRUE(host.second == dev.second);
+}
+
+#ifdef KAT_HAVE_NVJPEG
+
+namespace {
+
+class GpuDataDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << "no GPU";
+    dir_ = test::temp_path("kat_gpu_data");
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string dir_;
+};
+
+struct Decoded {
+  std::vector<std::vector<uint8_t>> px;
+  std::vector<char> ok;
+  std::vector<std::string> errors;
+  data::cuda::DecodeStats stats;
+};
+
+// Decodes files (one batch) with a fresh NvjpegDecoder into device buffers first filled with
+// `poison`, and downloads them.
+Decoded gpu_decode(const std::vector<std::string>& files, int channels, uint8_t poison) {
+  const int n = int(files.size());
+  std::vector<std::vector<uint8_t>> bytes(files.size());
+  std::vector<data::cuda::EncodedImage> enc(files.size());
+  std::vector<cuda::DeviceBuffer<uint8_t>> dst(files.size());
+  std::vector<uint8_t*> ptr(files.size());
+  for (int i = 0; i < n; ++i) {
+    bytes[size_t(i)] = test::read_file_bytes(files[size_t(i)]);
+    enc[size_t(i)].data = bytes[size_t(i)].data();
+    enc[size_t(i)].size = bytes[size_t(i)].size();
+    enc[size_t(i)].name = &files[size_t(i)];
+    enc[size_t(i)].header =
+        data::parse_image_header(bytes[size_t(i)].data(), bytes[size_t(i)].size(), files[size_t(i)]);
+    const size_t sz = size_t(enc[size_t(i)].header.height) * enc[size_t(i)].header.width * channels;
+    dst[size_t(i)].allocate(sz);
+    KAT_CUDA_CHECK(cudaMemset(dst[size_t(i)].data(), poison, sz));
+    ptr[size_t(i)] = dst[size_t(i)].data();
+  }
+  cuda::CudaStream stream = cuda::CudaStream::create();
+  data::cuda::NvjpegDecoder dec(channels, n);
+  Decoded d;
+  dec.decode(enc.data(), n, ptr.data(), stream, d.ok, d.errors);
+  stream.synchronize();
+  for (int i = 0; i < n; ++i) d.px.push_back(download(dst[size_t(i)].data(), dst[size_t(i)].size()));
+  d.stats = dec.stats();
+  std::printf("  nvJPEG backend %s: %lld hardware, %lld cuda, %lld cpu, %lld bad\n", dec.backend().c_str(),
+              (long long)d.stats.hardware, (long long)d.stats.cuda, (long long)d.stats.cpu,
+              (long long)d.stats.bad);
+  return d;
+}
+
+}  // namespace
+
+// Every kind of JPEG, in one batch (the hardware, CUDA-core and CPU paths side by side), as RGB and as
+// gray, against libjpeg-turbo + the loaders' channel conversion. Bounds (levels of 255):
+//  - files the CPU path takes (CMYK, YCCK): equal, it is the same code;
+//  - gray and 4:4:4 files: max 3. Both decoders run an integer IDCT of their own (libjpeg-turbo's
+//    "islow" vs nvJPEG's) and a YCbCr -> RGB conversion of their own: +-1 in Y, Cb, Cr each, which
+//    the conversion (Cr x 1.402) can take to 3 in R;
+//  - subsampled chroma (4:2:0, 4:2:2): max 8, mean <= 1. libjpeg's "fancy" upsampling is a triangle
+//    filter; nvJPEG's interpolated upsampling (asked for with NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION,
+//    replication where the library refuses it) weights the same neighbours differently near edges and
+//    at the image border, where the test pattern's ripple (+-11 levels) is seen through the chroma.
+//  - gray output of a colour file: nvJPEG's Y plane vs ITU-R 601 luma of libjpeg's RGB: max 8. The
+//    chroma terms cancel in the luma of unclamped RGB, but where the pattern saturates, R, G or B is
+//    clamped to [0, 255] and the luma of the clamped colour moves off Y by what was clipped.
+// The printed figures are the measured ones.
+TEST_F(GpuDataDir, NvjpegMatchesLibjpegOnEveryVariant) {
+  std::vector<std::string> files;
+  const auto variants = test::jpeg_variants();
+  for (const auto& v : variants) {
+    files.push_back(dir_ + "/" + v.name + ".jpg");
+    test::write_jpeg_variant(files.back(), v);
+  }
+  for (const int channels : {3, 1}) {
+    const Decoded a = gpu_decode(files, channels, 0x00), b = gpu_decode(files, channels, 0xFF);
+    EXPECT_EQ(a.stats.bad, 0);
+    EXPECT_EQ(a.stats.cpu, 2);  // CMYK, YCCK
+    for (size_t i = 0; i < files.size(); ++i) {
+      const auto& v = variants[i];
+      SCOPED_TRACE(v.name + " channels " + std::to_string(channels));
+      ASSERT_TRUE(a.ok[i]) << a.errors[i];
+      // Two poisons, one result: every output byte was written.
+      EXPECT_TRUE(a.px[i] == b.px[i]) << "output depends on the buffer's previous contents";
+      int h = 0, w = 0;
+      std::vector<uint8_t> ref;
+      std::string err;
+      const auto bytes = test::read_file_bytes(files[i]);
+      ASSERT_TRUE(data::cuda::cpu_decode(bytes.data(), bytes.size(), files[i], channels, h, w, ref, &err)) << err;
+      ASSERT_EQ(ref.size(), a.px[i].size());
+      int max_diff = 0;
+      double sum = 0;
+      for (size_t k = 0; k < ref.size(); ++k) {
+        const int d = std::abs(int(ref[k]) - int(a.px[i][k]));
+        max_diff = std::max(max_diff, d);
+        sum += d;
+      }
+      const double mean = sum / double(ref.size());
+      std::printf("  %-14s c=%d: max |gpu - libjpeg| %d, mean %.3f\n", v.name.c_str(), channels, max_diff, mean);
+      if (v.components == 4) {
+        EXPECT_EQ(max_diff, 0);
+      } else if (channels == 1 && v.components == 3) {
+        EXPECT_LE(max_diff, 8);  // luma of clamped RGB vs the Y plane: see above
+      } else if (v.components == 1 || (v.luma_h == 1 && v.luma_v == 1)) {
+        EXPECT_LE(max_diff, 3);
+      } else {
+        EXPECT_LE(max_diff, 8);
+        EXPECT_LE(mean, 1.0);
+      }
+    }
+  }
+}
+
+// A truncated JPEG (header intact, scan cut) and garbage after the header: the file is named and
+// counted, the other images of the batch decode.
+TEST_F(GpuDataDir, TruncatedFileNamedAndCounted) {
+  const std::string good = dir_ + "/good.jpg", cut = dir_ + "/cut.jpg";
+  test::write_jpeg_variant(good, {"good", 120, 160});
+  const auto bytes = test::read_file_bytes(good);
+  test::write_truncated(good, cut, bytes.size() * 3 / 5);
+  const Decoded d = gpu_decode({good, cut, good}, 3, 0);
+  EXPECT_TRUE(d.ok[0]);
+  EXPECT_TRUE(d.ok[2]);
+  EXPECT_FALSE(d.ok[1]);
+  EXPECT_NE(d.errors[1].find(cut), std::string::npos) << d.errors[1];
+  EXPECT_EQ(d.stats.bad, 1);
+  EXPECT_TRUE(d.px[0] == d.px[2]);
+}
+
+namespace {
+
+// A lazy folder (train split) of n JPEGs of mixed kinds and sizes in 2 classes, plus a PNG.
+data::Dataset write_folder(const std::string& root, int n, int size) {
+  const auto kinds = test::jpeg_variants();
+  for (int i = 0; i < n; ++i) {
+    const fs::path cdir = fs::path(root) / (i % 2 ? "b" : "a");
+    fs::create_directories(cdir);
+    test::JpegVariant v = kinds[size_t(i) % kinds.size()];
+    v.h = 40 + (i * 7) % 31;
+    v.w = 36 + (i * 11) % 45;
+    char name[32];
+    std::snprintf(name, sizeof name, "%03d.jpg", i);
+    test::write_jpeg_variant((cdir / name).string(), v, i);
+  }
+  const auto png = test::test_pattern(45, 50, 3, 3);
+  data::write_png((fs::path(root) / "a" / "png.png").string(), 45, 50, 3, png.data());
+  return data::load_image_folder(root, size, false, nullptr, 3, nullptr, true);
+}
+
+data::LoaderConfig deit_config(int batch, int size, bool erase) {
+  data::LoaderConfig c;
+  c.batch_size = batch;
+  c.seed = 17;
+  c.num_workers = 2;
+  c.aug.out_size = size;
+  c.aug.crop = "rrc";
+  c.aug.hflip = true;
+  c.aug.randaug_n = 2;
+  c.aug.randaug_m = 9;
+  c.aug.random_erase = erase ? 0.25 : 0.0;
+  c.mix.mixup_alpha = 0.8;
+  c.mix.cutmix_alpha = 1.0;
+  c.mix.label_smoothing = 0.1;
+  return c;
+}
+
+struct HostBatch {
+  std::vector<float> images, targets;
+  std::vector<int32_t> labels;
+  std::vector<int64_t> indices;
+  data::MixResult mix;
+};
+
+HostBatch to_host(const data::cuda::GpuBatch& b) {
+  HostBatch h;
+  h.images = download(b.images, size_t(b.n) * b.c * b.h * b.w);
+  h.targets = download(b.targets, size_t(b.n) * b.classes);
+  h.labels = b.labels;
+  h.indices = b.indices;
+  h.mix = b.mix;
+  return h;
+}
+
+std::vector<HostBatch> epoch_batches(data::cuda::GpuLoader& l, int64_t epoch, int64_t first = 0) {
+  std::vector<HostBatch> v;
+  l.start_epoch(epoch, first);
+  data::cuda::GpuBatch b;
+  while (l.next(b)) v.push_back(to_host(b));
+  return v;
+}
+
+bool same(const HostBatch& a, const HostBatch& b) {
+  return a.images == b.images && a.targets == b.targets && a.labels == b.labels && a.indices == b.indices &&
+         a.mix.lam == b.mix.lam && a.mix.applied == b.mix.applied && a.mix.cutmix == b.mix.cutmix;
+}
+
+}  // namespace
+
+TEST_F(GpuDataDir, LoaderDeterministicAcrossRunsThreadsAndResume) {
+  const data::Dataset ds = write_folder(dir_, 45, 32);
+  const data::LoaderConfig cfg = deit_config(8, 32, true);
+  data::cuda::GpuLoaderOptions o1, o4;
+  o1.read_threads = 1;
+  o4.read_threads = 4;
+  data::cuda::GpuLoader a(ds, cfg, o1), b(ds, cfg, o4);
+  ASSERT_EQ(a.batches_per_epoch(), 5);  // 46 files, drop_last
+  for (const int64_t epoch : {0, 1}) {
+    const auto ea = epoch_batches(a, epoch), eb = epoch_batches(b, epoch);
+    ASSERT_EQ(ea.size(), 5u);
+    ASSERT_EQ(eb.size(), 5u);
+    for (size_t i = 0; i < ea.size(); ++i) EXPECT_TRUE(same(ea[i], eb[i])) << "epoch " << epoch << " batch " << i;
+    // Resume at batch 3 (after another epoch was read, so stale state would show).
+    const auto tail = epoch_batches(b, epoch, 3);
+    ASSERT_EQ(tail.size(), 2u);
+    for (size_t i = 0; i < tail.size(); ++i) EXPECT_TRUE(same(ea[3 + i], tail[i])) << "resumed batch " << 3 + i;
+    for (const auto& hb : ea)
+      for (float v : hb.images) ASSERT_TRUE(std::isfinite(v));
+  }
+  // Restart in the middle of an epoch, with batches still in flight.
+  a.start_epoch(1, 0);
+  data::cuda::GpuBatch tmp;
+  ASSERT_TRUE(a.next(tmp));
+  const auto again = epoch_batches(a, 0, 1);
+  const auto ref = epoch_batches(b, 0);
+  ASSERT_EQ(again.size(), 4u);
+  for (size_t i = 0; i < again.size(); ++i) EXPECT_TRUE(same(ref[1 + i], again[i]));
+  const auto st = a.decode_stats();
+  EXPECT_GT(st.cpu, 0);  // the PNG and the CMYK files
+  EXPECT_GT(st.hardware + st.cuda, 0);
+}
+
+// The same batches as the CPU loader decides them: order, labels, mixing; the pixels near (resampling
+// and decode rounding). No erasing here: its noise is drawn on the device and differs by design.
+TEST_F(GpuDataDir, LoaderAgreesWithCpuLoader) {
+  const data::Dataset ds = write_folder(dir_, 45, 32);
+  const data::LoaderConfig cfg = deit_config(8, 32, false);
+  data::cuda::GpuLoader g(ds, cfg);
+  data::Loader c(ds, cfg);
+  g.start_epoch(2);
+  c.start_epoch(2);
+  data::cuda::GpuBatch gb;
+  data::Batch cb;
+  double sum = 0;
+  size_t count = 0;
+  while (g.next(gb)) {
+    ASSERT_TRUE(c.next(cb));
+    const HostBatch h = to_host(gb);
+    EXPECT_EQ(h.indices, cb.indices);
+    EXPECT_EQ(h.labels, cb.labels);
+    EXPECT_EQ(h.mix.applied, cb.mix.applied);
+    EXPECT_EQ(h.mix.cutmix, cb.mix.cutmix);
+    EXPECT_EQ(h.mix.lam, cb.mix.lam);
+    ASSERT_EQ(h.targets.size(), cb.targets.size());
+    for (size_t k = 0; k < h.targets.size(); ++k) EXPECT_NEAR(h.targets[k], cb.targets[k], 1e-6f);
+    ASSERT_EQ(h.images.size(), cb.images.size());
+    for (size_t k = 0; k < h.images.size(); ++k) sum += std::abs(h.images[k] - cb.images[k]);
+    count += h.images.size();
+  }
+  EXPECT_FALSE(c.next(cb));
+  // Normalised units (std 0.5: one level is 1/127.5 = 0.0078). Decode differences (above) of ~1 level
+  // on average, carried through resampling and RandAugment (whose thresholds, e.g. Solarize and
+  // Posterize, turn a one-level difference into a large one on the few pixels at the threshold): a
+  // mean of 4 levels bounds it loosely.
+  const double mean = sum / double(count);
+  std::printf("  GPU vs CPU loader: mean |diff| %.4f (%.2f levels)\n", mean, mean * 127.5);
+  EXPECT_LE(mean, 4.0 / 127.5);
+}
+
+TEST_F(GpuDataDir, BadFileNamedOrSkipped) {
+  data::Dataset ds = write_folder(dir_, 15, 32);
+  const std::string bad = (fs::path(dir_) / "a" / "000.jpg").string();
+  const auto bytes = test::read_file_bytes(bad);
+  test::write_truncated(bad, bad + ".tmp", bytes.size() / 2);
+  fs::rename(bad + ".tmp", bad);
+  data::LoaderConfig cfg = deit_config(4, 32, true);
+  cfg.shuffle = false;  // the bad file is the first: batch 0
+  {
+    data::cuda::GpuLoader l(ds, cfg);
+    l.start_epoch(0);
+    data::cuda::GpuBatch b;
+    test::expect_error([&] { l.next(b); }, {bad, "batch 0"});
+    ASSERT_TRUE(l.next(b));  // the next batches are fine
+    EXPECT_EQ(b.n, 4);
+  }
+  data::cuda::GpuLoaderOptions o;
+  o.skip_bad = true;
+  data::cuda::GpuLoader l(ds, cfg, o);
+  l.start_epoch(0);
+  data::cuda::GpuBatch b;
+  ASSERT_TRUE(l.next(b));
+  EXPECT_EQ(b.n, 3);
+  EXPECT_EQ(l.bad_files(), 1);
+  int batches = 1;
+  while (l.next(b)) ++batches;
+  EXPECT_EQ(batches, 4);
+}
+
+// `kat train --decode gpu` from a folder of JPEGs: stopped mid-epoch and resumed, bitwise the
+// straight run (the CPU trainer test's recipe, RRC + flip on, gray model: nvJPEG's luma output).
+TEST_F(GpuDataDir, TrainFromFolderResumesBitwise) {
+  const fs::path root = fs::path(dir_) / "ds";
+  write_folder((root / "train").string(), 383, 28);  // + 1 PNG = 384: 6 steps of 32 x 2
+  write_folder((root / "val").string(), 63, 28);
+  TrainConfig c = test::tiny_run("");
+  c.data = "folder:" + root.string();
+  c.model_overrides.push_back("num_classes=2");
+  c.device = "cuda";
+  c.devices = {0};
+  c.decode = "gpu";
+  c.crop = "rrc";
+  c.hflip = true;
+  c.train_subset = 0;
+  c.test_subset = 0;
+  const std::string a = dir_ + "/run_a", b = dir_ + "/run_b";
+  const auto r = test::check_resume_bitwise(c, a, b);
+  for (double l : r.full.step_losses) EXPECT_TRUE(std::isfinite(l));
+}
+
+#endif  // KAT_HAVE_NVJPEG
