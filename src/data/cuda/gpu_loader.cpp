@@ -337,6 +337,11 @@ struct GpuLoader::Impl {
         build(ep, b, hs, os);
       } catch (...) {
         os.err = std::current_exception();
+        // Work of this batch may be enqueued already: its host slot is freed only after it has run.
+        try {
+          os.done.record(stream);
+        } catch (...) {
+        }
       }
       std::exception_ptr release_err;
       try {
