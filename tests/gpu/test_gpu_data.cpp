@@ -160,13 +160,16 @@ Decoded gpu_decode(const std::vector<std::string>& files, int channels, uint8_t 
 //  - gray and 4:4:4 files: max 3. Both decoders run an integer IDCT of their own (libjpeg-turbo's
 //    "islow" vs nvJPEG's) and a YCbCr -> RGB conversion of their own: +-1 in Y, Cb, Cr each, which
 //    the conversion (Cr x 1.402) can take to 3 in R;
-//  - subsampled chroma (4:2:0, 4:2:2): max 8, mean <= 1. libjpeg's "fancy" upsampling is a triangle
-//    filter; nvJPEG's interpolated upsampling (asked for with NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION,
-//    replication where the library refuses it) weights the same neighbours differently near edges and
-//    at the image border, where the test pattern's ripple (+-11 levels) is seen through the chroma.
-//  - gray output of a colour file: nvJPEG's Y plane vs ITU-R 601 luma of libjpeg's RGB: max 8. The
+//  - subsampled chroma (4:2:0, 4:2:2): max 14, mean <= 1.5. libjpeg's "fancy" upsampling is a
+//    triangle filter; nvJPEG's (interpolated where the handle took
+//    NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION, else replicated) weights the neighbours differently.
+//    Where the test pattern's sawtooth ripple jumps by 22 levels, the 2x-subsampled chroma sees the
+//    jump between two samples and the two upsamplers can disagree by about half of it (11) plus the
+//    rounding of the IDCT and colour conversion (3); elsewhere the pattern is smooth, hence the mean.
+//  - gray output of a colour file: nvJPEG's Y plane vs ITU-R 601 luma of libjpeg's RGB: max 14. The
 //    chroma terms cancel in the luma of unclamped RGB, but where the pattern saturates, R, G or B is
-//    clamped to [0, 255] and the luma of the clamped colour moves off Y by what was clipped.
+//    clamped to [0, 255] and the luma of the clamped colour moves off Y by what was clipped, which
+//    includes the chroma error above.
 // The printed figures are the measured ones.
 TEST_F(GpuDataDir, NvjpegMatchesLibjpegOnEveryVariant) {
   std::vector<std::string> files;
@@ -203,12 +206,13 @@ TEST_F(GpuDataDir, NvjpegMatchesLibjpegOnEveryVariant) {
       if (v.components == 4) {
         EXPECT_EQ(max_diff, 0);
       } else if (channels == 1 && v.components == 3) {
-        EXPECT_LE(max_diff, 8);  // luma of clamped RGB vs the Y plane: see above
+        EXPECT_LE(max_diff, 14);  // luma of clamped RGB vs the Y plane: see above
+        EXPECT_LE(mean, 1.5);
       } else if (v.components == 1 || (v.luma_h == 1 && v.luma_v == 1)) {
         EXPECT_LE(max_diff, 3);
       } else {
-        EXPECT_LE(max_diff, 8);
-        EXPECT_LE(mean, 1.0);
+        EXPECT_LE(max_diff, 14);
+        EXPECT_LE(mean, 1.5);
       }
     }
   }
