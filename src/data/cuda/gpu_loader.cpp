@@ -17,6 +17,7 @@
 #include "data/augment_plan.h"
 #include "data/cuda/gpu_augment.h"
 #include "kat/core/error.h"
+#include "kat/train/gpu_runner.h"  // cuda_available
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 
@@ -41,8 +42,8 @@ struct GpuLoader::Impl {
   struct Sample {
     const uint8_t* data = nullptr;  // the file: in the slot's pinned arena, or in `spill`
     size_t size = 0;
-    std::vector<uint8_t> spill;       // the file when the arena was full
-    ImageHeader header;               // height / width: the decoded image's (also for CPU-decoded files)
+    std::vector<uint8_t> spill;  // the file when the arena was full
+    ImageHeader header;          // height x width x channels of the decoded image (also for CPU-decoded files)
     std::vector<uint8_t> cpu_pixels;  // decoded on the CPU (a file nvJPEG does not take), else empty
     SamplePlan plan;
     int32_t label = 0;
@@ -154,15 +155,16 @@ struct GpuLoader::Impl {
     read_file(path, hs, s);
     s.header = parse_image_header(s.data, s.size, path);
     if (needs_cpu_decode(s.header, s.data, s.size) || s.header.height <= 0) {
-      int h = 0, w = 0;
+      int h = 0, w = 0, c = 0;
       std::string err;
-      KAT_CHECK(cpu_decode(s.data, s.size, path, ds.channels, h, w, s.cpu_pixels, &err),
+      KAT_CHECK(cpu_decode(s.data, s.size, path, h, w, c, s.cpu_pixels, &err),
                 err.empty() ? "file " + path + ": cannot decode" : err);
       s.header.height = h;
       s.header.width = w;
+      s.header.channels = c;
     }
-    s.header.channels = ds.channels;
-    s.plan = plan_sample(cfg, ds, ep, s.index, s.header.height, s.header.width, ds.channels);
+    // In the file's channels, as the CPU loader's decode: the augmenter converts to ds.channels.
+    s.plan = plan_sample(cfg, ds, ep, s.index, s.header.height, s.header.width, s.header.channels);
   }
 
   void reader_loop() {
@@ -219,7 +221,6 @@ struct GpuLoader::Impl {
 
   // Decode and augment batch b (its files are in host slot b) into out slot b, on the stream.
   void build(int64_t ep, int64_t b, HostSlot& hs, OutSlot& os) {
-    const int c = ds.channels;
     std::vector<int> keep;
     keep.reserve(size_t(hs.n));
     for (int i = 0; i < hs.n; ++i) {
@@ -239,7 +240,7 @@ struct GpuLoader::Impl {
     for (size_t j = 0; j < keep.size(); ++j) {
       const ImageHeader& h = hs.samples[size_t(keep[j])].header;
       offset[j] = total;
-      total += align_up(size_t(h.height) * h.width * c);
+      total += align_up(size_t(h.height) * h.width * h.channels);
     }
     kat::cuda::DeviceBuffer<uint8_t>& arena = decoded[b % 2];
     if (arena.size() < total) arena.allocate(total + total / 4);  // (cudaFree waits for its last reader)
@@ -274,8 +275,8 @@ struct GpuLoader::Impl {
       im.pixels = dst[j];
       im.h = s.header.height;
       im.w = s.header.width;
-      im.c = c;
-      im.row_bytes = int64_t(s.header.width) * c;
+      im.c = s.header.channels;
+      im.row_bytes = int64_t(s.header.width) * s.header.channels;
       images.push_back(im);
       plans.push_back(s.plan);
       m.labels.push_back(s.label);
@@ -365,6 +366,8 @@ struct GpuLoader::Impl {
 
 GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) : ds_(ds), cfg_(std::move(cfg)) {
   const std::string who = "GPU loader for " + (ds.source.empty() ? std::string("dataset") : ds.source);
+  std::string why;
+  KAT_CHECK(cuda_available(&why), who, ": CUDA is not usable here (", why, ")");
   KAT_CHECK(ds.lazy() && ds.files.size() == ds.size() && ds.size() > 0, who,
             ": needs a lazy folder dataset (files decoded when read: --lazy-data / a folder: dataset)");
   KAT_CHECK(ds.channels == 1 || ds.channels == 3, who, ": channels must be 1 or 3, got ", ds.channels);
@@ -385,7 +388,7 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   I.out_w = out_width();
   KAT_CUDA_CHECK(cudaSetDevice(opt.device));
   I.stream = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
-  I.decoder = std::make_unique<NvjpegDecoder>(ds.channels, cfg_.batch_size);
+  I.decoder = std::make_unique<NvjpegDecoder>(cfg_.batch_size);
   I.augmenter = std::make_unique<GpuAugmenter>(cfg_, I.out_c, I.out_h, I.out_w, ds.num_classes, cfg_.batch_size);
   for (int s = 0; s < opt.host_slots; ++s) {
     I.host.push_back(std::make_unique<Impl::HostSlot>());

@@ -98,29 +98,23 @@ bool needs_cpu_decode(const ImageHeader& h, const uint8_t* data, size_t size) {
   return h.format != ImageFormat::Jpeg || !h.jpeg.gpu_candidate() || !jpeg_tail_has_eoi(data, size);
 }
 
-bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int channels, int& h, int& w,
+bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
                 std::vector<uint8_t>& out, std::string* err) {
-  thread_local std::vector<uint8_t> decoded;
-  int c = 0;
-  if (!decode_image_memory(data, size, name, h, w, c, decoded, err)) return false;
-  out.resize(size_t(h) * w * channels);
-  convert_channels(decoded.data(), size_t(h) * w, c, channels, out.data());
-  return true;
+  return decode_image_memory(data, size, name, h, w, c, out, err);
 }
 
 struct NvjpegDecoder::Impl {
   // Handles first: destroyed last, after every object made from them.
   Handle hw, sw;  // hardware backend (empty without a JPEG engine); default backend (decoupled API)
   bool hw_interp = false, sw_interp = false;
-  int channels = 3, max_batch = 0;
-  nvjpegOutputFormat_t format = NVJPEG_OUTPUT_RGBI;
+  int max_batch = 0;
   State hw_state;
   std::vector<JpegStream> hw_streams;  // one per image of a batch: the header, for the support check
   // Decoupled decoding, one image at a time: GPU_HYBRID (Huffman on the GPU) where it takes the
   // file, HYBRID (Huffman on the CPU; progressive files) otherwise.
   Decoder dec_gpu, dec_hybrid;
   State st_gpu, st_hybrid;
-  Params params;
+  Params params_rgb, params_gray;  // interleaved RGB for colour files, the Y plane for gray ones
   JpegStream sw_stream;
   DeviceBuf device_buf;
   // Two pinned buffers in turn: image i + 1's host stage fills one while image i's copy to the
@@ -139,8 +133,10 @@ struct NvjpegDecoder::Impl {
   bool decode_one(const EncodedImage& im, uint8_t* dst, cudaStream_t stream) {
     if (nvjpegJpegStreamParse(sw.get(), im.data, im.size, 0, 0, sw_stream.get()) != NVJPEG_STATUS_SUCCESS)
       return false;
+    const int c = im.header.channels;
+    nvjpegDecodeParams_t params = c == 1 ? params_gray.get() : params_rgb.get();
     int unsupported = 1;
-    const bool gpu = nvjpegDecoderJpegSupported(dec_gpu.get(), sw_stream.get(), params.get(), &unsupported) ==
+    const bool gpu = nvjpegDecoderJpegSupported(dec_gpu.get(), sw_stream.get(), params, &unsupported) ==
                          NVJPEG_STATUS_SUCCESS &&
                      unsupported == 0;
     nvjpegJpegDecoder_t dec = gpu ? dec_gpu.get() : dec_hybrid.get();
@@ -149,13 +145,12 @@ struct NvjpegDecoder::Impl {
     if (pinned_used[k]) pinned_free[k].synchronize();
     next_pinned ^= 1;
     if (nvjpegStateAttachPinnedBuffer(st, pinned[k].get()) != NVJPEG_STATUS_SUCCESS) return false;
-    if (nvjpegDecodeJpegHost(sw.get(), dec, st, params.get(), sw_stream.get()) != NVJPEG_STATUS_SUCCESS)
-      return false;
+    if (nvjpegDecodeJpegHost(sw.get(), dec, st, params, sw_stream.get()) != NVJPEG_STATUS_SUCCESS) return false;
     if (nvjpegDecodeJpegTransferToDevice(sw.get(), dec, st, sw_stream.get(), stream) != NVJPEG_STATUS_SUCCESS)
       return false;
     nvjpegImage_t out{};
     out.channel[0] = dst;
-    out.pitch[0] = size_t(im.header.width) * channels;
+    out.pitch[0] = size_t(im.header.width) * c;
     const bool ok = nvjpegDecodeJpegDevice(sw.get(), dec, st, &out, stream) == NVJPEG_STATUS_SUCCESS;
     pinned_free[k].record(stream);
     pinned_used[k] = true;
@@ -163,13 +158,10 @@ struct NvjpegDecoder::Impl {
   }
 };
 
-NvjpegDecoder::NvjpegDecoder(int channels, int max_batch) : impl_(std::make_unique<Impl>()) {
-  KAT_CHECK(channels == 1 || channels == 3, "NvjpegDecoder: channels must be 1 or 3, got ", channels);
+NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
   KAT_CHECK(max_batch >= 1, "NvjpegDecoder: max_batch must be >= 1, got ", max_batch);
   Impl& I = *impl_;
-  I.channels = channels;
   I.max_batch = max_batch;
-  I.format = channels == 3 ? NVJPEG_OUTPUT_RGBI : NVJPEG_OUTPUT_Y;
   I.sw = make_handle(NVJPEG_BACKEND_DEFAULT, &I.sw_interp);
   KAT_CHECK(I.sw,
             "nvJPEG cannot start on this GPU (nvjpegCreateEx with the default backend failed); decode on "
@@ -184,8 +176,10 @@ NvjpegDecoder::NvjpegDecoder(int channels, int max_batch) : impl_(std::make_uniq
   KAT_NVJPEG_CHECK(nvjpegDecoderCreate(I.sw.get(), NVJPEG_BACKEND_HYBRID, I.dec_hybrid.out()));
   KAT_NVJPEG_CHECK(nvjpegDecoderStateCreate(I.sw.get(), I.dec_gpu.get(), I.st_gpu.out()));
   KAT_NVJPEG_CHECK(nvjpegDecoderStateCreate(I.sw.get(), I.dec_hybrid.get(), I.st_hybrid.out()));
-  KAT_NVJPEG_CHECK(nvjpegDecodeParamsCreate(I.sw.get(), I.params.out()));
-  KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params.get(), I.format));
+  KAT_NVJPEG_CHECK(nvjpegDecodeParamsCreate(I.sw.get(), I.params_rgb.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params_rgb.get(), NVJPEG_OUTPUT_RGBI));
+  KAT_NVJPEG_CHECK(nvjpegDecodeParamsCreate(I.sw.get(), I.params_gray.out()));
+  KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params_gray.get(), NVJPEG_OUTPUT_Y));
   KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.sw.get(), I.sw_stream.out()));
   KAT_NVJPEG_CHECK(nvjpegBufferDeviceCreate(I.sw.get(), nullptr, I.device_buf.out()));
   KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_gpu.get(), I.device_buf.get()));
@@ -205,7 +199,6 @@ NvjpegDecoder::~NvjpegDecoder() {
   if (impl_->staging_used) cudaEventSynchronize(impl_->staging_free);
 }
 
-int NvjpegDecoder::channels() const { return impl_->channels; }
 std::string NvjpegDecoder::backend() const { return impl_->hw ? "hardware" : "cuda"; }
 const DecodeStats& NvjpegDecoder::stats() const { return impl_->stats; }
 
@@ -216,7 +209,6 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
             I.max_batch);
   ok.assign(size_t(n), 1);
   errors.assign(size_t(n), std::string());
-  const int c = I.channels;
   std::vector<int> hw_list, gpu_list, cpu_list, upload_list;
   for (int i = 0; i < n; ++i) {
     const EncodedImage& im = images[i];
@@ -224,7 +216,7 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
       upload_list.push_back(i);
     } else if (needs_cpu_decode(im.header, im.data, im.size)) {
       cpu_list.push_back(i);
-    } else if (I.hw) {
+    } else if (I.hw && im.header.channels == 3) {
       nvjpegJpegStream_t s = I.hw_streams[hw_list.size()].get();
       int unsupported = 1;
       if (nvjpegJpegStreamParseHeader(I.hw.get(), im.data, im.size, s) == NVJPEG_STATUS_SUCCESS &&
@@ -249,12 +241,12 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
       lengths[size_t(j)] = im.size;
       out[size_t(j)] = nvjpegImage_t{};
       out[size_t(j)].channel[0] = dst[hw_list[size_t(j)]];
-      out[size_t(j)].pitch[0] = size_t(im.header.width) * c;
+      out[size_t(j)].pitch[0] = size_t(im.header.width) * 3;
     }
-    const bool done =
-        nvjpegDecodeBatchedInitialize(I.hw.get(), I.hw_state.get(), m, 1, I.format) == NVJPEG_STATUS_SUCCESS &&
-        nvjpegDecodeBatched(I.hw.get(), I.hw_state.get(), data.data(), lengths.data(), out.data(), stream) ==
-            NVJPEG_STATUS_SUCCESS;
+    const bool done = nvjpegDecodeBatchedInitialize(I.hw.get(), I.hw_state.get(), m, 1, NVJPEG_OUTPUT_RGBI) ==
+                          NVJPEG_STATUS_SUCCESS &&
+                      nvjpegDecodeBatched(I.hw.get(), I.hw_state.get(), data.data(), lengths.data(), out.data(),
+                                          stream) == NVJPEG_STATUS_SUCCESS;
     if (done)
       I.stats.hardware += m;
     else
@@ -272,32 +264,34 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
   for (int i : cpu_list) {
     const EncodedImage& im = images[i];
     const std::string name = im.name ? *im.name : std::string("(image ") + std::to_string(i) + ")";
-    int h = 0, w = 0;
+    int h = 0, w = 0, c = 0;
     std::string err;
-    if (!cpu_decode(im.data, im.size, name, c, h, w, decoded[size_t(i)], &err)) {
+    if (!cpu_decode(im.data, im.size, name, h, w, c, decoded[size_t(i)], &err)) {
       ok[size_t(i)] = 0;
       errors[size_t(i)] = err.empty() ? "file " + name + ": cannot decode" : err;
       ++I.stats.bad;
       continue;
     }
-    if (h != im.header.height || w != im.header.width) {  // the header lied (e.g. a DNL height)
+    if (h != im.header.height || w != im.header.width || c != im.header.channels) {  // e.g. a DNL height
       ok[size_t(i)] = 0;
-      errors[size_t(i)] = detail::concat("file ", name, ": decodes to ", h, "x", w, " but its header says ",
-                                         im.header.height, "x", im.header.width);
+      errors[size_t(i)] =
+          detail::concat("file ", name, ": decodes to ", h, "x", w, "x", c, " but its header says ",
+                         im.header.height, "x", im.header.width, "x", im.header.channels);
       ++I.stats.bad;
       continue;
     }
     upload_list.push_back(i);
   }
   size_t total = 0;
-  for (int i : upload_list) total += size_t(images[i].header.height) * images[i].header.width * c;
+  for (int i : upload_list)
+    total += size_t(images[i].header.height) * images[i].header.width * images[i].header.channels;
   if (total == 0) return;
   if (I.staging_used) I.staging_free.synchronize();  // the previous batch's uploads have left it
   if (I.staging.size() < total) I.staging.allocate(total + total / 2);
   size_t off = 0;
   for (int i : upload_list) {
     const EncodedImage& im = images[i];
-    const size_t bytes = size_t(im.header.height) * im.header.width * c;
+    const size_t bytes = size_t(im.header.height) * im.header.width * im.header.channels;
     const uint8_t* src = im.host_pixels ? im.host_pixels : decoded[size_t(i)].data();
     std::memcpy(I.staging.data() + off, src, bytes);
     KAT_CUDA_CHECK(cudaMemcpyAsync(dst[i], I.staging.data() + off, bytes, cudaMemcpyHostToDevice, stream));

@@ -1,10 +1,12 @@
-// Batched JPEG decoding on the GPU with nvJPEG, to interleaved RGB (or gray) HWC uint8 in device
-// memory, the input of the GPU augmenter (data/cuda/gpu_augment.h). Builds with nvJPEG only
-// (KAT_HAVE_NVJPEG); no CUDA or nvJPEG type appears here.
+// Batched JPEG decoding on the GPU with nvJPEG, to HWC uint8 in device memory in the file's own
+// channels (interleaved RGB for colour files, one channel for gray ones: what the CPU decoder
+// returns), the input of the GPU augmenter (data/cuda/gpu_augment.h), which converts channels as
+// the CPU loader does. Builds with nvJPEG only (KAT_HAVE_NVJPEG); no CUDA or nvJPEG type appears here.
 //
 // Each image of a batch goes to the first of these that takes it:
 //   1. the hardware JPEG decoder (NVJPEG_BACKEND_HARDWARE: A100, H100, H200), one batched call for
-//      every image nvjpegDecodeBatchedSupported accepts (baseline, single scan, not 4:1:0 / 4:1:1);
+//      every colour image nvjpegDecodeBatchedSupported accepts (baseline, single scan, not 4:1:0 /
+//      4:1:1; a batched call has one output format, so gray files take the next path);
 //   2. nvJPEG on the CUDA cores, one image at a time through the decoupled API (GPU_HYBRID for what
 //      it supports, else HYBRID: Huffman on the CPU, the rest on the GPU; progressive files);
 //   3. the CPU (libjpeg-turbo / libpng, data/image_io.h, exactly the CPU loader's decode), then an
@@ -16,8 +18,7 @@
 // conversion in integer arithmetic of their own, and upsample chroma their own way (the handles
 // ask nvJPEG for interpolated upsampling, which libjpeg's "fancy" upsampling also is), so a
 // decoded pixel may differ by a few levels; the bound measured and tested is in
-// tests/gpu/test_nvjpeg_decoder.cpp. One-channel output of a colour file is nvJPEG's luma (Y) plane
-// where the CPU converts decoded RGB with ITU-R 601 weights: within the same bound.
+// tests/gpu/test_gpu_data.cpp.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -33,8 +34,8 @@ namespace kat::data::cuda {
 
 // One image to decode. `data` is the whole file (host memory; pinned memory lets nvJPEG copy it
 // asynchronously), valid until the stream passed to decode() has finished the batch. `header` is
-// parse_image_header's result for it. host_pixels (optional): the image already decoded on the CPU
-// (h x w x channels of the decoder), only uploaded.
+// parse_image_header's result for it (height x width x channels: the output). host_pixels
+// (optional): the image already decoded on the CPU (that size), only uploaded.
 struct EncodedImage {
   const uint8_t* data = nullptr;
   size_t size = 0;
@@ -56,19 +57,18 @@ bool needs_cpu_decode(const ImageHeader& h, const uint8_t* data, size_t size);
 
 class NvjpegDecoder {
  public:
-  // channels: 3 (interleaved RGB) or 1 (gray). max_batch: the most images one decode() takes.
-  // The current CUDA device is used. Throws kat::Error when nvJPEG cannot start.
-  NvjpegDecoder(int channels, int max_batch);
+  // max_batch: the most images one decode() takes. The current CUDA device is used. Throws
+  // kat::Error when nvJPEG cannot start.
+  explicit NvjpegDecoder(int max_batch);
   ~NvjpegDecoder();
   NvjpegDecoder(const NvjpegDecoder&) = delete;
   NvjpegDecoder& operator=(const NvjpegDecoder&) = delete;
 
-  int channels() const;
   // "hardware" when the GPU has a JPEG engine nvJPEG uses, else "cuda".
   std::string backend() const;
 
-  // Decodes images[0..n) into dst[i] (device, header.height x header.width x channels() bytes,
-  // rows width * channels() apart), enqueued on `stream`. ok[i] = false (and errors[i] the reason,
+  // Decodes images[0..n) into dst[i] (device, header.height x header.width x header.channels
+  // bytes, rows width * channels apart), enqueued on `stream`. ok[i] = false (and errors[i] the reason,
   // naming the file) for a file no decoder reads; dst[i] is then left as it was. Returns once the
   // host's part is done; the caller synchronises `stream` before reusing the input data.
   void decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream, std::vector<char>& ok,
@@ -81,9 +81,9 @@ class NvjpegDecoder {
   std::unique_ptr<Impl> impl_;
 };
 
-// libjpeg-turbo / libpng decode of one file to `channels` channels (the CPU loader's decode and
-// channel conversion): false with err set when the file cannot be read.
-bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int channels, int& h, int& w,
+// libjpeg-turbo / libpng decode of one file (the CPU loader's decode: h x w x c, c = 1 or 3):
+// false with err set when the file cannot be read.
+bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
                 std::vector<uint8_t>& out, std::string* err);
 
 }  // namespace kat::data::cuda
