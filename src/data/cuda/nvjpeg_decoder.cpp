@@ -115,7 +115,7 @@ struct NvjpegDecoder::Impl {
   Decoder dec_gpu, dec_hybrid;
   State st_gpu, st_hybrid;
   Params params_rgb, params_gray;  // interleaved RGB for colour files, the Y plane for gray ones
-  JpegStream sw_stream;
+  JpegStream sw_stream[2];         // in turn with the pinned buffers (the transfer may read the parsed stream)
   DeviceBuf device_buf;
   // Two pinned buffers in turn: image i + 1's host stage fills one while image i's copy to the
   // device still reads the other (the nvJPEG samples' pattern); an event says when a buffer is free.
@@ -131,23 +131,24 @@ struct NvjpegDecoder::Impl {
 
   // One image through the decoupled API; false when nvJPEG rejects it (the CPU then tries).
   bool decode_one(const EncodedImage& im, uint8_t* dst, cudaStream_t stream) {
-    if (nvjpegJpegStreamParse(sw.get(), im.data, im.size, 0, 0, sw_stream.get()) != NVJPEG_STATUS_SUCCESS)
-      return false;
-    const int c = im.header.channels;
-    nvjpegDecodeParams_t params = c == 1 ? params_gray.get() : params_rgb.get();
-    int unsupported = 1;
-    const bool gpu = nvjpegDecoderJpegSupported(dec_gpu.get(), sw_stream.get(), params, &unsupported) ==
-                         NVJPEG_STATUS_SUCCESS &&
-                     unsupported == 0;
-    nvjpegJpegDecoder_t dec = gpu ? dec_gpu.get() : dec_hybrid.get();
-    nvjpegJpegState_t st = gpu ? st_gpu.get() : st_hybrid.get();
+    // Buffers k (pinned buffer, parsed stream) are free once the last image that used them has
+    // been copied to the device.
     const int k = next_pinned;
     if (pinned_used[k]) pinned_free[k].synchronize();
     next_pinned ^= 1;
+    nvjpegJpegStream_t js = sw_stream[k].get();
+    if (nvjpegJpegStreamParse(sw.get(), im.data, im.size, 0, 0, js) != NVJPEG_STATUS_SUCCESS) return false;
+    const int c = im.header.channels;
+    nvjpegDecodeParams_t params = c == 1 ? params_gray.get() : params_rgb.get();
+    int unsupported = 1;
+    const bool gpu =
+        nvjpegDecoderJpegSupported(dec_gpu.get(), js, params, &unsupported) == NVJPEG_STATUS_SUCCESS &&
+        unsupported == 0;
+    nvjpegJpegDecoder_t dec = gpu ? dec_gpu.get() : dec_hybrid.get();
+    nvjpegJpegState_t st = gpu ? st_gpu.get() : st_hybrid.get();
     if (nvjpegStateAttachPinnedBuffer(st, pinned[k].get()) != NVJPEG_STATUS_SUCCESS) return false;
-    if (nvjpegDecodeJpegHost(sw.get(), dec, st, params, sw_stream.get()) != NVJPEG_STATUS_SUCCESS) return false;
-    if (nvjpegDecodeJpegTransferToDevice(sw.get(), dec, st, sw_stream.get(), stream) != NVJPEG_STATUS_SUCCESS)
-      return false;
+    if (nvjpegDecodeJpegHost(sw.get(), dec, st, params, js) != NVJPEG_STATUS_SUCCESS) return false;
+    if (nvjpegDecodeJpegTransferToDevice(sw.get(), dec, st, js, stream) != NVJPEG_STATUS_SUCCESS) return false;
     nvjpegImage_t out{};
     out.channel[0] = dst;
     out.pitch[0] = size_t(im.header.width) * c;
@@ -180,7 +181,7 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
   KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params_rgb.get(), NVJPEG_OUTPUT_RGBI));
   KAT_NVJPEG_CHECK(nvjpegDecodeParamsCreate(I.sw.get(), I.params_gray.out()));
   KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params_gray.get(), NVJPEG_OUTPUT_Y));
-  KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.sw.get(), I.sw_stream.out()));
+  for (auto& js : I.sw_stream) KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.sw.get(), js.out()));
   KAT_NVJPEG_CHECK(nvjpegBufferDeviceCreate(I.sw.get(), nullptr, I.device_buf.out()));
   KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_gpu.get(), I.device_buf.get()));
   KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_hybrid.get(), I.device_buf.get()));
