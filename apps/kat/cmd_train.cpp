@@ -30,7 +30,7 @@ void register_train(CLI::App& app) {
   sub->add_option("--out,-o", c->out_dir, "Run directory (default: runs/<model>-<date>-<time>)");
   sub->add_option("--resume", *resume,
                   "Resume the newest checkpoint in this run directory (its saved config is used; only --device, "
-                  "--decode, --max-steps and --no-progress apply)");
+                  "--decode cpu|gpu, --max-steps and --no-progress apply)");
   sub->add_option("--device", c->device,
                   "cpu, cuda, cuda:N or cuda:0,1,... (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping "
                   "on the device; several GPUs: data parallel through NCCL, --batch split evenly)")

@@ -205,7 +205,9 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
   const TrainConfig saved = TrainConfig::from_json(md.at("train_config"), path);
   TrainConfig next = saved;
   next.device = tc.device;  // checkpoints move between backends
-  next.decode = tc.decode;  // and between data paths (the same decisions, pixels within rounding)
+  // and between data paths (the same decisions, pixels within decode rounding) when asked to;
+  // otherwise the run keeps the path it was started with.
+  if (tc.decode != "auto") next.decode = tc.decode;
   next.devices = tc.devices;
   next.out_dir = resume_dir;
   next.max_steps = tc.max_steps;
