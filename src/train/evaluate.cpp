@@ -2,10 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "kat/core/error.h"
 #include "ops/cpu_ops.h"
 #include "train/progress.h"
+
+#ifdef KAT_HAVE_NVJPEG
+#include "data/cuda/gpu_loader.h"
+#endif
 
 namespace kat {
 
@@ -15,51 +20,108 @@ double EvalResult::class_accuracy(int c) const {
   return row ? 100.0 * confusion[c * classes + c] / row : 0.0;
 }
 
+namespace {
+
+// Running totals of an evaluation.
+class Tally {
+ public:
+  explicit Tally(int classes) : K_(classes) {
+    r_.classes = classes;
+    r_.confusion.assign(size_t(classes) * classes, 0);
+  }
+  // Logits z (n, K) of samples with these labels.
+  void add(const float* z, const int32_t* labels, int n) {
+    onehot_.assign(size_t(n) * K_, 0.0f);
+    rowloss_.resize(n);
+    for (int i = 0; i < n; ++i) onehot_[size_t(i) * K_ + labels[i]] = 1.0f;
+    ops::softmax_xent<float>(n, K_, z, onehot_.data(), 0.0f, nullptr, rowloss_.data());
+    for (int i = 0; i < n; ++i) {
+      const float* zi = z + size_t(i) * K_;
+      const int y = labels[i];
+      int pred = int(std::max_element(zi, zi + K_) - zi), rank = 0;
+      for (int k = 0; k < K_; ++k) rank += (zi[k] > zi[y]) || (zi[k] == zi[y] && k < y);
+      c1_ += pred == y;
+      c5_ += rank < 5;
+      r_.confusion[size_t(y) * K_ + pred]++;
+      loss_sum_ += rowloss_[i];
+    }
+    r_.count += n;
+  }
+  EvalResult finish(const std::string& source) {
+    KAT_CHECK(r_.count > 0, source, ": no samples to evaluate");
+    r_.top1 = 100.0 * c1_ / r_.count;
+    r_.top5 = 100.0 * c5_ / r_.count;
+    r_.loss = loss_sum_ / r_.count;
+    return r_;
+  }
+
+ private:
+  int K_;
+  EvalResult r_;
+  double loss_sum_ = 0;
+  int64_t c1_ = 0, c5_ = 0;
+  std::vector<float> onehot_, rowloss_;
+};
+
+void check_geometry(const ModelConfig& mc, const data::Dataset& ds, int c, int h, int w) {
+  KAT_CHECK(c == mc.in_chans && h == mc.img_size && w == mc.img_size, ds.source, ": images are ", c, "x", h, "x",
+            w, " but model '", mc.name, "' expects ", mc.in_chans, "x", mc.img_size, "x", mc.img_size);
+}
+
+void check_classes(const ModelConfig& mc, const data::Dataset& ds) {
+  KAT_CHECK(ds.num_classes <= mc.num_classes, ds.source, ": dataset has ", ds.num_classes, " classes but model '",
+            mc.name, "' has ", mc.num_classes, " outputs");
+}
+
+}  // namespace
+
 EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
                     bool show_progress, const char* label) {
   const ModelConfig& mc = engine.config();
-  const int K = mc.num_classes;
-  KAT_CHECK(ds.num_classes <= K, ds.source, ": dataset has ", ds.num_classes, " classes but model '", mc.name,
-            "' has ", K, " outputs");
+  check_classes(mc, ds);
   data::Loader loader(ds, eval_cfg);
   loader.start_epoch(0, 0);
-  EvalResult r;
-  r.classes = K;
-  r.confusion.assign(size_t(K) * K, 0);
-  double loss_sum = 0;
-  int64_t c1 = 0, c5 = 0;
+  Tally tally(mc.num_classes);
   Progress bar(label, loader.batches_per_epoch(), show_progress);
   data::Batch b;
-  std::vector<float> onehot, rowloss;
   int64_t done = 0;
   while (loader.next(b)) {
-    KAT_CHECK(b.c == mc.in_chans && b.h == mc.img_size && b.w == mc.img_size, ds.source, ": images are ", b.c, "x",
-              b.h, "x", b.w, " but model '", mc.name, "' expects ", mc.in_chans, "x", mc.img_size, "x",
-              mc.img_size);
-    const float* z = engine.logits(b.images.data(), b.n);
-    onehot.assign(size_t(b.n) * K, 0.0f);
-    rowloss.resize(b.n);
-    for (int i = 0; i < b.n; ++i) onehot[size_t(i) * K + b.labels[i]] = 1.0f;
-    ops::softmax_xent<float>(b.n, K, z, onehot.data(), 0.0f, nullptr, rowloss.data());
-    for (int i = 0; i < b.n; ++i) {
-      const float* zi = z + size_t(i) * K;
-      const int y = b.labels[i];
-      int pred = int(std::max_element(zi, zi + K) - zi), rank = 0;
-      for (int k = 0; k < K; ++k) rank += (zi[k] > zi[y]) || (zi[k] == zi[y] && k < y);
-      c1 += pred == y;
-      c5 += rank < 5;
-      r.confusion[size_t(y) * K + pred]++;
-      loss_sum += rowloss[i];
-    }
-    r.count += b.n;
+    check_geometry(mc, ds, b.c, b.h, b.w);
+    tally.add(engine.logits(b.images.data(), b.n), b.labels.data(), b.n);
     bar.update(++done, "", double(b.n));
   }
   bar.finish();
-  KAT_CHECK(r.count > 0, ds.source, ": no samples to evaluate");
-  r.top1 = 100.0 * c1 / r.count;
-  r.top5 = 100.0 * c5 / r.count;
-  r.loss = loss_sum / r.count;
-  return r;
+  return tally.finish(ds.source);
+}
+
+EvalResult evaluate_gpu_decode(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
+                               int device, bool skip_bad, int64_t* skipped, bool show_progress,
+                               const char* label) {
+#ifdef KAT_HAVE_NVJPEG
+  const ModelConfig& mc = engine.config();
+  check_classes(mc, ds);
+  data::cuda::GpuLoaderOptions o;
+  o.device = device;
+  o.skip_bad = skip_bad;
+  data::cuda::GpuLoader loader(ds, eval_cfg, o);
+  loader.start_epoch(0, 0);
+  Tally tally(mc.num_classes);
+  Progress bar(label, loader.batches_per_epoch(), show_progress);
+  data::cuda::GpuBatch b;
+  int64_t done = 0;
+  while (loader.next(b)) {
+    check_geometry(mc, ds, b.c, b.h, b.w);
+    tally.add(engine.logits_device(b.images, b.n), b.labels.data(), b.n);
+    bar.update(++done, "", double(b.n));
+  }
+  bar.finish();
+  if (skipped) *skipped = loader.bad_files();
+  return tally.finish(ds.source);
+#else
+  (void)engine, (void)ds, (void)eval_cfg, (void)device, (void)skip_bad, (void)skipped, (void)show_progress,
+      (void)label;
+  throw Error("GPU decoding needs a build with CUDA and nvJPEG (KAT_NVJPEG); use --decode cpu");
+#endif
 }
 
 }  // namespace kat

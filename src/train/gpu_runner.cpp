@@ -114,7 +114,7 @@ struct GpuRunner::Impl {
   // stage() from device memory: fp32 images converted (or copied) into the next slot, targets
   // copied, on the copy stream; waits for the copy so the caller may reuse its buffers at once.
   void stage_device(const float* d_images, const float* d_targets, int B) {
-    KAT_CHECK(d_images && d_targets, "GpuRunner::stage_device: images or targets are null");
+    KAT_CHECK(d_images, "GpuRunner::stage_device: images are null");
     KAT_CHECK(pending < nslots, "GpuRunner::stage_device: ", pending,
               " batch(es) already staged and not computed");
     const ModelConfig& c = model->config();
@@ -127,8 +127,9 @@ struct GpuRunner::Impl {
           cudaMemcpyAsync(images[s].data(), d_images, ni * sizeof(float), cudaMemcpyDeviceToDevice, copy));
     else
       cuda::convert_f32_to_bf16(int64_t(ni), d_images, images[s].data(), copy);
-    KAT_CUDA_CHECK(
-        cudaMemcpyAsync(targets[s].data(), d_targets, nt * sizeof(float), cudaMemcpyDeviceToDevice, copy));
+    if (d_targets)
+      KAT_CUDA_CHECK(
+          cudaMemcpyAsync(targets[s].data(), d_targets, nt * sizeof(float), cudaMemcpyDeviceToDevice, copy));
     copied[s].record(copy);
     copied[s].synchronize();
     slot_B[s] = B;
@@ -358,6 +359,24 @@ const float* GpuRunner::logits(const float* images, int B) {
   return impl_->logits_host.data();
 }
 
+const float* GpuRunner::logits_device(const float* d_images, int B) {
+  impl_->use();
+  Impl& I = *impl_;
+  const ModelConfig& c = I.model->config();
+  KAT_CHECK(d_images && B > 0, "GpuRunner::logits_device: no images");
+  KAT_CHECK(I.pending == 0, "GpuRunner: a batch is staged; use compute_staged() for it first");
+  if (I.logits_host.size() < size_t(B) * c.num_classes) I.logits_host.resize(size_t(B) * c.num_classes);
+  for (int b0 = 0; b0 < B; b0 += I.max_batch) {  // chunks of the plan, as forward()
+    const int n = std::min(I.max_batch, B - b0);
+    I.stage_device(d_images + size_t(b0) * c.in_chans * c.img_size * c.img_size, nullptr, n);
+    const int s = I.take(n);
+    I.model->forward(I.images[s].data(), I.image_dtype, n, false, nullptr);
+    I.release(s);
+    I.model->download_logits(I.logits_host.data() + size_t(b0) * c.num_classes);
+  }
+  return I.logits_host.data();
+}
+
 int GpuRunner::device() const { return impl_->device; }
 float* GpuRunner::device_grads() {
   impl_->use();
@@ -402,6 +421,7 @@ void GpuRunner::download_ema(float*) {}
 void GpuRunner::use_ema_weights(bool) {}
 void GpuRunner::forward(const float*, int, float*, float*) {}
 const float* GpuRunner::logits(const float*, int) { return nullptr; }
+const float* GpuRunner::logits_device(const float*, int) { return nullptr; }
 int GpuRunner::device() const { return -1; }
 float* GpuRunner::device_grads() { return nullptr; }
 int64_t GpuRunner::device_grad_count() const { return 0; }

@@ -70,6 +70,12 @@ class Engine {
   // Eval-mode forward of images (B, C, H, W) fp32 on the host -> logits (B, classes) fp32 in a
   // host buffer the engine owns, valid until the next call. Any B (chunked or re-planned).
   virtual const float* logits(const float* images, int B) = 0;
+  // logits() of images (B, C, H, W) fp32 already in this engine's device memory (the GPU data
+  // pipeline). Engines that take host memory only refuse.
+  virtual const float* logits_device(const float* d_images, int B) {
+    (void)d_images, (void)B;
+    throw Error(device_name() + ": this engine takes images from host memory only (logits_device)");
+  }
   // Wait for everything enqueued.
   virtual void synchronize() {}
 };

@@ -22,5 +22,11 @@ struct EvalResult {
 // eval transform: CpuEngine, GpuRunner or GpuGroup alike.
 EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
                     bool show_progress, const char* label = "eval");
+// The same with the GPU data pipeline (nvJPEG + GPU eval transform, data/cuda/gpu_loader.h) on
+// GPU `device`: a lazy folder dataset and an engine on that GPU (Engine::logits_device).
+// skip_bad: unreadable files are left out and counted in *skipped. Builds without nvJPEG throw.
+EvalResult evaluate_gpu_decode(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
+                               int device, bool skip_bad, int64_t* skipped, bool show_progress,
+                               const char* label = "eval");
 
 }  // namespace kat

@@ -52,6 +52,9 @@ class GpuGroup : public Engine {
   // Evaluation runs on replica 0.
   void use_ema_weights(bool on) override { primary().use_ema_weights(on); }
   const float* logits(const float* images, int B) override { return primary().logits(images, B); }
+  const float* logits_device(const float* d_images, int B) override {
+    return primary().logits_device(d_images, B);
+  }
 
   // One optimizer step: begin_step(), then per micro-batch stage() (the global batch, B divisible
   // by size()) / compute_staged() / staged_loss(), then finish_step(). As GpuRunner's.

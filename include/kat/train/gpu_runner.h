@@ -74,6 +74,8 @@ class GpuRunner : public Engine {
   // forward() into a host buffer the runner owns: (B, classes) logits, valid until the next call
   // (the contract of KatModel::forward; Engine::logits).
   const float* logits(const float* images, int B) override;
+  // logits() of fp32 images already on this runner's device (any B, in chunks of the plan).
+  const float* logits_device(const float* d_images, int B) override;
   void synchronize() override;
   // For GpuGroup (multi-GPU): the device, the fp32 gradient buffer on it (device_grad_count()
   // floats, padded layout), and the compute stream (a cudaStream_t).
