@@ -103,7 +103,9 @@ void register_train(CLI::App& app) {
                   "the GPU's JPEG engine or CUDA cores, augmentation as CUDA kernels; a folder: dataset read "
                   "per batch, --device cuda on one GPU, a build with nvJPEG), auto (gpu when --lazy-data, "
                   "a folder: dataset and one GPU allow it, else cpu). The same random decisions either way; "
-                  "pixels differ by resampling rounding. Bad files with --skip-bad are skipped and counted")
+                  "pixels differ by the decode's rounding. With --lazy-data the test split is evaluated on the "
+                  "GPU too. Bad "
+                  "files with --skip-bad are skipped and counted")
       ->check(CLI::IsMember({"auto", "cpu", "gpu"}))
       ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,

@@ -501,14 +501,14 @@ class Run {
   // Evaluation (raw weights, then EMA weights if any), the epoch's log line, checkpoint and plots.
   void end_epoch(int64_t epoch, int64_t first_epoch) {
     const double train_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
-    const EvalResult ev = evaluate(engine_, d_.test, d_.eval_cfg, tc_.progress, "  test");
+    const EvalResult ev = run_eval(tc_.progress, "  test");
     json line = {{"step", st_.step},     {"epoch", epoch + 1},
                  {"test_top1", ev.top1}, {"test_top5", ev.top5},
                  {"test_loss", ev.loss}, {"train_loss", epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0}};
     char ema_txt[64] = "";
     if (!hs_.ema.empty()) {
       engine_.use_ema_weights(true);
-      const EvalResult ee = evaluate(engine_, d_.test, d_.eval_cfg, false, "ema");
+      const EvalResult ee = run_eval(false, "ema");
       engine_.use_ema_weights(false);
       line["ema_test_top1"] = ee.top1;
       line["ema_test_loss"] = ee.loss;
@@ -542,6 +542,15 @@ class Run {
     res_.final_top1 = ev.top1;
     res_.final_loss = ev.loss;
     res_.epochs_done = int(epoch + 1);
+  }
+
+  // The test split through the GPU pipeline when the run decodes on the GPU and reads the split
+  // lazily (--lazy-data), else through the CPU loader.
+  EvalResult run_eval(bool progress, const char* label) {
+    if (d_.decode == "gpu" && d_.test.lazy())
+      return evaluate_gpu_decode(engine_, d_.test, d_.eval_cfg, tc_.devices.at(0), false, nullptr, progress,
+                                 label);
+    return evaluate(engine_, d_.test, d_.eval_cfg, progress, label);
   }
 
   // The engine's state to the host, then an atomic checkpoint (and best.safetensors).

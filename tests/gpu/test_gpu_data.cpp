@@ -423,7 +423,7 @@ TEST_F(GpuDataDir, EvalGpuDecodeAgreesWithCpu) {
 
 // `kat train --decode gpu` from a folder of JPEGs: stopped mid-epoch and resumed, bitwise the
 // straight run (the CPU trainer test's recipe, RRC + flip on; a gray model on colour files: the
-// augmenter converts to gray as the CPU loader does).
+// augmenter converts to gray as the CPU loader does; evaluation of the lazy test split on the GPU).
 TEST_F(GpuDataDir, TrainFromFolderResumesBitwise) {
   const fs::path root = fs::path(dir_) / "ds";
   write_folder((root / "train").string(), 383, 28);  // + 1 PNG = 384: 6 steps of 32 x 2
@@ -434,6 +434,7 @@ TEST_F(GpuDataDir, TrainFromFolderResumesBitwise) {
   c.device = "cuda";
   c.devices = {0};
   c.decode = "gpu";
+  c.lazy_data = true;  // the test split too: evaluation through the GPU pipeline
   c.crop = "rrc";
   c.hflip = true;
   c.train_subset = 0;
