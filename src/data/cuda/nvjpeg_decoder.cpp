@@ -74,22 +74,28 @@ using Params = Owned<nvjpegDecodeParams_t, nvjpegDecodeParamsDestroy>;
 using PinnedBuf = Owned<nvjpegBufferPinned_t, nvjpegBufferPinnedDestroy>;
 using DeviceBuf = Owned<nvjpegBufferDevice_t, nvjpegBufferDeviceDestroy>;
 
-// A handle of `backend`, with strict bitstream checks (a corrupt stream is an error, not garbage)
-// and, when the library takes it, chroma upsampling by interpolation (as libjpeg's default
-// "fancy" upsampling) instead of replication. Empty when the backend cannot start (no hardware
-// decoder on this GPU).
-Handle make_handle(nvjpegBackend_t backend, bool* interpolated) {
-  for (const bool interp : {true, false}) {
+// A handle of `backend` with the most of these the library takes: strict bitstream checks (a
+// corrupt stream is an error, not garbage) and chroma upsampling by interpolation (as libjpeg's
+// default "fancy" upsampling) instead of replication. `flags` says which it got. Empty when the
+// backend cannot start (no hardware decoder on this GPU).
+Handle make_handle(nvjpegBackend_t backend, unsigned* flags) {
+  const unsigned strict = NVJPEG_FLAGS_BITSTREAM_STRICT, interp = NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION;
+  for (const unsigned f : {strict | interp, strict, interp, 0u}) {
     Handle h;
-    const unsigned flags =
-        NVJPEG_FLAGS_BITSTREAM_STRICT | (interp ? NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION : 0);
-    if (nvjpegCreateEx(backend, nullptr, nullptr, flags, h.out()) == NVJPEG_STATUS_SUCCESS) {
-      *interpolated = interp;
+    if (nvjpegCreateEx(backend, nullptr, nullptr, f, h.out()) == NVJPEG_STATUS_SUCCESS) {
+      *flags = f;
       return h;
     }
   }
-  *interpolated = false;
+  *flags = 0;
   return Handle();
+}
+
+std::string flag_names(unsigned f) {
+  std::string s;
+  if (f & NVJPEG_FLAGS_BITSTREAM_STRICT) s += ", strict";
+  if (f & NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION) s += ", interpolated upsampling";
+  return s;
 }
 
 }  // namespace
@@ -106,7 +112,7 @@ bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int& 
 struct NvjpegDecoder::Impl {
   // Handles first: destroyed last, after every object made from them.
   Handle hw, sw;  // hardware backend (empty without a JPEG engine); default backend (decoupled API)
-  bool hw_interp = false, sw_interp = false;
+  unsigned hw_flags = 0, sw_flags = 0;  // what make_handle got
   int max_batch = 0;
   State hw_state;
   std::vector<JpegStream> hw_streams;  // one per image of a batch: the header, for the support check
@@ -163,11 +169,11 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
   KAT_CHECK(max_batch >= 1, "NvjpegDecoder: max_batch must be >= 1, got ", max_batch);
   Impl& I = *impl_;
   I.max_batch = max_batch;
-  I.sw = make_handle(NVJPEG_BACKEND_DEFAULT, &I.sw_interp);
+  I.sw = make_handle(NVJPEG_BACKEND_DEFAULT, &I.sw_flags);
   KAT_CHECK(I.sw,
             "nvJPEG cannot start on this GPU (nvjpegCreateEx with the default backend failed); decode on "
             "the CPU with --decode cpu");
-  I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_interp);
+  I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_flags);
   if (I.hw) {
     KAT_NVJPEG_CHECK(nvjpegJpegStateCreate(I.hw.get(), I.hw_state.out()));
     I.hw_streams.resize(size_t(max_batch));
@@ -200,7 +206,10 @@ NvjpegDecoder::~NvjpegDecoder() {
   if (impl_->staging_used) cudaEventSynchronize(impl_->staging_free);
 }
 
-std::string NvjpegDecoder::backend() const { return impl_->hw ? "hardware" : "cuda"; }
+std::string NvjpegDecoder::backend() const {
+  const Impl& I = *impl_;
+  return (I.hw ? "hardware" + flag_names(I.hw_flags) + "; " : std::string()) + "cuda" + flag_names(I.sw_flags);
+}
 const DecodeStats& NvjpegDecoder::stats() const { return impl_->stats; }
 
 void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream,

@@ -64,7 +64,8 @@ class NvjpegDecoder {
   NvjpegDecoder(const NvjpegDecoder&) = delete;
   NvjpegDecoder& operator=(const NvjpegDecoder&) = delete;
 
-  // "hardware" when the GPU has a JPEG engine nvJPEG uses, else "cuda".
+  // "hardware (flags); cuda (flags)" when the GPU has a JPEG engine nvJPEG uses, else "cuda (flags)":
+  // the decoders in use and the handle flags each took (strict, interpolated upsampling).
   std::string backend() const;
 
   // Decodes images[0..n) into dst[i] (device, header.height x header.width x header.channels
