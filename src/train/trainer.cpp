@@ -356,8 +356,7 @@ class GpuFeed : public BatchFeed {
     const data::cuda::DecodeStats s = loader_.decode_stats();
     return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
                           " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
-                          s.bad + loader_.bad_files(), " unreadable",
-                          loader_.bad_files() ? " (skipped, --skip-bad)" : "");
+                          loader_.bad_files(), " unreadable samples skipped (--skip-bad)");
   }
 
  private:

@@ -78,7 +78,7 @@ class GpuLoader {
 
   DecodeStats decode_stats() const;  // where the images went so far
   std::string decode_backend() const;
-  int64_t bad_files() const;  // skipped with skip_bad
+  int64_t bad_files() const;  // samples skipped so far with skip_bad (a bad file once per epoch read)
 
  private:
   struct Impl;
