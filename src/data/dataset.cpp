@@ -238,19 +238,6 @@ bool is_image_ext(const fs::path& p) {
 }  // namespace
 
 namespace {
-// px (np pixels, c_in channels) -> dst (c_out channels): copy, gray -> RGB, or RGB -> gray
-// (ITU-R 601-2 luma, as PIL's convert('L')).
-void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t* dst) {
-  if (c_in == c_out) {
-    std::copy(px, px + np * size_t(c_in), dst);
-  } else if (c_in == 1) {
-    for (size_t p = 0; p < np; ++p) dst[p * 3] = dst[p * 3 + 1] = dst[p * 3 + 2] = px[p];
-  } else {
-    for (size_t p = 0; p < np; ++p)
-      dst[p] = static_cast<uint8_t>((px[p * 3] * 299 + px[p * 3 + 1] * 587 + px[p * 3 + 2] * 114 + 500) / 1000);
-  }
-}
-
 // One folder image as both loaders store it: decoded and, when size > 0, fitted to size x size (then
 // h = w = size): eval_crop_pct > 0 applies timm's evaluation transform (full decode, PIL bicubic
 // resize to floor(size / crop_pct), center crop) to any image not already size x size (a folder of

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "data/augment_math.h"
+#include "data/resample.h"
 #include "kat/core/error.h"
 
 namespace kat::data {
@@ -242,14 +244,17 @@ void write_jpeg(const std::string& path, int h, int w, int c, const uint8_t* pix
   KAT_CHECK(closed, "file ", path, ": write failed");
 }
 
-// ---- resampling ------------------------------------------------------------------------------
-namespace {
-struct Taps {
-  std::vector<int> start, count;
-  std::vector<float> weights;  // count per output, padded to `maxk`
-  int maxk = 0;
-};
+void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t* dst) {
+  if (c_in == c_out) {
+    std::copy(px, px + np * size_t(c_in), dst);
+  } else if (c_in == 1) {
+    for (size_t p = 0; p < np; ++p) dst[p * 3] = dst[p * 3 + 1] = dst[p * 3 + 2] = px[p];
+  } else {
+    for (size_t p = 0; p < np; ++p) dst[p] = augmath::luma(px[p * 3], px[p * 3 + 1], px[p * 3 + 2]);
+  }
+}
 
+// ---- resampling ------------------------------------------------------------------------------
 // Triangle filter over the source interval [in0, in0 + in_len) mapped onto out_size samples.
 void make_taps(double in0, double in_len, int in_size, int out_size, Taps& t) {
   const double scale = in_len / out_size;
@@ -295,7 +300,6 @@ void make_taps(double in0, double in_len, int in_size, int out_size, Taps& t) {
     t.count[i] = n;
   }
 }
-}  // namespace
 
 void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, double x0, double bh, double bw,
                        uint8_t* dst, int oh, int ow) {
@@ -368,10 +372,6 @@ void resample_bilinear(const uint8_t* src, int sh, int sw, int c, double y0, dou
 }
 
 namespace {
-// PIL's bicubic kernel (a = -0.5) and its 8-bit fixed point (32 - 8 - 2 bits: 255 x the sum of the
-// positive weights stays inside int32).
-constexpr int kPilPrecisionBits = 32 - 8 - 2;
-
 double pil_bicubic(double x) {
   constexpr double a = -0.5;
   if (x < 0.0) x = -x;
@@ -379,14 +379,7 @@ double pil_bicubic(double x) {
   if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
   return 0.0;
 }
-
-// Taps of every output sample over [0, in_size) -> out_size, as PIL computes them for a full-image
-// box: bounds (first tap, count) per output and ksize fixed-point weights each.
-struct PilTaps {
-  int ksize = 0;
-  std::vector<int> first, count;
-  std::vector<int32_t> k;
-};
+}  // namespace
 
 void pil_taps(int in_size, int out_size, PilTaps& t) {
   const double scale = static_cast<double>(in_size) / out_size;
@@ -417,10 +410,6 @@ void pil_taps(int in_size, int out_size, PilTaps& t) {
     t.count[xx] = xmax;
   }
 }
-
-// floor(ss / 2^22) clamped to [0, 255] (PIL's clip8; >> of a negative int is arithmetic).
-inline uint8_t pil_clip8(int32_t ss) { return static_cast<uint8_t>(std::clamp(ss >> kPilPrecisionBits, 0, 255)); }
-}  // namespace
 
 void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int oh, int ow) {
   KAT_CHECK(sh > 0 && sw > 0 && oh > 0 && ow > 0 && c > 0, "resize_bicubic_pil: bad sizes");
@@ -475,7 +464,7 @@ void resize_bicubic_pil(const uint8_t* src, int sh, int sw, int c, uint8_t* dst,
   }
 }
 
-void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size, double crop_pct, uint8_t* dst) {
+EvalFitGeometry eval_fit_geometry(int sh, int sw, int size, double crop_pct) {
   KAT_CHECK(size > 0 && crop_pct > 0 && crop_pct <= 1.0, "eval transform: bad size ", size, " or crop_pct ",
             crop_pct);
   const int scale = static_cast<int>(std::floor(size / crop_pct));  // timm: math.floor(img_size / crop_pct)
@@ -483,21 +472,34 @@ void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size
   const bool w_short = sw <= sh;
   const int shrt = w_short ? sw : sh, lng = w_short ? sh : sw;
   const int new_long = static_cast<int>(static_cast<double>(scale) * lng / shrt);
-  const int rh = w_short ? new_long : scale, rw = w_short ? scale : new_long;
-  KAT_CHECK(rh >= size && rw >= size, "eval transform: a ", sh, "x", sw, " image resized to ", rh, "x", rw,
+  EvalFitGeometry g;
+  g.rh = w_short ? new_long : scale;
+  g.rw = w_short ? scale : new_long;
+  KAT_CHECK(g.rh >= size && g.rw >= size, "eval transform: a ", sh, "x", sw, " image resized to ", g.rh, "x", g.rw,
             " is smaller than the ", size, " crop");
+  // F.center_crop: int(round((H - size) / 2.0)), Python rounding (half to even).
+  g.top = static_cast<int>(std::nearbyint((g.rh - size) / 2.0));
+  g.left = static_cast<int>(std::nearbyint((g.rw - size) / 2.0));
+  return g;
+}
+
+void eval_resize_center_crop(const uint8_t* src, int sh, int sw, int c, int size, double crop_pct, uint8_t* dst) {
+  const EvalFitGeometry g = eval_fit_geometry(sh, sw, size, crop_pct);
+  const int rh = g.rh, rw = g.rw, top = g.top, left = g.left;
   thread_local std::vector<uint8_t> resized;
   resized.resize(static_cast<size_t>(rh) * rw * c);
   resize_bicubic_pil(src, sh, sw, c, resized.data(), rh, rw);
-  // F.center_crop: int(round((H - size) / 2.0)), Python rounding (half to even).
-  const int top = static_cast<int>(std::nearbyint((rh - size) / 2.0));
-  const int left = static_cast<int>(std::nearbyint((rw - size) / 2.0));
   for (int y = 0; y < size; ++y)
     std::copy_n(&resized[(static_cast<size_t>(y + top) * rw + left) * c], static_cast<size_t>(size) * c,
                 dst + static_cast<size_t>(y) * size * c);
 }
 
 void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int size, uint8_t* dst) {
+  const SourceBox b = shorter_side_crop_box(sh, sw, size);
+  resample_bilinear(src, sh, sw, c, b.y0, b.x0, b.h, b.w, dst, size, size);
+}
+
+SourceBox shorter_side_crop_box(int sh, int sw, int size) {
   // Equivalent to: resize shorter side to `size` (longer side rounded), then center crop. Done in
   // one resampling step by mapping the crop window back into source coordinates.
   int rh, rw;  // resized size
@@ -510,7 +512,15 @@ void resize_shorter_center_crop(const uint8_t* src, int sh, int sw, int c, int s
   }
   const int top = (rh - size) / 2, left = (rw - size) / 2;
   const double sy = static_cast<double>(sh) / rh, sx = static_cast<double>(sw) / rw;
-  resample_bilinear(src, sh, sw, c, top * sy, left * sx, size * sy, size * sx, dst, size, size);
+  return {top * sy, left * sx, size * sy, size * sx};
+}
+
+SourceBox center_crop_box(int h, int w, int oh, int ow, double crop_pct) {
+  const double target = std::max(oh, ow) / crop_pct;  // resized shorter side
+  const double s = target / std::min(h, w);           // resize factor
+  const double rh = h * s, rw = w * s;
+  const double top = (rh - oh) / 2.0, left = (rw - ow) / 2.0;
+  return {top / s, left / s, oh / s, ow / s};
 }
 
 }  // namespace kat::data

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "data/augment_plan.h"
 #include "kat/core/error.h"
 
 namespace kat::data {
@@ -67,14 +68,12 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
   // Lazy folders in training with RandomResizedCrop crop from the original image (eager datasets
   // hold only the image fitted to the model's size, so they crop from that).
   const bool original_rrc = ds.lazy() && cfg.aug.train && cfg.aug.crop == "rrc" && cfg.aug.out_size > 0;
-  const uint64_t ep = static_cast<uint64_t>(epoch);
   for (int i = 0; i < n; ++i) {
     const int64_t idx = order[begin + i];
     out.indices[i] = idx;
     out.labels[i] = ds.labels[idx];
     KAT_CHECK(out.labels[i] >= 0 && out.labels[i] < ds.num_classes, ds.source, ": label ", out.labels[i],
               " at index ", idx, " out of range [0, ", ds.num_classes, ")");
-    Rng rng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(idx), seed_tag("aug")}));
     const uint8_t* src = ds.lazy() ? nullptr : ds.image(idx);
     int sh = ds.height, sw = ds.width;
     if (!src && original_rrc) {  // RandomResizedCrop from the file's full image, as timm
@@ -85,13 +84,14 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
       ds.read_image(size_t(idx), lazy_px.data());
       src = lazy_px.data();
     }
-    augment_image(src, sh, sw, c, cfg.aug, lut.data(), rng, scratch, out.images.data() + img * i);
+    // Draw every decision of the sample, then apply them. The lazy fitted read (read_image) has
+    // already fitted the image to sh x sw, so only the augmentation part of the plan is applied.
+    const SamplePlan plan = plan_sample(cfg, ds, epoch, idx, sh, sw, c);
+    apply_augment(src, plan, cfg.aug, lut.data(), scratch, out.images.data() + img * i);
   }
-  MixConfig mc = cfg.mix;
-  if (!cfg.aug.train) mc.mixup_alpha = mc.cutmix_alpha = 0;  // eval: never mix
-  Rng mrng(seed_hash({cfg.seed, ep, static_cast<uint64_t>(b), seed_tag("mix")}));
-  out.mix =
-      mix_batch(mc, mrng, out.images.data(), n, c, h, w, out.labels.data(), ds.num_classes, out.targets.data());
+  out.mix = plan_batch_mix(cfg, epoch, b, n, h, w);
+  apply_mix(out.mix, out.images.data(), n, c, h, w);
+  mix_targets(batch_mix_config(cfg), out.mix, out.labels.data(), n, ds.num_classes, out.targets.data());
 }
 
 Loader::Loader(const Dataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(std::move(cfg)) {

@@ -20,6 +20,10 @@ bool decode_image_file(const std::string& path, int& h, int& w, int& c, std::vec
 bool decode_image_memory(const uint8_t* data, size_t size, const std::string& name, int& h, int& w, int& c,
                          std::vector<uint8_t>& out, std::string* err = nullptr, int min_side = 0);
 
+// px (np pixels, c_in channels) -> dst (c_out channels; 1 or 3 each): copy, gray -> RGB, or RGB ->
+// gray (ITU-R 601-2 luma, as PIL's convert('L')).
+void convert_channels(const uint8_t* px, size_t np, int c_in, int c_out, uint8_t* dst);
+
 // Writers (for tests, `kat` tools and visualisation). Throw kat::Error on failure. c = 1 or 3.
 void write_png(const std::string& path, int h, int w, int c, const uint8_t* pixels);
 void write_jpeg(const std::string& path, int h, int w, int c, const uint8_t* pixels, int quality = 95);

@@ -11,9 +11,10 @@
 //     Mixup / CutMix over the batch (its decision drawn from the batch's "mix" stream, as
 //     make_batch() does), writing the engine's input (n, c, oh, ow) fp32 and soft targets
 //     (n, classes) fp32, both in device memory.
-// Pixels differ from the CPU's only by resampling rounding (bound and reason in the .cu file and
-// tested on identical decisions); random-erasing noise is drawn on the device from the sample's
-// seed, so its values (not its rectangle) differ from the CPU's.
+// Pixels are the CPU's (apply_plan) bit for bit on identical plans (the CPU's resampling taps, the
+// shared arithmetic of data/augment_math.h; why, in the .cu file; tested in
+// tests/gpu/test_gpu_augment.cu), except random-erasing noise: drawn on the device from the plan's
+// noise_seed, so its values (not its rectangle) differ from the CPU's.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -28,14 +29,8 @@ typedef struct CUstream_st* cudaStream_t;
 
 namespace kat::data {
 
-// SamplePlan (data/augment_plan.h): every random decision of one sample. The pipeline treats it as
-// an opaque value it passes from plan_sample() to GpuAugmenter::run().
-
-// Decisions for dataset sample `index` of `epoch` whose decoded source image is src_h x src_w x
-// channels (the full file, as the lazy loader's read_original gives it). `ds` supplies the fitting
-// the CPU loader applies before augmenting (decode_size, eval_crop_pct). Thread-safe.
-SamplePlan plan_sample(const LoaderConfig& cfg, const Dataset& ds, int64_t epoch, int64_t index, int src_h,
-                       int src_w, int channels);
+// SamplePlan and plan_sample(): data/augment_plan.h (host code, in katlib). The pipeline treats a
+// plan as an opaque value it passes from plan_sample() to GpuAugmenter::run().
 
 namespace cuda {
 
@@ -58,7 +53,10 @@ class GpuAugmenter {
   // Augment batch `batch` of `epoch`: images[i] with plans[i] (host arrays of n), labels (host, n,
   // in [0, classes)). Writes d_images (n, out_c, out_h, out_w) and d_targets (n, classes) on
   // `stream`; returns what mixing did (decided on the host, as the CPU loader does). Enqueues only:
-  // the caller synchronises `stream` before reusing the source images.
+  // the caller synchronises `stream` before reusing the source images. Intermediate buffers are
+  // reused from call to call: successive calls use one stream (or the caller orders them). A plan
+  // that does not match its image (size, channels) or this augmenter's geometry throws kat::Error.
+  // Images may have 1 or 3 channels whatever out_c is (gray <-> RGB as the CPU loader converts).
   MixResult run(const DeviceImage* images, const SamplePlan* plans, const int32_t* labels, int n, int64_t epoch,
                 int64_t batch, float* d_images, float* d_targets, cudaStream_t stream);
 
