@@ -32,7 +32,9 @@ for c in "${CASES[@]}"; do
     for which in A B; do
       dir=$A; [ $which = B ] && dir=$B
       line=$(timeout 120 "$dir/kat" bench $c --iters "$ITERS" --device cuda --csv 2>/dev/null | tail -1)
-      echo "\"$c\",$which,$(echo "$line" | cut -d, -f5)" >> "$OUT/bench.csv"
+      # img_per_s is the third field from the end (older binaries put a comma inside the "where"
+      # field for --input host, so count from the end).
+      echo "\"$c\",$which,$(echo "$line" | awk -F, '{print $(NF-2)}')" >> "$OUT/bench.csv"
     done
   done
 done

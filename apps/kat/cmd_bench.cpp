@@ -180,7 +180,7 @@ void register_bench(CLI::App& app) {
     }
     const double med = median(times);
     const std::string where =
-        gpu ? o->device + (o->fp32 ? " fp32" : " bf16") + (host_input ? ", input " + o->input : "")
+        gpu ? o->device + (o->fp32 ? " fp32" : " bf16") + (host_input ? " input " + o->input : "")
             : std::to_string(omp_get_max_threads()) + " threads";
     // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
     const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
