@@ -176,7 +176,8 @@ TEST_F(GpuDataDir, NvjpegMatchesLibjpegOnEveryVariant) {
   }
   const Decoded a = gpu_decode(files, 0x00), b = gpu_decode(files, 0xFF);
   EXPECT_EQ(a.stats.bad, 0);
-  EXPECT_EQ(a.stats.cpu, 2);  // CMYK, YCCK
+  EXPECT_GE(a.stats.cpu, 2);  // CMYK, YCCK (and whatever nvJPEG declines, e.g. a 1-row image)
+  EXPECT_GE(a.stats.hardware + a.stats.cuda, int64_t(variants.size()) - 3);
   for (size_t i = 0; i < files.size(); ++i) {
     const auto& v = variants[i];
     SCOPED_TRACE(v.name);
