@@ -133,9 +133,7 @@ def test_any_shape_and_layout(device):
     a, b = make_params(4, True, (5, 4), torch.float32)
     a, b = a.to(device), b.to(device)
     base = torch.randn(6, 5, 8, device=device)
-    for x in (base[0, 0], base, base.reshape(2, 3, 5, 8), base[:, :, :0].reshape(6, 5, 0)[..., :0]):
-        if x.shape[-1] == 0:
-            continue
+    for x in (base[0, 0], base, base.reshape(2, 3, 5, 8)):  # (C,), (B, N, C), 4-D
         y = grkan(x, a, b, 4)
         assert y.shape == x.shape
         assert torch.equal(y.reshape(-1, 8), grkan(x.reshape(-1, 8), a, b, 4))
