@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q torch numpy pytest "scikit-build-core>=0.10" "nanobind>=2.0"
+"$VENV/bin/python" -m pip install -q torch numpy pytest "scikit-build-core>=0.8" "nanobind>=1.4"
 
 cuda=${KAT_PY_CUDA:-}
 if [ -z "$cuda" ]; then

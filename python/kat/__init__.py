@@ -4,6 +4,8 @@ kat.torch.GRKAN           drop-in for the public KAT_Group module (CPU and CUDA 
 kat.torch.replace_rationals(model)   swap every KAT_Group-like module of a model for GRKAN
 kat.models(), kat.load(weights), kat.train(**options)   the engine (not in a KAT_PY_MINIMAL build)
 """
+import importlib.util
+
 from . import _ops
 
 __version__ = "0.1.0"
@@ -14,14 +16,12 @@ def has_cuda() -> bool:
     return _ops.has_cuda()
 
 
-try:
+if importlib.util.find_spec(__name__ + "._engine") is not None:
     from ._engine_api import load, models, train  # noqa: F401
-except ImportError as _e:  # a KAT_PY_MINIMAL build: the op only
-    _engine_error = _e
+else:  # a KAT_PY_MINIMAL build: the op only
 
     def _missing(*args, **kwargs):
-        raise ImportError(
-            "this kat build has no engine module (built with KAT_PY_MINIMAL=ON, the GR-KAN op only): "
-            f"{_engine_error}")
+        raise ImportError("this kat build has no engine module (built with KAT_PY_MINIMAL=ON: the GR-KAN op only, "
+                          "kat.torch); reinstall without it for kat.models / kat.load / kat.train")
 
     models = load = train = _missing
