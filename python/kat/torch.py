@@ -26,6 +26,7 @@ With torch >= 2.4 the op is a torch.library custom op (``torch.ops.kat.grkan``) 
 a fake (meta) implementation, so torch.compile traces it without graph breaks; on older torch it
 is a plain torch.autograd.Function.
 """
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -132,7 +133,9 @@ def _backward_impl(dy: Tensor, x: Tensor, a: Tensor, b: Tensor, groups: int) -> 
 
 # ---- registration: torch.library custom op (torch >= 2.4) or autograd.Function ----------------
 
-_HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+# KAT_TORCH_FUNCTION=1 forces the autograd.Function path (what torch < 2.4 gets; the tests use it).
+_HAS_CUSTOM_OP = (hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+                  and os.environ.get("KAT_TORCH_FUNCTION") != "1")
 
 
 def uses_custom_op() -> bool:

@@ -14,7 +14,7 @@ Tolerances, each with its reason:
     rms(ref) (2x the rounding for fp16's finer grid, whose fp32 noise is relatively larger);
     the coefficient gradients are fp32 sums of fp32 terms of exactly those inputs: norm-wise 1e-4.
 """
-import math
+import os
 
 import pytest
 import torch
@@ -405,3 +405,30 @@ def test_cuda_graph_capture():
     g.replay()
     torch.cuda.synchronize()
     assert torch.allclose(y, m(x_new), rtol=1e-6, atol=1e-6)
+
+
+def test_autograd_function_path():
+    """The path of torch < 2.4 (a plain autograd.Function), forced with KAT_TORCH_FUNCTION=1 in a
+    fresh interpreter: gradcheck in float64 and the reference in float32."""
+    import subprocess
+    import sys
+    code = """
+import torch
+from kat.torch import GRKAN, grkan, uses_custom_op
+from kat_ref import GroupRational
+assert not uses_custom_op()
+g = torch.Generator().manual_seed(0)
+x = torch.randn(3, 16, dtype=torch.float64, generator=g).requires_grad_()
+a = (0.3 * torch.randn(1, 6, dtype=torch.float64, generator=g)).requires_grad_()
+b = (0.3 * torch.randn(4, 4, dtype=torch.float64, generator=g)).requires_grad_()
+assert torch.autograd.gradcheck(lambda x, a, b: grkan(x, a, b, 4), (x, a, b))
+m = GRKAN(4, 'swish')
+ref = GroupRational(16, 4, True, 'swish', dtype=torch.float32)
+xf = torch.randn(5, 16, generator=g)
+assert torch.allclose(m(xf), ref(xf), rtol=1e-5, atol=1e-6)
+print('ok')
+"""
+    env = dict(os.environ, KAT_TORCH_FUNCTION="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
