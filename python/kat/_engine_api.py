@@ -16,7 +16,8 @@ def models() -> list:
 
 
 class Model:
-    """A model loaded by kat.load. predict(x) runs the engine's CPU forward."""
+    """A model loaded by kat.load. predict(x) runs the engine's forward on the CPU, or on the GPU
+    given to kat.load(device=...) (bf16 compute, as `kat infer --device cuda`)."""
 
     def __init__(self, impl):
         self._impl = impl
@@ -28,7 +29,8 @@ class Model:
         tensor, CPU or CUDA). Returns logits (N, classes), and features (N, tokens, D) (the tokens
         after the final norm, as timm's forward_features) when `features`; numpy in -> numpy out,
         torch in -> torch out on the input's device. float32 C-contiguous host input is read in
-        place; anything else is converted once (the engine computes on the CPU)."""
+        place (DLPack); anything else is converted once; a CUDA tensor is copied to the host (the
+        engine reads host images, also for its GPU path, which uploads them)."""
         torch_device = None
         if type(x).__module__.startswith("torch"):
             import torch
@@ -45,11 +47,14 @@ class Model:
         return (logits, feats) if features else logits
 
 
-def load(weights: str, model: Optional[str] = None, *, overrides: Sequence[str] = (), ema: bool = False) -> Model:
+def load(weights: str, model: Optional[str] = None, *, overrides: Sequence[str] = (), ema: bool = False,
+         device: str = "cpu") -> Model:
     """Loads a training checkpoint (its config comes along) or a plain timm-named safetensors file;
     `model` (a built-in name or a config JSON path) for a plain file, else inferred from the tensor
-    names and shapes (num_classes, in_chans, img_size, patch size from the tensors)."""
-    return Model(_engine.load(os.fspath(weights), model or "", list(overrides), bool(ema)))
+    names and shapes (num_classes, in_chans, img_size, patch size from the tensors). `overrides`:
+    "key=value" config overrides; `ema`: a checkpoint's EMA weights; `device`: "cpu", "cuda" or
+    "cuda:N" (a CUDA build of the engine) for predict."""
+    return Model(_engine.load(os.fspath(weights), model or "", list(overrides), bool(ema), str(device)))
 
 
 # `kat train` flags whose TrainConfig field has another name (the rest: flag with '-' -> '_').

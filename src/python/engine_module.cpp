@@ -4,8 +4,10 @@
 //   infer_model(weights) -> (name, overrides)   the built-in model whose parameter names and shapes
 //                                    a plain weights file matches (num_classes, in_chans, img_size
 //                                    and patch_size taken from the tensors)
-//   Model (load(weights, model, overrides, ema)): predict(x) -> (logits, features) on the CPU;
-//                                    model "" on a plain weights file: infer_model's answer
+//   Model (load(weights, model, overrides, ema, device)): predict(x) -> (logits, features) on the
+//                                    CPU, or on a GPU (device "cuda[:N]", bf16 compute, as `kat
+//                                    infer --device`); model "" on a plain weights file: infer_model's
+//                                    answer
 //   train(config_json, resume) -> dict   kat::train with a TrainConfig from JSON (its field names)
 // Arrays cross as nanobind ndarrays (DLPack / buffer protocol): float32 (N, C, H, W) C-contiguous
 // host memory is read in place; the outputs are new numpy arrays. Errors: kat::Error -> ValueError.
@@ -40,10 +42,12 @@ F32Array owned_array(std::vector<float>&& v, std::vector<size_t> shape) {
   return F32Array(heap->data(), shape.size(), shape.data(), owner);
 }
 
-// A loaded model and its CPU forward (kat::KatModel).
+// A loaded model and its forward: the CPU's kat::KatModel, or with device "cuda[:N]" a GpuRunner
+// planned for inference (bf16 compute, what `kat infer --device cuda` runs), re-planned when a
+// larger batch comes.
 class Model {
  public:
-  explicit Model(LoadedModel&& m) : m_(std::move(m)) {}
+  Model(LoadedModel&& m, const std::string& device) : m_(std::move(m)), device_(cli::parse_device(device)) {}
 
   const ModelConfig& config() const { return m_.model->config(); }
 
@@ -61,9 +65,19 @@ class Model {
       nb::gil_scoped_release release;
       KatModel& model = *m_.model;
       const int max_batch = int(std::min<int64_t>(std::max<int64_t>(N, 1), batch));
-      if (model.planned_batch() < max_batch) model.plan(max_batch);
+      if (device_ >= 0 && gpu_batch_ < max_batch) {
+        gpu_.reset();
+        gpu_ = std::make_unique<GpuRunner>(c, device_, DType::BF16, AdamWConfig{}, max_batch, /*training=*/false);
+        gpu_->upload_params(model.params.data());
+        gpu_batch_ = max_batch;
+      }
+      if (device_ < 0 && model.planned_batch() < max_batch) model.plan(max_batch);
       for (int64_t b0 = 0; b0 < N; b0 += batch) {
         const int nb_ = int(std::min<int64_t>(batch, N - b0));
+        if (gpu_) {
+          gpu_->forward(x.data() + b0 * per_img, nb_, logits.data() + b0 * K, feats.data() + b0 * T * D);
+          continue;
+        }
         const float* z = model.forward(x.data() + b0 * per_img, nb_);
         std::copy(z, z + nb_ * K, logits.begin() + b0 * K);
         std::copy(model.features(), model.features() + nb_ * T * D, feats.begin() + b0 * T * D);
@@ -78,6 +92,9 @@ class Model {
 
  private:
   LoadedModel m_;
+  int device_ = -1;  // -1: the CPU
+  std::unique_ptr<GpuRunner> gpu_;
+  int gpu_batch_ = 0;
 };
 
 // The built-in config (plus overrides) whose parameter table the file's tensors match exactly.
@@ -110,6 +127,19 @@ std::pair<std::string, std::vector<std::string>> infer_model(const std::string& 
     if (match) return {name, overrides};
   }
   throw Error(weights + ": no built-in model has exactly these tensors (names and shapes); pass model=");
+}
+
+// model "" on a plain weights file (no config in its metadata): the config from the tensor shapes.
+Model load(const std::string& weights, const std::string& model, const std::vector<std::string>& overrides,
+           bool ema, const std::string& device) {
+  std::string name = model;
+  std::vector<std::string> ov = overrides;
+  if (name.empty() && !io::SafetensorsFile::load(weights).metadata().count("model_config")) {
+    auto [inferred, inferred_ov] = infer_model(weights);
+    name = inferred;
+    ov.insert(ov.begin(), inferred_ov.begin(), inferred_ov.end());
+  }
+  return Model(load_model_for_inference(weights, name, ov, ema), device);
 }
 
 nb::dict train_run(const std::string& config_json, const std::string& resume) {
@@ -153,19 +183,7 @@ NB_MODULE(_engine, m) {
       .def_prop_ro("config_json", [](const Model& s) { return s.config().to_json(); })
       .def_prop_ro("class_names", &Model::class_names)
       .def_prop_ro("from_checkpoint", &Model::from_checkpoint);
-  m.def(
-      "load",
-      [](const std::string& weights, const std::string& model, const std::vector<std::string>& overrides,
-         bool ema) {
-    std::string name = model;
-    std::vector<std::string> ov = overrides;
-    if (name.empty() && !io::SafetensorsFile::load(weights).metadata().count("model_config")) {
-      auto [inferred, inferred_ov] = infer_model(weights);  // plain weights: from the shapes
-      name = inferred;
-      ov.insert(ov.begin(), inferred_ov.begin(), inferred_ov.end());
-    }
-    return Model(load_model_for_inference(weights, name, ov, ema));
-      },
-      nb::arg("weights"), nb::arg("model"), nb::arg("overrides"), nb::arg("ema"));
+  m.def("load", &load, nb::arg("weights"), nb::arg("model"), nb::arg("overrides"), nb::arg("ema"),
+        nb::arg("device") = "cpu");
   m.def("train", &train_run, nb::arg("config_json"), nb::arg("resume") = "");
 }

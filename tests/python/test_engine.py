@@ -112,3 +112,26 @@ def test_train_returns_run_and_metrics(tmp_path):
         kat.train(epoch=1)
     with pytest.raises(ValueError, match="--epochs must be > 0"):
         kat.train(epochs=0, out=str(tmp_path / "bad"))
+
+
+def test_predict_device(weights):
+    """device="cuda": the engine's GPU inference runner (bf16 compute, as `kat infer --device cuda`)
+    against the CPU's fp32: bf16 rounding of every activation through 4 blocks, ~1e-2 relative,
+    norm-wise 3e-2. Without a usable GPU (or a CUDA build of the engine) predict says why."""
+    d, x, _ = weights
+    with pytest.raises(ValueError, match="expected cpu, cuda or cuda:N"):
+        kat.load(d / "w.safetensors", device="gpu")
+    cpu = kat.load(d / "w.safetensors").predict(x.numpy(), features=False)
+    gpu_model = kat.load(d / "w.safetensors", device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            gpu_model.predict(x.numpy())
+        return
+    try:
+        logits = gpu_model.predict(x.cuda(), features=False)
+    except ValueError as e:
+        if "no CUDA backend" in str(e):
+            pytest.skip(f"the engine module was built without CUDA: {e}")
+        raise
+    assert logits.device.type == "cuda"
+    assert np.linalg.norm(logits.cpu().numpy() - cpu) <= 3e-2 * np.linalg.norm(cpu)
