@@ -33,6 +33,10 @@ if(TARGET katlib)
   nanobind_add_module(_engine NB_STATIC src/python/engine_module.cpp)
   target_link_libraries(_engine PRIVATE katlib)
   kat_internal(_engine)
+  # The engine links shared libraries from outside the wheel (OpenBLAS, CUDA's cudart/cuBLAS,
+  # NCCL): keep their directories in the installed module's RPATH so it loads without
+  # LD_LIBRARY_PATH (an `pip install .` on this machine; not a relocatable manylinux wheel).
+  set_target_properties(_engine PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
   install(TARGETS _engine LIBRARY DESTINATION kat COMPONENT python)
 endif()
 if(TARGET katlib)
