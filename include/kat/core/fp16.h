@@ -2,24 +2,38 @@
 // vectorise (the CPU GR-KAN op on fp16 tensors, ops/cpu/grkan.cpp). Narrowing rounds to nearest
 // even with overflow to infinity, as CUDA's __float2half_rn; NaN stays NaN (quiet, 0x7E00 with the
 // sign). Widening is exact (every half is a float).
+// Plain C++17 (memcpy, not std::bit_cast): the GPU tests include it from .cu files.
 #pragma once
-#include <bit>
 #include <cstdint>
+#include <cstring>
 
 namespace kat {
+
+namespace fp16_detail {
+inline uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace fp16_detail
 
 inline float fp16_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t em = h & 0x7FFFu;  // exponent and mantissa
   // Shifted into a float's bit positions, the half's (exponent, mantissa) reads as the same number
   // times 2^-112 (biases 127 vs 15), also for subnormals; the power-of-two product is exact.
-  float f = std::bit_cast<float>(em << 13) * 0x1p112f;
-  if (em >= 0x7C00u) f = std::bit_cast<float>((em << 13) | 0x7F800000u);  // inf / NaN keep the payload
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(f) | sign);
+  float f = fp16_detail::from_bits(em << 13) * 0x1p112f;
+  if (em >= 0x7C00u) f = fp16_detail::from_bits((em << 13) | 0x7F800000u);  // inf / NaN keep the payload
+  return fp16_detail::from_bits(fp16_detail::bits(f) | sign);
 }
 
 inline uint16_t float_to_fp16(float f) {
-  uint32_t u = std::bit_cast<uint32_t>(f);
+  uint32_t u = fp16_detail::bits(f);
   const uint32_t sign = u & 0x80000000u;
   u ^= sign;  // |f|
   uint32_t h;
@@ -28,8 +42,8 @@ inline uint16_t float_to_fp16(float f) {
   } else if (u < 0x38800000u) {  // |f| < 2^-14: half subnormal or zero
     // Adding 0.5 (2^-1) aligns the float's mantissa so that its low 10 bits are the half's
     // subnormal mantissa (units of 2^-24), rounded to nearest even by the FPU's addition.
-    const float t = std::bit_cast<float>(u) + 0.5f;
-    h = std::bit_cast<uint32_t>(t) - 0x3F000000u;
+    const float t = fp16_detail::from_bits(u) + 0.5f;
+    h = fp16_detail::bits(t) - 0x3F000000u;
   } else {
     // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits to nearest
     // even; a carry out of the mantissa increments the exponent, up to inf (0x7C00) for >= 65520.

@@ -1,20 +1,22 @@
 // Deterministic column sums on CUDA (the bias gradients of the linear layers, and of the layer
 // feeding a GR-KAN). Contract: ops/cuda/column_sum.h.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kat/core/error.h"
 #include "ops/cuda/column_sum.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/launch.cuh"
+#include "ops/cuda/vec_io.cuh"
 #include "ops/gemm.h"  // check_column_sum_shape
 
 namespace kat::cuda {
 
 namespace {
-using detail::check_dtype;
 
 // Column sums db[c] += sum_r dy[r, c] (bias gradients), deterministic, two stages:
 // Stage 1: block = 32 column lanes x 8 row lanes over one chunk of kRowsPerChunk rows; a thread owns
@@ -43,13 +45,18 @@ __global__ void __launch_bounds__(kColLanes* kRowLanes)
       const T* row = dy + r * N + c0;
       if constexpr (VEC == 1) {
         s[0] += float(row[0]);
-      } else if constexpr (sizeof(T) == 2) {  // 8 bf16
+      } else if constexpr (sizeof(T) == 2) {  // 8 bf16 or 8 fp16
         const uint4 v = __ldg(reinterpret_cast<const uint4*>(row));
         const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          s[2 * i] += __uint_as_float(w[i] << 16);
-          s[2 * i + 1] += __uint_as_float(w[i] & 0xffff0000u);
+          if constexpr (std::is_same_v<T, __half>) {
+            s[2 * i] += vecio::f16_lo(w[i]);
+            s[2 * i + 1] += vecio::f16_hi(w[i]);
+          } else {
+            s[2 * i] += __uint_as_float(w[i] << 16);
+            s[2 * i + 1] += __uint_as_float(w[i] & 0xffff0000u);
+          }
         }
       } else {  // 4 fp32
         const float4 v = __ldg(reinterpret_cast<const float4*>(row));
@@ -100,7 +107,8 @@ std::size_t column_sum_workspace_bytes(int64_t M, int64_t N) {
 void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db, void* workspace,
                            cudaStream_t stream) {
   kat::ops::check_column_sum_shape(M, N, "column_sum_accumulate");
-  check_dtype(st, "column_sum_accumulate");
+  KAT_CHECK(st == DType::F32 || st == DType::BF16 || st == DType::F16,
+            "column_sum_accumulate: unknown element type");
   if (M == 0 || N == 0) return;
   const int64_t chunks = colsum_chunks(M);
   KAT_CHECK(chunks < 65536, "column_sum_accumulate: too many rows (", M, ")");
@@ -117,12 +125,18 @@ void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float
       colsum_stage1<float, 4><<<grid1(4), block, 0, stream>>>(M, N, p, partial);
     else
       colsum_stage1<float, 1><<<grid1(1), block, 0, stream>>>(M, N, p, partial);
-  } else {
+  } else if (st == DType::BF16) {
     const auto* p = static_cast<const __nv_bfloat16*>(dy);
     if (vec_ok)
       colsum_stage1<__nv_bfloat16, 8><<<grid1(8), block, 0, stream>>>(M, N, p, partial);
     else
       colsum_stage1<__nv_bfloat16, 1><<<grid1(1), block, 0, stream>>>(M, N, p, partial);
+  } else {  // F16 (GR-KAN's dx column sums on fp16 tensors)
+    const auto* p = static_cast<const __half*>(dy);
+    if (vec_ok)
+      colsum_stage1<__half, 8><<<grid1(8), block, 0, stream>>>(M, N, p, partial);
+    else
+      colsum_stage1<__half, 1><<<grid1(1), block, 0, stream>>>(M, N, p, partial);
   }
   KAT_CUDA_CHECK_LAUNCH();
   colsum_stage2<<<unsigned((N + kColLanes - 1) / kColLanes), block, 0, stream>>>(chunks, N, partial, db);

@@ -1,7 +1,8 @@
 // Deterministic column sums on CUDA: db (N, fp32) += the sums over the M rows of dy (M, N), for the
 // bias gradients of the linear layers (ops/cuda/gemm.h) and GR-KAN's fused bias gradient fallback
 // (ops/cuda/grkan.h). Two stages with a fixed summation order, no atomics, no cuBLAS (so the GR-KAN
-// Python module links without it). dy: F32 or BF16 (ops/cuda/stream.h conventions).
+// Python module links without it). dy: F32 or BF16 (ops/cuda/stream.h conventions), or F16 (the
+// GR-KAN op's fp16).
 #pragma once
 #include <cstddef>
 #include <cstdint>
