@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "kat/core/bf16.h"
@@ -111,7 +113,10 @@ TEST_P(GrkanStorage, MatchesFp32PathWithinOneUlp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, GrkanStorage,
-                         ::testing::Combine(::testing::Values(DType::BF16, DType::F16), ::testing::Bool()));
+                         ::testing::Combine(::testing::Values(DType::BF16, DType::F16), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<DType, bool>>& p) {
+  return std::string(dtype_name(std::get<0>(p.param))) + (std::get<1>(p.param) ? "_deg54" : "_generic");
+});
 
 TEST(GrkanStorage, F32IsTheFloatKernel) {
   Rng r(6);
