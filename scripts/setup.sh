@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
-      libgtest-dev clang-format libpng-dev libjpeg-dev zlib1g-dev librsvg2-dev fonts-dejavu-core dataset-fashion-mnist)
+      libgtest-dev clang-format libpng-dev libjpeg-dev zlib1g-dev librsvg2-dev fonts-dejavu-core dataset-fashion-mnist
+      python3-venv python3-dev)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kat/core/dtype.h"
+#include "kat/core/fp16.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 
@@ -42,6 +43,10 @@ inline float bf16_bits_to_f32(uint16_t h) {
   return f;
 }
 inline float round_bf16(float f) { return bf16_bits_to_f32(f32_to_bf16_bits(f)); }
+// f rounded to storage st and widened back (F16: the GR-KAN op's IEEE half, kat/core/fp16.h).
+inline float round_to(DType st, float f) {
+  return st == DType::F32 ? f : st == DType::BF16 ? round_bf16(f) : kat::fp16_to_float(kat::float_to_fp16(f));
+}
 
 inline uint64_t fresh_seed() {
   std::random_device rd;
@@ -95,7 +100,7 @@ inline std::vector<float> download_storage(const void* d, size_t n, DType st) {
   } else {
     std::vector<uint16_t> h(n);
     KAT_CUDA_CHECK(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; ++i) out[i] = bf16_bits_to_f32(h[i]);
+    for (size_t i = 0; i < n; ++i) out[i] = st == DType::BF16 ? bf16_bits_to_f32(h[i]) : kat::fp16_to_float(h[i]);
   }
   return out;
 }
@@ -107,7 +112,7 @@ inline void upload_storage(void* d, const float* v, size_t n, DType st) {
     KAT_CUDA_CHECK(cudaMemcpy(d, v, n * 4, cudaMemcpyHostToDevice));
   } else {
     std::vector<uint16_t> h(n);
-    for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16_bits(v[i]);
+    for (size_t i = 0; i < n; ++i) h[i] = st == DType::BF16 ? f32_to_bf16_bits(v[i]) : kat::float_to_fp16(v[i]);
     KAT_CUDA_CHECK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
   }
 }
@@ -116,8 +121,8 @@ inline void upload_storage(void* d, const float* v, size_t n, DType st) {
 // conversion of a rounded value returns its bits unchanged (its low 16 bits are zero, so adding
 // at most 0x8000 carries nothing into the kept half).
 inline void upload_rounded(void* d, std::vector<float>& values, DType st) {
-  if (st == DType::BF16)
-    for (auto& v : values) v = round_bf16(v);
+  if (st != DType::F32)
+    for (auto& v : values) v = round_to(st, v);
   upload_storage(d, values.data(), values.size(), st);
 }
 
@@ -134,7 +139,7 @@ struct DevTensor {
   void* ptr() const { return buf.as<char>(offset * kat::dtype_size(st)); }
   void upload(const std::vector<float>& v) const { upload_storage(ptr(), v.data(), n, st); }
   std::vector<float> download() const { return download_storage(ptr(), n, st); }
-  void poison() const {  // all-ones bytes: NaN in fp32 and in bf16
+  void poison() const {  // all-ones bytes: NaN in fp32, bf16 and fp16
     KAT_CUDA_CHECK(cudaMemset(ptr(), 0xff, n * kat::dtype_size(st)));
   }
 };

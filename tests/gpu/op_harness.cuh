@@ -54,7 +54,7 @@ using kat_gpu_test::upload_f32;
 
 constexpr int kReps = 3;  // CUDA runs per case (bitwise determinism)
 
-inline const char* dname(DType t) { return t == DType::F32 ? "f32" : "bf16"; }
+inline const char* dname(DType t) { return t == DType::F32 ? "f32" : t == DType::BF16 ? "bf16" : "f16"; }
 inline std::vector<float> round_vec(const std::vector<float>& v) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = round_bf16(v[i]);
@@ -202,7 +202,10 @@ inline void compare(const Output& o, const std::vector<float>& got, const std::s
   if (!o.baseline.empty()) {
     const double base = rel_err(o.baseline, o.ref);
     std::snprintf(buf, sizeof buf, "  baseline(cpu fp32%s) %.3e  ratio %.3f",
-                  o.dtype == DType::BF16 ? "->bf16" : "", base, base > 0 ? err / base : 0.0);
+                  o.dtype == DType::F32    ? ""
+                  : o.dtype == DType::BF16 ? "->bf16"
+                                           : "->f16",
+                  base, base > 0 ? err / base : 0.0);
     line << buf;
     if (t.baseline_factor >= 0)
       r.check(err <= t.baseline_factor * base + t.floor,

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "ops/cuda/column_sum.h"  // the bias gradient (db += colsum(dy)) lives there
 #include "ops/cuda/stream.h"
 #include "ops/gemm.h"
 
@@ -52,13 +53,6 @@ class Gemm {
  private:
   std::unique_ptr<Impl> impl_;
 };
-
-// Bytes of workspace column_sum_accumulate needs for (M, N) (4-byte alignment suffices).
-std::size_t column_sum_workspace_bytes(int64_t M, int64_t N);
-// db (N, fp32) += sum over the M rows of dy (M, N, storage st). Fixed summation order that depends
-// only on (M, N): bitwise reproducible.
-void column_sum_accumulate(int64_t M, int64_t N, DType st, const void* dy, float* db, void* workspace,
-                           cudaStream_t stream);
 
 // y (M, N, storage st) += b (N, fp32), in place (the fallback when the epilogue is unavailable).
 void add_bias(int64_t M, int64_t N, DType st, void* y, const float* b, cudaStream_t stream);

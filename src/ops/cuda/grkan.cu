@@ -29,8 +29,8 @@
 #include <cstdint>
 
 #include "kat/core/error.h"
+#include "ops/cuda/column_sum.h"  // column_sum_accumulate (dx_colsum outside the fused cases)
 #include "ops/cuda/cuda_check.h"
-#include "ops/cuda/gemm.h"  // column_sum_accumulate (dx_colsum outside the fused cases)
 #include "ops/cuda/grkan.h"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/vec_io.cuh"
@@ -49,15 +49,17 @@ using kat::ops::GrkanShape;
 // per scheduler): U = 3 with 2 blocks (128 registers) and U = 2 with 3 blocks (80) keep enough
 // loads in flight, U = 1 with 4 blocks (64) does not (+3 us). fp32 moves twice the bytes for the
 // same work and runs at ~93% of the copy bandwidth with 4 blocks of U = 1 (64 registers).
+// F16 (the Python op's fp16) moves the bytes of bf16 with the same instruction count plus the
+// half conversions, so it takes bf16's settings (not separately tuned).
 constexpr int kThreads = 256;  // threads per block of the element kernels
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDeg = kat::ops::GrkanShape::kMaxDegree;  // the shared limit
 constexpr int kChunk = 128;                                // partial-table columns per pass of the block reduction
 constexpr int kFwdUnroll = 2;                              // row vectors in flight per thread and trip
 template <DType S>
-constexpr int kBwdUnroll = S == DType::BF16 ? 3 : 1;
+constexpr int kBwdUnroll = S == DType::F32 ? 1 : 3;
 template <DType S>
-constexpr int kBwdBlocksPerSM = S == DType::BF16 ? 2 : 4;
+constexpr int kBwdBlocksPerSM = S == DType::F32 ? 4 : 2;
 constexpr int kFwdMaxBlocksPerSM = 8;
 
 struct Params {
@@ -524,17 +526,20 @@ int choose_vec(const GrkanShape& s, DType st, bool ptrs_aligned) {
   return (dg % vec == 0 && ptrs_aligned) ? vec : 1;
 }
 
+// Per forward kernel: its resident blocks per SM, per device (fwd_blocks_per_sm's cache).
+template <DType S, int VEC, int M, int N>
+std::atomic<int> fwd_occupancy[64] = {};
+
 template <DType S, int VEC, int M, int N>
 void launch_fwd(const GrkanShape& s, const void* x, const float* a, const float* b, void* y, cudaStream_t stream) {
-  static std::atomic<int> occ_cache[64] = {};
   const auto kernel = grkan_fwd_kernel<S, VEC, M, N>;
-  const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, occ_cache);
+  const int max_blocks = sm_count() * fwd_blocks_per_sm(kernel, fwd_occupancy<S, VEC, M, N>);
   const Plan pl = make_plan(s.rows, s.dim, VEC, max_blocks);
   launch(kernel, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, y, a, b, make_params(s, pl));
 }
 
 int bwd_max_blocks(DType st) {
-  return sm_count() * (st == DType::BF16 ? kBwdBlocksPerSM<DType::BF16> : kBwdBlocksPerSM<DType::F32>);
+  return sm_count() * (st == DType::F32 ? kBwdBlocksPerSM<DType::F32> : kBwdBlocksPerSM<DType::BF16>);
 }
 
 // dsum (the dx column sums) is fused into the kernel for the model's case (degrees (5, 4), 16-byte
@@ -561,32 +566,50 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
   if (dsum != nullptr && !fused) column_sum_accumulate(s.rows, s.dim, S, dx, dsum, workspace, stream);
 }
 
+// The element types of the op: F32, BF16 and F16 (fp32 math for all).
+void check_grkan_dtype(DType st, const char* where) {
+  KAT_CHECK(st == DType::F32 || st == DType::BF16 || st == DType::F16, where, ": unknown element type");
+}
+
+// Calls fn(S, VEC, M, N) with std::integral_constant arguments: storage st, vector width `vec`
+// (the 16-byte width of st, or 1), degrees (5, 4) when `spec`, else the generic
+// (kMaxDeg, kMaxDeg) kernel.
+template <typename Fn>
+void dispatch(DType st, int vec, bool spec, Fn&& fn) {
+  using std::integral_constant;
+  auto degrees = [&](auto S, auto V) {
+    if (spec)
+      fn(S, V, integral_constant<int, 5>{}, integral_constant<int, 4>{});
+    else
+      fn(S, V, integral_constant<int, kMaxDeg>{}, integral_constant<int, kMaxDeg>{});
+  };
+  auto width = [&](auto S) {
+    constexpr int kVec = vec_width(decltype(S)::value);
+    if (vec == kVec)
+      degrees(S, integral_constant<int, kVec>{});
+    else
+      degrees(S, integral_constant<int, 1>{});
+  };
+  if (st == DType::F32)
+    width(integral_constant<DType, DType::F32>{});
+  else if (st == DType::BF16)
+    width(integral_constant<DType, DType::BF16>{});
+  else
+    width(integral_constant<DType, DType::F16>{});
+}
+
 }  // namespace
 
 void grkan_forward(const GrkanShape& s, DType st, const void* x, const float* a, const float* b, void* y,
                    cudaStream_t stream) {
   s.validate("grkan_forward (cuda)");
+  check_grkan_dtype(st, "grkan_forward (cuda)");
   if (s.rows == 0) return;
   KAT_CHECK(x && y && a && (b || s.n == 0), "grkan_forward (cuda): null device pointer");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(y));
-  const bool sp = specialised(s);
-  if (st == DType::BF16) {
-    if (vec == 8) {
-      sp ? launch_fwd<DType::BF16, 8, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<DType::BF16, 8, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
-    } else {
-      sp ? launch_fwd<DType::BF16, 1, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<DType::BF16, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
-    }
-  } else {
-    if (vec == 4) {
-      sp ? launch_fwd<DType::F32, 4, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<DType::F32, 4, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
-    } else {
-      sp ? launch_fwd<DType::F32, 1, 5, 4>(s, x, a, b, y, stream)
-         : launch_fwd<DType::F32, 1, kMaxDeg, kMaxDeg>(s, x, a, b, y, stream);
-    }
-  }
+  dispatch(st, vec, specialised(s), [&](auto S, auto VEC, auto M, auto N) {
+    launch_fwd<S.value, VEC.value, M.value, N.value>(s, x, a, b, y, stream);
+  });
 }
 
 std::size_t grkan_backward_workspace_bytes(const GrkanShape& s) {
@@ -613,6 +636,7 @@ void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream) {
   void *dx = args.dx, *workspace = args.workspace;
   float *da = args.da, *db = args.db, *dx_colsum = args.dx_colsum;
   s.validate("grkan_backward (cuda)");
+  check_grkan_dtype(st, "grkan_backward (cuda)");
   if (s.rows == 0) return;
   KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)), "grkan_backward (cuda): null device pointer");
   KAT_CHECK(workspace != nullptr,
@@ -621,24 +645,9 @@ void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream) {
   KAT_CHECK((reinterpret_cast<uintptr_t>(workspace) & 3u) == 0,
             "grkan_backward (cuda): workspace must be 4-byte aligned");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));
-  const bool sp = specialised(s);
-  if (st == DType::BF16) {
-    if (vec == 8) {
-      sp ? launch_bwd<DType::BF16, 8, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<DType::BF16, 8, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
-    } else {
-      sp ? launch_bwd<DType::BF16, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<DType::BF16, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
-    }
-  } else {
-    if (vec == 4) {
-      sp ? launch_bwd<DType::F32, 4, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<DType::F32, 4, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
-    } else {
-      sp ? launch_bwd<DType::F32, 1, 5, 4>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream)
-         : launch_bwd<DType::F32, 1, kMaxDeg, kMaxDeg>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
-    }
-  }
+  dispatch(st, vec, specialised(s), [&](auto S, auto VEC, auto M, auto N) {
+    launch_bwd<S.value, VEC.value, M.value, N.value>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
+  });
 }
 
 GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, DType st, bool backward, bool aligned) {
@@ -650,16 +659,11 @@ GrkanLaunchInfo grkan_launch_info(const GrkanShape& s, DType st, bool backward, 
   int max_blocks = bwd_max_blocks(st);
   if (!backward) {
     // Report the forward grid as launched (occupancy of the kernel that would run).
-    static std::atomic<int> c1[64] = {}, c2[64] = {}, c3[64] = {}, c4[64] = {};
-    int bps = 1;
-    const bool v = info.vec != 1;
-    if (st == DType::BF16)
-      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<DType::BF16, 8, 5, 4>, c1)
-              : fwd_blocks_per_sm(grkan_fwd_kernel<DType::BF16, 1, 5, 4>, c2);
-    else
-      bps = v ? fwd_blocks_per_sm(grkan_fwd_kernel<DType::F32, 4, 5, 4>, c3)
-              : fwd_blocks_per_sm(grkan_fwd_kernel<DType::F32, 1, 5, 4>, c4);
-    max_blocks = sm_count() * bps;
+    dispatch(st, info.vec, info.specialised, [&](auto S, auto VEC, auto M, auto N) {
+      constexpr DType s_ = S.value;
+      constexpr int v_ = VEC.value, m_ = M.value, n_ = N.value;
+      max_blocks = sm_count() * fwd_blocks_per_sm(grkan_fwd_kernel<s_, v_, m_, n_>, fwd_occupancy<s_, v_, m_, n_>);
+    });
   }
   const Plan pl = make_plan(s.rows, s.dim, info.vec, max_blocks);
   info.blocks = pl.blocks;

@@ -1,6 +1,7 @@
 // GR-KAN (group-rational activation) on CUDA: forward and backward at memory bandwidth.
 // Contract, math and the shared shape check: ops/grkan.h; CPU: ops/cpu/grkan.h.
-//   x, y, dy, dx: (rows, D) channels last, device memory, DType element type;
+//   x, y, dy, dx: (rows, D) channels last, device memory, DType element type (F32, BF16 or F16:
+//   the engine uses F32/BF16, the Python op (kat.torch) all three);
 //   a: (An, m+1) fp32, An = 1 (shared numerator) or G;  b: (G, n) fp32;  all math in fp32.
 //   forward:  y = F(x)                       (y must not alias x)
 //   backward: dx overwritten (DType, may alias dy); da, db fp32 ACCUMULATED (+=).

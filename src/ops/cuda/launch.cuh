@@ -65,13 +65,15 @@ inline bool al(const void* p, uintptr_t a) {
 inline constexpr int vec_width(DType t) { return t == DType::F32 ? 4 : 8; }
 
 inline void check_dtype(DType t, const char* where) {
-  KAT_CHECK(t == DType::F32 || t == DType::BF16, where, ": unknown element type");
+  KAT_CHECK(t == DType::F32 || t == DType::BF16, where, ": element type ", dtype_name(t),
+            " is not supported here (f32 or bf16; f16 only by the GR-KAN op)");
 }
 
 // Calls fn(integral_constant<DType>, integral_constant<int VEC>): VEC = vec_width(t) when `vec`
-// (the 16-byte path), else 1 (scalar fallback).
+// (the 16-byte path), else 1 (scalar fallback). F32 and BF16 only (F16 is the GR-KAN op's alone).
 template <typename Fn>
 void dispatch_dtype_vec(DType t, bool vec, Fn&& fn) {
+  check_dtype(t, "dispatch_dtype_vec");
   if (t == DType::F32) {
     if (vec)
       fn(std::integral_constant<DType, DType::F32>{}, std::integral_constant<int, 4>{});

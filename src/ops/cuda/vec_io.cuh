@@ -1,11 +1,12 @@
 // Device helpers shared by the CUDA kernels (grkan, layernorm, elementwise, cross_entropy, optim,
-// attention, embed): bf16 packing, scalar fp32 loads/stores of either element type, 16-byte vector
-// types per DType (8 bf16 or 4 fp32 per thread), unpack to fp32, vector stores, and
+// attention, embed): bf16 (and, for GR-KAN, fp16) packing, scalar fp32 loads/stores of either element type,
+// 16-byte vector types per DType (8 bf16 or 4 fp32 per thread), unpack to fp32, vector stores, and
 // programmatic-dependent-launch (PDL) waits. Vector loads live with their kernels: GR-KAN reads
 // through the read-only cache (__ldg, grkan.cu), the row and elementwise ops use plain loads
 // (row_ops.cuh) because some of them write in place (dlogits over logits).
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -39,12 +40,28 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return u;
 }
 __device__ __forceinline__ unsigned short to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+// IEEE half (DType::F16, the GR-KAN op only): two per 32-bit word, low half first.
+__device__ __forceinline__ float f16_lo(uint32_t u) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(u)));
+}
+__device__ __forceinline__ float f16_hi(uint32_t u) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(u >> 16)));
+}
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);  // .x = lo (low half), .y = hi
+  uint32_t u;
+  memcpy(&u, &h, 4);
+  return u;
+}
+__device__ __forceinline__ unsigned short to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
 
 // Scalar element access in fp32 for either storage type (round to nearest even on store).
 __device__ __forceinline__ float ld_f(const float* p) { return *p; }
 __device__ __forceinline__ float ld_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void st_f(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float ld_f(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void st_f(__half* p, float v) { *p = __float2half_rn(v); }
 
 // Raw 16-byte (or scalar) vector as loaded; unpacked to fp32 right before use, so that prefetched
 // vectors cost 4 registers each, not 8.
@@ -66,6 +83,14 @@ template <>
 struct RawT<DType::BF16, 1> {
   using type = unsigned short;
 };
+template <>
+struct RawT<DType::F16, 8> {
+  using type = uint4;
+};
+template <>
+struct RawT<DType::F16, 1> {
+  using type = unsigned short;
+};
 template <DType S, int VEC>
 using Raw = typename RawT<S, VEC>::type;
 
@@ -77,12 +102,19 @@ __device__ __forceinline__ void unpack(const Raw<S, VEC>& t, float (&v)[VEC]) {
     } else {
       v[0] = t;
     }
-  } else {
+  } else if constexpr (S == DType::BF16) {
     if constexpr (VEC == 8) {
       v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
       v[4] = bf16_lo(t.z), v[5] = bf16_hi(t.z), v[6] = bf16_lo(t.w), v[7] = bf16_hi(t.w);
     } else {
       v[0] = __uint_as_float(static_cast<uint32_t>(t) << 16);
+    }
+  } else {
+    if constexpr (VEC == 8) {
+      v[0] = f16_lo(t.x), v[1] = f16_hi(t.x), v[2] = f16_lo(t.y), v[3] = f16_hi(t.y);
+      v[4] = f16_lo(t.z), v[5] = f16_hi(t.z), v[6] = f16_lo(t.w), v[7] = f16_hi(t.w);
+    } else {
+      v[0] = f16_lo(t);
     }
   }
 }
@@ -96,13 +128,20 @@ __device__ __forceinline__ void store_vec(void* base, int64_t off, const float (
       *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
     else
       p[0] = v[0];
-  } else {
+  } else if constexpr (S == DType::BF16) {
     unsigned short* p = static_cast<unsigned short*>(base) + off;
     if constexpr (VEC == 8)
       *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
                                                 pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
     else
       p[0] = to_bf16(v[0]);
+  } else {
+    unsigned short* p = static_cast<unsigned short*>(base) + off;
+    if constexpr (VEC == 8)
+      *reinterpret_cast<uint4*>(p) = make_uint4(pack_f16x2(v[0], v[1]), pack_f16x2(v[2], v[3]),
+                                                pack_f16x2(v[4], v[5]), pack_f16x2(v[6], v[7]));
+    else
+      p[0] = to_f16(v[0]);
   }
 }
 

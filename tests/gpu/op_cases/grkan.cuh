@@ -10,13 +10,17 @@
 //    ~18, P ~ 0.05) turns into an absolute error that the rms floor covers.
 //  - bf16, y and dx: the GPU result is the fp32 value rounded once to bf16, at most half an ulp =
 //    2^-8 relative. Norm-wise 8e-3 (2x the worst case), per element 2^-8 |ref| + 1e-5 rms(ref).
+//  - f16 (the Python op's fp16, the op's only user of F16): the same with half's 11-bit
+//    significand, half an ulp = 2^-11 relative: norm-wise 1e-3 (2x the worst case), per element
+//    2^-10 |ref| + 1e-5 rms(ref) (which also covers half's subnormal spacing 2^-24).
 //  - da, db (always fp32): norm-wise 1e-4. Sums of up to millions of terms (GPU: fp32 per-thread and
 //    per-warp partials, double across warps; CPU: double per chunk); per-term differences ~1e-6
 //    relative and the sums cancel (random dy), so a few 1e-6; 1e-4 still catches a lost block or
 //    a missing group (>= 1e-2).
 //  - dx column sums: per column |gpu - ref| <= tol * sum_rows |dx| + 1e-5 with tol 3e-5 (fp32 sums
 //    of the fp32 dx when fused, ~1e-6 from the CPU's per element) or 4e-3 for bf16 (the unfused
-//    path sums the stored, bf16-rounded dx: 2^-9 relative per element).
+//    path sums the stored, bf16-rounded dx: 2^-9 relative per element) and 5e-4 for f16 (the
+//    stored f16 dx: 2^-12 relative per element).
 // Extra: the same backward without the column sums gives dx, da, db bitwise equal (the fused
 // kernel computes the same values); grkan_launch_info reports the expected vector path.
 #pragma once
@@ -91,12 +95,12 @@ class GrkanCase : public OpInstance {
     s_.m = c.m;
     s_.n = c.n;
     std::mt19937_64 rng(seed);
-    const bool bf = c.st == DType::BF16;
+    const bool bf = c.st == DType::BF16, half = c.st == DType::F16;
     std::vector<float> x(N_), a, b;
     dy_.resize(N_);
     std::normal_distribution<float> nx(0.f, 1.5f), ng(0.f, 1.f);
-    for (auto& v : x) v = bf ? round_bf16(nx(rng)) : nx(rng);
-    for (auto& v : dy_) v = bf ? round_bf16(ng(rng)) : ng(rng);
+    for (auto& v : x) v = kat_gpu_test::round_to(c.st, nx(rng));
+    for (auto& v : dy_) v = kat_gpu_test::round_to(c.st, ng(rng));
     make_grkan_coefficients(s_, rng, a, b);
     // CPU reference (fp32 math on exactly the values the GPU sees).
     std::vector<float> y_ref(N_), dx_ref(N_);
@@ -132,12 +136,13 @@ class GrkanCase : public OpInstance {
     if (!b.empty()) upload_f32(b_.p, b);
 
     Tolerance tv;
-    tv.norm = bf ? 8e-3 : 1e-5;
+    tv.norm = bf ? 8e-3 : half ? 1e-3 : 1e-5;
     tv.elementwise = true;
-    tv.rtol = bf ? 1.0 / 256 : 1e-5;
+    tv.rtol = bf ? 1.0 / 256 : half ? 1.0 / 1024 : 1e-5;
     tv.atol_rms = 1e-5;
-    tv.reason = bf ? "bf16: one rounding of the fp32 value (<= 2^-8), 2x margin"
-                   : "fp32: operation order and rcp.approx, a few ulp of the largest term";
+    tv.reason = bf     ? "bf16: one rounding of the fp32 value (<= 2^-8), 2x margin"
+                : half ? "f16: one rounding of the fp32 value (<= 2^-11), 2x margin"
+                       : "fp32: operation order and rcp.approx, a few ulp of the largest term";
     Tolerance tc;
     tc.norm = 1e-4;
     tc.reason = "coefficient sums of up to millions of fp32 terms, ~1e-6; 1e-4 catches a lost block";
@@ -162,9 +167,10 @@ class GrkanCase : public OpInstance {
     cs.ref = std::move(cs_ref);
     cs.scale = std::move(cs_scale);
     cs.tol.elementwise = true;
-    cs.tol.scale_tol = bf ? 4e-3 : 3e-5;
+    cs.tol.scale_tol = bf ? 4e-3 : half ? 5e-4 : 3e-5;
     cs.tol.abs = 1e-5;
-    cs.tol.reason = "column sums relative to sum |dx|: fp32 sums (3e-5), or of the bf16-rounded dx (4e-3)";
+    cs.tol.reason =
+        "column sums relative to sum |dx|: fp32 sums (3e-5), or of the bf16 / f16-rounded dx (4e-3 / 5e-4)";
     outputs.push_back(std::move(cs));
     const double es = double(kat::dtype_size(c.st));
     bytes = N_ * es * 2 + N_ * es * 3;  // fwd: x, y; bwd: x, dy, dx
@@ -335,6 +341,23 @@ inline std::vector<OpCase> grkan_cases() {
     c.st = st;
     add(c);
   }
+  // f16 (the Python op's): the vector path, per-group numerator, scalar fallback, misaligned
+  // pointers, dx aliasing dy, the generic kernel, and a large problem.
+  const DType h = DType::F16;
+  c = {.rows = 1001, .st = h, .expect_vec = 8};
+  add(c);
+  c = {.rows = 257, .dim = 192, .num_rows = 8, .st = h};
+  add(c);
+  c = {.rows = 333, .dim = 120, .st = h, .expect_vec = 1};
+  add(c);
+  c = {.rows = 211, .dim = 768, .st = h, .misalign = 1, .expect_vec = 1};
+  add(c);
+  c = {.rows = 500, .dim = 384, .st = h, .alias_dx_dy = true};
+  add(c);
+  c = {.rows = 301, .dim = 192, .m = 3, .n = 2, .st = h};
+  add(c);
+  c = {.rows = 8191, .dim = 768, .st = h};
+  add(c);
   return v;
 }
 

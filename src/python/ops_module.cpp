@@ -1,0 +1,192 @@
+// kat._ops: the GR-KAN op for Python, on raw pointers (what kat.torch calls with tensors' data_ptr()).
+// Contract and math: include/kat/ops/grkan.h; CPU: ops/cpu/grkan.h; CUDA: ops/cuda/grkan.h.
+//   device  -1: host memory (CPU kernels, OpenMP); k >= 0: CUDA device k (its kernels enqueued on
+//           `stream`, a cudaStream_t of that device as an integer; nothing synchronises)
+//   dtype   "f32", "bf16" or "f16": the element type of x, y, dy, dx (math in fp32 for all);
+//           "f64" (CPU only): x, y, dy, dx and a, b, da, db all float64 (gradcheck)
+//   a (An, m+1), b (G, n): fp32; da, db: fp32, ACCUMULATED (+=); dx overwritten (may alias dy)
+//   shape   rows (product of the leading dims), dim (C), groups (G), num_rows (An: 1 or G), m, n
+// Bad shapes / types raise ValueError naming the problem (kat::Error); CUDA failures RuntimeError.
+// The GIL is released while a kernel runs.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kat/core/dtype.h"
+#include "kat/core/error.h"
+#include "kat/ops/grkan.h"
+#include "ops/cpu/grkan.h"
+#if KAT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/grkan.h"
+#endif
+
+namespace nb = nanobind;
+#if KAT_HAVE_CUDA
+constexpr bool kHasCuda = true;
+#else
+constexpr bool kHasCuda = false;
+#endif
+using kat::DType;
+using kat::ops::GrkanShape;
+
+namespace {
+
+GrkanShape make_shape(int64_t rows, int dim, int groups, int num_rows, int m, int n) {
+  GrkanShape s;
+  s.rows = rows;
+  s.dim = dim;
+  s.groups = groups;
+  s.num_rows = num_rows;
+  s.m = m;
+  s.n = n;
+  return s;
+}
+
+DType parse(const std::string& name) {
+  DType t = DType::F32;
+  KAT_CHECK(kat::parse_dtype(name, t), "GR-KAN: unknown element type '", name, "' (f32, bf16 or f16)");
+  return t;
+}
+
+template <typename T>
+T* ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+#if KAT_HAVE_CUDA
+// Makes `device` current for the scope (the kernels launch on the current device; the tensors'
+// device may be another than the caller's current one) and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    KAT_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (prev_ != device) KAT_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+#endif
+
+[[noreturn]] void no_cuda(const char* where) {
+  throw kat::Error(std::string(where) +
+                   ": this kat build has no CUDA backend (nvcc was not found when it was built; "
+                   "reinstall with nvcc on PATH, or pass CPU tensors)");
+}
+
+// "f64": float64 x, y, dy, dx AND coefficients / their gradients, the CPU's double kernels (for
+// gradcheck; the CUDA kernels compute in fp32 only).
+bool is_f64(int device, const std::string& dtype) {
+  if (dtype != "f64") return false;
+  KAT_CHECK(device < 0, "GR-KAN: float64 runs on the CPU only (the CUDA kernels compute in fp32)");
+  return true;
+}
+
+void forward(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uintptr_t b, uintptr_t y,
+             int64_t rows, int dim, int groups, int num_rows, int m, int n, uintptr_t stream) {
+  const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
+  if (is_f64(device, dtype))
+    return kat::ops::grkan_forward<double>(s, ptr<const double>(x), ptr<const double>(a), ptr<const double>(b),
+                                           ptr<double>(y));
+  const DType st = parse(dtype);
+  if (device < 0)
+    return kat::ops::grkan_forward(s, st, ptr<const void>(x), ptr<const float>(a), ptr<const float>(b),
+                                   ptr<void>(y));
+#if KAT_HAVE_CUDA
+  DeviceGuard guard(device);
+  kat::cuda::grkan_forward(s, st, ptr<const void>(x), ptr<const float>(a), ptr<const float>(b), ptr<void>(y),
+                           ptr<CUstream_st>(stream));
+  KAT_CUDA_CHECK(cudaGetLastError());
+#else
+  no_cuda("grkan_forward");
+#endif
+}
+
+void backward(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
+              uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim, int groups,
+              int num_rows, int m, int n, uintptr_t stream) {
+  const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
+  if (is_f64(device, dtype))
+    return kat::ops::grkan_backward<double>(s, ptr<const double>(x), ptr<const double>(dy), ptr<const double>(a),
+                                            ptr<const double>(b), ptr<double>(dx), ptr<double>(da),
+                                            ptr<double>(db));
+  const DType st = parse(dtype);
+  if (device < 0)
+    return kat::ops::grkan_backward(s, st, ptr<const void>(x), ptr<const void>(dy), ptr<const float>(a),
+                                    ptr<const float>(b), ptr<void>(dx), ptr<float>(da), ptr<float>(db));
+#if KAT_HAVE_CUDA
+  DeviceGuard guard(device);
+  kat::cuda::GrkanBackwardArgs args;
+  args.shape = s;
+  args.dtype = st;
+  args.x = ptr<const void>(x);
+  args.dy = ptr<const void>(dy);
+  args.a = ptr<const float>(a);
+  args.b = ptr<const float>(b);
+  args.dx = ptr<void>(dx);
+  args.da = ptr<float>(da);
+  args.db = ptr<float>(db);
+  args.workspace = ptr<void>(workspace);
+  kat::cuda::grkan_backward(args, ptr<CUstream_st>(stream));
+  KAT_CUDA_CHECK(cudaGetLastError());
+#else
+  no_cuda("grkan_backward");
+#endif
+}
+
+// Bytes of device scratch backward() needs on `device` (0 on the CPU).
+int64_t backward_workspace_bytes(int device, int64_t rows, int dim, int groups, int num_rows, int m, int n) {
+  const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
+  s.validate("grkan_backward_workspace_bytes");
+  if (device < 0) return 0;
+#if KAT_HAVE_CUDA
+  DeviceGuard guard(device);
+  return static_cast<int64_t>(kat::cuda::grkan_backward_workspace_bytes(s));
+#else
+  no_cuda("grkan_backward_workspace_bytes");
+#endif
+}
+
+std::tuple<std::vector<double>, std::vector<double>> init_coefficients(const std::string& mode) {
+  std::vector<double> a, b;
+  kat::ops::grkan_init_coefficients(mode, a, b);
+  return {a, b};
+}
+
+}  // namespace
+
+NB_MODULE(_ops, m) {
+  m.doc() = "kat's GR-KAN op on raw pointers (use kat.torch)";
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const kat::Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+  m.def(
+      "has_cuda", [] { return kHasCuda; }, "Whether this build has the CUDA kernels.");
+  m.def("forward", &forward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("a"), nb::arg("b"),
+        nb::arg("y"), nb::arg("rows"), nb::arg("dim"), nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"),
+        nb::arg("n"), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>(), "y = F(x)");
+  m.def("backward", &backward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("dy"), nb::arg("a"),
+        nb::arg("b"), nb::arg("dx"), nb::arg("da"), nb::arg("db"), nb::arg("workspace"), nb::arg("rows"),
+        nb::arg("dim"), nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"), nb::arg("n"), nb::arg("stream") = 0,
+        nb::call_guard<nb::gil_scoped_release>(), "dx = dL/dx; da += dL/da; db += dL/db");
+  m.def("backward_workspace_bytes", &backward_workspace_bytes, nb::arg("device"), nb::arg("rows"), nb::arg("dim"),
+        nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"), nb::arg("n"));
+  m.def("init_coefficients", &init_coefficients, nb::arg("mode"),
+        "(numerator a0..a5, denominator b1..b4) of an initial mode: identity, swish or gelu (docs/MODEL.md)");
+  m.attr("max_degree") = GrkanShape::kMaxDegree;
+}
