@@ -281,6 +281,28 @@ TEST(TrainLazyData, FolderLazyEqualsEager) {
     c.lazy_data = lazy;
     return train(c);
   };
+  // A model with more outputs (5) than the folder has classes (2): trains with 5-wide targets
+  // (before, the engine read 5-wide rows from 2-wide targets: garbage, NaN, and a heap overflow
+  // under ASan).
+  {
+    TrainConfig c;
+    c.model = "kat_micro_patch4_28";
+    c.model_overrides = {"depth=1",    "embed_dim=32", "num_heads=2",  "mlp_hidden=64",
+                         "in_chans=3", "img_size=8",   "num_classes=5"};
+    c.data = "folder:" + root.string();
+    c.out_dir = (root / "run_wide").string();
+    c.epochs = 2;
+    c.batch = 8;
+    c.mixup = 0.8;
+    c.label_smoothing = 0.1;
+    c.workers = 1;
+    c.progress = false;
+    const TrainResult r = train(c);
+    ASSERT_FALSE(r.step_losses.empty());
+    for (double l : r.step_losses) EXPECT_TRUE(std::isfinite(l));
+    // Smoothed 5-way targets: the loss starts near ln 5, not ln 2.
+    EXPECT_GT(r.step_losses.front(), 1.2);
+  }
   const TrainResult eager = run(false), lazy = run(true);
   ASSERT_EQ(eager.step_losses.size(), lazy.step_losses.size());
   for (size_t i = 0; i < eager.step_losses.size(); ++i)

@@ -255,6 +255,18 @@ RunData load_run_data(const TrainConfig& tc, const ModelConfig& mc) {
   KAT_CHECK(d.train.num_classes <= mc.num_classes, tc.data, ": ", d.train.num_classes,
             " classes but the model has num_classes=", mc.num_classes,
             " (use --set num_classes=", d.train.num_classes, ")");
+  // A model with more outputs than the dataset has classes (a 1000-class config on a 10-class
+  // folder) trains with targets as wide as its logits, as timm does with its num_classes: the extra
+  // classes are never labelled. The loaders size the targets by the dataset's class count, so widen
+  // it here (before, the engine read B x num_classes targets from a B x classes buffer).
+  if (d.train.num_classes < mc.num_classes) {
+    std::fprintf(stderr,
+                 "note: %s has %d classes and model '%s' %d outputs: training all %d (--set num_classes=%d "
+                 "for a %d-way head)\n",
+                 tc.data.c_str(), d.train.num_classes, mc.name.c_str(), mc.num_classes, mc.num_classes,
+                 d.train.num_classes, d.train.num_classes);
+    d.train.num_classes = mc.num_classes;
+  }
   d.train_cfg = make_loader_config(tc, mc);
   d.eval_cfg = data::LoaderConfig::eval(d.train_cfg, tc.eval_batch);
   return d;
