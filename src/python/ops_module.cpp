@@ -14,6 +14,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -93,8 +94,8 @@ bool is_f64(int device, const std::string& dtype) {
   return true;
 }
 
-void forward(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uintptr_t b, uintptr_t y,
-             int64_t rows, int dim, int groups, int num_rows, int m, int n, uintptr_t stream) {
+void forward_impl(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uintptr_t b, uintptr_t y,
+                  int64_t rows, int dim, int groups, int num_rows, int m, int n, uintptr_t stream) {
   const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
   if (is_f64(device, dtype))
     return kat::ops::grkan_forward<double>(s, ptr<const double>(x), ptr<const double>(a), ptr<const double>(b),
@@ -113,9 +114,9 @@ void forward(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uin
 #endif
 }
 
-void backward(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
-              uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim, int groups,
-              int num_rows, int m, int n, uintptr_t stream) {
+void backward_impl(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
+                   uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim,
+                   int groups, int num_rows, int m, int n, uintptr_t stream) {
   const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
   if (is_f64(device, dtype))
     return kat::ops::grkan_backward<double>(s, ptr<const double>(x), ptr<const double>(dy), ptr<const double>(a),
@@ -143,6 +144,49 @@ void backward(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, u
 #else
   no_cuda("grkan_backward");
 #endif
+}
+
+// The kernels run without the GIL (other Python threads go on; a CUDA launch may block), but no
+// C++ exception leaves a scope that released the GIL: the arguments are checked with the GIL held
+// (the common errors), and anything the kernels throw is carried out of the released scope and
+// rethrown with the GIL back. (A kat::Error thrown through nanobind's call_guard<gil_scoped_release>
+// crashed the interpreter on the GPU machine: Python 3.12, torch 2.11.)
+template <class F>
+void run_without_gil(F&& f) {
+  std::exception_ptr err;
+  {
+    nb::gil_scoped_release release;
+    try {
+      f();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+void check_args(const char* what, int device, const std::string& dtype, int64_t rows, int dim, int groups,
+                int num_rows, int m, int n) {
+  make_shape(rows, dim, groups, num_rows, m, n).validate(what);
+  if (!is_f64(device, dtype)) parse(dtype);
+#if !KAT_HAVE_CUDA
+  if (device >= 0) no_cuda(what);
+#endif
+}
+
+void forward(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uintptr_t b, uintptr_t y,
+             int64_t rows, int dim, int groups, int num_rows, int m, int n, uintptr_t stream) {
+  check_args("grkan_forward", device, dtype, rows, dim, groups, num_rows, m, n);
+  run_without_gil([&] { forward_impl(device, dtype, x, a, b, y, rows, dim, groups, num_rows, m, n, stream); });
+}
+
+void backward(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
+              uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim, int groups,
+              int num_rows, int m, int n, uintptr_t stream) {
+  check_args("grkan_backward", device, dtype, rows, dim, groups, num_rows, m, n);
+  run_without_gil([&] {
+    backward_impl(device, dtype, x, dy, a, b, dx, da, db, workspace, rows, dim, groups, num_rows, m, n, stream);
+  });
 }
 
 // Bytes of device scratch backward() needs on `device` (0 on the CPU).
@@ -179,11 +223,11 @@ NB_MODULE(_ops, m) {
       "has_cuda", [] { return kHasCuda; }, "Whether this build has the CUDA kernels.");
   m.def("forward", &forward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("a"), nb::arg("b"),
         nb::arg("y"), nb::arg("rows"), nb::arg("dim"), nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"),
-        nb::arg("n"), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>(), "y = F(x)");
+        nb::arg("n"), nb::arg("stream") = 0, "y = F(x)");
   m.def("backward", &backward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("dy"), nb::arg("a"),
         nb::arg("b"), nb::arg("dx"), nb::arg("da"), nb::arg("db"), nb::arg("workspace"), nb::arg("rows"),
         nb::arg("dim"), nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"), nb::arg("n"), nb::arg("stream") = 0,
-        nb::call_guard<nb::gil_scoped_release>(), "dx = dL/dx; da += dL/da; db += dL/db");
+        "dx = dL/dx; da += dL/da; db += dL/db");
   m.def("backward_workspace_bytes", &backward_workspace_bytes, nb::arg("device"), nb::arg("rows"), nb::arg("dim"),
         nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"), nb::arg("n"));
   m.def("init_coefficients", &init_coefficients, nb::arg("mode"),
