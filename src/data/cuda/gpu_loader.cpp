@@ -486,6 +486,10 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   for (int k = 0; k < opt.decode_streams; ++k)
     I.decoders.push_back(std::make_unique<NvjpegDecoder>(cfg_.batch_size));
   if (opt.decode_streams > 1) {
+    // Batches alternate between the decoders: they must decode alike (a second hardware handle
+    // refused would send odd batches to the CUDA cores, whose pixels round differently).
+    KAT_CHECK(I.decoders[1]->backend() == I.decoders[0]->backend(), who, ": a second nvJPEG decoder started as '",
+              I.decoders[1]->backend(), "', the first as '", I.decoders[0]->backend(), "'; use decode_streams 1");
     for (int k = 0; k < 2; ++k) {
       I.decode_stream[k] = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
       I.decoded_ev[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
