@@ -41,7 +41,7 @@ run_train() {  # name, extra args
   local name=$1; shift
   rm -rf "$OUT/run_$name"
   kat train -m "$MODEL" --data "folder:$DATA" --device cuda --batch "$BATCH" --epochs 1 --warmup-epochs 0 \
-    $DEIT --max-steps $((20 + STEPS)) --log-every 20 --no-progress --out "$OUT/run_$name" "$@" \
+    $DEIT --max-steps $((20 + STEPS)) --log-every 20 --no-progress --out "$OUT/run_$name" --set num_classes=10 "$@" \
     > "$OUT/train_$name.log" 2>&1 || { echo "FAILED (see train_$name.log)"; return; }
   train_rate "$OUT/run_$name/metrics.jsonl"
 }
@@ -50,6 +50,17 @@ echo "== pipeline alone" >&2
 P_GPU_DEIT=$(data_bench "$DATA" --decode gpu --recipe deit --batch "$BATCH" --batches "$BATCHES" --csv 2> "$OUT/data_gpu_deit.err" | tee "$OUT/data_gpu_deit.log" | awk -F, '/^data_bench/ {print $5}')
 P_GPU_LIGHT=$(data_bench "$DATA" --decode gpu --recipe light --batch "$BATCH" --batches "$BATCHES" --csv 2> "$OUT/data_gpu_light.err" | tee "$OUT/data_gpu_light.log" | awk -F, '/^data_bench/ {print $5}')
 P_CPU_DEIT=$(data_bench "$DATA" --decode cpu --recipe deit --batch "$BATCH" --batches 20 --csv 2> "$OUT/data_cpu_deit.err" | tee "$OUT/data_cpu_deit.log" | awk -F, '/^data_bench/ {print $5}')
+# The decode split and overlap sweep: --cpu-share (GpuLoaderOptions::cpu_decode_share) x
+# --decode-streams (GpuLoaderOptions::decode_streams), DeiT recipe; stderr logs say where the time went.
+SWEEP_ROWS=""
+for STREAMS in 1 2; do
+  for SHARE in 0 0.25 0.4 0.5; do
+    R=$(data_bench "$DATA" --decode gpu --recipe deit --batch "$BATCH" --batches "$BATCHES" --cpu-share "$SHARE" \
+          --decode-streams "$STREAMS" --csv 2> "$OUT/sweep_s${SHARE}_d${STREAMS}.err" \
+        | tee "$OUT/sweep_s${SHARE}_d${STREAMS}.log" | awk -F, '/^data_bench/ {print $5}')
+    SWEEP_ROWS+="| kat data pipeline, GPU, DeiT, --cpu-share $SHARE --decode-streams $STREAMS | ${R:-FAILED} | |"$'\n'
+  done
+done
 T_LIGHT=$(python3 bench/torch_gpu_data.py "$DATA" --recipe light --batch "$BATCH" --batches "$BATCHES" --threads "$THREADS" --csv 2>&1 | tee "$OUT/torch_light.log" | awk -F, '/^torch_gpu_data/ {print $4}')
 T_DEIT=$(python3 bench/torch_gpu_data.py "$DATA" --recipe deit --batch "$BATCH" --batches 20 --threads "$THREADS" --csv 2>&1 | tee "$OUT/torch_deit.log" | awk -F, '/^torch_gpu_data/ {print $4}')
 
@@ -67,6 +78,7 @@ ratio() { python3 -c "import sys; a, b = sys.argv[1], sys.argv[2]; print(f'{floa
   echo "|---|---:|---|"
   echo "| kat data pipeline, GPU (nvJPEG + GPU aug), DeiT recipe | $P_GPU_DEIT | |"
   echo "| kat data pipeline, GPU, light (decode + RRC + flip + normalise) | $P_GPU_LIGHT | $(ratio "$P_GPU_LIGHT" "$T_LIGHT") x torchvision light (target >= 2) |"
+  printf '%s' "$SWEEP_ROWS"
   echo "| kat data pipeline, CPU loader ($THREADS threads), DeiT recipe | $P_CPU_DEIT | |"
   echo "| torchvision decode_jpeg(cuda) + v2 GPU, light | $T_LIGHT | |"
   echo "| torchvision decode_jpeg(cuda) + v2 GPU, DeiT (RandAugment, erasing, mixup/cutmix) | $T_DEIT | $(ratio "$P_GPU_DEIT" "$T_DEIT") = kat / torchvision |"
@@ -75,4 +87,5 @@ ratio() { python3 -c "import sys; a, b = sys.argv[1], sys.argv[2]; print(f'{floa
   echo "| kat train --decode cpu --lazy-data, DeiT recipe | $TR_CPU | $(ratio "$TR_CPU" "$HOST") of host-input bench |"
   echo
   grep -h "decode:" "$OUT"/train_gpu.log "$OUT"/data_gpu_deit.err 2>/dev/null | sed 's/^/    /'
+  grep -h "^per batch\|^decoded:" "$OUT"/sweep_*.err 2>/dev/null | sed 's/^/    /'
 } | tee "$OUT/gpu_data.md"

@@ -3,7 +3,8 @@
 //    test time (tests/jpeg_variants.h), output poisoned twice; truncated files named and counted;
 //  - GpuLoader: the CPU loader's batch order, labels and mixing decisions; bitwise the same batches
 //    from run to run, across reader counts and across a mid-epoch start (resume); images near the
-//    CPU loader's; a corrupt file named, or skipped with skip_bad;
+//    CPU loader's; a corrupt file named, or skipped with skip_bad; the same with a CPU decode share
+//    and two decode streams;
 //  - GpuRunner::stage_device equals stage() of the same batch bitwise;
 //  - `kat train --decode gpu` on a folder stopped and resumed bitwise.
 #include <cuda_runtime.h>
@@ -326,6 +327,75 @@ TEST_F(GpuDataDir, LoaderDeterministicAcrossRunsThreadsAndResume) {
   const auto st = a.decode_stats();
   EXPECT_GT(st.cpu, 0);  // the PNG and the CMYK files
   EXPECT_GT(st.hardware + st.cuda, 0);
+}
+
+// The CPU decode share: which files is a pure function of (index, share), about `share` of them,
+// nested (what 0.25 picks, 0.5 picks too).
+TEST(GpuData, CpuDecodeChoiceIsAFixedShare) {
+  const int n = 20000;
+  for (const double share : {0.0, 0.25, 0.4, 0.5, 1.0}) {
+    int chosen = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const bool c = data::cuda::cpu_decode_chosen(i, share);
+      chosen += c;
+      EXPECT_EQ(c, data::cuda::cpu_decode_chosen(i, share));
+      if (c && share <= 0.5) EXPECT_TRUE(data::cuda::cpu_decode_chosen(i, 0.5)) << i;
+    }
+    // Binomial: sd = sqrt(n p (1 - p)) <= 71 images; 0.02 n = 400 is over 5 sd.
+    EXPECT_NEAR(double(chosen) / n, share, 0.02) << "share " << share;
+  }
+}
+
+// cpu_decode_share 0.5 (half the JPEGs decoded by libjpeg-turbo in the reader threads, uploaded from
+// pinned memory) and two decode streams: bitwise the same batches run to run and between one and
+// two decode streams; the same order, labels, targets and mixing as share 0 (the pixels differ by
+// the decoders' rounding, bounded in NvjpegMatchesLibjpegOnEveryVariant).
+TEST_F(GpuDataDir, LoaderCpuShareAndTwoStreamsDeterministic) {
+  const data::Dataset ds = write_folder(dir_, 45, 32);
+  const data::LoaderConfig cfg = deit_config(8, 32, true);
+  data::cuda::GpuLoaderOptions o0, o5, o5b;
+  o0.read_threads = 3;
+  o5.read_threads = 3;
+  o5.cpu_decode_share = 0.5;
+  o5b.read_threads = 2;
+  o5b.cpu_decode_share = 0.5;
+  o5b.decode_streams = 2;
+  data::cuda::GpuLoader a(ds, cfg, o0), b(ds, cfg, o5), c(ds, cfg, o5b);
+  data::cuda::DecodeStats sa, sb;  // of epoch 0 (nothing is built past an epoch's last batch)
+  for (const int64_t epoch : {0, 1}) {
+    const auto ea = epoch_batches(a, epoch), eb = epoch_batches(b, epoch);
+    if (epoch == 0) {
+      sa = a.decode_stats();
+      sb = b.decode_stats();
+    }
+    const auto eb2 = epoch_batches(b, epoch), ec = epoch_batches(c, epoch);
+    ASSERT_EQ(ea.size(), 5u);
+    ASSERT_EQ(eb.size(), 5u);
+    ASSERT_EQ(eb2.size(), 5u);
+    ASSERT_EQ(ec.size(), 5u);
+    for (size_t i = 0; i < ea.size(); ++i) {
+      EXPECT_TRUE(same(eb[i], eb2[i])) << "share 0.5, run to run, epoch " << epoch << " batch " << i;
+      EXPECT_TRUE(same(eb[i], ec[i])) << "share 0.5, 1 vs 2 decode streams, epoch " << epoch << " batch " << i;
+      EXPECT_EQ(ea[i].indices, eb[i].indices);
+      EXPECT_EQ(ea[i].labels, eb[i].labels);
+      EXPECT_EQ(ea[i].targets, eb[i].targets);
+      EXPECT_EQ(ea[i].mix.lam, eb[i].mix.lam);
+      EXPECT_EQ(ea[i].mix.applied, eb[i].mix.applied);
+      EXPECT_EQ(ea[i].mix.cutmix, eb[i].mix.cutmix);
+      for (float v : eb[i].images) ASSERT_TRUE(std::isfinite(v));
+    }
+  }
+  // Resume mid-epoch with two streams and the share.
+  const auto ref = epoch_batches(b, 1);
+  const auto tail = epoch_batches(c, 1, 2);
+  ASSERT_EQ(tail.size(), 3u);
+  for (size_t i = 0; i < tail.size(); ++i) EXPECT_TRUE(same(ref[2 + i], tail[i])) << "resumed batch " << 2 + i;
+  // The share moved files of epoch 0 from nvJPEG to the CPU, none lost.
+  EXPECT_GT(sb.cpu, sa.cpu);
+  EXPECT_LT(sb.hardware + sb.cuda, sa.hardware + sa.cuda);
+  EXPECT_EQ(sb.hardware + sb.cuda + sb.cpu + sb.bad, sa.hardware + sa.cuda + sa.cpu + sa.bad);
+  EXPECT_GT(b.times().cpu_decode, 0.0);
+  EXPECT_GT(b.times().batches, 0);
 }
 
 // The same batches as the CPU loader decides them: order, labels, mixing; the pixels near (resampling

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -29,6 +30,11 @@ constexpr size_t kAlign = 256;  // offsets of files and decoded images: aligned 
 size_t align_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 constexpr size_t kInitialFileBytes = 128 << 10;  // per sample, for the first pinned arena
 
+// Seconds since t0, as nanoseconds for an atomic sum.
+int64_t ns_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
 struct Fd {
   int fd = -1;
   ~Fd() {
@@ -44,7 +50,9 @@ struct GpuLoader::Impl {
     size_t size = 0;
     std::vector<uint8_t> spill;  // the file when the arena was full
     ImageHeader header;          // height x width x channels of the decoded image (also for CPU-decoded files)
-    std::vector<uint8_t> cpu_pixels;  // decoded on the CPU (a file nvJPEG does not take), else empty
+    std::vector<uint8_t> cpu_pixels;  // decoded on the CPU when the pixel arena was full, else empty
+    const uint8_t* pixels = nullptr;  // decoded on the CPU: in the slot's pixel arena or cpu_pixels
+    bool pixels_pinned = false;       // pixels are in the (pinned) pixel arena
     SamplePlan plan;
     int32_t label = 0;
     int64_t index = 0;
@@ -57,6 +65,10 @@ struct GpuLoader::Impl {
     std::vector<Sample> samples;
     kat::cuda::PinnedBuffer<uint8_t> arena;
     std::atomic<size_t> used{0}, need{0};  // bytes handed out / asked for (need > capacity: grow)
+    // Images decoded on the CPU (HWC uint8), uploaded from here; grown like `arena` (empty until a
+    // batch has CPU-decoded images).
+    kat::cuda::PinnedBuffer<uint8_t> pixel_arena;
+    std::atomic<size_t> pixel_used{0}, pixel_need{0};
     bool ready() const { return batch >= 0 && next_sample == n && remaining == 0; }
   };
   // One augmented batch on the device (batch b lives in out slot b % out_slots).
@@ -77,7 +89,13 @@ struct GpuLoader::Impl {
 
   // CUDA objects (destroyed after the threads are joined, in ~GpuLoader).
   kat::cuda::CudaStream stream;
-  std::unique_ptr<NvjpegDecoder> decoder;
+  std::vector<std::unique_ptr<NvjpegDecoder>> decoders;  // decode_streams of them; batch b: b % size
+  // With two decoders: their streams, "batch decoded" (on a decode stream, waited for by `stream`)
+  // and "arena read" (on `stream` after the augmentation, waited for by the decode stream before
+  // the arena decoded[k] is written again) events, per k = b % 2.
+  kat::cuda::CudaStream decode_stream[2];
+  kat::cuda::CudaEvent decoded_ev[2], arena_free[2];
+  bool arena_used[2] = {false, false};
   std::unique_ptr<GpuAugmenter> augmenter;
   kat::cuda::DeviceBuffer<uint8_t> decoded[2];  // decoded images of batches of even / odd index
   std::vector<std::unique_ptr<HostSlot>> host;
@@ -100,6 +118,10 @@ struct GpuLoader::Impl {
   std::exception_ptr fatal;      // the device thread failed outside any batch
   int64_t bad = 0;
   DecodeStats stats;  // the decoder's counts after the last batch built
+
+  // PipelineTimes, in nanoseconds.
+  std::atomic<int64_t> t_batches{0}, t_idle{0}, t_decode{0}, t_augment{0}, t_wait_gpu{0}, t_read{0}, t_cpu{0},
+      t_next{0};
 
   std::vector<std::thread> threads;
 
@@ -152,16 +174,33 @@ struct GpuLoader::Impl {
   // the random decisions.
   void prepare(HostSlot& hs, Sample& s, int64_t ep) {
     const std::string& path = ds.files[size_t(s.index)];
+    auto t0 = std::chrono::steady_clock::now();
     read_file(path, hs, s);
     s.header = parse_image_header(s.data, s.size, path);
-    if (needs_cpu_decode(s.header, s.data, s.size) || s.header.height <= 0) {
+    t_read += ns_since(t0);
+    if (needs_cpu_decode(s.header, s.data, s.size) || s.header.height <= 0 ||
+        cpu_decode_chosen(s.index, opt.cpu_decode_share)) {
+      t0 = std::chrono::steady_clock::now();
+      thread_local std::vector<uint8_t> pixels;  // the decode's output, copied to the pinned arena
       int h = 0, w = 0, c = 0;
       std::string err;
-      KAT_CHECK(cpu_decode(s.data, s.size, path, h, w, c, s.cpu_pixels, &err),
+      KAT_CHECK(cpu_decode(s.data, s.size, path, h, w, c, pixels, &err),
                 err.empty() ? "file " + path + ": cannot decode" : err);
       s.header.height = h;
       s.header.width = w;
       s.header.channels = c;
+      const size_t bytes = size_t(h) * w * c;
+      hs.pixel_need.fetch_add(align_up(bytes));
+      const size_t off = hs.pixel_used.fetch_add(align_up(bytes));
+      if (off + bytes <= hs.pixel_arena.size()) {
+        std::memcpy(hs.pixel_arena.data() + off, pixels.data(), bytes);
+        s.pixels = hs.pixel_arena.data() + off;
+        s.pixels_pinned = true;
+      } else {  // the arena is full: kept here this time (uploaded through staging), a larger arena next time
+        s.cpu_pixels.assign(pixels.begin(), pixels.begin() + ptrdiff_t(bytes));
+        s.pixels = s.cpu_pixels.data();
+      }
+      t_cpu += ns_since(t0);
     }
     // In the file's channels, as the CPU loader's decode: the augmenter converts to ds.channels.
     s.plan = plan_sample(cfg, ds, ep, s.index, s.header.height, s.header.width, s.header.channels);
@@ -182,12 +221,17 @@ struct GpuLoader::Impl {
         hs.samples.resize(size_t(hs.n));
         hs.used = 0;
         hs.need = 0;
+        hs.pixel_used = 0;
+        hs.pixel_need = 0;
         for (int i = 0; i < hs.n; ++i) {
           Sample& s = hs.samples[size_t(i)];
           s.index = (*order)[size_t(begin + i)];
           s.label = ds.labels[size_t(s.index)];
           s.spill.clear();
           s.cpu_pixels.clear();
+          s.cpu_pixels.shrink_to_fit();  // (a spill is rare: do not keep its memory per sample)
+          s.pixels = nullptr;
+          s.pixels_pinned = false;
           s.error.clear();
         }
       }
@@ -252,12 +296,22 @@ struct GpuLoader::Impl {
       enc[j].size = s.size;
       enc[j].name = &ds.files[size_t(s.index)];
       enc[j].header = s.header;
-      enc[j].host_pixels = s.cpu_pixels.empty() ? nullptr : s.cpu_pixels.data();
+      enc[j].host_pixels = s.pixels;
+      enc[j].host_pixels_pinned = s.pixels_pinned;
       dst[j] = arena.data() + offset[j];
     }
     std::vector<char> ok;
     std::vector<std::string> errors;
-    decoder->decode(enc.data(), int(enc.size()), dst.data(), stream, ok, errors);
+    auto t0 = std::chrono::steady_clock::now();
+    const int k = int(b % int64_t(decoders.size()));
+    cudaStream_t dstream = stream;
+    if (decoders.size() > 1) {
+      dstream = decode_stream[k];
+      if (arena_used[k]) KAT_CUDA_CHECK(cudaStreamWaitEvent(dstream, arena_free[k], 0));
+    }
+    decoders[size_t(k)]->decode(enc.data(), int(enc.size()), dst.data(), dstream, ok, errors);
+    join_decode(k);
+    t_decode += ns_since(t0);
     std::vector<DeviceImage> images;
     std::vector<SamplePlan> plans;
     GpuBatch& m = os.meta;
@@ -284,8 +338,14 @@ struct GpuLoader::Impl {
     }
     const int n = int(images.size());
     KAT_CHECK(n > 0, ds.source, ": every file of batch ", b, " of epoch ", ep, " is unreadable (--skip-bad)");
+    t0 = std::chrono::steady_clock::now();
     m.mix = augmenter->run(images.data(), plans.data(), m.labels.data(), n, ep, b, os.images.data(),
                            os.targets.data(), stream);
+    t_augment += ns_since(t0);
+    if (decoders.size() > 1) {
+      arena_free[k].record(stream);
+      arena_used[k] = true;
+    }
     os.done.record(stream);
     m.n = n;
     m.c = out_c;
@@ -298,14 +358,33 @@ struct GpuLoader::Impl {
     m.batch = b;
   }
 
+  // With two decoders: what is enqueued on decode stream k so far runs before anything enqueued on
+  // `stream` from now on (so `done` events also cover the decode, and its reads of the host slot).
+  void join_decode(int k) {
+    if (decoders.size() < 2) return;
+    decoded_ev[k].record(decode_stream[k]);
+    KAT_CUDA_CHECK(cudaStreamWaitEvent(stream, decoded_ev[k], 0));
+  }
+
+  // Wait for everything the loader enqueued.
+  void sync_all() {
+    KAT_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (auto& ds_ : decode_stream)
+      if (ds_) KAT_CUDA_CHECK(cudaStreamSynchronize(ds_));
+  }
+
   // Frees the host slot of `release_pending` once the GPU is past its batch (its files may be read
   // by nvJPEG's copies until then), growing its pinned arena when the batch did not fit. Called
   // without mu by the device thread.
   void release_host(int64_t b) {
+    const auto t0 = std::chrono::steady_clock::now();
     out_slot(b).done.synchronize();
+    t_wait_gpu += ns_since(t0);
     HostSlot& hs = host_slot(b);
     const size_t need = hs.need.load();
     if (need > hs.arena.size()) hs.arena.allocate(need + need / 4);
+    const size_t pixel_need = hs.pixel_need.load();
+    if (pixel_need > hs.pixel_arena.size()) hs.pixel_arena.allocate(pixel_need + pixel_need / 4);
     std::lock_guard<std::mutex> g(mu);
     if (hs.batch == b) hs.batch = -1;
     cv.notify_all();
@@ -322,7 +401,9 @@ struct GpuLoader::Impl {
     }
     std::unique_lock<std::mutex> lk(mu);
     for (;;) {
+      const auto t_wait = std::chrono::steady_clock::now();
       cv.wait(lk, [&] { return stop || device_can_run(); });
+      t_idle += ns_since(t_wait);
       if (stop) return;
       const int64_t b = device_next, ep = epoch;
       const uint64_t my_gen = gen;
@@ -340,6 +421,7 @@ struct GpuLoader::Impl {
         os.err = std::current_exception();
         // Work of this batch may be enqueued already: its host slot is freed only after it has run.
         try {
+          join_decode(int(b % int64_t(decoders.size())));
           os.done.record(stream);
         } catch (...) {
         }
@@ -352,8 +434,17 @@ struct GpuLoader::Impl {
       }
       lk.lock();
       device_active = false;
-      stats = decoder->stats();
+      DecodeStats sum;
+      for (const auto& d : decoders) {
+        const DecodeStats& st = d->stats();
+        sum.hardware += st.hardware;
+        sum.cuda += st.cuda;
+        sum.cpu += st.cpu;
+        sum.bad += st.bad;
+      }
+      stats = sum;
       if (release_err && !fatal) fatal = release_err;
+      ++t_batches;
       if (my_gen == gen) {
         os.ready = true;
         ++device_next;
@@ -374,6 +465,10 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   KAT_CHECK(cfg_.batch_size >= 1, who, ": batch_size must be >= 1, got ", cfg_.batch_size);
   KAT_CHECK(opt.host_slots >= 2 && opt.out_slots >= 2, who, ": host_slots and out_slots must be >= 2");
   KAT_CHECK(opt.read_threads >= 0 && opt.read_threads <= 256, who, ": read_threads must be in [0, 256]");
+  KAT_CHECK(opt.decode_streams == 1 || opt.decode_streams == 2, who, ": decode_streams must be 1 or 2, got ",
+            opt.decode_streams);
+  KAT_CHECK(opt.cpu_decode_share >= 0.0 && opt.cpu_decode_share <= 1.0, who,
+            ": cpu_decode_share must be in [0, 1], got ", opt.cpu_decode_share);
   validate(cfg_.aug, ds.height, ds.width, ds.channels);
   const int64_t N = int64_t(ds.size()), B = cfg_.batch_size;
   batches_per_epoch_ = cfg_.drop_last ? N / B : (N + B - 1) / B;
@@ -388,7 +483,19 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   I.out_w = out_width();
   KAT_CUDA_CHECK(cudaSetDevice(opt.device));
   I.stream = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
-  I.decoder = std::make_unique<NvjpegDecoder>(cfg_.batch_size);
+  for (int k = 0; k < opt.decode_streams; ++k)
+    I.decoders.push_back(std::make_unique<NvjpegDecoder>(cfg_.batch_size));
+  if (opt.decode_streams > 1) {
+    // Batches alternate between the decoders: they must decode alike (a second hardware handle
+    // refused would send odd batches to the CUDA cores, whose pixels round differently).
+    KAT_CHECK(I.decoders[1]->backend() == I.decoders[0]->backend(), who, ": a second nvJPEG decoder started as '",
+              I.decoders[1]->backend(), "', the first as '", I.decoders[0]->backend(), "'; use decode_streams 1");
+    for (int k = 0; k < 2; ++k) {
+      I.decode_stream[k] = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
+      I.decoded_ev[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+      I.arena_free[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+    }
+  }
   I.augmenter = std::make_unique<GpuAugmenter>(cfg_, I.out_c, I.out_h, I.out_w, ds.num_classes, cfg_.batch_size);
   for (int s = 0; s < opt.host_slots; ++s) {
     I.host.push_back(std::make_unique<Impl::HostSlot>());
@@ -414,7 +521,10 @@ GpuLoader::~GpuLoader() {
   impl_->cv.notify_all();
   for (auto& t : impl_->threads)
     if (t.joinable()) t.join();
-  if (impl_->stream) cudaStreamSynchronize(impl_->stream);  // nothing enqueued may outlive its buffers
+  // Nothing enqueued may outlive its buffers.
+  if (impl_->stream) cudaStreamSynchronize(impl_->stream);
+  for (auto& s : impl_->decode_stream)
+    if (s) cudaStreamSynchronize(s);
 }
 
 void GpuLoader::start_epoch(int64_t epoch, int64_t first_batch) {
@@ -430,7 +540,7 @@ void GpuLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   ++I.gen;
   I.started = false;
   I.cv.wait(lk, [&] { return I.readers_active == 0 && !I.device_active; });
-  KAT_CUDA_CHECK(cudaStreamSynchronize(I.stream));
+  I.sync_all();
   for (auto& h : I.host) h->batch = -1;
   for (auto& o : I.out) {
     o->batch = -1;
@@ -459,7 +569,9 @@ bool GpuLoader::next(GpuBatch& out) {
   if (I.deliver >= I.batches) return false;
   const int64_t b = I.deliver;
   Impl::OutSlot& os = I.out_slot(b);
+  const auto t0 = std::chrono::steady_clock::now();
   I.cv.wait(lk, [&] { return I.fatal || (os.batch == b && os.ready); });
+  I.t_next += ns_since(t0);
   if (I.fatal) std::rethrow_exception(I.fatal);
   ++I.deliver;
   next_deliver_ = I.deliver;
@@ -467,16 +579,40 @@ bool GpuLoader::next(GpuBatch& out) {
   std::exception_ptr err = os.err;
   lk.unlock();
   if (err) std::rethrow_exception(err);
+  const auto t1 = std::chrono::steady_clock::now();
   os.done.synchronize();
+  I.t_next += ns_since(t1);
   out = os.meta;
   return true;
+}
+
+PipelineTimes GpuLoader::times() const {
+  const Impl& I = *impl_;
+  auto s = [](const std::atomic<int64_t>& ns) { return double(ns.load()) * 1e-9; };
+  PipelineTimes t;
+  t.batches = I.t_batches.load();
+  t.device_idle = s(I.t_idle);
+  t.device_decode = s(I.t_decode);
+  t.device_augment = s(I.t_augment);
+  t.device_wait_gpu = s(I.t_wait_gpu);
+  t.read = s(I.t_read);
+  t.cpu_decode = s(I.t_cpu);
+  t.next_wait = s(I.t_next);
+  return t;
+}
+
+bool cpu_decode_chosen(int64_t index, double share) {
+  if (share <= 0.0) return false;
+  if (share >= 1.0) return true;
+  const uint64_t h = seed_hash({seed_tag("cpu-decode"), uint64_t(index)});
+  return double(h >> 11) * 0x1.0p-53 < share;  // the top 53 bits: a uniform fraction in [0, 1)
 }
 
 DecodeStats GpuLoader::decode_stats() const {
   std::lock_guard<std::mutex> g(impl_->mu);
   return impl_->stats;
 }
-std::string GpuLoader::decode_backend() const { return impl_->decoder->backend(); }
+std::string GpuLoader::decode_backend() const { return impl_->decoders.front()->backend(); }
 int64_t GpuLoader::bad_files() const {
   std::lock_guard<std::mutex> g(impl_->mu);
   return impl_->bad;

@@ -10,11 +10,15 @@
 //   readers (read_threads)  claim samples of the next `host_slots` batches, read each file into the
 //                           batch's pinned arena, parse its header (data/jpeg_header.h), draw its
 //                           plan; files nvJPEG will not take (PNG, CMYK, ...) are decoded here on
-//                           the CPU.
+//                           the CPU, and so is a fixed share of the others (cpu_decode_share: the
+//                           reader threads' libjpeg-turbo runs beside the hardware JPEG engine), into
+//                           the slot's pinned pixel arena, uploaded by the device thread.
 //   device thread           in batch order: nvJPEG decode into a device arena (two, alternating),
 //                           GpuAugmenter::run into one of `out_slots` output slots, an event; all on
 //                           the loader's own stream, so batch b+1 is decoded and augmented while the
-//                           caller trains on batch b.
+//                           caller trains on batch b. With decode_streams = 2, batch b is decoded by
+//                           decoder b % 2 on stream b % 2 (the augmentation waits for it on the
+//                           loader's stream), so batch b+1's decode need not wait for b's augmentation.
 //   next()                  waits for the batch's event; the batch stays valid until the next call
 //                           of next() or start_epoch().
 // Memory: host_slots x (files of a batch) pinned, 2 x (decoded images of a batch) + out_slots x
@@ -52,6 +56,34 @@ struct GpuLoaderOptions {
   int host_slots = 3;     // batches read ahead
   int out_slots = 3;      // augmented batches on the device (the caller holds one)
   bool skip_bad = false;  // leave unreadable files out of their batch instead of failing
+  // Fraction in [0, 1] of the files nvJPEG would take that the reader threads decode with
+  // libjpeg-turbo instead (the CPU fallback's decode), so the CPU cores and the JPEG engine share
+  // the work. Which files: cpu_decode_chosen(index, share), a hash of the dataset index, so the
+  // batches do not depend on timing (their pixels do depend on the share: the two decoders round
+  // differently, see nvjpeg_decoder.h). 0: nvJPEG takes all it can (the default).
+  double cpu_decode_share = 0.0;
+  // 1: decode and augment on one stream with one nvJPEG decoder (the default). 2: two decoders
+  // (states, pinned buffers) on two streams of their own, batches alternating, so two batches'
+  // decodes may be in flight. The pixels are the same either way.
+  int decode_streams = 1;
+};
+
+// True when the file of dataset index `index` is decoded on the CPU under cpu_decode_share `share`:
+// a splitmix64 hash of the index, as a fraction in [0, 1), below `share`. The set chosen grows
+// with share (a file chosen at 0.25 is chosen at 0.5) and is the same every epoch and run.
+bool cpu_decode_chosen(int64_t index, double share);
+
+// Where the pipeline's time went so far (seconds, summed since construction): to tell the reader
+// threads, the device thread's host work and the GPU apart.
+struct PipelineTimes {
+  int64_t batches = 0;         // batches the device thread built
+  double device_idle = 0;      // device thread waiting for a batch's files or a free output slot
+  double device_decode = 0;    // device thread inside NvjpegDecoder::decode (header parse, enqueue)
+  double device_augment = 0;   // device thread enqueueing the augmentation
+  double device_wait_gpu = 0;  // device thread waiting for the previous batch's GPU work
+  double read = 0;             // reader threads reading files (thread-seconds)
+  double cpu_decode = 0;       // reader threads decoding on the CPU (thread-seconds)
+  double next_wait = 0;        // next() waiting for its batch (the consumer starved)
 };
 
 class GpuLoader {
@@ -79,6 +111,7 @@ class GpuLoader {
   DecodeStats decode_stats() const;  // where the images went so far
   std::string decode_backend() const;
   int64_t bad_files() const;  // samples skipped so far with skip_bad (a bad file once per epoch read)
+  PipelineTimes times() const;
 
  private:
   struct Impl;

@@ -293,14 +293,23 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
     upload_list.push_back(i);
   }
   size_t total = 0;
-  for (int i : upload_list)
-    total += size_t(images[i].header.height) * images[i].header.width * images[i].header.channels;
+  for (int i : upload_list) {
+    const EncodedImage& im = images[i];
+    const size_t bytes = size_t(im.header.height) * im.header.width * im.header.channels;
+    if (im.host_pixels && im.host_pixels_pinned) {  // already in pinned memory the caller keeps
+      KAT_CUDA_CHECK(cudaMemcpyAsync(dst[i], im.host_pixels, bytes, cudaMemcpyHostToDevice, stream));
+      ++I.stats.cpu;
+    } else {
+      total += bytes;
+    }
+  }
   if (total == 0) return;
   if (I.staging_used) I.staging_free.synchronize();  // the previous batch's uploads have left it
   if (I.staging.size() < total) I.staging.allocate(total + total / 2);
   size_t off = 0;
   for (int i : upload_list) {
     const EncodedImage& im = images[i];
+    if (im.host_pixels && im.host_pixels_pinned) continue;  // sent above
     const size_t bytes = size_t(im.header.height) * im.header.width * im.header.channels;
     const uint8_t* src = im.host_pixels ? im.host_pixels : decoded[size_t(i)].data();
     std::memcpy(I.staging.data() + off, src, bytes);

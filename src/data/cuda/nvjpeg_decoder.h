@@ -35,13 +35,16 @@ namespace kat::data::cuda {
 // One image to decode. `data` is the whole file (host memory; pinned memory lets nvJPEG copy it
 // asynchronously), valid until the stream passed to decode() has finished the batch. `header` is
 // parse_image_header's result for it (height x width x channels: the output). host_pixels
-// (optional): the image already decoded on the CPU (that size), only uploaded.
+// (optional): the image already decoded on the CPU (that size), only uploaded; from pinned memory
+// straight to the device when host_pixels_pinned (then valid until the stream has finished the
+// batch), else through the decoder's pinned staging.
 struct EncodedImage {
   const uint8_t* data = nullptr;
   size_t size = 0;
   const std::string* name = nullptr;  // the file, for messages
   ImageHeader header;
   const uint8_t* host_pixels = nullptr;
+  bool host_pixels_pinned = false;
 };
 
 // Where the images of a batch went.
