@@ -108,6 +108,16 @@ void register_train(CLI::App& app) {
                   "files with --skip-bad are skipped and counted")
       ->check(CLI::IsMember({"auto", "cpu", "gpu"}))
       ->capture_default_str();
+  sub->add_option("--decode-cpu-share", c->decode_cpu_share,
+                  "--decode gpu: the share of the JPEGs the --workers threads decode with libjpeg-turbo while "
+                  "the GPU's JPEG engine decodes the rest (a fixed subset of the files, chosen by index; "
+                  "bench/gpu_data.sh measures the best share for a machine)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  sub->add_option("--decode-streams", c->decode_streams,
+                  "--decode gpu: nvJPEG decoders/streams with batches in flight (1 or 2; the same pixels)")
+      ->check(CLI::IsMember({1, 2}))
+      ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
                   "shorter side to img_size / crop_pct, center crop img_size)")

@@ -19,7 +19,7 @@ using nlohmann::json;
   X(switch_prob) X(crop) X(padding) X(hflip) X(randaug_n) X(randaug_m) X(randaug_mstd) \
   X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
   X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
-  X(eval_batch) X(eval_crop_pct) X(decode)
+  X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams)
 // clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
@@ -63,6 +63,9 @@ void TrainConfig::validate() const {
   KAT_CHECK(eval_crop_pct > 0 && eval_crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", eval_crop_pct);
   KAT_CHECK(decode == "auto" || decode == "cpu" || decode == "gpu", "--decode must be auto, cpu or gpu, got '",
             decode, "'");
+  KAT_CHECK(decode_cpu_share >= 0 && decode_cpu_share <= 1, "--decode-cpu-share must be in [0, 1], got ",
+            decode_cpu_share);
+  KAT_CHECK(decode_streams == 1 || decode_streams == 2, "--decode-streams must be 1 or 2, got ", decode_streams);
 }
 
 std::string TrainConfig::resolve_decode(std::string* why) const {

@@ -377,6 +377,8 @@ class GpuFeed : public BatchFeed {
     o.device = tc.devices.at(0);
     o.read_threads = tc.workers > 0 ? tc.workers : 0;
     o.skip_bad = tc.skip_bad;
+    o.cpu_decode_share = tc.decode_cpu_share;
+    o.decode_streams = tc.decode_streams;
     return o;
   }
   data::cuda::GpuLoader loader_;

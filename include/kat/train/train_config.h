@@ -58,6 +58,11 @@ struct TrainConfig {
   // GPU augmentation, data/cuda/gpu_loader.h; implies lazy reading of the train split), "auto"
   // (gpu when possible: see resolve_decode). Taken from the command line on resume, like device.
   std::string decode = "auto";
+  // --decode gpu: the share of JPEGs the reader threads decode with libjpeg-turbo beside the GPU's
+  // JPEG engine (a fixed hashed subset of the files; pixels depend on it, so it is kept on resume),
+  // and how many nvJPEG decoders/streams keep batches in flight (1 or 2; same pixels).
+  double decode_cpu_share = 0.0;
+  int decode_streams = 1;
   bool progress = true;
   int eval_batch = 256;
   // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic
