@@ -46,6 +46,7 @@ run_train() {  # name, extra args
     $DEIT --max-steps $((20 + STEPS)) --log-every 20 --no-progress --out "$OUT/run_$name" --set num_classes=10 "$@" \
     > "$OUT/train_$name.log" 2>&1 || { echo "FAILED (see train_$name.log)"; return; }
   train_rate "$OUT/run_$name/metrics.jsonl"
+  rm -f "$OUT/run_$name"/*.safetensors  # ~70 MB each for kat_tiny: keep $OUT small enough to bring back
 }
 
 echo "== pipeline alone" >&2
