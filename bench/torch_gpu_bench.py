@@ -107,9 +107,9 @@ def main():
                   f"infer {inf:8.2f} ms {a.batch / (inf * 1e-3):9.0f} img/s {infm:7.0f} MiB", flush=True)
     if a.csv:
         with open(a.csv, "w") as f:
-            f.write("size,mode,variant,img_per_s,peak_mib\n")
+            f.write("size,mode,variant,batch,img_per_s,peak_mib\n")
             for (size, mode, v), (ips, mib) in rows.items():
-                f.write(f"{size},{mode},{v},{ips:.1f},{mib:.0f}\n")
+                f.write(f"{size},{mode},{v},{a.batch},{ips:.1f},{mib:.0f}\n")
     if not a.ours:
         return
     try:
