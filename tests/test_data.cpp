@@ -808,6 +808,77 @@ TEST(DataLoader, SameBatchesForAnyWorkerCount) {
   EXPECT_NE(run_epoch(lo, 0)[0].indices, run_epoch(l1, 0)[0].indices);
 }
 
+// One process of a multi-process job loads only its rows of every global batch (issue #14): the
+// rows of every rank, put together in rank order, must be the one-process batch bit for bit,
+// through Mixup and CutMix (which pair row i with row n-1-i, possibly on another rank).
+TEST(DataLoader, ShardRowsRebuildTheWholeBatch) {
+  const Dataset ds = synthetic(45, 12, 12, 3, 5, 17);
+  LoaderConfig cfg = heavy_config(0);
+  cfg.batch_size = 10;
+  cfg.drop_last = false;  // the last batch has 5 rows: an odd count, a middle row without partner
+  int mixed = 0, cut = 0, plain = 0;
+  for (int64_t epoch : {0, 1, 2}) {
+    const std::vector<int64_t> order = epoch_order(ds.size(), cfg.seed, epoch, true);
+    for (int64_t b = 0; b < 5; ++b) {
+      Batch whole;
+      make_batch(ds, cfg, epoch, b, order, whole);
+      const int n = batch_rows(cfg, ds.size(), b);
+      ASSERT_EQ(whole.n, n);
+      (whole.mix.applied ? (whole.mix.cutmix ? cut : mixed) : plain)++;
+      for (int world : {1, 2, 3, 4, 7}) {
+        Batch joined;
+        int next = 0;
+        for (int rank = 0; rank < world; ++rank) {
+          const RowRange r = shard_rows(n, world, rank);
+          ASSERT_EQ(r.lo, next) << "shards must tile the batch in order";
+          ASSERT_LE(r.hi - r.lo, (n + world - 1) / world);
+          next = r.hi;
+          Batch part;
+          make_batch_rows(ds, cfg, epoch, b, order, r.lo, r.hi, part);
+          ASSERT_EQ(part.n, r.hi - r.lo);
+          EXPECT_EQ(part.mix.applied, whole.mix.applied);
+          EXPECT_EQ(part.mix.lam, whole.mix.lam);
+          joined.images.insert(joined.images.end(), part.images.begin(), part.images.end());
+          joined.targets.insert(joined.targets.end(), part.targets.begin(), part.targets.end());
+          joined.labels.insert(joined.labels.end(), part.labels.begin(), part.labels.end());
+          joined.indices.insert(joined.indices.end(), part.indices.begin(), part.indices.end());
+        }
+        ASSERT_EQ(next, n);
+        const std::string where =
+            "epoch " + std::to_string(epoch) + " batch " + std::to_string(b) + " world " + std::to_string(world);
+        EXPECT_EQ(joined.indices, whole.indices) << where;
+        EXPECT_EQ(joined.labels, whole.labels) << where;
+        ASSERT_EQ(joined.images.size(), whole.images.size()) << where;
+        EXPECT_EQ(std::memcmp(joined.images.data(), whole.images.data(), whole.images.size() * sizeof(float)), 0)
+            << where;
+        EXPECT_EQ(joined.targets, whole.targets) << where;
+      }
+    }
+  }
+  // Both kinds of mixing were seen (mix_prob 1: every batch mixes, only the kind varies).
+  EXPECT_GT(mixed, 0);
+  EXPECT_GT(cut, 0);
+  EXPECT_EQ(plain, 0);
+  {  // without mixing a rank augments its own rows only
+    LoaderConfig nomix = cfg;
+    nomix.mix.mixup_alpha = nomix.mix.cutmix_alpha = 0;
+    const std::vector<int64_t> order = epoch_order(ds.size(), nomix.seed, 0, true);
+    Batch whole, part;
+    make_batch(ds, nomix, 0, 1, order, whole);
+    ASSERT_FALSE(whole.mix.applied);
+    const RowRange r = shard_rows(whole.n, 3, 1);
+    make_batch_rows(ds, nomix, 0, 1, order, r.lo, r.hi, part);
+    const size_t img = size_t(whole.c) * whole.h * whole.w;
+    EXPECT_TRUE(std::equal(part.images.begin(), part.images.end(), whole.images.begin() + img * r.lo));
+    EXPECT_TRUE(
+        std::equal(part.targets.begin(), part.targets.end(), whole.targets.begin() + whole.classes * r.lo));
+  }
+  kat::test::expect_error([&] { shard_rows(10, 2, 2); }, {"rank 2", "world of 2"});
+  Batch part;
+  const std::vector<int64_t> order = epoch_order(ds.size(), cfg.seed, 0, true);
+  kat::test::expect_error([&] { make_batch_rows(ds, cfg, 0, 0, order, 3, 11, part); }, {"[3, 11)", "batch of 10"});
+}
+
 TEST(DataLoader, ResumeMidEpochIsBitExact) {
   const Dataset ds = synthetic(150, 12, 12, 3, 5, 8);
   LoaderConfig cfg = heavy_config(2);

@@ -34,25 +34,42 @@ std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool sh
   return order;
 }
 
+int batch_rows(const LoaderConfig& cfg, size_t dataset_size, int64_t b) {
+  const int64_t N = static_cast<int64_t>(dataset_size), begin = b * cfg.batch_size;
+  KAT_ASSERT(begin >= 0 && begin < N);
+  return static_cast<int>(std::min<int64_t>(cfg.batch_size, N - begin));
+}
+
+RowRange shard_rows(int n, int world, int rank) {
+  KAT_CHECK(world >= 1 && rank >= 0 && rank < world, "shard_rows: rank ", rank, " of a world of ", world);
+  KAT_CHECK(n >= 0, "shard_rows: ", n, " rows");
+  return {static_cast<int>(int64_t(n) * rank / world), static_cast<int>(int64_t(n) * (rank + 1) / world)};
+}
+
 void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
                 const std::vector<int64_t>& order, Batch& out) {
-  const int64_t N = static_cast<int64_t>(order.size());
+  make_batch_rows(ds, cfg, epoch, b, order, 0, batch_rows(cfg, order.size(), b), out);
+}
+
+void make_batch_rows(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
+                     const std::vector<int64_t>& order, int lo, int hi, Batch& out) {
   const int64_t begin = b * cfg.batch_size;
-  KAT_ASSERT(begin >= 0 && begin < N);
-  const int n = static_cast<int>(std::min<int64_t>(cfg.batch_size, N - begin));
+  const int n = batch_rows(cfg, order.size(), b);
+  KAT_CHECK(0 <= lo && lo <= hi && hi <= n, "make_batch_rows: rows [", lo, ", ", hi, ") of a batch of ", n);
   const int c = ds.channels, h = aug_out_h(cfg.aug, ds.height), w = aug_out_w(cfg.aug, ds.width);
-  const size_t img = static_cast<size_t>(c) * h * w;
-  out.n = n;
+  const size_t img = static_cast<size_t>(c) * h * w, classes = static_cast<size_t>(ds.num_classes);
+  const int rows = hi - lo;
+  out.n = rows;
   out.c = c;
   out.h = h;
   out.w = w;
   out.classes = ds.num_classes;
   out.epoch = epoch;
   out.batch = b;
-  out.images.resize(img * n);
-  out.labels.resize(n);
-  out.indices.resize(n);
-  out.targets.resize(static_cast<size_t>(n) * ds.num_classes);
+  out.images.resize(img * rows);
+  out.labels.resize(rows);
+  out.indices.resize(rows);
+  out.targets.resize(rows * classes);
   // Normalization table: cached per thread for the last config seen.
   static thread_local std::vector<float> lut;
   static thread_local std::vector<float> lut_mean, lut_std;
@@ -65,15 +82,34 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
   }
   static thread_local AugScratch scratch;
   static thread_local std::vector<uint8_t> lazy_px;  // lazy folders: the decoded image
+  // A part of the batch is built in a whole-batch buffer (the rows it needs filled), so the mixing
+  // below is make_batch's own code on the same values; the whole batch goes straight into `out`.
+  static thread_local std::vector<float> part_images, part_targets;
+  const bool whole = lo == 0 && hi == n;
+  if (!whole) {
+    part_images.resize(img * n);
+    part_targets.resize(n * classes);
+  }
+  float* images = whole ? out.images.data() : part_images.data();
+  float* targets = whole ? out.targets.data() : part_targets.data();
+  // The mixing decision depends only on the batch (its own stream), so it is known before the
+  // pixels: with mixing on, row i also needs its partner n-1-i.
+  const MixResult mix = plan_batch_mix(cfg, epoch, b, n, h, w);
+  auto needed = [&](int i) { return (i >= lo && i < hi) || (mix.applied && n - 1 - i >= lo && n - 1 - i < hi); };
   // Lazy folders in training with RandomResizedCrop crop from the original image (eager datasets
   // hold only the image fitted to the model's size, so they crop from that).
   const bool original_rrc = ds.lazy() && cfg.aug.train && cfg.aug.crop == "rrc" && cfg.aug.out_size > 0;
+  std::vector<int32_t> labels(n);
   for (int i = 0; i < n; ++i) {
     const int64_t idx = order[begin + i];
-    out.indices[i] = idx;
-    out.labels[i] = ds.labels[idx];
-    KAT_CHECK(out.labels[i] >= 0 && out.labels[i] < ds.num_classes, ds.source, ": label ", out.labels[i],
-              " at index ", idx, " out of range [0, ", ds.num_classes, ")");
+    labels[i] = ds.labels[idx];
+    KAT_CHECK(labels[i] >= 0 && labels[i] < ds.num_classes, ds.source, ": label ", labels[i], " at index ", idx,
+              " out of range [0, ", ds.num_classes, ")");
+    if (i >= lo && i < hi) {
+      out.indices[i - lo] = idx;
+      out.labels[i - lo] = labels[i];
+    }
+    if (!needed(i)) continue;
     const uint8_t* src = ds.lazy() ? nullptr : ds.image(idx);
     int sh = ds.height, sw = ds.width;
     if (!src && original_rrc) {  // RandomResizedCrop from the file's full image, as timm
@@ -87,11 +123,17 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
     // Draw every decision of the sample, then apply them. The lazy fitted read (read_image) has
     // already fitted the image to sh x sw, so only the augmentation part of the plan is applied.
     const SamplePlan plan = plan_sample(cfg, ds, epoch, idx, sh, sw, c);
-    apply_augment(src, plan, cfg.aug, lut.data(), scratch, out.images.data() + img * i);
+    apply_augment(src, plan, cfg.aug, lut.data(), scratch, images + img * i);
   }
-  out.mix = plan_batch_mix(cfg, epoch, b, n, h, w);
-  apply_mix(out.mix, out.images.data(), n, c, h, w);
-  mix_targets(batch_mix_config(cfg), out.mix, out.labels.data(), n, ds.num_classes, out.targets.data());
+  out.mix = mix;
+  // Pairs (i, n-1-i) of which neither row is needed mix whatever the buffer holds; no row of
+  // [lo, hi) reads them.
+  apply_mix(mix, images, n, c, h, w);
+  mix_targets(batch_mix_config(cfg), mix, labels.data(), n, ds.num_classes, targets);
+  if (!whole) {
+    std::copy(images + img * lo, images + img * hi, out.images.begin());
+    std::copy(targets + classes * lo, targets + classes * hi, out.targets.begin());
+  }
 }
 
 Loader::Loader(const Dataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(std::move(cfg)) {

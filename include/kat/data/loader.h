@@ -50,6 +50,20 @@ std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool sh
 // Build batch `b` of `epoch` given that epoch's order (what the workers run).
 void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
                 const std::vector<int64_t>& order, Batch& out);
+// Rows [lo, hi) of that batch, bitwise the same rows as make_batch's (images, labels, indices,
+// targets; `mix` is the whole batch's decision), augmenting only those rows and their mixing
+// partners (Mixup / CutMix pair row i with row n-1-i): what one process of a multi-process job
+// loads of the global batch (out.n = hi - lo).
+void make_batch_rows(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
+                     const std::vector<int64_t>& order, int lo, int hi, Batch& out);
+// Number of rows of batch `b` (batch_size, or fewer for a last partial batch).
+int batch_rows(const LoaderConfig& cfg, size_t dataset_size, int64_t b);
+// The rows of a batch of n that rank `rank` of `world` takes: [n * rank / world, n * (rank + 1) /
+// world), so every row goes to exactly one rank, in order, and shard sizes differ by at most one.
+struct RowRange {
+  int lo = 0, hi = 0;
+};
+RowRange shard_rows(int n, int world, int rank);
 
 class Loader {
  public:
