@@ -44,8 +44,18 @@ def time_it(fn, warmup, iters):
 def bench(model_name, batch, iters, compile_):
     import timm
 
+    _, tr, inf = bench_model(lambda: timm.create_model(model_name, drop_path_rate=0.1), batch, iters, compile_)
+    return tr, inf
+
+
+def bench_model(make_model, batch, iters, compile_):
+    """The protocol for any 224^2, 1000-class model on the GPU (also bench/torch_grkan_train.py's):
+    (parameters, (train ms, MiB), (infer ms, MiB)) of a fused-AdamW bf16-autocast train step and an
+    inference forward on synthetic data, for the model make_model() builds after seeding torch with
+    0 (built here so it is freed here, before the next one)."""
     torch.manual_seed(0)
-    model = timm.create_model(model_name, drop_path_rate=0.1).cuda()
+    model = make_model().cuda()
+    params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     t = torch.softmax(torch.randn(batch, 1000, device="cuda"), dim=1)
@@ -71,7 +81,7 @@ def bench(model_name, batch, iters, compile_):
     del model, opt, fwd, x, t
     gc.collect()
     torch.cuda.empty_cache()
-    return tr, inf
+    return params, tr, inf
 
 
 def size_of(name):

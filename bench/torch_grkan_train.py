@@ -14,16 +14,14 @@ Prints a markdown table (img/s, peak MiB, ratio to DeiT-T in the same mode) on s
 usage: python3 bench/torch_grkan_train.py [--batch 256] [--iters 20] [--no-compile]
 """
 import argparse
-import gc
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_gpu_bench import time_it  # noqa: E402  (one timing protocol for every PyTorch bench)
+from torch_gpu_bench import bench_model  # noqa: E402  (one timing protocol for every PyTorch bench)
 
 from kat.torch import GRKAN, init_coefficients  # noqa: E402
 
@@ -83,35 +81,7 @@ def make_model(kind):
 
 
 def bench(kind, batch, iters, compile_):
-    torch.manual_seed(0)
-    model = make_model(kind).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
-    x = torch.randn(batch, 3, 224, 224, device="cuda")
-    t = torch.softmax(torch.randn(batch, 1000, device="cuda"), dim=1)
-    fwd = torch.compile(model) if compile_ else model
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = fwd(x)
-            loss = F.cross_entropy(out.float(), t, label_smoothing=0.1)
-        loss.backward()
-        opt.step()
-
-    def infer():
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            fwd(x)
-
-    params = sum(p.numel() for p in model.parameters())
-    model.train()
-    warm = 10 if compile_ else 5
-    tr = time_it(train_step, warm, iters)
-    model.eval()
-    inf = time_it(infer, warm, iters)
-    del model, opt, fwd, x, t
-    gc.collect()
-    torch.cuda.empty_cache()
-    return params, tr, inf
+    return bench_model(lambda: make_model(kind), batch, iters, compile_)
 
 
 def same_function_check():
