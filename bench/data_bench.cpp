@@ -6,14 +6,14 @@
 // light one (RRC, flip, normalise: what torchvision's GPU path is compared on).
 //
 //   data_bench DIR [--decode gpu|cpu] [--recipe deit|light] [--batch 256] [--batches 60]
-//              [--workers N] [--device 0] [--cpu-share X] [--decode-streams 1|2] [--csv]
+//              [--workers N] [--device 0] [--cpu-share X] [--decode-streams 1..4] [--csv]
 // DIR holds DIR/train/<class>/*.jpg (bench/make_jpegs.py). One warm-up pass of 5 batches, then
 // --batches timed batches (wrapping over epochs). Prints one line (and a CSV line with --csv:
 // data_bench,decode,recipe,batch,img_per_s,backend,cpu_share,decode_streams). --cpu-share (GPU pipeline): the
 // fraction of JPEGs the reader threads decode with libjpeg-turbo beside the JPEG engine
-// (GpuLoaderOptions::cpu_decode_share); --decode-streams 2: two nvJPEG decoders on two streams,
-// batches alternating (GpuLoaderOptions::decode_streams). The GPU pipeline also says on stderr
-// where its time went.
+// (GpuLoaderOptions::cpu_decode_share); --decode-streams N: N nvJPEG decoders, each with a thread
+// and a stream, decoding batches in parallel (GpuLoaderOptions::decode_streams). The GPU pipeline
+// also says on stderr where its time went.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -79,7 +79,7 @@ double time_batches(Loader& l, Batch& b, int warm, int timed, int64_t& images) {
 int main(int argc, char** argv) try {
   KAT_CHECK(argc >= 2,
             "usage: data_bench DIR [--decode gpu|cpu] [--recipe deit|light] [--batch N] [--batches N] "
-            "[--workers N] [--device N] [--cpu-share X] [--decode-streams 1|2] [--csv]");
+            "[--workers N] [--device N] [--cpu-share X] [--decode-streams 1..4] [--csv]");
   const std::string dir = argv[1];
   std::string decode = "gpu", rec = "deit";
   int batch = 256, batches = 60, workers = 0, device = 0;
@@ -136,18 +136,18 @@ int main(int argc, char** argv) try {
     data::cuda::GpuBatch b;
     s = time_batches(l, b, 5, batches, images);
     const auto st = l.decode_stats();
-    // Per batch built (warm-up included): the device thread's time by phase, the readers' busy
-    // thread-time, the consumer's wait.
+    // Per batch built (warm-up included): the decode threads' and the augmenting thread's time by
+    // phase, the readers' busy thread-time, the consumer's wait.
     const auto t = l.times();
     const double nb = double(std::max<int64_t>(1, t.batches)), ms = 1e3 / nb;
     std::fprintf(stderr,
-                 "per batch (%lld built, cpu share %.2f, %d decode streams): device thread idle %.1f ms, decode "
-                 "call %.1f ms, "
-                 "augment call %.1f ms, wait for GPU %.1f ms; readers read %.1f ms, CPU decode %.1f ms "
-                 "(thread-time, %d threads); next() waited %.1f ms\n",
-                 (long long)t.batches, cpu_share, decode_streams, t.device_idle * ms, t.device_decode * ms,
-                 t.device_augment * ms, t.device_wait_gpu * ms, t.read * ms, t.cpu_decode * ms, workers,
-                 t.next_wait * ms);
+                 "per batch (%lld built, cpu share %.2f, %d decode streams): decode threads idle %.1f ms, in "
+                 "the decode call %.1f ms (thread-time); augmenting thread idle %.1f ms, augment call %.1f ms, "
+                 "wait for GPU %.1f ms; readers read %.1f ms, CPU decode %.1f ms (thread-time, %d threads); "
+                 "next() waited %.1f ms\n",
+                 (long long)t.batches, cpu_share, decode_streams, t.decode_idle * ms, t.device_decode * ms,
+                 t.device_idle * ms, t.device_augment * ms, t.device_wait_gpu * ms, t.read * ms, t.cpu_decode * ms,
+                 workers, t.next_wait * ms);
     backend = "nvjpeg-" + l.decode_backend();
     std::fprintf(stderr, "decoded: %lld on the JPEG engine, %lld on CUDA cores, %lld on the CPU, %lld bad\n",
                  (long long)st.hardware, (long long)st.cuda, (long long)st.cpu, (long long)st.bad);

@@ -115,8 +115,9 @@ void register_train(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   sub->add_option("--decode-streams", c->decode_streams,
-                  "--decode gpu: nvJPEG decoders/streams with batches in flight (1 or 2; the same pixels)")
-      ->check(CLI::IsMember({1, 2}))
+                  "--decode gpu: nvJPEG decoders, each with a host thread and a stream, decoding batches in "
+                  "parallel (1 to 4; the same pixels whatever the count)")
+      ->check(CLI::Range(1, 4))
       ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "

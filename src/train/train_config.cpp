@@ -65,7 +65,8 @@ void TrainConfig::validate() const {
             decode, "'");
   KAT_CHECK(decode_cpu_share >= 0 && decode_cpu_share <= 1, "--decode-cpu-share must be in [0, 1], got ",
             decode_cpu_share);
-  KAT_CHECK(decode_streams == 1 || decode_streams == 2, "--decode-streams must be 1 or 2, got ", decode_streams);
+  KAT_CHECK(decode_streams >= 1 && decode_streams <= 4, "--decode-streams must be in [1, 4], got ",
+            decode_streams);
 }
 
 std::string TrainConfig::resolve_decode(std::string* why) const {

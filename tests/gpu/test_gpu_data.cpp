@@ -347,20 +347,24 @@ TEST(GpuData, CpuDecodeChoiceIsAFixedShare) {
 }
 
 // cpu_decode_share 0.5 (half the JPEGs decoded by libjpeg-turbo in the reader threads, uploaded from
-// pinned memory) and two decode streams: bitwise the same batches run to run and between one and
-// two decode streams; the same order, labels, targets and mixing as share 0 (the pixels differ by
+// pinned memory) and two or three decode streams: bitwise the same batches run to run and between
+// one, two and three decode streams; the same order, labels, targets and mixing as share 0 (the pixels differ by
 // the decoders' rounding, bounded in NvjpegMatchesLibjpegOnEveryVariant).
 TEST_F(GpuDataDir, LoaderCpuShareAndTwoStreamsDeterministic) {
   const data::Dataset ds = write_folder(dir_, 45, 32);
   const data::LoaderConfig cfg = deit_config(8, 32, true);
-  data::cuda::GpuLoaderOptions o0, o5, o5b;
+  data::cuda::GpuLoaderOptions o0, o5, o5b, o5c;
   o0.read_threads = 3;
   o5.read_threads = 3;
   o5.cpu_decode_share = 0.5;
   o5b.read_threads = 2;
   o5b.cpu_decode_share = 0.5;
   o5b.decode_streams = 2;
-  data::cuda::GpuLoader a(ds, cfg, o0), b(ds, cfg, o5), c(ds, cfg, o5b);
+  o5c.read_threads = 4;
+  o5c.cpu_decode_share = 0.5;
+  o5c.decode_streams = 3;
+  o5c.host_slots = 3;  // fewer than the default 2 + 2 x 3: the decode threads wait for files, same batches
+  data::cuda::GpuLoader a(ds, cfg, o0), b(ds, cfg, o5), c(ds, cfg, o5b), d(ds, cfg, o5c);
   data::cuda::DecodeStats sa, sb;  // of epoch 0 (nothing is built past an epoch's last batch)
   for (const int64_t epoch : {0, 1}) {
     const auto ea = epoch_batches(a, epoch), eb = epoch_batches(b, epoch);
@@ -368,12 +372,14 @@ TEST_F(GpuDataDir, LoaderCpuShareAndTwoStreamsDeterministic) {
       sa = a.decode_stats();
       sb = b.decode_stats();
     }
-    const auto eb2 = epoch_batches(b, epoch), ec = epoch_batches(c, epoch);
+    const auto eb2 = epoch_batches(b, epoch), ec = epoch_batches(c, epoch), ed = epoch_batches(d, epoch);
     ASSERT_EQ(ea.size(), 5u);
     ASSERT_EQ(eb.size(), 5u);
     ASSERT_EQ(eb2.size(), 5u);
     ASSERT_EQ(ec.size(), 5u);
+    ASSERT_EQ(ed.size(), 5u);
     for (size_t i = 0; i < ea.size(); ++i) {
+      EXPECT_TRUE(same(eb[i], ed[i])) << "share 0.5, 1 vs 3 decode streams, epoch " << epoch << " batch " << i;
       EXPECT_TRUE(same(eb[i], eb2[i])) << "share 0.5, run to run, epoch " << epoch << " batch " << i;
       EXPECT_TRUE(same(eb[i], ec[i])) << "share 0.5, 1 vs 2 decode streams, epoch " << epoch << " batch " << i;
       EXPECT_EQ(ea[i].indices, eb[i].indices);

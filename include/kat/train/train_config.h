@@ -60,7 +60,8 @@ struct TrainConfig {
   std::string decode = "auto";
   // --decode gpu: the share of JPEGs the reader threads decode with libjpeg-turbo beside the GPU's
   // JPEG engine (a fixed hashed subset of the files; pixels depend on it, so it is kept on resume),
-  // and how many nvJPEG decoders/streams keep batches in flight (1 or 2; same pixels).
+  // and how many nvJPEG decoders (each a host thread and a stream) decode batches in parallel
+  // (1 to 4; same pixels).
   double decode_cpu_share = 0.0;
   int decode_streams = 1;
   bool progress = true;

@@ -489,8 +489,8 @@ struct GpuAugmenter::State {
   CudaEvent uploaded;             // the last blob copy finished (staging reusable)
   bool pending = false;
   // host scratch, reused
-  Taps tx, ty;
-  PilTaps px, py;
+  SampleTaps scratch;  // a sample's taps when run() is not given them
+  Blob blob;           // the batch's upload, assembled here
 };
 
 GpuAugmenter::GpuAugmenter(const LoaderConfig& cfg, int out_c, int out_h, int out_w, int classes, int max_batch)
@@ -518,8 +518,38 @@ GpuAugmenter::GpuAugmenter(const LoaderConfig& cfg, int out_c, int out_h, int ou
 
 GpuAugmenter::~GpuAugmenter() = default;
 
+void GpuAugmenter::prepare_taps(const SamplePlan& p, SampleTaps& t) const {
+  const State& s = *state_;
+  const int oh = s.out_h, ow = s.out_w;
+  if (p.fit == SamplePlan::Fit::TrainFit) {
+    const SourceBox b = shorter_side_crop_box(p.src_h, p.src_w, p.fit_size);
+    make_taps(b.x0, b.w, p.src_w, p.fit_size, t.fit_x);
+    make_taps(b.y0, b.h, p.src_h, p.fit_size, t.fit_y);
+  } else if (p.fit == SamplePlan::Fit::EvalFit) {
+    t.eval = eval_fit_geometry(p.src_h, p.src_w, p.fit_size, p.fit_crop_pct);
+    pil_taps(p.src_w, t.eval.rw, t.pil_x);
+    pil_taps(p.src_h, t.eval.rh, t.pil_y);
+    t.tmp_row0 = t.pil_y.first[t.eval.top];
+    const int last = t.eval.top + p.fit_size - 1;
+    t.tmp_rows = t.pil_y.first[last] + t.pil_y.count[last] - t.tmp_row0;
+  }
+  const int h = p.aug_h, w = p.aug_w;
+  const bool same = oh == h && ow == w;
+  // The crop's resampling (identity taps where the CPU copies).
+  SourceBox box{0, 0, static_cast<double>(h), static_cast<double>(w)};
+  if (p.train && p.crop == SamplePlan::Crop::Rrc)
+    box = {double(p.box_y), double(p.box_x), double(p.box_h), double(p.box_w)};
+  else if (!same)
+    box = center_crop_box(h, w, oh, ow, 1.0);
+  if (!p.train && (!same || s.cfg.aug.eval_crop_pct < 1.0))
+    box = center_crop_box(h, w, oh, ow, s.cfg.aug.eval_crop_pct);
+  make_taps(box.x0, box.w, w, ow, t.crop_x);
+  make_taps(box.y0, box.h, h, oh, t.crop_y);
+}
+
 MixResult GpuAugmenter::run(const DeviceImage* images, const SamplePlan* plans, const int32_t* labels, int n,
-                            int64_t epoch, int64_t batch, float* d_images, float* d_targets, cudaStream_t stream) {
+                            int64_t epoch, int64_t batch, float* d_images, float* d_targets, cudaStream_t stream,
+                            const SampleTaps* const* taps) {
   State& s = *state_;
   KAT_CHECK(n >= 1 && n <= s.max_batch, "GpuAugmenter: batch of ", n, " images (planned for 1 .. ", s.max_batch,
             ")");
@@ -551,53 +581,42 @@ MixResult GpuAugmenter::run(const DeviceImage* images, const SamplePlan* plans, 
   };
   std::vector<Offsets> off(n);
   size_t total = 0;
-  Blob blob;
+  Blob& blob = s.blob;  // kept between batches: its capacity is reused
+  blob.bytes.clear();
   std::vector<TapsOffsets> fit_x(n), fit_y(n), crop_x(n), crop_y(n);
   std::vector<int> tmp_rows(n, 0), tmp_row0(n, 0);
   std::vector<EvalFitGeometry> eg(n);
   for (int i = 0; i < n; ++i) {
     const SamplePlan& p = plans[i];
+    const SampleTaps* t = taps ? taps[i] : nullptr;
+    if (!t) {  // not prepared by the caller: now, into the scratch
+      prepare_taps(p, s.scratch);
+      t = &s.scratch;
+    }
     const bool convert_only = p.fit == SamplePlan::Fit::None && p.channels != p.aug_c;
     if (p.fit != SamplePlan::Fit::None || convert_only) {
       off[i].fit = total;
       total += align(static_cast<size_t>(p.aug_h) * p.aug_w * p.aug_c);
     }
     if (p.fit == SamplePlan::Fit::TrainFit) {
-      const SourceBox b = shorter_side_crop_box(p.src_h, p.src_w, p.fit_size);
-      make_taps(b.x0, b.w, p.src_w, p.fit_size, s.tx);
-      make_taps(b.y0, b.h, p.src_h, p.fit_size, s.ty);
-      fit_x[i] = put_taps(blob, s.tx);
-      fit_y[i] = put_taps(blob, s.ty);
+      fit_x[i] = put_taps(blob, t->fit_x);
+      fit_y[i] = put_taps(blob, t->fit_y);
     } else if (p.fit == SamplePlan::Fit::EvalFit) {
-      eg[i] = eval_fit_geometry(p.src_h, p.src_w, p.fit_size, p.fit_crop_pct);
-      pil_taps(p.src_w, eg[i].rw, s.px);
-      pil_taps(p.src_h, eg[i].rh, s.py);
-      tmp_row0[i] = s.py.first[eg[i].top];
-      const int last = eg[i].top + p.fit_size - 1;
-      tmp_rows[i] = s.py.first[last] + s.py.count[last] - tmp_row0[i];
-      fit_x[i] = put_pil_taps(blob, s.px);
-      fit_y[i] = put_pil_taps(blob, s.py);
+      eg[i] = t->eval;
+      tmp_row0[i] = t->tmp_row0;
+      tmp_rows[i] = t->tmp_rows;
+      fit_x[i] = put_pil_taps(blob, t->pil_x);
+      fit_y[i] = put_pil_taps(blob, t->pil_y);
       off[i].tmp = total;
       total += align(static_cast<size_t>(tmp_rows[i]) * p.fit_size * p.channels);
     }
-    const int h = p.aug_h, w = p.aug_w;
-    const bool same = oh == h && ow == w;
+    const bool same = oh == p.aug_h && ow == p.aug_w;
     if (p.train && p.crop == SamplePlan::Crop::Pad && !same) {
       off[i].pad = total;
-      total += align(static_cast<size_t>(h) * w * oc);
+      total += align(static_cast<size_t>(p.aug_h) * p.aug_w * oc);
     }
-    // The crop's resampling (identity taps where the CPU copies).
-    SourceBox box{0, 0, static_cast<double>(h), static_cast<double>(w)};
-    if (p.train && p.crop == SamplePlan::Crop::Rrc)
-      box = {double(p.box_y), double(p.box_x), double(p.box_h), double(p.box_w)};
-    else if (!same)
-      box = center_crop_box(h, w, oh, ow, 1.0);
-    if (!p.train && (!same || s.cfg.aug.eval_crop_pct < 1.0))
-      box = center_crop_box(h, w, oh, ow, s.cfg.aug.eval_crop_pct);
-    make_taps(box.x0, box.w, w, ow, s.tx);
-    make_taps(box.y0, box.h, h, oh, s.ty);
-    crop_x[i] = put_taps(blob, s.tx);
-    crop_y[i] = put_taps(blob, s.ty);
+    crop_x[i] = put_taps(blob, t->crop_x);
+    crop_y[i] = put_taps(blob, t->crop_y);
     off[i].a = total;
     total += align(out_bytes);
     off[i].b = total;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "data/augment_plan.h"
+#include "data/resample.h"
 #include "kat/data/augment.h"
 #include "kat/data/dataset.h"
 #include "kat/data/loader.h"
@@ -41,6 +42,19 @@ struct DeviceImage {
   int64_t row_bytes = 0;
 };
 
+// The host-side part of one sample's augmentation that depends on its plan alone: the resampling
+// taps of its fit and its crop (the CPU's make_taps / pil_taps, uploaded with the batch). A pure
+// function of (plan, augmenter geometry), so a loader computes it on its reader threads, beside the
+// plan, and run() only assembles the batch (for a 256-image RandomResizedCrop batch the taps are
+// ~2.7 ms of host time on one core, which would otherwise sit on the augmenting thread).
+struct SampleTaps {
+  Taps fit_x, fit_y;               // Fit::TrainFit: bilinear taps of the shorter-side crop
+  PilTaps pil_x, pil_y;            // Fit::EvalFit: PIL bicubic taps of the resize
+  EvalFitGeometry eval;            // Fit::EvalFit: the resize and its center crop
+  int tmp_row0 = 0, tmp_rows = 0;  // Fit::EvalFit: the source rows the crop's output rows need
+  Taps crop_x, crop_y;             // the crop + resize (identity taps where the CPU copies)
+};
+
 class GpuAugmenter {
  public:
   // out_c x out_h x out_w: the engine's input geometry (Loader::out_*), classes: target width.
@@ -57,8 +71,14 @@ class GpuAugmenter {
   // reused from call to call: successive calls use one stream (or the caller orders them). A plan
   // that does not match its image (size, channels) or this augmenter's geometry throws kat::Error.
   // Images may have 1 or 3 channels whatever out_c is (gray <-> RGB as the CPU loader converts).
+  // taps: (optional, n pointers) prepare_taps() of each plan, computed beforehand (by a loader's
+  // reader threads); null: run() computes them.
   MixResult run(const DeviceImage* images, const SamplePlan* plans, const int32_t* labels, int n, int64_t epoch,
-                int64_t batch, float* d_images, float* d_targets, cudaStream_t stream);
+                int64_t batch, float* d_images, float* d_targets, cudaStream_t stream,
+                const SampleTaps* const* taps = nullptr);
+
+  // The taps run() needs for `plan` (thread-safe: reads only the augmenter's fixed geometry).
+  void prepare_taps(const SamplePlan& plan, SampleTaps& taps) const;
 
  private:
   struct State;

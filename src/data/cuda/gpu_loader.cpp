@@ -54,6 +54,7 @@ struct GpuLoader::Impl {
     const uint8_t* pixels = nullptr;  // decoded on the CPU: in the slot's pixel arena or cpu_pixels
     bool pixels_pinned = false;       // pixels are in the (pinned) pixel arena
     SamplePlan plan;
+    SampleTaps taps;  // the plan's resampling taps (GpuAugmenter::prepare_taps)
     int32_t label = 0;
     int64_t index = 0;
     std::string error;  // why the file cannot be used ("" when fine)
@@ -87,17 +88,31 @@ struct GpuLoader::Impl {
   int64_t batches = 0;
   int out_c = 0, out_h = 0, out_w = 0;
 
+  // The decoded images of one batch on the device, from its decode to its augmentation: batch b
+  // uses arena b % arenas.size() (2 per decode thread, so a thread decodes batch b + 1 while
+  // batch b waits for, or is in, its augmentation).
+  struct DecodedArena {
+    int64_t batch = -1;    // the batch decoded (or being decoded) into it; -1: free
+    bool decoded = false;  // the decode call has returned: `ready` is recorded, the fields below set
+    kat::cuda::DeviceBuffer<uint8_t> pixels;
+    kat::cuda::CudaEvent ready;  // on the decoding thread's stream: the images are on the device
+    kat::cuda::CudaEvent read;   // on the loader's stream, after the augmentation: `pixels` may be reused
+    bool read_pending = false;   // `read` is recorded: the next decode into `pixels` waits for it
+    std::vector<int> keep;       // the samples of the host slot that were decoded, in order
+    std::vector<uint8_t*> dst;   // where each went
+    std::vector<char> ok;        // decoded (per keep entry)
+    std::vector<std::string> errors;
+    std::exception_ptr err;  // the decode failed as a whole (e.g. a file unreadable without --skip-bad)
+  };
+
   // CUDA objects (destroyed after the threads are joined, in ~GpuLoader).
-  kat::cuda::CudaStream stream;
-  std::vector<std::unique_ptr<NvjpegDecoder>> decoders;  // decode_streams of them; batch b: b % size
-  // With two decoders: their streams, "batch decoded" (on a decode stream, waited for by `stream`)
-  // and "arena read" (on `stream` after the augmentation, waited for by the decode stream before
-  // the arena decoded[k] is written again) events, per k = b % 2.
-  kat::cuda::CudaStream decode_stream[2];
-  kat::cuda::CudaEvent decoded_ev[2], arena_free[2];
-  bool arena_used[2] = {false, false};
+  kat::cuda::CudaStream stream;  // the augmentation; next()'s batches are ready on it
+  // One per decode thread: its nvJPEG decoder and its stream.
+  std::vector<std::unique_ptr<NvjpegDecoder>> decoders;
+  std::vector<kat::cuda::CudaStream> decode_streams;
+  std::vector<std::unique_ptr<DecodedArena>> arenas;
+  std::vector<DecodeStats> decoder_stats;  // each decoder's counts after its last batch (under mu)
   std::unique_ptr<GpuAugmenter> augmenter;
-  kat::cuda::DeviceBuffer<uint8_t> decoded[2];  // decoded images of batches of even / odd index
   std::vector<std::unique_ptr<HostSlot>> host;
   std::vector<std::unique_ptr<OutSlot>> out;
 
@@ -109,19 +124,19 @@ struct GpuLoader::Impl {
   int64_t epoch = 0;
   std::shared_ptr<const std::vector<int64_t>> order;
   int64_t fill_batch = 0;   // lowest batch with samples not yet claimed by a reader
-  int64_t device_next = 0;  // next batch the device thread builds
+  int64_t decode_next = 0;  // next batch a decode thread takes
+  int64_t device_next = 0;  // next batch the augmenting thread builds
   int64_t deliver = 0;      // next batch next() returns
   int64_t held = -1;        // the batch the caller holds (returned by next())
-  int readers_active = 0;
+  int readers_active = 0, decoders_active = 0;
   bool device_active = false;
   int64_t release_pending = -1;  // batch whose host slot is freed once its out slot's event has run
-  std::exception_ptr fatal;      // the device thread failed outside any batch
+  std::exception_ptr fatal;      // a decode or the augmenting thread failed outside any batch
   int64_t bad = 0;
-  DecodeStats stats;  // the decoder's counts after the last batch built
 
   // PipelineTimes, in nanoseconds.
-  std::atomic<int64_t> t_batches{0}, t_idle{0}, t_decode{0}, t_augment{0}, t_wait_gpu{0}, t_read{0}, t_cpu{0},
-      t_next{0};
+  std::atomic<int64_t> t_batches{0}, t_idle{0}, t_decode_idle{0}, t_decode{0}, t_augment{0}, t_wait_gpu{0},
+      t_read{0}, t_cpu{0}, t_next{0};
 
   std::vector<std::thread> threads;
 
@@ -129,6 +144,7 @@ struct GpuLoader::Impl {
 
   HostSlot& host_slot(int64_t b) { return *host[size_t(b % int64_t(host.size()))]; }
   OutSlot& out_slot(int64_t b) { return *out[size_t(b % int64_t(out.size()))]; }
+  DecodedArena& arena(int64_t b) { return *arenas[size_t(b % int64_t(arenas.size()))]; }
 
   // ---- readers ---------------------------------------------------------------------------------
   // The reader's claim: a free host slot is given the batch fill_batch; then its samples are claimed
@@ -204,6 +220,7 @@ struct GpuLoader::Impl {
     }
     // In the file's channels, as the CPU loader's decode: the augmenter converts to ds.channels.
     s.plan = plan_sample(cfg, ds, ep, s.index, s.header.height, s.header.width, s.header.channels);
+    augmenter->prepare_taps(s.plan, s.taps);
   }
 
   void reader_loop() {
@@ -256,21 +273,24 @@ struct GpuLoader::Impl {
     }
   }
 
-  // ---- device thread ---------------------------------------------------------------------------
-  bool device_can_run() {
-    if (!started || device_next >= batches) return false;
-    return host_slot(device_next).batch == device_next && host_slot(device_next).ready() &&
-           out_slot(device_next).batch == -1;
+  // ---- decode threads ----------------------------------------------------------------------------
+  // Batches are decoded in order of claim (decode_next), each by whichever decode thread is free, on
+  // that thread's stream; a batch's files are ready and its arena is free. The nvJPEG call holds
+  // its thread for the host's part of the decode (~60-80 us per image), which is why it has threads
+  // of its own: the augmenting thread enqueues batch b while batch b + 1 is being decoded.
+  bool decode_can_run() {
+    if (!started || decode_next >= batches) return false;
+    const HostSlot& hs = host_slot(decode_next);
+    return hs.batch == decode_next && hs.ready() && arena(decode_next).batch == -1;
   }
 
-  // Decode and augment batch b (its files are in host slot b) into out slot b, on the stream.
-  void build(int64_t ep, int64_t b, HostSlot& hs, OutSlot& os) {
-    std::vector<int> keep;
-    keep.reserve(size_t(hs.n));
+  // Decode the readable files of batch b (host slot hs) into arena a, on decoder k's stream.
+  void decode_batch(int k, int64_t ep, int64_t b, HostSlot& hs, DecodedArena& a) {
+    a.keep.clear();
     for (int i = 0; i < hs.n; ++i) {
       const Sample& s = hs.samples[size_t(i)];
       if (s.error.empty()) {
-        keep.push_back(i);
+        a.keep.push_back(i);
       } else if (opt.skip_bad) {
         std::lock_guard<std::mutex> g(mu);
         ++bad;
@@ -278,75 +298,126 @@ struct GpuLoader::Impl {
         throw Error(s.error + " (batch " + std::to_string(b) + " of epoch " + std::to_string(ep) + ")");
       }
     }
-    // Decoded images, back to back in this batch's device arena.
-    std::vector<size_t> offset(keep.size());
+    // Decoded images, back to back in the arena.
+    const size_t m = a.keep.size();
+    std::vector<size_t> offset(m);
     size_t total = 0;
-    for (size_t j = 0; j < keep.size(); ++j) {
-      const ImageHeader& h = hs.samples[size_t(keep[j])].header;
+    for (size_t j = 0; j < m; ++j) {
+      const ImageHeader& h = hs.samples[size_t(a.keep[j])].header;
       offset[j] = total;
       total += align_up(size_t(h.height) * h.width * h.channels);
     }
-    kat::cuda::DeviceBuffer<uint8_t>& arena = decoded[b % 2];
-    if (arena.size() < total) arena.allocate(total + total / 4);  // (cudaFree waits for its last reader)
-    std::vector<EncodedImage> enc(keep.size());
-    std::vector<uint8_t*> dst(keep.size());
-    for (size_t j = 0; j < keep.size(); ++j) {
-      const Sample& s = hs.samples[size_t(keep[j])];
+    cudaStream_t dstream = decode_streams[size_t(k)];
+    if (a.pixels.size() < total) {
+      if (a.read_pending) a.read.synchronize();  // the augmentation that read the old buffer has run
+      a.read_pending = false;
+      a.pixels.allocate(total + total / 4);
+    }
+    if (a.read_pending) KAT_CUDA_CHECK(cudaStreamWaitEvent(dstream, a.read, 0));
+    std::vector<EncodedImage> enc(m);
+    a.dst.resize(m);
+    for (size_t j = 0; j < m; ++j) {
+      const Sample& s = hs.samples[size_t(a.keep[j])];
       enc[j].data = s.data;
       enc[j].size = s.size;
       enc[j].name = &ds.files[size_t(s.index)];
       enc[j].header = s.header;
       enc[j].host_pixels = s.pixels;
       enc[j].host_pixels_pinned = s.pixels_pinned;
-      dst[j] = arena.data() + offset[j];
+      a.dst[j] = a.pixels.data() + offset[j];
     }
-    std::vector<char> ok;
-    std::vector<std::string> errors;
-    auto t0 = std::chrono::steady_clock::now();
-    const int k = int(b % int64_t(decoders.size()));
-    cudaStream_t dstream = stream;
-    if (decoders.size() > 1) {
-      dstream = decode_stream[k];
-      if (arena_used[k]) KAT_CUDA_CHECK(cudaStreamWaitEvent(dstream, arena_free[k], 0));
+    decoders[size_t(k)]->decode(enc.data(), int(m), a.dst.data(), dstream, a.ok, a.errors);
+  }
+
+  void decode_loop(int k) {
+    try {
+      KAT_CUDA_CHECK(cudaSetDevice(opt.device));
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mu);
+      fatal = std::current_exception();
+      cv.notify_all();
+      return;
     }
-    decoders[size_t(k)]->decode(enc.data(), int(enc.size()), dst.data(), dstream, ok, errors);
-    join_decode(k);
-    t_decode += ns_since(t0);
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      const auto t_wait = std::chrono::steady_clock::now();
+      cv.wait(lk, [&] { return stop || decode_can_run(); });
+      t_decode_idle += ns_since(t_wait);
+      if (stop) return;
+      const int64_t b = decode_next++, ep = epoch;
+      const uint64_t my_gen = gen;
+      HostSlot& hs = host_slot(b);
+      DecodedArena& a = arena(b);
+      a.batch = b;
+      a.decoded = false;
+      a.err = nullptr;
+      ++decoders_active;
+      lk.unlock();
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        decode_batch(k, ep, b, hs, a);
+      } catch (...) {
+        a.err = std::current_exception();
+      }
+      try {  // (also after a failure: what was enqueued must run before the arena and files are reused)
+        a.ready.record(decode_streams[size_t(k)]);
+      } catch (...) {
+        if (!a.err) a.err = std::current_exception();
+      }
+      t_decode += ns_since(t0);
+      lk.lock();
+      --decoders_active;
+      decoder_stats[size_t(k)] = decoders[size_t(k)]->stats();
+      if (my_gen == gen) a.decoded = true;
+      cv.notify_all();
+    }
+  }
+
+  // ---- augmenting thread ---------------------------------------------------------------------------
+  bool device_can_run() {
+    if (!started || device_next >= batches) return false;
+    const DecodedArena& a = arena(device_next);
+    return a.batch == device_next && a.decoded && out_slot(device_next).batch == -1;
+  }
+
+  // Augment batch b (decoded in arena a, files and plans in host slot hs) into out slot os, on the
+  // loader's stream, after the decode.
+  void augment_batch(int64_t ep, int64_t b, HostSlot& hs, DecodedArena& a, OutSlot& os) {
+    KAT_CUDA_CHECK(cudaStreamWaitEvent(stream, a.ready, 0));
+    if (a.err) std::rethrow_exception(a.err);
     std::vector<DeviceImage> images;
     std::vector<SamplePlan> plans;
+    std::vector<const SampleTaps*> taps_of;
     GpuBatch& m = os.meta;
     m.labels.clear();
     m.indices.clear();
-    for (size_t j = 0; j < keep.size(); ++j) {
-      const Sample& s = hs.samples[size_t(keep[j])];
-      if (!ok[j]) {
-        KAT_CHECK(opt.skip_bad, errors[j], " (batch ", b, " of epoch ", ep, ")");
+    images.reserve(a.keep.size());
+    plans.reserve(a.keep.size());
+    taps_of.reserve(a.keep.size());
+    for (size_t j = 0; j < a.keep.size(); ++j) {
+      const Sample& s = hs.samples[size_t(a.keep[j])];
+      if (!a.ok[j]) {
+        KAT_CHECK(opt.skip_bad, a.errors[j], " (batch ", b, " of epoch ", ep, ")");
         std::lock_guard<std::mutex> g(mu);
         ++bad;
         continue;
       }
       DeviceImage im;
-      im.pixels = dst[j];
+      im.pixels = a.dst[j];
       im.h = s.header.height;
       im.w = s.header.width;
       im.c = s.header.channels;
       im.row_bytes = int64_t(s.header.width) * s.header.channels;
       images.push_back(im);
       plans.push_back(s.plan);
+      taps_of.push_back(&s.taps);
       m.labels.push_back(s.label);
       m.indices.push_back(s.index);
     }
     const int n = int(images.size());
     KAT_CHECK(n > 0, ds.source, ": every file of batch ", b, " of epoch ", ep, " is unreadable (--skip-bad)");
-    t0 = std::chrono::steady_clock::now();
     m.mix = augmenter->run(images.data(), plans.data(), m.labels.data(), n, ep, b, os.images.data(),
-                           os.targets.data(), stream);
-    t_augment += ns_since(t0);
-    if (decoders.size() > 1) {
-      arena_free[k].record(stream);
-      arena_used[k] = true;
-    }
-    os.done.record(stream);
+                           os.targets.data(), stream, taps_of.data());
     m.n = n;
     m.c = out_c;
     m.h = out_h;
@@ -358,24 +429,15 @@ struct GpuLoader::Impl {
     m.batch = b;
   }
 
-  // With two decoders: what is enqueued on decode stream k so far runs before anything enqueued on
-  // `stream` from now on (so `done` events also cover the decode, and its reads of the host slot).
-  void join_decode(int k) {
-    if (decoders.size() < 2) return;
-    decoded_ev[k].record(decode_stream[k]);
-    KAT_CUDA_CHECK(cudaStreamWaitEvent(stream, decoded_ev[k], 0));
-  }
-
   // Wait for everything the loader enqueued.
   void sync_all() {
     KAT_CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (auto& ds_ : decode_stream)
-      if (ds_) KAT_CUDA_CHECK(cudaStreamSynchronize(ds_));
+    for (auto& s : decode_streams) KAT_CUDA_CHECK(cudaStreamSynchronize(s));
   }
 
-  // Frees the host slot of `release_pending` once the GPU is past its batch (its files may be read
-  // by nvJPEG's copies until then), growing its pinned arena when the batch did not fit. Called
-  // without mu by the device thread.
+  // Frees the host slot of batch b once the GPU is past its batch (its files may be read by
+  // nvJPEG's copies until then: the out slot's event follows the decode), growing its pinned arenas
+  // when the batch did not fit. Called without mu by the augmenting thread.
   void release_host(int64_t b) {
     const auto t0 = std::chrono::steady_clock::now();
     out_slot(b).done.synchronize();
@@ -408,6 +470,7 @@ struct GpuLoader::Impl {
       const int64_t b = device_next, ep = epoch;
       const uint64_t my_gen = gen;
       HostSlot& hs = host_slot(b);
+      DecodedArena& a = arena(b);
       OutSlot& os = out_slot(b);
       os.batch = b;
       os.ready = false;
@@ -415,17 +478,23 @@ struct GpuLoader::Impl {
       const int64_t previous = release_pending;
       device_active = true;
       lk.unlock();
+      const auto t0 = std::chrono::steady_clock::now();
       try {
-        build(ep, b, hs, os);
+        augment_batch(ep, b, hs, a, os);
       } catch (...) {
         os.err = std::current_exception();
-        // Work of this batch may be enqueued already: its host slot is freed only after it has run.
-        try {
-          join_decode(int(b % int64_t(decoders.size())));
-          os.done.record(stream);
-        } catch (...) {
-        }
       }
+      // The arena is free for the next decode once this augmentation has read it; the batch is
+      // ready once its decode and augmentation have run (also after a failure: what was enqueued
+      // must run before the arena, the files and the output are reused).
+      std::exception_ptr record_err;
+      try {
+        a.read.record(stream);
+        os.done.record(stream);
+      } catch (...) {
+        record_err = std::current_exception();
+      }
+      t_augment += ns_since(t0);
       std::exception_ptr release_err;
       try {
         if (previous >= 0) release_host(previous);
@@ -434,18 +503,13 @@ struct GpuLoader::Impl {
       }
       lk.lock();
       device_active = false;
-      DecodeStats sum;
-      for (const auto& d : decoders) {
-        const DecodeStats& st = d->stats();
-        sum.hardware += st.hardware;
-        sum.cuda += st.cuda;
-        sum.cpu += st.cpu;
-        sum.bad += st.bad;
-      }
-      stats = sum;
+      if (record_err && !fatal) fatal = record_err;
       if (release_err && !fatal) fatal = release_err;
       ++t_batches;
       if (my_gen == gen) {
+        a.read_pending = true;
+        a.batch = -1;
+        a.decoded = false;
         os.ready = true;
         ++device_next;
         release_pending = b;
@@ -463,10 +527,12 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
             ": needs a lazy folder dataset (files decoded when read: --lazy-data / a folder: dataset)");
   KAT_CHECK(ds.channels == 1 || ds.channels == 3, who, ": channels must be 1 or 3, got ", ds.channels);
   KAT_CHECK(cfg_.batch_size >= 1, who, ": batch_size must be >= 1, got ", cfg_.batch_size);
+  KAT_CHECK(opt.decode_streams >= 1 && opt.decode_streams <= kMaxDecodeStreams, who,
+            ": decode_streams must be in [1, ", kMaxDecodeStreams, "], got ", opt.decode_streams);
+  // Default: a slot per batch being read, decoded (one per decode thread), augmented and released.
+  if (opt.host_slots == 0) opt.host_slots = 2 + 2 * opt.decode_streams;
   KAT_CHECK(opt.host_slots >= 2 && opt.out_slots >= 2, who, ": host_slots and out_slots must be >= 2");
   KAT_CHECK(opt.read_threads >= 0 && opt.read_threads <= 256, who, ": read_threads must be in [0, 256]");
-  KAT_CHECK(opt.decode_streams == 1 || opt.decode_streams == 2, who, ": decode_streams must be 1 or 2, got ",
-            opt.decode_streams);
   KAT_CHECK(opt.cpu_decode_share >= 0.0 && opt.cpu_decode_share <= 1.0, who,
             ": cpu_decode_share must be in [0, 1], got ", opt.cpu_decode_share);
   validate(cfg_.aug, ds.height, ds.width, ds.channels);
@@ -483,18 +549,21 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   I.out_w = out_width();
   KAT_CUDA_CHECK(cudaSetDevice(opt.device));
   I.stream = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
-  for (int k = 0; k < opt.decode_streams; ++k)
+  for (int k = 0; k < opt.decode_streams; ++k) {
     I.decoders.push_back(std::make_unique<NvjpegDecoder>(cfg_.batch_size));
-  if (opt.decode_streams > 1) {
-    // Batches alternate between the decoders: they must decode alike (a second hardware handle
-    // refused would send odd batches to the CUDA cores, whose pixels round differently).
-    KAT_CHECK(I.decoders[1]->backend() == I.decoders[0]->backend(), who, ": a second nvJPEG decoder started as '",
-              I.decoders[1]->backend(), "', the first as '", I.decoders[0]->backend(), "'; use decode_streams 1");
-    for (int k = 0; k < 2; ++k) {
-      I.decode_stream[k] = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
-      I.decoded_ev[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
-      I.arena_free[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
-    }
+    I.decode_streams.push_back(kat::cuda::CudaStream::create(cudaStreamNonBlocking));
+    // Batches go to whichever decoder is free: they must decode alike (a second hardware handle
+    // refused would send some batches to the CUDA cores, whose pixels round differently).
+    KAT_CHECK(I.decoders[size_t(k)]->backend() == I.decoders[0]->backend(), who, ": nvJPEG decoder ", k,
+              " started as '", I.decoders[size_t(k)]->backend(), "', decoder 0 as '", I.decoders[0]->backend(),
+              "'; use one decode stream (--decode-streams 1)");
+  }
+  I.decoder_stats.resize(size_t(opt.decode_streams));
+  for (int k = 0; k < 2 * opt.decode_streams; ++k) {
+    auto a = std::make_unique<Impl::DecodedArena>();
+    a->ready = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+    a->read = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+    I.arenas.push_back(std::move(a));
   }
   I.augmenter = std::make_unique<GpuAugmenter>(cfg_, I.out_c, I.out_h, I.out_w, ds.num_classes, cfg_.batch_size);
   for (int s = 0; s < opt.host_slots; ++s) {
@@ -509,6 +578,7 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
     I.out.push_back(std::move(o));
   }
   I.threads.emplace_back([&I] { I.device_loop(); });
+  for (int k = 0; k < opt.decode_streams; ++k) I.threads.emplace_back([&I, k] { I.decode_loop(k); });
   for (int t = 0; t < opt.read_threads; ++t) I.threads.emplace_back([&I] { I.reader_loop(); });
 }
 
@@ -523,7 +593,7 @@ GpuLoader::~GpuLoader() {
     if (t.joinable()) t.join();
   // Nothing enqueued may outlive its buffers.
   if (impl_->stream) cudaStreamSynchronize(impl_->stream);
-  for (auto& s : impl_->decode_stream)
+  for (auto& s : impl_->decode_streams)
     if (s) cudaStreamSynchronize(s);
 }
 
@@ -539,9 +609,15 @@ void GpuLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   // buffers before anything is reused.
   ++I.gen;
   I.started = false;
-  I.cv.wait(lk, [&] { return I.readers_active == 0 && !I.device_active; });
+  I.cv.wait(lk, [&] { return I.readers_active == 0 && I.decoders_active == 0 && !I.device_active; });
   I.sync_all();
   for (auto& h : I.host) h->batch = -1;
+  for (auto& a : I.arenas) {
+    a->batch = -1;
+    a->decoded = false;
+    a->read_pending = false;  // (the streams are idle)
+    a->err = nullptr;
+  }
   for (auto& o : I.out) {
     o->batch = -1;
     o->ready = false;
@@ -549,7 +625,7 @@ void GpuLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   }
   I.order = std::move(order);
   I.epoch = epoch_ = epoch;
-  I.fill_batch = I.device_next = I.deliver = next_deliver_ = first_batch;
+  I.fill_batch = I.decode_next = I.device_next = I.deliver = next_deliver_ = first_batch;
   I.held = -1;
   I.release_pending = -1;
   I.started = true;
@@ -592,6 +668,7 @@ PipelineTimes GpuLoader::times() const {
   PipelineTimes t;
   t.batches = I.t_batches.load();
   t.device_idle = s(I.t_idle);
+  t.decode_idle = s(I.t_decode_idle);
   t.device_decode = s(I.t_decode);
   t.device_augment = s(I.t_augment);
   t.device_wait_gpu = s(I.t_wait_gpu);
@@ -610,7 +687,14 @@ bool cpu_decode_chosen(int64_t index, double share) {
 
 DecodeStats GpuLoader::decode_stats() const {
   std::lock_guard<std::mutex> g(impl_->mu);
-  return impl_->stats;
+  DecodeStats sum;
+  for (const DecodeStats& st : impl_->decoder_stats) {
+    sum.hardware += st.hardware;
+    sum.cuda += st.cuda;
+    sum.cpu += st.cpu;
+    sum.bad += st.bad;
+  }
+  return sum;
 }
 std::string GpuLoader::decode_backend() const { return impl_->decoders.front()->backend(); }
 int64_t GpuLoader::bad_files() const {

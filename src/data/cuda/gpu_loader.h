@@ -9,20 +9,25 @@
 // Pipeline and memory (bounded whatever the dataset size):
 //   readers (read_threads)  claim samples of the next `host_slots` batches, read each file into the
 //                           batch's pinned arena, parse its header (data/jpeg_header.h), draw its
-//                           plan; files nvJPEG will not take (PNG, CMYK, ...) are decoded here on
-//                           the CPU, and so is a fixed share of the others (cpu_decode_share: the
-//                           reader threads' libjpeg-turbo runs beside the hardware JPEG engine), into
-//                           the slot's pinned pixel arena, uploaded by the device thread.
-//   device thread           in batch order: nvJPEG decode into a device arena (two, alternating),
-//                           GpuAugmenter::run into one of `out_slots` output slots, an event; all on
-//                           the loader's own stream, so batch b+1 is decoded and augmented while the
-//                           caller trains on batch b. With decode_streams = 2, batch b is decoded by
-//                           decoder b % 2 on stream b % 2 (the augmentation waits for it on the
-//                           loader's stream), so batch b+1's decode need not wait for b's augmentation.
+//                           plan and its resampling taps; files nvJPEG will not take (PNG, CMYK, ...)
+//                           are decoded here on the CPU, and so is a fixed share of the others
+//                           (cpu_decode_share: the reader threads' libjpeg-turbo runs beside the
+//                           hardware JPEG engine), into the slot's pinned pixel arena.
+//   decode threads          (decode_streams of them, each with its nvJPEG decoder and CUDA stream)
+//                           take batches in order, whichever is free: nvJPEG decode (and the upload
+//                           of the CPU-decoded images) into a device arena (2 per decode thread), an
+//                           event.
+//   augmenting thread       in batch order: waits (on the GPU) for the batch's decode, then
+//                           GpuAugmenter::run into one of `out_slots` output slots on the loader's
+//                           stream, an event. Decode and augmentation have host threads of their
+//                           own because each call holds its thread for milliseconds of host work
+//                           (nvJPEG's part of a batched decode, the augmentation's job tables):
+//                           batch b is augmented while b + 1 is decoded and b + 2 read, all while
+//                           the caller trains on batch b - 1.
 //   next()                  waits for the batch's event; the batch stays valid until the next call
 //                           of next() or start_epoch().
-// Memory: host_slots x (files of a batch) pinned, 2 x (decoded images of a batch) + out_slots x
-// (B x C x H x W + B x classes) fp32 on the device.
+// Memory: host_slots x (files + CPU-decoded images of a batch) pinned, 2 x decode_streams x (decoded
+// images of a batch) + out_slots x (B x C x H x W + B x classes) fp32 on the device.
 //
 // A file that cannot be read or decoded: next() throws kat::Error naming it (in batch order), or,
 // with skip_bad, the sample is left out of its batch (n < B) and counted in bad_files().
@@ -50,10 +55,12 @@ struct GpuBatch {
   MixResult mix;
 };
 
+constexpr int kMaxDecodeStreams = 4;
+
 struct GpuLoaderOptions {
   int device = 0;         // CUDA device
   int read_threads = 0;   // file readers (0: all cores but one, at most 32)
-  int host_slots = 3;     // batches read ahead
+  int host_slots = 0;     // batches read ahead (0: 2 + 2 x decode_streams)
   int out_slots = 3;      // augmented batches on the device (the caller holds one)
   bool skip_bad = false;  // leave unreadable files out of their batch instead of failing
   // Fraction in [0, 1] of the files nvJPEG would take that the reader threads decode with
@@ -62,9 +69,10 @@ struct GpuLoaderOptions {
   // batches do not depend on timing (their pixels do depend on the share: the two decoders round
   // differently, see nvjpeg_decoder.h). 0: nvJPEG takes all it can (the default).
   double cpu_decode_share = 0.0;
-  // 1: decode and augment on one stream with one nvJPEG decoder (the default). 2: two decoders
-  // (states, pinned buffers) on two streams of their own, batches alternating, so two batches'
-  // decodes may be in flight. The pixels are the same either way.
+  // nvJPEG decoders, each with a host thread and a CUDA stream of its own (1 .. kMaxDecodeStreams):
+  // batches are decoded in order by whichever is free, so with 2 two batches' decodes are in flight
+  // (the hardware decoder has several engines; the host part of a batched call is ~60-80 us per
+  // image). The pixels are the same whatever the count.
   int decode_streams = 1;
 };
 
@@ -74,13 +82,14 @@ struct GpuLoaderOptions {
 bool cpu_decode_chosen(int64_t index, double share);
 
 // Where the pipeline's time went so far (seconds, summed since construction): to tell the reader
-// threads, the device thread's host work and the GPU apart.
+// threads, the decode and augmenting threads' host work and the GPU apart.
 struct PipelineTimes {
-  int64_t batches = 0;         // batches the device thread built
-  double device_idle = 0;      // device thread waiting for a batch's files or a free output slot
-  double device_decode = 0;    // device thread inside NvjpegDecoder::decode (header parse, enqueue)
-  double device_augment = 0;   // device thread enqueueing the augmentation
-  double device_wait_gpu = 0;  // device thread waiting for the previous batch's GPU work
+  int64_t batches = 0;         // batches the augmenting thread built
+  double device_idle = 0;      // augmenting thread waiting for a decoded batch or a free output slot
+  double decode_idle = 0;      // decode threads waiting for a batch's files or a free arena (thread-seconds)
+  double device_decode = 0;    // decode threads inside NvjpegDecoder::decode (thread-seconds)
+  double device_augment = 0;   // augmenting thread enqueueing the augmentation
+  double device_wait_gpu = 0;  // augmenting thread waiting for the previous batch's GPU work
   double read = 0;             // reader threads reading files (thread-seconds)
   double cpu_decode = 0;       // reader threads decoding on the CPU (thread-seconds)
   double next_wait = 0;        // next() waiting for its batch (the consumer starved)
