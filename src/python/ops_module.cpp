@@ -8,6 +8,11 @@
 //   shape   rows (product of the leading dims), dim (C), groups (G), num_rows (An: 1 or G), m, n
 // Bad shapes / types raise ValueError naming the problem (kat::Error); CUDA failures RuntimeError.
 // The GIL is released while a kernel runs.
+// Errors are converted to Python exceptions inside each entry point (python_entry below), not by
+// an nb::register_exception_translator: translators form one list in nanobind's internals, shared
+// by every nanobind extension of the same ABI in the process (jaxlib, onnx, ...) and tried in an
+// order set by the import order; a local conversion depends on none of them. KAT_PY_TRANSLATOR=1
+// (cmake -DKAT_PY_ERRORS=translator) builds the translator variant, for bench/py_diag.sh.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
@@ -30,6 +35,9 @@
 #endif
 
 namespace nb = nanobind;
+#ifndef KAT_PY_TRANSLATOR
+#define KAT_PY_TRANSLATOR 0
+#endif
 #if KAT_HAVE_CUDA
 constexpr bool kHasCuda = true;
 #else
@@ -146,6 +154,28 @@ void backward_impl(int device, const std::string& dtype, uintptr_t x, uintptr_t 
 #endif
 }
 
+// Runs an entry point's body with the GIL held; kat::Error (bad input) leaves as ValueError and any
+// other std::exception (a CUDA failure) as RuntimeError, both as nanobind builtin exceptions, which
+// nanobind's dispatcher turns into the Python error directly (no translator involved).
+template <class F>
+decltype(auto) python_entry(F&& f) {
+#if KAT_PY_TRANSLATOR
+  return f();
+#else
+  try {
+    return f();
+  } catch (const nb::builtin_exception&) {
+    throw;
+  } catch (const nb::python_error&) {
+    throw;
+  } catch (const kat::Error& e) {
+    throw nb::value_error(e.what());
+  } catch (const std::exception& e) {
+    throw nb::builtin_exception(nb::exception_type::runtime_error, e.what());
+  }
+#endif
+}
+
 // The kernels run without the GIL (other Python threads go on; a CUDA launch may block), but no
 // C++ exception leaves a scope that released the GIL: the arguments are checked with the GIL held
 // (the common errors), and anything the kernels throw is carried out of the released scope and
@@ -176,42 +206,51 @@ void check_args(const char* what, int device, const std::string& dtype, int64_t 
 
 void forward(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uintptr_t b, uintptr_t y,
              int64_t rows, int dim, int groups, int num_rows, int m, int n, uintptr_t stream) {
-  check_args("grkan_forward", device, dtype, rows, dim, groups, num_rows, m, n);
-  run_without_gil([&] { forward_impl(device, dtype, x, a, b, y, rows, dim, groups, num_rows, m, n, stream); });
+  python_entry([&] {
+    check_args("grkan_forward", device, dtype, rows, dim, groups, num_rows, m, n);
+    run_without_gil([&] { forward_impl(device, dtype, x, a, b, y, rows, dim, groups, num_rows, m, n, stream); });
+  });
 }
 
 void backward(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
               uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim, int groups,
               int num_rows, int m, int n, uintptr_t stream) {
-  check_args("grkan_backward", device, dtype, rows, dim, groups, num_rows, m, n);
-  run_without_gil([&] {
-    backward_impl(device, dtype, x, dy, a, b, dx, da, db, workspace, rows, dim, groups, num_rows, m, n, stream);
+  python_entry([&] {
+    check_args("grkan_backward", device, dtype, rows, dim, groups, num_rows, m, n);
+    run_without_gil([&] {
+      backward_impl(device, dtype, x, dy, a, b, dx, da, db, workspace, rows, dim, groups, num_rows, m, n, stream);
+    });
   });
 }
 
 // Bytes of device scratch backward() needs on `device` (0 on the CPU).
 int64_t backward_workspace_bytes(int device, int64_t rows, int dim, int groups, int num_rows, int m, int n) {
-  const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
-  s.validate("grkan_backward_workspace_bytes");
-  if (device < 0) return 0;
+  return python_entry([&]() -> int64_t {
+    const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
+    s.validate("grkan_backward_workspace_bytes");
+    if (device < 0) return 0;
 #if KAT_HAVE_CUDA
-  DeviceGuard guard(device);
-  return static_cast<int64_t>(kat::cuda::grkan_backward_workspace_bytes(s));
+    DeviceGuard guard(device);
+    return static_cast<int64_t>(kat::cuda::grkan_backward_workspace_bytes(s));
 #else
-  no_cuda("grkan_backward_workspace_bytes");
+    no_cuda("grkan_backward_workspace_bytes");
 #endif
+  });
 }
 
 std::tuple<std::vector<double>, std::vector<double>> init_coefficients(const std::string& mode) {
-  std::vector<double> a, b;
-  kat::ops::grkan_init_coefficients(mode, a, b);
-  return {a, b};
+  return python_entry([&] {
+    std::vector<double> a, b;
+    kat::ops::grkan_init_coefficients(mode, a, b);
+    return std::tuple<std::vector<double>, std::vector<double>>{a, b};
+  });
 }
 
 }  // namespace
 
 NB_MODULE(_ops, m) {
   m.doc() = "kat's GR-KAN op on raw pointers (use kat.torch)";
+#if KAT_PY_TRANSLATOR
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
@@ -219,6 +258,7 @@ NB_MODULE(_ops, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+#endif
   m.def(
       "has_cuda", [] { return kHasCuda; }, "Whether this build has the CUDA kernels.");
   m.def("forward", &forward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("a"), nb::arg("b"),
