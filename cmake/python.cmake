@@ -13,7 +13,10 @@
 #                                 a registered nb::register_exception_translator (translator)
 #   KAT_PY_DIAG=ON                also build kat._diag (src/python/diag_module.cpp: exceptions thrown
 #                                 in the ways kat._ops throws them, for bench/py_diag.sh)
+#   KAT_PY_VISIBILITY=hidden|default   the op library's symbols in the module: hidden (only PyInit__ops
+#                                 and nanobind's exception types exported) or default (exported)
 set(KAT_PY_CUDART "static" CACHE STRING "kat._ops: the CUDA runtime, static or shared")
+set(KAT_PY_VISIBILITY "hidden" CACHE STRING "kat._ops: the op library's symbol visibility, hidden or default")
 set(KAT_PY_ERRORS "local" CACHE STRING "kat._ops: kat::Error -> ValueError, local or translator")
 option(KAT_PY_DIAG "Build kat._diag (exception diagnosis module, bench/py_diag.sh)" OFF)
 find_package(Python 3.9 REQUIRED COMPONENTS Interpreter Development.Module)
@@ -28,8 +31,12 @@ add_library(kat_grkan_op STATIC src/ops/cpu/grkan.cpp src/ops/cpu/grkan_fit.cpp)
 # Nothing of the op is exported from the module (it would otherwise export ~90 kat:: and std::
 # template symbols, some of them STB_GNU_UNIQUE, which bind process-wide whatever RTLD_LOCAL says):
 # the module's dynamic symbols are PyInit__ops and nanobind's exception types only.
-set_target_properties(kat_grkan_op PROPERTIES CXX_VISIBILITY_PRESET hidden CUDA_VISIBILITY_PRESET hidden
-                                              VISIBILITY_INLINES_HIDDEN ON)
+if(KAT_PY_VISIBILITY STREQUAL "hidden")
+  set_target_properties(kat_grkan_op PROPERTIES CXX_VISIBILITY_PRESET hidden CUDA_VISIBILITY_PRESET hidden
+                                                VISIBILITY_INLINES_HIDDEN ON)
+elseif(NOT KAT_PY_VISIBILITY STREQUAL "default")
+  message(FATAL_ERROR "KAT_PY_VISIBILITY must be hidden or default, got '${KAT_PY_VISIBILITY}'")
+endif()
 target_include_directories(kat_grkan_op PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(kat_grkan_op PUBLIC OpenMP::OpenMP_CXX)
 target_compile_options(kat_grkan_op PRIVATE -Wall -Wextra -Wno-unused-parameter -fno-math-errno)
