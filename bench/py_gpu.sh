@@ -11,8 +11,10 @@
 #      at every batch of BATCHES and compiled at the first; the activations alone; a profile of one
 #      eager step of DeiT-T and of KAT-T with our op      -> $OUT/py_gpu/bench/{table.md,results.csv,
 #                                                           op_bench.md,profile_*.txt}, bench.log
-# ~6 minutes on one H100 (the compiled rows are most of it). With DIAG=1, bench/py_diag.sh runs
-# first (~3 minutes more: the exception-crash diagnosis, $OUT/py_diag).
+# ~6 minutes on one H100 (the compiled rows are most of it; PYTEST_TIMEOUT=240 and
+# BENCH_TIMEOUT=330 s bound the two steps, the bench's table is rewritten after every row so a cut
+# keeps what was measured). With DIAG=1, bench/py_diag.sh runs first (~3 minutes more: the
+# exception-crash diagnosis, $OUT/py_diag).
 # usage: OUT=/some/dir [BATCHES=256,512] [ITERS=20] [DIAG=0] bench/py_gpu.sh    (PY=python3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,13 +45,13 @@ if ! "$PY" -c "import pytest" 2>/dev/null; then
     stamp "pytest install FAILED"
 fi
 stamp "pytest (tests/python, CUDA)"
-(cd tests/python && timeout 420 "$PY" -X faulthandler -m pytest -q -rs -p no:cacheprovider . \
+(cd tests/python && timeout "${PYTEST_TIMEOUT:-240}" "$PY" -X faulthandler -m pytest -q -rs -p no:cacheprovider . \
   >"$D/pytest_gpu.txt" 2>&1)
 echo "pytest exit $?" >>"$D/pytest_gpu.txt"
 tail -4 "$D/pytest_gpu.txt" | tee -a "$D/steps.txt"
 
 stamp "bench/torch_grkan_train.py --batch ${BATCHES:-256,512}"
-PYTHONUNBUFFERED=1 timeout 540 "$PY" bench/torch_grkan_train.py --batch "${BATCHES:-256,512}" \
+PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-330}" "$PY" bench/torch_grkan_train.py --batch "${BATCHES:-256,512}" \
   --iters "${ITERS:-20}" --out "$D/bench" --profile >"$D/bench.log" 2>&1
 echo "bench exit $?" >>"$D/bench.log"
 cat "$D/bench/table.md" 2>/dev/null

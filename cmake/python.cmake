@@ -13,8 +13,8 @@
 #                                 a registered nb::register_exception_translator (translator)
 #   KAT_PY_DIAG=ON                also build kat._diag (src/python/diag_module.cpp: exceptions thrown
 #                                 in the ways kat._ops throws them, for bench/py_diag.sh)
-#   KAT_PY_VISIBILITY=hidden|default   the op library's symbols in the module: hidden (only PyInit__ops
-#                                 and nanobind's exception types exported) or default (exported)
+#   KAT_PY_VISIBILITY=hidden|default   the op library's symbols in the module: hidden (not exported)
+#                                 or default (exported, as before)
 set(KAT_PY_CUDART "static" CACHE STRING "kat._ops: the CUDA runtime, static or shared")
 set(KAT_PY_VISIBILITY "hidden" CACHE STRING "kat._ops: the op library's symbol visibility, hidden or default")
 set(KAT_PY_ERRORS "local" CACHE STRING "kat._ops: kat::Error -> ValueError, local or translator")
@@ -28,9 +28,9 @@ find_package(nanobind CONFIG REQUIRED)
 
 # The op's sources (contract: include/kat/ops/grkan.h, src/ops/cuda/grkan.h).
 add_library(kat_grkan_op STATIC src/ops/cpu/grkan.cpp src/ops/cpu/grkan_fit.cpp)
-# Nothing of the op is exported from the module (it would otherwise export ~90 kat:: and std::
-# template symbols, some of them STB_GNU_UNIQUE, which bind process-wide whatever RTLD_LOCAL says):
-# the module's dynamic symbols are PyInit__ops and nanobind's exception types only.
+# Nothing of the op is exported from the module (otherwise ~40 kat:: symbols are, some of them
+# STB_GNU_UNIQUE, which bind process-wide whatever RTLD_LOCAL says): what remains exported is
+# PyInit__ops, nanobind's exception types and std:: template instances.
 if(KAT_PY_VISIBILITY STREQUAL "hidden")
   set_target_properties(kat_grkan_op PROPERTIES CXX_VISIBILITY_PRESET hidden CUDA_VISIBILITY_PRESET hidden
                                                 VISIBILITY_INLINES_HIDDEN ON)
