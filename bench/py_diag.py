@@ -33,6 +33,9 @@ PREFIXES = {
                 "x = torch.randn(4, 16, device='cuda', requires_grad=True)\nm(x).sum().backward()\n"
                 "torch.cuda.synchronize()\n"),
 }
+# "pytest": op_used's code and the case inside a test function run by pytest (its plugins loaded,
+# as in the run that crashed).
+PYTEST = "pytest"
 
 # name -> (statement raising an exception, or returning; expected exception type or None)
 FWD = "rows=1, groups=8, num_rows=1, m=5, n=4"
@@ -81,7 +84,7 @@ def describe(rc, out):
             return f"CRASH {signal.Signals(-rc).name}"
         except ValueError:
             return f"CRASH signal {-rc}"
-    if "DIAG-OK" in out and rc == 0:
+    if "DIAG-OK" in out and rc == 0:  # (pytest -s passes the case's print through)
         return "ok"
     if "DIAG-NO-ERROR" in out:
         return "no error raised"
@@ -90,12 +93,20 @@ def describe(rc, out):
 
 def run_case(build, site, prefix, case, logdir):
     stmt, expect = CASES[case]
-    code = snippet(prefix, stmt, expect)
     env = dict(os.environ, PYTHONPATH=site, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+    if prefix == PYTEST:
+        body = snippet("op_used", stmt, expect)
+        code = "def test_case():\n" + "".join("    " + line + "\n" for line in body.splitlines())
+        path = os.path.join(logdir, f"test_{build}__{case}.py")
+        with open(path, "w") as f:
+            f.write(code)
+        cmd = [PY, "-X", "faulthandler", "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", path]
+    else:
+        code = snippet(prefix, stmt, expect)
+        cmd = [PY, "-X", "faulthandler", "-c", code]
     t0 = time.time()
     try:
-        r = subprocess.run([PY, "-X", "faulthandler", "-c", code], env=env, cwd="/tmp", capture_output=True,
-                           text=True, timeout=90)
+        r = subprocess.run(cmd, env=env, cwd="/tmp", capture_output=True, text=True, timeout=90)
         rc, out, err = r.returncode, r.stdout, r.stderr
     except subprocess.TimeoutExpired as e:
         rc, out, err = None, str(e.stdout or ""), str(e.stderr or "")
@@ -114,8 +125,8 @@ def main():
     os.makedirs(logdir, exist_ok=True)
     budget = float(os.environ.get("PY_DIAG_BUDGET_S", "100"))
     jobs = []
-    for prefix in PREFIXES:  # bare and torch first on every build (the budget may cut the tail)
-        for build in builds:
+    for prefix in list(PREFIXES) + [PYTEST]:  # bare and torch first on every build (a budget cut
+        for build in builds:                     # falls on the tail)
             for case in CASES:
                 full = build in FULL_BUILDS and prefix in ("bare", "torch")
                 if full or case in KEY_CASES:
@@ -143,12 +154,12 @@ def main():
     print(text)
     # The case to put under a debugger: the first crash, preferring the debug build and the fewest
     # things loaded (written for py_diag.sh).
-    order = {name: i for i, name in enumerate(["bare", "torch", "cuda_ctx", "op_used"])}
+    order = {name: i for i, name in enumerate(["bare", "torch", "cuda_ctx", "op_used", PYTEST])}
     crashes.sort(key=lambda r: (r[0] != "dbg", order.get(r[1], 9)))
-    if crashes:
+    if crashes:  # first_crash.env: site folder, case name, how to run first_crash.py (script/pytest)
         b, p, c, _, code, _ = crashes[0]
         with open(os.path.join(out, "first_crash.env"), "w") as f:
-            f.write(f"{builds[b]}\n{b}__{p}__{c}\n")
+            f.write(f"{builds[b]}\n{b}__{p}__{c}\n{'pytest' if p == PYTEST else 'script'}\n")
         with open(os.path.join(out, "first_crash.py"), "w") as f:
             f.write(code)
 

@@ -12,8 +12,8 @@
 #                      nocuda      orig without CUDA (no nvcc objects, no cudart)
 #                      dbg         orig as RelWithDebInfo (symbols for the backtrace)
 #   summary.md, cases/  bench/py_diag.py: each exception case in its own `python3 -X faulthandler`
-#                    child (bare, after `import torch`, with a CUDA context, after running the op),
-#                    exit status and last lines
+#                    child (bare, after `import torch`, with a CUDA context, after running the op,
+#                    and inside a pytest test after running the op), exit status and last lines
 #   ld_bindings_*.txt   LD_DEBUG=bindings of the unwinder / C++ runtime symbols in one case
 #   backtrace.txt    gdb (or cuda-gdb: the image has no gdb) `run` + `bt` of the first crash
 # usage: OUT=/some/dir bench/py_diag.sh        (PY=python3 by default)
@@ -43,6 +43,22 @@ for p in ("torch", "nanobind", "scikit-build-core", "numpy", "pytest", "jax", "j
 status = open("/proc/self/status").read()
 print("status:", [l for l in status.splitlines() if "x86" in l.lower() or "feature" in l.lower()])
 EOF
+  echo "--- after loading every pytest plugin and torch: plugins, modules of nanobind users, shared objects"
+  "$PY" - <<'PYEOF'
+import importlib.metadata as md
+import sys
+eps = list(md.entry_points(group="pytest11"))
+print("pytest11 plugins:", [f"{ep.name}={ep.value}" for ep in eps])
+for ep in eps:
+    try:
+        ep.load()
+    except Exception as e:
+        print("  plugin", ep.name, "failed:", type(e).__name__, e)
+import torch  # noqa: E402,F401
+print("jax/jaxlib/onnx/tensorstore/cupy modules:",
+      sorted({m.split(".")[0] for m in sys.modules} & {"jax", "jaxlib", "onnx", "tensorstore", "cupy"}))
+print("\n".join(sorted({line.split()[-1] for line in open("/proc/self/maps") if ".so" in line})))
+PYEOF
   echo "cpu flags (cet): $(grep -o -w -E 'shstk|ibt|user_shstk' /proc/cpuinfo | sort | uniq -c | tr '\n' ' ')"
   echo "--- ldd python"; ldd "$(readlink -f "$(command -v "$PY")")" 2>&1
   echo "--- debuggers: gdb $(command -v gdb || echo -) cuda-gdb $(command -v cuda-gdb || echo -)"
@@ -85,7 +101,7 @@ for b in orig ship translator cudart_shared nocuda dbg; do
 done
 
 # ---- the cases ------------------------------------------------------------------------------
-PY_DIAG_BUDGET_S=${PY_DIAG_BUDGET_S:-90} "$PY" bench/py_diag.py "$D" "${sites[@]}" >"$D/cases_stdout.txt" 2>&1
+PY_DIAG_BUDGET_S=${PY_DIAG_BUDGET_S:-100} "$PY" bench/py_diag.py "$D" "${sites[@]}" >"$D/cases_stdout.txt" 2>&1
 tail -5 "$D/cases_stdout.txt"
 
 # ---- which objects the dynamic linker binds the C++ runtime and unwinder symbols to ----------
@@ -113,10 +129,12 @@ fi
 GDB=$(command -v gdb || command -v cuda-gdb || true)
 if [ -f "$D/first_crash.env" ] && [ -n "$GDB" ]; then
   site=$(sed -n 1p "$D/first_crash.env")
+  how=(-X faulthandler)
+  [ "$(sed -n 3p "$D/first_crash.env")" = pytest ] && how=(-X faulthandler -m pytest -q -s -p no:cacheprovider)
   echo "# $GDB on $(sed -n 2p "$D/first_crash.env")" >"$D/backtrace.txt"
-  PYTHONPATH="$site" timeout 120 "$GDB" -batch -nx -ex "set pagination off" -ex "set confirm off" \
+  (cd /tmp && PYTHONPATH="$site" timeout 120 "$GDB" -batch -nx -ex "set pagination off" -ex "set confirm off" \
     -ex "handle SIGPIPE nostop noprint" -ex run -ex bt -ex "info registers rip rsp" -ex 'x/8i $pc-16' \
-    -ex "info sharedlibrary" --args "$PY" -X faulthandler "$D/first_crash.py" >>"$D/backtrace.txt" 2>&1
+    -ex "info sharedlibrary" --args "$PY" "${how[@]}" "$D/first_crash.py") >>"$D/backtrace.txt" 2>&1
   echo "debugger exit $?" >>"$D/backtrace.txt"
 elif [ -f "$D/first_crash.env" ]; then
   echo "no gdb / cuda-gdb on this machine" >"$D/backtrace.txt"
