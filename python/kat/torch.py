@@ -23,14 +23,16 @@ What the op does with tensors:
   - errors (ValueError / TypeError) for C not divisible by num_groups, mismatched coefficient
     shapes or devices, unsupported dtypes and devices, a build without CUDA given CUDA tensors.
 With torch >= 2.4 the op is a torch.library custom op (``torch.ops.kat.grkan``) with autograd and
-a fake (meta) implementation, so torch.compile traces it without graph breaks; on older torch it
-is a plain torch.autograd.Function.
+a fake (meta) implementation, so torch.compile traces it without graph breaks; eager calls on plain
+tensors take a torch.autograd.Function with the same kernels (less Python per call); on older
+torch that Function is all there is.
 """
 import os
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from . import _ops
 
@@ -51,89 +53,130 @@ def init_coefficients(mode: str) -> Tuple[list, list]:
 
 
 # ---- checks and the raw calls ---------------------------------------------------------------
+# The eager path runs once per GRKAN call (24 calls per KAT-T step, forward and backward), so it
+# does only what the kernels need: no copy of a contiguous input, no conversion of fp32
+# coefficients, no zero-fill (the CUDA backward overwrites da/db), the workspace size cached per
+# shape, the raw stream pointer without a torch.cuda.Stream object, positional arguments only.
+
+_HAS_CUDA = _ops.has_cuda()
+_MAX_DEGREE = _ops.max_degree
+_RAW_STREAM = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 def _check(x: Tensor, a: Tensor, b: Tensor, groups: int) -> None:
     """Every argument error of the op, raised before any kernel runs."""
     if not isinstance(x, Tensor):
         raise TypeError(f"GR-KAN: input must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _DTYPE_NAMES:
+    name = _DTYPE_NAMES.get(x.dtype)
+    if name is None:
         raise TypeError(f"GR-KAN: input dtype {x.dtype} is not supported (float32, bfloat16 or float16; "
                         "float64 on the CPU)")
-    if x.dtype == torch.float64 and x.device.type != "cpu":
-        raise TypeError("GR-KAN: float64 input runs on the CPU only (the CUDA kernels compute in fp32)")
-    if x.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"GR-KAN: input on device '{x.device}'; kat has CPU and CUDA kernels only")
-    if x.device.type == "cuda" and not _ops.has_cuda():
-        raise RuntimeError("GR-KAN: input is on CUDA but this kat build has no CUDA kernels "
-                           "(nvcc was not found when it was built; reinstall with nvcc on PATH)")
-    if x.dim() < 1 or x.shape[-1] == 0:
-        raise ValueError(f"GR-KAN: input of shape {tuple(x.shape)} has no channel dim (expected (..., C))")
-    if groups <= 0 or x.shape[-1] % groups != 0:
-        raise ValueError(f"GR-KAN: the input's {x.shape[-1]} channels (last dim of shape {tuple(x.shape)}) "
+    dev = x.device
+    if dev.type == "cuda":
+        if name == "f64":
+            raise TypeError("GR-KAN: float64 input runs on the CPU only (the CUDA kernels compute in fp32)")
+        if not _HAS_CUDA:
+            raise RuntimeError("GR-KAN: input is on CUDA but this kat build has no CUDA kernels "
+                               "(nvcc was not found when it was built; reinstall with nvcc on PATH)")
+    elif dev.type != "cpu":
+        raise ValueError(f"GR-KAN: input on device '{dev}'; kat has CPU and CUDA kernels only")
+    shape = x.shape
+    if not shape or shape[-1] == 0:
+        raise ValueError(f"GR-KAN: input of shape {tuple(shape)} has no channel dim (expected (..., C))")
+    if groups <= 0 or shape[-1] % groups != 0:
+        raise ValueError(f"GR-KAN: the input's {shape[-1]} channels (last dim of shape {tuple(shape)}) "
                          f"are not divisible by num_groups={groups}")
-    if b.dim() != 2 or b.shape[0] != groups:
-        raise ValueError(f"GR-KAN: weight_denominator must be (num_groups={groups}, n), got {tuple(b.shape)}")
-    if a.dim() != 2 or a.shape[0] not in (1, groups):
-        raise ValueError(f"GR-KAN: weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(a.shape)}")
-    max_degree = _ops.max_degree
-    if not (1 <= a.shape[1] <= max_degree + 1 and b.shape[1] <= max_degree):
-        raise ValueError(f"GR-KAN: degrees (m, n) = ({a.shape[1] - 1}, {b.shape[1]}) out of range "
-                         f"(at most {max_degree} each)")
-    for name, t in (("weight_numerator", a), ("weight_denominator", b)):
-        if t.device != x.device:
-            raise ValueError(f"GR-KAN: {name} is on {t.device}, the input on {x.device}")
+    bs, as_ = b.shape, a.shape
+    if len(bs) != 2 or bs[0] != groups:
+        raise ValueError(f"GR-KAN: weight_denominator must be (num_groups={groups}, n), got {tuple(bs)}")
+    if len(as_) != 2 or as_[0] not in (1, groups):
+        raise ValueError(f"GR-KAN: weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(as_)}")
+    if not (1 <= as_[1] <= _MAX_DEGREE + 1 and bs[1] <= _MAX_DEGREE):
+        raise ValueError(f"GR-KAN: degrees (m, n) = ({as_[1] - 1}, {bs[1]}) out of range "
+                         f"(at most {_MAX_DEGREE} each)")
+    for pname, t in (("weight_numerator", a), ("weight_denominator", b)):
+        if t.device != dev:
+            raise ValueError(f"GR-KAN: {pname} is on {t.device}, the input on {dev}")
         if not t.is_floating_point():
-            raise TypeError(f"GR-KAN: {name} must be floating point, got {t.dtype}")
+            raise TypeError(f"GR-KAN: {pname} must be floating point, got {t.dtype}")
 
 
-def _device_index(x: Tensor) -> int:
-    if x.device.type == "cpu":
-        return -1
-    return x.device.index if x.device.index is not None else torch.cuda.current_device()
+def _coef(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """The coefficients as the kernels read them: `dtype` (fp32, or float64 for float64 inputs),
+    contiguous; the parameter itself when it already is (KAT_Group's fp32 parameters)."""
+    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
 
 
-def _stream(x: Tensor) -> int:
-    return torch.cuda.current_stream(x.device).cuda_stream if x.device.type == "cuda" else 0
+def _stream(dev: int) -> int:
+    """The current CUDA stream of device `dev` as an integer (0 for the CPU, dev = -1)."""
+    if dev < 0:
+        return 0
+    if _RAW_STREAM is not None:
+        return _RAW_STREAM(dev)
+    return torch.cuda.current_stream(dev).cuda_stream
 
 
-def _shape_args(x: Tensor, a: Tensor, b: Tensor, groups: int):
+_WORKSPACE_BYTES = {}  # (device, rows, C, G, An, m, n) -> bytes of scratch the CUDA backward needs
+
+
+def _workspace(x: Tensor, dev: int, shape: tuple) -> Tensor:
+    """Scratch for the CUDA backward's coefficient reduction, from PyTorch's allocator (stream-
+    ordered; inside a CUDA graph, from the graph's pool); its size cached per device and shape."""
+    key = (dev,) + shape
+    n = _WORKSPACE_BYTES.get(key)
+    if n is None:
+        if len(_WORKSPACE_BYTES) > 1024:  # shapes that vary call after call: keep the cache small
+            _WORKSPACE_BYTES.clear()
+        n = _WORKSPACE_BYTES[key] = max(_ops.backward_workspace_bytes(dev, *shape), 4)
+    return x.new_empty(n, dtype=torch.uint8)
+
+
+def _shape(x: Tensor, a: Tensor, b: Tensor, groups: int) -> tuple:
+    """(rows, C, G, An, m, n): the kernels' shape arguments, in _ops' order."""
     C = x.shape[-1]
-    return dict(rows=x.numel() // C, dim=C, groups=groups, num_rows=a.shape[0], m=a.shape[1] - 1, n=b.shape[1])
+    return (x.numel() // C, C, groups, a.shape[0], a.shape[1] - 1, b.shape[1])
 
 
 def _forward_impl(x: Tensor, a: Tensor, b: Tensor, groups: int) -> Tensor:
     x = x.contiguous()
-    a32 = a.to(_coef_dtype(x)).contiguous()
-    b32 = b.to(_coef_dtype(x)).contiguous()
+    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    a32, b32 = _coef(a, cd), _coef(b, cd)
     y = torch.empty_like(x)
-    _ops.forward(_device_index(x), _DTYPE_NAMES[x.dtype], x.data_ptr(), a32.data_ptr(), b32.data_ptr(),
-                 y.data_ptr(), stream=_stream(x), **_shape_args(x, a, b, groups))
+    dev = x.get_device()
+    _ops.forward(dev, _DTYPE_NAMES[x.dtype], x.data_ptr(), a32.data_ptr(), b32.data_ptr(), y.data_ptr(),
+                 *_shape(x, a, b, groups), _stream(dev))
     return y
 
 
 def _backward_impl(dy: Tensor, x: Tensor, a: Tensor, b: Tensor, groups: int) -> Tuple[Tensor, Tensor, Tensor]:
     x = x.contiguous()
-    dy = dy.to(x.dtype).contiguous()
-    cd = _coef_dtype(x)
-    a32 = a.to(cd).contiguous()
-    b32 = b.to(cd).contiguous()
+    if dy.dtype != x.dtype:
+        dy = dy.to(x.dtype)
+    dy = dy.contiguous()  # e.g. the stride-0 gradient of a .sum()
+    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    a32, b32 = _coef(a, cd), _coef(b, cd)
     dx = torch.empty_like(x)
-    da = torch.zeros(a.shape, dtype=cd, device=x.device)  # the kernels accumulate (+=)
-    db = torch.zeros(b.shape, dtype=cd, device=x.device)
-    dev, shape = _device_index(x), _shape_args(x, a, b, groups)
-    ws_bytes = _ops.backward_workspace_bytes(dev, **shape)
-    # Scratch from PyTorch's allocator (stream-ordered; inside a CUDA graph, from the graph's pool).
-    ws = torch.empty(max(ws_bytes, 4), dtype=torch.uint8, device=x.device) if dev >= 0 else None
+    # Overwritten by the kernels (accumulate=False): no zero-fill before.
+    da = x.new_empty(a.shape, dtype=cd)
+    db = x.new_empty(b.shape, dtype=cd)
+    dev, shape = x.get_device(), _shape(x, a, b, groups)
+    ws = _workspace(x, dev, shape).data_ptr() if dev >= 0 else 0
     _ops.backward(dev, _DTYPE_NAMES[x.dtype], x.data_ptr(), dy.data_ptr(), a32.data_ptr(), b32.data_ptr(),
-                  dx.data_ptr(), da.data_ptr(), db.data_ptr(), ws.data_ptr() if ws is not None else 0,
-                  stream=_stream(x), **shape)
-    return dx, da.to(a.dtype), db.to(b.dtype)
+                  dx.data_ptr(), da.data_ptr(), db.data_ptr(), ws, *shape, _stream(dev), False)
+    if a.dtype != cd:
+        da = da.to(a.dtype)
+    if b.dtype != cd:
+        db = db.to(b.dtype)
+    return dx, da, db
 
 
-# ---- registration: torch.library custom op (torch >= 2.4) or autograd.Function ----------------
-
-# KAT_TORCH_FUNCTION=1 forces the autograd.Function path (what torch < 2.4 gets; the tests use it).
+# ---- registration: torch.library custom op (torch >= 2.4) and autograd.Function --------------
+# Eager calls on plain tensors run the autograd.Function below: a few microseconds of Python per
+# call. The custom op (torch.ops.kat.grkan: autograd and a fake implementation registered) is what
+# torch.compile / torch.export trace, without a graph break, and what tensor subclasses (fake
+# tensors, ...) dispatch through; in eager mode its Python dispatch layers would cost ~10x the
+# Function's per call. KAT_TORCH_FUNCTION=1 forces the Function everywhere (what torch < 2.4 gets,
+# where torch.compile breaks the graph at the op; the tests use it).
 _HAS_CUSTOM_OP = (hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
                   and os.environ.get("KAT_TORCH_FUNCTION") != "1")
 
@@ -141,6 +184,23 @@ _HAS_CUSTOM_OP = (hasattr(torch.library, "custom_op") and hasattr(torch.library,
 def uses_custom_op() -> bool:
     """True when the op is registered as torch.ops.kat.grkan (torch.compile-able without breaks)."""
     return _HAS_CUSTOM_OP
+
+
+class _GrkanFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, a, b, groups):
+        x = x.contiguous()  # saved as the kernel read it
+        ctx.save_for_backward(x, a, b)
+        ctx.groups = groups
+        return _forward_impl(x, a, b, groups)
+
+    @staticmethod
+    @once_differentiable  # the backward is a kernel, not differentiable again: say so if asked
+    def backward(ctx, dy):
+        x, a, b = ctx.saved_tensors
+        dx, da, db = _backward_impl(dy, x, a, b, ctx.groups)
+        return dx, da, db, None
 
 
 if _HAS_CUSTOM_OP:
@@ -174,25 +234,14 @@ if _HAS_CUSTOM_OP:
         return dx, da, db, None
 
     _grkan_op.register_autograd(_grkan_autograd_backward, setup_context=_setup_context)
+    _is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
     def _apply(x, a, b, groups):
+        if type(x) is Tensor and not _is_compiling():
+            return _GrkanFunction.apply(x, a, b, groups)
         return _grkan_op(x, a, b, groups)
 
 else:
-
-    class _GrkanFunction(torch.autograd.Function):
-
-        @staticmethod
-        def forward(ctx, x, a, b, groups):
-            ctx.save_for_backward(x, a, b)
-            ctx.groups = groups
-            return _forward_impl(x, a, b, groups)
-
-        @staticmethod
-        def backward(ctx, dy):
-            x, a, b = ctx.saved_tensors
-            dx, da, db = _backward_impl(dy, x, a, b, ctx.groups)
-            return dx, da, db, None
 
     def _apply(x, a, b, groups):
         return _GrkanFunction.apply(x, a, b, groups)

@@ -4,15 +4,24 @@
 //           `stream`, a cudaStream_t of that device as an integer; nothing synchronises)
 //   dtype   "f32", "bf16" or "f16": the element type of x, y, dy, dx (math in fp32 for all);
 //           "f64" (CPU only): x, y, dy, dx and a, b, da, db all float64 (gradcheck)
-//   a (An, m+1), b (G, n): fp32; da, db: fp32, ACCUMULATED (+=); dx overwritten (may alias dy)
+//   a (An, m+1), b (G, n): fp32; da, db: fp32, ACCUMULATED (+=), or overwritten when
+//           accumulate=False (their old content unread: torch.empty will do); dx overwritten
+//           (may alias dy)
 //   shape   rows (product of the leading dims), dim (C), groups (G), num_rows (An: 1 or G), m, n
 // Bad shapes / types raise ValueError naming the problem (kat::Error); CUDA failures RuntimeError.
 // The GIL is released while a kernel runs.
+// Errors are converted to Python exceptions inside each entry point (python_entry below), not by
+// an nb::register_exception_translator: translators form one list in nanobind's internals, shared
+// by every nanobind extension of the same ABI in the process (jaxlib, onnx, ...) and tried in an
+// order set by the import order; a local conversion depends on none of them. KAT_PY_TRANSLATOR=1
+// (cmake -DKAT_PY_ERRORS=translator) builds the translator variant, for bench/py_diag.sh.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -30,6 +39,9 @@
 #endif
 
 namespace nb = nanobind;
+#ifndef KAT_PY_TRANSLATOR
+#define KAT_PY_TRANSLATOR 0
+#endif
 #if KAT_HAVE_CUDA
 constexpr bool kHasCuda = true;
 #else
@@ -114,18 +126,30 @@ void forward_impl(int device, const std::string& dtype, uintptr_t x, uintptr_t a
 #endif
 }
 
+// The CPU kernels accumulate: zero the coefficient gradients first when the call overwrites them.
+template <typename T>
+void zero_coefficient_grads(const GrkanShape& s, uintptr_t da, uintptr_t db) {
+  KAT_CHECK(da != 0 && (db != 0 || s.n == 0), "grkan_backward: null coefficient gradient pointer");
+  std::fill_n(ptr<T>(da), static_cast<std::size_t>(s.num_rows) * (s.m + 1), T(0));
+  if (s.n > 0) std::fill_n(ptr<T>(db), static_cast<std::size_t>(s.groups) * s.n, T(0));
+}
+
 void backward_impl(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
                    uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim,
-                   int groups, int num_rows, int m, int n, uintptr_t stream) {
+                   int groups, int num_rows, int m, int n, uintptr_t stream, bool accumulate) {
   const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
-  if (is_f64(device, dtype))
+  if (is_f64(device, dtype)) {
+    if (!accumulate) zero_coefficient_grads<double>(s, da, db);
     return kat::ops::grkan_backward<double>(s, ptr<const double>(x), ptr<const double>(dy), ptr<const double>(a),
                                             ptr<const double>(b), ptr<double>(dx), ptr<double>(da),
                                             ptr<double>(db));
+  }
   const DType st = parse(dtype);
-  if (device < 0)
+  if (device < 0) {
+    if (!accumulate) zero_coefficient_grads<float>(s, da, db);
     return kat::ops::grkan_backward(s, st, ptr<const void>(x), ptr<const void>(dy), ptr<const float>(a),
                                     ptr<const float>(b), ptr<void>(dx), ptr<float>(da), ptr<float>(db));
+  }
 #if KAT_HAVE_CUDA
   DeviceGuard guard(device);
   kat::cuda::GrkanBackwardArgs args;
@@ -139,10 +163,33 @@ void backward_impl(int device, const std::string& dtype, uintptr_t x, uintptr_t 
   args.da = ptr<float>(da);
   args.db = ptr<float>(db);
   args.workspace = ptr<void>(workspace);
+  args.accumulate = accumulate;
   kat::cuda::grkan_backward(args, ptr<CUstream_st>(stream));
   KAT_CUDA_CHECK(cudaGetLastError());
 #else
   no_cuda("grkan_backward");
+#endif
+}
+
+// Runs an entry point's body with the GIL held; kat::Error (bad input) leaves as ValueError and any
+// other std::exception (a CUDA failure) as RuntimeError, both as nanobind builtin exceptions, which
+// nanobind's dispatcher turns into the Python error directly (no translator involved).
+template <class F>
+decltype(auto) python_entry(F&& f) {
+#if KAT_PY_TRANSLATOR
+  return f();
+#else
+  try {
+    return f();
+  } catch (const nb::builtin_exception&) {
+    throw;
+  } catch (const nb::python_error&) {
+    throw;
+  } catch (const kat::Error& e) {
+    throw nb::value_error(e.what());
+  } catch (const std::exception& e) {
+    throw nb::builtin_exception(nb::exception_type::runtime_error, e.what());
+  }
 #endif
 }
 
@@ -176,42 +223,52 @@ void check_args(const char* what, int device, const std::string& dtype, int64_t 
 
 void forward(int device, const std::string& dtype, uintptr_t x, uintptr_t a, uintptr_t b, uintptr_t y,
              int64_t rows, int dim, int groups, int num_rows, int m, int n, uintptr_t stream) {
-  check_args("grkan_forward", device, dtype, rows, dim, groups, num_rows, m, n);
-  run_without_gil([&] { forward_impl(device, dtype, x, a, b, y, rows, dim, groups, num_rows, m, n, stream); });
+  python_entry([&] {
+    check_args("grkan_forward", device, dtype, rows, dim, groups, num_rows, m, n);
+    run_without_gil([&] { forward_impl(device, dtype, x, a, b, y, rows, dim, groups, num_rows, m, n, stream); });
+  });
 }
 
 void backward(int device, const std::string& dtype, uintptr_t x, uintptr_t dy, uintptr_t a, uintptr_t b,
               uintptr_t dx, uintptr_t da, uintptr_t db, uintptr_t workspace, int64_t rows, int dim, int groups,
-              int num_rows, int m, int n, uintptr_t stream) {
-  check_args("grkan_backward", device, dtype, rows, dim, groups, num_rows, m, n);
-  run_without_gil([&] {
-    backward_impl(device, dtype, x, dy, a, b, dx, da, db, workspace, rows, dim, groups, num_rows, m, n, stream);
+              int num_rows, int m, int n, uintptr_t stream, bool accumulate) {
+  python_entry([&] {
+    check_args("grkan_backward", device, dtype, rows, dim, groups, num_rows, m, n);
+    run_without_gil([&] {
+      backward_impl(device, dtype, x, dy, a, b, dx, da, db, workspace, rows, dim, groups, num_rows, m, n, stream,
+                    accumulate);
+    });
   });
 }
 
 // Bytes of device scratch backward() needs on `device` (0 on the CPU).
 int64_t backward_workspace_bytes(int device, int64_t rows, int dim, int groups, int num_rows, int m, int n) {
-  const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
-  s.validate("grkan_backward_workspace_bytes");
-  if (device < 0) return 0;
+  return python_entry([&]() -> int64_t {
+    const GrkanShape s = make_shape(rows, dim, groups, num_rows, m, n);
+    s.validate("grkan_backward_workspace_bytes");
+    if (device < 0) return 0;
 #if KAT_HAVE_CUDA
-  DeviceGuard guard(device);
-  return static_cast<int64_t>(kat::cuda::grkan_backward_workspace_bytes(s));
+    DeviceGuard guard(device);
+    return static_cast<int64_t>(kat::cuda::grkan_backward_workspace_bytes(s));
 #else
-  no_cuda("grkan_backward_workspace_bytes");
+    no_cuda("grkan_backward_workspace_bytes");
 #endif
+  });
 }
 
 std::tuple<std::vector<double>, std::vector<double>> init_coefficients(const std::string& mode) {
-  std::vector<double> a, b;
-  kat::ops::grkan_init_coefficients(mode, a, b);
-  return {a, b};
+  return python_entry([&] {
+    std::vector<double> a, b;
+    kat::ops::grkan_init_coefficients(mode, a, b);
+    return std::tuple<std::vector<double>, std::vector<double>>{a, b};
+  });
 }
 
 }  // namespace
 
 NB_MODULE(_ops, m) {
   m.doc() = "kat's GR-KAN op on raw pointers (use kat.torch)";
+#if KAT_PY_TRANSLATOR
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
@@ -219,6 +276,7 @@ NB_MODULE(_ops, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+#endif
   m.def(
       "has_cuda", [] { return kHasCuda; }, "Whether this build has the CUDA kernels.");
   m.def("forward", &forward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("a"), nb::arg("b"),
@@ -227,7 +285,7 @@ NB_MODULE(_ops, m) {
   m.def("backward", &backward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("dy"), nb::arg("a"),
         nb::arg("b"), nb::arg("dx"), nb::arg("da"), nb::arg("db"), nb::arg("workspace"), nb::arg("rows"),
         nb::arg("dim"), nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"), nb::arg("n"), nb::arg("stream") = 0,
-        "dx = dL/dx; da += dL/da; db += dL/db");
+        nb::arg("accumulate") = true, "dx = dL/dx; da += dL/da; db += dL/db (= with accumulate=False)");
   m.def("backward_workspace_bytes", &backward_workspace_bytes, nb::arg("device"), nb::arg("rows"), nb::arg("dim"),
         nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"), nb::arg("n"));
   m.def("init_coefficients", &init_coefficients, nb::arg("mode"),

@@ -230,6 +230,49 @@ def test_replace_rationals_leaves_other_modules():
     assert type(seq[1]).__name__ == "KAT_Group2D" and isinstance(seq[2], GroupRational)
 
 
+@pytest.mark.parametrize("device", devices())
+def test_raw_backward_accumulates_or_overwrites(device):
+    """_ops.backward: da, db += the gradient by default; accumulate=False writes them, whatever
+    they held (NaN here); both give the same gradient (float32: the same kernels, the same order,
+    only the starting value differs: 1e-6 relative)."""
+    rows, C, G = 37, 64, 8
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(rows, C, generator=gen).to(device)
+    dy = torch.randn(rows, C, generator=gen).to(device)
+    a, b = (t.to(device) for t in make_params(G, True, (5, 4), torch.float32))
+    idx = -1 if device == "cpu" else torch.device(device).index
+    stream = torch.cuda.current_stream(device).cuda_stream if idx >= 0 else 0
+    shape = (rows, C, G, 1, 5, 4)
+    ws = torch.empty(max(_ops.backward_workspace_bytes(idx, *shape), 4), dtype=torch.uint8, device=device)
+    grads = {}
+    for acc, start in ((True, 1.0), (False, float("nan"))):
+        dx = torch.empty_like(x)
+        da, db = torch.full_like(a, start), torch.full_like(b, start)
+        _ops.backward(idx, "f32", x.data_ptr(), dy.data_ptr(), a.data_ptr(), b.data_ptr(), dx.data_ptr(),
+                      da.data_ptr(), db.data_ptr(), ws.data_ptr(), *shape, stream, acc)
+        grads[acc] = (da.cpu() - (1.0 if acc else 0.0), db.cpu() - (1.0 if acc else 0.0))
+    for g_acc, g_new in zip(grads[True], grads[False]):
+        assert not torch.isnan(g_new).any()
+        assert rel(g_acc, g_new) < 1e-6
+
+
+def test_eager_calls_take_the_function_path():
+    """Eager calls on plain tensors run the autograd.Function (little Python per call); the
+    torch.library op stays registered for torch.compile (test_compile_fullgraph, test_opcheck)."""
+    x = torch.randn(3, 16, requires_grad=True)
+    y = GRKAN(4, "swish")(x)
+    assert type(y.grad_fn).__name__ == "_GrkanFunctionBackward"
+
+
+def test_double_backward_is_refused():
+    """The backward is a kernel, not differentiable again: asking for it raises instead of
+    returning a silently wrong second derivative."""
+    x = torch.randn(3, 16, requires_grad=True)
+    (g,) = torch.autograd.grad(GRKAN(4, "swish")(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate|does not require grad"):
+        g.sum().backward()
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 
@@ -357,11 +400,14 @@ def test_compile_fullgraph(device):
     (301, 192, 8, False, (3, 2)),    # per-group numerator, the generic kernel
     (8191, 192, 8, True, (5, 4)),    # many blocks and trips
 ])
-def test_cuda_raw_against_cpu_poisoned(dtype, rows, C, G, shared, deg):
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_cuda_raw_against_cpu_poisoned(dtype, rows, C, G, shared, deg, accumulate):
     """The raw entry points on fresh random inputs with the outputs poisoned (NaN) first: every
     output element written, equal to the CPU kernels within the 16-bit rounding / fp32 noise
     (y, dx: both sides round the fp32 value once, which may land on either side of a 16-bit
-    midpoint: 1 ulp, 2^-7 bf16 / 2^-9 fp16 relative with margin; coefficient sums 1e-4)."""
+    midpoint: 1 ulp, 2^-7 bf16 / 2^-9 fp16 relative with margin; coefficient sums 1e-4).
+    accumulate=True: da, db start at a random value and get the gradient added; False: they
+    start poisoned and are overwritten (what kat.torch's backward uses: no zero-fill)."""
     tdt = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[dtype]
     gen = torch.Generator().manual_seed(rows)
     x = (1.5 * torch.randn(rows, C, generator=gen)).to(tdt)
@@ -373,19 +419,26 @@ def test_cuda_raw_against_cpu_poisoned(dtype, rows, C, G, shared, deg):
         xd, dyd, ad, bd = x.to(dev), dy.to(dev), a.to(dev), b.to(dev)
         y = torch.full_like(xd, float("nan"))
         dx = torch.full_like(xd, float("nan"))
-        da, db = torch.zeros_like(ad), torch.zeros_like(bd)
+        base_a, base_b = torch.randn(a.shape, generator=gen), torch.randn(b.shape, generator=gen)
+        if accumulate:
+            da, db = base_a.to(dev), base_b.to(dev)
+        else:
+            da, db = torch.full_like(ad, float("nan")), torch.full_like(bd, float("nan"))
         idx = -1 if dev == "cpu" else torch.cuda.current_device()
         stream = torch.cuda.current_stream().cuda_stream if dev == "cuda" else 0
         ws = torch.empty(max(_ops.backward_workspace_bytes(idx, **shape), 4), dtype=torch.uint8, device=dev)
         _ops.forward(idx, dtype, xd.data_ptr(), ad.data_ptr(), bd.data_ptr(), y.data_ptr(), stream=stream, **shape)
         _ops.backward(idx, dtype, xd.data_ptr(), dyd.data_ptr(), ad.data_ptr(), bd.data_ptr(), dx.data_ptr(),
-                      da.data_ptr(), db.data_ptr(), ws.data_ptr(), stream=stream, **shape)
+                      da.data_ptr(), db.data_ptr(), ws.data_ptr(), stream=stream, accumulate=accumulate, **shape)
         torch.cuda.synchronize()
+        if accumulate:  # the gradients alone (the base is the same on both sides)
+            da, db = da.cpu() - base_a, db.cpu() - base_b
         outs[dev] = [t.cpu() for t in (y, dx, da, db)]
     for name, c, g in zip(("y", "dx"), outs["cpu"], outs["cuda"]):
         assert not torch.isnan(g).any(), f"{name}: unwritten (NaN) elements"
         assert_close_elementwise(g, c, {"f32": 1e-5, "bf16": 2.0**-7, "f16": 2.0**-9}[dtype], name)
     for name, c, g in zip(("da", "db"), outs["cpu"][2:], outs["cuda"][2:]):
+        assert not torch.isnan(g).any() and not torch.isnan(c).any(), f"{name}: unwritten (NaN) elements"
         assert rel(g, c) < 1e-4, name
 
 

@@ -409,19 +409,20 @@ constexpr int kStage2Threads = 1024;
 // Columns j >= ncoef (CS kernels): the dx column sums, added to dsum[j - ncoef].
 __global__ void __launch_bounds__(kStage2Threads)
     grkan_bwd_stage2(const float* __restrict__ partial, int nrows, int na, int ncoef, const float* __restrict__ gb,
-                     float* __restrict__ da, float* __restrict__ db, float* __restrict__ dsum) {
+                     float* __restrict__ da, float* __restrict__ db, float* __restrict__ dsum, int accumulate) {
   const int j = blockIdx.x;
   // Coefficient sign and the old da/db value: no kernel between stage 1 and this one writes them,
   // and stage 1 started only after everything before it completed, so they can be read before
   // the wait (hides their latency).
+  // accumulate == 0: the outputs are overwritten (their old content, maybe uninitialised, unread).
   float old = 0.f, sg = 1.f;
   if (threadIdx.x == 0) {
     if (j < na) {
-      old = da[j];
+      if (accumulate) old = da[j];
     } else if (j < ncoef) {
-      old = db[j - na];
+      if (accumulate) old = db[j - na];
       sg = gb[j - na] >= 0.f ? 1.f : -1.f;
-    } else {
+    } else if (accumulate) {
       old = dsum[j - ncoef];
     }
   }
@@ -547,7 +548,7 @@ int bwd_max_blocks(DType st) {
 // kernel of gemm.cu over dx.
 template <DType S, int VEC, int M, int N>
 void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float* a, const float* b, void* dx,
-                float* da, float* db, float* dsum, void* workspace, cudaStream_t stream) {
+                float* da, float* db, float* dsum, void* workspace, bool accumulate, cudaStream_t stream) {
   const Plan pl = make_plan(s.rows, s.dim, VEC, bwd_max_blocks(S));
   const Params p = make_params(s, pl);
   auto* partial = static_cast<float*>(workspace);
@@ -562,8 +563,13 @@ void launch_bwd(const GrkanShape& s, const void* x, const void* dy, const float*
     launch(grkan_bwd_kernel<S, VEC, M, N, false>, dim3(unsigned(pl.blocks)), kThreads, 0, stream, x, dy, dx, a, b,
            partial, p);
   launch(grkan_bwd_stage2, dim3(unsigned(p.ncols + (fused ? s.dim : 0))), kStage2Threads, 0, stream,
-         static_cast<const float*>(partial), pl.blocks, s.num_rows * (s.m + 1), p.ncols, b, da, db, dsum);
-  if (dsum != nullptr && !fused) column_sum_accumulate(s.rows, s.dim, S, dx, dsum, workspace, stream);
+         static_cast<const float*>(partial), pl.blocks, s.num_rows * (s.m + 1), p.ncols, b, da, db, dsum,
+         int(accumulate));
+  if (dsum != nullptr && !fused) {
+    // column_sum_accumulate adds: start from zero when the call overwrites.
+    if (!accumulate) KAT_CUDA_CHECK(cudaMemsetAsync(dsum, 0, sizeof(float) * s.dim, stream));
+    column_sum_accumulate(s.rows, s.dim, S, dx, dsum, workspace, stream);
+  }
 }
 
 // The element types of the op: F32, BF16 and F16 (fp32 math for all).
@@ -637,7 +643,15 @@ void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream) {
   float *da = args.da, *db = args.db, *dx_colsum = args.dx_colsum;
   s.validate("grkan_backward (cuda)");
   check_grkan_dtype(st, "grkan_backward (cuda)");
-  if (s.rows == 0) return;
+  if (s.rows == 0) {
+    // No rows: the gradients are sums over nothing; overwritten outputs become zeros.
+    if (!args.accumulate) {
+      if (da) KAT_CUDA_CHECK(cudaMemsetAsync(da, 0, sizeof(float) * s.num_rows * (s.m + 1), stream));
+      if (db) KAT_CUDA_CHECK(cudaMemsetAsync(db, 0, sizeof(float) * s.groups * s.n, stream));
+      if (dx_colsum) KAT_CUDA_CHECK(cudaMemsetAsync(dx_colsum, 0, sizeof(float) * s.dim, stream));
+    }
+    return;
+  }
   KAT_CHECK(x && dy && dx && a && da && (s.n == 0 || (b && db)), "grkan_backward (cuda): null device pointer");
   KAT_CHECK(workspace != nullptr,
             "grkan_backward (cuda): workspace is null (size it with "
@@ -646,7 +660,8 @@ void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream) {
             "grkan_backward (cuda): workspace must be 4-byte aligned");
   const int vec = choose_vec(s, st, aligned16(x) && aligned16(dy) && aligned16(dx));
   dispatch(st, vec, specialised(s), [&](auto S, auto VEC, auto M, auto N) {
-    launch_bwd<S.value, VEC.value, M.value, N.value>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace, stream);
+    launch_bwd<S.value, VEC.value, M.value, N.value>(s, x, dy, a, b, dx, da, db, dx_colsum, workspace,
+                                                     args.accumulate, stream);
   });
 }
 

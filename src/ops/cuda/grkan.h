@@ -4,7 +4,8 @@
 //   the engine uses F32/BF16, the Python op (kat.torch) all three);
 //   a: (An, m+1) fp32, An = 1 (shared numerator) or G;  b: (G, n) fp32;  all math in fp32.
 //   forward:  y = F(x)                       (y must not alias x)
-//   backward: dx overwritten (DType, may alias dy); da, db fp32 ACCUMULATED (+=).
+//   backward: dx overwritten (DType, may alias dy); da, db fp32 ACCUMULATED (+=), or overwritten
+//   with GrkanBackwardArgs::accumulate = false (no zero-fill launch before the call).
 // The coefficient reduction is deterministic (bitwise identical across runs on one device):
 // stage 1 writes per-block partial sums to `workspace` (plain stores, no atomics), stage 2 (one
 // small kernel) sums each column of that table in a fixed order and adds it to da/db. The grid
@@ -48,6 +49,7 @@ struct GrkanBackwardArgs {
   float* db = nullptr;         // (G, n), +=
   void* workspace = nullptr;   // grkan_backward_workspace_bytes(shape)
   float* dx_colsum = nullptr;  // (D), +=; optional
+  bool accumulate = true;      // false: da, db (and dx_colsum) are overwritten (=), not added to
 };
 void grkan_backward(const GrkanBackwardArgs& args, cudaStream_t stream);
 
