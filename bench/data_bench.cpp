@@ -6,14 +6,15 @@
 // light one (RRC, flip, normalise: what torchvision's GPU path is compared on).
 //
 //   data_bench DIR [--decode gpu|cpu] [--recipe deit|light] [--batch 256] [--batches 60]
-//              [--workers N] [--device 0] [--cpu-share X] [--decode-streams 1..4] [--csv]
+//              [--workers N] [--device 0] [--cpu-share X] [--decode-streams 1..8] [--priority high|normal] [--csv]
 // DIR holds DIR/train/<class>/*.jpg (bench/make_jpegs.py). One warm-up pass of 5 batches, then
 // --batches timed batches (wrapping over epochs). Prints one line (and a CSV line with --csv:
 // data_bench,decode,recipe,batch,img_per_s,backend,cpu_share,decode_streams). --cpu-share (GPU pipeline): the
 // fraction of JPEGs the reader threads decode with libjpeg-turbo beside the JPEG engine
 // (GpuLoaderOptions::cpu_decode_share); --decode-streams N: N nvJPEG decoders, each with a thread
-// and a stream, decoding batches in parallel (GpuLoaderOptions::decode_streams). The GPU pipeline
-// also says on stderr where its time went.
+// and a stream, decoding batches in parallel (GpuLoaderOptions::decode_streams, default 4);
+// --priority normal: the loader's streams at the default priority instead of the highest. The GPU
+// pipeline also says on stderr where its time went.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -79,12 +80,13 @@ double time_batches(Loader& l, Batch& b, int warm, int timed, int64_t& images) {
 int main(int argc, char** argv) try {
   KAT_CHECK(argc >= 2,
             "usage: data_bench DIR [--decode gpu|cpu] [--recipe deit|light] [--batch N] [--batches N] "
-            "[--workers N] [--device N] [--cpu-share X] [--decode-streams 1..4] [--csv]");
+            "[--workers N] [--device N] [--cpu-share X] [--decode-streams 1..8] [--priority high|normal] [--csv]");
   const std::string dir = argv[1];
   std::string decode = "gpu", rec = "deit";
   int batch = 256, batches = 60, workers = 0, device = 0;
   double cpu_share = 0.0;
-  int decode_streams = 1;
+  int decode_streams = 4;         // GpuLoaderOptions' default
+  std::string priority = "high";  // GpuLoaderOptions::high_priority
   bool csv = false;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -108,6 +110,8 @@ int main(int argc, char** argv) try {
       cpu_share = std::stod(value());
     else if (a == "--decode-streams")
       decode_streams = std::stoi(value());
+    else if (a == "--priority")
+      priority = value();
     else if (a == "--csv")
       csv = true;
     else
@@ -132,6 +136,8 @@ int main(int argc, char** argv) try {
     o.read_threads = workers;
     o.cpu_decode_share = cpu_share;
     o.decode_streams = decode_streams;
+    KAT_CHECK(priority == "high" || priority == "normal", "--priority must be high or normal");
+    o.high_priority = priority == "high";
     data::cuda::GpuLoader l(ds, cfg, o);
     data::cuda::GpuBatch b;
     s = time_batches(l, b, 5, batches, images);

@@ -116,8 +116,14 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--decode-streams", c->decode_streams,
                   "--decode gpu: nvJPEG decoders, each with a host thread and a stream, decoding batches in "
-                  "parallel (1 to 4; the same pixels whatever the count)")
-      ->check(CLI::Range(1, 4))
+                  "parallel (1 to 8; the same pixels whatever the count; the host part of nvJPEG's batched "
+                  "call is the limit of one)")
+      ->check(CLI::Range(1, 8))
+      ->capture_default_str();
+  sub->add_option("--decode-priority", c->decode_priority,
+                  "--decode gpu: the data pipeline's CUDA streams at the GPU's highest priority (high: its "
+                  "kernels do not queue behind the training step's) or the default one (normal)")
+      ->check(CLI::IsMember({"high", "normal"}))
       ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "

@@ -357,7 +357,7 @@ class CpuFeed : public BatchFeed {
 class GpuFeed : public BatchFeed {
  public:
   GpuFeed(const data::Dataset& ds, const data::LoaderConfig& cfg, const TrainConfig& tc)
-      : loader_(ds, cfg, options(tc)) {}
+      : loader_(ds, cfg, options(tc)), decode_threads_(tc.decode_streams) {}
   int64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_batch) override { loader_.start_epoch(epoch, first_batch); }
   void stage_next(Engine& engine) override {
@@ -366,9 +366,18 @@ class GpuFeed : public BatchFeed {
   }
   std::string summary() const override {
     const data::cuda::DecodeStats s = loader_.decode_stats();
+    // Where the pipeline's time went, per batch (thread-time where several threads share a phase).
+    const data::cuda::PipelineTimes t = loader_.times();
+    const double ms = 1e3 / double(std::max<int64_t>(1, t.batches));
+    char times[256];
+    std::snprintf(times, sizeof times,
+                  "data: %.1f ms per batch waiting for it (%lld batches; per batch: nvJPEG calls %.1f ms on %d "
+                  "decode threads, augmentation %.1f ms, readers %.1f thread-ms)",
+                  ms * t.next_wait, (long long)t.batches, ms * t.device_decode, decode_threads_,
+                  ms * t.device_augment, ms * (t.read + t.cpu_decode));
     return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
                           " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
-                          loader_.bad_files(), " unreadable samples skipped (--skip-bad)");
+                          loader_.bad_files(), " unreadable samples skipped (--skip-bad)\n", times);
   }
 
  private:
@@ -379,9 +388,11 @@ class GpuFeed : public BatchFeed {
     o.skip_bad = tc.skip_bad;
     o.cpu_decode_share = tc.decode_cpu_share;
     o.decode_streams = tc.decode_streams;
+    o.high_priority = tc.decode_priority == "high";
     return o;
   }
   data::cuda::GpuLoader loader_;
+  int decode_threads_ = 1;
   data::cuda::GpuBatch batch_;
 };
 #endif

@@ -61,9 +61,12 @@ struct TrainConfig {
   // --decode gpu: the share of JPEGs the reader threads decode with libjpeg-turbo beside the GPU's
   // JPEG engine (a fixed hashed subset of the files; pixels depend on it, so it is kept on resume),
   // and how many nvJPEG decoders (each a host thread and a stream) decode batches in parallel
-  // (1 to 4; same pixels).
+  // (1 to 8; same pixels).
   double decode_cpu_share = 0.0;
-  int decode_streams = 1;
+  int decode_streams = 4;
+  // --decode gpu: the loader's CUDA streams at the device's greatest priority ("high") or the
+  // default one ("normal"); scheduling only (data/cuda/gpu_loader.h, GpuLoaderOptions::high_priority).
+  std::string decode_priority = "high";
   bool progress = true;
   int eval_batch = 256;
   // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic

@@ -548,10 +548,13 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   I.out_h = out_height();
   I.out_w = out_width();
   KAT_CUDA_CHECK(cudaSetDevice(opt.device));
-  I.stream = kat::cuda::CudaStream::create(cudaStreamNonBlocking);
+  auto make_stream = [&] {
+    return opt.high_priority ? kat::cuda::CudaStream::create_high_priority() : kat::cuda::CudaStream::create();
+  };
+  I.stream = make_stream();
   for (int k = 0; k < opt.decode_streams; ++k) {
     I.decoders.push_back(std::make_unique<NvjpegDecoder>(cfg_.batch_size));
-    I.decode_streams.push_back(kat::cuda::CudaStream::create(cudaStreamNonBlocking));
+    I.decode_streams.push_back(make_stream());
     // Batches go to whichever decoder is free: they must decode alike (a second hardware handle
     // refused would send some batches to the CUDA cores, whose pixels round differently).
     KAT_CHECK(I.decoders[size_t(k)]->backend() == I.decoders[0]->backend(), who, ": nvJPEG decoder ", k,

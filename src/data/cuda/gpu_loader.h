@@ -55,7 +55,7 @@ struct GpuBatch {
   MixResult mix;
 };
 
-constexpr int kMaxDecodeStreams = 4;
+constexpr int kMaxDecodeStreams = 8;
 
 struct GpuLoaderOptions {
   int device = 0;         // CUDA device
@@ -70,10 +70,16 @@ struct GpuLoaderOptions {
   // differently, see nvjpeg_decoder.h). 0: nvJPEG takes all it can (the default).
   double cpu_decode_share = 0.0;
   // nvJPEG decoders, each with a host thread and a CUDA stream of its own (1 .. kMaxDecodeStreams):
-  // batches are decoded in order by whichever is free, so with 2 two batches' decodes are in flight
-  // (the hardware decoder has several engines; the host part of a batched call is ~60-80 us per
-  // image). The pixels are the same whatever the count.
-  int decode_streams = 1;
+  // batches are decoded in order by whichever is free, so with N, N batches' decodes are in flight.
+  // The host part of a batched hardware decode is ~75 us per image on an H100 and the engine has
+  // room for several: the pipeline alone went 13.5k -> 19.2k -> 24.5k img/s with 1 -> 2 -> 3
+  // (2026-12-07, docs/DATA_PIPELINE.md). The pixels are the same whatever the count.
+  int decode_streams = 4;
+  // The loader's streams (decode and augmentation) at the device's greatest priority: while a
+  // training step fills the SMs, the pipeline's kernels (nvJPEG's, the augmentation's) start as soon
+  // as SMs free up instead of queueing behind the step's pending blocks. Scheduling only: the same
+  // batches either way.
+  bool high_priority = true;
 };
 
 // True when the file of dataset index `index` is decoded on the CPU under cpu_decode_share `share`:

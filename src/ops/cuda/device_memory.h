@@ -119,6 +119,15 @@ class CudaStream {
     KAT_CUDA_CHECK(cudaStreamCreateWithFlags(&s.s_, flags));
     return s;
   }
+  // A stream whose kernels the scheduler starts before those of lower-priority streams waiting
+  // for the same SMs (the device's greatest priority: numerically the least).
+  static CudaStream create_high_priority(unsigned flags = cudaStreamNonBlocking) {
+    int least = 0, greatest = 0;
+    KAT_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CudaStream s;
+    KAT_CUDA_CHECK(cudaStreamCreateWithPriority(&s.s_, flags, greatest));
+    return s;
+  }
   ~CudaStream() { release(); }
   CudaStream(const CudaStream&) = delete;
   CudaStream& operator=(const CudaStream&) = delete;
