@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../tests/gpu/op_cases/attention.cuh"
+#include "../tests/gpu/op_cases/attention_cudnn.cuh"
 #include "../tests/gpu/op_cases/cross_entropy.cuh"
 #include "../tests/gpu/op_cases/elementwise.cuh"
 #include "../tests/gpu/op_cases/gemm.cuh"
@@ -45,7 +46,7 @@ int main(int argc, char** argv) {
   }
   std::vector<OpCase> cases;
   for (auto* family : {&layernorm_cases, &elementwise_cases, &cross_entropy_cases, &optim_cases, &grkan_cases,
-                       &gemm_cases, &attention_cases})
+                       &gemm_cases, &attention_cases, &attention_cudnn_cases, &attention_cudnn_perf_cases})
     for (auto& c : (*family)()) cases.push_back(std::move(c));
   cudaDeviceProp prop{};
   KAT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

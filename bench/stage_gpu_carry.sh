@@ -3,7 +3,10 @@
 # plus the ignored paths named in `carry`, 64 MiB in all). That machine has nvcc, CUDA, torch and
 # timm but none of our Debian packages, so we build here and carry the executables with the
 # shared libraries they need from Debian (OpenBLAS gzipped: 36 -> 12 MB) and libnvjpeg.so.13 from
-# pip's nvidia-nvjpeg wheel (the GPU pipeline, `kat train --decode gpu`; gzipped).
+# pip's nvidia-nvjpeg wheel (the GPU pipeline, `kat train --decode gpu`; gzipped). cuDNN (the cuDNN
+# attention, `--attention cudnn`, in a build that found it: cmake/cudnn.cmake, e.g. with CUDNN_ROOT and
+# CUDNN_FRONTEND_INCLUDE_DIR in the environment) is never carried (~900 MB): run_env.sh puts
+# PyTorch's cuDNN 9 (pip's nvidia-cudnn-cu13) on the library path.
 #
 #   bench/stage_gpu_carry.sh [TARGET ...]     default: kat kat_gpu_tests data_bench
 #     -> .carry/gpurun/{TARGET...,lib/,run_env.sh}   (.carry/ is git-ignored)
@@ -28,6 +31,7 @@ for t in "${TARGETS[@]}"; do ldd "build-cuda/$t"; done | awk '/=> \// {print $3}
   case "$(basename "$lib")" in
     linux-vdso*|ld-linux*|libc.so*|libm.so*|libmvec.so*|libstdc++*|libgcc_s*|libdl.so*|librt.so*|libpthread*|libz.so*) ;;
     libcuda.so*|libcudart*|libcublas*|libcublasLt*|libnvrtc*|libnccl*) ;;  # NCCL: ~340 MB, torch's is there
+    libcudnn*) ;;  # ~900 MB with its sub-libraries: torch's is there (run_env.sh)
     libopenblas*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;
     libnvjpeg*) gzip -1 -c "$lib" > "$D/lib/$(basename "$lib").gz" ;;  # pip's nvidia-nvjpeg (6 -> ~3 MB)
     *) cp -L "$lib" "$D/lib/" ;;
@@ -41,9 +45,24 @@ export PATH=$G:/usr/local/cuda/bin:$PATH
 # nvidia.nccl may be a namespace package (no __file__): take its __path__. Without it, the loader
 # still finds a system libnccl (the device has one under /usr/local/cuda).
 NCCL_LIB=$(python3 -c "import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null)
-export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${NCCL_LIB:+$NCCL_LIB:}${LD_LIBRARY_PATH:-}
+# cuDNN 9 (binaries built with cuDNN need libcudnn.so.9 to start): PyTorch's, from pip's nvidia-cudnn
+# wheel (a namespace package too).
+CUDNN_LIB=$(python3 -c "import nvidia.cudnn as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null)
+export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${NCCL_LIB:+$NCCL_LIB:}${CUDNN_LIB:+$CUDNN_LIB:}${LD_LIBRARY_PATH:-}
+for b in "$G"/*; do
+  if [ -f "$b" ] && [ -x "$b" ] && ldd "$b" 2>/dev/null | grep -q "libcudnn.so.9 => not found"; then
+    echo "run_env.sh: $(basename "$b") needs libcudnn.so.9 and no cuDNN 9 was found (pip's nvidia-cudnn-cu13)" >&2
+  fi
+done
 export KAT_CONFIG_DIR=$(cd "$G/../.." && pwd)/configs
 ENV
+for t in "${TARGETS[@]}"; do
+  if ldd "build-cuda/$t" | grep -q libcudnn; then
+    echo "$t: cuDNN attention built in (--attention cudnn)"
+  else
+    echo "$t: no cuDNN (cmake/cudnn.cmake did not find it: set CUDNN_ROOT and CUDNN_FRONTEND_INCLUDE_DIR)"
+  fi
+done
 du -sh "$D"
 ls "$D" "$D/lib"
 size=$(du -sm "$D" | cut -f1)

@@ -59,6 +59,15 @@ TEST(Cli, HelpAndInfo) {
   EXPECT_NE(r.code, 0);
 }
 
+// --attention (kat bench, kat train): ours or cudnn; the CPU has one attention op and ignores it.
+TEST(Cli, AttentionFlag) {
+  CmdResult r = run("bench infer -m kat_micro_patch4_28 -b 2 --iters 1 --attention cudnn");
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = run("bench infer -m kat_micro_patch4_28 -b 2 --iters 1 --attention flash");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--attention"), std::string::npos) << r.out;
+}
+
 // Under torchrun / srun with several processes, kat train and kat bench refuse (each process would
 // train the whole model on one GPU and write the same run directory) and say what to do instead.
 TEST(Cli, RefusesMultiProcessLaunchWithAdvice) {

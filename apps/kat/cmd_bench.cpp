@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "attention_flag.h"
 #include "commands.h"
 #include "device_flag.h"
 #include "kat/core/error.h"
@@ -52,7 +53,7 @@ void register_bench(CLI::App& app) {
     std::vector<std::string> overrides;
     int batch = 32, iters = 5;
     bool csv = false, fp32 = false, phases = false;
-    std::string input = "device";
+    std::string input = "device", attention;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("mode", o->mode, "train or infer")->required()->check(CLI::IsMember({"train", "infer"}));
@@ -72,11 +73,13 @@ void register_bench(CLI::App& app) {
   sub->add_flag("--phases", o->phases,
                 "GPU training from the host: also print the host's median milliseconds per step in each call "
                 "(enqueue, staging, waiting), to see whether the host or the GPU sets the pace");
+  add_attention_option(sub, o->attention);
   sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,where,img_per_s,ms_per_iter,device_mib");
   registry().push_back({sub,
                         [o] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
     refuse_multi_process_launch("bench");
+    apply_attention_option(o->attention);
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
     KatModel m(cfg);
@@ -179,9 +182,13 @@ void register_bench(CLI::App& app) {
       times = time_steps(o->iters, [&](int) { cpu->logits(x.data(), B); });
     }
     const double med = median(times);
-    const std::string where =
-        gpu ? o->device + (o->fp32 ? " fp32" : " bf16") + (host_input ? " input " + o->input : "")
-            : std::to_string(omp_get_max_threads()) + " threads";
+    const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") +
+                                        (host_input ? " input " + o->input : "") +
+                                        // what ran when cuDNN was asked for (ours where it cannot run)
+                                        (ops::requested_attention_backend() == ops::AttentionBackend::Cudnn
+                                             ? std::string(" attention ") + gpu->attention_name()
+                                             : std::string())
+                                  : std::to_string(omp_get_max_threads()) + " threads";
     // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
     const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
     if (o->csv)

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "attention_flag.h"
 #include "commands.h"
 #include "device_flag.h"
 #include "kat/core/error.h"
@@ -21,6 +22,7 @@ void register_train(CLI::App& app) {
   auto c = std::make_shared<TrainConfig>();
   auto resume = std::make_shared<std::string>();
   auto no_progress = std::make_shared<bool>(false);
+  auto attention = std::make_shared<std::string>();
   sub->add_option("--model,-m", c->model, "Model name (see `kat info`) or config JSON path")
       ->capture_default_str();
   sub->add_option("--set", c->model_overrides, "Model config override key=value (repeatable)");
@@ -30,7 +32,7 @@ void register_train(CLI::App& app) {
   sub->add_option("--out,-o", c->out_dir, "Run directory (default: runs/<model>-<date>-<time>)");
   sub->add_option("--resume", *resume,
                   "Resume the newest checkpoint in this run directory (its saved config is used; only --device, "
-                  "--decode cpu|gpu, --max-steps and --no-progress apply)");
+                  "--decode cpu|gpu, --attention, --max-steps and --no-progress apply)");
   sub->add_option("--device", c->device,
                   "cpu, cuda, cuda:N or cuda:0,1,... (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping "
                   "on the device; several GPUs: data parallel through NCCL, --batch split evenly)")
@@ -130,10 +132,12 @@ void register_train(CLI::App& app) {
                   "shorter side to img_size / crop_pct, center crop img_size)")
       ->capture_default_str();
   sub->add_flag("--no-progress", *no_progress, "No progress bar (summary lines only)");
+  add_attention_option(sub, *attention);
   registry().push_back({sub,
-                        [c, resume, no_progress] {
+                        [c, resume, no_progress, attention] {
     c->progress = !*no_progress;
     refuse_multi_process_launch("train");
+    apply_attention_option(*attention);
     c->devices = parse_devices(c->device);  // a malformed --device is an error before any data is read
     install_sigint_handler();
     const TrainResult r = train(*c, *resume);

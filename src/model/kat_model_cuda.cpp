@@ -12,6 +12,7 @@
 #include "kat/core/error.h"
 #include "kat/model/drop_path.h"
 #include "ops/cuda/attention.h"
+#include "ops/cuda/attention_cudnn.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/elementwise.h"
@@ -177,10 +178,46 @@ void KatModelCuda::plan(int max_batch, bool training) {
   }
   for (int64_t rows : {BN, B * P, B})
     for (int64_t n : {3 * D, D, Hd, Kc}) ws = std::max(ws, cuda::column_sum_workspace_bytes(rows, n));
-  ws = std::max(ws, cuda::attention_backward_workspace_bytes(B, N, NH));
+  ws = std::max(ws, cuda::attention_backward_workspace_bytes(B, N, NH));  // ours: also the fallback
+  attention_ = choose_attention(B, training);
+  if (attention_ == ops::AttentionBackend::Cudnn)
+    ws = std::max(ws, cuda::cudnn_attention_workspace_bytes(B, N, D, NH, dtype_, training));
   ws_.allocate(ws);
   dp_host_.allocate(size_t(drop_path_scale_count(cfg_, B)));
   max_batch_ = max_batch;
+}
+
+ops::AttentionBackend KatModelCuda::choose_attention(int64_t B, bool training) const {
+  if (ops::requested_attention_backend() != ops::AttentionBackend::Cudnn) return ops::AttentionBackend::Ours;
+  std::string why;
+  if (cuda::cudnn_attention_available(&why) &&
+      cuda::cudnn_attention_supported(B, cfg_.tokens(), cfg_.embed_dim, cfg_.num_heads, dtype_, training, &why)) {
+    cuda::cudnn_attention_note("kat: attention through " + cuda::cudnn_attention_version());
+    return ops::AttentionBackend::Cudnn;
+  }
+  cuda::cudnn_attention_note("kat: cuDNN attention not used for " + cfg_.name + ": " + why + "; running ours");
+  return ops::AttentionBackend::Ours;
+}
+
+// The planned implementation; ours for a call cuDNN refuses (a smaller batch it has no kernel for).
+void KatModelCuda::attention_forward(const cuda::AttentionForwardArgs& a) {
+  std::string why;
+  if (attention_ == ops::AttentionBackend::Cudnn) {
+    if (cuda::cudnn_attention_forward(a, ws_.data(), ws_.size(), stream_, &why)) return;
+    cuda::cudnn_attention_note(
+        detail::concat("kat: cuDNN attention forward at batch ", a.B, ": ", why, "; ours for this batch size"));
+  }
+  cuda::attention_forward(a, stream_);
+}
+
+void KatModelCuda::attention_backward(const cuda::AttentionBackwardArgs& a) {
+  std::string why;
+  if (attention_ == ops::AttentionBackend::Cudnn) {
+    if (cuda::cudnn_attention_backward(a, ws_.size(), stream_, &why)) return;
+    cuda::cudnn_attention_note(
+        detail::concat("kat: cuDNN attention backward at batch ", a.B, ": ", why, "; ours for this batch size"));
+  }
+  cuda::attention_backward(a, stream_);
 }
 
 const void* KatModelCuda::features() const { return acts_.feat; }
@@ -257,8 +294,8 @@ const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi,
                              .rstd = a.rstd1},
                             s);
     gemm_->forward(BN, D, 3 * D, dtype_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
-    cuda::attention_forward(
-        {.B = B, .N = N, .D = D, .H = NH, .dtype = dtype_, .qkv = a.qkv, .out = a.att, .lse = a.softmax}, s);
+    attention_forward(
+        {.B = B, .N = N, .D = D, .H = NH, .dtype = dtype_, .qkv = a.qkv, .out = a.att, .lse = a.softmax});
     gemm_->forward(BN, D, D, dtype_, a.att, w(o.projw), p32(o.projb), acts_.tmp, s, bias_copy(o.projb));
     cuda::residual_add(B, N * D, dtype_, a.x_in, acts_.tmp, sa, a.x_mid, s);
     cuda::layernorm_forward({.rows = BN,
@@ -414,18 +451,17 @@ void KatModelCuda::backward(const void* dlogits) {
     gemm_->backward_data(BN, D, D, dtype_, dy, w(o.projw), acts_.d_att, s);
     gemm_->backward_weight(BN, D, D, dtype_, dy, a.att, g32(o.projw), s);
     cuda::column_sum_accumulate(BN, D, dtype_, dy, g32(o.projb), ws_.data(), s);
-    cuda::attention_backward({.B = B,
-                              .N = N,
-                              .D = D,
-                              .H = NH,
-                              .dtype = dtype_,
-                              .qkv = a.qkv,
-                              .out = a.att,
-                              .lse = a.softmax,
-                              .dout = acts_.d_att,
-                              .dqkv = acts_.d_qkv,
-                              .workspace = ws_.data()},
-                             s);
+    attention_backward({.B = B,
+                        .N = N,
+                        .D = D,
+                        .H = NH,
+                        .dtype = dtype_,
+                        .qkv = a.qkv,
+                        .out = a.att,
+                        .lse = a.softmax,
+                        .dout = acts_.d_att,
+                        .dqkv = acts_.d_qkv,
+                        .workspace = ws_.data()});
     gemm_->backward_data(BN, D, 3 * D, dtype_, acts_.d_qkv, w(o.qkvw), acts_.d_ln, s);
     gemm_->backward_weight(BN, D, 3 * D, dtype_, acts_.d_qkv, a.ln1, g32(o.qkvw), s);
     cuda::column_sum_accumulate(BN, 3 * D, dtype_, acts_.d_qkv, g32(o.qkvb), ws_.data(), s);

@@ -39,6 +39,8 @@
 #include "kat/model/config.h"
 #include "kat/model/layout.h"
 #include "kat/model/params.h"
+#include "ops/attention_backend.h"
+#include "ops/cuda/attention.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/stream.h"  // cudaStream_t
 
@@ -78,9 +80,13 @@ class KatModelCuda {
 
   // training = false: forward only (eval mode), with one set of block activations reused by every
   // block and no gradient buffers: about depth x less activation memory.
+  // plan() also settles which attention implementation runs (ops/attention_backend.h): the requested
+  // one, or ours where cuDNN cannot run this model (a one-line note on stderr says why). A batch
+  // below the plan's that cuDNN refuses runs ours for that call (the saved lse is the same quantity).
   void plan(int max_batch, bool training = true);
   int planned_batch() const { return max_batch_; }
   bool planned_for_training() const { return training_plan_; }
+  ops::AttentionBackend attention_backend() const { return attention_; }
 
   // images: device (B, C, H, W) fp32. Returns device logits (B, num_classes) in dtype(), valid
   // until the next forward. With train and drop_path_rate > 0, drop-path scales are drawn from rng
@@ -125,6 +131,9 @@ class KatModelCuda {
   const float* p32(int64_t off) const { return params_.data() + off; }
   float* g32(int64_t off) { return grads_.data() + off; }
   void refresh_working_weights();
+  ops::AttentionBackend choose_attention(int64_t B, bool training) const;
+  void attention_forward(const cuda::AttentionForwardArgs& a);
+  void attention_backward(const cuda::AttentionBackwardArgs& a);
 
   ModelConfig cfg_;
   DType dtype_;  // activations (and the working copy of the weights)
@@ -139,6 +148,7 @@ class KatModelCuda {
   int max_batch_ = 0, cur_batch_ = 0;
   bool training_plan_ = true;
   bool dp_active_ = false;
+  ops::AttentionBackend attention_ = ops::AttentionBackend::Ours;  // settled by plan()
   cuda::DeviceBuffer<char> arena_;
   Acts acts_{};                        // carved from arena_ (SoftmaxSaved::LogSumExp, device loss)
   cuda::DeviceBuffer<char> ws_;        // reduction workspace of the step

@@ -229,6 +229,9 @@ GpuRunner::~GpuRunner() {
 
 const ModelConfig& GpuRunner::config() const { return impl_->model->config(); }
 std::string GpuRunner::device_name() const { return impl_->name; }
+const char* GpuRunner::attention_name() const {
+  return ops::attention_backend_name(impl_->model->attention_backend());
+}
 
 void GpuRunner::upload_params(const float* h) {
   impl_->use();
@@ -400,6 +403,7 @@ GpuRunner::GpuRunner(const ModelConfig&, int device, DType, const AdamWConfig&, 
 GpuRunner::~GpuRunner() = default;
 const ModelConfig& GpuRunner::config() const { throw Error("no CUDA backend"); }
 std::string GpuRunner::device_name() const { return ""; }
+const char* GpuRunner::attention_name() const { return "ours"; }
 int64_t GpuRunner::optimizer_steps() const { return 0; }
 void GpuRunner::upload_params(const float*) {}
 void GpuRunner::download_params(float*) {}

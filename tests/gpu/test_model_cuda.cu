@@ -48,7 +48,9 @@
 #include "kat/model/kat_model.h"
 #include "kat/train/optim.h"
 #include "model/kat_model_cuda.h"
+#include "ops/attention_backend.h"
 #include "ops/cpu_ops.h"
+#include "ops/cuda/attention_cudnn.h"
 #include "ops/cuda/cuda_check.h"
 #include "train/device_optimizer.h"
 
@@ -108,6 +110,7 @@ struct ModelCheck {
   double logits = 0, features = 0, grads_all = 0, grad_max = 0, grad_max_rat = 0, loss_rel = 0;
   std::string grad_max_name, grad_max_rat_name;
   bool finite = true, deterministic = true, table_ok = true;
+  kat::ops::AttentionBackend attention = kat::ops::AttentionBackend::Ours;  // what the GPU model ran
 };
 
 // CPU KatModel vs KatModelCuda on one batch: forward (train mode with drop-path when the config
@@ -152,6 +155,7 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
 
   // GPU
   gpu.plan(B);
+  r.attention = gpu.attention_backend();
   DevBuf img_(img * 4), tgt_(targets.size() * 4);
   KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
   KAT_CUDA_CHECK(cudaMemcpy(tgt_.p, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice));
@@ -191,11 +195,12 @@ ModelCheck run_model_check(kat::ModelConfig cfg, int B, Prec prec, bool check_de
     }
   }
   std::printf(
-      "    %s B=%d %s%s: loss rel %.2e logits %.2e features %.2e grads(all) %.2e grad max %.2e (%s) rational max "
+      "    %s B=%d %s%s attention %s: loss rel %.2e logits %.2e features %.2e grads(all) %.2e grad max %.2e (%s) "
+      "rational max "
       "%.2e (%s)%s%s\n",
-      cfg.name.c_str(), B, prec == Prec::F32 ? "fp32" : "bf16", train ? " train+drop-path" : "", r.loss_rel,
-      r.logits, r.features, r.grads_all, r.grad_max, r.grad_max_name.c_str(), r.grad_max_rat,
-      r.grad_max_rat_name.c_str(), r.finite ? "" : " NON-FINITE",
+      cfg.name.c_str(), B, prec == Prec::F32 ? "fp32" : "bf16", train ? " train+drop-path" : "",
+      kat::ops::attention_backend_name(r.attention), r.loss_rel, r.logits, r.features, r.grads_all, r.grad_max,
+      r.grad_max_name.c_str(), r.grad_max_rat, r.grad_max_rat_name.c_str(), r.finite ? "" : " NON-FINITE",
       check_determinism ? (r.deterministic ? " bitwise-reproducible" : " NOT REPRODUCIBLE") : "");
   std::fflush(stdout);
   return r;
@@ -245,6 +250,34 @@ TEST(ModelCuda, TinyFullVsCpu) {
   if (env_on("KAT_MODEL_QUICK")) GTEST_SKIP();
   for (Prec p : {Prec::F32, Prec::BF16})
     expect_model(run_model_check(config("kat_tiny_patch16_224", -1, 0.0), 8, p, false), p);
+}
+
+// The bf16 checks above with the attention through cuDNN (ops/cuda/attention_cudnn.h): same
+// tolerances (cuDNN rounds P and dS to bf16 as our tensor-core kernels do), bitwise reproducible.
+// Skipped without cuDNN. (Any test runs with cuDNN under KAT_ATTENTION=cudnn; this one checks that it
+// really did.)
+TEST(ModelCuda, CudnnAttentionVsCpu) {
+  REQUIRE_GPU();
+  std::string why;
+  if (!kat::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN attention: " << why;
+  struct Restore {
+    ~Restore() { kat::ops::clear_attention_backend(); }
+  } restore;
+  kat::ops::set_attention_backend(kat::ops::AttentionBackend::Cudnn);
+  const Prec p = Prec::BF16;
+  // The 224 models must run cuDNN (N 197, hd 64: what it is for); kat_micro (N 50, hd 16) may be
+  // refused by a cuDNN without kernels for it, and then checks ours (the printed line says which).
+  const ModelCheck micro = run_model_check(config("kat_micro_patch4_28", -1, 0.2), 4, p, true);
+  expect_model(micro, p);
+  std::vector<ModelCheck> runs;
+  runs.push_back(run_model_check(config("kat_tiny_patch16_224", 2, 0.1), 4, p, true));
+  runs.push_back(run_model_check(config("deit_tiny_patch16_224", 2, 0.1), 4, p, false));
+  if (!env_on("KAT_MODEL_QUICK"))
+    runs.push_back(run_model_check(config("kat_tiny_patch16_224", -1, 0.0), 8, p, false));
+  for (const ModelCheck& r : runs) {
+    EXPECT_EQ(r.attention, kat::ops::AttentionBackend::Cudnn);
+    expect_model(r, p);
+  }
 }
 
 // 20 AdamW steps, fp32, same batches and drop-path masks: loss trajectories must agree.

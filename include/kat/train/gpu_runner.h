@@ -83,6 +83,9 @@ class GpuRunner : public Engine {
   float* device_grads();
   int64_t device_grad_count() const;
   void* stream_handle();
+  // The attention implementation its model runs, "ours" or "cudnn" (the request of --attention /
+  // KAT_ATTENTION where cuDNN can run it; src/ops/attention_backend.h).
+  const char* attention_name() const;
   // Device memory this runner holds (weights, gradients, moments, activation arena, workspaces,
   // cuBLASLt): the drop in free device memory since construction began.
   std::size_t device_bytes_in_use() const;
