@@ -12,8 +12,8 @@
 // data_bench,decode,recipe,batch,img_per_s,backend,cpu_share,decode_streams). --cpu-share (GPU pipeline): the
 // fraction of JPEGs the reader threads decode with libjpeg-turbo beside the JPEG engine
 // (GpuLoaderOptions::cpu_decode_share); --decode-streams N: N nvJPEG decoders, each with a thread
-// and a stream, decoding batches in parallel (GpuLoaderOptions::decode_streams, default 4);
-// --priority normal: the loader's streams at the default priority instead of the highest. The GPU
+// and a stream, decoding batches in parallel (GpuLoaderOptions::decode_streams, default 3);
+// --priority high: the loader's streams at the greatest priority (experimental, see gpu_loader.h). The GPU
 // pipeline also says on stderr where its time went.
 #include <algorithm>
 #include <chrono>
@@ -85,8 +85,8 @@ int main(int argc, char** argv) try {
   std::string decode = "gpu", rec = "deit";
   int batch = 256, batches = 60, workers = 0, device = 0;
   double cpu_share = 0.0;
-  int decode_streams = 4;         // GpuLoaderOptions' default
-  std::string priority = "high";  // GpuLoaderOptions::high_priority
+  int decode_streams = 3;           // GpuLoaderOptions' default
+  std::string priority = "normal";  // GpuLoaderOptions::high_priority
   bool csv = false;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];

@@ -57,8 +57,8 @@ P_CPU_DEIT=$(data_bench "$DATA" --decode cpu --recipe deit --batch "$BATCH" --ba
 # --decode-streams (GpuLoaderOptions::decode_streams), DeiT recipe; stderr logs say where the time went.
 SWEEP_ROWS=""
 BEST=0; BEST_SHARE=0; BEST_STREAMS=1
-for STREAMS in ${STREAMS_LIST:-1 2}; do
-  for SHARE in ${SHARES:-0 0.25 0.4 0.5}; do
+for STREAMS in ${STREAMS_LIST:-1 3}; do
+  for SHARE in ${SHARES:-0 0.15 0.3}; do
     R=$(data_bench "$DATA" --decode gpu --recipe deit --batch "$BATCH" --batches "$BATCHES" --cpu-share "$SHARE" \
           --decode-streams "$STREAMS" --csv 2> "$OUT/sweep_s${SHARE}_d${STREAMS}.err" \
         | tee "$OUT/sweep_s${SHARE}_d${STREAMS}.log" | awk -F, '/^data_bench/ {print $5}')

@@ -122,11 +122,6 @@ void register_train(CLI::App& app) {
                   "call is the limit of one)")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
-  sub->add_option("--decode-priority", c->decode_priority,
-                  "--decode gpu: the data pipeline's CUDA streams at the GPU's highest priority (high: its "
-                  "kernels do not queue behind the training step's) or the default one (normal)")
-      ->check(CLI::IsMember({"high", "normal"}))
-      ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
                   "shorter side to img_size / crop_pct, center crop img_size)")

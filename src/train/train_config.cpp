@@ -19,8 +19,7 @@ using nlohmann::json;
   X(switch_prob) X(crop) X(padding) X(hflip) X(randaug_n) X(randaug_m) X(randaug_mstd) \
   X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
   X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
-  X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams) \
-  X(decode_priority)
+  X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams)
 // clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
@@ -68,8 +67,6 @@ void TrainConfig::validate() const {
             decode_cpu_share);
   KAT_CHECK(decode_streams >= 1 && decode_streams <= 8, "--decode-streams must be in [1, 8], got ",
             decode_streams);
-  KAT_CHECK(decode_priority == "high" || decode_priority == "normal",
-            "--decode-priority must be high or normal, got '", decode_priority, "'");
 }
 
 std::string TrainConfig::resolve_decode(std::string* why) const {

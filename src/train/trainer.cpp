@@ -388,7 +388,6 @@ class GpuFeed : public BatchFeed {
     o.skip_bad = tc.skip_bad;
     o.cpu_decode_share = tc.decode_cpu_share;
     o.decode_streams = tc.decode_streams;
-    o.high_priority = tc.decode_priority == "high";
     return o;
   }
   data::cuda::GpuLoader loader_;

@@ -63,10 +63,7 @@ struct TrainConfig {
   // and how many nvJPEG decoders (each a host thread and a stream) decode batches in parallel
   // (1 to 8; same pixels).
   double decode_cpu_share = 0.0;
-  int decode_streams = 4;
-  // --decode gpu: the loader's CUDA streams at the device's greatest priority ("high") or the
-  // default one ("normal"); scheduling only (data/cuda/gpu_loader.h, GpuLoaderOptions::high_priority).
-  std::string decode_priority = "high";
+  int decode_streams = 3;
   bool progress = true;
   int eval_batch = 256;
   // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic

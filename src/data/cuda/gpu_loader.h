@@ -72,14 +72,16 @@ struct GpuLoaderOptions {
   // nvJPEG decoders, each with a host thread and a CUDA stream of its own (1 .. kMaxDecodeStreams):
   // batches are decoded in order by whichever is free, so with N, N batches' decodes are in flight.
   // The host part of a batched hardware decode is ~75 us per image on an H100 and the engine has
-  // room for several: the pipeline alone went 13.5k -> 19.2k -> 24.5k img/s with 1 -> 2 -> 3
-  // (2026-12-07, docs/DATA_PIPELINE.md). The pixels are the same whatever the count.
-  int decode_streams = 4;
-  // The loader's streams (decode and augmentation) at the device's greatest priority: while a
-  // training step fills the SMs, the pipeline's kernels (nvJPEG's, the augmentation's) start as soon
-  // as SMs free up instead of queueing behind the step's pending blocks. Scheduling only: the same
-  // batches either way.
-  bool high_priority = true;
+  // room for several: the pipeline alone went 13.5k -> 19.2k -> 24.5k -> 24.2k -> 22.3k img/s with
+  // 1 -> 2 -> 3 -> 4 -> 8 (H100, 2026-12-07, docs/DATA_PIPELINE.md). The pixels are the same
+  // whatever the count.
+  int decode_streams = 3;
+  // The loader's streams (decode and augmentation) at the device's greatest priority, so that while
+  // a training step fills the SMs the pipeline's kernels start first. EXPERIMENTAL, off by default:
+  // the pipeline alone runs as fast with it (data_bench --priority high), but the one `kat train`
+  // run tried with it (H100, 2026-12-07) made no progress in 8 minutes (not diagnosed; the
+  // training kernels use programmatic dependent launch, griddepcontrol). Not reachable from kat.
+  bool high_priority = false;
 };
 
 // True when the file of dataset index `index` is decoded on the CPU under cpu_decode_share `share`:
