@@ -150,10 +150,10 @@ int main(int argc, char** argv) try {
                  "per batch (%lld built, cpu share %.2f, %d decode streams): decode threads idle %.1f ms, in "
                  "the decode call %.1f ms (thread-time); augmenting thread idle %.1f ms, augment call %.1f ms, "
                  "wait for GPU %.1f ms; readers read %.1f ms, CPU decode %.1f ms (thread-time, %d threads); "
-                 "next() waited %.1f ms\n",
+                 "next() waited %.1f ms; on the GPU: decode %.1f ms, augmentation %.1f ms\n",
                  (long long)t.batches, cpu_share, decode_streams, t.decode_idle * ms, t.device_decode * ms,
                  t.device_idle * ms, t.device_augment * ms, t.device_wait_gpu * ms, t.read * ms, t.cpu_decode * ms,
-                 workers, t.next_wait * ms);
+                 workers, t.next_wait * ms, t.gpu_decode * 1e3, t.gpu_augment * 1e3);
     backend = "nvjpeg-" + l.decode_backend();
     std::fprintf(stderr, "decoded: %lld on the JPEG engine, %lld on CUDA cores, %lld on the CPU, %lld bad\n",
                  (long long)st.hardware, (long long)st.cuda, (long long)st.cpu, (long long)st.bad);

@@ -369,12 +369,13 @@ class GpuFeed : public BatchFeed {
     // Where the pipeline's time went, per batch (thread-time where several threads share a phase).
     const data::cuda::PipelineTimes t = loader_.times();
     const double ms = 1e3 / double(std::max<int64_t>(1, t.batches));
-    char times[256];
+    char times[384];
     std::snprintf(times, sizeof times,
                   "data: %.1f ms per batch waiting for it (%lld batches; per batch: nvJPEG calls %.1f ms on %d "
-                  "decode threads, augmentation %.1f ms, readers %.1f thread-ms)",
+                  "decode threads, augmentation %.1f ms, readers %.1f thread-ms; on the GPU, queueing "
+                  "included: decode %.1f ms, augmentation %.1f ms)",
                   ms * t.next_wait, (long long)t.batches, ms * t.device_decode, decode_threads_,
-                  ms * t.device_augment, ms * (t.read + t.cpu_decode));
+                  ms * t.device_augment, ms * (t.read + t.cpu_decode), 1e3 * t.gpu_decode, 1e3 * t.gpu_augment);
     return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
                           " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
                           loader_.bad_files(), " unreadable samples skipped (--skip-bad)\n", times);

@@ -402,6 +402,10 @@ TEST_F(GpuDataDir, LoaderCpuShareAndTwoStreamsDeterministic) {
   EXPECT_EQ(sb.hardware + sb.cuda + sb.cpu + sb.bad, sa.hardware + sa.cuda + sa.cpu + sa.bad);
   EXPECT_GT(b.times().cpu_decode, 0.0);
   EXPECT_GT(b.times().batches, 0);
+  // GPU time per batch, from the events around each phase (10 batches: arenas and out slots reused).
+  EXPECT_GT(b.times().gpu_decode, 0.0);
+  EXPECT_GT(b.times().gpu_augment, 0.0);
+  EXPECT_LT(b.times().gpu_augment, 10.0);
 }
 
 // The same batches as the CPU loader decides them: order, labels, mixing; the pixels near (resampling

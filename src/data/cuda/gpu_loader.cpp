@@ -76,8 +76,10 @@ struct GpuLoader::Impl {
   struct OutSlot {
     int64_t batch = -1;  // -1: free
     bool ready = false;
+    bool timed = false;  // begin -> done is one augmentation (not yet added to PipelineTimes)
     kat::cuda::DeviceBuffer<float> images, targets;
-    kat::cuda::CudaEvent done;  // the batch's decode and augmentation have run
+    kat::cuda::CudaEvent begin;  // on the loader's stream once the batch is decoded (timing)
+    kat::cuda::CudaEvent done;   // the batch's decode and augmentation have run
     GpuBatch meta;
     std::exception_ptr err;
   };
@@ -95,7 +97,9 @@ struct GpuLoader::Impl {
     int64_t batch = -1;    // the batch decoded (or being decoded) into it; -1: free
     bool decoded = false;  // the decode call has returned: `ready` is recorded, the fields below set
     kat::cuda::DeviceBuffer<uint8_t> pixels;
+    kat::cuda::CudaEvent begin;  // on the decoding thread's stream, before the decode (timing)
     kat::cuda::CudaEvent ready;  // on the decoding thread's stream: the images are on the device
+    bool timed = false;          // begin -> ready of the last batch not yet added to PipelineTimes
     kat::cuda::CudaEvent read;   // on the loader's stream, after the augmentation: `pixels` may be reused
     bool read_pending = false;   // `read` is recorded: the next decode into `pixels` waits for it
     std::vector<int> keep;       // the samples of the host slot that were decoded, in order
@@ -137,6 +141,21 @@ struct GpuLoader::Impl {
   // PipelineTimes, in nanoseconds.
   std::atomic<int64_t> t_batches{0}, t_idle{0}, t_decode_idle{0}, t_decode{0}, t_augment{0}, t_wait_gpu{0},
       t_read{0}, t_cpu{0}, t_next{0};
+  // GPU time (event to event, waiting for SMs included), in microseconds, and the batches timed.
+  std::atomic<int64_t> g_decode_us{0}, g_decode_n{0}, g_augment_us{0}, g_augment_n{0};
+
+  // Adds end - begin (both recorded on one stream) to `us` and counts it in `n` if the GPU has run
+  // both; else (not finished yet) drops it: a statistic, never a wait.
+  static void add_gpu_time(const kat::cuda::CudaEvent& begin, const kat::cuda::CudaEvent& end,
+                           std::atomic<int64_t>& us, std::atomic<int64_t>& n) {
+    float ms = 0.f;
+    if (cudaEventElapsedTime(&ms, begin, end) == cudaSuccess) {
+      us += int64_t(double(ms) * 1e3);
+      ++n;
+    } else {
+      (void)cudaGetLastError();  // cudaErrorNotReady: not sticky, cleared
+    }
+  }
 
   std::vector<std::thread> threads;
 
@@ -314,6 +333,9 @@ struct GpuLoader::Impl {
       a.pixels.allocate(total + total / 4);
     }
     if (a.read_pending) KAT_CUDA_CHECK(cudaStreamWaitEvent(dstream, a.read, 0));
+    if (a.timed) add_gpu_time(a.begin, a.ready, g_decode_us, g_decode_n);  // the arena's previous batch
+    a.timed = false;
+    a.begin.record(dstream);
     std::vector<EncodedImage> enc(m);
     a.dst.resize(m);
     for (size_t j = 0; j < m; ++j) {
@@ -361,6 +383,7 @@ struct GpuLoader::Impl {
       }
       try {  // (also after a failure: what was enqueued must run before the arena and files are reused)
         a.ready.record(decode_streams[size_t(k)]);
+        a.timed = !a.err;
       } catch (...) {
         if (!a.err) a.err = std::current_exception();
       }
@@ -385,6 +408,8 @@ struct GpuLoader::Impl {
   void augment_batch(int64_t ep, int64_t b, HostSlot& hs, DecodedArena& a, OutSlot& os) {
     KAT_CUDA_CHECK(cudaStreamWaitEvent(stream, a.ready, 0));
     if (a.err) std::rethrow_exception(a.err);
+    os.begin.record(stream);
+    os.timed = true;
     std::vector<DeviceImage> images;
     std::vector<SamplePlan> plans;
     std::vector<const SampleTaps*> taps_of;
@@ -440,8 +465,11 @@ struct GpuLoader::Impl {
   // when the batch did not fit. Called without mu by the augmenting thread.
   void release_host(int64_t b) {
     const auto t0 = std::chrono::steady_clock::now();
-    out_slot(b).done.synchronize();
+    OutSlot& os = out_slot(b);
+    os.done.synchronize();
     t_wait_gpu += ns_since(t0);
+    if (os.timed) add_gpu_time(os.begin, os.done, g_augment_us, g_augment_n);
+    os.timed = false;
     HostSlot& hs = host_slot(b);
     const size_t need = hs.need.load();
     if (need > hs.arena.size()) hs.arena.allocate(need + need / 4);
@@ -474,6 +502,7 @@ struct GpuLoader::Impl {
       OutSlot& os = out_slot(b);
       os.batch = b;
       os.ready = false;
+      os.timed = false;
       os.err = nullptr;
       const int64_t previous = release_pending;
       device_active = true;
@@ -564,7 +593,8 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   I.decoder_stats.resize(size_t(opt.decode_streams));
   for (int k = 0; k < 2 * opt.decode_streams; ++k) {
     auto a = std::make_unique<Impl::DecodedArena>();
-    a->ready = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+    a->begin = kat::cuda::CudaEvent::create();  // timing: PipelineTimes::gpu_decode
+    a->ready = kat::cuda::CudaEvent::create();
     a->read = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
     I.arenas.push_back(std::move(a));
   }
@@ -577,7 +607,8 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
     auto o = std::make_unique<Impl::OutSlot>();
     o->images.allocate(size_t(B) * I.out_c * I.out_h * I.out_w);
     o->targets.allocate(size_t(B) * ds.num_classes);
-    o->done = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
+    o->begin = kat::cuda::CudaEvent::create();  // timing: PipelineTimes::gpu_augment
+    o->done = kat::cuda::CudaEvent::create();
     I.out.push_back(std::move(o));
   }
   I.threads.emplace_back([&I] { I.device_loop(); });
@@ -678,6 +709,12 @@ PipelineTimes GpuLoader::times() const {
   t.read = s(I.t_read);
   t.cpu_decode = s(I.t_cpu);
   t.next_wait = s(I.t_next);
+  auto per_batch = [](const std::atomic<int64_t>& us, const std::atomic<int64_t>& n) {
+    const int64_t k = n.load();
+    return k > 0 ? double(us.load()) * 1e-6 / double(k) : 0.0;
+  };
+  t.gpu_decode = per_batch(I.g_decode_us, I.g_decode_n);
+  t.gpu_augment = per_batch(I.g_augment_us, I.g_augment_n);
   return t;
 }
 

@@ -101,6 +101,11 @@ struct PipelineTimes {
   double read = 0;             // reader threads reading files (thread-seconds)
   double cpu_decode = 0;       // reader threads decoding on the CPU (thread-seconds)
   double next_wait = 0;        // next() waiting for its batch (the consumer starved)
+  // Per batch (seconds, mean over the batches timed), on the GPU from the first to the last of the
+  // phase's work on its stream, waiting for SMs included: while a training step shares the GPU,
+  // these grow by the time the loader's kernels queue behind the step's.
+  double gpu_decode = 0;   // a batch's nvJPEG decode (and uploads of CPU-decoded images)
+  double gpu_augment = 0;  // a batch's augmentation
 };
 
 class GpuLoader {
