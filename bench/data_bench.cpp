@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 
+#include "deit_recipe.h"
 #include "kat/core/error.h"
 #include "kat/data/data.h"
 
@@ -34,26 +35,8 @@ using namespace kat;
 namespace {
 
 data::LoaderConfig recipe(const std::string& name, int batch) {
-  data::LoaderConfig c;
-  c.batch_size = batch;
-  c.seed = 1;
-  c.aug.out_size = 224;
-  c.aug.crop = "rrc";
-  c.aug.hflip = true;
-  c.aug.mean = {0.485f, 0.456f, 0.406f};
-  c.aug.std = {0.229f, 0.224f, 0.225f};
-  if (name == "deit") {
-    c.aug.randaug_n = 2;
-    c.aug.randaug_m = 9;
-    c.aug.randaug_mstd = 0.5;
-    c.aug.random_erase = 0.25;
-    c.mix.mixup_alpha = 0.8;
-    c.mix.cutmix_alpha = 1.0;
-    c.mix.label_smoothing = 0.1;
-  } else {
-    KAT_CHECK(name == "light", "--recipe must be deit or light, got '", name, "'");
-  }
-  return c;
+  KAT_CHECK(name == "deit" || name == "light", "--recipe must be deit or light, got '", name, "'");
+  return bench::deit_recipe(batch, name == "light");
 }
 
 // Runs `warm` then `timed` batches through next(), starting new epochs as needed; seconds of the timed part.

@@ -1,7 +1,8 @@
 // Loader throughput at ImageNet geometry: how many training images per second the CPU side can
 // feed a GPU. Writes a synthetic JPEG folder (500 x 375 photos-like gradients + noise, quality 90,
 // the typical ImageNet file) once, then times the Loader over it at 224^2 with the DeiT recipe
-// (RRC, flip, RandAugment 2/9, random erasing 0.25, mixup 0.8 / cutmix 1.0, smoothing 0.1), for
+// (bench/deit_recipe.h, data_bench's too: RRC, flip, RandAugment 2/9 m-std 0.5 (before session 7:
+// m-std 0), random erasing 0.25, mixup 0.8 / cutmix 1.0, smoothing 0.1, normalisation), for
 // the in-memory dataset (decoded and resized up front) and the lazy one (--lazy-data: JPEG decode
 // + resize per sample), for each worker count: one warm-up epoch, then two timed epochs.
 //
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "deit_recipe.h"
 #include "kat/core/rng.h"
 #include "kat/data/data.h"
 #include "kat/data/image_io.h"
@@ -47,18 +49,7 @@ int main(int argc, char** argv) try {
       }
     }
   }
-  data::LoaderConfig lc;
-  lc.batch_size = 128;
-  lc.aug.train = true;
-  lc.aug.out_size = 224;
-  lc.aug.crop = "rrc";
-  lc.aug.hflip = true;
-  lc.aug.randaug_n = 2;
-  lc.aug.randaug_m = 9;
-  lc.aug.random_erase = 0.25;
-  lc.mix.mixup_alpha = 0.8;
-  lc.mix.cutmix_alpha = 1.0;
-  lc.mix.label_smoothing = 0.1;
+  data::LoaderConfig lc = bench::deit_recipe(128);
   for (const bool lazy : {false, true}) {
     const auto t0 = std::chrono::steady_clock::now();
     const data::Dataset ds = data::load_image_folder(tr.string(), 224, false, nullptr, 3, nullptr, lazy);
