@@ -4,12 +4,16 @@
 //  - GpuLoader: the CPU loader's batch order, labels and mixing decisions; bitwise the same batches
 //    from run to run, across reader counts and across a mid-epoch start (resume); images near the
 //    CPU loader's; a corrupt file named, or skipped with skip_bad; the same with a CPU decode share
-//    and two decode streams;
+//    and two or three decode streams; a stalled pipeline reported after its timeout;
 //  - GpuRunner::stage_device equals stage() of the same batch bitwise;
 //  - `kat train --decode gpu` on a folder stopped and resumed bitwise.
 #include <cuda_runtime.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -472,6 +476,33 @@ TEST_F(GpuDataDir, BadFileNamedOrSkipped) {
   int batches = 1;
   while (l.next(b)) ++batches;
   EXPECT_EQ(batches, 4);
+}
+
+// A stage that never finishes is reported, not waited for forever: a FIFO in place of a JPEG blocks
+// its reader in open() (no writer), the pipeline stops making progress, and next() gives up after
+// stall_timeout_s with what the batch waits for. A writer then unblocks the reader (the file is
+// named "not a regular file"), so the loader's threads can be joined.
+TEST_F(GpuDataDir, StalledPipelineIsReported) {
+  data::Dataset ds = write_folder(dir_, 15, 32);
+  const std::string fifo = (fs::path(dir_) / "a" / "000.jpg").string();
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  data::LoaderConfig cfg = deit_config(4, 32, true);
+  cfg.shuffle = false;  // the FIFO is the first file: batch 0
+  data::cuda::GpuLoaderOptions o;
+  o.read_threads = 2;
+  o.stall_timeout_s = 2;
+  data::cuda::GpuLoader l(ds, cfg, o);
+  l.start_epoch(0);
+  data::cuda::GpuBatch b;
+  const auto t0 = std::chrono::steady_clock::now();
+  test::expect_error([&] { l.next(b); }, {"no progress in 2 s", "batch 0 of epoch 0", "3 of 4 files read"});
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(waited, 2.0);
+  EXPECT_LT(waited, 30.0);
+  const int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);  // succeeds: the reader has it open
+  ASSERT_GE(w, 0);
+  ::close(w);
 }
 
 // `kat eval --decode gpu`: the GPU eval fit (nvJPEG + bicubic fit + center crop on the device) gives

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -136,6 +137,7 @@ struct GpuLoader::Impl {
   bool device_active = false;
   int64_t release_pending = -1;  // batch whose host slot is freed once its out slot's event has run
   std::exception_ptr fatal;      // a decode or the augmenting thread failed outside any batch
+  uint64_t progress = 0;         // samples read + batches decoded + batches augmented (next()'s stall check)
   int64_t bad = 0;
 
   // PipelineTimes, in nanoseconds.
@@ -164,6 +166,34 @@ struct GpuLoader::Impl {
   HostSlot& host_slot(int64_t b) { return *host[size_t(b % int64_t(host.size()))]; }
   OutSlot& out_slot(int64_t b) { return *out[size_t(b % int64_t(out.size()))]; }
   DecodedArena& arena(int64_t b) { return *arenas[size_t(b % int64_t(arenas.size()))]; }
+
+  // What batch b waits for, for the stall error of next() (under mu).
+  std::string describe_stall(int64_t b) {
+    const HostSlot& hs = host_slot(b);
+    const DecodedArena& a = arena(b);
+    const OutSlot& os = out_slot(b);
+    auto gpu_state = [](cudaEvent_t e) {
+      const cudaError_t r = cudaEventQuery(e);
+      if (r == cudaErrorNotReady) {
+        (void)cudaGetLastError();
+        return "not finished on the GPU";
+      }
+      return r == cudaSuccess ? "finished on the GPU" : "in error on the GPU";
+    };
+    std::string files = hs.batch == b ? detail::concat(hs.n - hs.remaining, " of ", hs.n, " files read")
+                                      : std::string("its files not claimed yet (host slot busy with batch ") +
+                                            std::to_string(hs.batch) + ")";
+    std::string decode =
+        a.batch == b ? (a.decoded ? detail::concat("decode call returned, ", gpu_state(a.ready))
+                                  : std::string("in a decode call"))
+                     : std::string("not being decoded (arena busy with batch ") + std::to_string(a.batch) + ")";
+    std::string augment = os.batch == b ? (os.ready ? detail::concat("augmentation enqueued, ", gpu_state(os.done))
+                                                    : std::string("being augmented"))
+                                        : std::string("not augmented yet");
+    return detail::concat("batch ", b, " of epoch ", epoch, ": ", files, "; ", decode, "; ", augment, " (",
+                          readers_active, " readers, ", decoders_active, " decode calls, augmenting thread ",
+                          device_active ? "busy" : "idle", ")");
+  }
 
   // ---- readers ---------------------------------------------------------------------------------
   // The reader's claim: a free host slot is given the batch fill_batch; then its samples are claimed
@@ -288,6 +318,7 @@ struct GpuLoader::Impl {
       lk.lock();
       --readers_active;
       if (my_gen == gen) --hs.remaining;
+      ++progress;
       cv.notify_all();
     }
   }
@@ -392,6 +423,7 @@ struct GpuLoader::Impl {
       --decoders_active;
       decoder_stats[size_t(k)] = decoders[size_t(k)]->stats();
       if (my_gen == gen) a.decoded = true;
+      ++progress;
       cv.notify_all();
     }
   }
@@ -535,6 +567,7 @@ struct GpuLoader::Impl {
       if (record_err && !fatal) fatal = record_err;
       if (release_err && !fatal) fatal = release_err;
       ++t_batches;
+      ++progress;
       if (my_gen == gen) {
         a.read_pending = true;
         a.batch = -1;
@@ -680,7 +713,33 @@ bool GpuLoader::next(GpuBatch& out) {
   const int64_t b = I.deliver;
   Impl::OutSlot& os = I.out_slot(b);
   const auto t0 = std::chrono::steady_clock::now();
-  I.cv.wait(lk, [&] { return I.fatal || (os.batch == b && os.ready); });
+  const double timeout = I.opt.stall_timeout_s;
+  auto stalled = [&](const std::string& what) {
+    const std::string msg =
+        detail::concat("GPU loader: no progress in ", timeout, " s waiting for ", what,
+                       ". A pipeline stage or the GPU is stuck; the run stops here "
+                       "(resume it from its last checkpoint; --decode cpu avoids the GPU loader)");
+    std::fprintf(stderr, "kat: %s\n", msg.c_str());  // (tearing down a stuck pipeline may not return)
+    return Error(msg);
+  };
+  {
+    uint64_t seen = I.progress;
+    auto last = std::chrono::steady_clock::now();
+    while (!(I.fatal || (os.batch == b && os.ready))) {
+      if (timeout <= 0) {
+        I.cv.wait(lk);
+        continue;
+      }
+      I.cv.wait_for(lk, std::chrono::milliseconds(500));
+      const auto now = std::chrono::steady_clock::now();
+      if (I.progress != seen) {
+        seen = I.progress;
+        last = now;
+      } else if (std::chrono::duration<double>(now - last).count() > timeout) {
+        throw stalled(I.describe_stall(b));
+      }
+    }
+  }
   I.t_next += ns_since(t0);
   if (I.fatal) std::rethrow_exception(I.fatal);
   ++I.deliver;
@@ -690,7 +749,21 @@ bool GpuLoader::next(GpuBatch& out) {
   lk.unlock();
   if (err) std::rethrow_exception(err);
   const auto t1 = std::chrono::steady_clock::now();
-  os.done.synchronize();
+  if (timeout <= 0) {
+    os.done.synchronize();
+  } else {  // poll (CUDA has no timed event wait): the batch is normally done already
+    int sleep_us = 10;
+    for (;;) {
+      const cudaError_t r = cudaEventQuery(os.done);
+      if (r == cudaSuccess) break;
+      KAT_CHECK(r == cudaErrorNotReady, "GPU loader: batch ", b, ": ", cudaGetErrorString(r));
+      (void)cudaGetLastError();
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() > timeout)
+        throw stalled(detail::concat("the GPU to finish batch ", b, "'s decode and augmentation"));
+      std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+      sleep_us = std::min(sleep_us * 2, 1000);
+    }
+  }
   I.t_next += ns_since(t1);
   out = os.meta;
   return true;

@@ -82,6 +82,10 @@ struct GpuLoaderOptions {
   // run tried with it (H100, 2026-12-07) made no progress in 8 minutes (not diagnosed; the
   // training kernels use programmatic dependent launch, griddepcontrol). Not reachable from kat.
   bool high_priority = false;
+  // next() gives up with a kat::Error saying what the batch waits for (files, decode, augmentation,
+  // the GPU) when the pipeline makes no progress for this many seconds (also printed at once: a
+  // stuck GPU may keep the loader's threads from being joined). 0: wait forever.
+  double stall_timeout_s = 300;
 };
 
 // True when the file of dataset index `index` is decoded on the CPU under cpu_decode_share `share`:
