@@ -8,7 +8,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "../apps/kat/device_flag.h"
 #include "kat/core/error.h"
@@ -312,4 +314,130 @@ TEST(TrainLazyData, FolderLazyEqualsEager) {
   const auto j = nlohmann::json::parse(cfg);
   EXPECT_TRUE(j["train"]["lazy_data"].get<bool>());
   fs::remove_all(root);
+}
+
+// A process of a job (torchrun / srun, issue #14) loads its rows of every global batch through the
+// trainer's own loader configuration (train_loader_config over TrainConfig::procs): the ranks'
+// batches side by side are the one-process run's batches, bitwise (with Mixup / CutMix, whose
+// pairs cross ranks), for training and evaluation; one process is the loader as before.
+TEST(TrainJob, RanksLoadTheirShardsOfTheOneProcessBatches) {
+  data::Dataset ds;
+  ds.height = ds.width = 28;
+  ds.channels = 1;
+  ds.num_classes = 10;
+  ds.source = "synthetic";
+  Rng rng(5);
+  for (int i = 0; i < 40; ++i) ds.labels.push_back(int32_t(rng.below(10)));
+  for (size_t i = 0; i < ds.size() * ds.image_bytes(); ++i) ds.pixels.push_back(uint8_t(rng.below(256)));
+  TrainConfig tc;
+  tc.batch = 12;
+  tc.mixup = 0.8;
+  tc.cutmix = 1.0;
+  tc.crop = "pad";
+  tc.hflip = true;
+  tc.workers = 2;
+  const ModelConfig mc = ModelConfig::load(tc.model);
+  const data::LoaderConfig one = train_loader_config(tc, mc);
+  EXPECT_EQ(one.shard_world, 1);  // no job: the whole batch
+  for (const bool eval : {false, true}) {
+    const data::LoaderConfig cfg1 = eval ? data::LoaderConfig::eval(one, 7) : one;
+    data::Loader whole(ds, cfg1);
+    std::vector<std::unique_ptr<data::Loader>> ranks;
+    for (int r = 0; r < 3; ++r) {
+      TrainConfig t = tc;
+      t.procs.world_size = 3;
+      t.procs.rank = r;
+      const data::LoaderConfig c = train_loader_config(t, mc);
+      EXPECT_EQ(c.batch_size, tc.batch);  // the global batch
+      ranks.push_back(std::make_unique<data::Loader>(ds, eval ? data::LoaderConfig::eval(c, 7) : c));
+    }
+    whole.start_epoch(1, 0);
+    for (auto& l : ranks) l->start_epoch(1, 0);
+    data::Batch w, part;
+    int batches = 0;
+    while (whole.next(w)) {
+      std::vector<float> images, targets;
+      for (auto& l : ranks) {
+        ASSERT_TRUE(l->next(part));
+        images.insert(images.end(), part.images.begin(), part.images.end());
+        targets.insert(targets.end(), part.targets.begin(), part.targets.end());
+      }
+      EXPECT_EQ(images, w.images) << "batch " << w.batch << (eval ? " (eval)" : "");
+      EXPECT_EQ(targets, w.targets) << "batch " << w.batch << (eval ? " (eval)" : "");
+      ++batches;
+    }
+    EXPECT_EQ(batches, eval ? 6 : 3);
+  }
+}
+
+// kat train's --device under a launcher (apps/kat/device_flag.h): the process's GPU, its place in
+// the job and the resolved rendezvous; without a launcher nothing changes.
+TEST(TrainJob, LaunchEnvironmentPicksTheGpuAndRendezvous) {
+  using cli::JobFlags;
+  using cli::resolve_train_devices;
+  auto env_of = [](std::map<std::string, std::string> m) {
+    return [m](const std::string& k) -> std::optional<std::string> {
+      const auto it = m.find(k);
+      return it == m.end() ? std::nullopt : std::optional<std::string>(it->second);
+    };
+  };
+  const auto torchrun = env_of({{"RANK", "5"},
+                                {"WORLD_SIZE", "8"},
+                                {"LOCAL_RANK", "1"},
+                                {"LOCAL_WORLD_SIZE", "4"},
+                                {"MASTER_ADDR", "node0"},
+                                {"MASTER_PORT", "29500"},
+                                {"TORCHELASTIC_RUN_ID", "job7"}});
+  TrainConfig c;
+  c.device = "cuda";
+  JobFlags f;
+  f.timeout = 60;
+  resolve_train_devices(c, f, torchrun);
+  EXPECT_EQ(c.devices, std::vector<int>{1});  // LOCAL_RANK
+  EXPECT_EQ(c.procs.rank, 5);
+  EXPECT_EQ(c.procs.world_size, 8);
+  EXPECT_EQ(c.procs.local_world_size, 4);
+  EXPECT_EQ(c.procs.rendezvous, "tcp:node0:29501");  // MASTER_PORT + 1
+  EXPECT_EQ(c.procs.job_tag, "job7");
+  EXPECT_EQ(c.procs.timeout, 60);
+  EXPECT_FALSE(c.is_rank0());
+  EXPECT_NO_THROW(c.validate());
+  c = TrainConfig{};
+  c.device = "cuda:0";  // a launcher that gives each process its own CUDA_VISIBLE_DEVICES
+  f.rendezvous = "file:/shared/kat-id";
+  resolve_train_devices(c, f, torchrun);
+  EXPECT_EQ(c.devices, std::vector<int>{0});
+  EXPECT_EQ(c.procs.rendezvous, "file:/shared/kat-id");
+  c.batch = 100;  // not divisible by 8 processes
+  kat::test::expect_error([&] { c.validate(); }, {"--batch 100", "8 processes"});
+  c = TrainConfig{};
+  c.device = "cuda";
+  f.rendezvous = "tcp::4000";
+  resolve_train_devices(c, f,
+                        env_of({{"SLURM_PROCID", "2"},
+                                {"SLURM_NTASKS", "4"},
+                                {"SLURM_LOCALID", "0"},
+                                {"SLURM_NTASKS_PER_NODE", "2"},
+                                {"SLURM_JOB_NODELIST", "gpu[07-08]"},
+                                {"SLURM_JOB_ID", "123"}}));
+  EXPECT_EQ(c.procs.rendezvous, "tcp:gpu07:4000");
+  EXPECT_EQ(c.procs.job_tag, "123");
+  EXPECT_EQ(c.devices, std::vector<int>{0});
+  // No launcher: --device as before, a world of one, whatever the flags.
+  for (const char* d : {"cpu", "cuda:0,1", "cuda:3"}) {
+    TrainConfig one;
+    one.device = d;
+    resolve_train_devices(one, f, env_of({}));
+    EXPECT_EQ(one.devices, cli::parse_devices(d));
+    EXPECT_EQ(one.procs.world_size, 1);
+    EXPECT_EQ(one.procs.rendezvous, "");
+  }
+  c = TrainConfig{};
+  c.device = "cuda:0,1";
+  kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"rank 5 of 8", "one GPU"});
+  c.device = "cpu";
+  kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"add --device cuda"});
+  c.device = "cuda";
+  f.rendezvous_timeout = 0;
+  kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"--rendezvous-timeout"});
 }
