@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -101,7 +102,16 @@ struct GpuGroup::Comms {
                  "--resume RUN_DIR` under the same launcher.\n",
                  rank, world, what.c_str());
     std::fflush(stderr);
-    if (const ncclComm_t c = watched.exchange(nullptr)) ncclCommAbort(c);
+    // The abort frees the peers' connections (their NCCL calls fail instead of waiting out their own
+    // timeout); it gets 10 s, as it could itself wait on a broken peer.
+    if (const ncclComm_t c = watched.exchange(nullptr)) {
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      std::thread([c, done] {
+        ncclCommAbort(c);
+        done->store(true);
+      }).detach();
+      for (int i = 0; i < 100 && !done->load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     std::_Exit(3);
   }
 };
