@@ -6,11 +6,14 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "../apps/kat/device_flag.h"
 #include "kat/core/error.h"
@@ -18,6 +21,8 @@
 #include "kat/data/image_io.h"
 #include "kat/io/safetensors.h"
 #include "kat/model/kat_model.h"
+#include "kat/train/cpu_engine.h"
+#include "kat/train/evaluate.h"
 #include "kat/train/gpu_runner.h"
 #include "kat/train/optim.h"
 #include "kat/train/trainer.h"
@@ -440,4 +445,89 @@ TEST(TrainJob, LaunchEnvironmentPicksTheGpuAndRendezvous) {
   c.device = "cuda";
   f.rendezvous_timeout = 0;
   kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"--rendezvous-timeout"});
+}
+
+namespace {
+// Two "processes" of a job in two threads on the CPU: all_reduce_sum adds both ranks' vectors in
+// rank order (what NCCL's sum gives for two ranks: a + b) and hands the sum to both.
+class TwoRankExchange {
+ public:
+  void sum(int rank, double* v, int n) {
+    std::unique_lock<std::mutex> lk(mu_);
+    const int round = round_;
+    parts_[size_t(rank)].assign(v, v + n);
+    if (++arrived_ == 2) {
+      total_.assign(size_t(n), 0.0);
+      for (const auto& p : parts_)
+        for (int i = 0; i < n; ++i) total_[size_t(i)] += p.at(size_t(i));
+      arrived_ = 0;
+      ++round_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lk, [&] { return round_ != round; });
+    }
+    std::copy(total_.begin(), total_.end(), v);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<double> parts_[2], total_;
+  int arrived_ = 0, round_ = 0;
+};
+
+class RankEngine : public CpuEngine {
+ public:
+  RankEngine(KatModel& m, TwoRankExchange& x, int rank) : CpuEngine(m), x_(x), rank_(rank) {}
+  void all_reduce_sum(double* v, int n) override { x_.sum(rank_, v, n); }
+  int process_count() const override { return 2; }
+
+ private:
+  TwoRankExchange& x_;
+  int rank_;
+};
+}  // namespace
+
+// Evaluation split across the processes of a job (each its rows of every eval batch, counts and
+// sums reduced) gives every process the one-process result: counts and the confusion matrix
+// exactly, the mean loss up to the order of its sum.
+TEST(TrainJob, SplitEvaluationEqualsTheWholeOne) {
+  const ModelConfig mc = ModelConfig::load("kat_micro_patch4_28");
+  data::Dataset ds;
+  ds.height = ds.width = mc.img_size;
+  ds.channels = mc.in_chans;
+  ds.num_classes = 10;
+  ds.source = "synthetic";
+  Rng rng(9);
+  for (int i = 0; i < 37; ++i) ds.labels.push_back(int32_t(rng.below(10)));
+  for (size_t i = 0; i < ds.size() * ds.image_bytes(); ++i) ds.pixels.push_back(uint8_t(rng.below(256)));
+  TrainConfig tc;
+  const data::LoaderConfig eval1 = data::LoaderConfig::eval(train_loader_config(tc, mc), 8);  // last batch: 5
+  KatModel ref(mc);
+  ref.init_params(4);
+  CpuEngine one(ref);
+  const EvalResult whole = evaluate(one, ds, eval1, false);
+  TwoRankExchange x;
+  std::vector<EvalResult> got(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      KatModel m(mc);
+      m.params = ref.params;
+      RankEngine e(m, x, r);
+      TrainConfig t = tc;
+      t.procs.world_size = 2;
+      t.procs.rank = r;
+      got[size_t(r)] = evaluate(e, ds, data::LoaderConfig::eval(train_loader_config(t, mc), 8), false);
+    });
+  for (auto& t : ranks) t.join();
+  for (const EvalResult& g : got) {
+    EXPECT_EQ(g.count, whole.count);
+    EXPECT_EQ(g.top1, whole.top1);
+    EXPECT_EQ(g.top5, whole.top5);
+    EXPECT_EQ(g.confusion, whole.confusion);
+    // Two partial sums of 37 float losses added in double: a few ulps of the mean at most.
+    EXPECT_NEAR(g.loss, whole.loss, 1e-12 * std::fabs(whole.loss));
+  }
+  EXPECT_EQ(got[0].loss, got[1].loss);  // the same reduced value on every process
 }

@@ -602,10 +602,9 @@ class Run {
                    epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(train_time, 1e-9),
                    format_duration(train_time).c_str(), eta.c_str());
     checkpoint(best);
-    if (!tc_.is_rank0()) return;
-    // Plots of the run so far (curves, learned rationals): a failure here only warns.
+    // Plots of the run so far (curves, learned rationals; rank 0 of a job): a failure here only warns.
     try {
-      write_run_plots(tc_.out_dir, &model_, last_ckpt_);
+      if (tc_.is_rank0()) write_run_plots(tc_.out_dir, &model_, last_ckpt_);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "warning: plots not written: %s\n", e.what());
     }
