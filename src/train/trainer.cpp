@@ -163,6 +163,8 @@ struct HostState {
   std::vector<float> ema;  // (num_params) or empty: no EMA
 };
 
+int replica_count(const TrainConfig& tc) { return std::max<int>(1, int(tc.devices.size())) * tc.procs.world_size; }
+
 void save_checkpoint(const std::string& path, const KatModel& m, const HostState& hs, const TrainConfig& tc,
                      const State& st, const std::vector<std::string>& class_names) {
   io::SafetensorsWriter w;
@@ -176,6 +178,9 @@ void save_checkpoint(const std::string& path, const KatModel& m, const HostState
   w.set_metadata("step", std::to_string(st.step));
   w.set_metadata("class_names", json(class_names).dump());
   w.set_metadata("optim_steps", std::to_string(hs.optim_steps));
+  // Model replicas the gradients were summed over (GPUs of the process x processes of the job): a
+  // resume with another count is told what changes.
+  w.set_metadata("replicas", std::to_string(replica_count(tc)));
   char best[64];
   std::snprintf(best, sizeof best, "%.17g", st.best_top1);
   w.set_metadata("best_top1", best);
@@ -243,6 +248,17 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
   tc = next;
   r.st.step = int64_t(metadata_number(*r.ck, "step"));
   r.st.best_top1 = metadata_number(*r.ck, "best_top1");
+  // Another number of replicas (GPUs x processes) than the run had: the same global batches, sample
+  // order and learning rate, but the drop-path masks are drawn per replica shard and the gradients
+  // summed in another order, so it continues on another trajectory than the straight run would.
+  if (const auto it = md.find("replicas");
+      it != md.end() && it->second != std::to_string(replica_count(tc)) && tc.is_rank0())
+    std::fprintf(
+        stderr,
+        "note: %s was trained on %s model replica(s) (GPUs x processes), this run has %d: the same global "
+        "batch (%d) and sample order, but drop-path masks are drawn per replica and the gradients summed "
+        "in another order, so the run is not bitwise the one it would have been\n",
+        path.c_str(), it->second.c_str(), replica_count(tc), tc.batch * tc.accum_steps);
   return r;
 }
 
