@@ -70,21 +70,50 @@ TEST(Cli, AttentionFlag) {
 
 // Under torchrun / srun with several processes, kat train and kat bench refuse (each process would
 // train the whole model on one GPU and write the same run directory) and say what to do instead.
-TEST(Cli, RefusesMultiProcessLaunchWithAdvice) {
+// Under torchrun / srun (one process per GPU, issue #14) kat train joins the job; what cannot work
+// is an error naming the fix before any data is read or anything written (no GPU here, so every
+// case stops before NCCL).
+TEST(Cli, JobOfSeveralProcessesValidatesItsFlags) {
   const std::string out = tmpdir("kat_cli_multiproc");
-  CmdResult r = run("train --epochs 1 --max-steps 1 --out " + out + " --no-progress",
-                    "RANK=1 WORLD_SIZE=2 MASTER_ADDR=localhost");
+  const std::string args = "train --epochs 1 --max-steps 1 --no-progress --out " + out;
+  const std::string env = "RANK=1 WORLD_SIZE=2 MASTER_ADDR=localhost MASTER_PORT=29500";
+  CmdResult r = run(args, env);  // --device cpu (the default)
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("rank 1 of 2"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("--device cuda:0,1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("add --device cuda"), std::string::npos) << r.out;
+  r = run(args + " --device cuda:0,1", env);  // the one-process list inside a job
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("each process of a job takes one GPU"), std::string::npos) << r.out;
+  r = run(args + " --device cuda --rendezvous udp:x", env);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--rendezvous 'udp:x'"), std::string::npos) << r.out;
+  r = run(args + " --device cuda --rendezvous tcp:host:0", env);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("port '0'"), std::string::npos) << r.out;
+  r = run(args + " --device cuda --dist-timeout 0", env);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--dist-timeout must be > 0"), std::string::npos) << r.out;
+  r = run(args + " --device cuda --batch 63", env);  // the global batch splits evenly
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--batch 63 (the global batch) must be divisible by the 2 processes"), std::string::npos)
+      << r.out;
+  r = run("train --epochs 1 --device cuda", env);  // no --out: the ranks' default names could differ
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("needs --out DIR"), std::string::npos) << r.out;
+  r = run("train --epochs 1 --device cuda --out " + out + " --resume " + out, env);  // resume: a shared dir
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("filesystem all nodes share"), std::string::npos) << r.out;
+  r = run(args + " --device cuda --decode gpu", env);  // the GPU pipeline does not shard
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("use --decode cpu"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(out + "/metrics.jsonl"));
+  r = run("train --epochs 1", "RANK=x WORLD_SIZE=2");  // a malformed variable is named
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("RANK='x'"), std::string::npos) << r.out;
   r = run("bench train -m kat_micro_patch4_28 -b 2 --iters 1",
           "SLURM_PROCID=0 SLURM_NTASKS=4 SLURM_JOB_NODELIST=gpu[1-2]");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("rank 0 of 4"), std::string::npos) << r.out;
-  r = run("train --epochs 1", "RANK=x WORLD_SIZE=2");  // a malformed variable is named
-  EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.out.find("RANK='x'"), std::string::npos) << r.out;
   // One process under a launcher is an ordinary run.
   r = run("bench train -m kat_micro_patch4_28 -b 2 --iters 1", "RANK=0 WORLD_SIZE=1");
   EXPECT_EQ(r.code, 0) << r.out;

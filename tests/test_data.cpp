@@ -1134,3 +1134,59 @@ TEST(DataImageIo, JpegScaledDecode) {
   EXPECT_FALSE(decode_image_file(t.path().string(), h, w, c, out, &err));
   EXPECT_NE(err.find("not a regular file"), std::string::npos) << err;
 }
+
+// The Loader of one rank of a multi-process job (LoaderConfig::shard_world / shard_rank, what kat
+// train's ranks run) delivers the rows of its shard of every global batch; the ranks' batches
+// put side by side are the one-process Loader's batches, bitwise, threaded or not, for training
+// (drop_last, mixing) and for evaluation (the last batch short, a rank may get no rows).
+TEST(DataLoader, ShardedLoadersRebuildTheOneProcessBatches) {
+  const Dataset ds = synthetic(45, 12, 12, 3, 5, 17);
+  LoaderConfig train = heavy_config(2);
+  train.batch_size = 8;
+  for (const bool eval : {false, true}) {
+    const LoaderConfig cfg = eval ? LoaderConfig::eval(train, 7) : train;
+    for (int world : {2, 3}) {
+      for (int workers : {0, 2}) {
+        LoaderConfig one = cfg;
+        one.num_workers = workers;
+        Loader whole(ds, one);
+        std::vector<std::unique_ptr<Loader>> ranks;
+        for (int r = 0; r < world; ++r) {
+          LoaderConfig c = one;
+          c.shard_world = world;
+          c.shard_rank = r;
+          if (eval) EXPECT_EQ(LoaderConfig::eval(c).shard_rank, r);  // eval keeps the shard
+          ranks.push_back(std::make_unique<Loader>(ds, c));
+          EXPECT_EQ(ranks.back()->batches_per_epoch(), whole.batches_per_epoch());
+        }
+        for (int64_t epoch : {0, 1}) {
+          whole.start_epoch(epoch, 1);
+          for (auto& l : ranks) l->start_epoch(epoch, 1);
+          Batch w, part;
+          while (whole.next(w)) {
+            std::vector<float> images, targets;
+            std::vector<int64_t> indices;
+            for (auto& l : ranks) {
+              ASSERT_TRUE(l->next(part));
+              EXPECT_EQ(part.batch, w.batch);
+              images.insert(images.end(), part.images.begin(), part.images.end());
+              targets.insert(targets.end(), part.targets.begin(), part.targets.end());
+              indices.insert(indices.end(), part.indices.begin(), part.indices.end());
+            }
+            const std::string where = "world " + std::to_string(world) + " workers " + std::to_string(workers) +
+                                      " epoch " + std::to_string(epoch) + " batch " + std::to_string(w.batch);
+            EXPECT_EQ(indices, w.indices) << where;
+            ASSERT_EQ(images.size(), w.images.size()) << where;
+            EXPECT_EQ(std::memcmp(images.data(), w.images.data(), images.size() * sizeof(float)), 0) << where;
+            EXPECT_EQ(targets, w.targets) << where;
+          }
+          for (auto& l : ranks) EXPECT_FALSE(l->next(part));
+        }
+      }
+    }
+  }
+  LoaderConfig bad = train;
+  bad.shard_world = 2;
+  bad.shard_rank = 2;
+  kat::test::expect_error([&] { Loader l(ds, bad); }, {"shard 2 of 2"});
+}

@@ -6,9 +6,14 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 
 #include "../apps/kat/device_flag.h"
 #include "kat/core/error.h"
@@ -16,6 +21,8 @@
 #include "kat/data/image_io.h"
 #include "kat/io/safetensors.h"
 #include "kat/model/kat_model.h"
+#include "kat/train/cpu_engine.h"
+#include "kat/train/evaluate.h"
 #include "kat/train/gpu_runner.h"
 #include "kat/train/optim.h"
 #include "kat/train/trainer.h"
@@ -312,4 +319,215 @@ TEST(TrainLazyData, FolderLazyEqualsEager) {
   const auto j = nlohmann::json::parse(cfg);
   EXPECT_TRUE(j["train"]["lazy_data"].get<bool>());
   fs::remove_all(root);
+}
+
+// A process of a job (torchrun / srun, issue #14) loads its rows of every global batch through the
+// trainer's own loader configuration (train_loader_config over TrainConfig::procs): the ranks'
+// batches side by side are the one-process run's batches, bitwise (with Mixup / CutMix, whose
+// pairs cross ranks), for training and evaluation; one process is the loader as before.
+TEST(TrainJob, RanksLoadTheirShardsOfTheOneProcessBatches) {
+  data::Dataset ds;
+  ds.height = ds.width = 28;
+  ds.channels = 1;
+  ds.num_classes = 10;
+  ds.source = "synthetic";
+  Rng rng(5);
+  for (int i = 0; i < 40; ++i) ds.labels.push_back(int32_t(rng.below(10)));
+  for (size_t i = 0; i < ds.size() * ds.image_bytes(); ++i) ds.pixels.push_back(uint8_t(rng.below(256)));
+  TrainConfig tc;
+  tc.batch = 12;
+  tc.mixup = 0.8;
+  tc.cutmix = 1.0;
+  tc.crop = "pad";
+  tc.hflip = true;
+  tc.workers = 2;
+  const ModelConfig mc = ModelConfig::load(tc.model);
+  const data::LoaderConfig one = train_loader_config(tc, mc);
+  EXPECT_EQ(one.shard_world, 1);  // no job: the whole batch
+  for (const bool eval : {false, true}) {
+    const data::LoaderConfig cfg1 = eval ? data::LoaderConfig::eval(one, 7) : one;
+    data::Loader whole(ds, cfg1);
+    std::vector<std::unique_ptr<data::Loader>> ranks;
+    for (int r = 0; r < 3; ++r) {
+      TrainConfig t = tc;
+      t.procs.world_size = 3;
+      t.procs.rank = r;
+      const data::LoaderConfig c = train_loader_config(t, mc);
+      EXPECT_EQ(c.batch_size, tc.batch);  // the global batch
+      ranks.push_back(std::make_unique<data::Loader>(ds, eval ? data::LoaderConfig::eval(c, 7) : c));
+    }
+    whole.start_epoch(1, 0);
+    for (auto& l : ranks) l->start_epoch(1, 0);
+    data::Batch w, part;
+    int batches = 0;
+    while (whole.next(w)) {
+      std::vector<float> images, targets;
+      for (auto& l : ranks) {
+        ASSERT_TRUE(l->next(part));
+        images.insert(images.end(), part.images.begin(), part.images.end());
+        targets.insert(targets.end(), part.targets.begin(), part.targets.end());
+      }
+      EXPECT_EQ(images, w.images) << "batch " << w.batch << (eval ? " (eval)" : "");
+      EXPECT_EQ(targets, w.targets) << "batch " << w.batch << (eval ? " (eval)" : "");
+      ++batches;
+    }
+    EXPECT_EQ(batches, eval ? 6 : 3);
+  }
+}
+
+// kat train's --device under a launcher (apps/kat/device_flag.h): the process's GPU, its place in
+// the job and the resolved rendezvous; without a launcher nothing changes.
+TEST(TrainJob, LaunchEnvironmentPicksTheGpuAndRendezvous) {
+  using cli::JobFlags;
+  using cli::resolve_train_devices;
+  auto env_of = [](std::map<std::string, std::string> m) {
+    return [m](const std::string& k) -> std::optional<std::string> {
+      const auto it = m.find(k);
+      return it == m.end() ? std::nullopt : std::optional<std::string>(it->second);
+    };
+  };
+  const auto torchrun = env_of({{"RANK", "5"},
+                                {"WORLD_SIZE", "8"},
+                                {"LOCAL_RANK", "1"},
+                                {"LOCAL_WORLD_SIZE", "4"},
+                                {"MASTER_ADDR", "node0"},
+                                {"MASTER_PORT", "29500"},
+                                {"TORCHELASTIC_RUN_ID", "job7"}});
+  TrainConfig c;
+  c.device = "cuda";
+  JobFlags f;
+  f.timeout = 60;
+  resolve_train_devices(c, f, torchrun);
+  EXPECT_EQ(c.devices, std::vector<int>{1});  // LOCAL_RANK
+  EXPECT_EQ(c.procs.rank, 5);
+  EXPECT_EQ(c.procs.world_size, 8);
+  EXPECT_EQ(c.procs.local_world_size, 4);
+  EXPECT_EQ(c.procs.rendezvous, "tcp:node0:29501");  // MASTER_PORT + 1
+  EXPECT_EQ(c.procs.job_tag, "job7");
+  EXPECT_EQ(c.procs.timeout, 60);
+  EXPECT_FALSE(c.is_rank0());
+  EXPECT_NO_THROW(c.validate());
+  c = TrainConfig{};
+  c.device = "cuda:0";  // a launcher that gives each process its own CUDA_VISIBLE_DEVICES
+  f.rendezvous = "file:/shared/kat-id";
+  resolve_train_devices(c, f, torchrun);
+  EXPECT_EQ(c.devices, std::vector<int>{0});
+  EXPECT_EQ(c.procs.rendezvous, "file:/shared/kat-id");
+  c.batch = 100;  // not divisible by 8 processes
+  kat::test::expect_error([&] { c.validate(); }, {"--batch 100", "8 processes"});
+  c = TrainConfig{};
+  c.device = "cuda";
+  f.rendezvous = "tcp::4000";
+  resolve_train_devices(c, f,
+                        env_of({{"SLURM_PROCID", "2"},
+                                {"SLURM_NTASKS", "4"},
+                                {"SLURM_LOCALID", "0"},
+                                {"SLURM_NTASKS_PER_NODE", "2"},
+                                {"SLURM_JOB_NODELIST", "gpu[07-08]"},
+                                {"SLURM_JOB_ID", "123"}}));
+  EXPECT_EQ(c.procs.rendezvous, "tcp:gpu07:4000");
+  EXPECT_EQ(c.procs.job_tag, "123");
+  EXPECT_EQ(c.devices, std::vector<int>{0});
+  // No launcher: --device as before, a world of one, whatever the flags.
+  for (const char* d : {"cpu", "cuda:0,1", "cuda:3"}) {
+    TrainConfig one;
+    one.device = d;
+    resolve_train_devices(one, f, env_of({}));
+    EXPECT_EQ(one.devices, cli::parse_devices(d));
+    EXPECT_EQ(one.procs.world_size, 1);
+    EXPECT_EQ(one.procs.rendezvous, "");
+  }
+  c = TrainConfig{};
+  c.device = "cuda:0,1";
+  kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"rank 5 of 8", "one GPU"});
+  c.device = "cpu";
+  kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"add --device cuda"});
+  c.device = "cuda";
+  f.rendezvous_timeout = 0;
+  kat::test::expect_error([&] { resolve_train_devices(c, f, torchrun); }, {"--rendezvous-timeout"});
+}
+
+namespace {
+// Two "processes" of a job in two threads on the CPU: all_reduce_sum adds both ranks' vectors in
+// rank order (what NCCL's sum gives for two ranks: a + b) and hands the sum to both.
+class TwoRankExchange {
+ public:
+  void sum(int rank, double* v, int n) {
+    std::unique_lock<std::mutex> lk(mu_);
+    const int round = round_;
+    parts_[size_t(rank)].assign(v, v + n);
+    if (++arrived_ == 2) {
+      total_.assign(size_t(n), 0.0);
+      for (const auto& p : parts_)
+        for (int i = 0; i < n; ++i) total_[size_t(i)] += p.at(size_t(i));
+      arrived_ = 0;
+      ++round_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lk, [&] { return round_ != round; });
+    }
+    std::copy(total_.begin(), total_.end(), v);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<double> parts_[2], total_;
+  int arrived_ = 0, round_ = 0;
+};
+
+class RankEngine : public CpuEngine {
+ public:
+  RankEngine(KatModel& m, TwoRankExchange& x, int rank) : CpuEngine(m), x_(x), rank_(rank) {}
+  void all_reduce_sum(double* v, int n) override { x_.sum(rank_, v, n); }
+  int process_count() const override { return 2; }
+
+ private:
+  TwoRankExchange& x_;
+  int rank_;
+};
+}  // namespace
+
+// Evaluation split across the processes of a job (each its rows of every eval batch, counts and
+// sums reduced) gives every process the one-process result: counts and the confusion matrix
+// exactly, the mean loss up to the order of its sum.
+TEST(TrainJob, SplitEvaluationEqualsTheWholeOne) {
+  const ModelConfig mc = ModelConfig::load("kat_micro_patch4_28");
+  data::Dataset ds;
+  ds.height = ds.width = mc.img_size;
+  ds.channels = mc.in_chans;
+  ds.num_classes = 10;
+  ds.source = "synthetic";
+  Rng rng(9);
+  for (int i = 0; i < 37; ++i) ds.labels.push_back(int32_t(rng.below(10)));
+  for (size_t i = 0; i < ds.size() * ds.image_bytes(); ++i) ds.pixels.push_back(uint8_t(rng.below(256)));
+  TrainConfig tc;
+  const data::LoaderConfig eval1 = data::LoaderConfig::eval(train_loader_config(tc, mc), 8);  // last batch: 5
+  KatModel ref(mc);
+  ref.init_params(4);
+  CpuEngine one(ref);
+  const EvalResult whole = evaluate(one, ds, eval1, false);
+  TwoRankExchange x;
+  std::vector<EvalResult> got(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      KatModel m(mc);
+      m.params = ref.params;
+      RankEngine e(m, x, r);
+      TrainConfig t = tc;
+      t.procs.world_size = 2;
+      t.procs.rank = r;
+      got[size_t(r)] = evaluate(e, ds, data::LoaderConfig::eval(train_loader_config(t, mc), 8), false);
+    });
+  for (auto& t : ranks) t.join();
+  for (const EvalResult& g : got) {
+    EXPECT_EQ(g.count, whole.count);
+    EXPECT_EQ(g.top1, whole.top1);
+    EXPECT_EQ(g.top5, whole.top5);
+    EXPECT_EQ(g.confusion, whole.confusion);
+    // Two partial sums of 37 float losses added in double: a few ulps of the mean at most.
+    EXPECT_NEAR(g.loss, whole.loss, 1e-12 * std::fabs(whole.loss));
+  }
+  EXPECT_EQ(got[0].loss, got[1].loss);  // the same reduced value on every process
 }

@@ -22,6 +22,7 @@
 #include "kat/train/gpu_group.h"
 #include "kat/train/gpu_runner.h"
 #include "kat/train/optim.h"
+#include "kat/train/trainer.h"
 
 namespace kat::cli {
 
@@ -56,6 +57,7 @@ void register_bench(CLI::App& app) {
     std::string input = "device", attention;
   };
   auto o = std::make_shared<Opts>();
+  auto job = std::make_shared<JobFlags>();
   sub->add_option("mode", o->mode, "train or infer")->required()->check(CLI::IsMember({"train", "infer"}));
   sub->add_option("--model,-m", o->model, "Model name or config path")->capture_default_str();
   sub->add_option("--set", o->overrides, "Model config override key=value");
@@ -74,11 +76,23 @@ void register_bench(CLI::App& app) {
                 "GPU training from the host: also print the host's median milliseconds per step in each call "
                 "(enqueue, staging, waiting), to see whether the host or the GPU sets the pace");
   add_attention_option(sub, o->attention);
+  sub->add_option("--rendezvous", job->rendezvous,
+                  "train under torchrun / srun (one process per GPU, --batch the global batch): as kat train's");
+  sub->add_option("--rendezvous-timeout", job->rendezvous_timeout, "As kat train's")->capture_default_str();
+  sub->add_option("--dist-timeout", job->timeout, "As kat train's")->capture_default_str();
   sub->add_flag("--csv", o->csv, "Print a CSV line: mode,model,batch,where,img_per_s,ms_per_iter,device_mib");
   registry().push_back({sub,
-                        [o] {
+                        [o, job] {
     KAT_CHECK(o->batch > 0 && o->iters > 0, "kat bench: --batch and --iters must be > 0");
-    refuse_multi_process_launch("bench");
+    // Under torchrun / srun: this process's GPU and place in the job, as kat train's.
+    TrainConfig job_cfg;
+    job_cfg.device = o->device;
+    resolve_train_devices(job_cfg, *job);
+    const int world = job_cfg.procs.world_size;
+    KAT_CHECK(world == 1 || o->mode == "train", "kat bench infer runs in one process (started as one of ", world,
+              " by a launcher)");
+    KAT_CHECK(o->batch % world == 0, "--batch ", o->batch, " (the global batch) must be divisible by the ", world,
+              " processes of the job");
     apply_attention_option(o->attention);
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
@@ -95,14 +109,16 @@ void register_bench(CLI::App& app) {
     // staged every step, alternating between two copies; with overlap the next batch is staged
     // while this step computes (GPU: its upload overlaps the compute; CPU: a copy). Returns the
     // per-step times after one warm-up step.
-    auto engine_step_times = [&](Engine& g, bool overlap) {
+    // rows: the rows staged (B; a process of a job: its shard).
+    auto engine_step_times = [&](Engine& g, bool overlap, int rows = 0) {
+      if (rows == 0) rows = B;
       const std::vector<float> x2 = x;
       // --phases: host time in each call (a call that returns at once only enqueued work; the
       // waits are where the host is ahead of the GPU).
       const char* names[] = {"begin_step",  "compute_staged (enqueue)", "stage next batch", "staged_loss (wait)",
                              "finish_step", "synchronize (wait)"};
       std::vector<std::vector<double>> ph(6);
-      g.stage(x.data(), t.data(), B);
+      g.stage(x.data(), t.data(), rows);
       const std::vector<double> times = time_steps(o->iters, [&](int i) {
         auto tp = std::chrono::steady_clock::now();
         auto mark = [&](int k) {
@@ -116,12 +132,12 @@ void register_bench(CLI::App& app) {
         mark(0);
         g.compute_staged(1, &dp);
         mark(1);
-        if (overlap) g.stage(next, t.data(), B);
+        if (overlap) g.stage(next, t.data(), rows);
         mark(2);
         g.staged_loss();
         mark(3);
         g.finish_step(1e-4, 0.0);
-        if (!overlap) g.stage(next, t.data(), B);
+        if (!overlap) g.stage(next, t.data(), rows);
         mark(4);
         g.synchronize();
         mark(5);
@@ -131,6 +147,25 @@ void register_bench(CLI::App& app) {
           std::fprintf(stderr, "  host %-26s %7.3f ms\n", names[k], median(ph[k]) * 1e3);
       return times;
     };
+    if (world > 1) {
+      // One process of a job (as kat train under torchrun / srun): this process's shard of the
+      // global batch B (its first B / world synthetic rows) on its GPU, the gradients all-reduced
+      // over the processes every step. Rank 0 reports the job's throughput.
+      GpuGroup g(cfg, job_cfg.devices.at(0), AdamWConfig{}, B / world, make_process_group(job_cfg));
+      g.upload_params(m.params.data());
+      const std::vector<double> times = engine_step_times(g, true, B / world);
+      const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
+      if (!job_cfg.is_rank0()) return 0;
+      if (o->csv)
+        std::printf("%s,%s,%d,%s bf16 x%d processes,%.1f,%.3f,%.0f\n", o->mode.c_str(), cfg.name.c_str(), B,
+                    o->device.c_str(), world, B / med, med * 1e3, mib);
+      else
+        std::printf(
+            "%s train batch %d over %d processes (one GPU each, bf16, host input): %.1f img/s (%.2f ms per "
+            "step), device memory %.0f MiB per process\n",
+            cfg.name.c_str(), B, world, B / med, med * 1e3, mib);
+      return 0;
+    }
     if (const auto devs = parse_devices(o->device); devs.size() > 1) {
       // Several GPUs (data parallel, as `kat train --device cuda:0,1,...`): a host batch staged
       // every step while the previous one computes; B is the global batch.

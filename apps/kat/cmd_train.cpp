@@ -23,6 +23,7 @@ void register_train(CLI::App& app) {
   auto resume = std::make_shared<std::string>();
   auto no_progress = std::make_shared<bool>(false);
   auto attention = std::make_shared<std::string>();
+  auto job = std::make_shared<JobFlags>();
   sub->add_option("--model,-m", c->model, "Model name (see `kat info`) or config JSON path")
       ->capture_default_str();
   sub->add_option("--set", c->model_overrides, "Model config override key=value (repeatable)");
@@ -128,15 +129,27 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--no-progress", *no_progress, "No progress bar (summary lines only)");
   add_attention_option(sub, *attention);
+  sub->add_option("--rendezvous", job->rendezvous,
+                  "Under torchrun / srun (one process per GPU): how rank 0 hands the NCCL id to the others: tcp "
+                  "(default: MASTER_ADDR, port MASTER_PORT + 1), tcp:HOST:PORT, tcp::PORT, or file:PATH on a "
+                  "filesystem all nodes share (a fresh path per job)");
+  sub->add_option("--rendezvous-timeout", job->rendezvous_timeout,
+                  "Seconds every process waits for the others at start-up; a missing rank is named")
+      ->capture_default_str();
+  sub->add_option("--dist-timeout", job->timeout,
+                  "Under torchrun / srun: seconds a process waits on the others (an all-reduce, rank 0 writing a "
+                  "checkpoint) before it aborts the NCCL communicator and exits, so a dead or hung rank ends the "
+                  "job; NCCL's asynchronous errors end it at once")
+      ->capture_default_str();
   registry().push_back({sub,
-                        [c, resume, no_progress, attention] {
+                        [c, resume, no_progress, attention, job] {
     c->progress = !*no_progress;
-    refuse_multi_process_launch("train");
     apply_attention_option(*attention);
-    c->devices = parse_devices(c->device);  // a malformed --device is an error before any data is read
+    // A malformed --device, launcher variable or --rendezvous is an error before any data is read.
+    resolve_train_devices(*c, *job);
     install_sigint_handler();
     const TrainResult r = train(*c, *resume);
-    if (r.interrupted) return 0;
+    if (r.interrupted || !c->is_rank0()) return 0;
     std::printf(
         "final test top-1: %.2f%% (best %.2f%%%s) after %d epochs, %lld steps; checkpoint %s\n", r.final_top1,
         r.best_top1,

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "dist/launch_env.h"
+#include "dist/rendezvous.h"
 #include "kat/core/error.h"
+#include "kat/train/train_config.h"
 
 namespace kat::cli {
 
@@ -47,19 +49,48 @@ inline std::vector<int> parse_devices(const std::string& d) {
   return out;
 }
 
-// Started as one of several processes by torchrun or srun (WORLD_SIZE / SLURM_NTASKS > 1)? Every
-// process would train the whole model on the same GPU and write the same run directory, so refuse
-// with what to do instead until one-process-per-GPU jobs exist (issue #14). A single process (no
-// launcher, or a launcher with one process) goes on. Malformed launcher variables are errors
-// naming the variable.
-inline void refuse_multi_process_launch(const char* command, const dist::EnvLookup& env = dist::process_env()) {
+// kat train's flags for a job of several processes (torchrun / srun, one process per GPU).
+struct JobFlags {
+  std::string rendezvous;           // --rendezvous: "" / tcp / tcp:HOST:PORT / tcp::PORT / file:PATH
+  double rendezvous_timeout = 300;  // --rendezvous-timeout
+  double timeout = 600;             // --dist-timeout
+};
+
+// Where this process trains: --device into c.devices, and, when a launcher started it as one of
+// several processes (WORLD_SIZE / SLURM_NTASKS > 1), its place in the job (c.procs): --device cuda
+// takes GPU LOCAL_RANK (SLURM_LOCALID), --device cuda:N takes GPU N (a launcher that gives every
+// process its own CUDA_VISIBLE_DEVICES: cuda:0); a list of GPUs or the CPU is an error saying what
+// to use. The rendezvous is resolved here (tcp:HOST:PORT from MASTER_ADDR / MASTER_PORT + 1 unless
+// given) so a bad flag is an error before any data is read. One process: c.procs stays a world of 1.
+inline void resolve_train_devices(TrainConfig& c, const JobFlags& f,
+                                  const dist::EnvLookup& env = dist::process_env()) {
   const dist::LaunchEnv e = dist::read_launch_env(env);
-  KAT_CHECK(!e.distributed(), command, ": started as ", e.describe(),
-            ", but kat does not run one process per GPU yet. Start one process and give it all the GPUs of "
-            "the node instead: `kat ",
-            command,
-            " --device cuda:0,1,...` (data parallel over NCCL); jobs "
-            "across several nodes are not supported yet.");
+  c.devices = parse_devices(c.device);
+  const dist::RendezvousSpec spec = dist::parse_rendezvous(f.rendezvous, e, f.rendezvous_timeout);
+  KAT_CHECK(f.rendezvous_timeout > 0, "--rendezvous-timeout must be > 0 seconds, got ", f.rendezvous_timeout);
+  KAT_CHECK(f.timeout > 0, "--dist-timeout must be > 0 seconds, got ", f.timeout);
+  if (!e.distributed()) return;
+  KAT_CHECK(c.devices.size() <= 1, "--device ", c.device, ": started as ", e.describe(),
+            ", and each process of a job takes one GPU: use --device cuda (GPU LOCAL_RANK) or cuda:N. A list of "
+            "GPUs is for one process without a launcher (`kat train --device ",
+            c.device, "`)");
+  KAT_CHECK(!c.devices.empty(), "--device ", c.device, ": started as ", e.describe(),
+            ", and a job of several processes trains on GPUs: add --device cuda (each process takes GPU "
+            "LOCAL_RANK)");
+  if (c.device == "cuda") c.devices = {e.local_rank};
+  c.procs.rank = e.rank;
+  c.procs.world_size = e.world_size;
+  c.procs.local_world_size = e.local_world_size;
+  c.procs.rendezvous = spec.kind == dist::RendezvousSpec::Kind::File
+                           ? "file:" + spec.path
+                           : "tcp:" + spec.host + ":" + std::to_string(spec.port);
+  for (const char* tag : {"TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"})
+    if (const auto v = env(tag); v && !v->empty()) {
+      c.procs.job_tag = *v;
+      break;
+    }
+  c.procs.rendezvous_timeout = f.rendezvous_timeout;
+  c.procs.timeout = f.timeout;
 }
 
 }  // namespace kat::cli

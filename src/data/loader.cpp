@@ -21,6 +21,8 @@ LoaderConfig LoaderConfig::eval(const LoaderConfig& t, int batch_size) {
   e.aug.fill = t.aug.fill;
   e.aug.mean = t.aug.mean;
   e.aug.std = t.aug.std;
+  e.shard_world = t.shard_world;
+  e.shard_rank = t.shard_rank;
   return e;
 }
 
@@ -50,6 +52,16 @@ void make_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64
                 const std::vector<int64_t>& order, Batch& out) {
   make_batch_rows(ds, cfg, epoch, b, order, 0, batch_rows(cfg, order.size(), b), out);
 }
+
+namespace {
+// What a Loader delivers as batch b: the whole batch, or this process's shard of it.
+void make_loader_batch(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
+                       const std::vector<int64_t>& order, Batch& out) {
+  if (cfg.shard_world == 1) return make_batch(ds, cfg, epoch, b, order, out);
+  const RowRange r = shard_rows(batch_rows(cfg, order.size(), b), cfg.shard_world, cfg.shard_rank);
+  make_batch_rows(ds, cfg, epoch, b, order, r.lo, r.hi, out);
+}
+}  // namespace
 
 void make_batch_rows(const Dataset& ds, const LoaderConfig& cfg, int64_t epoch, int64_t b,
                      const std::vector<int64_t>& order, int lo, int hi, Batch& out) {
@@ -153,6 +165,8 @@ Loader::Loader(const Dataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(std::move(cf
   KAT_CHECK(cfg_.num_workers >= 0 && cfg_.num_workers <= 256, who, ": num_workers must be in [0, 256], got ",
             cfg_.num_workers);
   KAT_CHECK(cfg_.prefetch >= 1, who, ": prefetch must be >= 1, got ", cfg_.prefetch);
+  KAT_CHECK(cfg_.shard_world >= 1 && cfg_.shard_rank >= 0 && cfg_.shard_rank < cfg_.shard_world, who, ": shard ",
+            cfg_.shard_rank, " of ", cfg_.shard_world, " (rank must be in [0, world))");
   KAT_CHECK(cfg_.mix.prob >= 0 && cfg_.mix.prob <= 1 && cfg_.mix.switch_prob >= 0 && cfg_.mix.switch_prob <= 1 &&
                 cfg_.mix.mixup_alpha >= 0 && cfg_.mix.cutmix_alpha >= 0,
             who, ": bad mix config (alphas must be >= 0, probabilities in [0, 1])");
@@ -227,7 +241,7 @@ void Loader::worker_loop() {
     lk.unlock();
     std::exception_ptr err;
     try {
-      make_batch(ds_, cfg_, epoch, b, *order, local);
+      make_loader_batch(ds_, cfg_, epoch, b, *order, local);
     } catch (...) {
       err = std::current_exception();
     }
@@ -245,7 +259,7 @@ bool Loader::next(Batch& out) {
   if (next_deliver_ >= batches_per_epoch_) return false;
   if (workers_.empty()) {
     const int64_t b = next_deliver_++;  // like the threaded path: a failed batch is skipped, not retried
-    make_batch(ds_, cfg_, epoch_, b, *order_, out);
+    make_loader_batch(ds_, cfg_, epoch_, b, *order_, out);
     return true;
   }
   std::exception_ptr err;

@@ -47,6 +47,19 @@ class Tally {
     }
     r_.count += n;
   }
+  // A job of several processes, each having evaluated its shard of every batch: the totals of all
+  // (counts exact in doubles below 2^53; the loss sum in another order than one process's).
+  void reduce(Engine& engine) {
+    if (engine.process_count() == 1) return;
+    std::vector<double> v = {double(r_.count), double(c1_), double(c5_), loss_sum_};
+    v.insert(v.end(), r_.confusion.begin(), r_.confusion.end());
+    engine.all_reduce_sum(v.data(), int(v.size()));
+    r_.count = int64_t(v[0]);
+    c1_ = int64_t(v[1]);
+    c5_ = int64_t(v[2]);
+    loss_sum_ = v[3];
+    for (size_t i = 0; i < r_.confusion.size(); ++i) r_.confusion[i] = int64_t(v[4 + i]);
+  }
   EvalResult finish(const std::string& source) {
     KAT_CHECK(r_.count > 0, source, ": no samples to evaluate");
     r_.top1 = 100.0 * c1_ / r_.count;
@@ -87,10 +100,12 @@ EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderC
   int64_t done = 0;
   while (loader.next(b)) {
     check_geometry(mc, ds, b.c, b.h, b.w);
-    tally.add(engine.logits(b.images.data(), b.n), b.labels.data(), b.n);
+    // (A process of a job may have no rows of a short last batch: eval_cfg.shard_world.)
+    if (b.n > 0) tally.add(engine.logits(b.images.data(), b.n), b.labels.data(), b.n);
     bar.update(++done, "", double(b.n));
   }
   bar.finish();
+  tally.reduce(engine);
   return tally.finish(ds.source);
 }
 

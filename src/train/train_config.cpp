@@ -58,6 +58,18 @@ void TrainConfig::validate() const {
   for (size_t i = 0; i < devices.size(); ++i)
     KAT_CHECK(devices[i] >= 0 && std::count(devices.begin(), devices.end(), devices[i]) == 1, "device '", device,
               "': GPU ", devices[i], devices[i] < 0 ? " is not a GPU index" : " is listed twice");
+  if (procs.world_size > 1) {
+    KAT_CHECK(procs.rank >= 0 && procs.rank < procs.world_size, "rank ", procs.rank, " outside a job of ",
+              procs.world_size, " processes");
+    KAT_CHECK(devices.size() == 1, "a job of ", procs.world_size,
+              " processes takes one GPU per process: --device ", device,
+              devices.empty() ? " is the CPU (use --device cuda: each process takes GPU LOCAL_RANK)"
+                              : " lists several (use --device cuda: each process takes GPU LOCAL_RANK)");
+    KAT_CHECK(batch % procs.world_size == 0, "--batch ", batch, " (the global batch) must be divisible by the ",
+              procs.world_size, " processes of the job (each gets an equal shard)");
+    KAT_CHECK(procs.rendezvous_timeout > 0, "--rendezvous-timeout must be > 0 seconds");
+    KAT_CHECK(procs.timeout > 0, "--dist-timeout must be > 0 seconds");
+  }
   KAT_CHECK(workers >= -1, "--workers must be >= 0 (or -1: automatic), got ", workers);
   KAT_CHECK(keep_last >= 1, "--keep-last must be >= 1");
   KAT_CHECK(eval_crop_pct > 0 && eval_crop_pct <= 1, "--eval-crop-pct must be in (0, 1], got ", eval_crop_pct);
@@ -85,6 +97,9 @@ std::string TrainConfig::resolve_decode(std::string* why) const {
   if (no.empty() && devices.size() > 1)
     no = "--device " + device + " has " + std::to_string(devices.size()) +
          " GPUs (the GPU data pipeline feeds one GPU)";
+  if (no.empty() && procs.world_size > 1)
+    no = "a job of " + std::to_string(procs.world_size) +
+         " processes (the GPU data pipeline does not load a shard of the global batch)";
   if (no.empty() && !folder) no = "--data " + data + " is not a folder: dataset (GPU decoding reads image files)";
   if (no.empty() && decode == "auto" && !lazy_data)
     no = "the folder is loaded into memory (--lazy-data or --decode gpu reads the files per batch)";

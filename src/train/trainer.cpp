@@ -15,6 +15,7 @@
 #include <thread>
 #include <tuple>
 
+#include "dist/rendezvous.h"
 #include "kat/core/error.h"
 #include "kat/data/data.h"
 #include "kat/io/safetensors.h"
@@ -63,10 +64,14 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return v;
 }
 
-data::LoaderConfig make_loader_config(const TrainConfig& c, const ModelConfig& mc) {
+}  // namespace
+
+data::LoaderConfig train_loader_config(const TrainConfig& c, const ModelConfig& mc) {
   const int img_size = mc.img_size;
   data::LoaderConfig l;
-  l.batch_size = c.batch;
+  l.batch_size = c.batch;  // the global batch: a process of a job loads its rows of it
+  l.shard_world = c.procs.world_size;
+  l.shard_rank = c.procs.rank;
   l.shuffle = true;
   l.drop_last = true;
   l.seed = c.seed;
@@ -74,7 +79,8 @@ data::LoaderConfig make_loader_config(const TrainConfig& c, const ModelConfig& m
   if (c.workers < 0) {
     // CPU training keeps the cores for compute; a GPU run is fed by the CPU: use them for decoding
     // and augmentation (the loader's output does not depend on the worker count).
-    const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+    // The processes of a job on one node share its cores.
+    const int hw = int(std::max(1u, std::thread::hardware_concurrency())) / std::max(1, c.procs.local_world_size);
     l.num_workers = c.devices.empty() ? 1 : std::clamp(hw - 1, 1, 64);
   }
   l.aug.train = true;
@@ -94,6 +100,22 @@ data::LoaderConfig make_loader_config(const TrainConfig& c, const ModelConfig& m
   l.mix.label_smoothing = c.label_smoothing;  // applied into the targets by the loader
   return l;
 }
+
+ProcessGroup make_process_group(const TrainConfig& tc) {
+  ProcessGroup pg;
+  pg.rank = tc.procs.rank;
+  pg.world_size = tc.procs.world_size;
+  pg.timeout_s = tc.procs.timeout;
+  const dist::LaunchEnv none;  // tc.procs.rendezvous is complete (tcp:HOST:PORT or file:PATH)
+  dist::RendezvousSpec spec = dist::parse_rendezvous(tc.procs.rendezvous, none, tc.procs.rendezvous_timeout);
+  spec.job_tag = tc.procs.job_tag;
+  pg.share_from_rank0 = [spec, rank = pg.rank, world = pg.world_size](const std::vector<uint8_t>& blob) {
+    return dist::share_from_rank0(spec, rank, world, blob);
+  };
+  return pg;
+}
+
+namespace {
 
 // Appends JSON lines; on resume drops lines logged after the checkpoint's step (a killed run may
 // have logged steps that are about to be replayed).
@@ -141,6 +163,8 @@ struct HostState {
   std::vector<float> ema;  // (num_params) or empty: no EMA
 };
 
+int replica_count(const TrainConfig& tc) { return std::max<int>(1, int(tc.devices.size())) * tc.procs.world_size; }
+
 void save_checkpoint(const std::string& path, const KatModel& m, const HostState& hs, const TrainConfig& tc,
                      const State& st, const std::vector<std::string>& class_names) {
   io::SafetensorsWriter w;
@@ -154,6 +178,9 @@ void save_checkpoint(const std::string& path, const KatModel& m, const HostState
   w.set_metadata("step", std::to_string(st.step));
   w.set_metadata("class_names", json(class_names).dump());
   w.set_metadata("optim_steps", std::to_string(hs.optim_steps));
+  // Model replicas the gradients were summed over (GPUs of the process x processes of the job): a
+  // resume with another count is told what changes.
+  w.set_metadata("replicas", std::to_string(replica_count(tc)));
   char best[64];
   std::snprintf(best, sizeof best, "%.17g", st.best_top1);
   w.set_metadata("best_top1", best);
@@ -197,7 +224,12 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
   Resume r;
   if (resume_dir.empty()) return r;
   const std::string path = latest_checkpoint(resume_dir);
-  KAT_CHECK(!path.empty(), "--resume ", resume_dir, ": no checkpoint (ckpt-step*.safetensors) in this directory");
+  KAT_CHECK(!path.empty(), "--resume ", resume_dir, ": no checkpoint (ckpt-step*.safetensors) in this directory",
+            tc.procs.world_size > 1
+                ? detail::concat(" (rank ", tc.procs.rank, " of ", tc.procs.world_size,
+                                 ": every process reads rank 0's run directory, which must be on a filesystem "
+                                 "all nodes share)")
+                : std::string());
   r.ck = std::make_unique<io::SafetensorsFile>(io::SafetensorsFile::load(path));
   const auto& md = r.ck->metadata();
   KAT_CHECK(md.count("train_config") && md.count("model_config") && md.count("step"), path,
@@ -209,12 +241,24 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
   // otherwise the run keeps the path it was started with.
   if (tc.decode != "auto") next.decode = tc.decode;
   next.devices = tc.devices;
+  next.procs = tc.procs;  // the job it is resumed in (same global batch, any world size)
   next.out_dir = resume_dir;
   next.max_steps = tc.max_steps;
   next.progress = tc.progress;
   tc = next;
   r.st.step = int64_t(metadata_number(*r.ck, "step"));
   r.st.best_top1 = metadata_number(*r.ck, "best_top1");
+  // Another number of replicas (GPUs x processes) than the run had: the same global batches, sample
+  // order and learning rate, but the drop-path masks are drawn per replica shard and the gradients
+  // summed in another order, so it continues on another trajectory than the straight run would.
+  if (const auto it = md.find("replicas");
+      it != md.end() && it->second != std::to_string(replica_count(tc)) && tc.is_rank0())
+    std::fprintf(
+        stderr,
+        "note: %s was trained on %s model replica(s) (GPUs x processes), this run has %d: the same global "
+        "batch (%d) and sample order, but drop-path masks are drawn per replica and the gradients summed "
+        "in another order, so the run is not bitwise the one it would have been\n",
+        path.c_str(), it->second.c_str(), replica_count(tc), tc.batch * tc.accum_steps);
   return r;
 }
 
@@ -231,7 +275,7 @@ RunData load_run_data(const TrainConfig& tc, const ModelConfig& mc) {
   RunData d;
   std::string why_cpu;
   d.decode = tc.resolve_decode(&why_cpu);
-  if (!tc.devices.empty() && tc.data.rfind("folder:", 0) == 0)
+  if (!tc.devices.empty() && tc.data.rfind("folder:", 0) == 0 && tc.is_rank0())
     std::fprintf(stderr, "decode: %s%s\n", d.decode.c_str(),
                  d.decode == "gpu" ? " (nvJPEG + GPU augmentation)" : (" (" + why_cpu + ")").c_str());
   int skipped_train = 0, skipped_test = 0;
@@ -267,7 +311,7 @@ RunData load_run_data(const TrainConfig& tc, const ModelConfig& mc) {
                  d.train.num_classes, d.train.num_classes);
     d.train.num_classes = mc.num_classes;
   }
-  d.train_cfg = make_loader_config(tc, mc);
+  d.train_cfg = train_loader_config(tc, mc);
   d.eval_cfg = data::LoaderConfig::eval(d.train_cfg, tc.eval_batch);
   return d;
 }
@@ -315,10 +359,16 @@ std::unique_ptr<Engine> make_engine(const TrainConfig& tc, const ModelConfig& mc
   ocfg.weight_decay = tc.weight_decay;
   ocfg.decay_rational = tc.decay_rational;
   std::unique_ptr<Engine> e;
-  if (tc.devices.empty())
+  if (tc.devices.empty()) {
     e = std::make_unique<CpuEngine>(model, ocfg);
-  else
+  } else if (tc.procs.world_size > 1) {
+    // One process of a job: its GPU, its shard of the global batch, rank 0's NCCL id through the
+    // rendezvous (tc.procs.rendezvous, resolved by the CLI).
+    e = std::make_unique<GpuGroup>(mc, tc.devices.at(0), ocfg, tc.batch / tc.procs.world_size,
+                                   make_process_group(tc));
+  } else {
     e = std::make_unique<GpuGroup>(mc, tc.devices, ocfg, tc.batch);
+  }
   e->upload_params(model.params.data());
   if (resumed) e->upload_moments(hs.m.data(), hs.v.data(), hs.optim_steps);
   if (!hs.ema.empty()) e->ema_init(hs.ema.data(), tc.ema_decay);
@@ -411,7 +461,7 @@ std::unique_ptr<BatchFeed> make_feed(const RunData& d, const TrainConfig& tc) {
 class Run {
  public:
   Run(const TrainConfig& tc, RunData& d, BatchFeed& loader, KatModel& model, HostState& hs, Engine& engine,
-      State& st, MetricsLog& log, std::string last_ckpt)
+      State& st, MetricsLog* log, std::string last_ckpt)
       : tc_(tc),
         d_(d),
         loader_(loader),
@@ -452,7 +502,7 @@ class Run {
     loader_.start_epoch(epoch, first_step * accum);
     char label[64];
     std::snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, tc_.epochs);
-    Progress bar(label, spe, tc_.progress);
+    Progress bar(label, spe, tc_.progress && tc_.is_rank0());
     epoch_loss_ = 0;
     epoch_steps_ = 0;
     double loss_ema = -1;
@@ -485,26 +535,36 @@ class Run {
       char info[128];
       std::snprintf(info, sizeof info, "loss %.4f lr %.2e", loss_ema, lr);
       bar.update(s + 1 - first_step, info, double(tc_.batch * tc_.accum_steps));
-      if (st_.step % tc_.log_every == 0 || s + 1 == spe) {
+      if (log_ && (st_.step % tc_.log_every == 0 || s + 1 == spe)) {
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
-        log_.write({{"step", st_.step},
-                    {"epoch", double(st_.step) / spe},
-                    {"loss", loss},
-                    {"lr", lr},
-                    {"img_per_s", epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(el, 1e-9)}});
+        log_->write({{"step", st_.step},
+                     {"epoch", double(st_.step) / spe},
+                     {"loss", loss},
+                     {"lr", lr},
+                     {"img_per_s", epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(el, 1e-9)}});
       }
-      const bool stop = g_stop_requested.load() || (tc_.max_steps > 0 && st_.step >= tc_.max_steps);
+      const bool stop = stop_requested() || (tc_.max_steps > 0 && st_.step >= tc_.max_steps);
       if (stop || (tc_.save_every > 0 && st_.step % tc_.save_every == 0 && s + 1 < spe)) checkpoint(false);
       if (stop) {
         bar.finish();
-        std::fprintf(stderr, "%s at step %lld: checkpoint %s\n",
-                     g_stop_requested.load() ? "interrupted" : "stopped (--max-steps)", (long long)st_.step,
-                     last_ckpt_.c_str());
+        if (tc_.is_rank0())
+          std::fprintf(stderr, "%s at step %lld: checkpoint %s\n",
+                       stop_requested_ ? "interrupted" : "stopped (--max-steps)", (long long)st_.step,
+                       last_ckpt_.c_str());
         return false;
       }
     }
     bar.finish();
     return true;
+  }
+
+  // Ctrl-C: in a job, any process's request stops every process at the same step (a sum over the
+  // processes), else they would part ways and wait on each other.
+  bool stop_requested() {
+    double flag = g_stop_requested.load() ? 1.0 : 0.0;
+    if (engine_.process_count() > 1) engine_.all_reduce_sum(&flag, 1);
+    stop_requested_ = flag > 0;
+    return stop_requested_;
   }
 
   // A non-finite loss: where it started when the engine can tell (the CPU), else how to find out.
@@ -525,7 +585,7 @@ class Run {
   // Evaluation (raw weights, then EMA weights if any), the epoch's log line, checkpoint and plots.
   void end_epoch(int64_t epoch, int64_t first_epoch) {
     const double train_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
-    const EvalResult ev = run_eval(tc_.progress, "  test");
+    const EvalResult ev = run_eval(tc_.progress && tc_.is_rank0(), "  test");
     json line = {{"step", st_.step},     {"epoch", epoch + 1},
                  {"test_top1", ev.top1}, {"test_top5", ev.top5},
                  {"test_loss", ev.loss}, {"train_loss", epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0}};
@@ -539,7 +599,7 @@ class Run {
       res_.final_ema_top1 = ee.top1;
       std::snprintf(ema_txt, sizeof ema_txt, " | ema top-1 %.2f%%", ee.top1);
     }
-    log_.write(line);
+    if (log_) log_->write(line);
     const bool best = ev.top1 > st_.best_top1;
     if (best) st_.best_top1 = ev.top1;
     // Whole-run ETA from this session's epochs so far (training + evaluation), not the first epoch alone.
@@ -549,17 +609,18 @@ class Run {
         epochs_left > 0 && epochs_done > 0
             ? " | run ETA " + format_duration(session_s / double(epochs_done) * double(epochs_left))
             : "";
-    std::fprintf(stderr,
-                 "epoch %lld/%d | train loss %.4f | test loss %.4f | test top-1 %.2f%% top-5 %.2f%%%s | %.0f "
-                 "img/s | %s%s\n",
-                 (long long)epoch + 1, tc_.epochs, epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0, ev.loss,
-                 ev.top1, ev.top5, ema_txt,
-                 epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(train_time, 1e-9),
-                 format_duration(train_time).c_str(), eta.c_str());
+    if (tc_.is_rank0())
+      std::fprintf(stderr,
+                   "epoch %lld/%d | train loss %.4f | test loss %.4f | test top-1 %.2f%% top-5 %.2f%%%s | %.0f "
+                   "img/s | %s%s\n",
+                   (long long)epoch + 1, tc_.epochs, epoch_steps_ ? epoch_loss_ / epoch_steps_ : 0.0, ev.loss,
+                   ev.top1, ev.top5, ema_txt,
+                   epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(train_time, 1e-9),
+                   format_duration(train_time).c_str(), eta.c_str());
     checkpoint(best);
-    // Plots of the run so far (curves, learned rationals): a failure here only warns.
+    // Plots of the run so far (curves, learned rationals; rank 0 of a job): a failure here only warns.
     try {
-      write_run_plots(tc_.out_dir, &model_, last_ckpt_);
+      if (tc_.is_rank0()) write_run_plots(tc_.out_dir, &model_, last_ckpt_);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "warning: plots not written: %s\n", e.what());
     }
@@ -577,8 +638,13 @@ class Run {
     return evaluate(engine_, d_.test, d_.eval_cfg, progress, label);
   }
 
-  // The engine's state to the host, then an atomic checkpoint (and best.safetensors).
+  // The engine's state to the host, then an atomic checkpoint (and best.safetensors). In a job, rank
+  // 0 writes it (every process holds the same state); the others only note its name.
   void checkpoint(bool is_best) {
+    if (!tc_.is_rank0()) {
+      last_ckpt_ = tc_.out_dir + "/" + ckpt_name(st_.step);
+      return;
+    }
     engine_.download_params(model_.params.data());
     engine_.download_moments(hs_.m.data(), hs_.v.data());
     hs_.optim_steps = engine_.optimizer_steps();
@@ -598,11 +664,12 @@ class Run {
   HostState& hs_;
   Engine& engine_;
   State& st_;
-  MetricsLog& log_;
+  MetricsLog* log_;  // rank 0 of a job (or the one process) only: null elsewhere
   std::string last_ckpt_;
   TrainResult res_;
   double epoch_loss_ = 0;
   int64_t epoch_steps_ = 0;
+  bool stop_requested_ = false;  // the last stop_requested(): a Ctrl-C somewhere in the job
   std::chrono::steady_clock::time_point t_session_, t_epoch_;
 };
 
@@ -614,6 +681,8 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   const io::SafetensorsFile* ck = rs.ck.get();
   tc.validate();
   if (tc.threads > 0) omp_set_num_threads(tc.threads);
+  KAT_CHECK(!tc.out_dir.empty() || tc.procs.world_size == 1, "a job of ", tc.procs.world_size,
+            " processes needs --out DIR (a directory all processes name alike; rank 0 writes it)");
   if (tc.out_dir.empty()) {
     char stamp[32];
     const std::time_t now = std::time(nullptr);
@@ -645,8 +714,9 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   init_host_state(tc, mc, ck, model, hs);
   const std::unique_ptr<Engine> engine = make_engine(tc, mc, model, hs, ck != nullptr);
 
-  fs::create_directories(tc.out_dir);
-  {
+  std::unique_ptr<MetricsLog> log;
+  if (tc.is_rank0()) {
+    fs::create_directories(tc.out_dir);
     json j;
     j["model"] = json::parse(mc.to_json());
     j["train"] = json::parse(tc.to_json());
@@ -654,16 +724,20 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     j["total_steps"] = d.total_steps;
     j["num_params"] = model.num_params();
     std::ofstream(tc.out_dir + "/config.json") << j.dump(2) << "\n";
+    log = std::make_unique<MetricsLog>(tc.out_dir + "/metrics.jsonl", ck ? rs.st.step : -1);
   }
-  MetricsLog log(tc.out_dir + "/metrics.jsonl", ck ? rs.st.step : -1);
-  std::fprintf(
-      stderr,
-      "%s %s: %lld parameters, %zu train / %zu test images, %lld steps/epoch x %d epochs, batch %d%s -> %s\n",
-      ck ? "resuming" : "training", mc.name.c_str(), (long long)model.num_params(), d.train.size(), d.test.size(),
-      (long long)d.steps_per_epoch, tc.epochs, tc.batch * tc.accum_steps,
-      ck ? (" from step " + std::to_string(rs.st.step)).c_str() : "", tc.out_dir.c_str());
+  if (tc.is_rank0())
+    std::fprintf(
+        stderr,
+        "%s %s: %lld parameters, %zu train / %zu test images, %lld steps/epoch x %d epochs, batch %d%s -> %s\n",
+        ck ? "resuming" : "training", mc.name.c_str(), (long long)model.num_params(), d.train.size(),
+        d.test.size(), (long long)d.steps_per_epoch, tc.epochs, tc.batch * tc.accum_steps,
+        ck ? (" from step " + std::to_string(rs.st.step)).c_str() : "", tc.out_dir.c_str());
+  if (tc.is_rank0() && tc.procs.world_size > 1)
+    std::fprintf(stderr, "job of %d processes: --batch %d is the global batch, %d per process\n",
+                 tc.procs.world_size, tc.batch, tc.batch / tc.procs.world_size);
 
-  Run run(tc, d, *loader, model, hs, *engine, rs.st, log, ck ? latest_checkpoint(resume_dir) : "");
+  Run run(tc, d, *loader, model, hs, *engine, rs.st, log.get(), ck ? latest_checkpoint(resume_dir) : "");
   TrainResult result = run.run();
   const std::string feed = loader->summary();
   if (!feed.empty()) std::fprintf(stderr, "%s\n", feed.c_str());

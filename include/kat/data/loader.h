@@ -39,9 +39,14 @@ struct LoaderConfig {
   int prefetch = 4;     // batches buffered ahead (at least num_workers are used)
   AugmentConfig aug;
   MixConfig mix;
+  // One process of a multi-process job: every batch is the global batch b (batch_size rows, the
+  // one-process order, augmentation and mixing), of which this loader builds only the rows
+  // shard_rows(rows, shard_world, shard_rank) (make_batch_rows). 1 / 0: the whole batch (make_batch).
+  int shard_world = 1, shard_rank = 0;
 
   // Eval loader matching a training config: same out_size / mean / std / eval_crop_pct / fill,
-  // train = false, no shuffle, keep the last partial batch, no mixing, no smoothing.
+  // train = false, no shuffle, keep the last partial batch, no mixing, no smoothing; the same
+  // shard (a rank may get no rows of a short last batch).
   static LoaderConfig eval(const LoaderConfig& train_cfg, int batch_size = 0);
 };
 

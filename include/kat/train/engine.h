@@ -78,6 +78,12 @@ class Engine {
   }
   // Wait for everything enqueued.
   virtual void synchronize() {}
+
+  // One process of a multi-process job (GpuGroup over processes): v[0..n) summed over the job's
+  // processes, in place, the same result on every process. One process: v unchanged.
+  virtual void all_reduce_sum(double* v, int n) { (void)v, (void)n; }
+  // Processes in the job this engine belongs to (1: this process alone).
+  virtual int process_count() const { return 1; }
 };
 
 }  // namespace kat

@@ -19,7 +19,9 @@ struct EvalResult {
 };
 
 // Runs the engine's model in eval mode (Engine::logits) over the whole dataset with the loader's
-// eval transform: CpuEngine, GpuRunner or GpuGroup alike.
+// eval transform: CpuEngine, GpuRunner or GpuGroup alike. A process of a job (eval_cfg.shard_world
+// > 1, Engine::process_count() > 1) evaluates its rows of every batch and the counts are summed over
+// the processes: every process returns the whole dataset's result.
 EvalResult evaluate(Engine& engine, const data::Dataset& ds, const data::LoaderConfig& eval_cfg,
                     bool show_progress, const char* label = "eval");
 // The same with the GPU data pipeline (nvJPEG + GPU eval transform, data/cuda/gpu_loader.h) on

@@ -18,6 +18,18 @@ struct TrainConfig {
   // The GPUs to train on (data parallel when several); empty: the CPU. Parsed from --device by the
   // CLI (apps/kat/device_flag.h); not saved (a resumed run trains where it is told to).
   std::vector<int> devices;
+  // One process of a multi-process job (torchrun / srun, one process per GPU): the CLI fills this
+  // from the launcher's environment (dist/launch_env.h) and the --rendezvous* / --dist-timeout
+  // flags. Not saved: a resumed run joins the job it is started in (same global batch).
+  struct Processes {
+    int rank = 0, world_size = 1;     // this process in the job; 1: no job (everything as before)
+    int local_world_size = 1;         // processes on this node (they share its cores)
+    std::string rendezvous;           // where rank 0's NCCL id is handed over: tcp:HOST:PORT or file:PATH
+    std::string job_tag;              // names the job at the rendezvous (TORCHELASTIC_RUN_ID / SLURM_JOB_ID)
+    double rendezvous_timeout = 300;  // --rendezvous-timeout: seconds to wait for every process
+    double timeout = 600;             // --dist-timeout: longest wait on a peer before the job is aborted
+  } procs;
+  bool is_rank0() const { return procs.rank == 0; }  // writes logs, metrics, plots, checkpoints
   std::string init;  // fine-tuning: initialise the weights from this checkpoint (see load_pretrained)
   // schedule
   int epochs = 6;

@@ -19,7 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "kat/data/loader.h"
 #include "kat/model/config.h"
+#include "kat/train/gpu_group.h"
 #include "kat/train/train_config.h"
 
 namespace kat {
@@ -40,6 +42,14 @@ void install_sigint_handler();
 
 // Runs a fresh training run (resume_dir empty) or resumes the newest checkpoint in resume_dir.
 TrainResult train(const TrainConfig& cfg, const std::string& resume_dir = "");
+
+// The training loader's configuration of a run: the global batch (tc.batch) of which a process of a
+// job (tc.procs) loads its shard (LoaderConfig::shard_world / shard_rank).
+data::LoaderConfig train_loader_config(const TrainConfig& tc, const ModelConfig& mc);
+
+// This process's place in a job (tc.procs, world_size > 1) as GpuGroup takes it: rank 0's NCCL id
+// handed over by the rendezvous of tc.procs.rendezvous (dist/rendezvous.h).
+ProcessGroup make_process_group(const TrainConfig& tc);
 
 // The newest checkpoint file in dir ("" when none).
 std::string latest_checkpoint(const std::string& dir);
