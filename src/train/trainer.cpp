@@ -407,7 +407,7 @@ class CpuFeed : public BatchFeed {
 class GpuFeed : public BatchFeed {
  public:
   GpuFeed(const data::Dataset& ds, const data::LoaderConfig& cfg, const TrainConfig& tc)
-      : loader_(ds, cfg, options(tc)), decode_threads_(tc.decode_streams) {}
+      : loader_(ds, cfg, options(tc)) {}
   int64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_batch) override { loader_.start_epoch(epoch, first_batch); }
   void stage_next(Engine& engine) override {
@@ -424,7 +424,7 @@ class GpuFeed : public BatchFeed {
                   "data: %.1f ms per batch waiting for it (%lld batches; per batch: nvJPEG calls %.1f ms on %d "
                   "decode threads, augmentation %.1f ms, readers %.1f thread-ms; on the GPU, queueing "
                   "included: decode %.1f ms, augmentation %.1f ms)",
-                  ms * t.next_wait, (long long)t.batches, ms * t.device_decode, decode_threads_,
+                  ms * t.next_wait, (long long)t.batches, ms * t.device_decode, loader_.decode_threads(),
                   ms * t.device_augment, ms * (t.read + t.cpu_decode), 1e3 * t.gpu_decode, 1e3 * t.gpu_augment);
     return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
                           " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
@@ -442,7 +442,6 @@ class GpuFeed : public BatchFeed {
     return o;
   }
   data::cuda::GpuLoader loader_;
-  int decode_threads_ = 1;
   data::cuda::GpuBatch batch_;
 };
 #endif

@@ -323,6 +323,20 @@ struct GpuLoader::Impl {
     }
   }
 
+  // A pipeline thread's start: the loader's device current on it; false (the failure left in
+  // `fatal` for next() to rethrow) when that fails.
+  bool enter_device() {
+    try {
+      KAT_CUDA_CHECK(cudaSetDevice(opt.device));
+      return true;
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mu);
+      fatal = std::current_exception();
+      cv.notify_all();
+      return false;
+    }
+  }
+
   // ---- decode threads ----------------------------------------------------------------------------
   // Batches are decoded in order of claim (decode_next), each by whichever decode thread is free, on
   // that thread's stream; a batch's files are ready and its arena is free. The nvJPEG call holds
@@ -383,14 +397,7 @@ struct GpuLoader::Impl {
   }
 
   void decode_loop(int k) {
-    try {
-      KAT_CUDA_CHECK(cudaSetDevice(opt.device));
-    } catch (...) {
-      std::lock_guard<std::mutex> g(mu);
-      fatal = std::current_exception();
-      cv.notify_all();
-      return;
-    }
+    if (!enter_device()) return;
     std::unique_lock<std::mutex> lk(mu);
     for (;;) {
       const auto t_wait = std::chrono::steady_clock::now();
@@ -513,14 +520,7 @@ struct GpuLoader::Impl {
   }
 
   void device_loop() {
-    try {
-      KAT_CUDA_CHECK(cudaSetDevice(opt.device));
-    } catch (...) {
-      std::lock_guard<std::mutex> g(mu);
-      fatal = std::current_exception();
-      cv.notify_all();
-      return;
-    }
+    if (!enter_device()) return;
     std::unique_lock<std::mutex> lk(mu);
     for (;;) {
       const auto t_wait = std::chrono::steady_clock::now();
@@ -810,6 +810,7 @@ DecodeStats GpuLoader::decode_stats() const {
   return sum;
 }
 std::string GpuLoader::decode_backend() const { return impl_->decoders.front()->backend(); }
+int GpuLoader::decode_threads() const { return int(impl_->decoders.size()); }
 int64_t GpuLoader::bad_files() const {
   std::lock_guard<std::mutex> g(impl_->mu);
   return impl_->bad;

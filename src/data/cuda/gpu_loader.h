@@ -136,7 +136,8 @@ class GpuLoader {
 
   DecodeStats decode_stats() const;  // where the images went so far
   std::string decode_backend() const;
-  int64_t bad_files() const;  // samples skipped so far with skip_bad (a bad file once per epoch read)
+  int decode_threads() const;  // GpuLoaderOptions::decode_streams, as started
+  int64_t bad_files() const;   // samples skipped so far with skip_bad (a bad file once per epoch read)
   PipelineTimes times() const;
 
  private:
