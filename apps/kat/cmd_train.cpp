@@ -123,6 +123,12 @@ void register_train(CLI::App& app) {
                   "call is the limit of one)")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
+  sub->add_option("--loader-nice", c->loader_nice,
+                  "--decode gpu: the loader's threads (readers, nvJPEG, augmentation) at this niceness "
+                  "(0 to 19): on a host with fewer cores than threads they then cannot delay the thread "
+                  "that launches the training step")
+      ->check(CLI::Range(0, 19))
+      ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
                   "shorter side to img_size / crop_pct, center crop img_size)")

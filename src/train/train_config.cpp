@@ -19,7 +19,8 @@ using nlohmann::json;
   X(switch_prob) X(crop) X(padding) X(hflip) X(randaug_n) X(randaug_m) X(randaug_mstd) \
   X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
   X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
-  X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams)
+  X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams) \
+  X(loader_nice)
 // clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
@@ -79,6 +80,7 @@ void TrainConfig::validate() const {
             decode_cpu_share);
   KAT_CHECK(decode_streams >= 1 && decode_streams <= 8, "--decode-streams must be in [1, 8], got ",
             decode_streams);
+  KAT_CHECK(loader_nice >= 0 && loader_nice <= 19, "--loader-nice must be in [0, 19], got ", loader_nice);
 }
 
 std::string TrainConfig::resolve_decode(std::string* why) const {

@@ -412,20 +412,25 @@ class GpuFeed : public BatchFeed {
   void start_epoch(int64_t epoch, int64_t first_batch) override { loader_.start_epoch(epoch, first_batch); }
   void stage_next(Engine& engine) override {
     KAT_CHECK(loader_.next(batch_), "internal error: GPU loader ran out of batches");
+    const auto t0 = std::chrono::steady_clock::now();
     engine.stage_device(batch_.images, batch_.targets, batch_.n);
+    stage_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++staged_;
   }
   std::string summary() const override {
     const data::cuda::DecodeStats s = loader_.decode_stats();
     // Where the pipeline's time went, per batch (thread-time where several threads share a phase).
     const data::cuda::PipelineTimes t = loader_.times();
     const double ms = 1e3 / double(std::max<int64_t>(1, t.batches));
-    char times[384];
+    char times[512];
     std::snprintf(times, sizeof times,
                   "data: %.1f ms per batch waiting for it (%lld batches; per batch: nvJPEG calls %.1f ms on %d "
                   "decode threads, augmentation %.1f ms, readers %.1f thread-ms; on the GPU, queueing "
-                  "included: decode %.1f ms, augmentation %.1f ms)",
+                  "included: decode %.1f ms, augmentation %.1f ms); %.1f ms per batch staging it into the "
+                  "engine (bf16 conversion, waited for)",
                   ms * t.next_wait, (long long)t.batches, ms * t.device_decode, loader_.decode_threads(),
-                  ms * t.device_augment, ms * (t.read + t.cpu_decode), 1e3 * t.gpu_decode, 1e3 * t.gpu_augment);
+                  ms * t.device_augment, ms * (t.read + t.cpu_decode), 1e3 * t.gpu_decode, 1e3 * t.gpu_augment,
+                  1e3 * stage_s_ / double(std::max<int64_t>(1, staged_)));
     return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
                           " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
                           loader_.bad_files(), " unreadable samples skipped (--skip-bad)\n", times);
@@ -439,10 +444,13 @@ class GpuFeed : public BatchFeed {
     o.skip_bad = tc.skip_bad;
     o.cpu_decode_share = tc.decode_cpu_share;
     o.decode_streams = tc.decode_streams;
+    o.thread_nice = tc.loader_nice;
     return o;
   }
   data::cuda::GpuLoader loader_;
   data::cuda::GpuBatch batch_;
+  double stage_s_ = 0;  // host time in Engine::stage_device (it waits for its copy)
+  int64_t staged_ = 0;
 };
 #endif
 

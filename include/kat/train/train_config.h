@@ -76,6 +76,9 @@ struct TrainConfig {
   // (1 to 8; same pixels).
   double decode_cpu_share = 0.0;
   int decode_streams = 3;
+  // --decode gpu: the loader's host threads at this niceness (0 .. 19), so that they cannot preempt
+  // the thread that launches the training step when the host has fewer cores than threads.
+  int loader_nice = 0;
   bool progress = true;
   int eval_batch = 256;
   // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic

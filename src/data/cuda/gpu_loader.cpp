@@ -2,7 +2,9 @@
 
 #include <cuda_runtime.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -273,6 +275,7 @@ struct GpuLoader::Impl {
   }
 
   void reader_loop() {
+    lower_priority();
     std::unique_lock<std::mutex> lk(mu);
     for (;;) {
       cv.wait(lk, [&] { return stop || can_claim(); });
@@ -325,7 +328,13 @@ struct GpuLoader::Impl {
 
   // A pipeline thread's start: the loader's device current on it; false (the failure left in
   // `fatal` for next() to rethrow) when that fails.
+  // This thread at opt.thread_nice (a failure only leaves it at the process's priority).
+  void lower_priority() const {
+    if (opt.thread_nice > 0) (void)setpriority(PRIO_PROCESS, id_t(syscall(SYS_gettid)), opt.thread_nice);
+  }
+
   bool enter_device() {
+    lower_priority();
     try {
       KAT_CUDA_CHECK(cudaSetDevice(opt.device));
       return true;
@@ -595,6 +604,8 @@ GpuLoader::GpuLoader(const Dataset& ds, LoaderConfig cfg, GpuLoaderOptions opt) 
   if (opt.host_slots == 0) opt.host_slots = 2 + 2 * opt.decode_streams;
   KAT_CHECK(opt.host_slots >= 2 && opt.out_slots >= 2, who, ": host_slots and out_slots must be >= 2");
   KAT_CHECK(opt.read_threads >= 0 && opt.read_threads <= 256, who, ": read_threads must be in [0, 256]");
+  KAT_CHECK(opt.thread_nice >= 0 && opt.thread_nice <= 19, who, ": thread_nice must be in [0, 19], got ",
+            opt.thread_nice);
   KAT_CHECK(opt.cpu_decode_share >= 0.0 && opt.cpu_decode_share <= 1.0, who,
             ": cpu_decode_share must be in [0, 1], got ", opt.cpu_decode_share);
   validate(cfg_.aug, ds.height, ds.width, ds.channels);

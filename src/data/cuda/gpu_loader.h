@@ -82,6 +82,10 @@ struct GpuLoaderOptions {
   // run tried with it (H100, 2026-12-07) made no progress in 8 minutes (not diagnosed; the
   // training kernels use programmatic dependent launch, griddepcontrol). Not reachable from kat.
   bool high_priority = false;
+  // The loader's host threads (readers, decode, augmenting) at this niceness (0 .. 19, Linux
+  // setpriority per thread), so that on a host with fewer cores than threads the caller's thread
+  // (the training step's launches) is not preempted by them. 0: the process's priority.
+  int thread_nice = 0;
   // next() gives up with a kat::Error saying what the batch waits for (files, decode, augmentation,
   // the GPU) when the pipeline makes no progress for this many seconds (also printed at once: a
   // stuck GPU may keep the loader's threads from being joined). 0: wait forever.
