@@ -129,6 +129,18 @@ void register_train(CLI::App& app) {
                   "that launches the training step")
       ->check(CLI::Range(0, 19))
       ->capture_default_str();
+  sub->add_option("--decode-priority", c->decode_priority,
+                  "--decode gpu: the loader's CUDA streams at the GPU's greatest priority (high), so its "
+                  "kernels start before the training step's pending ones, or the default (normal). "
+                  "EXPERIMENTAL: one H100 run with high made no progress (docs/DATA_PIPELINE.md)")
+      ->check(CLI::IsMember({"normal", "high"}))
+      ->capture_default_str();
+  sub->add_option("--data-timeout", c->data_timeout,
+                  "--decode gpu: stop with an error naming the stage it waits for (files, decode, "
+                  "augmentation, the GPU) when no batch arrives and the pipeline makes no progress for "
+                  "this many seconds (0: wait forever)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
                   "shorter side to img_size / crop_pct, center crop img_size)")

@@ -20,7 +20,7 @@ using nlohmann::json;
   X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
   X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
   X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams) \
-  X(loader_nice)
+  X(loader_nice) X(decode_priority) X(data_timeout)
 // clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
@@ -81,6 +81,9 @@ void TrainConfig::validate() const {
   KAT_CHECK(decode_streams >= 1 && decode_streams <= 8, "--decode-streams must be in [1, 8], got ",
             decode_streams);
   KAT_CHECK(loader_nice >= 0 && loader_nice <= 19, "--loader-nice must be in [0, 19], got ", loader_nice);
+  KAT_CHECK(decode_priority == "normal" || decode_priority == "high",
+            "--decode-priority must be normal or high, got '", decode_priority, "'");
+  KAT_CHECK(data_timeout >= 0, "--data-timeout must be >= 0 (0: wait forever), got ", data_timeout);
 }
 
 std::string TrainConfig::resolve_decode(std::string* why) const {

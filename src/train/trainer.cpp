@@ -445,6 +445,8 @@ class GpuFeed : public BatchFeed {
     o.cpu_decode_share = tc.decode_cpu_share;
     o.decode_streams = tc.decode_streams;
     o.thread_nice = tc.loader_nice;
+    o.high_priority = tc.decode_priority == "high";
+    o.stall_timeout_s = tc.data_timeout;
     return o;
   }
   data::cuda::GpuLoader loader_;

@@ -79,6 +79,12 @@ struct TrainConfig {
   // --decode gpu: the loader's host threads at this niceness (0 .. 19), so that they cannot preempt
   // the thread that launches the training step when the host has fewer cores than threads.
   int loader_nice = 0;
+  // --decode gpu: the loader's CUDA streams at the device's greatest priority ("high") or the
+  // default ("normal"; GpuLoaderOptions::high_priority), and how long the training waits for a batch
+  // while the pipeline makes no progress before it stops with an error naming the stage it waits
+  // for (seconds; 0: forever; GpuLoaderOptions::stall_timeout_s).
+  std::string decode_priority = "normal";
+  double data_timeout = 300;
   bool progress = true;
   int eval_batch = 256;
   // folder: datasets' test split is fitted with timm's evaluation transform (docs/MODEL.md §4): bicubic

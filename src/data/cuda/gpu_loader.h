@@ -80,7 +80,8 @@ struct GpuLoaderOptions {
   // a training step fills the SMs the pipeline's kernels start first. EXPERIMENTAL, off by default:
   // the pipeline alone runs as fast with it (data_bench --priority high), but the one `kat train`
   // run tried with it (H100, 2026-12-07) made no progress in 8 minutes (not diagnosed; the
-  // training kernels use programmatic dependent launch, griddepcontrol). Not reachable from kat.
+  // training kernels use programmatic dependent launch, griddepcontrol). kat train
+  // --decode-priority high.
   bool high_priority = false;
   // The loader's host threads (readers, decode, augmenting) at this niceness (0 .. 19, Linux
   // setpriority per thread), so that on a host with fewer cores than threads the caller's thread
