@@ -15,14 +15,10 @@
 set(KAT_CUDNN "AUTO" CACHE STRING "cuDNN fused attention (cudnn-frontend SDPA): AUTO, ON or OFF")
 set(KAT_HAVE_CUDNN OFF)
 if(KAT_HAVE_CUDA AND NOT KAT_CUDNN STREQUAL "OFF")
-  # python3's site-packages (nvidia is a namespace package; the frontend wheel puts include/ at the top).
-  execute_process(
-    COMMAND python3 -c "import site, sysconfig; p = [sysconfig.get_paths()['purelib']] + site.getsitepackages() + [site.getusersitepackages()]; print(';'.join(dict.fromkeys(p)))"
-    OUTPUT_VARIABLE KAT_PY_SITE OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-  set(KAT_PIP_CUDNN "")
-  foreach(site ${KAT_PY_SITE})
-    list(APPEND KAT_PIP_CUDNN ${site}/nvidia/cudnn)
-  endforeach()
+  # pip's wheels (the frontend wheel puts include/ at the top of site-packages).
+  include(${CMAKE_CURRENT_LIST_DIR}/pip_nvidia.cmake)
+  kat_python_site_dirs(KAT_PY_SITE)
+  kat_pip_nvidia_dirs(KAT_PIP_CUDNN cudnn)
   set(KAT_CUDNN_HINTS $ENV{CUDNN_ROOT} ${CUDNN_ROOT} ${KAT_PIP_CUDNN})
   find_path(CUDNN_INCLUDE_DIR cudnn_version.h HINTS ${KAT_CUDNN_HINTS} PATH_SUFFIXES include)
   find_library(CUDNN_LIBRARY NAMES libcudnn.so.9 cudnn HINTS ${KAT_CUDNN_HINTS} PATH_SUFFIXES lib lib64)

@@ -7,10 +7,8 @@
 set(KAT_NVJPEG "AUTO" CACHE STRING "GPU JPEG decoding through nvJPEG: AUTO, ON or OFF")
 set(KAT_HAVE_NVJPEG OFF)
 if(KAT_HAVE_CUDA AND NOT KAT_NVJPEG STREQUAL "OFF")
-  # The wheel's folders, through the Python that pip installs into (nvidia is a namespace package).
-  execute_process(
-    COMMAND python3 -c "import nvidia, os; print(';'.join(os.path.join(p, s) for p in nvidia.__path__ for s in ('cu13', 'nvjpeg', 'cu12')))"
-    OUTPUT_VARIABLE KAT_PIP_NVJPEG OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  include(${CMAKE_CURRENT_LIST_DIR}/pip_nvidia.cmake)
+  kat_pip_nvidia_dirs(KAT_PIP_NVJPEG cu13 nvjpeg cu12)
   set(KAT_NVJPEG_HINTS $ENV{NVJPEG_ROOT} ${NVJPEG_ROOT} ${CUDAToolkit_LIBRARY_ROOT} ${KAT_PIP_NVJPEG})
   find_path(NVJPEG_INCLUDE_DIR nvjpeg.h HINTS ${KAT_NVJPEG_HINTS} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
   find_library(NVJPEG_LIBRARY NAMES nvjpeg libnvjpeg.so.13 libnvjpeg.so.12
