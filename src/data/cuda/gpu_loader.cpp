@@ -817,6 +817,8 @@ DecodeStats GpuLoader::decode_stats() const {
     sum.cuda += st.cuda;
     sum.cpu += st.cpu;
     sum.bad += st.bad;
+    sum.device_allocs = st.device_allocs < 0 ? -1 : sum.device_allocs + st.device_allocs;
+    sum.pinned_allocs = st.pinned_allocs < 0 ? -1 : sum.pinned_allocs + st.pinned_allocs;
   }
   return sum;
 }

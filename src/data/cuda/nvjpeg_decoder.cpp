@@ -3,9 +3,13 @@
 #include <cuda_runtime.h>
 #include <nvjpeg.h>
 
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "kat/core/error.h"
 #include "kat/data/image_io.h"
@@ -74,15 +78,137 @@ using Params = Owned<nvjpegDecodeParams_t, nvjpegDecodeParamsDestroy>;
 using PinnedBuf = Owned<nvjpegBufferPinned_t, nvjpegBufferPinnedDestroy>;
 using DeviceBuf = Owned<nvjpegBufferDevice_t, nvjpegBufferDeviceDestroy>;
 
+// nvJPEG's own buffers (its states' device and pinned memory), kept for reuse instead of returned.
+// With the default allocators every buffer nvJPEG lets go is cudaFree'd / cudaFreeHost'd, and both
+// wait for ALL work on the device: while a training step runs, each such call in a decode stalls
+// until the step's queued kernels have run. Here device memory comes from a stream-ordered pool
+// that never shrinks (cudaMallocFromPoolAsync / cudaFreeAsync: no device-wide wait), and pinned
+// blocks go back to a free list, reused once the stream they were freed on has passed that point
+// (an event). The counters say whether nvJPEG allocates per batch (DecodeStats::*_allocs).
+// KAT_NVJPEG_ALLOCATOR=cuda in the environment selects nvJPEG's default allocators instead (the
+// A/B of bench/records/2026-12-07-s8-h100).
+class NvjpegMemory {
+ public:
+  explicit NvjpegMemory(int device) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    KAT_CUDA_CHECK(cudaMemPoolCreate(&pool_, &props));
+    uint64_t keep = UINT64_MAX;  // never give memory back to the driver at a synchronisation
+    KAT_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep));
+    dev_.dev_malloc = &dev_malloc;
+    dev_.dev_free = &dev_free;
+    dev_.dev_ctx = this;
+    pin_.pinned_malloc = &pinned_malloc;
+    pin_.pinned_free = &pinned_free;
+    pin_.pinned_ctx = this;
+  }
+  ~NvjpegMemory() {  // after every nvJPEG object using it (NvjpegDecoder::Impl's first member)
+    for (PinnedBlock& b : pinned_) {
+      if (b.freed) {
+        cudaEventSynchronize(b.freed);
+        cudaEventDestroy(b.freed);
+      }
+      cudaFreeHost(b.ptr);
+    }
+    cudaDeviceSynchronize();  // the pool's last frees are stream-ordered
+    cudaMemPoolDestroy(pool_);
+  }
+  NvjpegMemory(const NvjpegMemory&) = delete;
+  NvjpegMemory& operator=(const NvjpegMemory&) = delete;
+
+  nvjpegDevAllocatorV2_t* device() { return &dev_; }
+  nvjpegPinnedAllocatorV2_t* pinned() { return &pin_; }
+  int64_t device_allocs() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return n_dev_;
+  }
+  int64_t pinned_allocs() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return n_pinned_;
+  }
+
+ private:
+  struct PinnedBlock {
+    void* ptr = nullptr;
+    size_t size = 0;
+    bool in_use = false;
+    cudaEvent_t freed = nullptr;  // recorded on the stream it was freed on
+  };
+
+  static int dev_malloc(void* ctx, void** ptr, size_t size, cudaStream_t stream) {
+    auto* m = static_cast<NvjpegMemory*>(ctx);
+    {
+      std::lock_guard<std::mutex> g(m->mu_);
+      ++m->n_dev_;
+    }
+    return cudaMallocFromPoolAsync(ptr, size, m->pool_, stream) == cudaSuccess ? 0 : 1;
+  }
+  static int dev_free(void*, void* ptr, size_t, cudaStream_t stream) {
+    return cudaFreeAsync(ptr, stream) == cudaSuccess ? 0 : 1;
+  }
+  // The smallest free block that fits (and is no more than twice the size), else a new one.
+  static int pinned_malloc(void* ctx, void** ptr, size_t size, cudaStream_t) {
+    auto* m = static_cast<NvjpegMemory*>(ctx);
+    std::lock_guard<std::mutex> g(m->mu_);
+    ++m->n_pinned_;
+    PinnedBlock* best = nullptr;
+    for (PinnedBlock& b : m->pinned_)
+      if (!b.in_use && b.size >= size && b.size / 2 <= size && (!best || b.size < best->size) &&
+          (!b.freed || cudaEventQuery(b.freed) == cudaSuccess))
+        best = &b;
+    (void)cudaGetLastError();  // (a cudaErrorNotReady of the queries)
+    if (!best) {
+      PinnedBlock b;
+      b.size = size;
+      if (cudaHostAlloc(&b.ptr, size, cudaHostAllocDefault) != cudaSuccess) return 1;
+      m->pinned_.push_back(b);
+      best = &m->pinned_.back();
+    }
+    best->in_use = true;
+    *ptr = best->ptr;
+    return 0;
+  }
+  static int pinned_free(void* ctx, void* ptr, size_t, cudaStream_t stream) {
+    auto* m = static_cast<NvjpegMemory*>(ctx);
+    std::lock_guard<std::mutex> g(m->mu_);
+    for (PinnedBlock& b : m->pinned_) {
+      if (b.ptr != ptr) continue;
+      if (!b.freed && cudaEventCreateWithFlags(&b.freed, cudaEventDisableTiming) != cudaSuccess) return 1;
+      if (cudaEventRecord(b.freed, stream) != cudaSuccess) return 1;
+      b.in_use = false;
+      return 0;
+    }
+    return 1;  // not ours
+  }
+
+  cudaMemPool_t pool_ = nullptr;
+  nvjpegDevAllocatorV2_t dev_{};
+  nvjpegPinnedAllocatorV2_t pin_{};
+  mutable std::mutex mu_;
+  std::vector<PinnedBlock> pinned_;
+  int64_t n_dev_ = 0, n_pinned_ = 0;
+};
+
+// True unless KAT_NVJPEG_ALLOCATOR=cuda (nvJPEG's default cudaMalloc / cudaHostAlloc allocators).
+bool use_kept_memory() {
+  const char* e = std::getenv("KAT_NVJPEG_ALLOCATOR");
+  return !(e && std::strcmp(e, "cuda") == 0);
+}
+
 // A handle of `backend` with the most of these the library takes: strict bitstream checks (a
 // corrupt stream is an error, not garbage) and chroma upsampling by interpolation (as libjpeg's
 // default "fancy" upsampling) instead of replication. `flags` says which it got. Empty when the
-// backend cannot start (no hardware decoder on this GPU).
-Handle make_handle(nvjpegBackend_t backend, unsigned* flags) {
+// backend cannot start (no hardware decoder on this GPU). Its memory from `mem` (null: nvJPEG's
+// default allocators).
+Handle make_handle(nvjpegBackend_t backend, unsigned* flags, NvjpegMemory* mem) {
   const unsigned strict = NVJPEG_FLAGS_BITSTREAM_STRICT, interp = NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION;
   for (const unsigned f : {strict | interp, strict, interp, 0u}) {
     Handle h;
-    if (nvjpegCreateEx(backend, nullptr, nullptr, f, h.out()) == NVJPEG_STATUS_SUCCESS) {
+    const nvjpegStatus_t st = mem ? nvjpegCreateExV2(backend, mem->device(), mem->pinned(), f, h.out())
+                                  : nvjpegCreateEx(backend, nullptr, nullptr, f, h.out());
+    if (st == NVJPEG_STATUS_SUCCESS) {
       *flags = f;
       return h;
     }
@@ -110,7 +236,9 @@ bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int& 
 }
 
 struct NvjpegDecoder::Impl {
-  // Handles first: destroyed last, after every object made from them.
+  // The memory first: destroyed after everything nvJPEG holds; then the handles, destroyed after
+  // every object made from them.
+  std::unique_ptr<NvjpegMemory> mem;  // null: nvJPEG's default allocators (KAT_NVJPEG_ALLOCATOR=cuda)
   Handle hw, sw;  // hardware backend (empty without a JPEG engine); default backend (decoupled API)
   unsigned hw_flags = 0, sw_flags = 0;  // what make_handle got
   int max_batch = 0;
@@ -169,11 +297,16 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
   KAT_CHECK(max_batch >= 1, "NvjpegDecoder: max_batch must be >= 1, got ", max_batch);
   Impl& I = *impl_;
   I.max_batch = max_batch;
-  I.sw = make_handle(NVJPEG_BACKEND_DEFAULT, &I.sw_flags);
+  if (use_kept_memory()) {
+    int device = 0;
+    KAT_CUDA_CHECK(cudaGetDevice(&device));
+    I.mem = std::make_unique<NvjpegMemory>(device);
+  }
+  I.sw = make_handle(NVJPEG_BACKEND_DEFAULT, &I.sw_flags, I.mem.get());
   KAT_CHECK(I.sw,
             "nvJPEG cannot start on this GPU (nvjpegCreateEx with the default backend failed); decode on "
             "the CPU with --decode cpu");
-  I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_flags);
+  I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_flags, I.mem.get());
   if (I.hw) {
     KAT_NVJPEG_CHECK(nvjpegJpegStateCreate(I.hw.get(), I.hw_state.out()));
     I.hw_streams.resize(size_t(max_batch));
@@ -188,11 +321,17 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
   KAT_NVJPEG_CHECK(nvjpegDecodeParamsCreate(I.sw.get(), I.params_gray.out()));
   KAT_NVJPEG_CHECK(nvjpegDecodeParamsSetOutputFormat(I.params_gray.get(), NVJPEG_OUTPUT_Y));
   for (auto& js : I.sw_stream) KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.sw.get(), js.out()));
-  KAT_NVJPEG_CHECK(nvjpegBufferDeviceCreate(I.sw.get(), nullptr, I.device_buf.out()));
+  if (I.mem)
+    KAT_NVJPEG_CHECK(nvjpegBufferDeviceCreateV2(I.sw.get(), I.mem->device(), I.device_buf.out()));
+  else
+    KAT_NVJPEG_CHECK(nvjpegBufferDeviceCreate(I.sw.get(), nullptr, I.device_buf.out()));
   KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_gpu.get(), I.device_buf.get()));
   KAT_NVJPEG_CHECK(nvjpegStateAttachDeviceBuffer(I.st_hybrid.get(), I.device_buf.get()));
   for (int k = 0; k < 2; ++k) {
-    KAT_NVJPEG_CHECK(nvjpegBufferPinnedCreate(I.sw.get(), nullptr, I.pinned[k].out()));
+    if (I.mem)
+      KAT_NVJPEG_CHECK(nvjpegBufferPinnedCreateV2(I.sw.get(), I.mem->pinned(), I.pinned[k].out()));
+    else
+      KAT_NVJPEG_CHECK(nvjpegBufferPinnedCreate(I.sw.get(), nullptr, I.pinned[k].out()));
     I.pinned_free[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
   }
   I.staging_free = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
@@ -210,7 +349,16 @@ std::string NvjpegDecoder::backend() const {
   const Impl& I = *impl_;
   return (I.hw ? "hardware" + flag_names(I.hw_flags) + "; " : std::string()) + "cuda" + flag_names(I.sw_flags);
 }
-const DecodeStats& NvjpegDecoder::stats() const { return impl_->stats; }
+const DecodeStats& NvjpegDecoder::stats() const {
+  Impl& I = *impl_;
+  if (I.mem) {
+    I.stats.device_allocs = I.mem->device_allocs();
+    I.stats.pinned_allocs = I.mem->pinned_allocs();
+  } else {
+    I.stats.device_allocs = I.stats.pinned_allocs = -1;
+  }
+  return I.stats;
+}
 
 void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream,
                            std::vector<char>& ok, std::vector<std::string>& errors) {
