@@ -138,11 +138,12 @@ int main(int argc, char** argv) try {
                  t.device_idle * ms, t.device_augment * ms, t.device_wait_gpu * ms, t.read * ms, t.cpu_decode * ms,
                  workers, t.next_wait * ms, t.gpu_decode * 1e3, t.gpu_augment * 1e3);
     backend = "nvjpeg-" + l.decode_backend();
-    std::fprintf(stderr,
-                 "decoded: %lld on the JPEG engine, %lld on CUDA cores, %lld on the CPU, %lld bad; nvJPEG asked "
-                 "for memory %lld (device) / %lld (pinned) times (-1: not counted, KAT_NVJPEG_ALLOCATOR=cuda)\n",
-                 (long long)st.hardware, (long long)st.cuda, (long long)st.cpu, (long long)st.bad,
-                 (long long)st.device_allocs, (long long)st.pinned_allocs);
+    std::fprintf(
+        stderr,
+        "decoded: %lld on the JPEG engine, %lld on CUDA cores, %lld on the CPU, %lld bad; nvJPEG asked "
+        "for memory %lld (device) / %lld (pinned) times (-1: not counted, without KAT_NVJPEG_ALLOCATOR=kept)\n",
+        (long long)st.hardware, (long long)st.cuda, (long long)st.cpu, (long long)st.bad,
+        (long long)st.device_allocs, (long long)st.pinned_allocs);
 #else
     throw Error("--decode gpu needs a build with CUDA and nvJPEG (KAT_NVJPEG)");
 #endif

@@ -433,9 +433,12 @@ class GpuFeed : public BatchFeed {
                   1e3 * stage_s_ / double(std::max<int64_t>(1, staged_)));
     return detail::concat("decode: nvJPEG ", loader_.decode_backend(), ": ", s.hardware,
                           " images on the JPEG engine, ", s.cuda, " on CUDA cores, ", s.cpu, " on the CPU, ",
-                          loader_.bad_files(),
-                          " unreadable samples skipped (--skip-bad); nvJPEG asked for memory ", s.device_allocs,
-                          " (device) / ", s.pinned_allocs, " (pinned) times in ", t.batches, " batches\n", times);
+                          loader_.bad_files(), " unreadable samples skipped (--skip-bad)",
+                          s.device_allocs < 0
+                              ? std::string()
+                              : detail::concat("; nvJPEG asked for memory ", s.device_allocs, " (device) / ",
+                                               s.pinned_allocs, " (pinned) times in ", t.batches, " batches"),
+                          "\n", times);
   }
 
  private:

@@ -85,8 +85,9 @@ using DeviceBuf = Owned<nvjpegBufferDevice_t, nvjpegBufferDeviceDestroy>;
 // that never shrinks (cudaMallocFromPoolAsync / cudaFreeAsync: no device-wide wait), and pinned
 // blocks go back to a free list, reused once the stream they were freed on has passed that point
 // (an event). The counters say whether nvJPEG allocates per batch (DecodeStats::*_allocs).
-// KAT_NVJPEG_ALLOCATOR=cuda in the environment selects nvJPEG's default allocators instead (the
-// A/B of bench/records/2026-12-07-s8-h100).
+// OPT-IN, NOT YET RUN ON A GPU: KAT_NVJPEG_ALLOCATOR=kept in the environment selects it; the default
+// stays nvJPEG's own allocators until the A/B of bench/records/2026-12-07-s8-h100/README.md has run
+// (the hypothesis: decoding a batch took 63 ms of GPU time while training against 34 ms alone).
 class NvjpegMemory {
  public:
   explicit NvjpegMemory(int device) {
@@ -191,10 +192,10 @@ class NvjpegMemory {
   int64_t n_dev_ = 0, n_pinned_ = 0;
 };
 
-// True unless KAT_NVJPEG_ALLOCATOR=cuda (nvJPEG's default cudaMalloc / cudaHostAlloc allocators).
+// True with KAT_NVJPEG_ALLOCATOR=kept (else nvJPEG's default cudaMalloc / cudaHostAlloc allocators).
 bool use_kept_memory() {
   const char* e = std::getenv("KAT_NVJPEG_ALLOCATOR");
-  return !(e && std::strcmp(e, "cuda") == 0);
+  return e && std::strcmp(e, "kept") == 0;
 }
 
 // A handle of `backend` with the most of these the library takes: strict bitstream checks (a
@@ -238,7 +239,7 @@ bool cpu_decode(const uint8_t* data, size_t size, const std::string& name, int& 
 struct NvjpegDecoder::Impl {
   // The memory first: destroyed after everything nvJPEG holds; then the handles, destroyed after
   // every object made from them.
-  std::unique_ptr<NvjpegMemory> mem;  // null: nvJPEG's default allocators (KAT_NVJPEG_ALLOCATOR=cuda)
+  std::unique_ptr<NvjpegMemory> mem;  // null: nvJPEG's default allocators (unless KAT_NVJPEG_ALLOCATOR=kept)
   Handle hw, sw;  // hardware backend (empty without a JPEG engine); default backend (decoupled API)
   unsigned hw_flags = 0, sw_flags = 0;  // what make_handle got
   int max_batch = 0;

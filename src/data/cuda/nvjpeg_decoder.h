@@ -53,8 +53,8 @@ struct DecodeStats {
   int64_t cuda = 0;      // nvJPEG on the CUDA cores (decoupled API)
   int64_t cpu = 0;       // libjpeg-turbo / libpng, uploaded
   int64_t bad = 0;       // no decoder could read the file
-  // nvJPEG's requests for device / pinned memory so far (its buffers, served from memory the decoder
-  // keeps: nvjpeg_decoder.cpp's NvjpegMemory); -1 with KAT_NVJPEG_ALLOCATOR=cuda (not counted).
+  // nvJPEG's requests for device / pinned memory so far, counted when the decoder serves them from
+  // memory it keeps (KAT_NVJPEG_ALLOCATOR=kept: nvjpeg_decoder.cpp's NvjpegMemory); else -1.
   int64_t device_allocs = 0, pinned_allocs = 0;
 };
 
