@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -213,6 +215,65 @@ TEST_F(GpuDataDir, NvjpegMatchesLibjpegOnEveryVariant) {
       EXPECT_LE(mean, 1.5);
     }
   }
+}
+
+// nvJPEG's buffers from memory the decoder keeps (KAT_NVJPEG_ALLOCATOR=kept: a stream-ordered
+// device pool and a pinned free list instead of cudaMalloc/cudaFree): the same pixels as nvJPEG's
+// own allocators, batch after batch on one decoder (the reuse path), every output byte written.
+// Prints how often nvJPEG asked for memory after each batch: flat after the first means it keeps
+// its buffers itself; growing means it allocates per batch (cudaFree's device-wide wait without us).
+TEST_F(GpuDataDir, KeptMemoryDecodesAlike) {
+  std::vector<std::string> files;
+  for (const auto& v : test::jpeg_variants()) {
+    files.push_back(dir_ + "/" + v.name + ".jpg");
+    test::write_jpeg_variant(files.back(), v);
+  }
+  const Decoded ref = gpu_decode(files, 0x00);  // nvJPEG's own allocators
+  const int n = int(files.size());
+  std::vector<std::vector<uint8_t>> bytes(files.size());
+  std::vector<data::cuda::EncodedImage> enc(files.size());
+  std::vector<cuda::DeviceBuffer<uint8_t>> dst(files.size());
+  std::vector<uint8_t*> ptr(files.size());
+  for (size_t i = 0; i < files.size(); ++i) {
+    bytes[i] = test::read_file_bytes(files[i]);
+    enc[i].data = bytes[i].data();
+    enc[i].size = bytes[i].size();
+    enc[i].name = &files[i];
+    enc[i].header = data::parse_image_header(bytes[i].data(), bytes[i].size(), files[i]);
+    dst[i].allocate(size_t(enc[i].header.height) * enc[i].header.width * enc[i].header.channels);
+    ptr[i] = dst[i].data();
+  }
+  ASSERT_EQ(setenv("KAT_NVJPEG_ALLOCATOR", "kept", 1), 0);
+  std::unique_ptr<data::cuda::NvjpegDecoder> dec;
+  try {
+    dec = std::make_unique<data::cuda::NvjpegDecoder>(n);
+  } catch (...) {
+    unsetenv("KAT_NVJPEG_ALLOCATOR");
+    throw;
+  }
+  unsetenv("KAT_NVJPEG_ALLOCATOR");
+  cuda::CudaStream stream = cuda::CudaStream::create();
+  for (int batch = 0; batch < 4; ++batch) {
+    SCOPED_TRACE(batch);
+    const uint8_t poison = batch % 2 ? 0xFF : 0x5A;
+    for (auto& d : dst) KAT_CUDA_CHECK(cudaMemsetAsync(d.data(), poison, d.size(), stream));
+    std::vector<char> ok;
+    std::vector<std::string> errors;
+    dec->decode(enc.data(), n, ptr.data(), stream, ok, errors);
+    stream.synchronize();
+    const data::cuda::DecodeStats st = dec->stats();
+    std::printf("  kept memory, after batch %d: nvJPEG asked for device memory %lld, pinned %lld times\n", batch,
+                (long long)st.device_allocs, (long long)st.pinned_allocs);
+    EXPECT_GE(st.device_allocs, 0) << "KAT_NVJPEG_ALLOCATOR=kept was not taken";
+    EXPECT_GE(st.pinned_allocs, 0);
+    for (size_t i = 0; i < files.size(); ++i) {
+      SCOPED_TRACE(files[i]);
+      ASSERT_EQ(bool(ok[i]), bool(ref.ok[i])) << errors[i];
+      EXPECT_TRUE(download(dst[i].data(), dst[i].size()) == ref.px[i])
+          << "pixels differ from nvJPEG's own allocators";
+    }
+  }
+  EXPECT_EQ(ref.stats.device_allocs, -1);  // the default allocators are not counted
 }
 
 // A truncated JPEG (header intact, scan cut) and garbage after the header: the file is named and
