@@ -4,7 +4,7 @@ set -u
 source .carry/gpurun/run_env.sh
 T0=$(date +%s)
 R=$OUT/r; mkdir -p $R
-st() { echo "$1 at $(( $(date +%s) - T0 ))s" >> $R/steps.txt; }
+st() { echo "$1 at $(( $(date +%s) - T0 ))s" >> $OUT/steps.txt; }
 D=/tmp/kat_jpegs
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $R/machine.txt; nproc >> $R/machine.txt
 python3 bench/make_jpegs.py $D --train 20480 --val 1024 > $R/make_jpegs.log 2>&1; st jpegs
@@ -21,20 +21,20 @@ PY
 train() { name=$1; shift
   timeout 90 kat train -m kat_tiny_patch16_224 --data folder:$D --device cuda --batch 256 --epochs 1 --warmup-epochs 0 $DEIT \
     --max-steps 70 --log-every 10 --no-progress --out /tmp/run_$name --set num_classes=10 "$@" > $R/train_$name.log 2>&1
-  echo "$name rc $? $(rate /tmp/run_$name/metrics.jsonl) | $(grep '^data:' $R/train_$name.log)" >> $R/train.txt; st "$name"; }
-echo "host_before $(host)" >> $R/train.txt
+  echo "$name rc $? $(rate /tmp/run_$name/metrics.jsonl) | $(grep '^data:' $R/train_$name.log)" >> $OUT/train.txt; st "$name"; }
+echo "host_before $(host)" >> $OUT/train.txt
 train d3 --decode gpu --decode-streams 3
-train d5 --decode gpu --decode-streams 5
 train d8 --decode gpu --decode-streams 8
-train d6_nice --decode gpu --decode-streams 6 --loader-nice 10
-echo "host_after $(host)" >> $R/train.txt
+train d3_high --decode gpu --decode-streams 3 --decode-priority high --data-timeout 20
+train d5 --decode gpu --decode-streams 5
+echo "host_after $(host)" >> $OUT/train.txt
 timeout 60 data_bench $D --decode gpu --recipe deit --batches 80 --decode-streams 6 --csv > $R/pipeline_d6.csv 2> $R/pipeline_d6.err; st pipeline
-for r in 1 2; do for att in ours cudnn; do for m in "train -b 256" "infer -b 1024"; do
-  echo "$att $m $(KAT_ATTENTION=$att timeout 60 kat bench $m -m kat_tiny_patch16_224 --iters 20 --device cuda --csv 2>>$R/att.err | tail -1)" >> $R/att.txt
+for r in 1; do for att in ours cudnn; do for m in "train -b 256" "infer -b 1024"; do
+  echo "$att $m $(KAT_ATTENTION=$att timeout 60 kat bench $m -m kat_tiny_patch16_224 --iters 20 --device cuda --csv 2>>$R/att.err | tail -1)" >> $OUT/att.txt
 done; done; done; st att
-left=$(( 430 - ($(date +%s) - T0) ))
-st "py_gpu with ${left}s"
+left=$(( 265 - ($(date +%s) - T0) ))
+if [ $left -gt 250 ]; then st "py_gpu with ${left}s"
 OUT=$R BATCHES=256 PYTEST_TIMEOUT=120 BENCH_TIMEOUT=$(( left - 170 )) timeout $(( left - 5 )) bash bench/py_gpu.sh > $R/py_gpu.log 2>&1
-st "py_gpu rc $?"
-cd $OUT && tar czf r.tgz r && cp r/train.txt r/steps.txt r/att.txt . && rm -rf r
+st "py_gpu rc $?"; fi
+cd $OUT && tar czf r.tgz r && rm -rf r
 cat $OUT/steps.txt $OUT/train.txt $OUT/att.txt
