@@ -127,31 +127,50 @@ struct Decoded {
   data::cuda::DecodeStats stats;
 };
 
+// Files read and parsed for NvjpegDecoder::decode, with a device buffer per image.
+struct EncodedBatch {
+  explicit EncodedBatch(const std::vector<std::string>& files) : names(files) {
+    bytes.resize(files.size());
+    enc.resize(files.size());
+    dst.resize(files.size());
+    for (size_t i = 0; i < files.size(); ++i) {
+      bytes[i] = test::read_file_bytes(files[i]);
+      enc[i].data = bytes[i].data();
+      enc[i].size = bytes[i].size();
+      enc[i].name = &names[i];
+      enc[i].header = data::parse_image_header(bytes[i].data(), bytes[i].size(), files[i]);
+      dst[i].allocate(size_t(enc[i].header.height) * enc[i].header.width * enc[i].header.channels);
+      ptr.push_back(dst[i].data());
+    }
+  }
+  int size() const { return int(enc.size()); }
+  // Every output byte set to `poison`, on `stream`.
+  void poison(uint8_t value, cudaStream_t stream) {
+    for (auto& d : dst) KAT_CUDA_CHECK(cudaMemsetAsync(d.data(), value, d.size(), stream));
+  }
+  std::vector<std::vector<uint8_t>> download_all() const {
+    std::vector<std::vector<uint8_t>> px;
+    for (const auto& d : dst) px.push_back(download(d.data(), d.size()));
+    return px;
+  }
+  std::vector<std::string> names;
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<data::cuda::EncodedImage> enc;
+  std::vector<cuda::DeviceBuffer<uint8_t>> dst;
+  std::vector<uint8_t*> ptr;
+};
+
 // Decodes files (one batch) with a fresh NvjpegDecoder into device buffers first filled with
 // `poison`, and downloads them (each in the file's channels).
 Decoded gpu_decode(const std::vector<std::string>& files, uint8_t poison) {
-  const int n = int(files.size());
-  std::vector<std::vector<uint8_t>> bytes(files.size());
-  std::vector<data::cuda::EncodedImage> enc(files.size());
-  std::vector<cuda::DeviceBuffer<uint8_t>> dst(files.size());
-  std::vector<uint8_t*> ptr(files.size());
-  for (size_t i = 0; i < files.size(); ++i) {
-    bytes[i] = test::read_file_bytes(files[i]);
-    enc[i].data = bytes[i].data();
-    enc[i].size = bytes[i].size();
-    enc[i].name = &files[i];
-    enc[i].header = data::parse_image_header(bytes[i].data(), bytes[i].size(), files[i]);
-    const size_t sz = size_t(enc[i].header.height) * enc[i].header.width * enc[i].header.channels;
-    dst[i].allocate(sz);
-    KAT_CUDA_CHECK(cudaMemset(dst[i].data(), poison, sz));
-    ptr[i] = dst[i].data();
-  }
+  EncodedBatch in(files);
   cuda::CudaStream stream = cuda::CudaStream::create();
-  data::cuda::NvjpegDecoder dec(n);
+  in.poison(poison, stream);
+  data::cuda::NvjpegDecoder dec(in.size());
   Decoded d;
-  dec.decode(enc.data(), n, ptr.data(), stream, d.ok, d.errors);
+  dec.decode(in.enc.data(), in.size(), in.ptr.data(), stream, d.ok, d.errors);
   stream.synchronize();
-  for (size_t i = 0; i < files.size(); ++i) d.px.push_back(download(dst[i].data(), dst[i].size()));
+  d.px = in.download_all();
   d.stats = dec.stats();
   std::printf("  nvJPEG backend %s: %lld hardware, %lld cuda, %lld cpu, %lld bad\n", dec.backend().c_str(),
               (long long)d.stats.hardware, (long long)d.stats.cuda, (long long)d.stats.cpu,
@@ -229,24 +248,11 @@ TEST_F(GpuDataDir, KeptMemoryDecodesAlike) {
     test::write_jpeg_variant(files.back(), v);
   }
   const Decoded ref = gpu_decode(files, 0x00);  // nvJPEG's own allocators
-  const int n = int(files.size());
-  std::vector<std::vector<uint8_t>> bytes(files.size());
-  std::vector<data::cuda::EncodedImage> enc(files.size());
-  std::vector<cuda::DeviceBuffer<uint8_t>> dst(files.size());
-  std::vector<uint8_t*> ptr(files.size());
-  for (size_t i = 0; i < files.size(); ++i) {
-    bytes[i] = test::read_file_bytes(files[i]);
-    enc[i].data = bytes[i].data();
-    enc[i].size = bytes[i].size();
-    enc[i].name = &files[i];
-    enc[i].header = data::parse_image_header(bytes[i].data(), bytes[i].size(), files[i]);
-    dst[i].allocate(size_t(enc[i].header.height) * enc[i].header.width * enc[i].header.channels);
-    ptr[i] = dst[i].data();
-  }
+  EncodedBatch in(files);
   ASSERT_EQ(setenv("KAT_NVJPEG_ALLOCATOR", "kept", 1), 0);
   std::unique_ptr<data::cuda::NvjpegDecoder> dec;
   try {
-    dec = std::make_unique<data::cuda::NvjpegDecoder>(n);
+    dec = std::make_unique<data::cuda::NvjpegDecoder>(in.size());
   } catch (...) {
     unsetenv("KAT_NVJPEG_ALLOCATOR");
     throw;
@@ -255,22 +261,21 @@ TEST_F(GpuDataDir, KeptMemoryDecodesAlike) {
   cuda::CudaStream stream = cuda::CudaStream::create();
   for (int batch = 0; batch < 4; ++batch) {
     SCOPED_TRACE(batch);
-    const uint8_t poison = batch % 2 ? 0xFF : 0x5A;
-    for (auto& d : dst) KAT_CUDA_CHECK(cudaMemsetAsync(d.data(), poison, d.size(), stream));
+    in.poison(batch % 2 ? 0xFF : 0x5A, stream);
     std::vector<char> ok;
     std::vector<std::string> errors;
-    dec->decode(enc.data(), n, ptr.data(), stream, ok, errors);
+    dec->decode(in.enc.data(), in.size(), in.ptr.data(), stream, ok, errors);
     stream.synchronize();
     const data::cuda::DecodeStats st = dec->stats();
     std::printf("  kept memory, after batch %d: nvJPEG asked for device memory %lld, pinned %lld times\n", batch,
                 (long long)st.device_allocs, (long long)st.pinned_allocs);
     EXPECT_GE(st.device_allocs, 0) << "KAT_NVJPEG_ALLOCATOR=kept was not taken";
     EXPECT_GE(st.pinned_allocs, 0);
+    const auto px = in.download_all();
     for (size_t i = 0; i < files.size(); ++i) {
       SCOPED_TRACE(files[i]);
       ASSERT_EQ(bool(ok[i]), bool(ref.ok[i])) << errors[i];
-      EXPECT_TRUE(download(dst[i].data(), dst[i].size()) == ref.px[i])
-          << "pixels differ from nvJPEG's own allocators";
+      EXPECT_TRUE(px[i] == ref.px[i]) << "pixels differ from nvJPEG's own allocators";
     }
   }
   EXPECT_EQ(ref.stats.device_allocs, -1);  // the default allocators are not counted
