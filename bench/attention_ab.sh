@@ -13,7 +13,8 @@
 #   CUDNN_ROOT=... CUDNN_FRONTEND_INCLUDE_DIR=... bench/stage_gpu_carry.sh kat kat_gpu_tests op_bench
 # carried:
 #   source .carry/gpurun/run_env.sh && bash bench/attention_ab.sh
-# env: OUT (default out/attention_ab; $OUT of the device tool works), ROUNDS=3, ITERS=10 (timed steps
+# env: BUDGET (seconds for the model rows; 0 = no limit; rounds run outermost, so a cut keeps pairs),
+#      OUT (default out/attention_ab; $OUT of the device tool works), ROUNDS=3, ITERS=10 (timed steps
 #      per run, median), SKIP_TESTS=1 (benchmarks only). About 3-4 minutes on an H100.
 # Output: $OUT/tests.log, $OUT/op_bench.log, $OUT/bench.csv (every run), $OUT/bench_stderr.log (the
 # engine's notes: the cuDNN version, refusals), $OUT/table.md.
@@ -49,18 +50,27 @@ CASES=(
   "infer -m kat_tiny_patch16_224 -b 1024"
   "infer -m kat_small_patch16_224 -b 256"
 )
-echo "case,asked,ran,img_per_s" > "$OUT/bench.csv"
+echo "case,asked,ran,img_per_s,seconds" > "$OUT/bench.csv"
 : > "$OUT/bench_stderr.log"
-for c in "${CASES[@]}"; do
-  for r in $(seq "$ROUNDS"); do
+# Rounds outermost, so a cut (BUDGET seconds for the model rows: no new run starts past it) still
+# leaves every case with an ours/cudnn pair. Each run's wall time goes into bench.csv.
+BUDGET=${BUDGET:-0}
+t_rows=$(date +%s)
+for r in $(seq "$ROUNDS"); do
+  for c in "${CASES[@]}"; do
     for att in ours cudnn; do
+      if [ "$BUDGET" -gt 0 ] && [ $(( $(date +%s) - t_rows )) -ge "$BUDGET" ]; then
+        echo "BUDGET of $BUDGET s spent: round $r of $ROUNDS, case '$c' and later not run" | tee -a "$OUT/bench_stderr.log"
+        break 3
+      fi
+      t_run=$(date +%s)
       # shellcheck disable=SC2086  # $c is the argument list
       line=$(KAT_ATTENTION=$att timeout 120 kat bench $c --iters "$ITERS" --device cuda --csv \
              2>> "$OUT/bench_stderr.log" | tail -1)
       # CSV: mode,model,batch,where,img_per_s,ms_per_iter,device_mib; `where` ends in "attention X"
       # when cuDNN was asked for (X: what ran).
       ran=$(echo "$line" | awk -F, '{print $4}' | sed -n 's/.*attention \([a-z]*\).*/\1/p')
-      echo "\"$c\",$att,${ran:-ours},$(echo "$line" | awk -F, '{print $(NF-2)}')" >> "$OUT/bench.csv"
+      echo "\"$c\",$att,${ran:-ours},$(echo "$line" | awk -F, '{print $(NF-2)}'),$(( $(date +%s) - t_run ))" >> "$OUT/bench.csv"
     done
   done
 done
@@ -75,6 +85,9 @@ print("|---|---|---|---|---|---|---|")
 for c in cases:
     v = {a: [float(r["img_per_s"] or "nan") for r in rows if r["case"] == c and r["asked"] == a] for a in ("ours", "cudnn")}
     ran = sorted({r["ran"] for r in rows if r["case"] == c and r["asked"] == "cudnn"})
+    if not v["ours"] or not v["cudnn"]:  # cut by BUDGET between the two
+        print(f"| {c} | {v['ours'] or '-'} | {v['cudnn'] or '-'} | - | | | {'/'.join(ran)} |")
+        continue
     mo, mc = statistics.median(v["ours"]), statistics.median(v["cudnn"])
     sp = lambda x: f"{min(x):.0f}-{max(x):.0f}"
     print(f"| {c} | {mo:.0f} | {mc:.0f} | {mc / mo:.3f} | {sp(v['ours'])} | {sp(v['cudnn'])} | {'/'.join(ran)} |")
