@@ -27,17 +27,8 @@ DEIT="--crop rrc --hflip --randaug-n 2 --randaug-m 9 --reprob 0.25 --mixup 0.8 -
 [ -d "$DATA/train" ] || python3 bench/make_jpegs.py "$DATA" --train "$N" --val 1024 2>&1 | tee "$OUT/make_jpegs.log"
 du -sh "$DATA" >> "$OUT/machine.txt"
 
-# img/s of `kat train` between the metrics lines of step 20 and the last step (warm-up excluded):
-# img_per_s at step s is s * batch / elapsed(s), so elapsed(s) = s * batch / img_per_s.
-train_rate() {
-  python3 - "$1" "$BATCH" <<'PY'
-import json, sys
-lines = [json.loads(l) for l in open(sys.argv[1]) if '"img_per_s"' in l]
-b = int(sys.argv[2]); a, z = lines[0], lines[-1]
-ea, ez = a["step"] * b / a["img_per_s"], z["step"] * b / z["img_per_s"]
-print(f"{(z['step'] - a['step']) * b / (ez - ea):.0f}")
-PY
-}
+# img/s of `kat train` between the metrics lines of step 20 and the last step (warm-up excluded).
+train_rate() { python3 bench/train_rate.py "$1" --batch "$BATCH" --from-step 20; }
 
 run_train() {  # name, extra args
   local name=$1; shift
