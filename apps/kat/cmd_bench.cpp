@@ -53,7 +53,7 @@ void register_bench(CLI::App& app) {
     std::string mode, model = "kat_tiny_patch16_224", device = "cpu";
     std::vector<std::string> overrides;
     int batch = 32, iters = 5;
-    bool csv = false, fp32 = false, phases = false;
+    bool csv = false, fp32 = false, phases = false, cuda_graph = false;
     std::string input = "device", attention;
   };
   auto o = std::make_shared<Opts>();
@@ -66,6 +66,9 @@ void register_bench(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu, cuda, cuda:N, or cuda:0,1,... (train: data parallel)")
       ->capture_default_str();
   sub->add_flag("--fp32", o->fp32, "GPU: fp32 storage instead of bf16 (for checking)");
+  sub->add_flag("--cuda-graph", o->cuda_graph,
+                "GPU infer: replay the forward as a CUDA graph (captured after the first batch; one launch "
+                "instead of hundreds: small batches are launch-bound). EXPERIMENTAL");
   sub->add_option("--input", o->input,
                   "GPU training input: device (one synthetic batch uploaded once, as timm's benchmark), host "
                   "(a host batch uploaded every step while the previous step computes, as `kat train`), "
@@ -195,6 +198,8 @@ void register_bench(CLI::App& app) {
     }
     KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input,
               " needs train --device cuda");
+    KAT_CHECK(!o->cuda_graph || (gpu && !train), "kat bench: --cuda-graph is for infer --device cuda");
+    if (o->cuda_graph) gpu->set_cuda_graphs(true);
     std::vector<double> times;
     const bool host_input = gpu && o->input != "device";
     if (train && !gpu) {
@@ -219,6 +224,8 @@ void register_bench(CLI::App& app) {
     const double med = median(times);
     const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") +
                                         (host_input ? " input " + o->input : "") +
+                                        // "graph" only when the graphs stayed on (a capture can fail)
+                                        (o->cuda_graph ? (gpu->cuda_graphs() ? " graph" : " graph-failed") : "") +
                                         // what ran when cuDNN was asked for (ours where it cannot run)
                                         (ops::requested_attention_backend() == ops::AttentionBackend::Cudnn
                                              ? std::string(" attention ") + gpu->attention_name()

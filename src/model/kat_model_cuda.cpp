@@ -6,8 +6,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 
 #include "kat/core/error.h"
 #include "kat/model/drop_path.h"
@@ -45,8 +47,70 @@ KatModelCuda::KatModelCuda(const ModelConfig& cfg, DType dtype, cudaStream_t str
   dp_event_ = cuda::CudaEvent::create(cudaEventDisableTiming);
 }
 
+// One captured inference forward, instantiated.
+struct KatModelCuda::Graph {
+  cudaGraphExec_t exec = nullptr;
+  ~Graph() {
+    if (exec) cudaGraphExecDestroy(exec);
+  }
+};
+
 KatModelCuda::~KatModelCuda() {
   cudaStreamSynchronize(stream_);  // nothing enqueued may still use the buffers freed below
+}
+
+void KatModelCuda::set_cuda_graphs(bool on) {
+  KAT_CHECK(!on || stream_ != nullptr,
+            "KatModelCuda: CUDA graphs need a stream of the model's own (the legacy default stream cannot be "
+            "captured)");
+  if (!on) drop_graphs();
+  graphs_on_ = on;
+}
+
+void KatModelCuda::drop_graphs() {
+  if (graphs_.empty()) return;
+  KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a replay in flight may still run
+  graphs_.clear();
+}
+
+const void* KatModelCuda::forward_graphed(const void* images, DType image_dtype, int B) {
+  const GraphKey key{images, image_dtype, B};
+  for (auto& [k, g] : graphs_) {
+    if (!(k == key)) continue;
+    cur_batch_ = B;
+    dp_active_ = false;
+    KAT_CUDA_CHECK(cudaGraphLaunch(g->exec, stream_));
+    ++graph_replays_;
+    return acts_.logits;
+  }
+  // New shape: run it eagerly (its result is this call's; it also does what capture may not: the
+  // kernels' shared-memory attributes, cuBLASLt's heuristics), then capture the same calls.
+  const void* out = forward_eager(images, image_dtype, B, false, nullptr);
+  if (int(graphs_.size()) >= kMaxGraphs) return out;
+  cudaGraph_t graph = nullptr;
+  auto g = std::make_unique<Graph>();
+  try {
+    KAT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      forward_eager(images, image_dtype, B, false, nullptr);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    KAT_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t inst = cudaGraphInstantiate(&g->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    KAT_CUDA_CHECK(inst);
+  } catch (const std::exception& e) {
+    (void)cudaGetLastError();  // (capture errors are not sticky)
+    std::fprintf(stderr, "kat: CUDA graphs off: capturing the inference forward (batch %d) failed: %s\n", B,
+                 e.what());
+    graphs_on_ = false;
+    return out;
+  }
+  graphs_.emplace_back(key, std::move(g));
+  return out;
 }
 
 void KatModelCuda::upload_padded(const float* host, float* dev) const {
@@ -76,6 +140,7 @@ void KatModelCuda::upload_params(const float* host) {
 void KatModelCuda::exchange_params(cuda::DeviceBuffer<float>& other) {
   KAT_CHECK(other.size() == params_.size(), "KatModelCuda::exchange_params: ", other.size(),
             " floats given, the model holds ", params_.size());
+  drop_graphs();  // they hold the old buffer's pointers
   std::swap(params_, other);
   refresh_working_weights();
 }
@@ -128,6 +193,7 @@ void KatModelCuda::plan(int max_batch, bool training) {
   if (max_batch == max_batch_ && training == training_plan_) return;
   training_plan_ = training;
   KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  graphs_.clear();  // they hold pointers into the arena
   arena_.release();
   ws_.release();
   dp_host_.release();
@@ -227,6 +293,16 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
 }
 
 const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi, bool train, Rng* rng) {
+  if (graphs_on_ && !train) {
+    KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
+    KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ",
+              max_batch_);
+    return forward_graphed(images, image_dtype, Bi);
+  }
+  return forward_eager(images, image_dtype, Bi, train, rng);
+}
+
+const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, int Bi, bool train, Rng* rng) {
   KAT_CHECK(image_dtype == DType::F32 || image_dtype == dtype_,
             "KatModelCuda::forward: bf16 images need the bf16 model");
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");

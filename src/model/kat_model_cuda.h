@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kat/core/dtype.h"
@@ -96,6 +97,20 @@ class KatModelCuda {
   // patch embedding rounds its input to bf16 either way).
   const void* forward(const void* images, DType image_dtype, int B, bool train = false, Rng* rng = nullptr);
   const void* features() const;  // device (B, N, D) dtype(), after the final norm
+
+  // CUDA graphs for the inference forward (train = false), OPT-IN (`kat bench infer --cuda-graph`):
+  // the first forward of a (images pointer, image dtype, B) runs eagerly, then is captured once into
+  // a graph; later ones replay it, one launch instead of ~15 per block (small batches are
+  // launch-bound). Same kernels, same arguments, so the same bits as the eager forward. A graph
+  // holds the pointers it was captured with: plan() and exchange_params() drop them all; weights
+  // changed in place (upload_params, the optimizer) are seen. At most kMaxGraphs shapes are kept
+  // (further ones run eagerly). Needs a stream of its own (not the legacy default stream); a capture
+  // that fails (a kernel cuDNN cannot capture, ...) turns graphs off with a note on stderr.
+  // No effect on training forwards.
+  static constexpr int kMaxGraphs = 16;
+  void set_cuda_graphs(bool on);
+  bool cuda_graphs() const { return graphs_on_; }
+  int64_t graph_replays() const { return graph_replays_; }  // forwards served by a replay so far
   // dlogits: device (B, K) dtype(). Accumulates into the fp32 gradients.
   void backward(const void* dlogits);
   void zero_grad();
@@ -132,6 +147,11 @@ class KatModelCuda {
   float* g32(int64_t off) { return grads_.data() + off; }
   void refresh_working_weights();
   ops::AttentionBackend choose_attention(int64_t B, bool training) const;
+  // The forward's kernels, enqueued on stream_ (forward() without the graph cache).
+  const void* forward_eager(const void* images, DType image_dtype, int B, bool train, Rng* rng);
+  // forward(train = false) through the graph cache: replay, or capture (after an eager run).
+  const void* forward_graphed(const void* images, DType image_dtype, int B);
+  void drop_graphs();
   void attention_forward(const cuda::AttentionForwardArgs& a);
   void attention_backward(const cuda::AttentionBackwardArgs& a);
 
@@ -154,6 +174,19 @@ class KatModelCuda {
   cuda::DeviceBuffer<char> ws_;        // reduction workspace of the step
   cuda::PinnedBuffer<float> dp_host_;  // (depth, 2, max_batch) staging of the drop-path scales
   cuda::CudaEvent dp_event_;           // the last upload of dp_host_ finished
+
+  struct GraphKey {
+    const void* images;
+    DType image_dtype;
+    int B;
+    bool operator==(const GraphKey& o) const {
+      return images == o.images && image_dtype == o.image_dtype && B == o.B;
+    }
+  };
+  struct Graph;  // an instantiated cudaGraphExec_t (kat_model_cuda.cpp)
+  bool graphs_on_ = false;
+  std::vector<std::pair<GraphKey, std::unique_ptr<Graph>>> graphs_;
+  int64_t graph_replays_ = 0;
 };
 
 }  // namespace kat

@@ -380,6 +380,12 @@ const float* GpuRunner::logits_device(const float* d_images, int B) {
   return I.logits_host.data();
 }
 
+void GpuRunner::set_cuda_graphs(bool on) {
+  impl_->use();
+  impl_->model->set_cuda_graphs(on);
+}
+bool GpuRunner::cuda_graphs() const { return impl_->model->cuda_graphs(); }
+
 int GpuRunner::device() const { return impl_->device; }
 float* GpuRunner::device_grads() {
   impl_->use();
@@ -424,6 +430,8 @@ void GpuRunner::ema_init(const float*, double) {}
 void GpuRunner::download_ema(float*) {}
 void GpuRunner::use_ema_weights(bool) {}
 void GpuRunner::forward(const float*, int, float*, float*) {}
+void GpuRunner::set_cuda_graphs(bool) {}
+bool GpuRunner::cuda_graphs() const { return false; }
 const float* GpuRunner::logits(const float*, int) { return nullptr; }
 const float* GpuRunner::logits_device(const float*, int) { return nullptr; }
 int GpuRunner::device() const { return -1; }

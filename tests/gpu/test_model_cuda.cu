@@ -466,4 +466,85 @@ TEST(ModelCuda, InferencePlanMatchesTrainingPlan) {
   }
 }
 
+// CUDA graphs of the inference forward (KatModelCuda::set_cuda_graphs): the first forward of a
+// shape runs eagerly and is captured, later ones replay the graph. Replays must give the eager
+// forward's bits (same kernels, same arguments) with the arena poisoned before each (every
+// activation rewritten), see weights changed in place (upload_params), survive exchange_params
+// (which drops the graphs: they hold the old buffer's pointers) and a new plan; a training forward
+// is never graphed. Batches 1, 8 and 32 (the serving sizes of issue #13), bf16 and fp32.
+TEST(ModelCuda, CudaGraphInferenceEqualsEager) {
+  REQUIRE_GPU();
+  for (Prec p : {Prec::BF16, Prec::F32}) {
+    kat::ModelConfig cfg = config("kat_tiny_patch16_224", 2);
+    kat::KatModel cpu(cfg);
+    randomize_params(cpu, 41);
+    kat::cuda::CudaStream stream = kat::cuda::CudaStream::create();
+    kat::KatModelCuda eager(cfg, p, stream), graphed(cfg, p, stream);
+    eager.upload_params(cpu.params.data());
+    graphed.upload_params(cpu.params.data());
+    const int max_b = 32;
+    eager.plan(max_b, false);
+    graphed.plan(max_b, false);
+    graphed.set_cuda_graphs(true);
+    std::mt19937_64 g(7);
+    const int64_t img = int64_t(max_b) * cfg.in_chans * cfg.img_size * cfg.img_size;
+    auto images = randn(img, g);
+    DevBuf img_(img * 4);
+    KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+    auto logits_of = [&](kat::KatModelCuda& m, int B) {
+      m.poison_activations();
+      m.forward(img_.as<float>(), B, false);
+      std::vector<float> z(size_t(B) * cfg.num_classes);
+      m.download_logits(z.data());
+      return z;
+    };
+    auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+    };
+    for (int B : {1, 8, 32}) {
+      SCOPED_TRACE(B);
+      const auto ref = logits_of(eager, B);
+      ASSERT_TRUE(all_finite(ref));
+      const auto first = logits_of(graphed, B);   // eager run + capture
+      const auto replay = logits_of(graphed, B);  // replay
+      EXPECT_TRUE(graphed.cuda_graphs()) << "the capture failed (see the note on stderr)";
+      EXPECT_TRUE(same(first, ref));
+      EXPECT_TRUE(same(replay, ref)) << "a replay differs from the eager forward";
+    }
+    const int64_t replays = graphed.graph_replays();
+    std::printf("    %s: %lld replays, bitwise equal to eager at B = 1, 8, 32\n", p == Prec::F32 ? "f32 " : "bf16",
+                (long long)replays);
+    EXPECT_EQ(replays, 3);
+    // New weights in place: the graphs see them.
+    randomize_params(cpu, 42);
+    eager.upload_params(cpu.params.data());
+    graphed.upload_params(cpu.params.data());
+    EXPECT_TRUE(same(logits_of(graphed, 8), logits_of(eager, 8))) << "after upload_params";
+    EXPECT_EQ(graphed.graph_replays(), replays + 1);
+    // exchange_params swaps the weight buffer: the graphs are dropped and captured again.
+    kat::cuda::DeviceBuffer<float> other(size_t(graphed.device_total())), other2(size_t(eager.device_total()));
+    KAT_CUDA_CHECK(cudaMemcpy(other.data(), graphed.device_params(), other.size() * 4, cudaMemcpyDeviceToDevice));
+    KAT_CUDA_CHECK(cudaMemcpy(other2.data(), eager.device_params(), other2.size() * 4, cudaMemcpyDeviceToDevice));
+    graphed.exchange_params(other);
+    eager.exchange_params(other2);
+    EXPECT_TRUE(same(logits_of(graphed, 8), logits_of(eager, 8))) << "after exchange_params (capture)";
+    EXPECT_TRUE(same(logits_of(graphed, 8), logits_of(eager, 8))) << "after exchange_params (replay)";
+    // A new plan drops them too.
+    eager.plan(16, false);
+    graphed.plan(16, false);
+    EXPECT_TRUE(same(logits_of(graphed, 16), logits_of(eager, 16))) << "after plan (capture)";
+    EXPECT_TRUE(same(logits_of(graphed, 16), logits_of(eager, 16))) << "after plan (replay)";
+    EXPECT_TRUE(graphed.cuda_graphs());
+    stream.synchronize();
+  }
+}
+
+// Graphs need a stream of the model's own: the legacy default stream cannot be captured.
+TEST(ModelCuda, CudaGraphsRefuseTheLegacyStream) {
+  REQUIRE_GPU();
+  kat::KatModelCuda m(config("kat_micro_patch4_28"), Prec::BF16);
+  EXPECT_THROW(m.set_cuda_graphs(true), kat::Error);
+  EXPECT_NO_THROW(m.set_cuda_graphs(false));
+}
+
 }  // namespace kat_model_test

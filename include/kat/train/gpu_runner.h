@@ -77,6 +77,10 @@ class GpuRunner : public Engine {
   // logits() of fp32 images already on this runner's device (any B, in chunks of the plan).
   const float* logits_device(const float* d_images, int B) override;
   void synchronize() override;
+  // Eval-mode forwards through CUDA graphs (KatModelCuda::set_cuda_graphs; opt-in, experimental:
+  // `kat bench infer --cuda-graph`). False when the model's graphs were turned off (a failed capture).
+  void set_cuda_graphs(bool on);
+  bool cuda_graphs() const;
   // For GpuGroup (multi-GPU): the device, the fp32 gradient buffer on it (device_grad_count()
   // floats, padded layout), and the compute stream (a cudaStream_t).
   int device() const;
