@@ -11,25 +11,18 @@ usage: python3 bench/torch_infer_latency.py [--models deit_tiny_patch16_224] [--
            [--modes eager,compile,reduce-overhead] [--iters 50]
 """
 import argparse
-import statistics
+import os
 import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_gpu_bench import time_it  # noqa: E402
+
 
 def latency(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ms = []
-    for _ in range(iters):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        fn()
-        e1.record()
-        e1.synchronize()
-        ms.append(e0.elapsed_time(e1))
-    return statistics.median(ms)
+    """Median ms of fn() by CUDA events: torch_gpu_bench.py's protocol (one for every PyTorch bench)."""
+    return time_it(fn, warmup, iters)[0]
 
 
 def main():
