@@ -139,7 +139,7 @@ void register_train(CLI::App& app) {
                   "--decode gpu: stop with an error naming the stage it waits for (files, decode, "
                   "augmentation, the GPU) when no batch arrives and the pipeline makes no progress for "
                   "this many seconds (0: wait forever)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   sub->add_option("--eval-crop-pct", c->eval_crop_pct,
                   "folder: datasets: the test split is fitted like timm's evaluation (bicubic resize of the "
