@@ -65,7 +65,7 @@ for r in $(seq "$ROUNDS"); do
       fi
       t_run=$(date +%s)
       # shellcheck disable=SC2086  # $c is the argument list
-      line=$(KAT_ATTENTION=$att timeout 120 kat bench $c --iters "$ITERS" --device cuda --csv \
+      line=$(KAT_ATTENTION=$att timeout -k 10 120 kat bench $c --iters "$ITERS" --device cuda --csv \
              2>> "$OUT/bench_stderr.log" | tail -1)
       # CSV: mode,model,batch,where,img_per_s,ms_per_iter,device_mib; `where` ends in "attention X"
       # when cuDNN was asked for (X: what ran).

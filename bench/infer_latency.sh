@@ -23,7 +23,7 @@ for m in $MODELS; do
     for mode in eager graph; do
       flag=""; [ "$mode" = graph ] && flag=--cuda-graph
       # CSV: mode,model,batch,where,img_per_s,ms_per_iter,device_mib
-      line=$(timeout 120 kat bench infer -m "$m" -b "$b" --iters "$ITERS" --device cuda $flag --csv 2>> "$OUT/kat.err" | tail -1)
+      line=$(timeout -k 10 120 kat bench infer -m "$m" -b "$b" --iters "$ITERS" --device cuda $flag --csv 2>> "$OUT/kat.err" | tail -1)
       echo "$m,$b,$mode,$(echo "$line" | awk -F, '{print $6 "," $4}')" >> "$OUT/kat.csv"
     done
   done

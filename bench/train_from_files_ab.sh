@@ -46,7 +46,7 @@ fi
 [ -d "$DATA/train" ] || python3 bench/make_jpegs.py "$DATA" --train "$N" --val 256 > "$L/make_jpegs.log" 2>&1
 
 host() {
-  timeout 60 kat bench train -m "$MODEL" -b "$BATCH" --device cuda --input host --iters 20 --csv 2>&1 \
+  timeout -k 10 60 kat bench train -m "$MODEL" -b "$BATCH" --device cuda --input host --iters 20 --csv 2>&1 \
     | tee -a "$L/host.log" | awk -F, '/^train,/ {print $(NF-2)}'
 }
 HOST=$(host)
@@ -55,7 +55,7 @@ while IFS='|' read -r name envs args; do
   [ -n "$name" ] || continue
   rm -rf "/tmp/kat_ab_run_$name"
   # shellcheck disable=SC2086  # envs and args are word lists
-  env $envs timeout "$RUN_TIMEOUT" kat train -m "$MODEL" --data "folder:$DATA" --device cuda --batch "$BATCH" \
+  env $envs timeout -k 10 "$RUN_TIMEOUT" kat train -m "$MODEL" --data "folder:$DATA" --device cuda --batch "$BATCH" \
     --epochs 1 --warmup-epochs 0 $DEIT --max-steps "$STEPS" --log-every 10 --no-progress \
     --out "/tmp/kat_ab_run_$name" --set num_classes=10 $args > "$L/train_$name.log" 2>&1
   rc=$?
