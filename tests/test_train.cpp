@@ -133,6 +133,34 @@ TEST(TrainRun, ResumeIsBitwiseIdentical) {
   fs::remove_all(b);
 }
 
+// On resume the run keeps its saved config, except what does not change the math: the device,
+// the stop step, and the GPU loader's mechanics, which come from the new command line (config.json
+// of the resumed run records them); the recipe stays the saved one.
+TEST(TrainRun, ResumeTakesLoaderMechanicsFromTheCommandLine) {
+  const std::string d = kat::test::temp_path("kat_test_resume_mechanics");
+  fs::remove_all(d);
+  TrainConfig c = tiny_run(d);
+  c.max_steps = 2;
+  (void)train(c);
+  TrainConfig again = tiny_run(d);
+  again.max_steps = 3;
+  again.decode_streams = 5;
+  again.loader_nice = 7;
+  again.decode_priority = "high";
+  again.data_timeout = 12;
+  again.lr = c.lr * 10;  // the recipe is not the command line's on resume
+  const TrainResult r = train(again, d);
+  EXPECT_EQ(r.steps, 3);
+  std::ifstream in(d + "/config.json");
+  const auto j = nlohmann::json::parse(in)["train"];
+  EXPECT_EQ(j["decode_streams"], 5);
+  EXPECT_EQ(j["loader_nice"], 7);
+  EXPECT_EQ(j["decode_priority"], "high");
+  EXPECT_EQ(j["data_timeout"], 12.0);
+  EXPECT_EQ(j["lr"], c.lr);
+  fs::remove_all(d);
+}
+
 TEST(TrainRun, LearnsAndRejectsBadConfig) {
   const std::string d = kat::test::temp_path("kat_test_learn");
   fs::remove_all(d);

@@ -245,6 +245,12 @@ Resume resume_run(TrainConfig& tc, const std::string& resume_dir) {
   next.out_dir = resume_dir;
   next.max_steps = tc.max_steps;
   next.progress = tc.progress;
+  // The GPU loader's mechanics (same batches, same pixels whatever they are): this command line's,
+  // so a run resumed on another machine can be tuned for it.
+  next.decode_streams = tc.decode_streams;
+  next.loader_nice = tc.loader_nice;
+  next.decode_priority = tc.decode_priority;
+  next.data_timeout = tc.data_timeout;
   tc = next;
   r.st.step = int64_t(metadata_number(*r.ck, "step"));
   r.st.best_top1 = metadata_number(*r.ck, "best_top1");

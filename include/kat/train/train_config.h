@@ -73,7 +73,8 @@ struct TrainConfig {
   // --decode gpu: the share of JPEGs the reader threads decode with libjpeg-turbo beside the GPU's
   // JPEG engine (a fixed hashed subset of the files; pixels depend on it, so it is kept on resume),
   // and how many nvJPEG decoders (each a host thread and a stream) decode batches in parallel
-  // (1 to 8; same pixels).
+  // (1 to 8; same pixels). decode_streams and the three mechanics below change no batch, so on
+  // resume they come from the command line (resume_run in trainer.cpp).
   double decode_cpu_share = 0.0;
   int decode_streams = 3;
   // --decode gpu: the loader's host threads at this niceness (0 .. 19), so that they cannot preempt
