@@ -178,6 +178,9 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
   const TrainResult r = train(c);
   EXPECT_GT(r.final_top1, 60.0);  // 10 classes: chance is 10%; this tiny run reaches ~70%
   EXPECT_LT(r.step_losses.back(), r.step_losses.front());
+  EXPECT_GT(r.train_seconds, 0.0);
+  EXPECT_GE(r.data_wait_seconds, 0.0);
+  EXPECT_LE(r.data_wait_seconds, r.train_seconds);
   // A fresh run must not write into a directory holding another run's checkpoints.
   kat::test::expect_error([&] { train(c); }, {"--resume"});
   fs::remove_all(d);
@@ -189,6 +192,29 @@ TEST(TrainRun, LearnsAndRejectsBadConfig) {
   kat::test::expect_error([&] { train(bad); }, {"in_chans"});
   EXPECT_THROW(train(c, "/nonexistent/run"), Error);
   fs::remove_all(d);
+}
+
+// The last line of a run: the share of training time spent waiting for batches, and what to try
+// when the loader sets the pace (>= 10 %).
+TEST(TrainRun, DataWaitSummarySaysWhatSetsThePace) {
+  TrainResult r;
+  r.train_seconds = 100;
+  r.data_wait_seconds = 5;
+  TrainConfig tc;
+  const std::string quiet = data_wait_summary(r, tc, "cpu", true);
+  EXPECT_NE(quiet.find("(5 %)"), std::string::npos) << quiet;
+  EXPECT_EQ(quiet.find("sets the pace"), std::string::npos) << quiet;
+  r.data_wait_seconds = 40;
+  tc.workers = 6;
+  const std::string lazy = data_wait_summary(r, tc, "cpu", true);
+  EXPECT_NE(lazy.find("(40 %)"), std::string::npos) << lazy;
+  EXPECT_NE(lazy.find("6 workers"), std::string::npos) << lazy;
+  EXPECT_NE(lazy.find("--decode gpu"), std::string::npos) << lazy;
+  EXPECT_EQ(data_wait_summary(r, tc, "cpu", false).find("--decode gpu"), std::string::npos);
+  const std::string gpu = data_wait_summary(r, tc, "gpu", true);
+  EXPECT_NE(gpu.find("GPU data pipeline"), std::string::npos) << gpu;
+  r.train_seconds = 0;  // nothing trained (e.g. resumed at the last step): no division by zero
+  EXPECT_NE(data_wait_summary(r, tc, "cpu", true).find("(0 %)"), std::string::npos);
 }
 
 TEST(TrainDevice, ParseAndClearErrors) {

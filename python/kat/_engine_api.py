@@ -67,7 +67,8 @@ def train(resume: Optional[str] = None, **options) -> dict:
     """Runs `kat train` in this process: options are the CLI's flags as keyword arguments
     (kat.train(epochs=2, batch=64, model="kat_micro_patch4_28", out="runs/x", device="cuda:0",
     set=["drop_path_rate=0.1"])) or TrainConfig's field names (include/kat/train/train_config.h);
-    resume=DIR continues a run. Returns the final metrics and 'run_dir'."""
+    resume=DIR continues a run. Returns the final metrics and 'run_dir' (also 'train_seconds' and
+    'data_wait_seconds': how long the training waited for its loader)."""
     fields = json.loads(_engine.train_config_defaults())
     cfg = {}
     for key, value in options.items():

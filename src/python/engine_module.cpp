@@ -160,6 +160,8 @@ nb::dict train_run(const std::string& config_json, const std::string& resume) {
   d["interrupted"] = r.interrupted;
   d["last_checkpoint"] = r.last_checkpoint;
   d["step_losses"] = r.step_losses;
+  d["train_seconds"] = r.train_seconds;
+  d["data_wait_seconds"] = r.data_wait_seconds;
   return d;
 }
 

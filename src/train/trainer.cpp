@@ -392,6 +392,8 @@ class BatchFeed {
   virtual void start_epoch(int64_t epoch, int64_t first_batch) = 0;
   virtual void stage_next(Engine& engine) = 0;  // the next batch of the epoch into engine.stage*
   virtual std::string summary() const { return ""; }
+  // Seconds stage_next() has waited so far for the loader to have the batch ready (not its copy).
+  virtual double wait_seconds() const = 0;
 };
 
 class CpuFeed : public BatchFeed {
@@ -400,13 +402,17 @@ class CpuFeed : public BatchFeed {
   int64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_batch) override { loader_.start_epoch(epoch, first_batch); }
   void stage_next(Engine& engine) override {
+    const auto t0 = std::chrono::steady_clock::now();
     KAT_CHECK(loader_.next(batch_), "internal error: loader ran out of batches");
+    wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     engine.stage(batch_.images.data(), batch_.targets.data(), batch_.n);
   }
+  double wait_seconds() const override { return wait_s_; }
 
  private:
   data::Loader loader_;
   data::Batch batch_;
+  double wait_s_ = 0;
 };
 
 #ifdef KAT_HAVE_NVJPEG
@@ -446,6 +452,7 @@ class GpuFeed : public BatchFeed {
                                                s.pinned_allocs, " (pinned) times in ", t.batches, " batches"),
                           "\n", times);
   }
+  double wait_seconds() const override { return loader_.times().next_wait; }
 
  private:
   static data::cuda::GpuLoaderOptions options(const TrainConfig& tc) {
@@ -564,6 +571,8 @@ class Run {
                      {"img_per_s", epoch_steps_ * tc_.batch * tc_.accum_steps / std::max(el, 1e-9)}});
       }
       const bool stop = stop_requested() || (tc_.max_steps > 0 && st_.step >= tc_.max_steps);
+      if (stop)
+        res_.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
       if (stop || (tc_.save_every > 0 && st_.step % tc_.save_every == 0 && s + 1 < spe)) checkpoint(false);
       if (stop) {
         bar.finish();
@@ -605,6 +614,7 @@ class Run {
   // Evaluation (raw weights, then EMA weights if any), the epoch's log line, checkpoint and plots.
   void end_epoch(int64_t epoch, int64_t first_epoch) {
     const double train_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch_).count();
+    res_.train_seconds += train_time;
     const EvalResult ev = run_eval(tc_.progress && tc_.is_rank0(), "  test");
     json line = {{"step", st_.step},     {"epoch", epoch + 1},
                  {"test_top1", ev.top1}, {"test_top5", ev.top5},
@@ -695,6 +705,26 @@ class Run {
 
 }  // namespace
 
+std::string data_wait_summary(const TrainResult& r, const TrainConfig& tc, const std::string& decode, bool lazy) {
+  const double share = r.train_seconds > 0 ? r.data_wait_seconds / r.train_seconds : 0.0;
+  auto when = [](double s) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.1f s", s);
+    return s < 100 ? std::string(b) : format_duration(s);
+  };
+  std::string line = detail::concat("data: the training waited ", when(r.data_wait_seconds), " for batches in ",
+                                    when(r.train_seconds), " of training (", int(100 * share + 0.5), " %)");
+  if (share < 0.10) return line;
+  if (decode == "gpu")
+    return line +
+           ": the GPU data pipeline sets the pace (where its time goes: the next line; "
+           "--decode-streams, --decode-cpu-share, docs/DATA_PIPELINE.md)";
+  return line + detail::concat(": the CPU loader (",
+                               tc.workers > 0 ? std::to_string(tc.workers) : std::string("auto"),
+                               " workers) sets the pace; more --workers",
+                               lazy ? ", or --decode gpu (a CUDA build with nvJPEG) for JPEG folders" : "");
+}
+
 TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   TrainConfig tc = cfg_in;
   Resume rs = resume_run(tc, resume_dir);
@@ -759,8 +789,12 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
 
   Run run(tc, d, *loader, model, hs, *engine, rs.st, log.get(), ck ? latest_checkpoint(resume_dir) : "");
   TrainResult result = run.run();
-  const std::string feed = loader->summary();
-  if (!feed.empty()) std::fprintf(stderr, "%s\n", feed.c_str());
+  result.data_wait_seconds = loader->wait_seconds();
+  if (tc.is_rank0()) {
+    std::fprintf(stderr, "%s\n", data_wait_summary(result, tc, d.decode, d.train.lazy()).c_str());
+    const std::string feed = loader->summary();
+    if (!feed.empty()) std::fprintf(stderr, "%s\n", feed.c_str());
+  }
   return result;
 }
 

@@ -105,6 +105,7 @@ def test_train_returns_run_and_metrics(tmp_path):
                   out=str(out), no_progress=True, seed=3)
     assert r["run_dir"] == str(out) and r["epochs_done"] == 1 and r["steps"] == 4
     assert 0.0 <= r["final_top1"] <= 100.0 and np.isfinite(r["final_loss"])
+    assert r["train_seconds"] > 0 and 0 <= r["data_wait_seconds"] <= r["train_seconds"]
     assert (out / "metrics.jsonl").exists() and (out / "best.safetensors").exists()
     assert kat.load(out / "best.safetensors").predict(np.zeros((1, 1, 28, 28), np.float32), features=False).shape \
         == (1, 10)

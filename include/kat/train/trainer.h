@@ -34,6 +34,10 @@ struct TrainResult {
   bool interrupted = false;  // stopped by Ctrl-C or max_steps, checkpoint written
   std::string last_checkpoint;
   std::vector<double> step_losses;  // loss of every optimizer step run in this call
+  // Seconds of this call spent in training epochs (evaluation, checkpoints of epoch ends and plots
+  // excluded), and of those, how long the training waited for its loader to deliver a batch: a
+  // large share means the data pipeline, not the model, sets the pace (`kat train` says so).
+  double train_seconds = 0, data_wait_seconds = 0;
 };
 
 // Set by the SIGINT handler; the trainer checks it after each step.
@@ -42,6 +46,12 @@ void install_sigint_handler();
 
 // Runs a fresh training run (resume_dir empty) or resumes the newest checkpoint in resume_dir.
 TrainResult train(const TrainConfig& cfg, const std::string& resume_dir = "");
+
+// The line `kat train` ends with: how long the training waited for its loader (r.data_wait_seconds
+// of r.train_seconds) and, when that is 10 % or more (the data pipeline, not the model, sets the
+// pace), what to try: decode "gpu" (the GPU pipeline) or "cpu" (the loader's workers; lazy: a
+// folder decoded per batch, which --decode gpu can take).
+std::string data_wait_summary(const TrainResult& r, const TrainConfig& tc, const std::string& decode, bool lazy);
 
 // The training loader's configuration of a run: the global batch (tc.batch) of which a process of a
 // job (tc.procs) loads its shard (LoaderConfig::shard_world / shard_rank).
