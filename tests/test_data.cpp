@@ -93,21 +93,7 @@ const Dataset& fashion_train() {
   return ds;
 }
 
-Dataset synthetic(int n, int h, int w, int c, int classes, uint64_t seed) {
-  Dataset ds;
-  ds.height = h;
-  ds.width = w;
-  ds.channels = c;
-  ds.num_classes = classes;
-  ds.source = "synthetic";
-  Rng rng(seed);
-  ds.pixels.resize(static_cast<size_t>(n) * h * w * c);
-  for (auto& p : ds.pixels) p = uint8_t(rng.below(256));
-  ds.labels.resize(n);
-  for (auto& l : ds.labels) l = int32_t(rng.below(classes));
-  for (int k = 0; k < classes; ++k) ds.class_names.push_back(std::to_string(k));
-  return ds;
-}
+using kat::test::synthetic;
 
 bool same_batch(const Batch& a, const Batch& b) {
   return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w && a.classes == b.classes && a.images == b.images &&

@@ -380,14 +380,7 @@ TEST(TrainLazyData, FolderLazyEqualsEager) {
 // batches side by side are the one-process run's batches, bitwise (with Mixup / CutMix, whose
 // pairs cross ranks), for training and evaluation; one process is the loader as before.
 TEST(TrainJob, RanksLoadTheirShardsOfTheOneProcessBatches) {
-  data::Dataset ds;
-  ds.height = ds.width = 28;
-  ds.channels = 1;
-  ds.num_classes = 10;
-  ds.source = "synthetic";
-  Rng rng(5);
-  for (int i = 0; i < 40; ++i) ds.labels.push_back(int32_t(rng.below(10)));
-  for (size_t i = 0; i < ds.size() * ds.image_bytes(); ++i) ds.pixels.push_back(uint8_t(rng.below(256)));
+  const data::Dataset ds = kat::test::synthetic(40, 28, 28, 1, 10, 5);
   TrainConfig tc;
   tc.batch = 12;
   tc.mixup = 0.8;
@@ -547,14 +540,7 @@ class RankEngine : public CpuEngine {
 // exactly, the mean loss up to fp32 rounding (see the bound's reason below).
 TEST(TrainJob, SplitEvaluationEqualsTheWholeOne) {
   const ModelConfig mc = ModelConfig::load("kat_micro_patch4_28");
-  data::Dataset ds;
-  ds.height = ds.width = mc.img_size;
-  ds.channels = mc.in_chans;
-  ds.num_classes = 10;
-  ds.source = "synthetic";
-  Rng rng(9);
-  for (int i = 0; i < 37; ++i) ds.labels.push_back(int32_t(rng.below(10)));
-  for (size_t i = 0; i < ds.size() * ds.image_bytes(); ++i) ds.pixels.push_back(uint8_t(rng.below(256)));
+  const data::Dataset ds = kat::test::synthetic(37, mc.img_size, mc.img_size, mc.in_chans, 10, 9);
   TrainConfig tc;
   const data::LoaderConfig eval1 = data::LoaderConfig::eval(train_loader_config(tc, mc), 8);  // last batch: 5
   KatModel ref(mc);
