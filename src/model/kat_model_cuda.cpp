@@ -293,16 +293,7 @@ const void* KatModelCuda::forward(const float* images, int Bi, bool train, Rng* 
 }
 
 const void* KatModelCuda::forward(const void* images, DType image_dtype, int Bi, bool train, Rng* rng) {
-  if (graphs_on_ && !train) {
-    KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
-    KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModelCuda::forward: batch ", Bi, " exceeds the planned maximum ",
-              max_batch_);
-    return forward_graphed(images, image_dtype, Bi);
-  }
-  return forward_eager(images, image_dtype, Bi, train, rng);
-}
-
-const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, int Bi, bool train, Rng* rng) {
+  // Checked once here for both paths (a replay runs no forward_eager).
   KAT_CHECK(image_dtype == DType::F32 || image_dtype == dtype_,
             "KatModelCuda::forward: bf16 images need the bf16 model");
   KAT_CHECK(max_batch_ > 0, "KatModelCuda::forward: call plan(max_batch) first");
@@ -310,6 +301,11 @@ const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, i
             max_batch_);
   KAT_CHECK(!train || training_plan_,
             "KatModelCuda::forward: a training forward needs plan(max_batch, training = true)");
+  if (graphs_on_ && !train) return forward_graphed(images, image_dtype, Bi);
+  return forward_eager(images, image_dtype, Bi, train, rng);
+}
+
+const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, int Bi, bool train, Rng* rng) {
   cur_batch_ = Bi;
   const int64_t B = Bi, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;

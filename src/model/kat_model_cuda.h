@@ -147,7 +147,8 @@ class KatModelCuda {
   float* g32(int64_t off) { return grads_.data() + off; }
   void refresh_working_weights();
   ops::AttentionBackend choose_attention(int64_t B, bool training) const;
-  // The forward's kernels, enqueued on stream_ (forward() without the graph cache).
+  // The forward's kernels, enqueued on stream_ (forward() without the graph cache; arguments
+  // checked by forward()).
   const void* forward_eager(const void* images, DType image_dtype, int B, bool train, Rng* rng);
   // forward(train = false) through the graph cache: replay, or capture (after an eager run).
   const void* forward_graphed(const void* images, DType image_dtype, int B);

@@ -326,13 +326,13 @@ struct GpuLoader::Impl {
     }
   }
 
-  // A pipeline thread's start: the loader's device current on it; false (the failure left in
-  // `fatal` for next() to rethrow) when that fails.
   // This thread at opt.thread_nice (a failure only leaves it at the process's priority).
   void lower_priority() const {
     if (opt.thread_nice > 0) (void)setpriority(PRIO_PROCESS, id_t(syscall(SYS_gettid)), opt.thread_nice);
   }
 
+  // A pipeline thread's start: its niceness, the loader's device current on it; false (the failure
+  // left in `fatal` for next() to rethrow) when that fails.
   bool enter_device() {
     lower_priority();
     try {

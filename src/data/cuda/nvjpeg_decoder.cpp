@@ -350,15 +350,11 @@ std::string NvjpegDecoder::backend() const {
   const Impl& I = *impl_;
   return (I.hw ? "hardware" + flag_names(I.hw_flags) + "; " : std::string()) + "cuda" + flag_names(I.sw_flags);
 }
-const DecodeStats& NvjpegDecoder::stats() const {
-  Impl& I = *impl_;
-  if (I.mem) {
-    I.stats.device_allocs = I.mem->device_allocs();
-    I.stats.pinned_allocs = I.mem->pinned_allocs();
-  } else {
-    I.stats.device_allocs = I.stats.pinned_allocs = -1;
-  }
-  return I.stats;
+DecodeStats NvjpegDecoder::stats() const {
+  DecodeStats s = impl_->stats;
+  s.device_allocs = impl_->mem ? impl_->mem->device_allocs() : -1;
+  s.pinned_allocs = impl_->mem ? impl_->mem->pinned_allocs() : -1;
+  return s;
 }
 
 void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream,

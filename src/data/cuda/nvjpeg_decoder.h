@@ -81,7 +81,7 @@ class NvjpegDecoder {
   void decode(const EncodedImage* images, int n, uint8_t* const* dst, cudaStream_t stream, std::vector<char>& ok,
               std::vector<std::string>& errors);
 
-  const DecodeStats& stats() const;
+  DecodeStats stats() const;  // a snapshot
 
  private:
   struct Impl;
