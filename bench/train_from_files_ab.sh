@@ -11,7 +11,8 @@
 #      N (13000), STEPS (50), MODEL (kat_tiny_patch16_224), BATCH (256), RUN_TIMEOUT (seconds per
 #      run, 60), TESTS=1 (the nvJPEG decoder's GPU tests first), OUT (default out/train_from_files),
 #      VARIANTS: lines "name|environment|kat train arguments", default below (the A/B of
-#      bench/records/2026-12-07-s8-h100/README.md: nvJPEG's allocators vs kept memory, more decode
+#      bench/records/2026-12-07-s8-h100/README.md: the hardware decoder's preallocated pool (the
+#      default since session 9) against none, nvJPEG's allocators vs kept memory, more decode
 #      threads, high-priority streams; and a CPU decode share with the loader's threads niced: while
 #      training, nvJPEG delivered only ~12k img/s and the 15 reader threads sat mostly idle, so
 #      libjpeg-turbo taking 20-30 % of the files may now add instead of compete).
@@ -26,11 +27,11 @@ BATCH=${BATCH:-256}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 OUT=${OUT:-out/train_from_files}
 VARIANTS=${VARIANTS:-"default||--decode gpu
+no_preallocation|KAT_NVJPEG_PREALLOCATE=0|--decode gpu
 kept|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu
 kept_8_threads|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-streams 8
 kept_high_priority|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-priority high --data-timeout 15
-cpu_share_0.2_nice||--decode gpu --decode-cpu-share 0.2 --loader-nice 10
-cpu_share_0.3_nice||--decode gpu --decode-cpu-share 0.3 --loader-nice 10"}
+cpu_share_0.2_nice||--decode gpu --decode-cpu-share 0.2 --loader-nice 10"}
 command -v kat > /dev/null || { echo "kat is not on PATH: source .carry/gpurun/run_env.sh first" >&2; exit 2; }
 L=$OUT/logs
 mkdir -p "$L"

@@ -198,6 +198,12 @@ bool use_kept_memory() {
   return e && std::strcmp(e, "kept") == 0;
 }
 
+// False with KAT_NVJPEG_PREALLOCATE=0 (the hardware decoder then allocates as it goes).
+bool use_preallocation() {
+  const char* e = std::getenv("KAT_NVJPEG_PREALLOCATE");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 // A handle of `backend` with the most of these the library takes: strict bitstream checks (a
 // corrupt stream is an error, not garbage) and chroma upsampling by interpolation (as libjpeg's
 // default "fancy" upsampling) instead of replication. `flags` says which it got. Empty when the
@@ -310,6 +316,14 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
   I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_flags, I.mem.get());
   if (I.hw) {
     KAT_NVJPEG_CHECK(nvjpegJpegStateCreate(I.hw.get(), I.hw_state.out()));
+    // The hardware decoder's buffers for a whole batch, once, from a pool nvJPEG keeps (the size
+    // hints only seed it). Without this each nvjpegDecodeBatched may allocate and free its own,
+    // and a free waits for the whole device, i.e. for the training step running beside the loader.
+    // nvImageCodec calls it always for the same reason; KAT_NVJPEG_PREALLOCATE=0 skips it (the A/B
+    // of bench/train_from_files_ab.sh).
+    if (use_preallocation())
+      KAT_NVJPEG_CHECK(nvjpegDecodeBatchedPreAllocate(I.hw.get(), I.hw_state.get(), max_batch, 512, 512,
+                                                      NVJPEG_CSS_420, NVJPEG_OUTPUT_RGBI));
     I.hw_streams.resize(size_t(max_batch));
     for (auto& s : I.hw_streams) KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.hw.get(), s.out()));
   }
