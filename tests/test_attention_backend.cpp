@@ -35,7 +35,7 @@ struct EnvGuard {
 }  // namespace
 
 TEST(AttentionBackend, NamesRoundTripAndBadNamesSayWhere) {
-  for (AttentionBackend b : {AttentionBackend::Ours, AttentionBackend::Cudnn})
+  for (AttentionBackend b : {AttentionBackend::Ours, AttentionBackend::Cudnn, AttentionBackend::Auto})
     EXPECT_EQ(kat::ops::parse_attention_backend(kat::ops::attention_backend_name(b), "x"), b);
   try {
     kat::ops::parse_attention_backend("flash", "--attention");
@@ -45,10 +45,10 @@ TEST(AttentionBackend, NamesRoundTripAndBadNamesSayWhere) {
   }
 }
 
-TEST(AttentionBackend, RequestComesFromTheSettingThenTheEnvironmentThenOurs) {
+TEST(AttentionBackend, RequestComesFromTheSettingThenTheEnvironmentThenAuto) {
   {
     EnvGuard g(nullptr);
-    EXPECT_EQ(kat::ops::requested_attention_backend(), AttentionBackend::Ours);
+    EXPECT_EQ(kat::ops::requested_attention_backend(), AttentionBackend::Auto);
   }
   {
     EnvGuard g("cudnn");

@@ -226,8 +226,8 @@ void register_bench(CLI::App& app) {
                                         (host_input ? " input " + o->input : "") +
                                         // "graph" only when the graphs stayed on (a capture can fail)
                                         (o->cuda_graph ? (gpu->cuda_graphs() ? " graph" : " graph-failed") : "") +
-                                        // what ran when cuDNN was asked for (ours where it cannot run)
-                                        (ops::requested_attention_backend() == ops::AttentionBackend::Cudnn
+                                        // what ran when cuDNN may run (ours where it cannot)
+                                        (ops::requested_attention_backend() != ops::AttentionBackend::Ours
                                              ? std::string(" attention ") + gpu->attention_name()
                                              : std::string())
                                   : std::to_string(omp_get_max_threads()) + " threads";

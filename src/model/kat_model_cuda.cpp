@@ -254,14 +254,17 @@ void KatModelCuda::plan(int max_batch, bool training) {
 }
 
 ops::AttentionBackend KatModelCuda::choose_attention(int64_t B, bool training) const {
-  if (ops::requested_attention_backend() != ops::AttentionBackend::Cudnn) return ops::AttentionBackend::Ours;
+  const ops::AttentionBackend asked = ops::requested_attention_backend();
+  if (asked == ops::AttentionBackend::Ours) return ops::AttentionBackend::Ours;
   std::string why;
   if (cuda::cudnn_attention_available(&why) &&
       cuda::cudnn_attention_supported(B, cfg_.tokens(), cfg_.embed_dim, cfg_.num_heads, dtype_, training, &why)) {
     cuda::cudnn_attention_note("kat: attention through " + cuda::cudnn_attention_version());
     return ops::AttentionBackend::Cudnn;
   }
-  cuda::cudnn_attention_note("kat: cuDNN attention not used for " + cfg_.name + ": " + why + "; running ours");
+  // auto: ours where cuDNN cannot run, quietly (a build without cuDNN, fp32 storage); asked: say why.
+  if (asked == ops::AttentionBackend::Cudnn)
+    cuda::cudnn_attention_note("kat: cuDNN attention not used for " + cfg_.name + ": " + why + "; running ours");
   return ops::AttentionBackend::Ours;
 }
 
