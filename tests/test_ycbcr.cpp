@@ -97,9 +97,7 @@ RawPlanes decode_raw(const std::vector<uint8_t>& file) {
 TEST(Ycbcr, PlanesToRgbEqualLibjpegTurbo) {
   const fs::path dir = fs::temp_directory_path() / "kat_test_ycbcr";
   fs::create_directories(dir);
-  const struct {
-    int luma_h, luma_v;
-  } subsamplings[] = {{1, 1}, {2, 1}, {2, 2}, {1, 2}};
+  const struct { int luma_h, luma_v; } subsamplings[] = {{1, 1}, {2, 1}, {2, 2}, {1, 2}};
   const int sizes[][2] = {{96, 128}, {37, 53}, {38, 54}, {1, 17}, {17, 1}, {1, 1}, {5, 4}, {4, 3}, {375, 500}};
   int checked = 0;
   for (const auto& s : subsamplings) {
@@ -124,8 +122,8 @@ TEST(Ycbcr, PlanesToRgbEqualLibjpegTurbo) {
       for (size_t i = 0; i < got.size() && first_bad == got.size(); ++i)
         if (got[i] != want[i]) first_bad = i;
       EXPECT_EQ(first_bad, got.size()) << what << ": first difference at pixel (" << (first_bad / 3) % size_t(w)
-                                       << ", " << first_bad / 3 / size_t(w) << ") channel " << first_bad % 3 << ": "
-                                       << int(got[std::min(first_bad, got.size() - 1)]) << " vs libjpeg "
+                                       << ", " << first_bad / 3 / size_t(w) << ") channel " << first_bad % 3
+                                       << ": " << int(got[std::min(first_bad, got.size() - 1)]) << " vs libjpeg "
                                        << int(want[std::min(first_bad, want.size() - 1)]);
       ++checked;
     }

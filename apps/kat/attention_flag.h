@@ -11,7 +11,8 @@
 namespace kat::cli {
 
 inline void add_attention_option(CLI::App* sub, std::string& value) {
-  sub->add_option("--attention", value, ops::kAttentionBackendHelp)->check(CLI::IsMember({"ours", "cudnn", "auto"}));
+  sub->add_option("--attention", value, ops::kAttentionBackendHelp)
+      ->check(CLI::IsMember({"ours", "cudnn", "auto"}));
 }
 
 // Makes a given --attention the process's request (empty: not given).

@@ -38,8 +38,8 @@ struct Planes {
   const uint8_t* cb = nullptr;
   const uint8_t* cr = nullptr;
   int y_pitch = 0, c_pitch = 0;
-  int width = 0, height = 0;      // the image (the Y plane)
-  int c_width = 0, c_height = 0;  // the chroma planes
+  int width = 0, height = 0;       // the image (the Y plane)
+  int c_width = 0, c_height = 0;   // the chroma planes
   int h_factor = 1, v_factor = 1;  // 1 or 2: 4:4:4 = 1x1, 4:2:2 = 2x1, 4:2:0 = 2x2, 4:4:0 = 1x2
 };
 
