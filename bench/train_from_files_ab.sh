@@ -9,7 +9,7 @@
 #   source .carry/gpurun/run_env.sh && OUT=$OUT bash bench/train_from_files_ab.sh
 # env: DATA (default /tmp/kat_jpegs, made by bench/make_jpegs.py with N train images when missing),
 #      N (13000), STEPS (50), MODEL (kat_tiny_patch16_224), BATCH (256), RUN_TIMEOUT (seconds per
-#      run, 60), TESTS=1 (the nvJPEG decoder's GPU tests first), OUT (default out/train_from_files),
+#      run, 90), DATA_TIMEOUT (the loader's stall limit, --data-timeout, 20), TESTS=1 (the nvJPEG decoder's GPU tests first), OUT (default out/train_from_files),
 #      VARIANTS: lines "name|environment|kat train arguments", default below (the A/B of
 #      bench/records/2026-12-07-s8-h100/README.md: the hardware decoder's preallocated pool (the
 #      default since session 9) against none, nvJPEG's allocators vs kept memory, more decode
@@ -24,13 +24,16 @@ N=${N:-13000}
 STEPS=${STEPS:-50}
 MODEL=${MODEL:-kat_tiny_patch16_224}
 BATCH=${BATCH:-256}
-RUN_TIMEOUT=${RUN_TIMEOUT:-60}
+RUN_TIMEOUT=${RUN_TIMEOUT:-90}
+# The loader's stall limit: well under RUN_TIMEOUT, so a run that stops making progress says which
+# stage it waits for (session 9: several runs made no step within 50-70 s and said nothing).
+DATA_TIMEOUT=${DATA_TIMEOUT:-20}
 OUT=${OUT:-out/train_from_files}
 VARIANTS=${VARIANTS:-"default||--decode gpu
 no_preallocation|KAT_NVJPEG_PREALLOCATE=0|--decode gpu
 kept|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu
 kept_8_threads|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-streams 8
-kept_high_priority|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-priority high --data-timeout 15
+kept_high_priority|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-priority high
 cpu_share_0.2_nice||--decode gpu --decode-cpu-share 0.2 --loader-nice 10"}
 command -v kat > /dev/null || { echo "kat is not on PATH: source .carry/gpurun/run_env.sh first" >&2; exit 2; }
 L=$OUT/logs
@@ -56,13 +59,16 @@ while IFS='|' read -r name envs args; do
   [ -n "$name" ] || continue
   rm -rf "/tmp/kat_ab_run_$name"
   # shellcheck disable=SC2086  # envs and args are word lists
-  env $envs timeout -k 10 "$RUN_TIMEOUT" kat train -m "$MODEL" --data "folder:$DATA" --device cuda --batch "$BATCH" \
+  t0=$(date +%s.%N)
+  # Past RUN_TIMEOUT: SIGUSR1 first (kat writes where the run stands: step and phase), KILL 10 s later.
+  env $envs timeout -s USR1 -k 10 "$RUN_TIMEOUT" kat train -m "$MODEL" --data "folder:$DATA" --device cuda --batch "$BATCH" \
     --epochs 1 --warmup-epochs 0 $DEIT --max-steps "$STEPS" --log-every 10 --no-progress \
-    --out "/tmp/kat_ab_run_$name" --set num_classes=10 $args > "$L/train_$name.log" 2>&1
+    --data-timeout "$DATA_TIMEOUT" --out "/tmp/kat_ab_run_$name" --set num_classes=10 $args > "$L/train_$name.log" 2>&1
   rc=$?
+  echo "bench: exit $rc after $(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$t0") s" >> "$L/train_$name.log"
   rate=$(python3 bench/train_rate.py "/tmp/kat_ab_run_$name/metrics.jsonl" --batch "$BATCH" --from-step 10 2>> "$L/train_$name.log")
   share=$(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$rate" "$HOST" 2> /dev/null || echo -)
-  detail=$(grep -hE '^data:|nvJPEG asked|^kat: GPU loader' "$L/train_$name.log" | tr '\n' ' ' | sed 's/|/\//g')
+  detail=$(grep -hE '^data:|nvJPEG asked|^kat: GPU loader|^kat: SIGUSR1|^bench: exit' "$L/train_$name.log" | tr '\n' ' ' | sed 's/|/\//g')
   ROWS+="| $name | ${envs:-} | $args | ${rate:-FAILED (exit $rc)} | $share | $detail |"$'\n'
   echo "$name: ${rate:-FAILED (exit $rc)} img/s" >&2
 done <<< "$VARIANTS"

@@ -28,6 +28,7 @@
 #include "kat/train/optim.h"
 #include "kat/train/run_plots.h"
 #include "train/progress.h"
+#include "train/run_phase.h"
 
 #ifdef KAT_HAVE_NVJPEG
 #include "data/cuda/gpu_loader.h"
@@ -202,7 +203,10 @@ double metadata_number(const io::SafetensorsFile& f, const std::string& key) {
 
 }  // namespace
 
-void install_sigint_handler() { std::signal(SIGINT, on_sigint); }
+void install_sigint_handler() {
+  std::signal(SIGINT, on_sigint);
+  install_run_phase_report();  // SIGUSR1: where the run is (train/run_phase.h)
+}
 
 std::string latest_checkpoint(const std::string& dir) {
   auto v = list_checkpoints(dir);
@@ -526,7 +530,10 @@ class Run {
   bool train_epoch(int64_t epoch) {
     const int64_t spe = d_.steps_per_epoch, accum = tc_.accum_steps;
     const int64_t first_step = st_.step - epoch * spe;
-    loader_.start_epoch(epoch, first_step * accum);
+    {
+      RunPhase phase("starting the epoch's data loader", st_.step);
+      loader_.start_epoch(epoch, first_step * accum);
+    }
     char label[64];
     std::snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, tc_.epochs);
     Progress bar(label, spe, tc_.progress && tc_.is_rank0());
@@ -535,11 +542,15 @@ class Run {
     double loss_ema = -1;
     t_epoch_ = std::chrono::steady_clock::now();
     const uint64_t dp_tag = data::seed_tag("drop-path");
-    auto stage_next = [&] { loader_.stage_next(engine_); };
+    auto stage_next = [&] {
+      RunPhase phase("waiting for the next batch from the data loader", st_.step);
+      loader_.stage_next(engine_);
+    };
     bool staged = false;  // the next micro-batch is already staged (uploading on a GPU)
     for (int64_t s = first_step; s < spe; ++s) {
       const double lr = cosine_lr(st_.step, d_.total_steps, d_.warmup_steps, tc_.lr, tc_.warmup_lr, tc_.min_lr);
       double loss = 0;
+      set_run_phase("in the training step", st_.step);
       engine_.begin_step();
       for (int a = 0; a < accum; ++a) {
         if (!staged) stage_next();
@@ -549,12 +560,16 @@ class Run {
         // The next micro-batch of this epoch is staged while this one computes.
         staged = (s * accum + a + 1) < spe * accum;
         if (staged) stage_next();
+        set_run_phase("waiting for the step's loss (the device's work)", st_.step);
         const double l = engine_.staged_loss();
+        set_run_phase("in the training step", st_.step);
         if (!std::isfinite(l)) throw nonfinite_loss(l, epoch);
         loss += l / accum;
       }
+      set_run_phase("in the optimizer step", st_.step);
       engine_.finish_step(lr, tc_.clip_grad);
       ++st_.step;
+      set_run_phase("after the optimizer step (logging, checkpoint decision)", st_.step);
       res_.step_losses.push_back(loss);
       epoch_loss_ += loss;
       ++epoch_steps_;
@@ -662,6 +677,7 @@ class Run {
   // The test split through the GPU pipeline when the run decodes on the GPU and reads the split
   // lazily (--lazy-data), else through the CPU loader.
   EvalResult run_eval(bool progress, const char* label) {
+    RunPhase phase("evaluating the test set", st_.step);
     if (d_.decode == "gpu" && d_.test.lazy())
       return evaluate_gpu_decode(engine_, d_.test, d_.eval_cfg, tc_.devices.at(0), false, nullptr, progress,
                                  label);
@@ -675,6 +691,7 @@ class Run {
       last_ckpt_ = tc_.out_dir + "/" + ckpt_name(st_.step);
       return;
     }
+    RunPhase phase("writing a checkpoint (the state from the device, then the file)", st_.step);
     engine_.download_params(model_.params.data());
     engine_.download_moments(hs_.m.data(), hs_.v.data());
     hs_.optim_steps = engine_.optimizer_steps();

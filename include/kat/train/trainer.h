@@ -42,6 +42,8 @@ struct TrainResult {
 
 // Set by the SIGINT handler; the trainer checks it after each step.
 extern std::atomic<bool> g_stop_requested;
+// Ctrl-C stops at the next step boundary with a checkpoint (twice: at once); SIGUSR1 writes where
+// the run is ("kat: SIGUSR1 at step N: <phase> for S s") and lets it go on.
 void install_sigint_handler();
 
 // Runs a fresh training run (resume_dir empty) or resumes the newest checkpoint in resume_dir.
