@@ -414,7 +414,7 @@ def test_cuda_raw_against_cpu_poisoned(dtype, rows, C, G, shared, deg, accumulat
     dy = torch.randn(rows, C, generator=gen).to(tdt)
     a, b = make_params(G, shared, deg, torch.float32, seed=rows)
     shape = dict(rows=rows, dim=C, groups=G, num_rows=a.shape[0], m=deg[0], n=deg[1])
-    outs = {}
+    outs, raw = {}, {}
     for dev in ("cpu", "cuda"):
         xd, dyd, ad, bd = x.to(dev), dy.to(dev), a.to(dev), b.to(dev)
         y = torch.full_like(xd, float("nan"))
@@ -431,15 +431,22 @@ def test_cuda_raw_against_cpu_poisoned(dtype, rows, C, G, shared, deg, accumulat
         _ops.backward(idx, dtype, xd.data_ptr(), dyd.data_ptr(), ad.data_ptr(), bd.data_ptr(), dx.data_ptr(),
                       da.data_ptr(), db.data_ptr(), ws.data_ptr(), stream=stream, accumulate=accumulate, **shape)
         torch.cuda.synchronize()
+        raw[dev] = (da.cpu().clone(), db.cpu().clone(), base_a, base_b)
         if accumulate:  # the gradients alone (the base is the same on both sides)
             da, db = da.cpu() - base_a, db.cpu() - base_b
         outs[dev] = [t.cpu() for t in (y, dx, da, db)]
     for name, c, g in zip(("y", "dx"), outs["cpu"], outs["cuda"]):
         assert not torch.isnan(g).any(), f"{name}: unwritten (NaN) elements"
         assert_close_elementwise(g, c, {"f32": 1e-5, "bf16": 2.0**-7, "f16": 2.0**-9}[dtype], name)
-    for name, c, g in zip(("da", "db"), outs["cpu"][2:], outs["cuda"][2:]):
+    for k, (name, c, g) in enumerate(zip(("da", "db"), outs["cpu"][2:], outs["cuda"][2:])):
         assert not torch.isnan(g).any() and not torch.isnan(c).any(), f"{name}: unwritten (NaN) elements"
-        assert rel(g, c) < 1e-4, name
+        # What went wrong, if anything: the CUDA output against the CPU gradient alone (overwritten
+        # instead of added to), against its own start (nothing added), and the largest differences.
+        out_cuda, start_cuda = raw["cuda"][k], raw["cuda"][2 + k]
+        assert rel(g, c) < 1e-4, (
+            f"{name}: rel {rel(g, c):.3e}; CUDA output vs CPU gradient {rel(out_cuda, c):.3e}, vs its start "
+            f"{rel(out_cuda, start_cuda):.3e}; gradient norms CPU {c.norm():.4e} CUDA {g.norm():.4e}; first "
+            f"values CPU {c.flatten()[:4].tolist()} CUDA {g.flatten()[:4].tolist()}")
 
 
 @needs_cuda
