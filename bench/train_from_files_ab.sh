@@ -12,7 +12,8 @@
 #      run, 90), DATA_TIMEOUT (the loader's stall limit, --data-timeout, 20), TESTS=1 (the nvJPEG decoder's GPU tests first), OUT (default out/train_from_files),
 #      VARIANTS: lines "name|environment|kat train arguments", default below (the A/B of
 #      bench/records/2026-12-07-s8-h100/README.md: the hardware decoder's preallocated pool (the
-#      default since session 9) against none, nvJPEG's allocators vs kept memory, more decode
+#      default since session 9) against none, nvJPEG's allocators vs kept memory, the hardware
+#      decoder's planar output converted by our kernel (KAT_NVJPEG_OUTPUT=yuv), more decode
 #      threads, high-priority streams; and a CPU decode share with the loader's threads niced: while
 #      training, nvJPEG delivered only ~12k img/s and the 15 reader threads sat mostly idle, so
 #      libjpeg-turbo taking 20-30 % of the files may now add instead of compete).
@@ -32,6 +33,8 @@ OUT=${OUT:-out/train_from_files}
 VARIANTS=${VARIANTS:-"default||--decode gpu
 no_preallocation|KAT_NVJPEG_PREALLOCATE=0|--decode gpu
 kept|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu
+yuv|KAT_NVJPEG_OUTPUT=yuv|--decode gpu
+yuv_kept|KAT_NVJPEG_OUTPUT=yuv KAT_NVJPEG_ALLOCATOR=kept|--decode gpu
 kept_8_threads|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-streams 8
 kept_high_priority|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-priority high
 cpu_share_0.2_nice||--decode gpu --decode-cpu-share 0.2 --loader-nice 10"}
@@ -42,7 +45,7 @@ DEIT="--crop rrc --hflip --randaug-n 2 --randaug-m 9 --reprob 0.25 --mixup 0.8 -
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; } > "$L/machine.txt" 2>&1
 
 if [ "${TESTS:-1}" = 1 ] && command -v kat_gpu_tests > /dev/null; then
-  timeout 120 kat_gpu_tests --gtest_filter='GpuDataDir.Nvjpeg*:GpuDataDir.KeptMemory*:GpuDataDir.Truncated*' \
+  timeout 120 kat_gpu_tests --gtest_filter='GpuDataDir.Nvjpeg*:GpuDataDir.KeptMemory*:GpuDataDir.Truncated*:GpuDataDir.Ycbcr*:GpuDataDir.Yuv*' \
     > "$L/gpu_tests.log" 2>&1
   echo "decoder tests: exit $? ($(grep -cE '^\[       OK \]' "$L/gpu_tests.log") OK, $(grep -cE '^\[  FAILED  \] [A-Z]' "$L/gpu_tests.log") failed)" \
     | tee "$L/tests.txt"

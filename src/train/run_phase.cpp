@@ -72,7 +72,7 @@ int format_run_phase(char* buf, int n) {
 }
 
 void install_run_phase_report() {
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_sigusr1;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;  // the run goes on: interrupted system calls resume

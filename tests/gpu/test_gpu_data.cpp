@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,7 +40,9 @@
 #ifdef KAT_HAVE_NVJPEG
 #include "data/cuda/gpu_loader.h"
 #include "data/cuda/nvjpeg_decoder.h"
+#include "data/cuda/ycbcr_to_rgb.h"
 #include "data/jpeg_header.h"
+#include "data/ycbcr.h"
 #endif
 
 namespace fs = std::filesystem;
@@ -279,6 +282,123 @@ TEST_F(GpuDataDir, KeptMemoryDecodesAlike) {
     }
   }
   EXPECT_EQ(ref.stats.device_allocs, -1);  // the default allocators are not counted
+}
+
+// The planar-YUV conversion kernel (data/cuda/ycbcr_to_rgb.h) against its CPU reference
+// (data/ycbcr.h, itself equal to libjpeg-turbo: tests/test_ycbcr.cpp) on random planes of every
+// subsampling it takes, odd and tiny sizes, a batch of them in one call, outputs poisoned twice:
+// the same integer arithmetic on both sides, so equal bit for bit.
+TEST_F(GpuDataDir, YcbcrKernelEqualsCpu) {
+  const int factors[][2] = {{1, 1}, {2, 1}, {2, 2}, {1, 2}};
+  const int sizes[][2] = {{375, 500}, {37, 53}, {1, 17}, {17, 1}, {4, 3}, {1, 1}};
+  struct Image {
+    data::ycbcr::Planes host;
+    std::vector<uint8_t> y, cb, cr, want;
+    cuda::DeviceBuffer<uint8_t> dy, dcb, dcr, rgb;
+  };
+  std::vector<Image> ims;
+  ims.reserve(std::size(factors) * std::size(sizes));
+  Rng rng(7);
+  for (const auto& f : factors)
+    for (const auto& hw : sizes) {
+      Image& im = ims.emplace_back();
+      data::ycbcr::Planes& p = im.host;
+      p.height = hw[0], p.width = hw[1], p.h_factor = f[0], p.v_factor = f[1];
+      p.c_width = (p.width + f[0] - 1) / f[0], p.c_height = (p.height + f[1] - 1) / f[1];
+      p.y_pitch = p.width + 3, p.c_pitch = p.c_width + 5;  // pitches wider than the rows
+      im.y.resize(size_t(p.y_pitch) * p.height);
+      im.cb.resize(size_t(p.c_pitch) * p.c_height);
+      im.cr.resize(im.cb.size());
+      for (auto* v : {&im.y, &im.cb, &im.cr})
+        for (auto& b : *v) b = uint8_t(rng.next_u64() & 0xFF);
+      p.y = im.y.data(), p.cb = im.cb.data(), p.cr = im.cr.data();
+      im.want.resize(size_t(p.width) * p.height * 3);
+      data::ycbcr::to_rgb_image(p, im.want.data());
+    }
+  std::vector<data::cuda::YcbcrJob> jobs;
+  for (Image& im : ims) {
+    im.dy.allocate(im.y.size());
+    im.dcb.allocate(im.cb.size());
+    im.dcr.allocate(im.cr.size());
+    im.rgb.allocate(im.want.size());
+    KAT_CUDA_CHECK(cudaMemcpy(im.dy.data(), im.y.data(), im.y.size(), cudaMemcpyHostToDevice));
+    KAT_CUDA_CHECK(cudaMemcpy(im.dcb.data(), im.cb.data(), im.cb.size(), cudaMemcpyHostToDevice));
+    KAT_CUDA_CHECK(cudaMemcpy(im.dcr.data(), im.cr.data(), im.cr.size(), cudaMemcpyHostToDevice));
+    data::cuda::YcbcrJob j;
+    j.planes = im.host;
+    j.planes.y = im.dy.data(), j.planes.cb = im.dcb.data(), j.planes.cr = im.dcr.data();
+    j.rgb = im.rgb.data();
+    jobs.push_back(j);
+  }
+  cuda::CudaStream stream = cuda::CudaStream::create();
+  for (uint8_t poison : {uint8_t(0x00), uint8_t(0xFF)}) {
+    for (Image& im : ims) KAT_CUDA_CHECK(cudaMemsetAsync(im.rgb.data(), poison, im.rgb.size(), stream));
+    data::cuda::ycbcr_to_rgb(jobs.data(), int(jobs.size()), stream);
+    stream.synchronize();
+    for (const Image& im : ims) {
+      SCOPED_TRACE(std::to_string(im.host.height) + "x" + std::to_string(im.host.width) + " factors " +
+                   std::to_string(im.host.h_factor) + "x" + std::to_string(im.host.v_factor));
+      EXPECT_TRUE(download(im.rgb.data(), im.rgb.size()) == im.want);
+    }
+  }
+}
+
+// KAT_NVJPEG_OUTPUT=yuv: the hardware decoder's planes converted by our kernel, against
+// libjpeg-turbo on every variant. Only the IDCTs differ now (nvJPEG's vs libjpeg-turbo's islow:
+// +-1 in Y, Cb and Cr each; upsampling averages such errors, it does not grow them), which the
+// conversion takes to at most 1 + 1.772 -> 3 levels in a channel, 4 with the rounding of the
+// fixed-point products: max 4 on every colour file, also subsampled ones (nvJPEG's own conversion:
+// up to 14, see above). Every output byte written (two poisons, one result).
+TEST_F(GpuDataDir, YuvOutputMatchesLibjpeg) {
+  std::vector<std::string> files;
+  const auto variants = test::jpeg_variants();
+  for (const auto& v : variants) {
+    files.push_back(dir_ + "/" + v.name + ".jpg");
+    test::write_jpeg_variant(files.back(), v);
+  }
+  ASSERT_EQ(setenv("KAT_NVJPEG_OUTPUT", "yuv", 1), 0);
+  Decoded a, b;
+  std::string backend;
+  try {
+    a = gpu_decode(files, 0x00);
+    b = gpu_decode(files, 0xFF);
+    backend = data::cuda::NvjpegDecoder(1).backend();
+  } catch (...) {
+    unsetenv("KAT_NVJPEG_OUTPUT");
+    throw;
+  }
+  unsetenv("KAT_NVJPEG_OUTPUT");
+  if (backend.find("hardware") == std::string::npos) GTEST_SKIP() << "no JPEG engine on this GPU: " << backend;
+  EXPECT_NE(backend.find("planar output converted by kat"), std::string::npos) << backend;
+  EXPECT_GE(a.stats.hardware, 4);  // the baseline colour files
+  EXPECT_EQ(a.stats.bad, 0);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto& v = variants[i];
+    SCOPED_TRACE(v.name);
+    ASSERT_TRUE(a.ok[i]) << a.errors[i];
+    EXPECT_TRUE(a.px[i] == b.px[i]) << "output depends on the buffer's previous contents";
+    int h = 0, w = 0, c = 0;
+    std::vector<uint8_t> ref;
+    std::string err;
+    const auto bytes = test::read_file_bytes(files[i]);
+    ASSERT_TRUE(data::cuda::cpu_decode(bytes.data(), bytes.size(), files[i], h, w, c, ref, &err)) << err;
+    ASSERT_EQ(ref.size(), a.px[i].size());
+    int max_diff = 0;
+    double sum = 0;
+    for (size_t k = 0; k < ref.size(); ++k) {
+      const int d = std::abs(int(ref[k]) - int(a.px[i][k]));
+      max_diff = std::max(max_diff, d);
+      sum += d;
+    }
+    std::printf("  %-14s c=%d: max |gpu (yuv) - libjpeg| %d, mean %.3f\n", v.name.c_str(), c, max_diff,
+                sum / double(ref.size()));
+    if (v.components == 4)
+      EXPECT_EQ(max_diff, 0);
+    else if (v.progressive)
+      EXPECT_LE(max_diff, 14);  // not the hardware decoder: nvJPEG's CUDA path, its own conversion
+    else
+      EXPECT_LE(max_diff, 4);
+  }
 }
 
 // A truncated JPEG (header intact, scan cut) and garbage after the header: the file is named and

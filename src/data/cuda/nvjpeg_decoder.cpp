@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/cuda/ycbcr_to_rgb.h"
 #include "kat/core/error.h"
 #include "kat/data/image_io.h"
 #include "ops/cuda/cuda_check.h"
@@ -198,6 +199,26 @@ bool use_kept_memory() {
   return e && std::strcmp(e, "kept") == 0;
 }
 
+// True with KAT_NVJPEG_OUTPUT=yuv: the hardware decoder writes the component planes and our kernel
+// (data/cuda/ycbcr_to_rgb.h, libjpeg-turbo's upsampling and conversion bit for bit) makes the RGB,
+// instead of nvJPEG's own conversion kernels, which the nvJPEG call waits for (session 9: ~60 ms
+// per batch while a training step runs against ~30 ms alone). Opt-in until measured.
+bool use_yuv_output() {
+  const char* e = std::getenv("KAT_NVJPEG_OUTPUT");
+  return e && std::strcmp(e, "yuv") == 0;
+}
+
+// (h, v) factors of the chroma planes that ycbcr.h converts; false for the others.
+bool yuv_factors(nvjpegChromaSubsampling_t css, int& h, int& v) {
+  switch (css) {
+    case NVJPEG_CSS_444: h = 1, v = 1; return true;
+    case NVJPEG_CSS_422: h = 2, v = 1; return true;
+    case NVJPEG_CSS_420: h = 2, v = 2; return true;
+    case NVJPEG_CSS_440: h = 1, v = 2; return true;
+    default: return false;
+  }
+}
+
 // False with KAT_NVJPEG_PREALLOCATE=0 (the hardware decoder then allocates as it goes).
 bool use_preallocation() {
   const char* e = std::getenv("KAT_NVJPEG_PREALLOCATE");
@@ -251,6 +272,14 @@ struct NvjpegDecoder::Impl {
   int max_batch = 0;
   State hw_state;
   std::vector<JpegStream> hw_streams;  // one per image of a batch: the header, for the support check
+  // KAT_NVJPEG_OUTPUT=yuv: the hardware decoder's planes, two areas in turn (the hardware decoder may
+  // not wait for earlier work on the stream: an area is reused only after the conversion that read
+  // it has run, host-synchronised on its event).
+  bool yuv = false;
+  kat::cuda::DeviceBuffer<uint8_t> yuv_area[2];
+  kat::cuda::CudaEvent yuv_free[2];
+  bool yuv_used[2] = {false, false};
+  int yuv_next = 0;
   // Decoupled decoding, one image at a time: GPU_HYBRID (Huffman on the GPU) where it takes the
   // file, HYBRID (Huffman on the CPU; progressive files) otherwise.
   Decoder dec_gpu, dec_hybrid;
@@ -269,6 +298,51 @@ struct NvjpegDecoder::Impl {
   kat::cuda::CudaEvent staging_free;
   bool staging_used = false;
   DecodeStats stats;
+
+  int yuv_current = 0;  // the area plan_planes handed out last
+
+  // KAT_NVJPEG_OUTPUT=yuv: where each hardware-decoded image's planes go (the next area, grown to
+  // fit, after the conversion that last read it has run) and where its RGB goes. The plane sizes
+  // are the JPEG's own (nvJPEG's component dimensions: ceil(width / h) x ceil(height / v)).
+  std::vector<YcbcrJob> plan_planes(const EncodedImage* images, const std::vector<int>& list,
+                                    uint8_t* const* dst) {
+    const int k = yuv_next;
+    yuv_next ^= 1;
+    yuv_current = k;
+    if (yuv_used[k]) yuv_free[k].synchronize();
+    std::vector<YcbcrJob> jobs(list.size());
+    std::vector<size_t> offset(list.size());
+    size_t total = 0;
+    const auto align = [](size_t x) { return (x + 255) / 256 * 256; };
+    for (size_t j = 0; j < list.size(); ++j) {
+      const EncodedImage& im = images[list[j]];
+      nvjpegJpegStream_t s = hw_streams[j].get();
+      nvjpegChromaSubsampling_t css = NVJPEG_CSS_UNKNOWN;
+      KAT_NVJPEG_CHECK(nvjpegJpegStreamGetChromaSubsampling(s, &css));
+      ycbcr::Planes& p = jobs[j].planes;
+      KAT_CHECK(yuv_factors(css, p.h_factor, p.v_factor), "nvJPEG: unexpected chroma subsampling ", int(css));
+      unsigned cw = 0, ch = 0;
+      KAT_NVJPEG_CHECK(nvjpegJpegStreamGetComponentDimensions(s, 1, &cw, &ch));
+      p.width = im.header.width;
+      p.height = im.header.height;
+      p.c_width = int(cw);
+      p.c_height = int(ch);
+      p.y_pitch = p.width;
+      p.c_pitch = p.c_width;
+      offset[j] = total;
+      total += align(size_t(p.width) * p.height) + 2 * align(size_t(p.c_width) * p.c_height);
+      jobs[j].rgb = dst[list[j]];
+    }
+    if (yuv_area[k].size() < total) yuv_area[k].allocate(total + total / 4);
+    for (size_t j = 0; j < list.size(); ++j) {
+      ycbcr::Planes& p = jobs[j].planes;
+      uint8_t* base = yuv_area[k].data() + offset[j];
+      p.y = base;
+      p.cb = base + align(size_t(p.width) * p.height);
+      p.cr = p.cb + align(size_t(p.c_width) * p.c_height);
+    }
+    return jobs;
+  }
 
   // One image through the decoupled API; false when nvJPEG rejects it (the CPU then tries).
   bool decode_one(const EncodedImage& im, uint8_t* dst, cudaStream_t stream) {
@@ -315,6 +389,8 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
             "the CPU with --decode cpu");
   I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_flags, I.mem.get());
   if (I.hw) {
+    I.yuv = use_yuv_output();
+    for (int k = 0; k < 2 && I.yuv; ++k) I.yuv_free[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
     KAT_NVJPEG_CHECK(nvjpegJpegStateCreate(I.hw.get(), I.hw_state.out()));
     // The hardware decoder's buffers for a whole batch, once, from a pool nvJPEG keeps (the size
     // hints only seed it). Without this each nvjpegDecodeBatched may allocate and free its own,
@@ -323,7 +399,8 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
     // of bench/train_from_files_ab.sh).
     if (use_preallocation())
       KAT_NVJPEG_CHECK(nvjpegDecodeBatchedPreAllocate(I.hw.get(), I.hw_state.get(), max_batch, 512, 512,
-                                                      NVJPEG_CSS_420, NVJPEG_OUTPUT_RGBI));
+                                                      NVJPEG_CSS_420,
+                                                      I.yuv ? NVJPEG_OUTPUT_YUV : NVJPEG_OUTPUT_RGBI));
     I.hw_streams.resize(size_t(max_batch));
     for (auto& s : I.hw_streams) KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.hw.get(), s.out()));
   }
@@ -358,11 +435,15 @@ NvjpegDecoder::~NvjpegDecoder() {
   for (int k = 0; k < 2; ++k)
     if (impl_->pinned_used[k]) cudaEventSynchronize(impl_->pinned_free[k]);
   if (impl_->staging_used) cudaEventSynchronize(impl_->staging_free);
+  for (int k = 0; k < 2; ++k)
+    if (impl_->yuv_used[k]) cudaEventSynchronize(impl_->yuv_free[k]);
 }
 
 std::string NvjpegDecoder::backend() const {
   const Impl& I = *impl_;
-  return (I.hw ? "hardware" + flag_names(I.hw_flags) + "; " : std::string()) + "cuda" + flag_names(I.sw_flags);
+  return (I.hw ? "hardware" + flag_names(I.hw_flags) + (I.yuv ? ", planar output converted by kat" : "") + "; "
+               : std::string()) +
+         "cuda" + flag_names(I.sw_flags);
 }
 DecodeStats NvjpegDecoder::stats() const {
   DecodeStats s = impl_->stats;
@@ -387,9 +468,12 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
       cpu_list.push_back(i);
     } else if (I.hw && im.header.channels == 3) {
       nvjpegJpegStream_t s = I.hw_streams[hw_list.size()].get();
-      int unsupported = 1;
+      int unsupported = 1, fh = 0, fv = 0;
+      nvjpegChromaSubsampling_t css = NVJPEG_CSS_UNKNOWN;
       if (nvjpegJpegStreamParseHeader(I.hw.get(), im.data, im.size, s) == NVJPEG_STATUS_SUCCESS &&
-          nvjpegDecodeBatchedSupported(I.hw.get(), s, &unsupported) == NVJPEG_STATUS_SUCCESS && unsupported == 0)
+          nvjpegDecodeBatchedSupported(I.hw.get(), s, &unsupported) == NVJPEG_STATUS_SUCCESS && unsupported == 0 &&
+          (!I.yuv ||
+           (nvjpegJpegStreamGetChromaSubsampling(s, &css) == NVJPEG_STATUS_SUCCESS && yuv_factors(css, fh, fv))))
         hw_list.push_back(i);
       else
         gpu_list.push_back(i);
@@ -404,22 +488,40 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
     std::vector<const unsigned char*> data(static_cast<size_t>(m));
     std::vector<size_t> lengths(static_cast<size_t>(m));
     std::vector<nvjpegImage_t> out(static_cast<size_t>(m));
+    std::vector<YcbcrJob> jobs;
+    if (I.yuv) jobs = I.plan_planes(images, hw_list, dst);
     for (int j = 0; j < m; ++j) {
       const EncodedImage& im = images[hw_list[size_t(j)]];
       data[size_t(j)] = im.data;
       lengths[size_t(j)] = im.size;
       out[size_t(j)] = nvjpegImage_t{};
-      out[size_t(j)].channel[0] = dst[hw_list[size_t(j)]];
-      out[size_t(j)].pitch[0] = size_t(im.header.width) * 3;
+      if (I.yuv) {
+        const ycbcr::Planes& p = jobs[size_t(j)].planes;
+        out[size_t(j)].channel[0] = const_cast<uint8_t*>(p.y);
+        out[size_t(j)].channel[1] = const_cast<uint8_t*>(p.cb);
+        out[size_t(j)].channel[2] = const_cast<uint8_t*>(p.cr);
+        out[size_t(j)].pitch[0] = size_t(p.y_pitch);
+        out[size_t(j)].pitch[1] = out[size_t(j)].pitch[2] = size_t(p.c_pitch);
+      } else {
+        out[size_t(j)].channel[0] = dst[hw_list[size_t(j)]];
+        out[size_t(j)].pitch[0] = size_t(im.header.width) * 3;
+      }
     }
-    const bool done = nvjpegDecodeBatchedInitialize(I.hw.get(), I.hw_state.get(), m, 1, NVJPEG_OUTPUT_RGBI) ==
-                          NVJPEG_STATUS_SUCCESS &&
-                      nvjpegDecodeBatched(I.hw.get(), I.hw_state.get(), data.data(), lengths.data(), out.data(),
-                                          stream) == NVJPEG_STATUS_SUCCESS;
-    if (done)
+    const nvjpegOutputFormat_t format = I.yuv ? NVJPEG_OUTPUT_YUV : NVJPEG_OUTPUT_RGBI;
+    const bool done =
+        nvjpegDecodeBatchedInitialize(I.hw.get(), I.hw_state.get(), m, 1, format) == NVJPEG_STATUS_SUCCESS &&
+        nvjpegDecodeBatched(I.hw.get(), I.hw_state.get(), data.data(), lengths.data(), out.data(), stream) ==
+            NVJPEG_STATUS_SUCCESS;
+    if (done) {
       I.stats.hardware += m;
-    else
+      if (I.yuv) {
+        ycbcr_to_rgb(jobs.data(), m, stream);
+        I.yuv_free[I.yuv_current].record(stream);
+        I.yuv_used[I.yuv_current] = true;
+      }
+    } else {
       gpu_list.insert(gpu_list.end(), hw_list.begin(), hw_list.end());
+    }
   }
   // 2. nvJPEG on the CUDA cores, one image at a time.
   for (int i : gpu_list) {
