@@ -421,7 +421,8 @@ def test_cuda_raw_against_cpu_poisoned(dtype, rows, C, G, shared, deg, accumulat
         dx = torch.full_like(xd, float("nan"))
         base_a, base_b = torch.randn(a.shape, generator=gen), torch.randn(b.shape, generator=gen)
         if accumulate:
-            da, db = base_a.to(dev), base_b.to(dev)
+            # copies: on the CPU .to() would return base_a itself, and the += would land in it
+            da, db = base_a.to(dev, copy=True), base_b.to(dev, copy=True)
         else:
             da, db = torch.full_like(ad, float("nan")), torch.full_like(bd, float("nan"))
         idx = -1 if dev == "cpu" else torch.cuda.current_device()
