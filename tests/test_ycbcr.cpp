@@ -19,14 +19,20 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// libjpeg-turbo's ordinary decode to RGB (the CPU loader's settings: its defaults).
-std::vector<uint8_t> decode_rgb(const std::vector<uint8_t>& file, int& h, int& w) {
-  jpeg_decompress_struct cinfo;
-  jpeg_error_mgr jerr;
+// A decompressor over `file` with its header read (the test's own files: libjpeg's default error
+// handler, which exits, is enough).
+void open_jpeg(jpeg_decompress_struct& cinfo, jpeg_error_mgr& jerr, const std::vector<uint8_t>& file) {
   cinfo.err = jpeg_std_error(&jerr);
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, file.data(), static_cast<unsigned long>(file.size()));
   jpeg_read_header(&cinfo, TRUE);
+}
+
+// libjpeg-turbo's ordinary decode to RGB (the CPU loader's settings: its defaults).
+std::vector<uint8_t> decode_rgb(const std::vector<uint8_t>& file, int& h, int& w) {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr jerr;
+  open_jpeg(cinfo, jerr, file);
   cinfo.out_color_space = JCS_RGB;
   jpeg_start_decompress(&cinfo);
   h = int(cinfo.output_height);
@@ -52,10 +58,7 @@ struct RawPlanes {
 RawPlanes decode_raw(const std::vector<uint8_t>& file) {
   jpeg_decompress_struct cinfo;
   jpeg_error_mgr jerr;
-  cinfo.err = jpeg_std_error(&jerr);
-  jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, file.data(), static_cast<unsigned long>(file.size()));
-  jpeg_read_header(&cinfo, TRUE);
+  open_jpeg(cinfo, jerr, file);
   cinfo.raw_data_out = TRUE;
   cinfo.out_color_space = JCS_YCbCr;
   jpeg_start_decompress(&cinfo);
