@@ -25,6 +25,13 @@ TEST(RunPhase, ScopedPhaseIsReportedAndRestored) {
   EXPECT_EQ(kat::run_phase_step(), 3);
 }
 
+TEST(RunPhase, BeforeTrainingNoStepIsNamed) {
+  kat::set_run_phase("reading the dataset", -1);
+  char line[256];
+  const std::string s(line, size_t(kat::format_run_phase(line, sizeof line)));
+  EXPECT_EQ(s.rfind("kat: SIGUSR1: reading the dataset for ", 0), 0u) << s;
+}
+
 TEST(RunPhase, FormatNeverOverrunsTheBuffer) {
   kat::set_run_phase("a phase with a long name that does not fit", -12);
   char line[16];

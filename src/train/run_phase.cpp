@@ -58,8 +58,12 @@ int64_t run_phase_step() { return g_step.load(); }
 
 int format_run_phase(char* buf, int n) {
   const int64_t ms = (monotonic_ns() - g_since_ns.load()) / 1000000;
-  int p = put(buf, n, 0, "kat: SIGUSR1 at step ");
-  p = put(buf, n, p, g_step.load());
+  const int64_t step = g_step.load();
+  int p = put(buf, n, 0, "kat: SIGUSR1");
+  if (step >= 0) {
+    p = put(buf, n, p, " at step ");
+    p = put(buf, n, p, step);
+  }
   p = put(buf, n, p, ": ");
   p = put(buf, n, p, g_phase.load());
   p = put(buf, n, p, " for ");

@@ -10,7 +10,8 @@
 
 namespace kat {
 
-// `what`: a string literal (its address is kept). `step`: the optimizer step the run is at.
+// `what`: a string literal (its address is kept). `step`: the optimizer step the run is at (< 0:
+// before training starts; the line then names no step).
 void set_run_phase(const char* what, int64_t step);
 // The phase's text and step now (tests).
 const char* run_phase();

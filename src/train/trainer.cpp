@@ -767,7 +767,9 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
     for (const auto& kv : tc.model_overrides) mc.apply_override(kv);
   if (tc.drop_path >= 0) mc.drop_path_rate = tc.drop_path;
 
+  set_run_phase("reading the dataset", -1);
   RunData d = load_run_data(tc, mc);
+  set_run_phase("creating the data loader (--decode gpu: nvJPEG decoders, pinned buffers)", -1);
   const std::unique_ptr<BatchFeed> loader = make_feed(d, tc);
   d.steps_per_epoch = loader->batches_per_epoch() / tc.accum_steps;
   KAT_CHECK(d.steps_per_epoch > 0, tc.data, ": ", d.train.size(), " training images are fewer than one step of ",
@@ -775,6 +777,7 @@ TrainResult train(const TrainConfig& cfg_in, const std::string& resume_dir) {
   d.total_steps = d.steps_per_epoch * tc.epochs;
   d.warmup_steps = int64_t(std::llround(tc.warmup_epochs * d.steps_per_epoch));
 
+  set_run_phase("creating the model and the engine (device memory, libraries)", -1);
   KatModel model(mc);
   model.plan(std::max(tc.batch, tc.eval_batch));
   HostState hs;
