@@ -13,7 +13,7 @@
 #      VARIANTS: lines "name|environment|kat train arguments", default below (the A/B of
 #      bench/records/2026-12-07-s8-h100/README.md: the hardware decoder's preallocated pool (the
 #      default since session 9) against none, nvJPEG's allocators vs kept memory, the hardware
-#      decoder's planar output converted by our kernel (KAT_NVJPEG_OUTPUT=yuv), more decode
+#      decoder's planar output converted by our kernel (KAT_NVJPEG_OUTPUT=yuv|nv12), more decode
 #      threads, high-priority streams; and a CPU decode share with the loader's threads niced: while
 #      training, nvJPEG delivered only ~12k img/s and the 15 reader threads sat mostly idle, so
 #      libjpeg-turbo taking 20-30 % of the files may now add instead of compete).
@@ -34,6 +34,7 @@ VARIANTS=${VARIANTS:-"default||--decode gpu
 no_preallocation|KAT_NVJPEG_PREALLOCATE=0|--decode gpu
 kept|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu
 yuv|KAT_NVJPEG_OUTPUT=yuv|--decode gpu
+nv12|KAT_NVJPEG_OUTPUT=nv12|--decode gpu
 yuv_kept|KAT_NVJPEG_OUTPUT=yuv KAT_NVJPEG_ALLOCATOR=kept|--decode gpu
 kept_8_threads|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-streams 8
 kept_high_priority|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu --decode-priority high

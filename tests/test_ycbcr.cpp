@@ -128,6 +128,23 @@ TEST(Ycbcr, PlanesToRgbEqualLibjpegTurbo) {
                                        << ", " << first_bad / 3 / size_t(w) << ") channel " << first_bad % 3
                                        << ": " << int(got[std::min(first_bad, got.size() - 1)]) << " vs libjpeg "
                                        << int(want[std::min(first_bad, want.size() - 1)]);
+      // The same chroma interleaved in one plane (NV12's layout, Cb first): the same pixels.
+      kat::data::ycbcr::Planes nv = raw.planes;
+      std::vector<uint8_t> uv(size_t(nv.c_height) * size_t(2 * nv.c_width));
+      for (int y = 0; y < nv.c_height; ++y)
+        for (int x = 0; x < nv.c_width; ++x) {
+          uv[size_t(y) * size_t(2 * nv.c_width) + size_t(2 * x)] =
+              nv.cb[size_t(y) * size_t(nv.c_pitch) + size_t(x)];
+          uv[size_t(y) * size_t(2 * nv.c_width) + size_t(2 * x) + 1] =
+              nv.cr[size_t(y) * size_t(nv.c_pitch) + size_t(x)];
+        }
+      nv.cb = uv.data();
+      nv.cr = uv.data() + 1;
+      nv.c_pitch = 2 * nv.c_width;
+      nv.c_step = 2;
+      std::vector<uint8_t> got_nv(want.size(), 0xCD);
+      kat::data::ycbcr::to_rgb_image(nv, got_nv.data());
+      EXPECT_TRUE(got_nv == want) << what << ": interleaved chroma";
       ++checked;
     }
   }

@@ -32,7 +32,9 @@
 namespace kat::data::ycbcr {
 
 // One image's planes. Chroma planes are c_width x c_height = ceil(width / h_factor) x
-// ceil(height / v_factor) samples (the JPEG's "downsampled" size); rows `pitch` bytes apart.
+// ceil(height / v_factor) samples (the JPEG's "downsampled" size); rows `pitch` bytes apart;
+// consecutive chroma samples c_step bytes apart: 1 for separate Cb and Cr planes (planar YUV), 2
+// for one interleaved CbCr plane (NV12: cb = the plane, cr = the plane + 1).
 struct Planes {
   const uint8_t* y = nullptr;
   const uint8_t* cb = nullptr;
@@ -41,6 +43,7 @@ struct Planes {
   int width = 0, height = 0;       // the image (the Y plane)
   int c_width = 0, c_height = 0;   // the chroma planes
   int h_factor = 1, v_factor = 1;  // 1 or 2: 4:4:4 = 1x1, 4:2:2 = 2x1, 4:2:0 = 2x2, 4:4:0 = 1x2
+  int c_step = 1;
 };
 
 // True for the subsamplings above (the ones this conversion reproduces).
@@ -53,7 +56,8 @@ KAT_YCC_HD inline int clamp_index(int i, int n) { return i < 0 ? 0 : (i >= n ? n
 // The chroma value of `plane` at image pixel (x, y), upsampled as libjpeg does (see the top).
 KAT_YCC_HD inline int upsampled(const Planes& p, const uint8_t* plane, int x, int y) {
   const auto at = [&](int cx, int cy) -> int {
-    return plane[size_t(clamp_index(cy, p.c_height)) * size_t(p.c_pitch) + size_t(clamp_index(cx, p.c_width))];
+    return plane[size_t(clamp_index(cy, p.c_height)) * size_t(p.c_pitch) +
+                 size_t(clamp_index(cx, p.c_width)) * size_t(p.c_step)];
   };
   if (p.h_factor == 1 && p.v_factor == 1) return at(x, y);
   // libjpeg upsamples horizontally subsampled chroma only two samples wide or less by plain

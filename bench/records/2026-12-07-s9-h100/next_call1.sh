@@ -11,6 +11,6 @@ T0=$(date +%s)
 st() { echo "$1 at $(( $(date +%s) - T0 ))s" >> $OUT/steps.txt; }
 timeout -k 5 240 kat_gpu_tests > $OUT/gpu_tests.log 2>&1; st "gpu tests rc $?"
 grep -E "^\[  FAILED  \]|PASSED|tests ran|max \|gpu" $OUT/gpu_tests.log >> $OUT/steps.txt
-VARIANTS=$'default||--decode gpu\nyuv|KAT_NVJPEG_OUTPUT=yuv|--decode gpu\nkept|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu\nyuv_kept|KAT_NVJPEG_OUTPUT=yuv KAT_NVJPEG_ALLOCATOR=kept|--decode gpu\ndefault_again||--decode gpu\nyuv_again|KAT_NVJPEG_OUTPUT=yuv|--decode gpu' \
+VARIANTS=$'default||--decode gpu\nyuv|KAT_NVJPEG_OUTPUT=yuv|--decode gpu\nkept|KAT_NVJPEG_ALLOCATOR=kept|--decode gpu\nyuv_kept|KAT_NVJPEG_OUTPUT=yuv KAT_NVJPEG_ALLOCATOR=kept|--decode gpu\nnv12|KAT_NVJPEG_OUTPUT=nv12|--decode gpu\ndefault_again||--decode gpu\nyuv_again|KAT_NVJPEG_OUTPUT=yuv|--decode gpu' \
   TESTS=0 OUT=$OUT/files timeout -k 10 330 bash bench/train_from_files_ab.sh > $OUT/files_stdout.log 2>&1
 st "files rc $?"

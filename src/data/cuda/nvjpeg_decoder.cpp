@@ -199,13 +199,27 @@ bool use_kept_memory() {
   return e && std::strcmp(e, "kept") == 0;
 }
 
-// True with KAT_NVJPEG_OUTPUT=yuv: the hardware decoder writes the component planes and our kernel
-// (data/cuda/ycbcr_to_rgb.h, libjpeg-turbo's upsampling and conversion bit for bit) makes the RGB,
-// instead of nvJPEG's own conversion kernels, which the nvJPEG call waits for (session 9: ~60 ms
-// per batch while a training step runs against ~30 ms alone). Opt-in until measured.
-bool use_yuv_output() {
+// What the hardware decoder writes. KAT_NVJPEG_OUTPUT=yuv (planar Y, Cb, Cr) or nv12 (Y and one
+// interleaved CbCr plane; 4:2:0 files only, the others then take the CUDA-core path): the JPEG's
+// component planes, which our kernel (data/cuda/ycbcr_to_rgb.h, libjpeg-turbo's upsampling and
+// conversion bit for bit) turns into RGB, instead of nvJPEG's own conversion kernels, which the
+// nvJPEG call waits for (session 9: ~60 ms per batch while a training step runs against ~30 ms
+// alone). Default (unset): interleaved RGB from nvJPEG. Opt-in until measured.
+enum class HwOutput { Rgbi, Yuv, Nv12 };
+HwOutput hw_output_from_env() {
   const char* e = std::getenv("KAT_NVJPEG_OUTPUT");
-  return e && std::strcmp(e, "yuv") == 0;
+  if (!e || !*e || std::strcmp(e, "rgb") == 0) return HwOutput::Rgbi;
+  if (std::strcmp(e, "yuv") == 0) return HwOutput::Yuv;
+  if (std::strcmp(e, "nv12") == 0) return HwOutput::Nv12;
+  throw Error(detail::concat("KAT_NVJPEG_OUTPUT '", e, "': expected rgb, yuv or nv12"));
+}
+nvjpegOutputFormat_t nvjpeg_format(HwOutput o) {
+  return o == HwOutput::Yuv ? NVJPEG_OUTPUT_YUV : o == HwOutput::Nv12 ? NVJPEG_OUTPUT_NV12 : NVJPEG_OUTPUT_RGBI;
+}
+const char* hw_output_note(HwOutput o) {
+  return o == HwOutput::Yuv    ? ", planar output converted by kat"
+         : o == HwOutput::Nv12 ? ", NV12 output converted by kat"
+                               : "";
 }
 
 // (h, v) factors of the chroma planes that ycbcr.h converts; false for the others.
@@ -272,10 +286,11 @@ struct NvjpegDecoder::Impl {
   int max_batch = 0;
   State hw_state;
   std::vector<JpegStream> hw_streams;  // one per image of a batch: the header, for the support check
-  // KAT_NVJPEG_OUTPUT=yuv: the hardware decoder's planes, two areas in turn (the hardware decoder may
-  // not wait for earlier work on the stream: an area is reused only after the conversion that read
-  // it has run, host-synchronised on its event).
-  bool yuv = false;
+  // KAT_NVJPEG_OUTPUT=yuv|nv12: the hardware decoder's planes, two areas in turn (the hardware
+  // decoder may not wait for earlier work on the stream: an area is reused only after the
+  // conversion that read it has run, host-synchronised on its event).
+  HwOutput hw_output = HwOutput::Rgbi;
+  bool yuv = false;  // hw_output is Yuv or Nv12: planes converted by our kernel
   kat::cuda::DeviceBuffer<uint8_t> yuv_area[2];
   kat::cuda::CudaEvent yuv_free[2];
   bool yuv_used[2] = {false, false};
@@ -301,7 +316,7 @@ struct NvjpegDecoder::Impl {
 
   int yuv_current = 0;  // the area plan_planes handed out last
 
-  // KAT_NVJPEG_OUTPUT=yuv: where each hardware-decoded image's planes go (the next area, grown to
+  // KAT_NVJPEG_OUTPUT=yuv|nv12: where each hardware-decoded image's planes go (the next area, grown to
   // fit, after the conversion that last read it has run) and where its RGB goes. The plane sizes
   // are the JPEG's own (nvJPEG's component dimensions: ceil(width / h) x ceil(height / v)).
   std::vector<YcbcrJob> plan_planes(const EncodedImage* images, const std::vector<int>& list,
@@ -328,8 +343,10 @@ struct NvjpegDecoder::Impl {
       p.c_width = int(cw);
       p.c_height = int(ch);
       p.y_pitch = p.width;
-      p.c_pitch = p.c_width;
+      p.c_step = hw_output == HwOutput::Nv12 ? 2 : 1;
+      p.c_pitch = p.c_width * p.c_step;
       offset[j] = total;
+      // Y, then Cb and Cr (planar) or one CbCr plane of twice the width (NV12): the same bytes.
       total += align(size_t(p.width) * p.height) + 2 * align(size_t(p.c_width) * p.c_height);
       jobs[j].rgb = dst[list[j]];
     }
@@ -339,7 +356,7 @@ struct NvjpegDecoder::Impl {
       uint8_t* base = yuv_area[k].data() + offset[j];
       p.y = base;
       p.cb = base + align(size_t(p.width) * p.height);
-      p.cr = p.cb + align(size_t(p.c_width) * p.c_height);
+      p.cr = p.c_step == 2 ? p.cb + 1 : p.cb + align(size_t(p.c_width) * p.c_height);
     }
     return jobs;
   }
@@ -389,7 +406,8 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
             "the CPU with --decode cpu");
   I.hw = make_handle(NVJPEG_BACKEND_HARDWARE, &I.hw_flags, I.mem.get());
   if (I.hw) {
-    I.yuv = use_yuv_output();
+    I.hw_output = hw_output_from_env();
+    I.yuv = I.hw_output != HwOutput::Rgbi;
     for (int k = 0; k < 2 && I.yuv; ++k) I.yuv_free[k] = kat::cuda::CudaEvent::create(cudaEventDisableTiming);
     KAT_NVJPEG_CHECK(nvjpegJpegStateCreate(I.hw.get(), I.hw_state.out()));
     // The hardware decoder's buffers for a whole batch, once, from a pool nvJPEG keeps (the size
@@ -399,8 +417,7 @@ NvjpegDecoder::NvjpegDecoder(int max_batch) : impl_(std::make_unique<Impl>()) {
     // of bench/train_from_files_ab.sh).
     if (use_preallocation())
       KAT_NVJPEG_CHECK(nvjpegDecodeBatchedPreAllocate(I.hw.get(), I.hw_state.get(), max_batch, 512, 512,
-                                                      NVJPEG_CSS_420,
-                                                      I.yuv ? NVJPEG_OUTPUT_YUV : NVJPEG_OUTPUT_RGBI));
+                                                      NVJPEG_CSS_420, nvjpeg_format(I.hw_output)));
     I.hw_streams.resize(size_t(max_batch));
     for (auto& s : I.hw_streams) KAT_NVJPEG_CHECK(nvjpegJpegStreamCreate(I.hw.get(), s.out()));
   }
@@ -441,8 +458,7 @@ NvjpegDecoder::~NvjpegDecoder() {
 
 std::string NvjpegDecoder::backend() const {
   const Impl& I = *impl_;
-  return (I.hw ? "hardware" + flag_names(I.hw_flags) + (I.yuv ? ", planar output converted by kat" : "") + "; "
-               : std::string()) +
+  return (I.hw ? "hardware" + flag_names(I.hw_flags) + hw_output_note(I.hw_output) + "; " : std::string()) +
          "cuda" + flag_names(I.sw_flags);
 }
 DecodeStats NvjpegDecoder::stats() const {
@@ -472,8 +488,8 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
       nvjpegChromaSubsampling_t css = NVJPEG_CSS_UNKNOWN;
       if (nvjpegJpegStreamParseHeader(I.hw.get(), im.data, im.size, s) == NVJPEG_STATUS_SUCCESS &&
           nvjpegDecodeBatchedSupported(I.hw.get(), s, &unsupported) == NVJPEG_STATUS_SUCCESS && unsupported == 0 &&
-          (!I.yuv ||
-           (nvjpegJpegStreamGetChromaSubsampling(s, &css) == NVJPEG_STATUS_SUCCESS && yuv_factors(css, fh, fv))))
+          (!I.yuv || (nvjpegJpegStreamGetChromaSubsampling(s, &css) == NVJPEG_STATUS_SUCCESS &&
+                      yuv_factors(css, fh, fv) && (I.hw_output != HwOutput::Nv12 || css == NVJPEG_CSS_420))))
         hw_list.push_back(i);
       else
         gpu_list.push_back(i);
@@ -499,15 +515,18 @@ void NvjpegDecoder::decode(const EncodedImage* images, int n, uint8_t* const* ds
         const ycbcr::Planes& p = jobs[size_t(j)].planes;
         out[size_t(j)].channel[0] = const_cast<uint8_t*>(p.y);
         out[size_t(j)].channel[1] = const_cast<uint8_t*>(p.cb);
-        out[size_t(j)].channel[2] = const_cast<uint8_t*>(p.cr);
         out[size_t(j)].pitch[0] = size_t(p.y_pitch);
-        out[size_t(j)].pitch[1] = out[size_t(j)].pitch[2] = size_t(p.c_pitch);
+        out[size_t(j)].pitch[1] = size_t(p.c_pitch);
+        if (p.c_step == 1) {  // planar: Cr in a plane of its own (NV12: interleaved after Cb)
+          out[size_t(j)].channel[2] = const_cast<uint8_t*>(p.cr);
+          out[size_t(j)].pitch[2] = size_t(p.c_pitch);
+        }
       } else {
         out[size_t(j)].channel[0] = dst[hw_list[size_t(j)]];
         out[size_t(j)].pitch[0] = size_t(im.header.width) * 3;
       }
     }
-    const nvjpegOutputFormat_t format = I.yuv ? NVJPEG_OUTPUT_YUV : NVJPEG_OUTPUT_RGBI;
+    const nvjpegOutputFormat_t format = nvjpeg_format(I.hw_output);
     const bool done =
         nvjpegDecodeBatchedInitialize(I.hw.get(), I.hw_state.get(), m, 1, format) == NVJPEG_STATUS_SUCCESS &&
         nvjpegDecodeBatched(I.hw.get(), I.hw_state.get(), data.data(), lengths.data(), out.data(), stream) ==
