@@ -120,6 +120,9 @@ struct Output {
   std::vector<float> baseline;  // the CPU fp32 op's values (rounded to dtype) for baseline bounds
   std::vector<double> scale;    // per-element scale of Tolerance::scale_tol
   Tolerance tol;
+  // Opaque 8-bit codes (FP8) instead of dtype elements: n bytes, poisoned with 0xFF and read back
+  // as one float per byte (its value 0..255), so `ref` holds the expected codes (Tolerance::bitwise).
+  bool bytes = false;
 };
 
 // Failures and the printed log of one case.
@@ -165,10 +168,15 @@ struct Stream {
   void sync() const { s.synchronize(); }
 };
 
-inline std::vector<float> download(const Output& o) { return download_storage(o.dev, o.n, o.dtype); }
+inline std::vector<float> download(const Output& o) {
+  if (!o.bytes) return download_storage(o.dev, o.n, o.dtype);
+  std::vector<uint8_t> b(o.n);
+  if (o.n) KAT_CUDA_CHECK(cudaMemcpy(b.data(), o.dev, o.n, cudaMemcpyDeviceToHost));
+  return {b.begin(), b.end()};
+}
 
 inline void poison(const Output& o) {
-  if (o.n) KAT_CUDA_CHECK(cudaMemset(o.dev, 0xff, o.n * kat::dtype_size(o.dtype)));
+  if (o.n) KAT_CUDA_CHECK(cudaMemset(o.dev, 0xff, o.bytes ? o.n : o.n * kat::dtype_size(o.dtype)));
 }
 
 inline bool is_poison(const std::vector<float>& v, DType t) {
@@ -237,7 +245,7 @@ inline void compare(const Output& o, const std::vector<float>& got, const std::s
     std::vector<float> rf(o.ref.begin(), o.ref.end());
     r.check(same_bits(got, rf), o.name + " not bitwise equal to the reference (" + t.reason + "): " + what);
   }
-  if (o.dtype == DType::F32) {
+  if (o.dtype == DType::F32 || o.bytes) {
     std::snprintf(buf, sizeof buf, "  bitwise-equal %.4f", bit_equal_fraction(got, o.ref));
     line << buf;
   }

@@ -12,6 +12,7 @@
 #include "op_cases/attention.cuh"
 #include "op_cases/cross_entropy.cuh"
 #include "op_cases/elementwise.cuh"
+#include "op_cases/fp8.cuh"
 #include "op_cases/gemm.cuh"
 #include "op_cases/grkan.cuh"
 #include "op_cases/layernorm.cuh"
@@ -54,6 +55,17 @@ TEST(OpHarness, Gemm) {
 TEST(OpHarness, Attention) {
   REQUIRE_GPU();
   run_cases(kat_op_harness::attention_cases());
+}
+// FP8 casts, scales and GEMMs (tests/gpu/op_cases/fp8.cuh). The GEMMs need FP8 tensor cores
+// (compute capability 8.9+, e.g. H100): skipped elsewhere.
+TEST(OpHarness, Fp8) {
+  REQUIRE_GPU();
+  int dev = 0, major = 0, minor = 0;
+  KAT_CUDA_CHECK(cudaGetDevice(&dev));
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  if (major * 10 + minor < 89) GTEST_SKIP() << "FP8 needs compute capability 8.9+ (the conversions and the GEMMs)";
+  run_cases(kat_op_harness::fp8_cases());
 }
 
 // ---- arguments of the CUDA entry points -----------------------------------------------------------
@@ -126,6 +138,67 @@ TEST(OpArgs, RejectsBadArguments) {
   EXPECT_THROW(kat::cuda::attention_check_shape(300, 192, 3), kat::Error);   // N > 256
   EXPECT_THROW(kat::cuda::attention_check_shape(197, 192, 5), kat::Error);   // D % H != 0
   EXPECT_THROW(kat::cuda::attention_check_shape(197, 1024, 8), kat::Error);  // hd 128
+}
+
+TEST(OpArgs, Fp8RejectsBadArguments) {
+  REQUIRE_GPU();
+  using kat::Fp8Format;
+  EXPECT_TRUE(kat::cuda::gemm_fp8_can_implement(788, 192, 576));   // M = 4 * 197 is fine
+  EXPECT_FALSE(kat::cuda::gemm_fp8_can_implement(788, 200, 576));  // K % 16 != 0
+  EXPECT_FALSE(kat::cuda::gemm_fp8_can_implement(788, 192, 40));   // N % 16 != 0
+  EXPECT_THROW(kat::cuda::gemm_fp8_check(16, 24, 32, "test"), kat::Error);
+  DevBuf buf(1 << 16);
+  auto* u8 = buf.as<uint8_t>();
+  float* f = buf.as<float>();
+  // The cast + transpose needs cols and ld_t multiples of 16, ld_t >= rows and aligned pointers.
+  auto cast_t = [&](int64_t rows, int64_t cols, int64_t ld_t, const void* x) {
+    kat::cuda::fp8_cast({.rows = rows,
+                         .cols = cols,
+                         .dtype = DType::BF16,
+                         .x = x,
+                         .format = Fp8Format::E4M3,
+                         .scale = f,
+                         .q = u8,
+                         .q_t = u8 + 8192,
+                         .ld_t = ld_t},
+                        nullptr);
+  };
+  EXPECT_THROW(cast_t(16, 24, 16, f), kat::Error);
+  EXPECT_THROW(cast_t(40, 16, 32, f), kat::Error);                // ld_t < rows
+  EXPECT_THROW(cast_t(16, 16, 24, f), kat::Error);                // ld_t % 16
+  EXPECT_THROW(cast_t(16, 16, 16, buf.as<char>(2)), kat::Error);  // x misaligned
+  EXPECT_THROW(kat::cuda::fp8_cast({.rows = 4, .cols = 4, .x = f, .scale = f}, nullptr), kat::Error);  // no output
+  EXPECT_THROW(kat::cuda::fp8_scale_update({.count = 2, .amax = nullptr, .scale = f}, nullptr), kat::Error);
+  int major = 0, dev = 0;
+  KAT_CUDA_CHECK(cudaGetDevice(&dev));
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major < 9) return;  // GemmFp8 itself needs FP8 tensor cores
+  kat::cuda::GemmFp8 g;
+  EXPECT_THROW(
+      g.forward({.M = 16, .K = 24, .N = 32, .x_q = u8, .W_q = u8, .x_scale_inv = f, .W_scale_inv = f, .y = f},
+                nullptr),
+      kat::Error);
+  EXPECT_THROW(g.forward({.M = 16,
+                          .K = 32,
+                          .N = 32,
+                          .x_q = u8 + 8,  // not 16-byte aligned
+                          .W_q = u8,
+                          .x_scale_inv = f,
+                          .W_scale_inv = f,
+                          .y = f},
+                         nullptr),
+               kat::Error);
+  EXPECT_THROW(g.backward_weight({.M = 20,
+                                  .K = 32,
+                                  .N = 32,
+                                  .ld_t = 16,  // < M
+                                  .dy_qT = u8,
+                                  .x_qT = u8,
+                                  .dy_scale_inv = f,
+                                  .x_scale_inv = f,
+                                  .dW = f},
+                                 nullptr),
+               kat::Error);
 }
 
 TEST(OpArgs, ZeroSizeIsANoOp) {
