@@ -17,6 +17,7 @@
 #include "../tests/gpu/op_cases/attention_cudnn.cuh"
 #include "../tests/gpu/op_cases/cross_entropy.cuh"
 #include "../tests/gpu/op_cases/elementwise.cuh"
+#include "../tests/gpu/op_cases/fp8.cuh"
 #include "../tests/gpu/op_cases/gemm.cuh"
 #include "../tests/gpu/op_cases/grkan.cuh"
 #include "../tests/gpu/op_cases/layernorm.cuh"
@@ -45,8 +46,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<OpCase> cases;
-  for (auto* family : {&layernorm_cases, &elementwise_cases, &cross_entropy_cases, &optim_cases, &grkan_cases,
-                       &gemm_cases, &attention_cases, &attention_cudnn_cases, &attention_cudnn_perf_cases})
+  for (auto* family :
+       {&layernorm_cases, &elementwise_cases, &cross_entropy_cases, &optim_cases, &grkan_cases, &gemm_cases,
+        &fp8_cases, &attention_cases, &attention_cudnn_cases, &attention_cudnn_perf_cases})
     for (auto& c : (*family)()) cases.push_back(std::move(c));
   cudaDeviceProp prop{};
   KAT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
