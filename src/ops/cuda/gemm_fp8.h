@@ -34,7 +34,8 @@
 // Requirements (gemm_fp8_check): K and N multiples of 16 (they are leading dimensions of 8-bit
 // operands and reduction lengths; cuBLASLt's FP8 kernels need 16-byte aligned leading dimensions),
 // M any (it is never a leading dimension of an 8-bit operand: kat's rows = batch * 197 are odd);
-// every pointer 16-byte aligned; compute capability 8.9 or newer (FP8 tensor cores).
+// the operand and output pointers 16-byte aligned (b_bf16 need not be: without an epilogue for
+// it the separate kernel adds b); compute capability 8.9 or newer (FP8 tensor cores).
 // Bias: cuBLASLt's FP8 kernels with bf16 output take a bf16 bias in the epilogue (b_bf16: y =
 // bf16(acc + bf16(b)), as the bf16 Gemm with b_storage); with only the fp32 b a separate kernel adds
 // it (y = bf16(bf16(acc) + b), add_bias of ops/cuda/gemm.h).
