@@ -263,6 +263,20 @@ int main(int argc, char** argv) {
                   tot.bf16 / (tot.fp8_gemm + tot.casts));
     summary.push_back(line);
     std::printf("%s\n", line);
+    // Amdahl: a step in which the linear layers take a share f of the bf16 time speeds up by
+    // 1 / (1 - f + f / s); 1.3x (the issue's target) needs f >= (1 - 1/1.3) / (1 - 1/s).
+    const double sp = tot.bf16 / (tot.fp8_gemm + tot.casts);
+    if (sp > 1.0) {
+      const double f_min = (1.0 - 1.0 / 1.3) / (1.0 - 1.0 / sp);
+      std::snprintf(
+          line, sizeof line,
+          "%-6s 1.3x on the whole training step needs the linear layers to be >= %.0f %% of the bf16 step%s",
+          m.name, 100 * f_min, f_min > 1 ? " (impossible)" : "");
+    } else {
+      std::snprintf(line, sizeof line, "%-6s FP8 is not faster than bf16 here: no step speedup", m.name);
+    }
+    summary.push_back(line);
+    std::printf("%s\n", line);
   }
   std::printf(
       "\nsummary (casts include W's every pass: an upper bound; x's and dy's casts could later be fused into "
