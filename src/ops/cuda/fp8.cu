@@ -29,9 +29,12 @@ constexpr int kThreads = 256;  // elementwise cast / amax
 constexpr int kTileRows = 64, kTileCols = 128, kTileThreads = 128;
 static_assert(kTileThreads / 32 * 16 == kTileRows && kTileCols / 4 == 32, "phase 2: one warp per 16 rows");
 
-// |v| as its fp32 bit pattern: for non-negative floats the unsigned order is the numeric order, and
-// NaN patterns lie above infinity's (so a NaN wins the maximum).
-__device__ __forceinline__ uint32_t abs_bits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+// |v| as its fp32 bit pattern, 0 for a NaN (skipped, as ops::fp8_amax on the CPU): for
+// non-negative floats the unsigned order of the bits is the numeric order (infinity included).
+__device__ __forceinline__ uint32_t abs_bits(float v) {
+  const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
+  return a > 0x7f800000u ? 0u : a;
+}
 
 // The block's maximum of v merged into *out (zeroed before the kernel) with one integer atomicMax
 // per block: order-independent, hence deterministic. Every thread of the block must call it.

@@ -12,8 +12,9 @@
 // integer atomicMax on the fp32 bit patterns: for non-negative floats the unsigned order of the
 // bits is the numeric order, and a maximum is independent of the order in which it is taken, so the
 // result is bitwise deterministic (the one atomic of the CUDA ops; no float atomics). The output is
-// zeroed first on `stream` (cudaMemsetAsync). A NaN anywhere makes the amax a NaN (its bit pattern
-// is above infinity's), which fp8_scale_for_amax maps to scale 1 and the loss check reports.
+// zeroed first on `stream` (cudaMemsetAsync). NaNs are skipped and an infinity gives infinity, as
+// the CPU reference's ops::fp8_amax (a NaN stays NaN through the cast, so the loss check reports
+// it; an infinite amax gives scale 1).
 //
 // Cast: q = encode(x * scale) with __nv_cvt_float2_to_fp8x2(..., __NV_SATFINITE, ...) (round to
 // nearest even, saturating to the largest finite code; core/fp8.h's float_to_fp8 gives the same

@@ -12,8 +12,15 @@
 // through the three kernel paths (cast + transpose, 16-byte vector cast, scalar cast on misaligned
 // pointers). Outputs are poisoned with 0xFF bytes first (a NaN code in both formats). q_t must be
 // the transpose of q with zero codes in the padding columns; the amax (each path, and fp8_amax)
-// must be bitwise the largest |x| (NaN when a NaN is present). Mismatches are listed with the input
-// bits, so a first GPU run says which class of inputs (if any) differs.
+// must be bitwise the largest |x| with NaNs skipped (as ops::fp8_amax on the CPU). Mismatches are
+// listed with the input bits, so a first GPU run says which class of inputs (if any) differs.
+// Expected failure class: NEGATIVE NaN inputs. CUDA gives 0x7F for every NaN (its software
+// conversion in cuda_fp8.hpp canonicalises the NaN first, and the device's fp32 multiply by the
+// scale returns the canonical NaN anyway), core/fp8.h gives 0xFF (sign kept). Checked on the host
+// against cuda_fp8.h's conversion: 22 M non-NaN values (every bf16 pattern, 20 M random fp32 of
+// exponents 2^-40..2^19, 2 M random bit patterns) all equal in both formats; every negative NaN
+// differs. These mismatches fail as their own class (message "NaN inputs encode with another
+// sign"); the fix belongs in core/fp8.h (every NaN -> 0x7F).
 // Scales ("fp8 scales ..."): fp8_scale_update over amax history rings (empty, partly filled,
 // wrapped, NaN / infinite / zero / subnormal entries) must give bitwise ops::fp8_scale_for_amax of
 // ops::Fp8AmaxHistory::max_amax (or of the current amax), and fp8_amax_record the same rings and
@@ -63,10 +70,11 @@ inline float bits_f32(uint32_t u) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-// The kernels' amax: the largest |x| bit pattern (a NaN lies above infinity).
+// The kernels' amax (as the CPU's ops::fp8_amax): the largest |x|, NaNs skipped, as fp32 bits.
 inline uint32_t host_amax_bits(const std::vector<float>& x) {
   uint32_t m = 0;
-  for (float v : x) m = std::max(m, f32_bits(v) & 0x7fffffffu);
+  for (float v : x)
+    if (!std::isnan(v)) m = std::max(m, f32_bits(v) & 0x7fffffffu);
   return m;
 }
 inline void upload_bytes(void* d, const void* h, size_t n) {
