@@ -8,11 +8,14 @@
 #      (pytest from the image; else from wheels in .carry/wheels, made on the dev VM with
 #      `pip download pytest --only-binary :all: --python-version 3.12 -d .carry/wheels`)
 #   3. bench/torch_grkan_train.py: DeiT-T, KAT-T with GR-KAN as plain ops and with our op, eager
-#      at every batch of BATCHES and compiled at the first; the activations alone; a profile of one
-#      eager step of DeiT-T and of KAT-T with our op      -> $OUT/py_gpu/bench/{table.md,results.csv,
-#                                                           op_bench.md,profile_*.txt}, bench.log
-# ~6 minutes on one H100 (the compiled rows are most of it; PYTEST_TIMEOUT=240 and
-# BENCH_TIMEOUT=330 s bound the two steps, the bench's table is rewritten after every row so a cut
+#      at every batch of BATCHES and compiled at the first; the activations alone; profiles of
+#      eager and of compiled steps of DeiT-T and of KAT-T with our op (the compiled ones with
+#      dynamo's graph breaks)                             -> bench.log, and bench.tgz holding
+#                                                           bench/{table.md,results.csv,op_bench.md,
+#                                                           profile_*.txt} and pip.log (the device
+#                                                           tool brings back at most 8 files)
+# ~7 minutes on one H100 (the compiled rows are most of it; PYTEST_TIMEOUT=240 and
+# BENCH_TIMEOUT=420 s bound the two steps, the bench's table is rewritten after every row so a cut
 # keeps what was measured). With DIAG=1, bench/py_diag.sh runs first (~3 minutes more: the
 # exception-crash diagnosis, $OUT/py_diag).
 # usage: OUT=/some/dir [BATCHES=256,512] [ITERS=20] [DIAG=0] bench/py_gpu.sh    (PY=python3)
@@ -51,8 +54,10 @@ echo "pytest exit $?" >>"$D/pytest_gpu.txt"
 tail -4 "$D/pytest_gpu.txt" | tee -a "$D/steps.txt"
 
 stamp "bench/torch_grkan_train.py --batch ${BATCHES:-256,512}"
-PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-330}" "$PY" bench/torch_grkan_train.py --batch "${BATCHES:-256,512}" \
+PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-420}" "$PY" bench/torch_grkan_train.py --batch "${BATCHES:-256,512}" \
   --iters "${ITERS:-20}" --out "$D/bench" --profile >"$D/bench.log" 2>&1
 echo "bench exit $?" >>"$D/bench.log"
 cat "$D/bench/table.md" 2>/dev/null
+grep -H "^# dynamo\|^# per step" "$D"/bench/profile_*.txt 2>/dev/null | tee -a "$D/steps.txt"
+tar -C "$D" -czf "$D/bench.tgz" bench pip.log && rm -rf "$D/bench" "$D/pip.log"
 stamp "done"
