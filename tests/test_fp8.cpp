@@ -1,0 +1,246 @@
+// FP8 formats and the recipe's scalar pieces (core/fp8.h, ops/fp8.h): encode/decode against a
+// brute-force nearest-code search, ties, saturation, NaN, subnormals, signed zero; the power-of-two
+// scales; the amax history ring.
+//
+// The brute force is the definition the encoder must meet: among the codes of x's sign with a finite
+// value, the one nearest to x (in double, exact for these values), ties to the even code. Since the
+// largest finite code is the nearest finite code to anything beyond it, saturation (__NV_SATFINITE)
+// falls out of the same definition.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kat/core/error.h"
+#include "kat/core/fp8.h"
+#include "kat/core/rng.h"
+#include "ops/fp8.h"
+
+using namespace kat;
+using kat::ops::fp8_scale_for_amax;
+using kat::ops::Fp8AmaxHistory;
+
+namespace {
+
+constexpr Fp8Format kFormats[] = {Fp8Format::E4M3, Fp8Format::E5M2};
+
+bool finite_code(uint8_t c, Fp8Format f) { return std::isfinite(fp8_to_float(c, f)); }
+
+// The nearest finite code of x's sign (ties to the even code); x not NaN.
+uint8_t brute_force(float x, Fp8Format f) {
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  const double xd = x;
+  int best = -1;
+  double best_d = INFINITY;
+  for (int m = 0; m <= fp8_traits(f).max_code; ++m) {
+    const uint8_t c = sign | uint8_t(m);
+    const double d = std::abs(double(fp8_to_float(c, f)) - xd);
+    if (d < best_d || (d == best_d && (c & 1) == 0)) best = c, best_d = d;
+  }
+  return uint8_t(best);
+}
+
+float bits_next(float x, int ulps) { return std::bit_cast<float>(std::bit_cast<uint32_t>(x) + uint32_t(ulps)); }
+
+}  // namespace
+
+TEST(Fp8Format, KnownValues) {
+  using F = Fp8Format;
+  EXPECT_EQ(fp8_to_float(0x7E, F::E4M3), 448.0f);
+  EXPECT_EQ(fp8_to_float(0xFE, F::E4M3), -448.0f);
+  EXPECT_EQ(fp8_to_float(0x08, F::E4M3), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_EQ(fp8_to_float(0x01, F::E4M3), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(fp8_to_float(0x38, F::E4M3), 1.0f);
+  EXPECT_EQ(fp8_to_float(0x39, F::E4M3), 1.125f);
+  EXPECT_TRUE(std::isnan(fp8_to_float(0x7F, F::E4M3)));
+  EXPECT_TRUE(std::isnan(fp8_to_float(0xFF, F::E4M3)));
+  EXPECT_EQ(fp8_to_float(0x7B, F::E5M2), 57344.0f);
+  EXPECT_EQ(fp8_to_float(0x04, F::E5M2), std::ldexp(1.0f, -14));
+  EXPECT_EQ(fp8_to_float(0x01, F::E5M2), std::ldexp(1.0f, -16));
+  EXPECT_EQ(fp8_to_float(0x3C, F::E5M2), 1.0f);
+  EXPECT_EQ(fp8_to_float(0x3D, F::E5M2), 1.25f);
+  EXPECT_EQ(fp8_to_float(0x7C, F::E5M2), INFINITY);
+  EXPECT_EQ(fp8_to_float(0xFC, F::E5M2), -INFINITY);
+  for (uint8_t c : {0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF}) EXPECT_TRUE(std::isnan(fp8_to_float(c, F::E5M2)));
+  // -0 decodes to a negative zero.
+  EXPECT_TRUE(std::signbit(fp8_to_float(0x80, F::E4M3)) && fp8_to_float(0x80, F::E4M3) == 0.0f);
+  EXPECT_TRUE(std::signbit(fp8_to_float(0x80, F::E5M2)));
+  // Decoding is strictly increasing over the finite positive codes (no code decodes twice).
+  for (Fp8Format f : kFormats)
+    for (int c = 1; c <= fp8_traits(f).max_code; ++c)
+      EXPECT_GT(fp8_to_float(uint8_t(c), f), fp8_to_float(uint8_t(c - 1), f)) << fp8_name(f) << " code " << c;
+}
+
+TEST(Fp8Format, EveryFiniteCodeRoundTrips) {
+  for (Fp8Format f : kFormats) {
+    int finite = 0;
+    for (int c = 0; c < 256; ++c) {
+      if (!finite_code(uint8_t(c), f)) continue;
+      ++finite;
+      EXPECT_EQ(float_to_fp8(fp8_to_float(uint8_t(c), f), f), c) << fp8_name(f) << " code " << c;
+    }
+    // E4M3: 256 - 2 NaN codes; E5M2: 256 - 2 infinities - 6 NaNs.
+    EXPECT_EQ(finite, f == Fp8Format::E4M3 ? 254 : 248) << fp8_name(f);
+  }
+}
+
+TEST(Fp8Format, RandomFloatsMatchTheNearestCode) {
+  Rng r(13);
+  for (Fp8Format f : kFormats) {
+    int mismatches = 0;
+    for (int i = 0; i < 50000; ++i) {
+      // Log-uniform magnitudes from well below the smallest subnormal to beyond the largest finite
+      // value, with a random fp32 mantissa, both signs.
+      const float mag = float(std::ldexp(1.0 + r.uniform(0.0, 1.0), int(std::floor(r.uniform(-22.0, 20.0)))));
+      const float x = r.uniform(0.0, 1.0) < 0.5 ? -mag : mag;
+      const uint8_t got = float_to_fp8(x, f), want = brute_force(x, f);
+      if (got != want && ++mismatches <= 10)
+        ADD_FAILURE() << fp8_name(f) << " x=" << x << ": got 0x" << std::hex << int(got) << " want 0x"
+                      << int(want);
+    }
+    EXPECT_EQ(mismatches, 0) << fp8_name(f);
+  }
+}
+
+// Exact midpoints between neighbouring codes go to the even code; one fp32 ulp either side goes to
+// the nearer code. Covers subnormals, the subnormal/normal boundary, binade boundaries and the
+// midpoint above the largest finite code (saturates).
+TEST(Fp8Format, TiesGoToTheEvenCode) {
+  for (Fp8Format f : kFormats) {
+    const int max_code = fp8_traits(f).max_code;
+    for (int sign : {0x00, 0x80})
+      for (int c = 0; c < max_code; ++c) {
+        const float lo = fp8_to_float(uint8_t(sign | c), f), hi = fp8_to_float(uint8_t(sign | (c + 1)), f);
+        const float mid = (lo + hi) / 2;  // exact: both have at most 4 significant bits
+        ASSERT_EQ(double(mid), (double(lo) + double(hi)) / 2);
+        const int even = (c % 2 == 0) ? c : c + 1;
+        EXPECT_EQ(float_to_fp8(mid, f), sign | even) << fp8_name(f) << " midpoint of codes " << c << ", " << c + 1;
+        // One ulp towards zero from the midpoint's magnitude: the smaller magnitude, and away: the larger.
+        EXPECT_EQ(float_to_fp8(bits_next(mid, -1), f), sign | c) << fp8_name(f) << " below midpoint " << c;
+        EXPECT_EQ(float_to_fp8(bits_next(mid, +1), f), sign | (c + 1)) << fp8_name(f) << " above midpoint " << c;
+      }
+    // Above the largest finite code: the would-be next code's midpoint and beyond saturate.
+    const float max = fp8_traits(f).max_finite;
+    const float step = max - fp8_to_float(uint8_t(max_code - 1), f);
+    for (float x : {max + step / 2, max + step, 2 * max})
+      EXPECT_EQ(float_to_fp8(x, f), max_code) << fp8_name(f) << " x=" << x;
+  }
+  // Hand-picked E4M3 cases: 1.0625 lies halfway between 1 (0x38, even) and 1.125 (0x39).
+  EXPECT_EQ(float_to_fp8(1.0625f, Fp8Format::E4M3), 0x38);
+  EXPECT_EQ(float_to_fp8(1.1875f, Fp8Format::E4M3), 0x3A);  // between 0x39 and 0x3A (1.25): even 0x3A
+  EXPECT_EQ(float_to_fp8(-1.0625f, Fp8Format::E4M3), 0xB8);
+  // E4M3: 7.5 * 2^-9 between the largest subnormal (0x07) and the smallest normal (0x08): 0x08.
+  EXPECT_EQ(float_to_fp8(std::ldexp(7.5f, -9), Fp8Format::E4M3), 0x08);
+  // E5M2: 1.125 between 1 (0x3C) and 1.25 (0x3D): 0x3C; 1.375: 0x3E.
+  EXPECT_EQ(float_to_fp8(1.125f, Fp8Format::E5M2), 0x3C);
+  EXPECT_EQ(float_to_fp8(1.375f, Fp8Format::E5M2), 0x3E);
+}
+
+TEST(Fp8Format, SaturationNaNZeroAndSubnormals) {
+  for (Fp8Format f : kFormats) {
+    const uint8_t max = fp8_traits(f).max_code;
+    const float tiny = fp8_to_float(0x01, f);  // smallest subnormal
+    for (float x : {fp8_traits(f).max_finite * 1.01f, 1e30f, FLT_MAX, INFINITY}) {
+      EXPECT_EQ(float_to_fp8(x, f), max) << fp8_name(f) << " x=" << x;
+      EXPECT_EQ(float_to_fp8(-x, f), 0x80 | max) << fp8_name(f) << " x=" << -x;
+    }
+    const float qnan = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_EQ(float_to_fp8(qnan, f), 0x7F) << fp8_name(f);
+    EXPECT_EQ(float_to_fp8(-qnan, f), 0xFF) << fp8_name(f);
+    EXPECT_EQ(float_to_fp8(std::numeric_limits<float>::signaling_NaN(), f), 0x7F) << fp8_name(f);
+    EXPECT_TRUE(std::isnan(fp8_to_float(float_to_fp8(qnan, f), f))) << fp8_name(f);
+    EXPECT_EQ(float_to_fp8(0.0f, f), 0x00);
+    EXPECT_EQ(float_to_fp8(-0.0f, f), 0x80) << fp8_name(f) << ": -0 keeps its sign";
+    EXPECT_EQ(float_to_fp8(tiny, f), 0x01);
+    EXPECT_EQ(float_to_fp8(-tiny, f), 0x81);
+    EXPECT_EQ(float_to_fp8(tiny / 2, f), 0x00) << fp8_name(f) << ": half the smallest subnormal ties to 0";
+    EXPECT_EQ(float_to_fp8(-tiny / 2, f), 0x80);
+    EXPECT_EQ(float_to_fp8(bits_next(tiny / 2, 1), f), 0x01);
+    EXPECT_EQ(float_to_fp8(tiny * 1.5f, f), 0x02) << fp8_name(f) << ": 1.5 subnormal steps tie to even 2";
+    EXPECT_EQ(float_to_fp8(tiny * 2.5f, f), 0x02) << fp8_name(f) << ": 2.5 subnormal steps tie to even 2";
+    EXPECT_EQ(float_to_fp8(tiny / 4, f), 0x00);
+    EXPECT_EQ(float_to_fp8(1e-40f, f), 0x00) << fp8_name(f) << ": fp32 subnormals round to zero";
+    EXPECT_EQ(float_to_fp8(-1e-40f, f), 0x80);
+    EXPECT_EQ(float_to_fp8(FLT_MIN, f), 0x00);
+  }
+}
+
+TEST(Fp8Scale, PowerOfTwoLargestThatFits) {
+  Rng r(5);
+  for (Fp8Format f : kFormats) {
+    const float max = fp8_traits(f).max_finite;
+    std::vector<float> amaxes = {
+        max, std::nextafter(max, INFINITY), std::nextafter(max, 0.0f), 1.0f, 0.75f, 1e-3f, 3e4f, 1e-20f, 1e20f};
+    for (int i = 0; i < 2000; ++i) amaxes.push_back(float(std::exp(r.uniform(-40.0, 40.0))));
+    for (float a : amaxes) {
+      const float s = fp8_scale_for_amax(a, f, 0);
+      int e = 0;
+      EXPECT_EQ(std::frexp(s, &e), 0.5f) << "scale " << s << " is not a power of two (amax " << a << ")";
+      EXPECT_LE(double(a) * s, max) << fp8_name(f) << " amax " << a;
+      EXPECT_GT(2.0 * a * s, max) << fp8_name(f) << " amax " << a << ": a larger power of two fits";
+      EXPECT_EQ(fp8_scale_for_amax(a, f, 3), s / 8) << "margin 3 divides the scale by 2^3 (amax " << a << ")";
+      EXPECT_EQ(fp8_scale_for_amax(a, f, -1), 2 * s) << "margin -1 doubles it (amax " << a << ")";
+    }
+    EXPECT_EQ(fp8_scale_for_amax(max, f, 0), 1.0f);
+    EXPECT_EQ(fp8_scale_for_amax(std::nextafter(max, INFINITY), f, 0), 0.5f);
+    // No usable amax: scale 1.
+    for (float a : {0.0f, -0.0f, -3.0f, INFINITY, -INFINITY, std::numeric_limits<float>::quiet_NaN()})
+      EXPECT_EQ(fp8_scale_for_amax(a, f, 0), 1.0f) << fp8_name(f) << " amax " << a;
+    // The exponent is clamped to [-120, 120].
+    EXPECT_EQ(fp8_scale_for_amax(1e-38f, f, 0), std::ldexp(1.0f, 120));
+    EXPECT_EQ(fp8_scale_for_amax(1e-30f, f, -40), std::ldexp(1.0f, 120));
+    EXPECT_EQ(fp8_scale_for_amax(3e38f, f, 10), std::ldexp(1.0f, -120));
+  }
+  EXPECT_EQ(fp8_scale_for_amax(1.0f, Fp8Format::E4M3, 0), 256.0f);      // 256 <= 448 < 512
+  EXPECT_EQ(fp8_scale_for_amax(1.0f, Fp8Format::E5M2, 0), 32768.0f);    // 2^15 <= 57344 < 2^16
+  EXPECT_EQ(fp8_scale_for_amax(448.0f / 3, Fp8Format::E4M3, 0), 2.0f);  // 298.7 fits, 597 does not
+}
+
+TEST(Fp8Scale, AmaxHistoryRing) {
+  Fp8AmaxHistory h;
+  h.reset(3, 4);
+  ASSERT_EQ(h.amax.size(), 12u);
+  ASSERT_EQ(h.seen.size(), 3u);
+  for (int s = 0; s < 3; ++s) EXPECT_FALSE(h.has_history(s));
+  for (float a : {1.0f, 5.0f, 2.0f}) h.record(1, a);
+  EXPECT_TRUE(h.has_history(1));
+  EXPECT_FALSE(h.has_history(0));
+  EXPECT_FALSE(h.has_history(2));
+  EXPECT_EQ(h.seen[1], 3);
+  EXPECT_EQ(h.max_amax(1), 5.0f);
+  // Four more: the ring holds the last four passes only; the 5 (pass 1) has left it.
+  for (float a : {0.5f, 0.25f, 0.125f, 0.2f}) h.record(1, a);
+  EXPECT_EQ(h.seen[1], 7);
+  EXPECT_EQ(h.max_amax(1), 0.5f);
+  // Entry [slot * length + pass % length]: passes 4, 5, 6 in entries 0, 1, 2; pass 3 in entry 3.
+  EXPECT_EQ(h.amax[4 + 0], 0.25f);
+  EXPECT_EQ(h.amax[4 + 1], 0.125f);
+  EXPECT_EQ(h.amax[4 + 2], 0.2f);
+  EXPECT_EQ(h.amax[4 + 3], 0.5f);
+  h.record(1, 0.1f);  // overwrites pass 3's 0.5
+  EXPECT_EQ(h.max_amax(1), 0.25f);
+  // Other slots untouched.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(h.amax[i], 0.0f);
+    EXPECT_EQ(h.amax[8 + i], 0.0f);
+  }
+  // Before the ring is full only the recorded entries count (the zeros of the rest are not read).
+  h.record(2, 3.0f);
+  EXPECT_EQ(h.max_amax(2), 3.0f);
+  // reset clears everything.
+  h.reset(2, 4);
+  EXPECT_EQ(h.seen[0] + h.seen[1], 0);
+  EXPECT_FALSE(h.has_history(1));
+  // history = 0: current scaling, nothing is recorded.
+  Fp8AmaxHistory none;
+  none.reset(2, 0);
+  none.record(0, 7.0f);
+  EXPECT_FALSE(none.has_history(0));
+  EXPECT_EQ(none.seen[0], 0);
+  EXPECT_THROW(none.reset(-1, 4), Error);
+  EXPECT_THROW(none.reset(2, -1), Error);
+}
