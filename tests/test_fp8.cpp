@@ -1,6 +1,8 @@
-// FP8 formats and the recipe's scalar pieces (core/fp8.h, ops/fp8.h): encode/decode against a
-// brute-force nearest-code search, ties, saturation, NaN, subnormals, signed zero; the power-of-two
-// scales; the amax history ring.
+// FP8 formats, the recipe's scalar pieces and the CPU reference ops (core/fp8.h, ops/fp8.h,
+// ops/cpu/fp8.h): encode/decode against a brute-force nearest-code search, ties, saturation, NaN,
+// subnormals, signed zero; the power-of-two scales; the amax history ring and delayed scale; amax,
+// (fake) quantisation and the FP8 linear layer against a double computation over hand-quantised
+// inputs.
 //
 // The brute force is the definition the encoder must meet: among the codes of x's sign with a finite
 // value, the one nearest to x (in double, exact for these values), ties to the even code. Since the
@@ -18,7 +20,10 @@
 #include "kat/core/error.h"
 #include "kat/core/fp8.h"
 #include "kat/core/rng.h"
+#include "ops/cpu/fp8.h"
+#include "ops/cpu/gemm.h"
 #include "ops/fp8.h"
+#include "test_util.h"
 
 using namespace kat;
 using kat::ops::fp8_scale_for_amax;
@@ -243,4 +248,183 @@ TEST(Fp8Scale, AmaxHistoryRing) {
   EXPECT_EQ(none.seen[0], 0);
   EXPECT_THROW(none.reset(-1, 4), Error);
   EXPECT_THROW(none.reset(2, -1), Error);
+}
+
+TEST(Fp8Scale, DelayedScaleUsesEarlierPassesThenRecords) {
+  using ops::fp8_delayed_scale;
+  const Fp8Format f = Fp8Format::E4M3;
+  Fp8AmaxHistory h;
+  h.reset(2, 3);
+  // First pass: no history, the tensor's own amax; recorded.
+  EXPECT_EQ(fp8_delayed_scale(h, 0, 1.0f, f, 0), fp8_scale_for_amax(1.0f, f, 0));
+  EXPECT_EQ(h.seen[0], 1);
+  // Second pass: the scale of the history (1.0), not of the new, larger amax 100.
+  EXPECT_EQ(fp8_delayed_scale(h, 0, 100.0f, f, 0), fp8_scale_for_amax(1.0f, f, 0));
+  EXPECT_EQ(fp8_delayed_scale(h, 0, 2.0f, f, 0), fp8_scale_for_amax(100.0f, f, 0));
+  EXPECT_EQ(fp8_delayed_scale(h, 0, 2.0f, f, 1), fp8_scale_for_amax(100.0f, f, 1));  // margin
+  // Ring of 3: pass 4 still sees pass 1's 100 and its record overwrites it; pass 5 sees 2s only.
+  EXPECT_EQ(fp8_delayed_scale(h, 0, 2.0f, f, 0), fp8_scale_for_amax(100.0f, f, 0));
+  EXPECT_EQ(fp8_delayed_scale(h, 0, 2.0f, f, 0), fp8_scale_for_amax(2.0f, f, 0));
+  EXPECT_EQ(h.seen[1], 0);  // the other slot untouched
+  // history = 0: current scaling (the tensor's own amax every time).
+  Fp8AmaxHistory none;
+  none.reset(1, 0);
+  EXPECT_EQ(fp8_delayed_scale(none, 0, 1.0f, f, 0), fp8_scale_for_amax(1.0f, f, 0));
+  EXPECT_EQ(fp8_delayed_scale(none, 0, 100.0f, f, 0), fp8_scale_for_amax(100.0f, f, 0));
+}
+
+namespace {
+
+// Values of every kind the ops meet: normals over a wide range, exact FP8 midpoints, zeros,
+// infinities, NaN.
+std::vector<float> mixed_values(uint64_t seed, int n) {
+  Rng r(seed);
+  std::vector<float> v;
+  for (int i = 0; i < n; ++i)
+    v.push_back(float((r.uniform() < 0.5 ? -1 : 1) * std::ldexp(1.0 + r.uniform(), int(r.uniform(-30.0, 24.0)))));
+  for (Fp8Format f : kFormats)
+    for (int c = 0; c < fp8_traits(f).max_code; ++c) {
+      const float mid = (fp8_to_float(uint8_t(c), f) + fp8_to_float(uint8_t(c + 1), f)) / 2;
+      for (float x : {mid, bits_next(mid, 1), bits_next(mid, -1), -mid}) v.push_back(x);
+    }
+  for (float x : {0.0f, -0.0f, INFINITY, -INFINITY, std::numeric_limits<float>::quiet_NaN(), 1e-40f, FLT_MAX})
+    v.push_back(x);
+  return v;
+}
+
+bool same(float a, float b) {
+  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
+}
+
+}  // namespace
+
+TEST(Fp8Ops, QuantizeDequantizeAndFakeQuantizeAgree) {
+  const std::vector<float> x = mixed_values(3, 20000);
+  const int64_t n = int64_t(x.size());
+  std::vector<uint8_t> q(x.size());
+  std::vector<float> deq(x.size()), fake(x.size());
+  for (Fp8Format f : kFormats)
+    for (float s : {1.0f, 0.25f, 1024.0f, std::ldexp(1.0f, -20), std::ldexp(1.0f, 17)}) {
+      ops::fp8_quantize(n, x.data(), s, f, q.data());
+      ops::fp8_dequantize(n, q.data(), s, f, deq.data());
+      ops::fp8_fake_quantize(n, x.data(), s, f, fake.data());
+      int bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        // The bytes are the encoder's; the values decode(q) / s; the fake path the same bits.
+        if (q[i] != float_to_fp8(x[i] * s, f) && ++bad <= 5) ADD_FAILURE() << "quantize x=" << x[i];
+        if (!same(deq[i], fp8_to_float(q[i], f) / s) && ++bad <= 5) ADD_FAILURE() << "dequantize x=" << x[i];
+        if (!same(fake[i], deq[i]) && ++bad <= 5)
+          ADD_FAILURE() << fp8_name(f) << " s=" << s << " fake_quantize(" << x[i] << ") = " << fake[i]
+                        << ", quantize + dequantize " << deq[i];
+      }
+      EXPECT_EQ(bad, 0) << fp8_name(f) << " s=" << s;
+    }
+  // In place.
+  std::vector<float> y = x;
+  ops::fp8_fake_quantize(n, y.data(), 8.0f, Fp8Format::E4M3, y.data());
+  ops::fp8_fake_quantize(n, x.data(), 8.0f, Fp8Format::E4M3, fake.data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(same(y[i], fake[i])) << i;
+  // Saturation through the scale: x * s beyond the largest finite value.
+  float out = 0;
+  ops::fp8_fake_quantize(1, std::vector<float>{1000.0f}.data(), 1.0f, Fp8Format::E4M3, &out);
+  EXPECT_EQ(out, 448.0f);
+  // A bad scale names the op.
+  kat::test::expect_error([&] { ops::fp8_fake_quantize(1, x.data(), 0.0f, Fp8Format::E4M3, &out); },
+                          {"fp8_fake_quantize", "scale"});
+  kat::test::expect_error([&] { ops::fp8_quantize(1, x.data(), INFINITY, Fp8Format::E4M3, q.data()); },
+                          {"fp8_quantize", "scale"});
+}
+
+TEST(Fp8Ops, Amax) {
+  EXPECT_EQ(ops::fp8_amax(0, nullptr), 0.0f);
+  std::vector<float> v = {0.5f, -3.0f, 2.0f, -0.0f};
+  EXPECT_EQ(ops::fp8_amax(4, v.data()), 3.0f);
+  v.push_back(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(ops::fp8_amax(5, v.data()), 3.0f) << "NaN is skipped";
+  v.push_back(-INFINITY);
+  EXPECT_EQ(ops::fp8_amax(6, v.data()), INFINITY);
+  // A long buffer (several threads' chunks): the largest wherever it is.
+  std::vector<float> w(100003, 1.0f);
+  w[77777] = -9.5f;
+  EXPECT_EQ(ops::fp8_amax(int64_t(w.size()), w.data()), 9.5f);
+}
+
+// The FP8 linear layer against a double computation over hand-quantised inputs: the quantised
+// operands must be exactly the encoder's values, and the products their sums up to fp32 GEMM
+// rounding: |error| <= 1e-5 * Σ|terms| (K <= 37 terms, fp32 eps 6e-8: at most ~2e-6 of it).
+TEST(Fp8Ops, LinearMatchesDoubleOverHandQuantizedInputs) {
+  Rng r(21);
+  const int64_t M = 37, I = 19, O = 11;
+  auto randv = [&](int64_t n, double s) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) x = float(r.normal() * s);
+    return v;
+  };
+  const std::vector<float> x = randv(M * I, 3.0), W = randv(O * I, 0.2), b = randv(O, 0.1),
+                           dy = randv(M * O, 1e-3);
+  const float s_x = fp8_scale_for_amax(ops::fp8_amax(M * I, x.data()), Fp8Format::E4M3, 0);
+  const float s_w = fp8_scale_for_amax(ops::fp8_amax(O * I, W.data()), Fp8Format::E4M3, 0);
+  const float s_dy = fp8_scale_for_amax(ops::fp8_amax(M * O, dy.data()), Fp8Format::E5M2, 0);
+  auto hand = [](const std::vector<float>& v, float s, Fp8Format f) {
+    std::vector<double> q(v.size());
+    for (size_t i = 0; i < v.size(); ++i) q[i] = double(fp8_to_float(float_to_fp8(v[i] * s, f), f)) / s;
+    return q;
+  };
+  const auto xq_d = hand(x, s_x, Fp8Format::E4M3), wq_d = hand(W, s_w, Fp8Format::E4M3);
+  const auto dyq_d = hand(dy, s_dy, Fp8Format::E5M2);
+
+  std::vector<float> xq(x.size()), wq(W.size()), y(size_t(M * O));
+  ops::linear_forward_fp8(M, I, O, x.data(), W.data(), b.data(), s_x, s_w, xq.data(), wq.data(), y.data());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(double(xq[i]), xq_d[i]) << "xq " << i;
+  for (size_t i = 0; i < W.size(); ++i) ASSERT_EQ(double(wq[i]), wq_d[i]) << "wq " << i;
+  std::vector<float> y32(y.size());
+  ops::linear_forward<float>(M, I, O, x.data(), W.data(), b.data(), y32.data());
+  double max_q_effect = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t o = 0; o < O; ++o) {
+      double ref = b[o], mag = std::abs(b[o]);
+      for (int64_t k = 0; k < I; ++k)
+        ref += xq_d[m * I + k] * wq_d[o * I + k], mag += std::abs(xq_d[m * I + k] * wq_d[o * I + k]);
+      EXPECT_NEAR(y[m * O + o], ref, 1e-5 * mag) << "y[" << m << "," << o << "]";
+      max_q_effect = std::max(max_q_effect, std::abs(double(y32[m * O + o]) - ref) / mag);
+    }
+  // The test can fail: the fp32 layer (no quantisation) is ~1e-2 of the terms away, not 1e-5.
+  EXPECT_GT(max_q_effect, 1e-3);
+
+  // Backward: dx overwritten, dW and db accumulated onto what they held.
+  std::vector<float> dyq(dy.size()), dx(x.size(), 7.0f), dW(W.size(), 0.5f), db(size_t(O), -1.0f);
+  ops::linear_backward_fp8(M, I, O, xq.data(), wq.data(), dy.data(), s_dy, dyq.data(), dx.data(), dW.data(),
+                           db.data());
+  for (size_t i = 0; i < dy.size(); ++i) ASSERT_EQ(double(dyq[i]), dyq_d[i]) << "dyq " << i;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < I; ++k) {
+      double ref = 0, mag = 0;
+      for (int64_t o = 0; o < O; ++o)
+        ref += dyq_d[m * O + o] * wq_d[o * I + k], mag += std::abs(dyq_d[m * O + o] * wq_d[o * I + k]);
+      EXPECT_NEAR(dx[m * I + k], ref, 1e-5 * mag + 1e-30) << "dx[" << m << "," << k << "]";
+    }
+  for (int64_t o = 0; o < O; ++o) {
+    double dbr = -1.0;
+    for (int64_t m = 0; m < M; ++m) dbr += dy[m * O + o];  // the unquantised dy
+    EXPECT_NEAR(db[o], dbr, 1e-6) << "db[" << o << "]";
+    for (int64_t k = 0; k < I; ++k) {
+      double ref = 0.5, mag = 0.5;
+      for (int64_t m = 0; m < M; ++m)
+        ref += dyq_d[m * O + o] * xq_d[m * I + k], mag += std::abs(dyq_d[m * O + o] * xq_d[m * I + k]);
+      EXPECT_NEAR(dW[o * I + k], ref, 1e-5 * mag) << "dW[" << o << "," << k << "]";
+    }
+  }
+  // In place (dyq = dy, xq = x, wq = W) and accumulate_dx: the same numbers.
+  std::vector<float> x2 = x, W2 = W, y2(y.size()), dy2 = dy, dx2(x.size(), 0.0f), dW2(W.size(), 0.5f),
+                     db2(size_t(O), -1.0f);
+  ops::linear_forward_fp8(M, I, O, x2.data(), W2.data(), b.data(), s_x, s_w, x2.data(), W2.data(), y2.data());
+  EXPECT_EQ(y2, y);
+  ops::linear_backward_fp8(M, I, O, x2.data(), W2.data(), dy2.data(), s_dy, dy2.data(), dx2.data(), dW2.data(),
+                           db2.data(), /*accumulate_dx=*/true);
+  std::vector<float> dx_fresh(x.size());
+  ops::linear_backward_fp8(M, I, O, xq.data(), wq.data(), dy.data(), s_dy, dyq.data(), dx_fresh.data(), nullptr,
+                           nullptr);
+  EXPECT_EQ(dx2, dx_fresh);
+  EXPECT_EQ(dW2, dW);
+  EXPECT_EQ(db2, db);
 }
