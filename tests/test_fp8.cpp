@@ -2,7 +2,8 @@
 // ops/cpu/fp8.h): encode/decode against a brute-force nearest-code search, ties, saturation, NaN,
 // subnormals, signed zero; the power-of-two scales; the amax history ring and delayed scale; amax,
 // (fake) quantisation and the FP8 linear layer against a double computation over hand-quantised
-// inputs.
+// inputs; the model's FP8 mode (KatModel::enable_fp8): close to fp32, trains, advances its amax
+// history once per training pass and never in eval.
 //
 // The brute force is the definition the encoder must meet: among the codes of x's sign with a finite
 // value, the one nearest to x (in double, exact for these values), ties to the even code. Since the
@@ -20,6 +21,8 @@
 #include "kat/core/error.h"
 #include "kat/core/fp8.h"
 #include "kat/core/rng.h"
+#include "kat/model/kat_model.h"
+#include "kat/train/cpu_engine.h"
 #include "ops/cpu/fp8.h"
 #include "ops/cpu/gemm.h"
 #include "ops/fp8.h"
@@ -427,4 +430,151 @@ TEST(Fp8Ops, LinearMatchesDoubleOverHandQuantizedInputs) {
   EXPECT_EQ(dx2, dx_fresh);
   EXPECT_EQ(dW2, dW);
   EXPECT_EQ(db2, db);
+}
+
+namespace {
+
+ModelConfig small_model(const std::string& name) {
+  ModelConfig c = ModelConfig::load(name);
+  c.depth = 2;
+  return c;
+}
+
+std::vector<float> random_images(int B, uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> x(size_t(B) * 28 * 28);
+  for (auto& v : x) v = float(r.normal());
+  return x;
+}
+
+double rel_diff(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), den += double(b[i]) * b[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+}  // namespace
+
+// Logits of the FP8 forward against fp32, same weights and images (eval: current scaling).
+// Bound: E4M3 keeps 3 mantissa bits, so rounding an element changes it by at most 2^-4 of its
+// value (half an ulp), about 2^-4 / sqrt(3) = 3.6 % rms for uniformly distributed rounding errors.
+// A linear's output sums K products of two rounded operands with independent errors: ~5 % rms
+// relative to its rms (sqrt(2) x 3.6 %, not growing with K). Two blocks of four linears, whose
+// errors enter the residual stream and add up in quadrature: sqrt(8) x 5 % = 14 %, before the
+// LayerNorms and residual connections damp them. The logits must be within 15 % (rms, relative)
+// and, so that the test can fail when nothing is quantised, differ by more than 0.1 %.
+TEST(Fp8Model, ForwardIsFiniteAndCloseToFp32) {
+  for (const char* name : {"kat_micro_patch4_28", "deit_micro_patch4_28"}) {
+    const ModelConfig cfg = small_model(name);
+    KatModel m32(cfg), m8(cfg);
+    m32.init_params(11);
+    m8.params = m32.params;
+    m8.enable_fp8();
+    EXPECT_TRUE(m8.fp8_enabled());
+    EXPECT_FALSE(m32.fp8_enabled());
+    const int B = 16;
+    m32.plan(B);
+    m8.plan(B);
+    const std::vector<float> x = random_images(B, 12);
+    const std::vector<float> l32(m32.forward(x.data(), B), m32.forward(x.data(), B) + B * 10);
+    const float* l8 = m8.forward(x.data(), B);
+    for (int i = 0; i < B * 10; ++i) ASSERT_TRUE(std::isfinite(l8[i])) << name << " logit " << i;
+    EXPECT_EQ(m8.first_nonfinite(), "") << name;
+    const double d = rel_diff(l8, l32.data(), l32.size());
+    EXPECT_LT(d, 0.15) << name;
+    EXPECT_GT(d, 1e-3) << name << ": the FP8 forward equals fp32 (nothing quantised?)";
+    std::printf("%s: FP8 logits vs fp32: %.4f relative (rms)\n", name, d);
+    // The features (final norm) too: the whole residual stream stays close.
+    std::vector<float> f8(m8.features(), m8.features() + size_t(B) * cfg.tokens() * cfg.embed_dim);
+    m32.forward(x.data(), B);
+    EXPECT_LT(rel_diff(f8.data(), m32.features(), f8.size()), 0.15) << name;
+  }
+}
+
+// The history advances once per training pass (forward with train = true and its backward: every x
+// and dy slot once) and not in eval; eval forwards are deterministic and do not depend on it.
+TEST(Fp8Model, HistoryAdvancesOncePerTrainingPass) {
+  const ModelConfig cfg = small_model("kat_micro_patch4_28");
+  KatModel m(cfg);
+  m.init_params(3);
+  m.enable_fp8();
+  const int B = 4;
+  m.plan(B);
+  EXPECT_EQ(m.fp8_history_slots(), cfg.depth * ops::kFp8SlotsPerBlock);
+  EXPECT_EQ(m.fp8_history_length(), ops::Fp8Recipe{}.history);
+  std::vector<float> amax;
+  std::vector<int64_t> seen;
+  auto seen_all = [&](int64_t want) {
+    m.get_fp8_history(amax, seen);
+    ASSERT_EQ(seen.size(), size_t(m.fp8_history_slots()));
+    for (size_t s = 0; s < seen.size(); ++s) EXPECT_EQ(seen[s], want) << "slot " << s;
+  };
+  const std::vector<float> x = random_images(B, 4);
+  const std::vector<float> e1(m.forward(x.data(), B), m.forward(x.data(), B) + B * 10);
+  seen_all(0);  // eval: nothing recorded
+  Rng rng(1);
+  std::vector<float> dl(size_t(B) * 10, 0.01f);
+  for (int pass = 1; pass <= 3; ++pass) {
+    m.forward(x.data(), B, true, &rng);
+    // x slots are recorded by the forward, dy slots by the backward.
+    m.get_fp8_history(amax, seen);
+    for (int s = 0; s < m.fp8_history_slots(); ++s) EXPECT_EQ(seen[size_t(s)], s % 2 == 0 ? pass : pass - 1) << s;
+    m.backward(dl.data());
+    seen_all(pass);
+  }
+  for (int s = 0; s < m.fp8_history_slots(); ++s)
+    EXPECT_GT(amax[size_t(s) * m.fp8_history_length()], 0.0f) << "slot " << s << ": amax of pass 1";
+  const std::vector<float> e2(m.forward(x.data(), B), m.forward(x.data(), B) + B * 10);
+  seen_all(3);
+  EXPECT_EQ(e1, e2) << "eval forwards must not depend on the history";
+  // The history round-trips through get/set (checkpoints), and a wrong size is an error.
+  KatModel m2(cfg);
+  m2.enable_fp8();
+  m2.set_fp8_history(amax, seen);
+  std::vector<float> a2;
+  std::vector<int64_t> s2;
+  m2.get_fp8_history(a2, s2);
+  EXPECT_EQ(a2, amax);
+  EXPECT_EQ(s2, seen);
+  seen.pop_back();
+  kat::test::expect_error([&] { m2.set_fp8_history(amax, seen); }, {"amax history", "slots"});
+  KatModel m32(cfg);
+  kat::test::expect_error([&] { m32.get_fp8_history(a2, s2); }, {"FP8 is not enabled"});
+}
+
+// A few optimizer steps on one batch in FP8 (the CPU engine, delayed scaling): the loss goes down.
+TEST(Fp8Model, TrainingLossDecreases) {
+  const ModelConfig cfg = small_model("kat_micro_patch4_28");
+  KatModel m(cfg);
+  m.init_params(5);
+  m.enable_fp8();
+  AdamWConfig oc;
+  oc.lr = 2e-3;
+  CpuEngine e(m, oc);
+  const int B = 32;
+  const std::vector<float> x = random_images(B, 6);
+  std::vector<float> t(size_t(B) * 10, 0.0f);
+  Rng r(7);
+  for (int b = 0; b < B; ++b) t[size_t(b) * 10 + r.below(10)] = 1.0f;
+  std::vector<double> losses;
+  Rng dp(8);
+  for (int step = 0; step < 8; ++step) {
+    e.begin_step();
+    e.stage(x.data(), t.data(), B);
+    e.compute_staged(1, &dp);
+    losses.push_back(e.staged_loss());
+    e.finish_step(oc.lr, 0.0);
+  }
+  for (double l : losses) ASSERT_TRUE(std::isfinite(l));
+  EXPECT_LT(losses.back(), 0.9 * losses.front()) << "first " << losses.front() << ", last " << losses.back();
+  std::vector<float> amax;
+  std::vector<int64_t> seen;
+  e.download_fp8_history(amax, seen);
+  for (int64_t s : seen) EXPECT_EQ(s, 8);
+  // An engine whose model is not in FP8 has no history, and refuses one.
+  KatModel m32(cfg);
+  CpuEngine e32(m32, oc);
+  e32.download_fp8_history(amax, seen);
+  EXPECT_TRUE(amax.empty() && seen.empty());
+  kat::test::expect_error([&] { e32.upload_fp8_history({1.0f}, {1}); }, {"does not train in FP8"});
 }
