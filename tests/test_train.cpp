@@ -168,7 +168,8 @@ TEST(TrainRun, Fp8ResumeIsBitwiseIdentical) {
   fs::remove_all(c32);
 }
 
-// --precision: checked values, the GPU's missing FP8 named, and "auto" for configs without it.
+// --precision: checked values, FP8 on several GPUs refused with the reason, and "auto" for configs
+// without it.
 TEST(TrainRun, PrecisionIsValidatedAndSaved) {
   TrainConfig c;
   c.validate();
@@ -191,7 +192,12 @@ TEST(TrainRun, PrecisionIsValidatedAndSaved) {
   g.precision = "bf16";
   g.validate();
   g.precision = "fp8";
-  kat::test::expect_error([&] { g.validate(); }, {"--precision fp8 is not available on the GPU yet"});
+  g.validate();  // one GPU
+  g.device = "cuda:0,1";
+  g.devices = {0, 1};
+  kat::test::expect_error([&] { g.validate(); }, {"--precision fp8 runs on one GPU", "own amax history"});
+  g.device = "cuda:0";
+  g.devices = {0};
   g.precision = "fp32";
   kat::test::expect_error([&] { g.validate(); }, {"--precision fp32 is not available on the GPU yet"});
 }

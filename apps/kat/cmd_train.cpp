@@ -44,7 +44,9 @@ void register_train(CLI::App& app) {
                   "weights, E5M2 gradients, per-tensor power-of-two scales, delayed scaling of activations and "
                   "gradients from the amax of the last 16 micro-batches (src/ops/fp8.h). On the CPU fp8 is an "
                   "emulation: the exact FP8 values multiplied in fp32, slower than fp32, for checking the "
-                  "recipe's accuracy without a GPU. On the GPU fp8 is not available yet")
+                  "recipe's accuracy without a GPU. On the GPU (one GPU of compute capability 8.9 or newer: Ada, "
+                  "Hopper) the same recipe runs on the FP8 tensor cores (cuBLASLt FP8 GEMMs, everything else in "
+                  "bf16): EXPERIMENTAL, not yet run on a GPU")
       ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp8"}))
       ->capture_default_str();
   sub->add_option(

@@ -101,8 +101,8 @@ void KatModelCuda::download_fp8_history(std::vector<float>& amax, std::vector<in
   amax.assign(size_t(f.slots) * size_t(f.recipe.history), 0.0f);
   seen.assign(size_t(f.slots), 0);
   if (!amax.empty())
-    KAT_CUDA_CHECK(cudaMemcpyAsync(amax.data(), f.history.data(), amax.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                   stream_));
+    KAT_CUDA_CHECK(cudaMemcpyAsync(amax.data(), f.history.data(), amax.size() * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
   KAT_CUDA_CHECK(
       cudaMemcpyAsync(seen.data(), f.seen.data(), seen.size() * sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
   KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -113,12 +113,12 @@ void KatModelCuda::upload_fp8_history(const std::vector<float>& amax, const std:
   Fp8& f = *fp8_;
   const size_t S = size_t(f.slots), L = size_t(f.recipe.history);
   KAT_CHECK(amax.size() == S * L && seen.size() == S, "FP8 amax history of ", amax.size(), " values and ",
-            seen.size(), " counts, but this model (depth ", cfg_.depth, ", history ", L, ") keeps ", S, " slots x ",
-            L, " values and ", S, " counts");
+            seen.size(), " counts, but this model (depth ", cfg_.depth, ", history ", L, ") keeps ", S,
+            " slots x ", L, " values and ", S, " counts");
   for (int64_t s : seen) KAT_CHECK(s >= 0, "FP8 amax history: a negative pass count (", s, ")");
   if (!amax.empty())
-    KAT_CUDA_CHECK(cudaMemcpyAsync(f.history.data(), amax.data(), amax.size() * sizeof(float), cudaMemcpyHostToDevice,
-                                   stream_));
+    KAT_CUDA_CHECK(cudaMemcpyAsync(f.history.data(), amax.data(), amax.size() * sizeof(float),
+                                   cudaMemcpyHostToDevice, stream_));
   KAT_CUDA_CHECK(
       cudaMemcpyAsync(f.seen.data(), seen.data(), seen.size() * sizeof(int64_t), cudaMemcpyHostToDevice, stream_));
   KAT_CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -89,8 +89,10 @@ void TrainConfig::validate() const {
             "--precision bf16 is GPU only (--device cuda); the CPU trains in fp32 (--precision auto or fp32)");
   KAT_CHECK(precision != "fp32" || devices.empty(), "--precision fp32 is not available on the GPU yet (device '",
             device, "' trains in bf16: --precision auto or bf16)");
-  KAT_CHECK(precision != "fp8" || devices.empty(), "--precision fp8 is not available on the GPU yet (device '",
-            device, "'); on the CPU (--device cpu) it is emulated");
+  // FP8 on several GPUs or processes: each replica would keep its own amax history (GpuGroup::enable_fp8).
+  KAT_CHECK(precision != "fp8" || (devices.size() <= 1 && procs.world_size <= 1),
+            "--precision fp8 runs on one GPU in one process for now (device '", device, "', ", procs.world_size,
+            " process(es)): each GPU would keep its own amax history; train on one GPU, or in bf16 on several");
   KAT_CHECK(data_timeout >= 0, "--data-timeout must be >= 0 (0: wait forever), got ", data_timeout);
 }
 

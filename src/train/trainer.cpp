@@ -385,15 +385,20 @@ std::unique_ptr<Engine> make_engine(const TrainConfig& tc, const ModelConfig& mc
   ocfg.decay_rational = tc.decay_rational;
   std::unique_ptr<Engine> e;
   if (tc.devices.empty()) {
-    if (tc.precision == "fp8") model.enable_fp8();  // the emulation (validate(): CPU only for now)
+    if (tc.precision == "fp8") model.enable_fp8();  // the emulation
     e = std::make_unique<CpuEngine>(model, ocfg);
-  } else if (tc.procs.world_size > 1) {
-    // One process of a job: its GPU, its shard of the global batch, rank 0's NCCL id through the
-    // rendezvous (tc.procs.rendezvous, resolved by the CLI).
-    e = std::make_unique<GpuGroup>(mc, tc.devices.at(0), ocfg, tc.batch / tc.procs.world_size,
-                                   make_process_group(tc));
   } else {
-    e = std::make_unique<GpuGroup>(mc, tc.devices, ocfg, tc.batch);
+    std::unique_ptr<GpuGroup> g;
+    if (tc.procs.world_size > 1) {
+      // One process of a job: its GPU, its shard of the global batch, rank 0's NCCL id through the
+      // rendezvous (tc.procs.rendezvous, resolved by the CLI).
+      g = std::make_unique<GpuGroup>(mc, tc.devices.at(0), ocfg, tc.batch / tc.procs.world_size,
+                                     make_process_group(tc));
+    } else {
+      g = std::make_unique<GpuGroup>(mc, tc.devices, ocfg, tc.batch);
+    }
+    if (tc.precision == "fp8") g->enable_fp8();  // one GPU, one process (GpuGroup::enable_fp8)
+    e = std::move(g);
   }
   e->upload_params(model.params.data());
   if (resumed) e->upload_moments(hs.m.data(), hs.v.data(), hs.optim_steps);
