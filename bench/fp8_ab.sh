@@ -12,12 +12,14 @@
 #
 # usage, on the GPU machine from the repository root, with the binaries of
 #   bench/stage_gpu_carry.sh kat kat_gpu_tests fp8_bench
-# carried (the device tool: carry=[".carry/gpurun"]):
+# carried, and .carry/fm_small (Fashion-MNIST's t10k files, see bench/gpu_checks.sh) for the resume
+# test (the device tool: carry=[".carry/gpurun", ".carry/fm_small"]):
 #   source .carry/gpurun/run_env.sh && bash bench/fp8_ab.sh
 # env: BUDGET (seconds for the model rows; 0 = no limit; rounds run outermost, so a cut keeps pairs),
 #      OUT (default out/fp8_ab; $OUT of the device tool works), ROUNDS=3, ITERS=10 (timed steps per
 #      run, median), TRAIN_BATCH=128, INFER_BATCH=256, SKIP_TESTS=1 (benchmarks only),
-#      KAT_TEST_FMNIST (Fashion-MNIST for TrainCuda.Fp8ResumeBitwise; skipped without it).
+#      KAT_TEST_FMNIST (Fashion-MNIST for TrainCuda.Fp8ResumeBitwise, default .carry/fm_small;
+#      the test skips without it).
 #      About 6-8 minutes on an H100 (kat_base dominates).
 # Output (4 files): $OUT/tests.log (the GPU, the tests, the engine's notes on stderr),
 # $OUT/fp8_bench.log, $OUT/bench.csv (every run with its wall time), $OUT/table.md.
@@ -30,6 +32,7 @@ INFER_BATCH=${INFER_BATCH:-256}
 mkdir -p "$OUT"
 command -v kat > /dev/null || { echo "kat is not on PATH: source .carry/gpurun/run_env.sh first" >&2; exit 2; }
 LOG="$OUT/tests.log"
+export KAT_TEST_FMNIST=${KAT_TEST_FMNIST:-$PWD/.carry/fm_small}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,compute_cap --format=csv,noheader | tee "$LOG"
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then

@@ -80,6 +80,7 @@ const void* KatModelCuda::forward_graphed(const void* images, DType image_dtype,
     if (!(k == key)) continue;
     cur_batch_ = B;
     dp_active_ = false;
+    if (fp8_) fp8_->train_pass = false;  // what the captured eval forward set (a backward now: current scales)
     KAT_CUDA_CHECK(cudaGraphLaunch(g->exec, stream_));
     ++graph_replays_;
     return acts_.logits;
