@@ -1,6 +1,7 @@
 // FP8 linear layers: the recipe, one description for both backends (CPU reference: emulation in
-// fp32 over the exact FP8 values, ops/cpu/fp8.h; CUDA: cuBLASLt FP8 GEMMs on Hopper,
-// ops/cuda/gemm_fp8.h). Formats and their encoding: core/fp8.h.
+// fp32 over the exact FP8 values, ops/cpu/fp8.h, in the model: model/kat_model_fp8.cpp; CUDA:
+// cuBLASLt FP8 GEMMs on Hopper, ops/cuda/gemm_fp8.h, in the model: model/kat_model_cuda_fp8.cpp).
+// Formats and their encoding: core/fp8.h.
 //
 // Which GEMMs: the four linear layers of every block (qkv, proj, fc1, fc2), forward and both
 // backward GEMMs. The patch embedding and the head stay in the run's working precision (the first

@@ -63,7 +63,8 @@ class KatModel {
   std::string first_nonfinite() const;
 
   // FP8 emulation of the blocks' linear layers (--precision fp8 on the CPU; the recipe, which the
-  // GPU follows too: src/ops/fp8.h). Off by default: the fp32 path, untouched. On: qkv, proj, fc1
+  // GPU follows too: src/ops/fp8.h; the GPU's FP8 model: KatModelCuda::enable_fp8 in
+  // src/model/kat_model_cuda.h). Off by default: the fp32 path, untouched. On: qkv, proj, fc1
   // and fc2 round x and W to their E4M3 values in the forward and dy to its E5M2 values in the
   // backward (per-tensor power-of-two scales) and multiply in fp32. A training forward (train =
   // true) and its backward scale x and dy from the amax history (delayed scaling) and advance it
