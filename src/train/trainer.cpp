@@ -397,7 +397,12 @@ std::unique_ptr<Engine> make_engine(const TrainConfig& tc, const ModelConfig& mc
     } else {
       g = std::make_unique<GpuGroup>(mc, tc.devices, ocfg, tc.batch);
     }
-    if (tc.precision == "fp8") g->enable_fp8();  // one GPU, one process (GpuGroup::enable_fp8)
+    if (tc.precision == "fp8") {
+      g->enable_fp8();  // one GPU, one process (GpuGroup::enable_fp8)
+      std::fprintf(stderr,
+                   "kat: --precision fp8 on %s: FP8 linear layers (EXPERIMENTAL: compare with a bf16 run)\n",
+                   g->device_name().c_str());
+    }
     e = std::move(g);
   }
   e->upload_params(model.params.data());
