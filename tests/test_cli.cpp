@@ -60,6 +60,23 @@ TEST(Cli, HelpAndInfo) {
 }
 
 // --attention (kat bench, kat train): ours or cudnn; the CPU has one attention op and ignores it.
+// kat train --precision: the help says what fp8 does where; fp8 on several GPUs and a bad value are
+// clear errors before any data is read.
+TEST(Cli, TrainPrecisionFlag) {
+  CmdResult r = run("train --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("--precision"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("emulation"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("EXPERIMENTAL"), std::string::npos) << r.out;
+  r = run("train --precision fp8 --device cuda:0,1 --epochs 1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--precision fp8 runs on one GPU"), std::string::npos) << r.out;
+  r = run("train --precision fp4");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--precision"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fp4"), std::string::npos) << r.out;
+}
+
 TEST(Cli, AttentionFlag) {
   CmdResult r = run("bench infer -m kat_micro_patch4_28 -b 2 --iters 1 --attention cudnn");
   EXPECT_EQ(r.code, 0) << r.out;

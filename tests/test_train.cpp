@@ -133,6 +133,75 @@ TEST(TrainRun, ResumeIsBitwiseIdentical) {
   fs::remove_all(b);
 }
 
+// --precision fp8 (the CPU emulation): a run killed and resumed gives bitwise the same losses,
+// accuracies and weights, because the checkpoint holds the amax history (fp8.amax_history,
+// fp8.amax_seen), and the run is not the fp32 one.
+TEST(TrainRun, Fp8ResumeIsBitwiseIdentical) {
+  const std::string a = kat::test::temp_path("kat_test_fp8_resume_a");
+  const std::string b = kat::test::temp_path("kat_test_fp8_resume_b");
+  const std::string c32 = kat::test::temp_path("kat_test_fp8_resume_fp32");
+  fs::remove_all(a);
+  fs::remove_all(b);
+  fs::remove_all(c32);
+  TrainConfig c = tiny_run(a);
+  c.precision = "fp8";
+  const kat::test::ResumeCheck r = kat::test::check_resume_bitwise(c, a, b);
+  for (double l : r.full.step_losses) EXPECT_TRUE(std::isfinite(l));
+  // The history in the checkpoint: (depth * 8 slots, 16 passes) and the passes seen (2 micro-batches
+  // per step, 12 steps).
+  const auto f = io::SafetensorsFile::load(r.rest.last_checkpoint);
+  ASSERT_TRUE(f.has("fp8.amax_history") && f.has("fp8.amax_seen"));
+  EXPECT_EQ(f.info("fp8.amax_history").shape, (std::vector<int64_t>{2 * 8, 16}));
+  for (int64_t s : f.to_i64("fp8.amax_seen")) EXPECT_EQ(s, 24);
+  std::ifstream in(b + "/config.json");
+  EXPECT_EQ(nlohmann::json::parse(in)["train"]["precision"], "fp8");
+  // The fp32 run of the same config differs from the first step on and has no FP8 tensors.
+  TrainConfig c32cfg = tiny_run(c32);
+  c32cfg.precision = "fp32";
+  c32cfg.max_steps = 1;
+  const TrainResult r32 = train(c32cfg);
+  ASSERT_EQ(r32.step_losses.size(), 1u);
+  EXPECT_NE(r32.step_losses[0], r.full.step_losses[0]);
+  EXPECT_FALSE(io::SafetensorsFile::load(r32.last_checkpoint).has("fp8.amax_history"));
+  fs::remove_all(a);
+  fs::remove_all(b);
+  fs::remove_all(c32);
+}
+
+// --precision: checked values, FP8 on several GPUs refused with the reason, and "auto" for configs
+// without it.
+TEST(TrainRun, PrecisionIsValidatedAndSaved) {
+  TrainConfig c;
+  c.validate();
+  EXPECT_EQ(c.precision, "auto");
+  for (const char* p : {"auto", "fp32", "fp8"}) {
+    c.precision = p;
+    c.validate();
+    EXPECT_EQ(TrainConfig::from_json(c.to_json(), "test").precision, p);
+  }
+  // Checkpoints and config.json of older runs have no precision: auto.
+  EXPECT_EQ(TrainConfig::from_json("{\"epochs\": 3}", "old").precision, "auto");
+  c.precision = "fp16";
+  kat::test::expect_error([&] { c.validate(); }, {"--precision", "fp16", "auto, fp32, bf16 or fp8"});
+  c.precision = "bf16";
+  kat::test::expect_error([&] { c.validate(); }, {"--precision bf16 is GPU only"});
+  TrainConfig g;
+  g.device = "cuda:0";
+  g.devices = {0};
+  g.validate();
+  g.precision = "bf16";
+  g.validate();
+  g.precision = "fp8";
+  g.validate();  // one GPU
+  g.device = "cuda:0,1";
+  g.devices = {0, 1};
+  kat::test::expect_error([&] { g.validate(); }, {"--precision fp8 runs on one GPU", "own amax history"});
+  g.device = "cuda:0";
+  g.devices = {0};
+  g.precision = "fp32";
+  kat::test::expect_error([&] { g.validate(); }, {"--precision fp32 is not available on the GPU yet"});
+}
+
 // On resume the run keeps its saved config, except what does not change the math: the device,
 // the stop step, and the GPU loader's mechanics, which come from the new command line (config.json
 // of the resumed run records them); the recipe stays the saved one.

@@ -54,7 +54,7 @@ void register_bench(CLI::App& app) {
     std::vector<std::string> overrides;
     int batch = 32, iters = 5;
     bool csv = false, fp32 = false, phases = false, cuda_graph = false;
-    std::string input = "device", attention;
+    std::string input = "device", attention, precision = "auto";
   };
   auto o = std::make_shared<Opts>();
   auto job = std::make_shared<JobFlags>();
@@ -66,6 +66,12 @@ void register_bench(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu, cuda, cuda:N, or cuda:0,1,... (train: data parallel)")
       ->capture_default_str();
   sub->add_flag("--fp32", o->fp32, "GPU: fp32 storage instead of bf16 (for checking)");
+  sub->add_option(
+         "--precision", o->precision,
+         "auto (GPU bf16, CPU fp32) or fp8: the blocks' linear layers in FP8 as kat train --precision fp8 "
+         "(GPU: FP8 tensor cores, one GPU, compute capability >= 8.9, EXPERIMENTAL; CPU: the emulation)")
+      ->check(CLI::IsMember({"auto", "fp8"}))
+      ->capture_default_str();
   sub->add_flag("--cuda-graph", o->cuda_graph,
                 "GPU infer: replay the forward as a CUDA graph (captured after the first batch; one launch "
                 "instead of hundreds: small batches are launch-bound). EXPERIMENTAL");
@@ -97,6 +103,8 @@ void register_bench(CLI::App& app) {
     KAT_CHECK(o->batch % world == 0, "--batch ", o->batch, " (the global batch) must be divisible by the ", world,
               " processes of the job");
     apply_attention_option(o->attention);
+    const bool fp8 = o->precision == "fp8";
+    KAT_CHECK(!(fp8 && o->fp32), "kat bench: --precision fp8 runs on the bf16 model (not with --fp32)");
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
     KatModel m(cfg);
@@ -155,6 +163,7 @@ void register_bench(CLI::App& app) {
       // global batch B (its first B / world synthetic rows) on its GPU, the gradients all-reduced
       // over the processes every step. Rank 0 reports the job's throughput.
       GpuGroup g(cfg, job_cfg.devices.at(0), AdamWConfig{}, B / world, make_process_group(job_cfg));
+      if (fp8) g.enable_fp8();  // refused: one GPU in one process for now
       g.upload_params(m.params.data());
       const std::vector<double> times = engine_step_times(g, true, B / world);
       const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
@@ -174,6 +183,7 @@ void register_bench(CLI::App& app) {
       // every step while the previous one computes; B is the global batch.
       KAT_CHECK(train, "kat bench: several GPUs are for training (infer runs on one)");
       GpuGroup g(cfg, devs, AdamWConfig{}, B);
+      if (fp8) g.enable_fp8();  // refused: one GPU in one process for now
       g.upload_params(m.params.data());
       const std::vector<double> times = engine_step_times(g, true);
       const double med = median(times), mib = double(g.device_bytes_in_use()) / (1 << 20);
@@ -192,8 +202,10 @@ void register_bench(CLI::App& app) {
     std::unique_ptr<CpuEngine> cpu;
     if (dev >= 0) {
       gpu = std::make_unique<GpuRunner>(cfg, dev, o->fp32 ? DType::F32 : DType::BF16, AdamWConfig{}, B, train);
+      if (fp8) gpu->enable_fp8();  // before the upload: the FP8 buffers are planned first
       gpu->upload_params(m.params.data());
     } else {
+      if (fp8) m.enable_fp8();                                     // the CPU emulation
       cpu = std::make_unique<CpuEngine>(m, AdamWConfig{}, train);  // computes on m (its params)
     }
     KAT_CHECK(o->input == "device" || (gpu && train), "kat bench: --input ", o->input,
@@ -222,7 +234,10 @@ void register_bench(CLI::App& app) {
       times = time_steps(o->iters, [&](int) { cpu->logits(x.data(), B); });
     }
     const double med = median(times);
-    const std::string where = gpu ? o->device + (o->fp32 ? " fp32" : " bf16") +
+    const std::string where = gpu ? o->device +
+                                        (o->fp32 ? " fp32"
+                                         : fp8   ? " fp8"
+                                                 : " bf16") +
                                         (host_input ? " input " + o->input : "") +
                                         // "graph" only when the graphs stayed on (a capture can fail)
                                         (o->cuda_graph ? (gpu->cuda_graphs() ? " graph" : " graph-failed") : "") +
@@ -230,7 +245,7 @@ void register_bench(CLI::App& app) {
                                         (ops::requested_attention_backend() != ops::AttentionBackend::Ours
                                              ? std::string(" attention ") + gpu->attention_name()
                                              : std::string())
-                                  : std::to_string(omp_get_max_threads()) + " threads";
+                                  : std::to_string(omp_get_max_threads()) + " threads" + (fp8 ? " fp8" : "");
     // GPU: all device memory the run holds (it is planned up front, so this is also the peak).
     const double mib = gpu ? double(gpu->device_bytes_in_use()) / (1 << 20) : 0.0;
     if (o->csv)

@@ -38,6 +38,17 @@ void register_train(CLI::App& app) {
                   "cpu, cuda, cuda:N or cuda:0,1,... (GPU: bf16 compute, fp32 master weights, AdamW/EMA/clipping "
                   "on the device; several GPUs: data parallel through NCCL, --batch split evenly)")
       ->capture_default_str();
+  sub->add_option("--precision", c->precision,
+                  "Arithmetic of the training: auto (fp32 on the CPU, bf16 compute on a GPU), fp32 (CPU), bf16 "
+                  "(GPU), or fp8: the blocks' linear layers (qkv, proj, fc1, fc2) in FP8, E4M3 activations and "
+                  "weights, E5M2 gradients, per-tensor power-of-two scales, delayed scaling of activations and "
+                  "gradients from the amax of the last 16 micro-batches (src/ops/fp8.h). On the CPU fp8 is an "
+                  "emulation: the exact FP8 values multiplied in fp32, slower than fp32, for checking the "
+                  "recipe's accuracy without a GPU. On the GPU (one GPU of compute capability 8.9 or newer: Ada, "
+                  "Hopper) the same recipe runs on the FP8 tensor cores (cuBLASLt FP8 GEMMs, everything else in "
+                  "bf16): EXPERIMENTAL, not yet run on a GPU")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp8"}))
+      ->capture_default_str();
   sub->add_option(
       "--init", c->init,
       "Fine-tune: start from the weights of this checkpoint (ours or timm's safetensors). A different "

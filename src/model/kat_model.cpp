@@ -1,6 +1,7 @@
 #include "kat/model/kat_model.h"
 
 #include "kat/model/drop_path.h"
+#include "model/kat_model_fp8.h"
 #include "model/mimetic_init.h"
 
 #include <algorithm>
@@ -164,6 +165,7 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
   KAT_CHECK(Bi > 0 && Bi <= max_batch_, "KatModel::forward: batch ", Bi, " exceeds the planned maximum ",
             max_batch_);
   cur_batch_ = Bi;
+  fp8_train_pass_ = train;  // FP8: delayed scaling (and the history's advance) in training passes only
   const int64_t B = Bi, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), p = cfg_.patch_size;
   const int64_t K = int64_t(cfg_.in_chans) * p * p, BN = B * N;
@@ -192,9 +194,15 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
     const float* sf = sa + B;
     // Attention branch.
     layernorm_forward<float>(BN, D, kLnEps, a.x_in, W + o.n1w, W + o.n1b, a.ln1, a.mean1, a.rstd1);
-    linear_forward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, W + o.qkvb, a.qkv);
+    if (fp8_)
+      fp8_linear_forward(i, 0, BN, D, 3 * D, a.ln1, o.qkvw, o.qkvb, a.qkv);
+    else
+      linear_forward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, W + o.qkvb, a.qkv);
     attention_forward<float>(B, N, D, NH, a.qkv, a.att, a.softmax);
-    linear_forward<float>(BN, D, D, a.att, W + o.projw, W + o.projb, acts_.tmp);
+    if (fp8_)
+      fp8_linear_forward(i, 1, BN, D, D, a.att, o.projw, o.projb, acts_.tmp);
+    else
+      linear_forward<float>(BN, D, D, a.att, W + o.projw, W + o.projb, acts_.tmp);
     residual_add(B, N * D, a.x_in, acts_.tmp, sa, a.x_mid);
     // FFN branch.
     layernorm_forward<float>(BN, D, kLnEps, a.x_mid, W + o.n2w, W + o.n2b, a.ln2, a.mean2, a.rstd2);
@@ -202,13 +210,22 @@ const float* KatModel::forward(const float* images, int Bi, bool train, Rng* rng
       GrkanShape s1{BN, int(D), cfg_.groups, cfg_.shared_numerator ? 1 : cfg_.groups, 5, 4};
       GrkanShape s2{BN, int(Hd), cfg_.groups, cfg_.shared_numerator ? 1 : cfg_.groups, 5, 4};
       grkan_forward<float>(s1, a.ln2, W + o.a1n, W + o.a1d, a.r1);
-      linear_forward<float>(BN, D, Hd, a.r1, W + o.fc1w, W + o.fc1b, a.h);
+      if (fp8_)
+        fp8_linear_forward(i, 2, BN, D, Hd, a.r1, o.fc1w, o.fc1b, a.h);
+      else
+        linear_forward<float>(BN, D, Hd, a.r1, W + o.fc1w, W + o.fc1b, a.h);
       grkan_forward<float>(s2, a.h, W + o.a2n, W + o.a2d, a.r2);
     } else {
-      linear_forward<float>(BN, D, Hd, a.ln2, W + o.fc1w, W + o.fc1b, a.h);
+      if (fp8_)
+        fp8_linear_forward(i, 2, BN, D, Hd, a.ln2, o.fc1w, o.fc1b, a.h);
+      else
+        linear_forward<float>(BN, D, Hd, a.ln2, W + o.fc1w, W + o.fc1b, a.h);
       gelu_forward<float>(BN * Hd, a.h, a.r2);
     }
-    linear_forward<float>(BN, Hd, D, a.r2, W + o.fc2w, W + o.fc2b, acts_.tmp);
+    if (fp8_)
+      fp8_linear_forward(i, 3, BN, Hd, D, a.r2, o.fc2w, o.fc2b, acts_.tmp);
+    else
+      linear_forward<float>(BN, Hd, D, a.r2, W + o.fc2w, W + o.fc2b, acts_.tmp);
     residual_add(B, N * D, a.x_mid, acts_.tmp, sf, x_out);
   }
   layernorm_forward<float>(BN, D, kLnEps, acts_.x_final, W + L.norm_w, W + L.norm_b, acts_.feat, acts_.fmean,
@@ -246,26 +263,41 @@ void KatModel::backward(const float* dlogits) {
     const float* sf = sa + B;
     // FFN branch: x_out = x_mid + s * fc2(...)  ->  d(fc2 out) = s * d_x
     scale_rows<float>(B, N * D, sf, acts_.d_x, acts_.d_tmp);
-    linear_backward<float>(BN, Hd, D, a.r2, W + o.fc2w, acts_.d_tmp, acts_.d_r, G + o.fc2w, G + o.fc2b);
+    if (fp8_)
+      fp8_linear_backward(i, 3, BN, Hd, D, a.r2, acts_.d_tmp, acts_.d_r, o.fc2w, o.fc2b);
+    else
+      linear_backward<float>(BN, Hd, D, a.r2, W + o.fc2w, acts_.d_tmp, acts_.d_r, G + o.fc2w, G + o.fc2b);
     std::fill_n(acts_.d_ln, BN * D, 0.0f);
     if (cfg_.is_kat()) {
       GrkanShape s1{BN, int(D), cfg_.groups, cfg_.shared_numerator ? 1 : cfg_.groups, 5, 4};
       GrkanShape s2{BN, int(Hd), cfg_.groups, cfg_.shared_numerator ? 1 : cfg_.groups, 5, 4};
       grkan_backward<float>(s2, a.h, acts_.d_r, W + o.a2n, W + o.a2d, acts_.d_h, G + o.a2n, G + o.a2d);
-      linear_backward<float>(BN, D, Hd, a.r1, W + o.fc1w, acts_.d_h, acts_.d_att, G + o.fc1w, G + o.fc1b);
+      if (fp8_)
+        fp8_linear_backward(i, 2, BN, D, Hd, a.r1, acts_.d_h, acts_.d_att, o.fc1w, o.fc1b);
+      else
+        linear_backward<float>(BN, D, Hd, a.r1, W + o.fc1w, acts_.d_h, acts_.d_att, G + o.fc1w, G + o.fc1b);
       grkan_backward<float>(s1, a.ln2, acts_.d_att, W + o.a1n, W + o.a1d, acts_.d_ln, G + o.a1n, G + o.a1d);
     } else {
       gelu_backward<float>(BN * Hd, a.h, acts_.d_r, acts_.d_h);
-      linear_backward<float>(BN, D, Hd, a.ln2, W + o.fc1w, acts_.d_h, acts_.d_ln, G + o.fc1w, G + o.fc1b);
+      if (fp8_)
+        fp8_linear_backward(i, 2, BN, D, Hd, a.ln2, acts_.d_h, acts_.d_ln, o.fc1w, o.fc1b);
+      else
+        linear_backward<float>(BN, D, Hd, a.ln2, W + o.fc1w, acts_.d_h, acts_.d_ln, G + o.fc1w, G + o.fc1b);
     }
     // d_x (now d x_mid) += LN2 backward
     layernorm_backward<float>(BN, D, a.x_mid, W + o.n2w, a.mean2, a.rstd2, acts_.d_ln, acts_.d_x, G + o.n2w,
                               G + o.n2b);
     // Attention branch: x_mid = x_in + s * proj(att)
     scale_rows<float>(B, N * D, sa, acts_.d_x, acts_.d_tmp);
-    linear_backward<float>(BN, D, D, a.att, W + o.projw, acts_.d_tmp, acts_.d_att, G + o.projw, G + o.projb);
+    if (fp8_)
+      fp8_linear_backward(i, 1, BN, D, D, a.att, acts_.d_tmp, acts_.d_att, o.projw, o.projb);
+    else
+      linear_backward<float>(BN, D, D, a.att, W + o.projw, acts_.d_tmp, acts_.d_att, G + o.projw, G + o.projb);
     attention_backward<float>(B, N, D, NH, a.qkv, a.softmax, acts_.d_att, acts_.d_qkv);
-    linear_backward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, acts_.d_qkv, acts_.d_ln, G + o.qkvw, G + o.qkvb);
+    if (fp8_)
+      fp8_linear_backward(i, 0, BN, D, 3 * D, a.ln1, acts_.d_qkv, acts_.d_ln, o.qkvw, o.qkvb);
+    else
+      linear_backward<float>(BN, D, 3 * D, a.ln1, W + o.qkvw, acts_.d_qkv, acts_.d_ln, G + o.qkvw, G + o.qkvb);
     layernorm_backward<float>(BN, D, a.x_in, W + o.n1w, a.mean1, a.rstd1, acts_.d_ln, acts_.d_x, G + o.n1w,
                               G + o.n1b);
   }

@@ -2,6 +2,7 @@
 // into katlib only when the CUDA backend is on (KAT_HAVE_CUDA); an empty unit otherwise.
 #ifdef KAT_HAVE_CUDA
 #include "model/kat_model_cuda.h"
+#include "model/kat_model_cuda_fp8.h"
 
 #include <cuda_runtime.h>
 
@@ -79,6 +80,7 @@ const void* KatModelCuda::forward_graphed(const void* images, DType image_dtype,
     if (!(k == key)) continue;
     cur_batch_ = B;
     dp_active_ = false;
+    if (fp8_) fp8_->train_pass = false;  // what the captured eval forward set (a backward now: current scales)
     KAT_CUDA_CHECK(cudaGraphLaunch(g->exec, stream_));
     ++graph_replays_;
     return acts_.logits;
@@ -129,6 +131,7 @@ void KatModelCuda::download_padded(const float* dev, float* host) const {
 
 void KatModelCuda::refresh_working_weights() {
   if (wbf16_) cuda::convert_f32_to_bf16(layout_.total(), params_.data(), wbf16_.data(), stream_);
+  refresh_fp8_weights();
 }
 
 void KatModelCuda::upload_params(const float* host) {
@@ -250,6 +253,7 @@ void KatModelCuda::plan(int max_batch, bool training) {
     ws = std::max(ws, cuda::cudnn_attention_workspace_bytes(B, N, D, NH, dtype_, training));
   ws_.allocate(ws);
   dp_host_.allocate(size_t(drop_path_scale_count(cfg_, B)));
+  if (fp8_) fp8_plan(B, training);
   max_batch_ = max_batch;
 }
 
@@ -351,6 +355,9 @@ const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, i
     dp_event_.record(s);
   }
 
+  // FP8: the block linears below quantise their inputs (fp8_linear_forward); the patch embedding
+  // above and the head stay bf16 (ops/fp8.h).
+  if (fp8_) fp8_begin_forward(train);
   for (int i = 0; i < cfg_.depth; ++i) {
     const BlockParams& o = L.blocks[i];
     BlockActs& a = block_acts(i);
@@ -368,10 +375,16 @@ const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, i
                              .mean = a.mean1,
                              .rstd = a.rstd1},
                             s);
-    gemm_->forward(BN, D, 3 * D, dtype_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
+    if (fp8_)
+      fp8_linear_forward(i, 0, BN, D, 3 * D, a.ln1, o.qkvb, a.qkv);
+    else
+      gemm_->forward(BN, D, 3 * D, dtype_, a.ln1, w(o.qkvw), p32(o.qkvb), a.qkv, s, bias_copy(o.qkvb));
     attention_forward(
         {.B = B, .N = N, .D = D, .H = NH, .dtype = dtype_, .qkv = a.qkv, .out = a.att, .lse = a.softmax});
-    gemm_->forward(BN, D, D, dtype_, a.att, w(o.projw), p32(o.projb), acts_.tmp, s, bias_copy(o.projb));
+    if (fp8_)
+      fp8_linear_forward(i, 1, BN, D, D, a.att, o.projb, acts_.tmp);
+    else
+      gemm_->forward(BN, D, D, dtype_, a.att, w(o.projw), p32(o.projb), acts_.tmp, s, bias_copy(o.projb));
     cuda::residual_add(B, N * D, dtype_, a.x_in, acts_.tmp, sa, a.x_mid, s);
     cuda::layernorm_forward({.rows = BN,
                              .C = int(D),
@@ -388,15 +401,25 @@ const void* KatModelCuda::forward_eager(const void* images, DType image_dtype, i
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
       const ops::GrkanShape s1{BN, int(D), cfg_.groups, An, 5, 4}, s2{BN, int(Hd), cfg_.groups, An, 5, 4};
       cuda::grkan_forward(s1, dtype_, a.ln2, p32(o.a1n), p32(o.a1d), a.r1, s);
-      gemm_->forward(BN, D, Hd, dtype_, a.r1, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
+      if (fp8_)
+        fp8_linear_forward(i, 2, BN, D, Hd, a.r1, o.fc1b, a.h);
+      else
+        gemm_->forward(BN, D, Hd, dtype_, a.r1, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
       cuda::grkan_forward(s2, dtype_, a.h, p32(o.a2n), p32(o.a2d), a.r2, s);
     } else {
-      gemm_->forward(BN, D, Hd, dtype_, a.ln2, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
+      if (fp8_)
+        fp8_linear_forward(i, 2, BN, D, Hd, a.ln2, o.fc1b, a.h);
+      else
+        gemm_->forward(BN, D, Hd, dtype_, a.ln2, w(o.fc1w), p32(o.fc1b), a.h, s, bias_copy(o.fc1b));
       cuda::gelu_forward(BN * Hd, dtype_, a.h, a.r2, s);
     }
-    gemm_->forward(BN, Hd, D, dtype_, a.r2, w(o.fc2w), p32(o.fc2b), acts_.tmp, s, bias_copy(o.fc2b));
+    if (fp8_)
+      fp8_linear_forward(i, 3, BN, Hd, D, a.r2, o.fc2b, acts_.tmp);
+    else
+      gemm_->forward(BN, Hd, D, dtype_, a.r2, w(o.fc2w), p32(o.fc2b), acts_.tmp, s, bias_copy(o.fc2b));
     cuda::residual_add(B, N * D, dtype_, a.x_mid, acts_.tmp, sf, x_out, s);
   }
+  if (fp8_) fp8_end_forward();
   cuda::layernorm_forward({.rows = BN,
                            .C = int(D),
                            .eps = kLnEps,
@@ -455,6 +478,9 @@ void KatModelCuda::backward(const void* dlogits) {
                             .workspace = ws_.data()},
                            s);
 
+  // FP8: the block linears' data and weight gradients through E5M2 dy (fp8_linear_backward); their
+  // bias gradients stay the column sums over the bf16 dy.
+  if (fp8_) fp8_begin_backward();
   for (int i = cfg_.depth - 1; i >= 0; --i) {
     const BlockParams& o = L.blocks[i];
     const BlockActs& a = block_acts(i);
@@ -466,8 +492,12 @@ void KatModelCuda::backward(const void* dlogits) {
       cuda::scale_rows(B, N * D, dtype_, sf, acts_.d_x, acts_.d_tmp, s);
       dy = acts_.d_tmp;
     }
-    gemm_->backward_data(BN, Hd, D, dtype_, dy, w(o.fc2w), acts_.d_r, s);
-    gemm_->backward_weight(BN, Hd, D, dtype_, dy, a.r2, g32(o.fc2w), s);
+    if (fp8_) {
+      fp8_linear_backward(i, 3, BN, Hd, D, dy, acts_.d_r, o.fc2w);
+    } else {
+      gemm_->backward_data(BN, Hd, D, dtype_, dy, w(o.fc2w), acts_.d_r, s);
+      gemm_->backward_weight(BN, Hd, D, dtype_, dy, a.r2, g32(o.fc2w), s);
+    }
     cuda::column_sum_accumulate(BN, D, dtype_, dy, g32(o.fc2b), ws_.data(), s);
     if (cfg_.is_kat()) {
       const int An = cfg_.shared_numerator ? 1 : cfg_.groups;
@@ -485,8 +515,12 @@ void KatModelCuda::backward(const void* dlogits) {
                             .workspace = ws_.data(),
                             .dx_colsum = g32(o.fc1b)},
                            s);
-      gemm_->backward_data(BN, D, Hd, dtype_, acts_.d_h, w(o.fc1w), acts_.d_att, s);
-      gemm_->backward_weight(BN, D, Hd, dtype_, acts_.d_h, a.r1, g32(o.fc1w), s);
+      if (fp8_) {
+        fp8_linear_backward(i, 2, BN, D, Hd, acts_.d_h, acts_.d_att, o.fc1w);
+      } else {
+        gemm_->backward_data(BN, D, Hd, dtype_, acts_.d_h, w(o.fc1w), acts_.d_att, s);
+        gemm_->backward_weight(BN, D, Hd, dtype_, acts_.d_h, a.r1, g32(o.fc1w), s);
+      }
       cuda::grkan_backward({.shape = s1,
                             .dtype = dtype_,
                             .x = a.ln2,
@@ -500,8 +534,12 @@ void KatModelCuda::backward(const void* dlogits) {
                            s);
     } else {
       cuda::gelu_backward(BN * Hd, dtype_, a.h, acts_.d_r, acts_.d_h, s);
-      gemm_->backward_data(BN, D, Hd, dtype_, acts_.d_h, w(o.fc1w), acts_.d_ln, s);
-      gemm_->backward_weight(BN, D, Hd, dtype_, acts_.d_h, a.ln2, g32(o.fc1w), s);
+      if (fp8_) {
+        fp8_linear_backward(i, 2, BN, D, Hd, acts_.d_h, acts_.d_ln, o.fc1w);
+      } else {
+        gemm_->backward_data(BN, D, Hd, dtype_, acts_.d_h, w(o.fc1w), acts_.d_ln, s);
+        gemm_->backward_weight(BN, D, Hd, dtype_, acts_.d_h, a.ln2, g32(o.fc1w), s);
+      }
       cuda::column_sum_accumulate(BN, Hd, dtype_, acts_.d_h, g32(o.fc1b), ws_.data(), s);
     }
     cuda::layernorm_backward({.rows = BN,
@@ -523,8 +561,12 @@ void KatModelCuda::backward(const void* dlogits) {
       cuda::scale_rows(B, N * D, dtype_, sa, acts_.d_x, acts_.d_tmp, s);
       dy = acts_.d_tmp;
     }
-    gemm_->backward_data(BN, D, D, dtype_, dy, w(o.projw), acts_.d_att, s);
-    gemm_->backward_weight(BN, D, D, dtype_, dy, a.att, g32(o.projw), s);
+    if (fp8_) {
+      fp8_linear_backward(i, 1, BN, D, D, dy, acts_.d_att, o.projw);
+    } else {
+      gemm_->backward_data(BN, D, D, dtype_, dy, w(o.projw), acts_.d_att, s);
+      gemm_->backward_weight(BN, D, D, dtype_, dy, a.att, g32(o.projw), s);
+    }
     cuda::column_sum_accumulate(BN, D, dtype_, dy, g32(o.projb), ws_.data(), s);
     attention_backward({.B = B,
                         .N = N,
@@ -537,8 +579,12 @@ void KatModelCuda::backward(const void* dlogits) {
                         .dout = acts_.d_att,
                         .dqkv = acts_.d_qkv,
                         .workspace = ws_.data()});
-    gemm_->backward_data(BN, D, 3 * D, dtype_, acts_.d_qkv, w(o.qkvw), acts_.d_ln, s);
-    gemm_->backward_weight(BN, D, 3 * D, dtype_, acts_.d_qkv, a.ln1, g32(o.qkvw), s);
+    if (fp8_) {
+      fp8_linear_backward(i, 0, BN, D, 3 * D, acts_.d_qkv, acts_.d_ln, o.qkvw);
+    } else {
+      gemm_->backward_data(BN, D, 3 * D, dtype_, acts_.d_qkv, w(o.qkvw), acts_.d_ln, s);
+      gemm_->backward_weight(BN, D, 3 * D, dtype_, acts_.d_qkv, a.ln1, g32(o.qkvw), s);
+    }
     cuda::column_sum_accumulate(BN, 3 * D, dtype_, acts_.d_qkv, g32(o.qkvb), ws_.data(), s);
     cuda::layernorm_backward({.rows = BN,
                               .C = int(D),
@@ -554,6 +600,8 @@ void KatModelCuda::backward(const void* dlogits) {
                               .workspace = ws_.data()},
                              s);
   }
+
+  if (fp8_) fp8_end_backward();
 
   // Embedding: d_x = dL/d tokens.
   cuda::tokens_backward({.B = B,

@@ -25,6 +25,9 @@
 // way frees what was taken: forward/backward allocate nothing. All work is enqueued on the model's
 // stream; forward/backward do not synchronise (except that a train forward with drop-path waits for
 // the previous upload of drop-path scales).
+// FP8 (enable_fp8, --precision fp8): the blocks' four linear layers (qkv, proj, fc1, fc2) run as FP8
+// GEMMs (ops/cuda/gemm_fp8.h) per the recipe of ops/fp8.h, everything else as in BF16 mode; state
+// and kernels in kat_model_cuda_fp8.{h,cpp}.
 // Without KAT_HAVE_CUDA this header declares nothing.
 #pragma once
 #ifdef KAT_HAVE_CUDA
@@ -35,6 +38,7 @@
 #include <vector>
 
 #include "kat/core/dtype.h"
+#include "kat/core/fp8.h"
 #include "kat/core/rng.h"
 #include "kat/model/activations.h"
 #include "kat/model/config.h"
@@ -138,6 +142,30 @@ class KatModelCuda {
   int64_t device_offset(const std::string& name) const { return layout_.offset(name); }
   int64_t device_total() const { return layout_.total(); }
 
+  // FP8 linear layers (--precision fp8 on the GPU; EXPERIMENTAL until run on a GPU). The recipe is
+  // ops/fp8.h's, the same as the CPU emulation's (KatModel::enable_fp8): per block, qkv / proj /
+  // fc1 / fc2 quantise x and W to E4M3 and dy to E5M2 with power-of-two per-tensor scales; W is
+  // current-scaled (quantised from the fp32 master weights whenever they change); x and dy are
+  // delayed-scaled in training passes (the largest amax of the last `history` passes; the first
+  // pass: current) and current-scaled in eval. The patch embedding and the head stay bf16.
+  // Needs DType::BF16 and a GPU of compute capability >= 8.9 (kat::Error otherwise) and every
+  // linear's in / out a multiple of 16. Allocates the FP8 state; re-plans if planned; the weights
+  // are quantised at once. Call once, before training.
+  void enable_fp8(int history, int margin);
+  void enable_fp8();  // ops::Fp8Recipe's defaults (history 16, margin 0)
+  bool fp8_enabled() const { return fp8_ != nullptr; }
+  // The amax history in ops::Fp8AmaxHistory's layout (Engine::download_fp8_history's, so a
+  // checkpoint is the CPU's): amax (slots, length), seen (slots), slots = depth * 8 in ops::Fp8Slot
+  // order. Synchronous. upload checks the sizes, naming them.
+  int fp8_history_slots() const;
+  int fp8_history_length() const;
+  void download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) const;
+  void upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen);
+  // Re-quantise the FP8 weights from the fp32 master weights (their amax, scale, E4M3 codes and
+  // transposed codes): whoever changes the master weights calls it (the optimizer step; upload_params
+  // and exchange_params do it themselves). No-op without FP8. Enqueued on stream().
+  void refresh_fp8_weights();
+
  private:
   using Acts = Activations<void*>;
   using BlockActs = BlockActivations<void*>;
@@ -155,6 +183,22 @@ class KatModelCuda {
   void drop_graphs();
   void attention_forward(const cuda::AttentionForwardArgs& a);
   void attention_backward(const cuda::AttentionBackwardArgs& a);
+  // FP8 (kat_model_cuda_fp8.cpp). lin: 0 qkv, 1 proj, 2 fc1, 3 fc2 (ops::Fp8Slot's order).
+  void fp8_plan(int64_t max_batch, bool training);  // the activation codes of plan()
+  void fp8_begin_forward(bool train);               // delayed x scales from the history
+  void fp8_end_forward();                           // a training pass records its x amaxes
+  void fp8_begin_backward();                        // delayed dy scales from the history
+  void fp8_end_backward();                          // a training pass records its dy amaxes
+  // y (rows, out) bf16 = x (rows, in) bf16 through E4M3 codes, + b (the bias at b_off).
+  void fp8_linear_forward(int block, int lin, int64_t rows, int64_t in, int64_t out, const void* x, int64_t b_off,
+                          void* y);
+  // dx (rows, in) bf16 = dy W and dW (at w_off) += dy^T x through E5M2 dy codes and the forward's
+  // saved x codes. The bias gradient is not taken here (the column sum over the bf16 dy).
+  void fp8_linear_backward(int block, int lin, int64_t rows, int64_t in, int64_t out, const void* dy, void* dx,
+                           int64_t w_off);
+  // Current scaling of one slot: its amax now, then its scale (from the history when use_history
+  // and the slot has one).
+  void fp8_current_scale(int slot, const void* x, int64_t n, Fp8Format f, bool use_history);
 
   ModelConfig cfg_;
   DType dtype_;  // activations (and the working copy of the weights)
@@ -184,6 +228,9 @@ class KatModelCuda {
       return images == o.images && image_dtype == o.image_dtype && B == o.B;
     }
   };
+  struct Fp8;                 // kat_model_cuda_fp8.h
+  std::unique_ptr<Fp8> fp8_;  // null: no FP8
+
   struct Graph;  // an instantiated cudaGraphExec_t (kat_model_cuda.cpp)
   bool graphs_on_ = false;
   std::vector<std::pair<GraphKey, std::unique_ptr<Graph>>> graphs_;

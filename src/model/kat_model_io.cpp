@@ -11,7 +11,7 @@ namespace kat {
 namespace {
 // Prefixes that a training checkpoint stores beside the model weights.
 bool is_training_state(const std::string& name) {
-  for (const char* p : {"ema.", "optim.", "state."})
+  for (const char* p : {"ema.", "optim.", "state.", "fp8."})
     if (name.rfind(p, 0) == 0) return true;
   return false;
 }

@@ -8,12 +8,15 @@
 //   embed.h          im2col_patches
 //   grkan.h          grkan_forward / grkan_backward (contract: ops/grkan.h)
 //   optim.h          adamw_step, ema_update, clip_grad_norm over flat arrays
+//   fp8.h            fp8_amax, fp8_quantize / dequantize / fake_quantize, linear_forward_fp8 /
+//                    linear_backward_fp8 (the FP8 recipe's reference, ops/fp8.h)
 // Conventions of all of them: ops/cpu/gemm.h.
 #pragma once
 #include "ops/cpu/attention.h"
 #include "ops/cpu/cross_entropy.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/embed.h"
+#include "ops/cpu/fp8.h"
 #include "ops/cpu/gemm.h"
 #include "ops/cpu/grkan.h"
 #include "ops/cpu/layernorm.h"

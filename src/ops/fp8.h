@@ -1,6 +1,7 @@
 // FP8 linear layers: the recipe, one description for both backends (CPU reference: emulation in
-// fp32 over the exact FP8 values, ops/cpu/fp8.h; CUDA: cuBLASLt FP8 GEMMs on Hopper,
-// ops/cuda/gemm_fp8.h). Formats and their encoding: core/fp8.h.
+// fp32 over the exact FP8 values, ops/cpu/fp8.h, in the model: model/kat_model_fp8.cpp; CUDA:
+// cuBLASLt FP8 GEMMs on Hopper, ops/cuda/gemm_fp8.h, in the model: model/kat_model_cuda_fp8.cpp).
+// Formats and their encoding: core/fp8.h.
 //
 // Which GEMMs: the four linear layers of every block (qkv, proj, fc1, fc2), forward and both
 // backward GEMMs. The patch embedding and the head stay in the run's working precision (the first
@@ -12,7 +13,9 @@
 //   backward data    dx = (q(dy)·s_dy^-1) (q(W)·s_W^-1)          q(dy): E5M2
 //   backward weight  dW += (q(dy)·s_dy^-1)^T (q(x)·s_x^-1)
 // with q(t) = encode(t · s_t) (round to nearest even, saturating: core/fp8.h) and products summed
-// in fp32. The backward GEMMs reuse the forward's q(x) and q(W) (no requantisation).
+// in fp32. The backward GEMMs reuse the forward's q(x) and q(W) (no requantisation). The bias is
+// added in fp32, and db = Σ_rows dy is taken over the unquantised dy (a column sum, no GEMM; as
+// Transformer Engine's fused cast + dbias).
 //
 // Scales are powers of two, so q(t)·s_t^-1 is exact and both backends quantise to the same bytes
 // (an fp32 multiply by 2^k is exact away from fp32's limits): s = 2^e with e the largest integer
@@ -90,5 +93,15 @@ struct Fp8AmaxHistory {
     ++seen[slot];
   }
 };
+
+// The scale of a delayed-scaled tensor (x or dy in a training pass, see above) whose own amax is
+// `amax`, and the history's record of it: the largest amax of the slot's earlier passes, or `amax`
+// itself when there are none (the first pass, or history = 0: current scaling); then `amax` is
+// recorded, so the next pass sees it. Call once per slot and pass.
+inline float fp8_delayed_scale(Fp8AmaxHistory& h, int slot, float amax, Fp8Format f, int margin) {
+  const float a = h.has_history(slot) ? h.max_amax(slot) : amax;
+  h.record(slot, amax);
+  return fp8_scale_for_amax(a, f, margin);
+}
 
 }  // namespace kat::ops

@@ -40,6 +40,20 @@ void CpuEngine::download_moments(float* m, float* v) {
   std::copy(o.v.begin(), o.v.end(), v);
 }
 
+void CpuEngine::download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) {
+  if (model_.fp8_enabled())
+    model_.get_fp8_history(amax, seen);
+  else
+    Engine::download_fp8_history(amax, seen);
+}
+
+void CpuEngine::upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
+  if (model_.fp8_enabled())
+    model_.set_fp8_history(amax, seen);
+  else
+    Engine::upload_fp8_history(amax, seen);
+}
+
 int64_t CpuEngine::optimizer_steps() const { return opt_ ? opt_->steps() : 0; }
 
 void CpuEngine::ema_init(const float* host, double decay) {

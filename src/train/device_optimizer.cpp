@@ -37,6 +37,7 @@ void DeviceOptimizer::step(double lr) {
                     .decay_mask = decay_.data(),
                     .params_bf16 = model_.working_weights()},
                    model_.stream());
+  model_.refresh_fp8_weights();  // FP8: the new weights' codes (no-op without FP8)
 }
 
 void DeviceOptimizer::download_moments(float* m_host, float* v_host) const {

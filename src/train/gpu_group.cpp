@@ -339,6 +339,21 @@ void GpuGroup::finish_step(double lr, double clip_max_norm) {
   });
 }
 
+void GpuGroup::enable_fp8() {
+  KAT_CHECK(size() == 1 && world_ == 1, "--precision fp8 runs on one GPU in one process for now (", name_,
+            "): each replica would keep its own amax history (they see different data); train on one GPU, "
+            "or in bf16 on several");
+  replicas_[0]->enable_fp8();
+}
+
+void GpuGroup::download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) {
+  replicas_[0]->download_fp8_history(amax, seen);
+}
+
+void GpuGroup::upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
+  replicas_[0]->upload_fp8_history(amax, seen);
+}
+
 void GpuGroup::synchronize() {
   KAT_WAIT_MARK("synchronize");
   each([](GpuRunner& g, int) { g.synchronize(); });

@@ -255,6 +255,36 @@ void GpuRunner::upload_moments(const float* m, const float* v, int64_t steps) {
   impl_->optimizer().upload_moments(m, v, steps);
 }
 int64_t GpuRunner::optimizer_steps() const { return impl_->opt ? impl_->opt->steps() : 0; }
+
+void GpuRunner::enable_fp8() {
+  impl_->use();
+  int major = 0, minor = 0;
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, impl_->device));
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, impl_->device));
+  KAT_CHECK(major * 10 + minor >= 89, "--precision fp8 on ", impl_->name,
+            ": FP8 tensor cores need a GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell); this one "
+            "has ",
+            major, ".", minor, " (train in bf16: --precision auto or bf16)");
+  KAT_CHECK(impl_->model->dtype() == DType::BF16, "--precision fp8 on ", impl_->name,
+            ": FP8 needs the bf16 runner (not --fp32)");
+  impl_->model->enable_fp8();
+}
+bool GpuRunner::fp8_enabled() const { return impl_->model->fp8_enabled(); }
+void GpuRunner::download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) {
+  impl_->use();
+  if (impl_->model->fp8_enabled())
+    impl_->model->download_fp8_history(amax, seen);
+  else
+    Engine::download_fp8_history(amax, seen);
+}
+void GpuRunner::upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
+  impl_->use();
+  if (impl_->model->fp8_enabled())
+    impl_->model->upload_fp8_history(amax, seen);
+  else
+    Engine::upload_fp8_history(amax, seen);
+}
+
 void GpuRunner::synchronize() {
   impl_->use();
   KAT_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
@@ -411,6 +441,14 @@ const ModelConfig& GpuRunner::config() const { throw Error("no CUDA backend"); }
 std::string GpuRunner::device_name() const { return ""; }
 const char* GpuRunner::attention_name() const { return "ours"; }
 int64_t GpuRunner::optimizer_steps() const { return 0; }
+void GpuRunner::enable_fp8() {}
+bool GpuRunner::fp8_enabled() const { return false; }
+void GpuRunner::download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) {
+  Engine::download_fp8_history(amax, seen);
+}
+void GpuRunner::upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
+  Engine::upload_fp8_history(amax, seen);
+}
 void GpuRunner::upload_params(const float*) {}
 void GpuRunner::download_params(float*) {}
 void GpuRunner::download_moments(float*, float*) {}

@@ -20,7 +20,7 @@ using nlohmann::json;
   X(random_erase) X(mean) X(std) X(seed) X(workers) X(threads) X(keep_last) X(save_every) \
   X(max_steps) X(log_every) X(train_subset) X(test_subset) X(skip_bad) X(lazy_data) X(progress) \
   X(eval_batch) X(eval_crop_pct) X(decode) X(decode_cpu_share) X(decode_streams) \
-  X(loader_nice) X(decode_priority) X(data_timeout)
+  X(loader_nice) X(decode_priority) X(data_timeout) X(precision)
 // clang-format on
 
 std::string TrainConfig::to_json(int indent) const {
@@ -83,6 +83,16 @@ void TrainConfig::validate() const {
   KAT_CHECK(loader_nice >= 0 && loader_nice <= 19, "--loader-nice must be in [0, 19], got ", loader_nice);
   KAT_CHECK(decode_priority == "normal" || decode_priority == "high",
             "--decode-priority must be normal or high, got '", decode_priority, "'");
+  KAT_CHECK(precision == "auto" || precision == "fp32" || precision == "bf16" || precision == "fp8",
+            "--precision must be auto, fp32, bf16 or fp8, got '", precision, "'");
+  KAT_CHECK(precision != "bf16" || !devices.empty(),
+            "--precision bf16 is GPU only (--device cuda); the CPU trains in fp32 (--precision auto or fp32)");
+  KAT_CHECK(precision != "fp32" || devices.empty(), "--precision fp32 is not available on the GPU yet (device '",
+            device, "' trains in bf16: --precision auto or bf16)");
+  // FP8 on several GPUs or processes: each replica would keep its own amax history (GpuGroup::enable_fp8).
+  KAT_CHECK(precision != "fp8" || (devices.size() <= 1 && procs.world_size <= 1),
+            "--precision fp8 runs on one GPU in one process for now (device '", device, "', ", procs.world_size,
+            " process(es)): each GPU would keep its own amax history; train on one GPU, or in bf16 on several");
   KAT_CHECK(data_timeout >= 0, "--data-timeout must be >= 0 (0: wait forever), got ", data_timeout);
 }
 

@@ -162,6 +162,10 @@ struct HostState {
   std::vector<float> m, v;  // AdamW moments (num_params)
   int64_t optim_steps = 0;
   std::vector<float> ema;  // (num_params) or empty: no EMA
+  // --precision fp8: the amax history (Engine::download_fp8_history's layout: fp8_amax (slots,
+  // length), fp8_seen (slots)); empty otherwise.
+  std::vector<float> fp8_amax;
+  std::vector<int64_t> fp8_seen;
 };
 
 int replica_count(const TrainConfig& tc) { return std::max<int>(1, int(tc.devices.size())) * tc.procs.world_size; }
@@ -173,6 +177,11 @@ void save_checkpoint(const std::string& path, const KatModel& m, const HostState
   if (!hs.ema.empty()) m.add_weights(w, "ema.", hs.ema.data());
   w.add_f32("optim.m", {int64_t(hs.m.size())}, hs.m.data());
   w.add_f32("optim.v", {int64_t(hs.v.size())}, hs.v.data());
+  if (!hs.fp8_seen.empty()) {  // --precision fp8: the delayed scales' history, so a resume is bitwise
+    const int64_t slots = int64_t(hs.fp8_seen.size());
+    w.add_f32("fp8.amax_history", {slots, int64_t(hs.fp8_amax.size()) / slots}, hs.fp8_amax.data());
+    w.add("fp8.amax_seen", io::DType::I64, {slots}, hs.fp8_seen.data());
+  }
   w.set_metadata("format", "kat-train-checkpoint-1");
   w.set_metadata("model_config", m.config().to_json(-1));
   w.set_metadata("train_config", tc.to_json(-1));
@@ -339,6 +348,12 @@ void init_host_state(const TrainConfig& tc, const ModelConfig& mc, const io::Saf
     ck->read_f32("optim.m", hs.m.data(), int64_t(hs.m.size()));
     ck->read_f32("optim.v", hs.v.data(), int64_t(hs.v.size()));
     hs.optim_steps = int64_t(metadata_number(*ck, "optim_steps"));
+    if (tc.precision == "fp8") {
+      KAT_CHECK(ck->has("fp8.amax_history") && ck->has("fp8.amax_seen"), ck->source(),
+                ": a --precision fp8 checkpoint without its amax history (fp8.amax_history, fp8.amax_seen)");
+      hs.fp8_amax = ck->to_f32("fp8.amax_history");
+      hs.fp8_seen = ck->to_i64("fp8.amax_seen");
+    }
   } else {
     model.init_params(tc.seed);
     if (!tc.init.empty()) {  // fine-tuning: pretrained weights over the fresh initialisation
@@ -370,17 +385,29 @@ std::unique_ptr<Engine> make_engine(const TrainConfig& tc, const ModelConfig& mc
   ocfg.decay_rational = tc.decay_rational;
   std::unique_ptr<Engine> e;
   if (tc.devices.empty()) {
+    if (tc.precision == "fp8") model.enable_fp8();  // the emulation
     e = std::make_unique<CpuEngine>(model, ocfg);
-  } else if (tc.procs.world_size > 1) {
-    // One process of a job: its GPU, its shard of the global batch, rank 0's NCCL id through the
-    // rendezvous (tc.procs.rendezvous, resolved by the CLI).
-    e = std::make_unique<GpuGroup>(mc, tc.devices.at(0), ocfg, tc.batch / tc.procs.world_size,
-                                   make_process_group(tc));
   } else {
-    e = std::make_unique<GpuGroup>(mc, tc.devices, ocfg, tc.batch);
+    std::unique_ptr<GpuGroup> g;
+    if (tc.procs.world_size > 1) {
+      // One process of a job: its GPU, its shard of the global batch, rank 0's NCCL id through the
+      // rendezvous (tc.procs.rendezvous, resolved by the CLI).
+      g = std::make_unique<GpuGroup>(mc, tc.devices.at(0), ocfg, tc.batch / tc.procs.world_size,
+                                     make_process_group(tc));
+    } else {
+      g = std::make_unique<GpuGroup>(mc, tc.devices, ocfg, tc.batch);
+    }
+    if (tc.precision == "fp8") {
+      g->enable_fp8();  // one GPU, one process (GpuGroup::enable_fp8)
+      std::fprintf(stderr,
+                   "kat: --precision fp8 on %s: FP8 linear layers (EXPERIMENTAL: compare with a bf16 run)\n",
+                   g->device_name().c_str());
+    }
+    e = std::move(g);
   }
   e->upload_params(model.params.data());
   if (resumed) e->upload_moments(hs.m.data(), hs.v.data(), hs.optim_steps);
+  if (resumed && tc.precision == "fp8") e->upload_fp8_history(hs.fp8_amax, hs.fp8_seen);
   if (!hs.ema.empty()) e->ema_init(hs.ema.data(), tc.ema_decay);
   return e;
 }
@@ -696,6 +723,7 @@ class Run {
     engine_.download_moments(hs_.m.data(), hs_.v.data());
     hs_.optim_steps = engine_.optimizer_steps();
     if (!hs_.ema.empty()) engine_.download_ema(hs_.ema.data());
+    engine_.download_fp8_history(hs_.fp8_amax, hs_.fp8_seen);
     const std::string path = tc_.out_dir + "/" + ckpt_name(st_.step);
     save_checkpoint(path, model_, hs_, tc_, st_, d_.train.class_names);
     last_ckpt_ = path;

@@ -547,4 +547,304 @@ TEST(ModelCuda, CudaGraphsRefuseTheLegacyStream) {
   EXPECT_NO_THROW(m.set_cuda_graphs(false));
 }
 
+// ---- FP8 (KatModelCuda::enable_fp8, --precision fp8) ------------------------------------------
+// The CUDA FP8 model (bf16 activations, FP8 GEMMs) against the CPU emulation of the same recipe
+// (KatModel::enable_fp8: fp32 activations, the exact FP8 values multiplied in fp32). What is the
+// same on both sides: the weight codes and scales (both quantise the same fp32 master weights with
+// current scaling: bitwise equal), the recipe's scales (powers of two from the same amaxes up to
+// the bf16 error of the activations, so equal except where an amax sits within that error of a
+// power of two) and the history's bookkeeping (exactly the same counts).
+// What differs, and the bound it gives (norm-wise relative, as the whole-model checks above):
+//  (1) everything the bf16 model differs by: the bf16 bounds (kBf16Out, kBf16GradAll, ...);
+//  (2) x and dy codes: an element whose bf16 and fp32 values (relative difference d) straddle an
+//      FP8 rounding boundary gets codes one FP8 ulp apart. E4M3 ulps are 2^-3..2^-4 of the value, so
+//      with uniformly placed boundaries a fraction ~ d / 2^-3.5 = 11 d of the elements flips, each
+//      by ~2^-3.5 |x|: a relative norm difference sqrt(11 d) 2^-3.5 ~ 0.29 sqrt(d) per quantised
+//      tensor (E5M2, one bit less: 0.41 sqrt(d) for dy). With d ~ 1e-2 (the bf16 stream after a
+//      few blocks, see the bf16 derivation above) that is 3e-2 (x) / 4e-2 (dy) per GEMM operand,
+//      comparable to one FP8 rounding (3.6 % rms) and, like it, entering the residual stream once
+//      per linear (4 per block) and adding in quadrature: sqrt(4 L) x 3e-2 ~ 0.12 for L = 4 (the
+//      CPU's own FP8-vs-fp32 check bounds that at 15 % over 2 blocks).
+// Criteria (bf16 bound + the FP8 term, ~1.5x margin, the last as the bf16 ratio): logits,
+// features, loss <= 0.2; all gradients <= 0.25; each gradient tensor <= 0.5, rational coefficients
+// <= 0.75. A wrong scale (a factor 2 somewhere) or a wrongly laid out operand (transposed codes of
+// the wrong tensor) gives errors of order 1 and fails; NaN/inf always fails. The measured values are
+// printed: tighten these after the first run on a GPU (the first measurement is what they are
+// derived to hold, not yet seen).
+constexpr double kFp8Out = 0.2, kFp8GradAll = 0.25, kFp8GradTensor = 0.5, kFp8GradRational = 0.75;
+
+// FP8 GEMMs need compute capability 8.9+; the FP8 tests skip elsewhere.
+inline bool fp8_gpu() {
+  if (!kat_gpu_test::have_gpu()) return false;
+  int dev = 0, major = 0, minor = 0;
+  KAT_CUDA_CHECK(cudaGetDevice(&dev));
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  KAT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  return major * 10 + minor >= 89;
+}
+#define REQUIRE_FP8_GPU() \
+  REQUIRE_GPU();          \
+  if (!::kat_model_test::fp8_gpu()) GTEST_SKIP() << "FP8 needs compute capability 8.9+"
+
+// `passes` training passes (forward train + loss + backward, gradients zeroed before each) of the CPU
+// emulation and the CUDA FP8 model on the same weights, batches and drop-path draws; the last pass's
+// logits, features and gradients compared. Pass 1 scales x and dy by their own amax (no history
+// yet: per tensor on the GPU), later passes by the history (one batched scale update).
+ModelCheck run_fp8_check(kat::ModelConfig cfg, int B, int passes) {
+  ModelCheck r;
+  const float ls = 0.1f;
+  kat::KatModel cpu(cfg);
+  randomize_params(cpu, 4343 + cfg.depth);
+  cpu.enable_fp8();
+  kat::KatModelCuda gpu(cfg, Prec::BF16);
+  gpu.upload_params(cpu.params.data());
+  gpu.enable_fp8();  // after the upload: quantises the weights uploaded
+  cpu.plan(B);
+  gpu.plan(B);
+  const bool train = true;
+  std::mt19937_64 g(77 + B);
+  const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  const int64_t nfeat = int64_t(B) * cfg.tokens() * cfg.embed_dim;
+  DevBuf img_(img * 4), tgt_(size_t(B) * cfg.num_classes * 4);
+  kat::Rng rng_cpu(555), rng_gpu(555);
+  for (int pass = 0; pass < passes; ++pass) {
+    auto images = randn(img, g);
+    auto targets = random_targets(B, cfg.num_classes, g);
+    const float* lc = cpu.forward(images.data(), B, train, &rng_cpu);
+    std::vector<float> logits_cpu(lc, lc + size_t(B) * cfg.num_classes);
+    std::vector<float> feat_cpu(cpu.features(), cpu.features() + nfeat);
+    std::vector<float> dlogits(logits_cpu.size());
+    const double loss_cpu =
+        kat::ops::softmax_xent<float>(B, cfg.num_classes, logits_cpu.data(), targets.data(), ls, dlogits.data());
+    cpu.zero_grad();
+    cpu.backward(dlogits.data());
+
+    KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+    KAT_CUDA_CHECK(cudaMemcpy(tgt_.p, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice));
+    gpu.poison_activations();
+    gpu.zero_grad();
+    const void* lg = gpu.forward(img_.as<float>(), B, train, &rng_gpu);
+    gpu.loss_forward_backward(tgt_.as<float>(), ls);
+    gpu.backward(gpu.dlogits());
+    KAT_CUDA_CHECK(cudaDeviceSynchronize());
+    if (pass + 1 < passes) continue;
+    const auto logits = download_storage(lg, logits_cpu.size(), gpu.dtype());
+    const auto feat = download_storage(gpu.features(), size_t(nfeat), gpu.dtype());
+    std::vector<float> grads(cpu.grads.size());
+    gpu.download_grads(grads.data());
+    const double loss_gpu = gpu.loss_value();
+    r.finite = all_finite(logits) && all_finite(feat) && all_finite(grads) && std::isfinite(loss_gpu);
+    r.logits = rel_err(logits.data(), logits_cpu.data(), logits.size());
+    r.features = rel_err(feat.data(), feat_cpu.data(), feat.size());
+    r.grads_all = rel_err(grads.data(), cpu.grads.data(), grads.size());
+    r.loss_rel = std::fabs(loss_gpu - loss_cpu) / std::fabs(loss_cpu);
+    for (const auto& s : cpu.table().specs()) {
+      const double e = rel_err(grads.data() + s.offset, cpu.grads.data() + s.offset, size_t(s.numel));
+      const bool rat = s.kind == kat::ParamKind::Rational;
+      double& mx = rat ? r.grad_max_rat : r.grad_max;
+      if (e > mx || !std::isfinite(e)) {
+        mx = std::isfinite(e) ? e : 1e30;
+        (rat ? r.grad_max_rat_name : r.grad_max_name) = s.name;
+      }
+    }
+  }
+  std::printf(
+      "    %s B=%d fp8, pass %d: loss rel %.2e logits %.2e features %.2e grads(all) %.2e grad max %.2e (%s) "
+      "rational max %.2e (%s)%s\n",
+      cfg.name.c_str(), B, passes, r.loss_rel, r.logits, r.features, r.grads_all, r.grad_max,
+      r.grad_max_name.c_str(), r.grad_max_rat, r.grad_max_rat_name.c_str(), r.finite ? "" : " NON-FINITE");
+  std::fflush(stdout);
+  return r;
+}
+
+void expect_fp8(const ModelCheck& r) {
+  EXPECT_TRUE(r.finite);
+  EXPECT_LE(r.logits, kFp8Out);
+  EXPECT_LE(r.features, kFp8Out);
+  EXPECT_LE(r.loss_rel, kFp8Out);
+  EXPECT_LE(r.grads_all, kFp8GradAll);
+  EXPECT_LE(r.grad_max, kFp8GradTensor);
+  EXPECT_LE(r.grad_max_rat, kFp8GradRational);
+}
+
+// Pass 1 (current scaling of x and dy, per tensor) and pass 3 (delayed, from the history of passes
+// 1-2, one batched scale update) of KAT and DeiT models, the micro ones and two blocks of kat_tiny
+// (the 224 shapes: rows = B x 197, odd, so the transposed codes are padded).
+TEST(ModelCuda, Fp8ForwardBackwardVsCpuEmulation) {
+  REQUIRE_FP8_GPU();
+  for (int passes : {1, 3}) {
+    expect_fp8(run_fp8_check(config("kat_micro_patch4_28", -1, 0.2), 4, passes));
+    expect_fp8(run_fp8_check(config("deit_micro_patch4_28", -1, 0.0), 4, passes));
+    expect_fp8(run_fp8_check(config("kat_tiny_patch16_224", 2, 0.1), 3, passes));
+  }
+}
+
+// The FP8 model really quantises (it differs from the bf16 model by more than the bf16 model's
+// own run-to-run bits: it is bitwise reproducible, so any difference is the FP8), its eval forward
+// matches between the training and the inference plan bitwise, and the errors are clear: FP8 on
+// the fp32 model, a history of the wrong size, a history download without FP8.
+TEST(ModelCuda, Fp8DiffersFromBf16AndInferencePlanMatches) {
+  REQUIRE_FP8_GPU();
+  kat::ModelConfig cfg = config("kat_micro_patch4_28");
+  const int B = 5;
+  kat::KatModel cpu(cfg);
+  randomize_params(cpu, 12);
+  kat::KatModelCuda bf(cfg, Prec::BF16), f8(cfg, Prec::BF16), f8i(cfg, Prec::BF16);
+  for (auto* m : {&bf, &f8, &f8i}) m->upload_params(cpu.params.data());
+  bf.plan(B);
+  f8.plan(B);  // planned before enable_fp8: re-planned with the FP8 buffers
+  f8.enable_fp8();
+  f8i.enable_fp8();  // enabled before the plan
+  f8i.plan(B, false);
+  EXPECT_TRUE(f8.fp8_enabled());
+  EXPECT_FALSE(bf.fp8_enabled());
+  std::mt19937_64 g(6);
+  const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  auto images = randn(img, g);
+  DevBuf img_(img * 4);
+  KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+  auto logits_of = [&](kat::KatModelCuda& m) {
+    m.poison_activations();
+    m.forward(img_.as<float>(), B, false);
+    std::vector<float> z(size_t(B) * cfg.num_classes);
+    m.download_logits(z.data());
+    return z;
+  };
+  const auto zb = logits_of(bf), z8 = logits_of(f8), z8i = logits_of(f8i), z8b = logits_of(f8);
+  ASSERT_TRUE(all_finite(z8));
+  const double d = rel_err(z8.data(), zb.data(), zb.size());
+  std::printf("    kat_micro eval: FP8 vs bf16 logits %.2e\n", d);
+  EXPECT_GT(d, 1e-3) << "the FP8 model equals the bf16 one (nothing quantised?)";
+  EXPECT_LT(d, kFp8Out);
+  EXPECT_EQ(std::memcmp(z8.data(), z8b.data(), z8.size() * 4), 0) << "FP8 eval forward not reproducible";
+  EXPECT_EQ(std::memcmp(z8.data(), z8i.data(), z8.size() * 4), 0) << "inference plan differs from training plan";
+  kat::KatModelCuda f32(cfg, Prec::F32);
+  EXPECT_THROW(f32.enable_fp8(), kat::Error);
+  EXPECT_THROW(f8.enable_fp8(), kat::Error);  // twice
+  std::vector<float> amax;
+  std::vector<int64_t> seen;
+  EXPECT_THROW(bf.download_fp8_history(amax, seen), kat::Error);
+  f8.download_fp8_history(amax, seen);
+  seen.pop_back();
+  EXPECT_THROW(f8.upload_fp8_history(amax, seen), kat::Error);
+}
+
+// After 3 training passes (with an eval forward between them, which records nothing) the device
+// history has exactly the CPU emulation's seen counts and its amaxes within the bf16 bound (an amax
+// is the largest |element| of a tensor that differs from the CPU's by the bf16 model's error, so
+// per slot |gpu - cpu| <= kBf16Out x cpu); it round-trips through upload/download, and a model
+// given the CPU's history continues with the same delayed scales (the next training pass's logits
+// equal those of a model that made the 3 passes itself, bitwise).
+TEST(ModelCuda, Fp8HistoryMatchesCpu) {
+  REQUIRE_FP8_GPU();
+  kat::ModelConfig cfg = config("kat_micro_patch4_28", -1, 0.1);
+  const int B = 4, passes = 3;
+  const float ls = 0.1f;
+  kat::KatModel cpu(cfg);
+  randomize_params(cpu, 21);
+  cpu.enable_fp8();
+  kat::KatModelCuda gpu(cfg, Prec::BF16);
+  gpu.enable_fp8();
+  gpu.upload_params(cpu.params.data());  // after enable_fp8: upload re-quantises the weights
+  cpu.plan(B);
+  gpu.plan(B);
+  std::mt19937_64 g(8);
+  const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  DevBuf img_(img * 4), tgt_(size_t(B) * cfg.num_classes * 4);
+  kat::Rng rc(3), rg(3);
+  std::vector<std::vector<float>> batches;
+  for (int p = 0; p < passes; ++p) {
+    auto images = randn(img, g);
+    auto targets = random_targets(B, cfg.num_classes, g);
+    const float* lc = cpu.forward(images.data(), B, true, &rc);
+    std::vector<float> dl(size_t(B) * cfg.num_classes);
+    kat::ops::softmax_xent<float>(B, cfg.num_classes, lc, targets.data(), ls, dl.data());
+    cpu.zero_grad();
+    cpu.backward(dl.data());
+    KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+    KAT_CUDA_CHECK(cudaMemcpy(tgt_.p, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice));
+    gpu.zero_grad();
+    gpu.forward(img_.as<float>(), B, true, &rg);
+    gpu.loss_forward_backward(tgt_.as<float>(), ls);
+    gpu.backward(gpu.dlogits());
+    gpu.forward(img_.as<float>(), B, false);  // eval: records nothing
+  }
+  std::vector<float> ac, ag;
+  std::vector<int64_t> sc, sg;
+  cpu.get_fp8_history(ac, sc);
+  gpu.download_fp8_history(ag, sg);
+  ASSERT_EQ(gpu.fp8_history_slots(), cpu.fp8_history_slots());
+  ASSERT_EQ(gpu.fp8_history_length(), cpu.fp8_history_length());
+  ASSERT_EQ(ag.size(), ac.size());
+  EXPECT_EQ(sg, sc);
+  for (int64_t s : sg) EXPECT_EQ(s, passes);
+  const int L = gpu.fp8_history_length();
+  double worst = 0;
+  for (int s = 0; s < gpu.fp8_history_slots(); ++s)
+    for (int p = 0; p < passes; ++p) {
+      const size_t i = size_t(s) * L + p;
+      const double rel = std::fabs(double(ag[i]) - ac[i]) / std::max(1e-30, double(std::fabs(ac[i])));
+      worst = std::max(worst, std::isfinite(rel) ? rel : 1e30);
+      EXPECT_GT(ag[i], 0.0f) << "slot " << s << " pass " << p;
+      EXPECT_LE(rel, kBf16Out) << "slot " << s << " pass " << p << ": gpu " << ag[i] << " cpu " << ac[i];
+    }
+  std::printf("    kat_micro: history after %d passes, seen equal, worst amax rel %.2e\n", passes, worst);
+  // Round trip, and the history carried to another model gives the same next pass.
+  kat::KatModelCuda other(cfg, Prec::BF16);
+  other.enable_fp8();
+  other.upload_params(cpu.params.data());
+  other.plan(B);
+  other.upload_fp8_history(ag, sg);
+  std::vector<float> a2;
+  std::vector<int64_t> s2;
+  other.download_fp8_history(a2, s2);
+  EXPECT_EQ(a2, ag);
+  EXPECT_EQ(s2, sg);
+  auto images = randn(img, g);
+  KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+  kat::Rng r1(9), r2(9);
+  std::vector<float> z1(size_t(B) * cfg.num_classes), z2(z1.size());
+  gpu.forward(img_.as<float>(), B, true, &r1);
+  gpu.download_logits(z1.data());
+  other.forward(img_.as<float>(), B, true, &r2);
+  other.download_logits(z2.data());
+  EXPECT_EQ(std::memcmp(z1.data(), z2.data(), z1.size() * 4), 0) << "a restored history scales differently";
+}
+
+// A few AdamW steps (the training layer's DeviceOptimizer, which re-quantises the weights after each
+// step) on one batch in FP8: the loss goes down, as the CPU emulation's Fp8Model.TrainingLossDecreases.
+TEST(ModelCuda, Fp8TrainingLossDecreases) {
+  REQUIRE_FP8_GPU();
+  kat::ModelConfig cfg = config("kat_micro_patch4_28");
+  const int B = 8, steps = 12;
+  kat::KatModel cpu(cfg);
+  cpu.init_params(5);
+  kat::KatModelCuda gpu(cfg, Prec::BF16);
+  gpu.upload_params(cpu.params.data());
+  gpu.enable_fp8();
+  gpu.plan(B);
+  kat::AdamWConfig oc;
+  kat::DeviceOptimizer dopt(gpu, oc);
+  std::mt19937_64 g(10);
+  const int64_t img = int64_t(B) * cfg.in_chans * cfg.img_size * cfg.img_size;
+  auto images = randn(img, g);
+  auto targets = random_targets(B, cfg.num_classes, g);
+  DevBuf img_(img * 4), tgt_(targets.size() * 4);
+  KAT_CUDA_CHECK(cudaMemcpy(img_.p, images.data(), img * 4, cudaMemcpyHostToDevice));
+  KAT_CUDA_CHECK(cudaMemcpy(tgt_.p, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice));
+  std::vector<double> losses;
+  kat::Rng rng(1);
+  for (int s = 0; s < steps; ++s) {
+    gpu.zero_grad();
+    gpu.forward(img_.as<float>(), B, true, &rng);
+    gpu.loss_forward_backward(tgt_.as<float>(), 0.0f);
+    gpu.backward(gpu.dlogits());
+    dopt.step(3e-3);
+    losses.push_back(gpu.loss_value());
+    ASSERT_TRUE(std::isfinite(losses.back())) << "step " << s;
+  }
+  std::printf("    kat_micro fp8: loss %.4f -> %.4f over %d steps\n", losses.front(), losses.back(), steps);
+  EXPECT_LT(losses.back(), 0.9 * losses.front());
+}
+
 }  // namespace kat_model_test

@@ -63,6 +63,38 @@ TEST(TrainCuda, StagedUploadsResumeBitwise) {
   fs::remove_all(b);
 }
 
+// The same with --precision fp8 (GpuGroup::enable_fp8): the amax history is saved in the checkpoint
+// (fp8.amax_history, fp8.amax_seen, the CPU emulation's layout) and restored on resume, so the
+// resumed run's delayed scales, losses and weights are bitwise the straight run's. FP8 GEMMs need
+// compute capability 8.9+: skipped elsewhere.
+TEST(TrainCuda, Fp8ResumeBitwise) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+  if (major * 10 + minor < 89) GTEST_SKIP() << "FP8 needs compute capability 8.9+";
+  if (!fs::exists(fmnist_dir() + "/train-images-idx3-ubyte.gz") &&
+      !fs::exists(fmnist_dir() + "/train-images-idx3-ubyte"))
+    GTEST_SKIP() << "Fashion-MNIST not found in " << fmnist_dir() << " (set KAT_TEST_FMNIST)";
+  const std::string a = kat::test::temp_path("kat_gpu_fp8_resume_a");
+  const std::string b = kat::test::temp_path("kat_gpu_fp8_resume_b");
+  fs::remove_all(a);
+  fs::remove_all(b);
+  TrainConfig c = tiny_gpu_run(a);
+  c.precision = "fp8";
+  const auto r = kat::test::check_resume_bitwise(c, a, b);
+  for (double l : r.full.step_losses) EXPECT_TRUE(std::isfinite(l));
+  // The checkpoint holds the history, with every slot recorded once per micro-batch.
+  const auto ck = io::SafetensorsFile::load(r.full.last_checkpoint);
+  ASSERT_TRUE(ck.has("fp8.amax_history") && ck.has("fp8.amax_seen"));
+  const std::vector<int64_t> seen = ck.to_i64("fp8.amax_seen");
+  ASSERT_FALSE(seen.empty());
+  for (int64_t s : seen) EXPECT_EQ(s, seen[0]);
+  EXPECT_GT(seen[0], 0);
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
 // The synchronous and the staged entry points agree bitwise on the same batches, and misuse is
 // an error that names the call.
 TEST(TrainCuda, GpuRunnerStagedEqualsSynchronous) {

@@ -32,6 +32,9 @@ class SafetensorsWriter;
 class KatModel {
  public:
   explicit KatModel(const ModelConfig& cfg);
+  ~KatModel();
+  KatModel(KatModel&&) noexcept;
+  KatModel& operator=(KatModel&&) noexcept;
 
   const ModelConfig& config() const { return cfg_; }
   const ParamTable& table() const { return layout_.table(); }
@@ -59,6 +62,26 @@ class KatModel {
   // or "" when every activation is finite. Also reports non-finite parameters.
   std::string first_nonfinite() const;
 
+  // FP8 emulation of the blocks' linear layers (--precision fp8 on the CPU; the recipe, which the
+  // GPU follows too: src/ops/fp8.h; the GPU's FP8 model: KatModelCuda::enable_fp8 in
+  // src/model/kat_model_cuda.h). Off by default: the fp32 path, untouched. On: qkv, proj, fc1
+  // and fc2 round x and W to their E4M3 values in the forward and dy to its E5M2 values in the
+  // backward (per-tensor power-of-two scales) and multiply in fp32. A training forward (train =
+  // true) and its backward scale x and dy from the amax history (delayed scaling) and advance it
+  // once; an eval forward scales x by its own amax (current scaling) and leaves the history alone;
+  // W is always current-scaled. enable_fp8() takes ops::Fp8Recipe's defaults (history 16 passes,
+  // margin 0); history 0: current scaling everywhere. Enabling (again) clears the history.
+  void enable_fp8();
+  void enable_fp8(int history, int margin);
+  bool fp8_enabled() const { return fp8_ != nullptr; }
+  // The amax history (training state: checkpoints hold it) in ops::Fp8AmaxHistory's layout: amax
+  // (slots, length), seen (slots) passes recorded per slot; slots = depth * 8 (ops::Fp8Slot order:
+  // per block x then dy of qkv, proj, fc1, fc2). set_fp8_history checks the sizes, naming them.
+  int fp8_history_slots() const;
+  int fp8_history_length() const;
+  void get_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) const;
+  void set_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen);
+
   // Checkpoint I/O with timm names. load_weights rejects missing, unexpected or mis-shaped tensors
   // with a message naming the tensor; prefix selects e.g. "ema." inside a training checkpoint.
   void load_weights(const io::SafetensorsFile& f, const std::string& prefix = "");
@@ -75,12 +98,24 @@ class KatModel {
   bool drop_path_active_ = false;
   std::vector<float> arena_;
   Activations<float*> acts_;  // carved from arena_ (SoftmaxSaved::Probabilities, host loss)
+
+  struct Fp8State;                 // src/model/kat_model_fp8.cpp
+  std::unique_ptr<Fp8State> fp8_;  // null: fp32
+  bool fp8_train_pass_ = false;    // the last forward trained: its backward's dy scales are delayed
+  // One block linear in FP8 (see enable_fp8). lin: 0 qkv, 1 proj, 2 fc1, 3 fc2. The forward
+  // replaces x (rows, in) by its E4M3 values in place (the backward's operand; no other op reads
+  // these activations) and writes W's into the model's copy; the backward rounds dy (rows, out) in
+  // place (no op reads it afterwards; db is taken from the fp32 dy first).
+  void fp8_linear_forward(int block, int lin, int64_t rows, int64_t in, int64_t out, float* x, int64_t w_off,
+                          int64_t b_off, float* y);
+  void fp8_linear_backward(int block, int lin, int64_t rows, int64_t in, int64_t out, const float* xq, float* dy,
+                           float* dx, int64_t w_off, int64_t b_off);
 };
 
 // Shape and parameter-name checks shared by `kat infer` and the loaders.
 void check_input_shape(const ModelConfig& cfg, const std::vector<int64_t>& shape, const std::string& what);
 
-// Weight files (timm names; training state such as ema.* / optim.* / state.* is not a weight).
+// Weight files (timm names; training state such as ema.* / optim.* / state.* / fp8.* is not a weight).
 // check_weight_names: every parameter of m present as prefix + name, and no other weight in the
 // file, else an error naming the tensors and the file. weight_dtype_problem: "" for F32/F16/BF16,
 // else the message naming the tensor's dtype.

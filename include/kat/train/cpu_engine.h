@@ -4,6 +4,8 @@
 // The engine computes on a KatModel it does not own: its params are the engine's weights (so
 // upload/download from/to model.params are no-ops and the caller's model is always current).
 // stage() copies the batch (the caller may reuse its buffers); compute_staged() runs at once.
+// FP8 (--precision fp8): the model's emulation (KatModel::enable_fp8, called before the engine
+// trains); its amax history is the model's.
 #pragma once
 #include <memory>
 #include <string>
@@ -41,6 +43,8 @@ class CpuEngine : public Engine {
   double staged_loss() override { return loss_; }
   void finish_step(double lr, double clip_max_norm) override;
   std::string first_nonfinite() override { return model_.first_nonfinite(); }
+  void download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) override;
+  void upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) override;
 
   const float* logits(const float* images, int B) override;
 

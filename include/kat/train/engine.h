@@ -22,6 +22,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kat/core/error.h"
 #include "kat/core/rng.h"
@@ -43,6 +44,19 @@ class Engine {
   virtual void upload_moments(const float* m, const float* v, int64_t steps) = 0;
   virtual void download_moments(float* m, float* v) = 0;
   virtual int64_t optimizer_steps() const = 0;
+
+  // FP8 training (TrainConfig::precision "fp8"): the amax history of the delayed-scaled tensors,
+  // host side, for checkpoints: amax (slots, length) and seen (slots) in the layout of the recipe's
+  // Fp8AmaxHistory (src/ops/fp8.h). An engine that does not train in FP8 has none: download gives
+  // empty vectors, and uploading a non-empty history is an error.
+  virtual void download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) {
+    amax.clear();
+    seen.clear();
+  }
+  virtual void upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
+    KAT_CHECK(amax.empty() && seen.empty(), device_name(),
+              ": this engine does not train in FP8 (--precision fp8), so it has no amax history to restore");
+  }
 
   // EMA of the weights, updated by every finish_step with `decay`.
   virtual void ema_init(const float* host, double decay) = 0;

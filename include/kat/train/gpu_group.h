@@ -70,6 +70,13 @@ class GpuGroup : public Engine {
   void download_params(float* host) override;
   void download_moments(float* m, float* v) override;
   int64_t optimizer_steps() const override { return replicas_[0]->optimizer_steps(); }
+  // --precision fp8 (GpuRunner::enable_fp8): one GPU in one process only for now. Replicas see
+  // different shards, so each would need its own amax history (or an all-reduce of the amaxes before
+  // every scale) and a checkpoint would have to hold them all; until that is decided, several GPUs
+  // or processes are refused with a kat::Error.
+  void enable_fp8();
+  void download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) override;
+  void upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) override;
   void download_ema(float* host) override;
   // Evaluation runs on replica 0.
   void use_ema_weights(bool on) override;

@@ -37,6 +37,17 @@ class GpuRunner : public Engine {
   void download_moments(float* m, float* v) override;
   void upload_moments(const float* m, const float* v, int64_t steps) override;
   int64_t optimizer_steps() const override;
+  // --precision fp8 (EXPERIMENTAL until run on a GPU): the blocks' linear layers in FP8
+  // (KatModelCuda::enable_fp8, the recipe of src/ops/fp8.h: history 16 passes, margin 0). Needs the
+  // bf16 runner and a GPU of compute capability >= 8.9 (kat::Error naming the device otherwise).
+  // Call once after construction (it re-plans the model with the FP8 buffers); the weights already
+  // uploaded are quantised at once.
+  void enable_fp8();
+  bool fp8_enabled() const;
+  // The amax history (Engine's layout, the CPU emulation's too: checkpoints are shared). Without
+  // FP8: Engine's (empty; a non-empty upload is an error).
+  void download_fp8_history(std::vector<float>& amax, std::vector<int64_t>& seen) override;
+  void upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) override;
   // One optimizer step = begin_step(), accumulate() once per micro-batch, finish_step().
   void begin_step() override;  // zero the gradients
   // Forward (train mode, drop-path from rng) + soft-target loss + backward of one micro-batch,

@@ -42,6 +42,16 @@ struct TrainConfig {
   double clip_grad = 0.0;      // max global grad norm (0 = off)
   double ema_decay = 0.0;      // 0 = no EMA
   double drop_path = -1.0;     // -1: model config's drop_path_rate
+  // Arithmetic of the training (checked by validate()):
+  //   "auto": the backend's own: fp32 on the CPU, bf16 compute (fp32 master weights) on a GPU
+  //   "fp32": the CPU's fp32 (a GPU does not train in fp32 yet)
+  //   "bf16": a GPU's bf16 compute (GPU only)
+  //   "fp8":  the linear layers of the blocks in FP8 (E4M3 activations and weights, E5M2 gradients,
+  //           per-tensor power-of-two scales, delayed scaling from an amax history: src/ops/fp8.h).
+  //           On the CPU an emulation (the exact FP8 values multiplied in fp32: slower than fp32,
+  //           for checking the recipe's numerics); not on the GPU yet.
+  // Saved with the run; checkpoints without it (older runs) read as "auto".
+  std::string precision = "auto";
   // regularisation / augmentation
   double label_smoothing = 0.1;
   double mixup = 0.0, cutmix = 0.0, mix_prob = 1.0, switch_prob = 0.5;
