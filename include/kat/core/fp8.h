@@ -12,7 +12,8 @@
 //
 // Encoding rounds to nearest, ties to even (of the 8-bit code), and SATURATES: a finite value or
 // infinity beyond the largest finite code becomes that code (with its sign), as __NV_SATFINITE
-// does; NaN stays NaN (0x7F with the input's sign for either format). Values too small for the
+// does; every NaN becomes 0x7F (either format, whatever its sign: CUDA's conversion canonicalises
+// NaNs, and a GPU's fp32 multiply by the scale returns the canonical NaN anyway). Values too small for the
 // smallest subnormal round to (signed) zero.
 // Plain C++ (no CUDA header): usable from .cpp and .cu host code alike.
 #pragma once
@@ -59,7 +60,7 @@ inline uint8_t float_to_fp8(float x, Fp8Format f) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
   const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80);
   const uint32_t abs_bits = bits & 0x7FFFFFFF;
-  if (abs_bits > 0x7F800000) return sign | 0x7F;  // NaN
+  if (abs_bits > 0x7F800000) return 0x7F;  // NaN, canonical (see above)
   const float a = std::bit_cast<float>(abs_bits);
   uint32_t code;
   if (a < std::ldexp(1.0f, 1 - t.bias)) {
