@@ -10,18 +10,11 @@
 #include <tuple>
 
 #include "kat/core/error.h"
+#include "ops/cuda/cublaslt_algo.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/gemm.h"  // add_bias: the fp32 bias when the epilogue's bf16 copy is not given
 #include "ops/cuda/gemm_fp8.h"
-
-#define KAT_CUBLAS_CHECK(expr)                                                                                 \
-  do {                                                                                                         \
-    const cublasStatus_t kat_st_ = (expr);                                                                     \
-    if (kat_st_ != CUBLAS_STATUS_SUCCESS)                                                                      \
-      throw std::runtime_error(std::string("cuBLASLt error at ") + __FILE__ + ":" + std::to_string(__LINE__) + \
-                               ": " + #expr + " -> status " + std::to_string(static_cast<int>(kat_st_)));      \
-  } while (0)
 
 namespace kat::cuda {
 
@@ -126,37 +119,7 @@ struct GemmFp8::Impl {
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.a, p.a_type, p.k, p.m, p.lda));
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.b, p.b_type, p.k, p.n, p.ldb));
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.d, p.d_type, p.m, p.n, p.ldd));
-    for (int attempt = 0; attempt < 2 && !pl.ok; ++attempt) {
-      cublasLtMatmulPreference_t pref;
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      const uint64_t wsb = ws_bytes;
-      KAT_CUBLAS_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                            &p.al_a, sizeof(uint32_t)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                            &p.al_b, sizeof(uint32_t)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                            &p.al_d, sizeof(uint32_t)));
-      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                            &p.al_d, sizeof(uint32_t)));
-      if (attempt == 0) {
-        // Deterministic reductions only: no in-place (atomic) split-K reduction.
-        const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
-                              CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
-        KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                              &mask, sizeof(mask)));
-      }
-      cublasLtMatmulHeuristicResult_t res{};
-      int returned = 0;
-      const cublasStatus_t st =
-          cublasLtMatmulAlgoGetHeuristic(handle, pl.desc, pl.a, pl.b, pl.d, pl.d, pref, 1, &res, &returned);
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (st == CUBLAS_STATUS_SUCCESS && returned > 0 && res.state == CUBLAS_STATUS_SUCCESS) {
-        pl.algo = res.algo;
-        pl.ok = true;
-      }
-    }
+    pl.ok = pick_cublaslt_algo(handle, pl.desc, pl.a, pl.b, pl.d, ws_bytes, p.al_a, p.al_b, p.al_d, &pl.algo);
     return plans.emplace(p.key(), pl).first->second;
   }
 
