@@ -22,27 +22,27 @@ namespace kat::cuda {
 // reductions only (no in-place, atomic split-K reduction), then without that restriction. false:
 // cuBLASLt offers none (callers fall back or report the shape).
 inline bool pick_cublaslt_algo(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
-                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, uint64_t ws_bytes, uint32_t al_a,
-                               uint32_t al_b, uint32_t al_d, cublasLtMatmulAlgo_t* algo) {
+                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, uint64_t ws_bytes,
+                               uint32_t al_a, uint32_t al_b, uint32_t al_d, cublasLtMatmulAlgo_t* algo) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     cublasLtMatmulPreference_t pref;
     KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                                          sizeof(ws_bytes)));
-    KAT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
-    KAT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
-    KAT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
-    KAT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
+    KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                          &ws_bytes, sizeof(ws_bytes)));
+    KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                                          sizeof(al_a)));
+    KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                                          sizeof(al_b)));
+    KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
+                                                          sizeof(al_d)));
+    KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
+                                                          sizeof(al_d)));
     if (attempt == 0) {
       // Deterministic reductions only: no in-place (atomic) split-K reduction.
       const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
                             CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
-      KAT_CUBLAS_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof(mask)));
+      KAT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                            &mask, sizeof(mask)));
     }
     cublasLtMatmulHeuristicResult_t res{};
     int returned = 0;
