@@ -10,7 +10,7 @@
 #include <tuple>
 
 #include "kat/core/error.h"
-#include "ops/cuda/cublaslt_algo.h"
+#include "ops/cuda/cublaslt_plan.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/gemm.h"
@@ -43,12 +43,7 @@ struct Problem {
   }
 };
 
-struct Plan {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  bool ok = false;  // an algorithm was found
-};
+using Plan = CublasLtPlan;
 
 // y[r, c] += b[c]: threads over column pairs, blocks strided over rows (no per-element division).
 template <typename T>
@@ -76,17 +71,7 @@ struct Gemm::Impl {
     auto it = plans.find(p.key());
     if (it != plans.end()) return it->second;
     Plan pl;
-    KAT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&pl.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = p.ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    if (p.bias_type >= 0) {
-      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-      KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-      const int32_t bt = p.bias_type;
-      KAT_CUBLAS_CHECK(
-          cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
-    }
+    pl.desc = create_matmul_desc(p.ta ? CUBLAS_OP_T : CUBLAS_OP_N, p.tb ? CUBLAS_OP_T : CUBLAS_OP_N, p.bias_type);
     // Stored shapes: A is (m x k) or, transposed, (k x m); B is (k x n) or (n x k).
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.a, p.ab_type, p.ta ? p.k : p.m, p.ta ? p.m : p.k, p.lda));
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.b, p.ab_type, p.tb ? p.n : p.k, p.tb ? p.k : p.n, p.ldb));
@@ -109,12 +94,7 @@ struct Gemm::Impl {
   }
 
   ~Impl() {
-    for (auto& [k, pl] : plans) {
-      if (pl.a) cublasLtMatrixLayoutDestroy(pl.a);
-      if (pl.b) cublasLtMatrixLayoutDestroy(pl.b);
-      if (pl.d) cublasLtMatrixLayoutDestroy(pl.d);
-      if (pl.desc) cublasLtMatmulDescDestroy(pl.desc);
-    }
+    for (auto& [k, pl] : plans) pl.destroy();
     if (handle) cublasLtDestroy(handle);
   }
 };

@@ -10,7 +10,7 @@
 #include <tuple>
 
 #include "kat/core/error.h"
-#include "ops/cuda/cublaslt_algo.h"
+#include "ops/cuda/cublaslt_plan.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
 #include "ops/cuda/gemm.h"  // add_bias: the fp32 bias when the epilogue's bf16 copy is not given
@@ -53,12 +53,7 @@ struct Problem {
   }
 };
 
-struct Plan {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  bool ok = false;  // an algorithm was found
-};
+using Plan = CublasLtPlan;
 
 }  // namespace
 
@@ -100,20 +95,10 @@ struct GemmFp8::Impl {
     auto it = plans.find(p.key());
     if (it != plans.end()) return it->second;
     Plan pl;
-    KAT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&pl.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    pl.desc = create_matmul_desc(CUBLAS_OP_T, CUBLAS_OP_N, p.bias_type);
     const int8_t fast = p.fast_accum ? 1 : 0;
     KAT_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
-    if (p.bias_type >= 0) {
-      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-      KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-      const int32_t bt = p.bias_type;
-      KAT_CUBLAS_CHECK(
-          cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
-    }
     set_pointers(pl, a_scale, b_scale, bias, p.bias_type >= 0);
     // Stored shapes: A (k x m) (op T), B (k x n) (op N), C = D (m x n).
     KAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.a, p.a_type, p.k, p.m, p.lda));
@@ -136,12 +121,7 @@ struct GemmFp8::Impl {
   }
 
   ~Impl() {
-    for (auto& [k, pl] : plans) {
-      if (pl.a) cublasLtMatrixLayoutDestroy(pl.a);
-      if (pl.b) cublasLtMatrixLayoutDestroy(pl.b);
-      if (pl.d) cublasLtMatrixLayoutDestroy(pl.d);
-      if (pl.desc) cublasLtMatmulDescDestroy(pl.desc);
-    }
+    for (auto& [k, pl] : plans) pl.destroy();
     if (handle) cublasLtDestroy(handle);
   }
 };

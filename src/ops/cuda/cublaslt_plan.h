@@ -1,5 +1,6 @@
 // What the two cuBLASLt GEMM classes share (ops/cuda/gemm.cu: bf16/fp32, ops/cuda/gemm_fp8.cu: FP8):
-// the status check, and the choice of one algorithm for a matmul plan.
+// the status check, a cached matmul plan (descriptor, layouts, algorithm), its descriptor with fp32
+// compute and the bias epilogue, and the choice of one algorithm for it.
 #pragma once
 #include <cublasLt.h>
 
@@ -16,6 +17,38 @@
   } while (0)
 
 namespace kat::cuda {
+
+// One cached matmul: descriptor, the layouts of A, B and D (= C), the algorithm. Owned by the GEMM
+// class's plan cache, which calls destroy() once when it goes.
+struct CublasLtPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;  // an algorithm was found
+
+  void destroy() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+// A matmul descriptor with fp32 accumulation and fp32 alpha/beta, operations ta on A and tb on B,
+// and, for bias_type >= 0 (a cudaDataType_t), the bias epilogue with a bias of that type.
+inline cublasLtMatmulDesc_t create_matmul_desc(cublasOperation_t ta, cublasOperation_t tb, int32_t bias_type) {
+  cublasLtMatmulDesc_t desc = nullptr;
+  KAT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  if (bias_type >= 0) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    KAT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    KAT_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+  }
+  return desc;
+}
 
 // The heuristic's first algorithm for desc with layouts a, b and d (= c), within ws_bytes of
 // workspace, for pointers aligned to al_a / al_b / al_d bytes. First asked for deterministic
