@@ -44,8 +44,8 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <random>
 
@@ -59,21 +59,11 @@ namespace kat_op_harness {
 
 using kat::Fp8Format;
 
-inline uint32_t f32_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float bits_f32(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 // The kernels' amax (as the CPU's ops::fp8_amax): the largest |x|, NaNs skipped, as fp32 bits.
 inline uint32_t host_amax_bits(const std::vector<float>& x) {
   uint32_t m = 0;
   for (float v : x)
-    if (!std::isnan(v)) m = std::max(m, f32_bits(v) & 0x7fffffffu);
+    if (!std::isnan(v)) m = std::max(m, std::bit_cast<uint32_t>(v) & 0x7fffffffu);
   return m;
 }
 inline void upload_bytes(void* d, const void* h, size_t n) {
@@ -121,9 +111,9 @@ inline void check_codes(const std::string& name, const std::vector<float>& got, 
     if (g == want[i]) continue;
     const int64_t s = src(i);
     const float x = s >= 0 ? input[size_t(s)] : 0.0f;
-    const std::string line = " [" + std::to_string(i) + "] x " + hex32(f32_bits(x)) + " (" + std::to_string(x) +
-                             ") x*s " + std::to_string(x * scale) + ": got " + hex8(g) + ", host " +
-                             hex8(want[i]) + ";";
+    const std::string line = " [" + std::to_string(i) + "] x " + hex32(std::bit_cast<uint32_t>(x)) + " (" +
+                             std::to_string(x) + ") x*s " + std::to_string(x * scale) + ": got " + hex8(g) +
+                             ", host " + hex8(want[i]) + ";";
     if (std::isnan(x) && (g & 0x7Fu) == 0x7Fu && (want[i] & 0x7Fu) == 0x7Fu) {
       if (++bad_nan_sign <= 2) first_nan += line;
     } else if (++bad <= 4) {
@@ -157,10 +147,10 @@ inline std::vector<float> fp8_edge_values(size_t n, Fp8Format f, int scale_exp, 
                                        -0.0f,
                                        INFINITY,
                                        -INFINITY,
-                                       bits_f32(0x7FC00000u),
-                                       bits_f32(0xFFC00000u),
-                                       bits_f32(0x7F800001u),
-                                       bits_f32(0xFFBFFFFFu),
+                                       std::bit_cast<float>(0x7FC00000u),
+                                       std::bit_cast<float>(0xFFC00000u),
+                                       std::bit_cast<float>(0x7F800001u),
+                                       std::bit_cast<float>(0xFFBFFFFFu),
                                        t.max_finite,
                                        -t.max_finite,
                                        (t.max_finite + max_next) / 2,
@@ -197,7 +187,7 @@ inline std::vector<float> fp8_edge_values(size_t n, Fp8Format f, int scale_exp, 
       case 6: s = sign * dec(c + (g.next() & 1)); break;
       case 7: s = std::nextafter(sign * (dec(c) + dec(c + 1)) / 2, (g.next() & 1) ? INFINITY : -INFINITY); break;
       case 8:
-        s = bits_f32(uint32_t(g.next()));
+        s = std::bit_cast<float>(uint32_t(g.next()));
         scaled = false;
         break;
       default: s = specials[g.next() % specials.size()]; break;
@@ -247,7 +237,7 @@ class Fp8CastCase : public OpInstance {
     // for finite values), the others rounded to the storage type (bf16 cases are finite).
     if (kind == CastInput::Exhaustive) {
       std::vector<uint16_t> b(n_);
-      for (size_t i = 0; i < n_; ++i) b[i] = uint16_t(f32_bits(x_host_[i]) >> 16);
+      for (size_t i = 0; i < n_; ++i) b[i] = uint16_t(std::bit_cast<uint32_t>(x_host_[i]) >> 16);
       upload_bytes(x_.p, b.data(), n_ * 2);
       upload_bytes(xm_.as<char>(2), b.data(), n_ * 2);
     } else {
@@ -450,7 +440,7 @@ class Fp8ScaleCase : public OpInstance {
     const auto hist = download_raw<uint32_t>(hist_.p, h_.amax.size());
     const auto seen = download_raw<int64_t>(seen_.p, h_.seen.size());
     size_t bad = 0;
-    for (size_t i = 0; i < hist.size(); ++i) bad += hist[i] != f32_bits(h_.amax[i]);
+    for (size_t i = 0; i < hist.size(); ++i) bad += hist[i] != std::bit_cast<uint32_t>(h_.amax[i]);
     std::printf("      history    entries equal to Fp8AmaxHistory::record: %zu / %zu, seen equal: %d\n",
                 hist.size() - bad, hist.size(), int(seen == h_.seen));
     r.check(bad == 0, "fp8_amax_record: " + std::to_string(bad) + " history entries differ from the host's");
@@ -476,7 +466,7 @@ struct HostQuant {
 inline HostQuant host_quantize(const std::vector<float>& x, int64_t rows, int64_t cols, Fp8Format f,
                                int64_t ld_t) {
   HostQuant h;
-  h.amax = bits_f32(host_amax_bits(x));
+  h.amax = std::bit_cast<float>(host_amax_bits(x));
   h.scale = kat::ops::fp8_scale_for_amax(h.amax, f, 0);
   h.q.resize(x.size());
   h.deq.resize(x.size());
