@@ -13,6 +13,7 @@
 #include "ops/cuda/cublaslt_plan.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_memory.h"
+#include "ops/cuda/fp8.h"   // fp8_padded_rows: the transposed codes' row length
 #include "ops/cuda/gemm.h"  // add_bias: the fp32 bias when the epilogue's bf16 copy is not given
 #include "ops/cuda/gemm_fp8.h"
 
@@ -204,7 +205,7 @@ void GemmFp8::backward_data(const GemmFp8BackwardDataArgs& a, cudaStream_t strea
 
 void GemmFp8::backward_weight(const GemmFp8BackwardWeightArgs& a, cudaStream_t stream) {
   gemm_fp8_check(a.M, a.K, a.N, "GemmFp8::backward_weight");
-  const int64_t ld_t = a.ld_t > 0 ? a.ld_t : (a.M + 15) / 16 * 16;
+  const int64_t ld_t = a.ld_t > 0 ? a.ld_t : fp8_padded_rows(a.M);
   KAT_CHECK(ld_t >= a.M && ld_t % 16 == 0, "GemmFp8::backward_weight: ld_t = ", ld_t,
             " must be a multiple of 16 and >= M = ", a.M);
   KAT_CHECK(a.dy_qT && a.x_qT && a.dy_scale_inv && a.x_scale_inv && a.dW,
