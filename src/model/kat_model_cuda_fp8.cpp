@@ -111,11 +111,7 @@ void KatModelCuda::download_fp8_history(std::vector<float>& amax, std::vector<in
 void KatModelCuda::upload_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
   KAT_CHECK(fp8_ != nullptr, "KatModelCuda::upload_fp8_history: FP8 is not enabled (enable_fp8)");
   Fp8& f = *fp8_;
-  const size_t S = size_t(f.slots), L = size_t(f.recipe.history);
-  KAT_CHECK(amax.size() == S * L && seen.size() == S, "FP8 amax history of ", amax.size(), " values and ",
-            seen.size(), " counts, but this model (depth ", cfg_.depth, ", history ", L, ") keeps ", S,
-            " slots x ", L, " values and ", S, " counts");
-  for (int64_t s : seen) KAT_CHECK(s >= 0, "FP8 amax history: a negative pass count (", s, ")");
+  ops::check_fp8_history(amax, seen, f.slots, f.recipe.history, cfg_.depth);
   if (!amax.empty())
     KAT_CUDA_CHECK(cudaMemcpyAsync(f.history.data(), amax.data(), amax.size() * sizeof(float),
                                    cudaMemcpyHostToDevice, stream_));

@@ -43,10 +43,7 @@ void KatModel::get_fp8_history(std::vector<float>& amax, std::vector<int64_t>& s
 void KatModel::set_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen) {
   KAT_CHECK(fp8_ != nullptr, "KatModel::set_fp8_history: FP8 is not enabled (enable_fp8)");
   ops::Fp8AmaxHistory& h = fp8_->history;
-  KAT_CHECK(amax.size() == h.amax.size() && seen.size() == h.seen.size(), "FP8 amax history of ", amax.size(),
-            " values and ", seen.size(), " counts, but this model (depth ", cfg_.depth, ", history ", h.length,
-            ") keeps ", h.slots, " slots x ", h.length, " values and ", h.slots, " counts");
-  for (int64_t s : seen) KAT_CHECK(s >= 0, "FP8 amax history: a negative pass count (", s, ")");
+  ops::check_fp8_history(amax, seen, h.slots, h.length, cfg_.depth);
   h.amax = amax;
   h.seen = seen;
 }

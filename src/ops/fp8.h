@@ -104,4 +104,15 @@ inline float fp8_delayed_scale(Fp8AmaxHistory& h, int slot, float amax, Fp8Forma
   return fp8_scale_for_amax(a, f, margin);
 }
 
+// Checks an amax history handed in for restoring (a checkpoint's fp8.amax_history / fp8.amax_seen)
+// against the table of a model of this depth keeping `slots` rings of `length`: sizes and
+// non-negative counts; the error names both shapes.
+inline void check_fp8_history(const std::vector<float>& amax, const std::vector<int64_t>& seen, int slots,
+                              int length, int depth) {
+  KAT_CHECK(amax.size() == std::size_t(slots) * std::size_t(length) && seen.size() == std::size_t(slots),
+            "FP8 amax history of ", amax.size(), " values and ", seen.size(), " counts, but this model (depth ",
+            depth, ", history ", length, ") keeps ", slots, " slots x ", length, " values and ", slots, " counts");
+  for (int64_t s : seen) KAT_CHECK(s >= 0, "FP8 amax history: a negative pass count (", s, ")");
+}
+
 }  // namespace kat::ops
