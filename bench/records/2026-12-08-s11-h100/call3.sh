@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Session 11, FP8 on the GPU (issue #13 item 3), <= 590 s, files in $OUT:
+#  1. the accuracy guard: the README's default run (kat_micro_patch4_28, Fashion-MNIST, 6 epochs)
+#     on the GPU in bf16 (auto) and fp8, seeds 0-4, interleaved      -> guard.csv, guard_logs.tgz
+#  2. bench/fp8_ab.sh without its tests (they ran in call 1): fp8_bench and the kat_tiny / small /
+#     base train and infer rows, bf16 vs fp8 interleaved               -> tests.log fp8_bench.log bench.csv table.md
+#   run(command="LIMIT=580 bash bench/records/2026-12-08-s11-h100/call3.sh", carry=[".carry/gpurun", ".carry/fm_full"])
+set -u
+source .carry/gpurun/run_env.sh
+T0=$(date +%s)
+G=/tmp/guard; mkdir -p $G
+echo "seed,precision,test_top1,test_loss,seconds,rc" > $OUT/guard.csv
+for s in 0 1 2 3 4; do
+  for p in auto fp8; do
+    t=$(date +%s)
+    timeout -k 5 60 kat train --device cuda --data fashion-mnist:.carry/fm_full --precision $p --seed $s \
+      --no-progress --out $G/$p-s$s > $G/$p-s$s.log 2>&1
+    rc=$?
+    last=$(grep test_top1 $G/$p-s$s/metrics.jsonl 2>/dev/null | tail -1)
+    acc=$(echo "$last" | python3 -c "import json,sys; d=json.loads(sys.stdin.read() or '{}'); print(d.get('test_top1','-'), d.get('test_loss','-'), sep=',')")
+    echo "$s,$p,$acc,$(( $(date +%s) - t )),$rc" | tee -a $OUT/guard.csv
+  done
+done
+(cd /tmp && tar czf $OUT/guard_logs.tgz guard)
+echo "guard done at $(( $(date +%s) - T0 )) s"
+left=$(( ${LIMIT:-580} - ($(date +%s) - T0) ))
+SKIP_TESTS=1 ROUNDS=2 BUDGET=$(( left - 150 )) timeout -k 5 $left bash bench/fp8_ab.sh
+echo "all done at $(( $(date +%s) - T0 )) s"
