@@ -13,6 +13,10 @@
 #   then:  run(command="source .carry/gpurun/run_env.sh && kat_gpu_tests && kat bench train ...
 #               --device cuda", carry=[".carry/gpurun"])
 # Build: build-cuda/ (CUDA on, PNG plots off: librsvg would add a dozen more libraries).
+# nvJPEG: a toolkit without it (the dev VM's) needs pip's wheel unpacked and NVJPEG_ROOT set, e.g.
+#   pip download --no-deps -d /tmp/nvjpegpkg nvidia-nvjpeg && python3 -m zipfile -e /tmp/nvjpegpkg/*.whl /tmp/nvjpeg_sdk
+#   NVJPEG_ROOT=/tmp/nvjpeg_sdk/nvidia/cu13 bench/stage_gpu_carry.sh ...
+# (without it `kat train --decode gpu` is refused and the GpuDataDir tests skip: said below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS=("$@")
@@ -62,6 +66,10 @@ for t in "${TARGETS[@]}"; do
   else
     echo "$t: no cuDNN (cmake/cudnn.cmake did not find it: set CUDNN_ROOT and CUDNN_FRONTEND_INCLUDE_DIR)"
   fi
+done
+for t in "${TARGETS[@]}"; do
+  ldd "build-cuda/$t" | grep -q libnvjpeg ||
+    echo "$t: no nvJPEG (cmake/nvjpeg.cmake did not find it: set NVJPEG_ROOT, see above): no GPU JPEG decoding"
 done
 du -sh "$D"
 ls "$D" "$D/lib"

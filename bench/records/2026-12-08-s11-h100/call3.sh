@@ -4,9 +4,9 @@
 #     on the GPU in bf16 (auto) and fp8, seeds 0-4, interleaved      -> guard.csv, guard_logs.tgz
 #  2. bench/fp8_ab.sh without its tests (they ran in call 1): fp8_bench and the kat_tiny / small /
 #     base train and infer rows, bf16 vs fp8 interleaved               -> tests.log fp8_bench.log bench.csv table.md
-#   run(command="LIMIT=580 bash bench/records/2026-12-08-s11-h100/call3.sh", carry=[".carry/gpurun", ".carry/fm_full"])
+#   run(command="LIMIT=580 bash bench/records/2026-12-08-s11-h100/call3.sh", carry=[".carry/gpurun_fp8", ".carry/fm_full"] with GPURUN=.carry/gpurun_fp8)
 set -u
-source .carry/gpurun/run_env.sh
+source ${GPURUN:-.carry/gpurun}/run_env.sh
 T0=$(date +%s)
 G=/tmp/guard; mkdir -p $G
 echo "seed,precision,test_top1,test_loss,seconds,rc" > $OUT/guard.csv
