@@ -159,6 +159,30 @@ TEST(Cli, InferWritesLogitsAndFeaturesAndRejectsBadInput) {
   m.plan(3);
   const float* z = m.forward(x.data(), 3);
   EXPECT_EQ(out.to_f32("logits"), std::vector<float>(z, z + 30));  // same engine, same numbers
+  EXPECT_EQ(out.metadata().at("precision"), "auto");
+  // --precision fp8 on the CPU: the FP8 emulation of the blocks' linears, current-scaled in
+  // inference: bitwise what the library's model gives with enable_fp8(), and not the fp32 logits.
+  res = run("infer --precision fp8 -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d +
+            "/in.safetensors -o " + d + "/out8.safetensors");
+  ASSERT_EQ(res.code, 0) << res.out;
+  const auto out8 = io::SafetensorsFile::load(d + "/out8.safetensors");
+  EXPECT_EQ(out8.metadata().at("precision"), "fp8");
+  KatModel m8(cfg);
+  m8.load_weights(io::SafetensorsFile::load(d + "/w.safetensors"));
+  m8.enable_fp8();
+  m8.plan(3);
+  const float* z8 = m8.forward(x.data(), 3);
+  EXPECT_EQ(out8.to_f32("logits"), std::vector<float>(z8, z8 + 30));
+  EXPECT_NE(out8.to_f32("logits"), out.to_f32("logits"));
+  // bf16 is GPU only; an unknown precision is a usage error naming the flag.
+  res = run("infer --precision bf16 -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i " + d +
+            "/in.safetensors -o " + d + "/o5.safetensors");
+  EXPECT_EQ(res.code, 1);
+  EXPECT_NE(res.out.find("--precision bf16 is GPU only"), std::string::npos) << res.out;
+  EXPECT_FALSE(fs::exists(d + "/o5.safetensors"));
+  res = run("infer --precision fp4 -m kat_micro_patch4_28 -w " + d + "/w.safetensors -i x -o y");
+  EXPECT_NE(res.code, 0);
+  EXPECT_NE(res.out.find("--precision"), std::string::npos) << res.out;
   // wrong shape
   io::SafetensorsWriter bad;
   bad.add_f32("input", {1, 3, 28, 28}, std::vector<float>(3 * 784, 0.5f).data());
@@ -209,6 +233,18 @@ TEST(Cli, TrainEvalPredictPlot) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("confusion matrix"), std::string::npos);
   EXPECT_NE(r.out.find("Ankle boot"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("precision auto"), std::string::npos) << r.out;
+  // The same checkpoint evaluated with FP8 linears (the CPU emulation) and predicted with them.
+  r = run("eval --no-progress --precision fp8 -w " + d + "/best.safetensors --json " + d + "/eval8.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("precision fp8"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("top-1"), std::string::npos) << r.out;
+  r = run("predict --precision fp8 -w " + d + "/best.safetensors " + std::string(KAT_TEST_DATA) +
+          "/data/fmnist_test0_label9.png");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("eval --no-progress --precision bf16 -w " + d + "/best.safetensors");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--precision bf16 is GPU only"), std::string::npos) << r.out;
   r = run("predict -w " + d + "/best.safetensors " + std::string(KAT_TEST_DATA) + "/data/fmnist_test0_label9.png");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("%"), std::string::npos);

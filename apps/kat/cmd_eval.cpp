@@ -17,7 +17,7 @@ namespace kat::cli {
 void register_eval(CLI::App& app) {
   auto* sub = app.add_subcommand("eval", "Evaluate a checkpoint on a dataset's test split");
   struct Opts {
-    std::string weights, model, data, json_out, device = "cpu", decode = "auto";
+    std::string weights, model, data, json_out, device = "cpu", decode = "auto", precision = "auto";
     std::vector<std::string> overrides;
     bool ema = false, train_split = false, no_progress = false, skip_bad = false, lazy = false;
     int batch = 256;
@@ -41,6 +41,7 @@ void register_eval(CLI::App& app) {
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
   sub->add_option("--device", o->device, device_help())->capture_default_str();
+  add_precision_option(sub, o->precision);
   sub->add_option("--decode", o->decode,
                   "folder: datasets: cpu (decode and fit on the CPU), gpu (nvJPEG and the eval fit on the GPU; "
                   "files read per batch, --device cuda, a build with nvJPEG), auto (gpu with --lazy-data on "
@@ -49,6 +50,7 @@ void register_eval(CLI::App& app) {
       ->capture_default_str();
   registry().push_back({sub,
                         [o] {
+    check_precision(o->precision, o->device);  // before any data is read
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     // The data path, decided as `kat train` decides it (TrainConfig::resolve_decode).
@@ -68,7 +70,7 @@ void register_eval(CLI::App& app) {
     std::tie(lc.aug.mean, lc.aug.std) = input_normalisation(lm.train, lm.model->config());
     lc.aug.out_size = lm.model->config().img_size;
     const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
-    const auto engine = inference_engine(o->device, *lm.model, o->batch);
+    const auto engine = inference_engine(o->device, *lm.model, o->batch, o->precision);
     int64_t skipped_gpu = 0;
     const EvalResult r = gpu ? evaluate_gpu_decode(*engine, ds, ec, where.devices.at(0), o->skip_bad, &skipped_gpu,
                                                    !o->no_progress, "eval")
@@ -76,9 +78,9 @@ void register_eval(CLI::App& app) {
     if (skipped + skipped_gpu > 0)
       std::printf("--skip-bad: skipped %lld corrupt images\n", (long long)(skipped + skipped_gpu));
     const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
-    std::printf("%s on %s (%s split, %lld images)%s [%s, decode %s]\n", o->weights.c_str(), spec.c_str(),
-                o->train_split ? "train" : "test", (long long)r.count, o->ema ? " [EMA]" : "", o->device.c_str(),
-                gpu ? "gpu" : "cpu");
+    std::printf("%s on %s (%s split, %lld images)%s [%s, precision %s, decode %s]\n", o->weights.c_str(),
+                spec.c_str(), o->train_split ? "train" : "test", (long long)r.count, o->ema ? " [EMA]" : "",
+                o->device.c_str(), o->precision.c_str(), gpu ? "gpu" : "cpu");
     std::printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n\nper-class accuracy:\n", r.top1, r.top5, r.loss);
     for (int c = 0; c < ds.num_classes; ++c)
       std::printf("  %2d %-16s %6.2f%%\n", c, c < int(names.size()) ? names[c].c_str() : "", r.class_accuracy(c));
@@ -92,9 +94,10 @@ void register_eval(CLI::App& app) {
       std::printf("\n");
     }
     if (!o->json_out.empty()) {
-      nlohmann::json j = {{"weights", o->weights},    {"data", spec},        {"count", r.count},
-                          {"top1", r.top1},           {"top5", r.top5},      {"loss", r.loss},
-                          {"confusion", r.confusion}, {"classes", r.classes}};
+      nlohmann::json j = {
+          {"weights", o->weights},     {"data", spec},        {"count", r.count}, {"device", o->device},
+          {"precision", o->precision}, {"top1", r.top1},      {"top5", r.top5},   {"loss", r.loss},
+          {"confusion", r.confusion},  {"classes", r.classes}};
       std::ofstream(o->json_out) << j.dump(2) << "\n";
     }
     return 0;

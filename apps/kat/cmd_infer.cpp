@@ -17,7 +17,7 @@ void register_infer(CLI::App& app) {
       "  --input holds 'input': float32 (N, C, H, W), already normalized.\n"
       "  --output gets 'logits' (N, classes) and 'features' (N, tokens, D) (after the final norm).");
   struct Opts {
-    std::string model = "kat_tiny_patch16_224", weights, input, output, device = "cpu";
+    std::string model = "kat_tiny_patch16_224", weights, input, output, device = "cpu", precision = "auto";
     std::vector<std::string> overrides;
     int batch = 64;
   };
@@ -30,8 +30,10 @@ void register_infer(CLI::App& app) {
   sub->add_option("--set", o->overrides, "Config override key=value (repeatable), e.g. --set num_classes=10");
   sub->add_option("--batch", o->batch, "Images per forward pass")->capture_default_str();
   sub->add_option("--device", o->device, device_help())->capture_default_str();
+  add_precision_option(sub, o->precision);
   registry().push_back({sub,
                         [o] {
+    check_precision(o->precision, o->device);
     ModelConfig cfg = ModelConfig::load(o->model);
     for (const auto& kv : o->overrides) cfg.apply_override(kv);
     KatModel model(cfg);
@@ -52,8 +54,11 @@ void register_infer(CLI::App& app) {
     const int64_t K = cfg.num_classes, T = cfg.tokens(), D = cfg.embed_dim;
     std::vector<float> logits(N * K), feats(N * T * D);
     const int max_batch = int(std::min<int64_t>(N, o->batch));
-    const auto gpu = inference_runner(o->device, model, max_batch);
-    if (!gpu) model.plan(max_batch);
+    const auto gpu = inference_runner(o->device, model, max_batch, o->precision);
+    if (!gpu) {
+      if (o->precision == "fp8") model.enable_fp8();  // the CPU emulation
+      model.plan(max_batch);
+    }
     for (int64_t b0 = 0; b0 < N; b0 += o->batch) {
       const int nb = int(std::min<int64_t>(o->batch, N - b0));
       if (gpu) {
@@ -69,6 +74,7 @@ void register_infer(CLI::App& app) {
     w.add_f32("features", {N, T, D}, feats.data());
     w.set_metadata("model", cfg.name);
     w.set_metadata("device", o->device);
+    w.set_metadata("precision", o->precision);
     w.write_atomic(o->output);
     std::printf("wrote %s: logits (%lld, %lld), features (%lld, %lld, %lld)\n", o->output.c_str(), (long long)N,
                 (long long)K, (long long)N, (long long)T, (long long)D);

@@ -17,7 +17,7 @@ namespace kat::cli {
 void register_predict(CLI::App& app) {
   auto* sub = app.add_subcommand("predict", "Classify image files (PNG/JPEG) and print the top-5 classes");
   struct Opts {
-    std::string weights, model, device = "cpu";
+    std::string weights, model, device = "cpu", precision = "auto";
     std::vector<std::string> overrides, images;
     bool ema = false;
     int top = 5;
@@ -30,6 +30,7 @@ void register_predict(CLI::App& app) {
   sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
   sub->add_option("--top", o->top, "How many classes to print")->capture_default_str();
   sub->add_option("--device", o->device, device_help())->capture_default_str();
+  add_precision_option(sub, o->precision);
   sub->add_option("--eval-crop-pct", o->crop_pct,
                   "timm's evaluation fit: bicubic resize of the shorter side to img_size / crop_pct, center crop "
                   "(default: the checkpoint's, 0.875 for plain weights); an image already at the model's size "
@@ -40,7 +41,7 @@ void register_predict(CLI::App& app) {
                         [o] {
     LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
     const ModelConfig& cfg = lm.model->config();
-    const auto engine = inference_engine(o->device, *lm.model, 1);
+    const auto engine = inference_engine(o->device, *lm.model, 1, o->precision);
     const double crop_pct = eval_crop_pct(o->crop_pct, lm.train);
     data::AugmentConfig aug;
     aug.train = false;

@@ -4,6 +4,8 @@
 #include <memory>
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 #include "device_flag.h"
 #include "kat/model/kat_model.h"
 #include "kat/train/engine.h"
@@ -12,14 +14,28 @@
 
 namespace kat::cli {
 
-// "cpu" -> null (use the CPU model). "cuda[:N]" -> a GpuRunner planned for inference only (bf16
-// compute) for batches up to max_batch, holding m's weights. Errors name the flag.
-std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch);
-// The Engine that evaluates m where --device says: the CPU (computing on m itself; m must outlive
-// the engine) or inference_runner's GPU.
-std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch);
+// --precision of the inference commands (eval, infer, predict), checked against --device:
+//   auto  the device's default: fp32 on the CPU, bf16 on a GPU
+//   fp32  fp32 everywhere (on a GPU: fp32 storage and math, for checks; slower)
+//   bf16  GPU only (the CPU computes in fp32: refused there)
+//   fp8   the blocks' linear layers in FP8 (src/ops/fp8.h, inference current-scaled: the weights'
+//         and the activations' scales from their own amax): FP8 tensor cores on a GPU of compute
+//         capability 8.9+ (H100, H200, L40), the exact emulation on the CPU (FP8 values, fp32 math)
+// A checkpoint trained with --precision fp8 holds fp32 master weights, so any precision reads it.
+void add_precision_option(CLI::App* sub, std::string& precision);
+void check_precision(const std::string& precision, const std::string& device);
 
-inline const char* device_help() { return "cpu, cuda or cuda:N (GPU: bf16 compute)"; }
+// "cpu" -> null (use the CPU model). "cuda[:N]" -> a GpuRunner planned for inference only (bf16
+// compute, fp32 or FP8 linears as `precision` says) for batches up to max_batch, holding m's
+// weights. Errors name the flag.
+std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch,
+                                            const std::string& precision = "auto");
+// The Engine that evaluates m where --device says: the CPU (computing on m itself, in FP8
+// emulation with precision fp8; m must outlive the engine) or inference_runner's GPU.
+std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch,
+                                         const std::string& precision = "auto");
+
+inline const char* device_help() { return "cpu, cuda or cuda:N (GPU: bf16 compute unless --precision says)"; }
 
 // --eval-crop-pct as given (CLI11 checks the range [0, 1] when parsing; 0 = not given), else the
 // checkpoint's training config (0.875 for plain weights). Errors name the flag.

@@ -21,6 +21,14 @@ for s in 0 1 2 3 4; do
     echo "$s,$p,$acc,$(( $(date +%s) - t )),$rc" | tee -a $OUT/guard.csv
   done
 done
+# kat eval --precision on the GPU (new): a bf16-trained and an fp8-trained checkpoint, each evaluated
+# in bf16 (auto), fp8 and fp32.
+for run in auto-s0 fp8-s0; do
+  for p in auto fp8 fp32; do
+    echo "eval $run --precision $p: $(timeout -k 5 60 kat eval --no-progress --device cuda --precision $p \
+      --data fashion-mnist:.carry/fm_full -w $G/$run/best.safetensors 2>&1 | grep -E 'top-1|rror' | head -2)" | tee -a $OUT/guard.csv
+  done
+done
 (cd /tmp && tar czf $OUT/guard_logs.tgz guard)
 echo "guard done at $(( $(date +%s) - T0 )) s"
 left=$(( ${LIMIT:-580} - ($(date +%s) - T0) ))
