@@ -2,6 +2,7 @@
 
 #include "kat/core/error.h"
 #include "kat/train/cpu_engine.h"
+#include "kat/train/inference.h"
 #include "kat/train/optim.h"
 
 namespace kat::cli {
@@ -16,22 +17,14 @@ void add_precision_option(CLI::App* sub, std::string& precision) {
 }
 
 void check_precision(const std::string& precision, const std::string& device) {
-  KAT_CHECK(precision == "auto" || precision == "fp32" || precision == "bf16" || precision == "fp8",
-            "--precision must be auto, fp32, bf16 or fp8, got '", precision, "'");
-  KAT_CHECK(precision != "bf16" || parse_device(device) >= 0,
-            "--precision bf16 is GPU only (--device cuda); the CPU computes in fp32 (--precision auto or fp32)");
+  check_inference_precision(precision, parse_device(device) >= 0);
 }
 
 std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch,
                                             const std::string& precision) {
   check_precision(precision, device);
   const int dev = parse_device(device);
-  if (dev < 0) return nullptr;
-  auto gpu = std::make_unique<GpuRunner>(m.config(), dev, precision == "fp32" ? DType::F32 : DType::BF16,
-                                         AdamWConfig{}, max_batch, /*training=*/false);
-  if (precision == "fp8") gpu->enable_fp8();  // before the upload: the FP8 buffers are planned first
-  gpu->upload_params(m.params.data());
-  return gpu;
+  return dev < 0 ? nullptr : make_inference_runner(m, dev, max_batch, precision);
 }
 
 std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch,

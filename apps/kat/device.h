@@ -14,14 +14,8 @@
 
 namespace kat::cli {
 
-// --precision of the inference commands (eval, infer, predict), checked against --device:
-//   auto  the device's default: fp32 on the CPU, bf16 on a GPU
-//   fp32  fp32 everywhere (on a GPU: fp32 storage and math, for checks; slower)
-//   bf16  GPU only (the CPU computes in fp32: refused there)
-//   fp8   the blocks' linear layers in FP8 (src/ops/fp8.h, inference current-scaled: the weights'
-//         and the activations' scales from their own amax): FP8 tensor cores on a GPU of compute
-//         capability 8.9+ (H100, H200, L40), the exact emulation on the CPU (FP8 values, fp32 math)
-// A checkpoint trained with --precision fp8 holds fp32 master weights, so any precision reads it.
+// --precision of the inference commands (eval, infer, predict): the option, and its check against
+// --device (kat::check_inference_precision says what each value does).
 void add_precision_option(CLI::App* sub, std::string& precision);
 void check_precision(const std::string& precision, const std::string& device);
 

@@ -17,7 +17,8 @@ def models() -> list:
 
 class Model:
     """A model loaded by kat.load. predict(x) runs the engine's forward on the CPU, or on the GPU
-    given to kat.load(device=...) (bf16 compute, as `kat infer --device cuda`)."""
+    given to kat.load(device=...) (bf16 compute, as `kat infer --device cuda`, unless
+    kat.load(precision=...) says otherwise)."""
 
     def __init__(self, impl):
         self._impl = impl
@@ -48,13 +49,16 @@ class Model:
 
 
 def load(weights: str, model: Optional[str] = None, *, overrides: Sequence[str] = (), ema: bool = False,
-         device: str = "cpu") -> Model:
+         device: str = "cpu", precision: str = "auto") -> Model:
     """Loads a training checkpoint (its config comes along) or a plain timm-named safetensors file;
     `model` (a built-in name or a config JSON path) for a plain file, else inferred from the tensor
     names and shapes (num_classes, in_chans, img_size, patch size from the tensors). `overrides`:
     "key=value" config overrides; `ema`: a checkpoint's EMA weights; `device`: "cpu", "cuda" or
-    "cuda:N" (a CUDA build of the engine) for predict."""
-    return Model(_engine.load(os.fspath(weights), model or "", list(overrides), bool(ema), str(device)))
+    "cuda:N" (a CUDA build of the engine) for predict; `precision`: as `kat eval --precision`:
+    "auto" (fp32 on the CPU, bf16 on a GPU), "fp32", "bf16" (GPU only) or "fp8" (the blocks'
+    linear layers in FP8: tensor cores of compute capability 8.9+, or the CPU's exact emulation)."""
+    return Model(_engine.load(os.fspath(weights), model or "", list(overrides), bool(ema), str(device),
+                              str(precision)))
 
 
 # `kat train` flags whose TrainConfig field has another name (the rest: flag with '-' -> '_').

@@ -4,10 +4,11 @@
 //   infer_model(weights) -> (name, overrides)   the built-in model whose parameter names and shapes
 //                                    a plain weights file matches (num_classes, in_chans, img_size
 //                                    and patch_size taken from the tensors)
-//   Model (load(weights, model, overrides, ema, device)): predict(x) -> (logits, features) on the
-//                                    CPU, or on a GPU (device "cuda[:N]", bf16 compute, as `kat
-//                                    infer --device`); model "" on a plain weights file: infer_model's
-//                                    answer
+//   Model (load(weights, model, overrides, ema, device, precision)): predict(x) -> (logits,
+//                                    features) on the CPU, or on a GPU (device "cuda[:N]", bf16
+//                                    compute, as `kat infer --device`); precision as `kat infer
+//                                    --precision` (kat::check_inference_precision); model "" on a
+//                                    plain weights file: infer_model's answer
 //   train(config_json, resume) -> dict   kat::train with a TrainConfig from JSON (its field names)
 // Arrays cross as nanobind ndarrays (DLPack / buffer protocol): float32 (N, C, H, W) C-contiguous
 // host memory is read in place; the outputs are new numpy arrays. Errors: kat::Error -> ValueError.
@@ -47,7 +48,11 @@ F32Array owned_array(std::vector<float>&& v, std::vector<size_t> shape) {
 // larger batch comes.
 class Model {
  public:
-  Model(LoadedModel&& m, const std::string& device) : m_(std::move(m)), device_(cli::parse_device(device)) {}
+  Model(LoadedModel&& m, const std::string& device, const std::string& precision)
+      : m_(std::move(m)), device_(cli::parse_device(device)), precision_(precision) {
+    check_inference_precision(precision_, device_ >= 0);
+    if (device_ < 0 && precision_ == "fp8") m_.model->enable_fp8();  // the CPU emulation
+  }
 
   const ModelConfig& config() const { return m_.model->config(); }
 
@@ -67,8 +72,7 @@ class Model {
       const int max_batch = int(std::min<int64_t>(std::max<int64_t>(N, 1), batch));
       if (device_ >= 0 && gpu_batch_ < max_batch) {
         gpu_.reset();
-        gpu_ = std::make_unique<GpuRunner>(c, device_, DType::BF16, AdamWConfig{}, max_batch, /*training=*/false);
-        gpu_->upload_params(model.params.data());
+        gpu_ = make_inference_runner(model, device_, max_batch, precision_);
         gpu_batch_ = max_batch;
       }
       if (device_ < 0 && model.planned_batch() < max_batch) model.plan(max_batch);
@@ -93,6 +97,7 @@ class Model {
  private:
   LoadedModel m_;
   int device_ = -1;  // -1: the CPU
+  std::string precision_;  // check_inference_precision's values
   std::unique_ptr<GpuRunner> gpu_;
   int gpu_batch_ = 0;
 };
@@ -131,7 +136,7 @@ std::pair<std::string, std::vector<std::string>> infer_model(const std::string& 
 
 // model "" on a plain weights file (no config in its metadata): the config from the tensor shapes.
 Model load(const std::string& weights, const std::string& model, const std::vector<std::string>& overrides,
-           bool ema, const std::string& device) {
+           bool ema, const std::string& device, const std::string& precision) {
   std::string name = model;
   std::vector<std::string> ov = overrides;
   if (name.empty() && !io::SafetensorsFile::load(weights).metadata().count("model_config")) {
@@ -139,7 +144,7 @@ Model load(const std::string& weights, const std::string& model, const std::vect
     name = inferred;
     ov.insert(ov.begin(), inferred_ov.begin(), inferred_ov.end());
   }
-  return Model(load_model_for_inference(weights, name, ov, ema), device);
+  return Model(load_model_for_inference(weights, name, ov, ema), device, precision);
 }
 
 nb::dict train_run(const std::string& config_json, const std::string& resume) {
@@ -186,6 +191,6 @@ NB_MODULE(_engine, m) {
       .def_prop_ro("class_names", &Model::class_names)
       .def_prop_ro("from_checkpoint", &Model::from_checkpoint);
   m.def("load", &load, nb::arg("weights"), nb::arg("model"), nb::arg("overrides"), nb::arg("ema"),
-        nb::arg("device") = "cpu");
+        nb::arg("device") = "cpu", nb::arg("precision") = "auto");
   m.def("train", &train_run, nb::arg("config_json"), nb::arg("resume") = "");
 }

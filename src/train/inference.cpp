@@ -40,4 +40,21 @@ LoadedModel load_model_for_inference(const std::string& weights, const std::stri
   return r;
 }
 
+void check_inference_precision(const std::string& precision, bool on_gpu) {
+  KAT_CHECK(precision == "auto" || precision == "fp32" || precision == "bf16" || precision == "fp8",
+            "--precision must be auto, fp32, bf16 or fp8, got '", precision, "'");
+  KAT_CHECK(precision != "bf16" || on_gpu,
+            "--precision bf16 is GPU only (--device cuda); the CPU computes in fp32 (--precision auto or fp32)");
+}
+
+std::unique_ptr<GpuRunner> make_inference_runner(const KatModel& m, int device, int max_batch,
+                                                 const std::string& precision) {
+  check_inference_precision(precision, true);
+  auto gpu = std::make_unique<GpuRunner>(m.config(), device, precision == "fp32" ? DType::F32 : DType::BF16,
+                                         AdamWConfig{}, max_batch, /*training=*/false);
+  if (precision == "fp8") gpu->enable_fp8();  // before the upload: the FP8 buffers are planned first
+  gpu->upload_params(m.params.data());
+  return gpu;
+}
+
 }  // namespace kat
