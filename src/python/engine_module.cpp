@@ -96,7 +96,7 @@ class Model {
 
  private:
   LoadedModel m_;
-  int device_ = -1;  // -1: the CPU
+  int device_ = -1;        // -1: the CPU
   std::string precision_;  // check_inference_precision's values
   std::unique_ptr<GpuRunner> gpu_;
   int gpu_batch_ = 0;
