@@ -2,9 +2,9 @@
 # Session 11's one-call fallback (<= 420 s, <= 8 files in $OUT) when little device time is left:
 # the FP8 GPU tests, the FP8 accuracy guard (3 seeds), kat_tiny bf16 vs fp8 rows, and #11's A/B
 # in three variants (default, yuv, cpu_share_0.25).
-#   run(command="bash bench/records/2026-12-08-s11-h100/call_min.sh", carry=[".carry/gpurun", ".carry/fm_full"])
+#   run(command="bash bench/records/2026-12-08-s11-h100/call_min.sh", carry=[".carry/gpurun_min", ".carry/fm_full"]) with GPURUN=.carry/gpurun_min
 set -u
-source .carry/gpurun/run_env.sh
+source ${GPURUN:-.carry/gpurun}/run_env.sh
 export KAT_TEST_FMNIST=$PWD/.carry/fm_full
 T0=$(date +%s)
 st() { echo "$1 at $(( $(date +%s) - T0 ))s" | tee -a $OUT/steps.txt; }
