@@ -13,10 +13,9 @@
 #   then:  run(command="source .carry/gpurun/run_env.sh && kat_gpu_tests && kat bench train ...
 #               --device cuda", carry=[".carry/gpurun"])
 # Build: build-cuda/ (CUDA on, PNG plots off: librsvg would add a dozen more libraries).
-# nvJPEG: a toolkit without it (the dev VM's) needs pip's wheel unpacked and NVJPEG_ROOT set, e.g.
-#   pip download --no-deps -d /tmp/nvjpegpkg nvidia-nvjpeg && python3 -m zipfile -e /tmp/nvjpegpkg/*.whl /tmp/nvjpeg_sdk
-#   NVJPEG_ROOT=/tmp/nvjpeg_sdk/nvidia/cu13 bench/stage_gpu_carry.sh ...
-# (without it `kat train --decode gpu` is refused and the GpuDataDir tests skip: said below).
+# nvJPEG and cuDNN: a toolkit without them (the dev VM's) takes pip's wheels:
+#   eval "$(bench/fetch_gpu_sdks.sh)" && bench/stage_gpu_carry.sh ...
+# (without nvJPEG `kat train --decode gpu` is refused and the GpuDataDir tests skip: said below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS=("$@")
