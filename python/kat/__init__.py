@@ -16,6 +16,13 @@ def has_cuda() -> bool:
     return _ops.has_cuda()
 
 
+def cpu_kernels() -> str:
+    """The instruction set of the GR-KAN CPU kernels: "x86-64-v3" (AVX2 + FMA: a wheel built for the
+    portable x86-64 target carries a second compilation of them, chosen when the CPU has it;
+    KAT_CPU_DISPATCH=default in the environment before import forces the first) or "default"."""
+    return _ops.cpu_kernels()
+
+
 if importlib.util.find_spec(__name__ + "._engine") is not None:
     from ._engine_api import load, models, train  # noqa: F401
 else:  # a KAT_PY_MINIMAL build: the op only

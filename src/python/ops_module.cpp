@@ -279,6 +279,9 @@ NB_MODULE(_ops, m) {
 #endif
   m.def(
       "has_cuda", [] { return kHasCuda; }, "Whether this build has the CUDA kernels.");
+  m.def(
+      "cpu_kernels", [] { return std::string(kat::ops::grkan_cpu_uses_v3() ? "x86-64-v3" : "default"); },
+      "The instruction set the CPU kernels run: x86-64-v3 (AVX2, FMA) or the build's default target.");
   m.def("forward", &forward, nb::arg("device"), nb::arg("dtype"), nb::arg("x"), nb::arg("a"), nb::arg("b"),
         nb::arg("y"), nb::arg("rows"), nb::arg("dim"), nb::arg("groups"), nb::arg("num_rows"), nb::arg("m"),
         nb::arg("n"), nb::arg("stream") = 0, "y = F(x)");

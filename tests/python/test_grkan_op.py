@@ -128,6 +128,61 @@ def test_against_reference(device, dtype, shape, groups, shared, deg):
     assert rel(bk.grad, ref.weight_denominator.grad) < 1e-4
 
 
+# The CPU kernels of a wheel built for the portable x86-64 target exist twice, for that target and
+# for x86-64-v3 (AVX2, FMA), picked at run time (src/ops/cpu/grkan.cpp). Each run of both in a child
+# process (the choice is made once per process; KAT_CPU_DISPATCH=default forces the first), against
+# the float64 reference with test_against_reference's tolerances: the two compilations round
+# differently (FMA contraction), so each is held to the reference, not to the other bitwise.
+CPU_KERNELS_CHILD = """
+import sys, torch, kat
+from kat.torch import grkan
+x, w, a, b, groups = torch.load(sys.argv[1])
+out = {}
+for dt in (torch.float32, torch.bfloat16, torch.float16):
+    xk = x.to(dt).clone().requires_grad_()  # a leaf of its own (x.to(float32) is x itself)
+    ak, bk = a.clone().requires_grad_(), b.clone().requires_grad_()
+    y = grkan(xk, ak, bk, groups)
+    y.backward(w.to(dt))
+    out[str(dt)] = (y.detach(), xk.grad, ak.grad, bk.grad)
+torch.save(out, sys.argv[2])
+print(kat.cpu_kernels())
+"""
+
+
+def test_cpu_kernels_of_both_instruction_sets(tmp_path):
+    import subprocess
+    import sys
+
+    groups = 8
+    a, b = make_params(groups, True, (5, 4), torch.float32)
+    gen = torch.Generator().manual_seed(7)
+    x = 1.5 * torch.randn(4, 197, 192, generator=gen)
+    w = torch.randn(4, 197, 192, generator=gen)
+    torch.save((x, w, a, b, groups), tmp_path / "in.pt")
+    seen = {}
+    for mode in ("auto", "default"):
+        env = {k: v for k, v in os.environ.items() if k != "KAT_CPU_DISPATCH"}
+        if mode == "default":
+            env["KAT_CPU_DISPATCH"] = "default"
+        r = subprocess.run([sys.executable, "-c", CPU_KERNELS_CHILD, str(tmp_path / "in.pt"),
+                            str(tmp_path / f"{mode}.pt")], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"child ({mode}) exited with {r.returncode}\n{r.stderr[-3000:]}"
+        seen[mode] = r.stdout.strip()
+        out = torch.load(tmp_path / f"{mode}.pt")
+        for dt in (torch.float32, torch.bfloat16, torch.float16):
+            xq = x.to(dt)
+            y_ref, xd, ref = reference(xq, a, b, groups)
+            (y_ref * w.to(dt).double()).sum().backward()
+            y, dx, da, db = out[str(dt)]
+            assert_close_elementwise(y, y_ref, TOL[dt], f"y {dt} ({mode}: {seen[mode]})")
+            assert_close_elementwise(dx, xd.grad, TOL[dt], f"dx {dt} ({mode}: {seen[mode]})")
+            assert rel(da, ref.weight_numerator.grad) < 1e-4
+            assert rel(db, ref.weight_denominator.grad) < 1e-4
+    assert seen["default"] in ("default", "x86-64-v3")  # x86-64-v3 when that is the build's own target
+    assert seen["auto"] in ("default", "x86-64-v3")
+    assert seen["auto"] == kat.cpu_kernels()
+
+
 @pytest.mark.parametrize("device", devices())
 def test_any_shape_and_layout(device):
     a, b = make_params(4, True, (5, 4), torch.float32)

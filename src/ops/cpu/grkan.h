@@ -24,4 +24,9 @@ void grkan_forward(const GrkanShape& s, DType st, const void* x, const float* a,
 void grkan_backward(const GrkanShape& s, DType st, const void* x, const void* dy, const float* a, const float* b,
                     void* dx, float* da, float* db);
 
+// Whether the kernels above run x86-64-v3 code (AVX2, FMA): the build's own target, or in a build
+// for an older target (the portable wheel) the second compilation chosen at run time when the CPU
+// has it (KAT_CPU_DISPATCH=default in the environment forces the build's target).
+bool grkan_cpu_uses_v3();
+
 }  // namespace kat::ops
