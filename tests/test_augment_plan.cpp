@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "data/augment_math.h"
 #include "data/augment_plan.h"
 #include "kat/core/rng.h"
 #include "kat/data/data.h"
@@ -334,4 +337,38 @@ TEST(AugmentPlan, PlanSampleFitAndErrors) {
     differ += a.box_x != c.box_x || a.box_y != c.box_y || a.box_h != c.box_h || a.noise_seed != c.noise_seed;
   }
   EXPECT_EQ(differ, 10);
+}
+
+// augmath::clip_u8 (the rounding of every blended / interpolated pixel, CPU and GPU) is written as
+// selects so the CPU loops vectorize; it must stay clamp(lround(v), 0, 255) with NaN -> 0. The
+// definition, on a strided sweep of all 2^32 bit patterns, every float within 64 ulps of each
+// rounding boundary k/2 in [0, 256], and the special values.
+TEST(AugmentMath, ClipU8IsClampedLroundOnEveryFloat) {
+  auto want = [](float v) -> int {
+    if (!(v > 0.f)) return 0;  // NaN, -0, negative
+    if (v >= 255.f) return 255;
+    return int(std::lround(v));  // v >= 0: half away from zero = half up
+  };
+  int64_t bad = 0, checked = 0;
+  auto check = [&](float v) {
+    ++checked;
+    if (int(data::augmath::clip_u8(v)) != want(v) && ++bad <= 5)
+      ADD_FAILURE() << "clip_u8(" << v << ") = " << int(data::augmath::clip_u8(v)) << ", want " << want(v);
+  };
+  for (uint64_t u = 0; u < (uint64_t(1) << 32); u += 4099) {
+    float v;
+    const uint32_t b = uint32_t(u);
+    std::memcpy(&v, &b, 4);
+    check(v);
+  }
+  for (int k = 0; k <= 512; ++k) {
+    float v = 0.5f * float(k);
+    for (int i = 0; i < 64; ++i) v = std::nextafter(v, -1.f);
+    for (int i = 0; i < 129; ++i, v = std::nextafter(v, 1000.f)) check(v);
+  }
+  for (float v : {0.f, -0.f, 0.49999997f, 0.5f, 254.5f, 254.49998f, 255.f, 1e30f, -1e30f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()})
+    check(v);
+  EXPECT_EQ(bad, 0) << "of " << checked;
 }

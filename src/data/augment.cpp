@@ -394,14 +394,22 @@ void apply_randaug(const RandAugParams& prm, uint8_t* img, int h, int w, int c, 
       apply_lut(img, np, c, luts);
       return;
     }
-    case O::Solarize:
-      for (size_t i = 0; i < count; ++i)
-        if (img[i] >= prm.thresh) img[i] = static_cast<uint8_t>(255 - img[i]);
+    case O::Solarize: {  // (stores every byte, a select: the loop vectorizes)
+      const int thresh = prm.thresh;
+      for (size_t i = 0; i < count; ++i) {
+        const int v = img[i];
+        img[i] = static_cast<uint8_t>(v >= thresh ? 255 - v : v);
+      }
       return;
-    case O::SolarizeAdd:
-      for (size_t i = 0; i < count; ++i)
-        if (img[i] < 128) img[i] = static_cast<uint8_t>(std::min(255, img[i] + prm.add));
+    }
+    case O::SolarizeAdd: {
+      const int add = prm.add;
+      for (size_t i = 0; i < count; ++i) {
+        const int v = img[i];
+        img[i] = static_cast<uint8_t>(v < 128 ? std::min(255, v + add) : v);
+      }
       return;
+    }
     case O::Posterize:
       for (size_t i = 0; i < count; ++i) img[i] &= prm.mask;
       return;
