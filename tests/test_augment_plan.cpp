@@ -6,8 +6,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
