@@ -200,7 +200,8 @@ void KatModelCuda::plan(int max_batch, bool training) {
   arena_.release();
   ws_.release();
   dp_host_.release();
-  max_batch_ = 0;  // not planned until every buffer below is taken: a later plan() starts over
+  fp8_release_activations();  // the old plan's FP8 codes are not counted as taken below
+  max_batch_ = 0;             // not planned until every buffer below is taken: a later plan() starts over
   const int64_t B = max_batch, N = cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
   const int64_t NH = cfg_.num_heads, P = cfg_.num_patches(), Kc = cfg_.num_classes;
   const int64_t BN = B * N;
@@ -225,14 +226,16 @@ void KatModelCuda::plan(int max_batch, bool training) {
       // "out of memory" from the allocator.
       size_t free_b = 0, total_b = 0;
       KAT_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-      if (size_t(cursor) > free_b) {
+      const size_t fp8_b = size_t(fp8_plan_bytes(B, training));  // allocated by fp8_plan below
+      if (size_t(cursor) + fp8_b > free_b) {
         int dev = 0;
         KAT_CUDA_CHECK(cudaGetDevice(&dev));
-        throw Error(
-            detail::concat(cfg_.name, " at batch ", B, ": the ", training ? "training" : "inference",
-                           " plan needs ", size_t(cursor) >> 20, " MiB of activations on cuda:", dev,
-                           ", which has ", free_b >> 20, " MiB free of ", total_b >> 20, " MiB; lower --batch",
-                           training ? " (and raise --accum to keep the batch per step)" : "", " or free the GPU"));
+        throw Error(detail::concat(
+            cfg_.name, " at batch ", B, ": the ", training ? "training" : "inference", " plan needs ",
+            (size_t(cursor) + fp8_b) >> 20, " MiB of activations",
+            fp8_b > 0 ? detail::concat(" (", fp8_b >> 20, " MiB of them FP8 codes)") : std::string(),
+            " on cuda:", dev, ", which has ", free_b >> 20, " MiB free of ", total_b >> 20, " MiB; lower --batch",
+            training ? " (and raise --accum to keep the batch per step)" : "", " or free the GPU"));
       }
       arena_.allocate(size_t(cursor));
       base = arena_.data();

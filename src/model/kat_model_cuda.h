@@ -184,11 +184,13 @@ class KatModelCuda {
   void attention_forward(const cuda::AttentionForwardArgs& a);
   void attention_backward(const cuda::AttentionBackwardArgs& a);
   // FP8 (kat_model_cuda_fp8.cpp). lin: 0 qkv, 1 proj, 2 fc1, 3 fc2 (ops::Fp8Slot's order).
-  void fp8_plan(int64_t max_batch, bool training);  // the activation codes of plan()
-  void fp8_begin_forward(bool train);               // delayed x scales from the history
-  void fp8_end_forward();                           // a training pass records its x amaxes
-  void fp8_begin_backward();                        // delayed dy scales from the history
-  void fp8_end_backward();                          // a training pass records its dy amaxes
+  void fp8_plan(int64_t max_batch, bool training);                 // the activation codes of plan()
+  void fp8_release_activations();                                  // (plan() frees them before its memory check)
+  int64_t fp8_plan_bytes(int64_t max_batch, bool training) const;  // 0 without FP8
+  void fp8_begin_forward(bool train);                              // delayed x scales from the history
+  void fp8_end_forward();                                          // a training pass records its x amaxes
+  void fp8_begin_backward();                                       // delayed dy scales from the history
+  void fp8_end_backward();                                         // a training pass records its dy amaxes
   // y (rows, out) bf16 = x (rows, in) bf16 through E4M3 codes, + b (the bias at b_off).
   void fp8_linear_forward(int block, int lin, int64_t rows, int64_t in, int64_t out, const void* x, int64_t b_off,
                           void* y);

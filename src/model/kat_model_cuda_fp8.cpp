@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 
 #include "kat/core/error.h"
@@ -160,23 +161,44 @@ void KatModelCuda::refresh_fp8_weights() {
     }
 }
 
+Fp8ActivationSizes fp8_activation_sizes(const ModelConfig& cfg, int64_t max_batch, bool training) {
+  Fp8ActivationSizes z;
+  const int64_t rows = max_batch * cfg.tokens(), D = cfg.embed_dim, Hd = cfg.mlp_hidden;
+  int64_t in[4], out[4];
+  linear_shapes(cfg, in, out);
+  z.ld = cuda::fp8_padded_rows(rows);
+  z.x_q = rows * std::max(D, Hd);
+  if (!training) return z;  // an inference plan keeps no codes for a backward
+  for (int l = 0; l < 4; ++l) z.xT_off[l] = z.xT_block, z.xT_block += in[l] * z.ld;
+  z.x_qT = z.xT_block * cfg.depth;
+  z.dy_q = rows * std::max(3 * D, Hd);
+  z.dy_qT = std::max(3 * D, Hd) * z.ld;
+  return z;
+}
+
+int64_t KatModelCuda::fp8_plan_bytes(int64_t max_batch, bool training) const {
+  return fp8_ ? fp8_activation_sizes(cfg_, max_batch, training).total() : 0;
+}
+
+void KatModelCuda::fp8_release_activations() {
+  if (!fp8_) return;
+  fp8_->x_qT.release();
+  fp8_->x_q.release();
+  fp8_->dy_q.release();
+  fp8_->dy_qT.release();
+}
+
 void KatModelCuda::fp8_plan(int64_t max_batch, bool training) {
   Fp8& f = *fp8_;
-  f.x_qT.release();
-  f.x_q.release();
-  f.dy_q.release();
-  f.dy_qT.release();
-  const int64_t rows = max_batch * cfg_.tokens(), D = cfg_.embed_dim, Hd = cfg_.mlp_hidden;
-  int64_t in[4], out[4];
-  linear_shapes(cfg_, in, out);
-  f.ld = cuda::fp8_padded_rows(rows);
-  f.x_q.allocate(size_t(rows * std::max(D, Hd)));
-  if (!training) return;
-  f.xT_block = 0;
-  for (int l = 0; l < 4; ++l) f.xT_off[l] = f.xT_block, f.xT_block += in[l] * f.ld;
-  f.x_qT.allocate(size_t(f.xT_block * cfg_.depth));
-  f.dy_q.allocate(size_t(rows * std::max(3 * D, Hd)));
-  f.dy_qT.allocate(size_t(std::max(3 * D, Hd) * f.ld));
+  fp8_release_activations();
+  const Fp8ActivationSizes z = fp8_activation_sizes(cfg_, max_batch, training);
+  f.ld = z.ld;
+  f.xT_block = z.xT_block;
+  std::copy(std::begin(z.xT_off), std::end(z.xT_off), std::begin(f.xT_off));
+  f.x_q.allocate(size_t(z.x_q));
+  if (z.x_qT > 0) f.x_qT.allocate(size_t(z.x_qT));
+  if (z.dy_q > 0) f.dy_q.allocate(size_t(z.dy_q));
+  if (z.dy_qT > 0) f.dy_qT.allocate(size_t(z.dy_qT));
 }
 
 void KatModelCuda::fp8_current_scale(int slot, const void* x, int64_t n, Fp8Format fmt, bool use_history) {

@@ -14,6 +14,14 @@
 
 namespace kat {
 
+// The FP8 activation buffers' sizes in bytes for a plan of max_batch images (KatModelCuda::fp8_plan
+// allocates them, plan()'s memory check counts them), with the offsets and ld fp8_plan sets.
+struct Fp8ActivationSizes {
+  int64_t ld = 0, x_q = 0, x_qT = 0, dy_q = 0, dy_qT = 0, xT_off[4] = {}, xT_block = 0;
+  int64_t total() const { return x_q + x_qT + dy_q + dy_qT; }
+};
+Fp8ActivationSizes fp8_activation_sizes(const ModelConfig& cfg, int64_t max_batch, bool training);
+
 struct KatModelCuda::Fp8 {
   ops::Fp8Recipe recipe;
   std::unique_ptr<cuda::GemmFp8> gemm;
