@@ -60,10 +60,11 @@ done
 export KAT_CONFIG_DIR=$(cd "$G/../.." && pwd)/configs
 ENV
 for t in "${TARGETS[@]}"; do
+  case "$t" in kat | kat_gpu_tests | op_bench) ;; *) continue ;; esac  # the ones with the model's attention
   if ldd "build-cuda/$t" | grep -q libcudnn; then
     echo "$t: cuDNN attention built in (--attention cudnn)"
   else
-    echo "$t: no cuDNN (cmake/cudnn.cmake did not find it: set CUDNN_ROOT and CUDNN_FRONTEND_INCLUDE_DIR)"
+    echo "$t: no cuDNN (cmake/cudnn.cmake did not find it: eval \"\$(bench/fetch_gpu_sdks.sh)\" first)"
   fi
 done
 for t in "${TARGETS[@]}"; do
