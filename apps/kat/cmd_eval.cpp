@@ -17,19 +17,16 @@ namespace kat::cli {
 void register_eval(CLI::App& app) {
   auto* sub = app.add_subcommand("eval", "Evaluate a checkpoint on a dataset's test split");
   struct Opts {
-    std::string weights, model, data, json_out, device = "cpu", decode = "auto", precision = "auto";
-    std::vector<std::string> overrides;
-    bool ema = false, train_split = false, no_progress = false, skip_bad = false, lazy = false;
+    CheckpointOptions ck;
+    std::string data, json_out, decode = "auto";
+    bool train_split = false, no_progress = false, skip_bad = false, lazy = false;
     int batch = 256;
     double crop_pct = 0;  // 0: the checkpoint's (0.875 for plain weights)
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("--weights,-w", o->weights, "Training checkpoint or plain weights (.safetensors)")->required();
-  sub->add_option("--model,-m", o->model, "Model name, needed for plain weights files");
-  sub->add_option("--set", o->overrides, "Model config override key=value");
+  add_checkpoint_options(sub, o->ck);
   sub->add_option("--data,-d", o->data,
                   "Dataset spec (default: the one the checkpoint was trained on, else fashion-mnist)");
-  sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
   sub->add_flag("--train-split", o->train_split, "Evaluate on the training split instead of test");
   sub->add_flag("--skip-bad", o->skip_bad, "Skip corrupt images");
   sub->add_flag("--lazy-data", o->lazy, "folder: datasets: decode images when read instead of all up front");
@@ -40,8 +37,6 @@ void register_eval(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--json", o->json_out, "Also write the results (incl. confusion matrix) as JSON");
   sub->add_flag("--no-progress", o->no_progress, "No progress bar");
-  sub->add_option("--device", o->device, device_help())->capture_default_str();
-  add_precision_option(sub, o->precision);
   sub->add_option("--decode", o->decode,
                   "folder: datasets: cpu (decode and fit on the CPU), gpu (nvJPEG and the eval fit on the GPU; "
                   "files read per batch, --device cuda, a build with nvJPEG), auto (gpu with --lazy-data on "
@@ -50,14 +45,14 @@ void register_eval(CLI::App& app) {
       ->capture_default_str();
   registry().push_back({sub,
                         [o] {
-    check_precision(o->precision, o->device);  // before any data is read
-    LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
+    const CheckpointOptions& ck = o->ck;
+    LoadedModel lm = load_checkpoint(ck);
     const std::string spec = !o->data.empty() ? o->data : lm.from_checkpoint ? lm.train.data : "fashion-mnist";
     // The data path, decided as `kat train` decides it (TrainConfig::resolve_decode).
     TrainConfig where;
     where.data = spec;
-    where.device = o->device;
-    where.devices = parse_device(o->device) < 0 ? std::vector<int>{} : std::vector<int>{parse_device(o->device)};
+    where.device = ck.device;
+    where.devices = parse_device(ck.device) < 0 ? std::vector<int>{} : std::vector<int>{parse_device(ck.device)};
     where.lazy_data = o->lazy;
     where.decode = o->decode;
     const bool gpu = where.resolve_decode() == "gpu", lazy = o->lazy || gpu;
@@ -70,7 +65,7 @@ void register_eval(CLI::App& app) {
     std::tie(lc.aug.mean, lc.aug.std) = input_normalisation(lm.train, lm.model->config());
     lc.aug.out_size = lm.model->config().img_size;
     const data::LoaderConfig ec = data::LoaderConfig::eval(lc, o->batch);
-    const auto engine = inference_engine(o->device, *lm.model, o->batch, o->precision);
+    const auto engine = inference_engine(ck.device, *lm.model, o->batch, ck.precision);
     int64_t skipped_gpu = 0;
     const EvalResult r = gpu ? evaluate_gpu_decode(*engine, ds, ec, where.devices.at(0), o->skip_bad, &skipped_gpu,
                                                    !o->no_progress, "eval")
@@ -78,9 +73,9 @@ void register_eval(CLI::App& app) {
     if (skipped + skipped_gpu > 0)
       std::printf("--skip-bad: skipped %lld corrupt images\n", (long long)(skipped + skipped_gpu));
     const auto& names = lm.class_names.empty() ? ds.class_names : lm.class_names;
-    std::printf("%s on %s (%s split, %lld images)%s [%s, precision %s, decode %s]\n", o->weights.c_str(),
-                spec.c_str(), o->train_split ? "train" : "test", (long long)r.count, o->ema ? " [EMA]" : "",
-                o->device.c_str(), o->precision.c_str(), gpu ? "gpu" : "cpu");
+    std::printf("%s on %s (%s split, %lld images)%s [%s, precision %s, decode %s]\n", ck.weights.c_str(),
+                spec.c_str(), o->train_split ? "train" : "test", (long long)r.count, ck.ema ? " [EMA]" : "",
+                ck.device.c_str(), ck.precision.c_str(), gpu ? "gpu" : "cpu");
     std::printf("top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n\nper-class accuracy:\n", r.top1, r.top5, r.loss);
     for (int c = 0; c < ds.num_classes; ++c)
       std::printf("  %2d %-16s %6.2f%%\n", c, c < int(names.size()) ? names[c].c_str() : "", r.class_accuracy(c));
@@ -95,8 +90,8 @@ void register_eval(CLI::App& app) {
     }
     if (!o->json_out.empty()) {
       nlohmann::json j = {
-          {"weights", o->weights},     {"data", spec},        {"count", r.count}, {"device", o->device},
-          {"precision", o->precision}, {"top1", r.top1},      {"top5", r.top5},   {"loss", r.loss},
+          {"weights", ck.weights},     {"data", spec},        {"count", r.count}, {"device", ck.device},
+          {"precision", ck.precision}, {"top1", r.top1},      {"top5", r.top5},   {"loss", r.loss},
           {"confusion", r.confusion},  {"classes", r.classes}};
       std::ofstream(o->json_out) << j.dump(2) << "\n";
     }

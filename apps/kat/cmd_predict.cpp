@@ -17,20 +17,14 @@ namespace kat::cli {
 void register_predict(CLI::App& app) {
   auto* sub = app.add_subcommand("predict", "Classify image files (PNG/JPEG) and print the top-5 classes");
   struct Opts {
-    std::string weights, model, device = "cpu", precision = "auto";
-    std::vector<std::string> overrides, images;
-    bool ema = false;
+    CheckpointOptions ck;
+    std::vector<std::string> images;
     int top = 5;
     double crop_pct = 0;  // 0: the checkpoint's (0.875 for plain weights)
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("--weights,-w", o->weights, "Training checkpoint or plain weights (.safetensors)")->required();
-  sub->add_option("--model,-m", o->model, "Model name, needed for plain weights files");
-  sub->add_option("--set", o->overrides, "Model config override key=value");
-  sub->add_flag("--ema", o->ema, "Use the checkpoint's EMA weights");
+  add_checkpoint_options(sub, o->ck);
   sub->add_option("--top", o->top, "How many classes to print")->capture_default_str();
-  sub->add_option("--device", o->device, device_help())->capture_default_str();
-  add_precision_option(sub, o->precision);
   sub->add_option("--eval-crop-pct", o->crop_pct,
                   "timm's evaluation fit: bicubic resize of the shorter side to img_size / crop_pct, center crop "
                   "(default: the checkpoint's, 0.875 for plain weights); an image already at the model's size "
@@ -39,9 +33,9 @@ void register_predict(CLI::App& app) {
   sub->add_option("images", o->images, "Image files")->required();
   registry().push_back({sub,
                         [o] {
-    LoadedModel lm = load_model_for_inference(o->weights, o->model, o->overrides, o->ema);
+    LoadedModel lm = load_checkpoint(o->ck);
     const ModelConfig& cfg = lm.model->config();
-    const auto engine = inference_engine(o->device, *lm.model, 1, o->precision);
+    const auto engine = inference_engine(o->ck.device, *lm.model, 1, o->ck.precision);
     const double crop_pct = eval_crop_pct(o->crop_pct, lm.train);
     data::AugmentConfig aug;
     aug.train = false;

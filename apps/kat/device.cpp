@@ -20,6 +20,20 @@ void check_precision(const std::string& precision, const std::string& device) {
   check_inference_precision(precision, parse_device(device) >= 0);
 }
 
+void add_checkpoint_options(CLI::App* sub, CheckpointOptions& o) {
+  sub->add_option("--weights,-w", o.weights, "Training checkpoint or plain weights (.safetensors)")->required();
+  sub->add_option("--model,-m", o.model, "Model name, needed for plain weights files");
+  sub->add_option("--set", o.overrides, "Model config override key=value");
+  sub->add_flag("--ema", o.ema, "Use the checkpoint's EMA weights");
+  sub->add_option("--device", o.device, device_help())->capture_default_str();
+  add_precision_option(sub, o.precision);
+}
+
+LoadedModel load_checkpoint(const CheckpointOptions& o) {
+  check_precision(o.precision, o.device);
+  return load_model_for_inference(o.weights, o.model, o.overrides, o.ema);
+}
+
 std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch,
                                             const std::string& precision) {
   check_precision(precision, device);

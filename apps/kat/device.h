@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -10,6 +11,7 @@
 #include "kat/model/kat_model.h"
 #include "kat/train/engine.h"
 #include "kat/train/gpu_runner.h"
+#include "kat/train/inference.h"
 #include "kat/train/train_config.h"
 
 namespace kat::cli {
@@ -18,6 +20,17 @@ namespace kat::cli {
 // --device (kat::check_inference_precision says what each value does).
 void add_precision_option(CLI::App* sub, std::string& precision);
 void check_precision(const std::string& precision, const std::string& device);
+
+// What eval and predict load and where they run it: --weights/-w, --model/-m, --set, --ema,
+// --device and --precision, one description for both commands.
+struct CheckpointOptions {
+  std::string weights, model, device = "cpu", precision = "auto";
+  std::vector<std::string> overrides;
+  bool ema = false;
+};
+void add_checkpoint_options(CLI::App* sub, CheckpointOptions& o);
+// Checks --precision against --device (before any data is read), then loads the model.
+LoadedModel load_checkpoint(const CheckpointOptions& o);
 
 // "cpu" -> null (use the CPU model). "cuda[:N]" -> a GpuRunner planned for inference only (bf16
 // compute, fp32 or FP8 linears as `precision` says) for batches up to max_batch, holding m's
