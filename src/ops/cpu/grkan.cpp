@@ -49,7 +49,13 @@ bool grkan_cpu_uses_v3() {
     const char* e = std::getenv("KAT_CPU_DISPATCH");
     if (e && std::string(e) == "default") return false;
     __builtin_cpu_init();
+#if __GNUC__ >= 12
     return __builtin_cpu_supports("x86-64-v3") > 0;
+#else  // g++ 11 (Ubuntu 22.04) has no ISA-level names: the features that define v3 in practice
+    // (names every g++ since 5 knows; CPUs with these have v3's F16C, LZCNT and MOVBE too)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+           __builtin_cpu_supports("bmi2");
+#endif
   }();
   return v3;
 }
