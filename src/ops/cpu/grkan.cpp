@@ -22,8 +22,10 @@
 
 namespace kat::ops {
 
-// x86-64 GCC builds for a target without AVX2/FMA compile the kernels twice (see above).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !(defined(__AVX2__) && defined(__FMA__))
+// x86-64 GCC builds for a target without AVX2/FMA compile the kernels twice (see above); g++ 11 is
+// the first to know the arch name x86-64-v3.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && \
+    !(defined(__AVX2__) && defined(__FMA__))
 #define KAT_GRKAN_V3_DISPATCH 1
 #else
 #define KAT_GRKAN_V3_DISPATCH 0
