@@ -56,7 +56,7 @@ void register_infer(CLI::App& app) {
     const int max_batch = int(std::min<int64_t>(N, o->batch));
     const auto gpu = inference_runner(o->device, model, max_batch, o->precision);
     if (!gpu) {
-      if (o->precision == "fp8") model.enable_fp8();  // the CPU emulation
+      prepare_cpu_inference(model, o->precision);
       model.plan(max_batch);
     }
     for (int64_t b0 = 0; b0 < N; b0 += o->batch) {

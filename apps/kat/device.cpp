@@ -36,7 +36,6 @@ LoadedModel load_checkpoint(const CheckpointOptions& o) {
 
 std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const KatModel& m, int max_batch,
                                             const std::string& precision) {
-  check_precision(precision, device);
   const int dev = parse_device(device);
   return dev < 0 ? nullptr : make_inference_runner(m, dev, max_batch, precision);
 }
@@ -44,7 +43,7 @@ std::unique_ptr<GpuRunner> inference_runner(const std::string& device, const Kat
 std::unique_ptr<Engine> inference_engine(const std::string& device, KatModel& m, int max_batch,
                                          const std::string& precision) {
   if (auto gpu = inference_runner(device, m, max_batch, precision)) return gpu;
-  if (precision == "fp8") m.enable_fp8();  // the CPU emulation
+  prepare_cpu_inference(m, precision);
   m.plan(max_batch);
   return std::make_unique<CpuEngine>(m);
 }

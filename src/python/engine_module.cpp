@@ -50,8 +50,10 @@ class Model {
  public:
   Model(LoadedModel&& m, const std::string& device, const std::string& precision)
       : m_(std::move(m)), device_(cli::parse_device(device)), precision_(precision) {
-    check_inference_precision(precision_, device_ >= 0);
-    if (device_ < 0 && precision_ == "fp8") m_.model->enable_fp8();  // the CPU emulation
+    if (device_ < 0)
+      prepare_cpu_inference(*m_.model, precision_);
+    else
+      check_inference_precision(precision_, true);  // at load, not at the first predict
   }
 
   const ModelConfig& config() const { return m_.model->config(); }

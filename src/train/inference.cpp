@@ -47,6 +47,11 @@ void check_inference_precision(const std::string& precision, bool on_gpu) {
             "--precision bf16 is GPU only (--device cuda); the CPU computes in fp32 (--precision auto or fp32)");
 }
 
+void prepare_cpu_inference(KatModel& m, const std::string& precision) {
+  check_inference_precision(precision, false);
+  if (precision == "fp8") m.enable_fp8();  // the CPU emulation
+}
+
 std::unique_ptr<GpuRunner> make_inference_runner(const KatModel& m, int device, int max_batch,
                                                  const std::string& precision) {
   check_inference_precision(precision, true);

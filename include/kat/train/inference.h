@@ -34,6 +34,9 @@ LoadedModel load_model_for_inference(const std::string& weights, const std::stri
 // A checkpoint trained with --precision fp8 holds fp32 master weights, so any precision reads it.
 // Throws kat::Error naming --precision for a value that is unknown or not for that device.
 void check_inference_precision(const std::string& precision, bool on_gpu);
+// The CPU model m set up for inference in `precision` (checked for the CPU; fp8: the emulation,
+// KatModel::enable_fp8); planning stays the caller's.
+void prepare_cpu_inference(KatModel& m, const std::string& precision);
 // A GpuRunner on GPU `device` planned for inference only (bf16 compute; fp32 or FP8 linears as
 // `precision` says) for batches up to max_batch, holding m's weights.
 std::unique_ptr<GpuRunner> make_inference_runner(const KatModel& m, int device, int max_batch,
