@@ -8,19 +8,8 @@
 set -u
 source ${GPURUN:-.carry/gpurun}/run_env.sh
 T0=$(date +%s)
-G=/tmp/guard; mkdir -p $G
-echo "seed,precision,test_top1,test_loss,seconds,rc" > $OUT/guard.csv
-for s in 0 1 2 3 4; do
-  for p in auto fp8; do
-    t=$(date +%s)
-    timeout -k 5 60 kat train --device cuda --data fashion-mnist:.carry/fm_full --precision $p --seed $s \
-      --no-progress --out $G/$p-s$s > $G/$p-s$s.log 2>&1
-    rc=$?
-    last=$(grep test_top1 $G/$p-s$s/metrics.jsonl 2>/dev/null | tail -1)
-    acc=$(echo "$last" | python3 -c "import json,sys; d=json.loads(sys.stdin.read() or '{}'); print(d.get('test_top1','-'), d.get('test_loss','-'), sep=',')")
-    echo "$s,$p,$acc,$(( $(date +%s) - t )),$rc" | tee -a $OUT/guard.csv
-  done
-done
+G=/tmp/guard
+bash bench/fp8_guard.sh $OUT/guard.csv .carry/fm_full $G "0 1 2 3 4" 60
 # kat eval --precision on the GPU (new): a bf16-trained and an fp8-trained checkpoint, each evaluated
 # in bf16 (auto), fp8 and fp32.
 for run in auto-s0 fp8-s0; do

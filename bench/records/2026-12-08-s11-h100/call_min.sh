@@ -17,13 +17,7 @@ else
   timeout -k 5 100 kat_gpu_tests --gtest_filter='ModelCuda.Fp8*:TrainCuda.Fp8*:OpHarness.Fp8:OpArgs.Fp8*:GpuDataDir.Ycbcr*:GpuDataDir.Yuv*' > $OUT/gpu_tests.log 2>&1
 fi
 st "gpu tests rc $?"; grep -E "^\[  FAILED  \]|PASSED|tests ran" $OUT/gpu_tests.log | tee -a $OUT/steps.txt
-echo "seed,precision,test_top1,test_loss,seconds,rc" > $OUT/guard.csv
-for s in 0 1 2; do for p in auto fp8; do
-  t=$(date +%s)
-  timeout -k 5 40 kat train --device cuda --data fashion-mnist:.carry/fm_full --precision $p --seed $s --no-progress --out /tmp/g/$p-s$s > /tmp/g_$p$s.log 2>&1
-  rc=$?; last=$(grep test_top1 /tmp/g/$p-s$s/metrics.jsonl 2>/dev/null | tail -1)
-  echo "$s,$p,$(echo "$last" | python3 -c "import json,sys; d=json.loads(sys.stdin.read() or '{}'); print(d.get('test_top1','-'), d.get('test_loss','-'), sep=',')"),$(( $(date +%s) - t )),$rc" | tee -a $OUT/guard.csv
-done; done
+bash bench/fp8_guard.sh $OUT/guard.csv .carry/fm_full /tmp/g "0 1 2" 40
 st "guard"
 for r in $(seq $([ "${SUITE:-0}" = 1 ] && echo 1 || echo 2)); do for p in auto fp8; do for m in train infer; do
   echo "$m $p: $(timeout -k 5 60 kat bench $m -m kat_tiny_patch16_224 -b 256 --iters 10 --device cuda --precision $p --csv 2>&1 | tail -1)" | tee -a $OUT/fp8_rows.txt
